@@ -1,0 +1,52 @@
+"""Every reproducible check of this project: `nox -l` lists them, `nox` runs the defaults."""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.needs_version = ">=2025.2.9"
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.sessions = ["tests", "lint", "smoke"]
+nox.options.reuse_venv = "yes"
+
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+IN_CI = bool(os.environ.get("CI"))
+
+
+def install(session: nox.Session, *groups: str, app: bool = True) -> None:
+    if app:
+        # The same hashed lock the image installs from, so tests run what production runs.
+        session.install("-r", "requirements.lock")
+    session.install(*nox.project.dependency_groups(PYPROJECT, *groups))
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the unit tests of api/ and ops/."""
+    install(session, "test", "ops")
+    session.run("pytest", "--ignore=tests/smoke", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Check style and types: ruff, and mypy on ops/."""
+    install(session, "lint", "ops")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy")
+
+
+@nox.session
+def smoke(session: nox.Session) -> None:
+    """Build the image, run it on a free port and run tests/smoke against it."""
+    install(session, "test", "ops")
+    try:
+        session.run("python", "-m", "ops.docker", silent=True)
+    except nox.command.CommandFailed:
+        message = "no Docker engine answers; start one (or set DOCKER_HOST) to run the smoke tests"
+        if IN_CI:
+            session.error(message)
+        session.skip(message)
+    session.run("invoke", "smoke", *session.posargs)

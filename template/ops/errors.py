@@ -1,0 +1,27 @@
+"""The error hierarchy of the ops tooling."""
+
+from __future__ import annotations
+
+
+class OpsError(Exception):
+    """An expected failure. ``str(exc)`` is a message for a person: what failed, what to do."""
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail  # e.g. a build-log tail or container logs, printed after the message
+
+
+class EngineUnavailable(OpsError):
+    """No Docker engine answers where DOCKER_HOST (or the default socket) points."""
+
+
+class BuildFailed(OpsError):
+    """``docker build`` failed; ``detail`` holds the tail of the build log."""
+
+
+class NeverHealthy(OpsError):
+    """A container exited or did not turn healthy in time; ``detail`` holds its logs."""
+
+
+class SmokeFailed(OpsError):
+    """The smoke suite failed against an image or URL."""

@@ -1,0 +1,64 @@
+"""Smoke tests: run ``tests/smoke`` against an image (started here) or a deployed URL."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import docker
+
+from ops import docker as engine
+from ops.errors import SmokeFailed
+from ops.project import Project
+
+# The smoke run uses a port other than the image's default, to prove the image honours $PORT.
+PORT_OFFSET = 1
+
+
+def run_suite(project: Project, base_url: str, container_id: str = "", extra: Sequence[str] = ()) -> int:
+    """Run pytest over tests/smoke against ``base_url``; return pytest's exit code."""
+    env = {**os.environ, "SMOKE_BASE_URL": base_url}
+    if container_id:
+        env["SMOKE_CONTAINER"] = container_id
+    else:
+        env.pop("SMOKE_CONTAINER", None)
+    suite = str(Path(project.root, "tests", "smoke"))
+    command = [sys.executable, "-m", "pytest", suite, "-p", "no:cacheprovider", *extra]
+    return subprocess.run(command, cwd=project.root, env=env, check=False).returncode
+
+
+def smoke_url(project: Project, url: str, extra: Sequence[str] = ()) -> None:
+    if run_suite(project, url.rstrip("/"), extra=extra) != 0:
+        raise SmokeFailed(f"smoke tests failed against {url}")
+
+
+def smoke_image(
+    project: Project,
+    client: docker.DockerClient,
+    image: str,
+    *,
+    health_timeout: float = 30,
+    extra: Sequence[str] = (),
+) -> float:
+    """Start ``image`` on a free port, wait for health, run the suite, always remove the container.
+
+    Returns the seconds from start to healthy. On failure the container's logs are attached to
+    the error, so the reason is on screen without another command.
+    """
+    port = project.container_port + PORT_OFFSET
+    running = engine.run_container(client, image, container_port=port)
+    try:
+        healthy_after = engine.wait_healthy(running, timeout=health_timeout)
+        code = run_suite(project, running.url, container_id=running.container.id or "", extra=extra)
+        if code != 0:
+            raise SmokeFailed(
+                f"smoke tests failed against {image} (pytest exit code {code})",
+                detail=engine.container_logs(running.container),
+            )
+        return healthy_after
+    finally:
+        engine.stop(running.container, timeout=project.graceful_timeout + 5)
+        engine.remove(running.container)

@@ -1,0 +1,84 @@
+"""What must hold for any running instance of the service. Runs in file order: the last test
+stops the container."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+
+
+def test_liveness(http: httpx.Client) -> None:
+    response = http.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_readiness(http: httpx.Client) -> None:
+    response = http.get("/readyz")
+    assert response.status_code == 200
+    assert response.json()["status"] == "ready"
+
+
+def test_version_header_and_endpoint(http: httpx.Client) -> None:
+    response = http.get("/api/version")
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {"version", "revision"}
+    assert response.headers["X-App-Version"] == body["version"]
+
+
+def test_a_real_api_call(http: httpx.Client) -> None:
+    response = http.get("/api/greeting", params={"name": "smoke"})
+    assert response.status_code == 200
+    assert response.json()["message"] == "Hello, smoke!"
+
+
+def test_request_id_round_trip(http: httpx.Client) -> None:
+    assert http.get("/healthz", headers={"X-Request-ID": "smoke-123"}).headers["X-Request-ID"] == "smoke-123"
+
+
+def test_errors_are_json(http: httpx.Client) -> None:
+    missing = http.get("/api/does-not-exist")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["status"] == 404
+    wrong_method = http.put("/api/version")
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["error"]["status"] == 405
+    too_big = http.post("/api/echo", content=b"x" * (2 * 1024 * 1024), headers={"Content-Type": "application/json"})
+    assert too_big.status_code == 413
+    assert too_big.json()["error"]["status"] == 413
+
+
+def test_runs_as_non_root(container) -> None:  # type: ignore[no-untyped-def]
+    exit_code, output = container.exec_run(["python", "-c", "import os; print(os.getuid())"])
+    assert exit_code == 0
+    assert int(output.decode().strip()) != 0
+    assert container.attrs["Config"]["User"] not in ("", "root", "0")
+
+
+def test_honours_port(container, base_url: str) -> None:  # type: ignore[no-untyped-def]
+    port = next(e.split("=", 1)[1] for e in container.attrs["Config"]["Env"] if e.startswith("PORT="))
+    exit_code, output = container.exec_run(
+        [
+            "python",
+            "-c",
+            f"import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:{port}/healthz').status)",
+        ]
+    )
+    assert exit_code == 0 and output.decode().strip() == "200"
+    assert f"{port}/tcp" in container.attrs["NetworkSettings"]["Ports"]
+
+
+def test_stops_gracefully_on_sigterm(container, http: httpx.Client) -> None:  # type: ignore[no-untyped-def]
+    env = dict(e.split("=", 1) for e in container.attrs["Config"]["Env"])
+    graceful = int(env.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
+    assert http.get("/healthz").status_code == 200
+    started = time.monotonic()
+    container.kill(signal="SIGTERM")
+    result = container.wait(timeout=graceful + 5)
+    elapsed = time.monotonic() - started
+    assert result["StatusCode"] == 0, container.logs(tail=50).decode()
+    assert elapsed <= graceful
+    logs = container.logs(tail=50).decode()
+    assert "Shutting down" in logs or "Handling signal: term" in logs

@@ -1,0 +1,121 @@
+"""The HTTP contract of api/: what the static page, Netlify, Caddy and Docker rely on."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from api import create_app
+from api.config import ConfigError, load_config
+
+
+def test_healthz_is_json_ok(client: FlaskClient) -> None:
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok"}
+
+
+def test_readyz_reports_checks(client: FlaskClient) -> None:
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ready", "checks": {"config": True}}
+
+
+def test_version_endpoint_and_header(client: FlaskClient) -> None:
+    response = client.get("/api/version")
+    assert response.get_json() == {"version": "1.2.3", "revision": "abc123"}
+    assert response.headers["X-App-Version"] == "1.2.3"
+
+
+def test_greeting_uses_name(client: FlaskClient) -> None:
+    body = client.get("/api/greeting", query_string={"name": "Ada"}).get_json()
+    assert body["message"] == "Hello, Ada!"
+    assert body["version"] == "1.2.3"
+
+
+def test_greeting_rejects_long_name_with_json_400(client: FlaskClient) -> None:
+    response = client.get("/api/greeting", query_string={"name": "x" * 101})
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "bad_request"
+
+
+def test_404_is_json_with_request_id(client: FlaskClient) -> None:
+    response = client.get("/api/nope", headers={"X-Request-ID": "req-42"})
+    assert response.status_code == 404
+    assert response.is_json
+    assert response.get_json()["error"] == {
+        "status": 404,
+        "code": "not_found",
+        "message": response.get_json()["error"]["message"],
+        "request_id": "req-42",
+    }
+
+
+def test_405_is_json_and_lists_allowed_methods(client: FlaskClient) -> None:
+    response = client.delete("/api/version")
+    assert response.status_code == 405
+    assert response.get_json()["error"]["code"] == "method_not_allowed"
+    assert "GET" in response.headers["Allow"]
+
+
+def test_413_for_bodies_over_the_limit(client: FlaskClient) -> None:
+    response = client.post("/api/echo", data=json.dumps({"x": "y" * 2000}), content_type="application/json")
+    assert response.status_code == 413
+    assert response.get_json()["error"]["code"] == "request_entity_too_large"
+
+
+def test_echo_within_the_limit(client: FlaskClient) -> None:
+    response = client.post("/api/echo", json={"a": 1})
+    assert response.status_code == 200
+    assert response.get_json()["echo"] == {"a": 1}
+
+
+def test_500_is_json_without_internals(app: Flask) -> None:
+    @app.get("/api/boom")
+    def boom() -> str:
+        raise RuntimeError("secret internals")
+
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    response = app.test_client().get("/api/boom")
+    assert response.status_code == 500
+    body = response.get_json()
+    assert body["error"]["code"] == "internal_server_error"
+    assert "secret" not in response.get_data(as_text=True)
+
+
+def test_request_id_is_echoed_or_generated(client: FlaskClient) -> None:
+    assert client.get("/healthz", headers={"X-Request-ID": "abc.DEF-1"}).headers["X-Request-ID"] == "abc.DEF-1"
+    generated = client.get("/healthz").headers["X-Request-ID"]
+    assert len(generated) == 32
+    # An unsafe id (header injection, huge) is replaced, not echoed.
+    assert client.get("/healthz", headers={"X-Request-ID": "a b<script>"}).headers["X-Request-ID"] != "a b<script>"
+
+
+def test_one_json_log_line_per_request(client: FlaskClient, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    client.get("/api/version", headers={"X-Request-ID": "log-me"})
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.strip()]
+    requests = [line for line in lines if line.get("logger") == "api.request"]
+    assert len(requests) == 1
+    entry = requests[0]
+    assert entry["request_id"] == "log-me"
+    assert entry["path"] == "/api/version"
+    assert entry["status"] == 200
+    assert entry["duration_ms"] >= 0
+
+
+def test_config_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APP_VERSION", "9.9.9")
+    monkeypatch.setenv("APP_MAX_REQUEST_BYTES", "10")
+    app = create_app()
+    assert app.config["MAX_CONTENT_LENGTH"] == 10
+    assert app.test_client().get("/api/version").get_json()["version"] == "9.9.9"
+
+
+@pytest.mark.parametrize("value", ["ten", "0", "-5"])
+def test_invalid_config_fails_with_the_variable_name(value: str) -> None:
+    with pytest.raises(ConfigError, match="APP_MAX_REQUEST_BYTES"):
+        load_config({"APP_MAX_REQUEST_BYTES": value})

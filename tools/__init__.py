@@ -1,0 +1,1 @@
+"""Maintainer tooling for the template repository (base images, demo, benchmark)."""
