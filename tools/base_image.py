@@ -145,7 +145,9 @@ def _tar(rootfs: Path) -> bytes:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("suites", nargs="*", default=["bookworm"], choices=sorted(SUITES), help="Debian suites to build")
+    parser.add_argument(
+        "suites", nargs="*", default=["bookworm"], choices=sorted(SUITES), help="Debian suites to build"
+    )
     parser.add_argument("--mirror", help="Debian mirror (default: the one apt uses here)")
     parser.add_argument("--force", action="store_true", help="rebuild even if the image exists")
     args = parser.parse_args(argv)

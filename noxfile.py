@@ -1,0 +1,126 @@
+"""Every reproducible check of the template: `nox -l` lists them, `nox` runs what CI needs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import nox
+
+from tools.generated import offline_base_image
+
+nox.needs_version = ">=2025.2.9"
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.sessions = ["lint", "tests", "generated", "smoke"]
+nox.options.reuse_venv = "yes"
+
+ROOT = Path(__file__).parent
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+APP_LOCK = "template/requirements.lock"
+IN_CI = bool(os.environ.get("CI"))
+
+# Answer sets for `generated`: the defaults, and the corners (other Python, sync workers,
+# unusual port, a name that needs slugifying). Each is rendered and must pass its own `nox`.
+ANSWER_SETS: dict[str, dict[str, object]] = {
+    "defaults": {},
+    "py313-sync": {
+        "project_name": "Orders API",
+        "python_version": "3.13",
+        "port": 9000,
+        "web_concurrency": 2,
+        "threads": 1,
+        "timeout": 30,
+    },
+    "py311-unicode": {
+        "project_name": "Café Ünïcode — Service",
+        "python_version": "3.11",
+        "author_name": 'Zoë "Z" O\'Brien',
+        "description": 'Says "hello" & more',
+        "backend_url": "https://api.cafe.example:8443",
+    },
+}
+
+
+def install(session: nox.Session, *groups: str, app: bool = False) -> None:
+    if app:
+        session.install("-r", APP_LOCK)
+    session.install(*nox.project.dependency_groups(PYPROJECT, *groups))
+
+
+def require_docker(session: nox.Session) -> None:
+    """Skip where no engine answers; in CI, fail instead (Docker checks must run there)."""
+    try:
+        session.run("python", "-c", "import docker; docker.from_env(timeout=10).ping()", silent=True)
+    except nox.command.CommandFailed:
+        message = "no Docker engine answers (start dockerd, or set DOCKER_HOST)"
+        if IN_CI:
+            session.error(f"{message}; CI needs one")
+        session.skip(message)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Lint the repository's Python with ruff and mypy."""
+    install(session, "lint", "render")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Render the template and test the result (Docker tests need an engine)."""
+    install(session, "test", app=True)
+    session.run("pytest", *(session.posargs or ["-x", "-q"]))
+
+
+@nox.session
+def generated(session: nox.Session) -> None:
+    """Render several answer sets and run each generated project's own `nox`."""
+    install(session, "render", "dev")
+    require_docker(session)
+    from_sets = session.posargs or list(ANSWER_SETS)
+    for name in from_sets:
+        answers = ANSWER_SETS[name]
+        target = ROOT / ".cache" / "generated" / name
+        session.log(f"rendering {name}: {answers or 'default answers'}")
+        session.run("python", "-m", "tools.generated", str(target), "--answers", json.dumps(answers))
+        # Offline base images exist for 3.11 and 3.13; a 3.12 project builds on the 3.11 one.
+        python = str(answers.get("python_version", "3.12"))
+        base = offline_base_image("3.13" if python == "3.13" else "3.11")
+        with session.chdir(target):
+            session.run("nox", env={"BASE_IMAGE": base, "CI": "true"})
+
+
+@nox.session
+def smoke(session: nox.Session) -> None:
+    """Render with default answers, build the image, run it and run its smoke suite."""
+    install(session, "render", "test", app=True)
+    require_docker(session)
+    session.run("python", "-m", "tools.demo", "--check", "--dir", str(ROOT / ".cache" / "smoke" / "my-service"))
+
+
+@nox.session(default=False)
+def demo(session: nox.Session) -> None:
+    """Render a project, build it, run it and print its URL (--check: smoke it and exit)."""
+    install(session, "render", "test", app=True)
+    session.run("python", "-m", "tools.demo", *session.posargs)
+
+
+@nox.session(default=False)
+def images(session: nox.Session) -> None:
+    """Build the offline Python base images from Debian packages (needs root and debootstrap)."""
+    if shutil.which("debootstrap") is None:
+        session.error("debootstrap is not installed: apt-get install -y debootstrap")
+    install(session, "render")
+    session.run("python", "-m", "tools.base_image", *(session.posargs or ["bookworm", "trixie"]))
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """Measure render, build, start-up, size and throughput; print a table and write JSON."""
+    install(session, "render", "test", app=True)
+    require_docker(session)
+    session.run("python", "-m", "tools.bench", *session.posargs)

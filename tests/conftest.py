@@ -1,0 +1,66 @@
+"""Fixtures: real Copier renders, a real Docker engine, real images built from the render."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tools.generated import docker_client, local_image_exists, offline_base_image, render, run_in
+
+IN_CI = bool(os.environ.get("CI"))
+
+
+@pytest.fixture(scope="session")
+def engine() -> Any:
+    """The Docker engine; skipped on a laptop without one, a failure in CI."""
+    client = docker_client()
+    if client is None:
+        message = "no Docker engine answers (start dockerd or set DOCKER_HOST)"
+        if IN_CI:
+            pytest.fail(f"{message}; CI must run the Docker tests")
+        pytest.skip(message)
+    return client
+
+
+@pytest.fixture(scope="session")
+def base_image(engine: Any) -> str:
+    image = offline_base_image("3.11")
+    if not local_image_exists(engine, image):
+        message = f"base image {image} is missing; build it with `nox -s images` (or set BASE_IMAGE)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return image
+
+
+@pytest.fixture(scope="session")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project rendered with default answers (read-only: tests that edit files render their own)."""
+    return render(tmp_path_factory.mktemp("render") / "my-service")
+
+
+@pytest.fixture(scope="session")
+def image_project(tmp_path_factory: pytest.TempPathFactory, base_image: str) -> Path:
+    """A project whose image tests build; a unique slug keeps parallel runs apart."""
+    slug = f"cnd-test-{uuid.uuid4().hex[:8]}"
+    path = render(tmp_path_factory.mktemp("image") / slug, {"project_slug": slug, "base_image": base_image})
+    # A secret-looking .env must never reach the image (the .dockerignore allow-list).
+    (path / ".env").write_text("NETLIFY_AUTH_TOKEN=never-in-the-image\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def built(image_project: Path, engine: Any) -> Iterator[dict[str, Any]]:
+    """Build the image once with `inv build`; remove its tags afterwards."""
+    result = run_in(image_project, "invoke", "build", capture=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    slug = image_project.name
+    yield {"project": image_project, "slug": slug, "image": f"{slug}:latest", "output": result.stdout + result.stderr}
+    for image in engine.images.list(name=slug):
+        for tag in image.tags:
+            engine.images.remove(tag, force=True)

@@ -1,0 +1,92 @@
+"""copier.yml: questions, validators, derived defaults, the answers file, no secrets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tools.generated import REPO, render
+
+QUESTIONS = {k: v for k, v in yaml.safe_load((REPO / "copier.yml").read_text()).items() if not k.startswith("_")}
+
+
+def test_every_question_has_type_help_and_default() -> None:
+    for name, question in QUESTIONS.items():
+        assert {"type", "help", "default"} <= set(question), name
+        if question["type"] == "str" and "choices" not in question:
+            assert "validator" in question, f"free-text question {name} needs a validator"
+
+
+def test_no_secret_is_asked() -> None:
+    for name, question in QUESTIONS.items():
+        assert not question.get("secret"), name
+        assert not any(word in name for word in ("token", "password", "secret", "key")), name
+
+
+@pytest.mark.parametrize(
+    ("answers", "message"),
+    [
+        ({"project_name": "   "}, "project_name must not be empty"),
+        ({"project_name": "x" * 61}, "keep it to 60 or fewer"),
+        ({"project_slug": "My_Service"}, 'project_slug "My_Service" is invalid'),
+        ({"project_slug": "1service"}, "starting with a letter"),
+        ({"project_slug": "svc-"}, "must not end with a dash"),
+        ({"description": "two\nlines"}, "description must be a single line"),
+        ({"author_name": " "}, "author_name must not be empty"),
+        ({"author_email": "not-an-email"}, 'author_email "not-an-email" is not an email address'),
+        ({"python_version": "3.9"}, "python_version"),
+        ({"base_image": "Python 3.12"}, 'base_image "Python 3.12" is not an image reference'),
+        ({"port": 80}, "port must be between 1024 and 65535"),
+        ({"port": 70000}, "port must be between 1024 and 65535"),
+        ({"web_concurrency": 0}, "web_concurrency must be between 1 and 64"),
+        ({"threads": 0}, "threads must be between 1 and 64"),
+        ({"timeout": 0}, "timeout must be between 1 and 3600"),
+        ({"netlify_site_name": "-bad-"}, 'netlify_site_name "-bad-" is invalid'),
+        ({"backend_url": "http://api.example.com"}, "must be an https origin"),
+        ({"backend_url": "https://api.example.com/"}, "without a path or trailing slash"),
+        ({"backend_url": "https://api.example.com/api"}, "must be an https origin"),
+        ({"image": "ghcr.io/acme/svc:latest"}, "no tag"),
+        ({"image": "GHCR.io/Acme/svc"}, "use lowercase"),
+    ],
+)
+def test_invalid_answers_are_rejected_with_a_clear_message(
+    tmp_path: Path, answers: dict[str, Any], message: str
+) -> None:
+    target = tmp_path / "out"
+    with pytest.raises(ValueError, match="Validation error|Invalid choice|not a valid") as caught:
+        render(target, answers, git=False)
+    assert message in str(caught.value)
+    assert not target.exists(), "a rejected answer must not leave a half-written project"
+
+
+def test_valid_unusual_answers_are_accepted(tmp_path: Path) -> None:
+    project = render(
+        tmp_path / "p",
+        {"backend_url": "https://api.example.com:8443", "image": "registry.example.com:5000/team/svc", "port": 65535},
+        git=False,
+    )
+    assert "ARG BASE_IMAGE=python:3.12-slim" in (project / "Dockerfile").read_text()
+
+
+def test_defaults_derive_from_earlier_answers(tmp_path: Path) -> None:
+    project = render(tmp_path / "p", {"project_name": "Acme Orders API!", "author_name": "Acme Corp"}, git=False)
+    answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
+    assert answers["project_slug"] == "acme-orders-api"
+    assert answers["netlify_site_name"] == "acme-orders-api"
+    assert answers["image"] == "ghcr.io/acme-corp/acme-orders-api"
+    assert answers["base_image"] == "python:3.12-slim"
+
+
+def test_python_version_drives_the_base_image(tmp_path: Path) -> None:
+    project = render(tmp_path / "p", {"python_version": "3.13"}, git=False)
+    assert "ARG BASE_IMAGE=python:3.13-slim" in (project / "Dockerfile").read_text()
+
+
+def test_answers_file_supports_copier_update(project: Path) -> None:
+    answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
+    assert answers["_src_path"]
+    assert answers["_commit"]
+    assert set(QUESTIONS) <= set(answers)

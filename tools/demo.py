@@ -1,0 +1,87 @@
+"""The main job: render a project with default answers, build it, run it, say where it serves.
+
+``python -m tools.demo`` (``nox -s demo``) serves until Ctrl-C. ``--check`` instead runs the
+generated smoke suite against it and exits, non-zero on any failure. Without a Docker engine
+it says so in one line and runs the same service as a local gunicorn process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from tools.generated import REPO, choose_base_image, docker_client, pytest_args, render, run_in, wait_http
+
+DEFAULT_DIR = REPO / ".cache" / "demo" / "my-service"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def with_docker(project: Path, client: object, check: bool) -> int:
+    dockerfile = (project / "Dockerfile").read_text()
+    default = next(line.split("=", 1)[1] for line in dockerfile.splitlines() if line.startswith("ARG BASE_IMAGE="))
+    base, why = choose_base_image(client, default)
+    print(f"demo: base image {base} ({why})", flush=True)
+    env = {"BASE_IMAGE": base}
+    if run_in(project, "invoke", "build", env=env, check=False).returncode != 0:
+        return 1
+    if check:
+        return run_in(project, "invoke", "smoke", "--image", "my-service:latest", env=env, check=False).returncode
+    # `inv run` prints the URL once healthy, follows the logs and removes the container on Ctrl-C.
+    try:
+        return run_in(project, "invoke", "run", env=env, check=False, timeout=10**9).returncode
+    except KeyboardInterrupt:
+        return 0
+
+
+def with_gunicorn(project: Path, check: bool) -> int:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "PORT": str(port), "APP_VERSION": "0.1.0", "APP_REVISION": "local"}
+    server = subprocess.Popen([sys.executable, "serve.py"], cwd=project, env=env)
+    try:
+        seconds = wait_http(f"{url}/readyz", proc=server)
+        print(f"demo: serving at {url} (healthy after {seconds:.2f}s; try {url}/api/greeting)", flush=True)
+        if check:
+            return subprocess.run([*pytest_args(["tests/smoke"]), "--base-url", url], cwd=project).returncode
+        print("demo: Ctrl-C stops it", flush=True)
+        server.wait()
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    except (RuntimeError, TimeoutError) as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if server.poll() is None:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=30)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="run the smoke suite against it and exit")
+    parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help=f"where to render (default {DEFAULT_DIR})")
+    args = parser.parse_args(argv)
+
+    project = render(args.dir)
+    print(f"demo: rendered {project} with default answers", flush=True)
+    client = docker_client()
+    if client is not None:
+        return with_docker(project, client, args.check)
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    print(f"demo: no Docker engine answers at {host}; running the service as a local gunicorn process instead")
+    return with_gunicorn(project, args.check)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
