@@ -21,6 +21,10 @@ from ops.errors import OpsError
 console = Console(stderr=True, highlight=False)
 
 
+def _print_line(line: str) -> None:
+    console.print(line, markup=False, soft_wrap=True)
+
+
 @contextmanager
 def _failing_cleanly() -> Iterator[None]:
     """Expected failures end in one clear message (plus their log tail), not a traceback."""
@@ -49,9 +53,7 @@ def build(c: Context, tag: str = "", base_image: str = "", no_cache: bool = Fals
         client = engine.connect()
         args = proj.build_args(project, base_image)
         console.print(f"[bold]Building[/] {', '.join(tags)} (revision {args['REVISION'][:12]})")
-        result = engine.build_image(
-            client, project.root, tags, args, nocache=no_cache, on_line=lambda line: console.print(line, markup=False, soft_wrap=True)
-        )
+        result = engine.build_image(client, project.root, tags, args, nocache=no_cache, on_line=_print_line)
     console.print(f"[green]Built[/] {result.image_id[7:19]} as {', '.join(result.tags)} in {result.seconds:.1f}s")
     return tags[0]
 
@@ -78,7 +80,7 @@ def run(c: Context, port: int = 0, tag: str = "latest") -> None:
             seconds = engine.wait_healthy(running)
             console.print(f"[green]Healthy[/] in {seconds:.2f}s: {running.url}  (Ctrl-C stops it)")
             signal.signal(signal.SIGTERM, _interrupt)
-            engine.follow_logs(running.container, lambda line: console.print(line, markup=False, soft_wrap=True))
+            engine.follow_logs(running.container, _print_line)
         except KeyboardInterrupt:
             console.print("\nStopping ...")
         finally:

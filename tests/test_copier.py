@@ -56,7 +56,7 @@ def test_invalid_answers_are_rejected_with_a_clear_message(
     tmp_path: Path, answers: dict[str, Any], message: str
 ) -> None:
     target = tmp_path / "out"
-    with pytest.raises(ValueError, match="Validation error|Invalid choice|not a valid") as caught:
+    with pytest.raises(ValueError, match=r"Validation error|Invalid choice|not a valid") as caught:
         render(target, answers, git=False)
     assert message in str(caught.value)
     assert not target.exists(), "a rejected answer must not leave a half-written project"

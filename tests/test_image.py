@@ -22,7 +22,7 @@ def in_image(engine: Any, image: str, *command: str) -> str:
 
 def test_build_streams_progress_and_tags(built: dict[str, Any], engine: Any) -> None:
     assert "Step 1/" in built["output"]
-    assert f"Built " in built["output"]
+    assert "Built " in built["output"]
     tags = engine.images.get(built["image"]).tags
     assert f"{built['slug']}:latest" in tags and f"{built['slug']}:0.1.0" in tags
 

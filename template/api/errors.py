@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, g, jsonify
+from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException, InternalServerError
+
+from api.observability import current_request_id
 
 log = logging.getLogger("api")
 
 
 def error_response(status: int, code: str, message: str) -> tuple[Response, int]:
-    body = {"error": {"status": status, "code": code, "message": message, "request_id": g.get("request_id")}}
+    body = {"error": {"status": status, "code": code, "message": message, "request_id": current_request_id()}}
     return jsonify(body), status
 
 
@@ -28,5 +30,5 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def unhandled(exc: Exception) -> tuple[Response, int]:
         # The traceback goes to the log with the request id; the client gets no internals.
-        log.exception("unhandled error", extra={"request_id": g.get("request_id")})
+        log.exception("unhandled error", extra={"request_id": current_request_id()})
         return error_response(500, "internal_server_error", InternalServerError.description)

@@ -9,7 +9,9 @@ from api import create_app
 
 @pytest.fixture
 def app() -> Flask:
-    return create_app({"TESTING": True, "VERSION": "1.2.3", "REVISION": "abc123", "MAX_REQUEST_BYTES": 1024})
+    # Log lines are written at once here, so tests can read them right after a request.
+    config = {"TESTING": True, "VERSION": "1.2.3", "REVISION": "abc123", "MAX_REQUEST_BYTES": 1024}
+    return create_app({**config, "LOG_FLUSH_SECONDS": 0})
 
 
 @pytest.fixture

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import time
 
 import pytest
 from flask import Flask
@@ -119,3 +121,29 @@ def test_config_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_invalid_config_fails_with_the_variable_name(value: str) -> None:
     with pytest.raises(ConfigError, match="APP_MAX_REQUEST_BYTES"):
         load_config({"APP_MAX_REQUEST_BYTES": value})
+
+
+def test_request_lines_are_batched_and_flushed_within_the_interval(capsys: pytest.CaptureFixture[str]) -> None:
+    app = create_app({"LOG_FLUSH_SECONDS": 0.2})
+    client = app.test_client()
+    capsys.readouterr()
+    client.get("/healthz", headers={"X-Request-ID": "batched"})
+    assert "batched" not in capsys.readouterr().out  # not one write per request
+    deadline = time.monotonic() + 3
+    seen = ""
+    while "batched" not in seen and time.monotonic() < deadline:
+        time.sleep(0.05)
+        seen += capsys.readouterr().out
+    assert '"request_id": "batched"' in seen
+
+
+def test_warnings_are_written_at_once(capsys: pytest.CaptureFixture[str]) -> None:
+    create_app({"LOG_FLUSH_SECONDS": 60})
+    capsys.readouterr()
+    logging.getLogger("api").warning("disk almost full")
+    assert "disk almost full" in capsys.readouterr().out
+
+
+def test_invalid_log_level_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match="APP_LOG_LEVEL='loud'"):
+        load_config({"APP_LOG_LEVEL": "loud"})

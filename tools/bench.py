@@ -1,0 +1,251 @@
+"""Benchmark the generated project: render, build, size, start-up and throughput, each as a ratio
+to its floor measured in the same run. Prints a table and writes ``bench-results.json``.
+
+Traffic goes only to 127.0.0.1 (ports the engine publishes on loopback), bounded by wrk's
+duration. Usage: ``python -m tools.bench [--duration 8] [--connections 32] [--out FILE]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from tools.generated import REPO, offline_base_image, render
+
+SLUG = "bench-svc"
+BARE_APP = """\
+def app(environ, start_response):
+    body = b'{"status": "ok"}'
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
+"""
+# A second floor: Flask with one route and nothing else, to separate Flask's own cost from ours.
+MINIMAL_FLASK_APP = """\
+from flask import Flask
+
+app = Flask(__name__)
+
+
+@app.get("/healthz")
+def healthz():
+    return {"status": "ok"}
+"""
+TARGETS = {
+    "layers_over_wheels": ("<", 1.3),
+    "rebuild_over_cold": ("<", 0.05),
+    "run_to_first_200_s": ("<", 0.5),
+    "healthz_rps_over_bare": (">=", 0.7),
+}
+
+
+def median_time(fn: Any, runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def wheels_installed_size(lock: Path) -> int:
+    """Bytes the locked wheels take installed (with bytecode, as in the image): the size floor."""
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--no-warn-script-location",
+                "--no-deps",
+                "--require-hashes",
+                "--only-binary=:all:",
+                "--target",
+                tmp,
+                "-r",
+                str(lock),
+            ],
+            check=True,
+            stderr=subprocess.DEVNULL,
+        )
+        return dir_size(Path(tmp))
+
+
+_UNIT = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def wrk(url: str, duration: int, connections: int) -> dict[str, float]:
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", url],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=duration + 30,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    latency = {}
+    for pct in ("50", "99"):
+        value, unit = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()  # type: ignore[union-attr]
+        latency[pct] = float(value) * _UNIT[unit]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise RuntimeError(f"{url}: {errors.group(1)} error responses under load:\n{out}")
+    return {"rps": round(rps, 1), "p50_ms": round(latency["50"], 3), "p99_ms": round(latency["99"], 3)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=8, help="seconds of load per endpoint")
+    parser.add_argument("--connections", type=int, default=32, help="concurrent connections")
+    parser.add_argument("--runs", type=int, default=5, help="repetitions of start-up and rebuild timings")
+    parser.add_argument("--out", type=Path, default=REPO / "bench-results.json")
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("bench: wrk is not installed; apt-get install -y wrk", file=sys.stderr)
+        return 1
+
+    base = offline_base_image("3.11")
+    workdir = REPO / ".cache" / "bench"
+    target = workdir / SLUG
+    results: dict[str, Any] = {"base_image": base}
+
+    results["render_s"] = round(median_time(lambda: render(target, {"project_slug": SLUG, "base_image": base}), 3), 3)
+
+    sys.path.insert(0, str(target))
+    from ops import docker as engine
+    from ops import project as proj
+
+    client = engine.connect()
+    project = proj.load(target)
+    build_args = proj.build_args(project, base)
+    tags = [f"{SLUG}:latest"]
+
+    cold = engine.build_image(client, target, tags, build_args, nocache=True)
+    results["cold_build_s"] = round(cold.seconds, 3)
+    routes = target / "api" / "routes.py"
+    rebuilds = []
+    for i in range(args.runs):
+        routes.write_text(routes.read_text() + f"# bench change {i}\n")
+        rebuilds.append(engine.build_image(client, target, tags, build_args).seconds)
+    results["rebuild_s"] = round(statistics.median(rebuilds), 3)
+    results["rebuild_over_cold"] = round(results["rebuild_s"] / results["cold_build_s"], 4)
+
+    image = client.images.get(tags[0])
+    base_size = client.images.get(base).attrs["Size"]
+    results["image_mb"] = round(image.attrs["Size"] / 1e6, 1)
+    results["base_mb"] = round(base_size / 1e6, 1)
+    results["layers_above_base_mb"] = round((image.attrs["Size"] - base_size) / 1e6, 2)
+    results["wheels_installed_mb"] = round(wheels_installed_size(target / "requirements.lock") / 1e6, 2)
+    results["layers_over_wheels"] = round(results["layers_above_base_mb"] / results["wheels_installed_mb"], 3)
+
+    starts = []
+    for _ in range(args.runs):
+        started = time.perf_counter()
+        running = engine.run_container(client, tags[0], container_port=project.container_port)
+        try:
+            engine.wait_healthy(running, path="/healthz")
+            starts.append(time.perf_counter() - started)
+        finally:
+            engine.remove(running.container)
+    results["run_to_first_200_s"] = round(statistics.median(starts), 3)
+
+    # The floors run in the same image with the same gunicorn settings; only the app differs.
+    for name, source in (("bare", BARE_APP), ("flaskmin", MINIMAL_FLASK_APP)):
+        with tempfile.TemporaryDirectory() as tmp:
+            Path(tmp, f"{name}.py").write_text(source)
+            Path(tmp, "Dockerfile").write_text(
+                f'FROM {tags[0]}\nCOPY {name}.py /app/{name}.py\nCMD ["python", "/app/serve.py", "{name}:app"]\n'
+            )
+            engine.build_image(client, Path(tmp), [f"{SLUG}:{name}"])
+
+    load = {"connections": args.connections, "duration_s": args.duration}
+    for name, image_tag, paths in (
+        ("flask", tags[0], {"healthz": "/healthz", "api": "/api/greeting?name=bench"}),
+        ("bare", f"{SLUG}:bare", {"healthz": "/healthz"}),
+        ("flaskmin", f"{SLUG}:flaskmin", {"healthz": "/healthz"}),
+    ):
+        # APP_LOG_LEVEL stays at its default: the JSON request log is part of what is measured.
+        running = engine.run_container(client, image_tag, container_port=project.container_port)
+        try:
+            engine.wait_healthy(running, path="/healthz")
+            wrk(running.url + "/healthz", 2, args.connections)  # warm-up: every worker booted and hot
+            for label, path in paths.items():
+                load[f"{name}_{label}"] = wrk(running.url + path, args.duration, args.connections)
+        finally:
+            engine.remove(running.container)
+    results["load"] = load
+    results["healthz_rps_over_bare"] = round(load["flask_healthz"]["rps"] / load["bare_healthz"]["rps"], 3)
+    results["api_rps_over_bare"] = round(load["flask_api"]["rps"] / load["bare_healthz"]["rps"], 3)
+    results["flaskmin_rps_over_bare"] = round(load["flaskmin_healthz"]["rps"] / load["bare_healthz"]["rps"], 3)
+    results["healthz_rps_over_flaskmin"] = round(load["flask_healthz"]["rps"] / load["flaskmin_healthz"]["rps"], 3)
+    for name in ("bare", "flaskmin"):
+        client.images.remove(f"{SLUG}:{name}", force=True)
+
+    print_table(results)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwritten to {args.out}")
+    return 0
+
+
+def print_table(results: dict[str, Any]) -> None:
+    rows = [
+        ("render (copier copy)", f"{results['render_s']:.2f} s", ""),
+        ("cold build (no cache)", f"{results['cold_build_s']:.2f} s", ""),
+        (
+            "rebuild after a one-line api/ change",
+            f"{results['rebuild_s']:.2f} s",
+            f"{results['rebuild_over_cold']:.1%} of cold",
+        ),
+        ("image size", f"{results['image_mb']:.1f} MB", f"base {results['base_mb']:.1f} MB"),
+        (
+            "layers above the base",
+            f"{results['layers_above_base_mb']:.1f} MB",
+            f"{results['layers_over_wheels']:.2f}x the locked wheels ({results['wheels_installed_mb']:.1f} MB)",
+        ),
+        ("docker run to first 200", f"{results['run_to_first_200_s']:.3f} s", ""),
+    ]
+    load = results["load"]
+    for key, label in (
+        ("flask_healthz", "/healthz (Flask)"),
+        ("flask_api", "/api/greeting (Flask)"),
+        ("bare_healthz", "bare WSGI (floor)"),
+        ("flaskmin_healthz", "one-route Flask (floor)"),
+    ):
+        figure = load[key]
+        rows.append(
+            (f"{label} req/s", f"{figure['rps']:.0f}", f"p50 {figure['p50_ms']:.2f} ms, p99 {figure['p99_ms']:.2f} ms")
+        )
+    rows.append(("/healthz vs bare WSGI", f"{results['healthz_rps_over_bare']:.2f}x", ""))
+    rows.append(
+        (
+            "/healthz vs one-route Flask",
+            f"{results['healthz_rps_over_flaskmin']:.2f}x",
+            f"one-route Flask itself: {results['flaskmin_rps_over_bare']:.2f}x bare WSGI",
+        )
+    )
+    width = max(len(r[0]) for r in rows)
+    for name, value, note in rows:
+        print(f"{name:<{width}}  {value:>12}  {note}")
+    print()
+    for key, (op, limit) in TARGETS.items():
+        value = results[key]
+        ok = value < limit if op == "<" else value >= limit
+        print(f"target {key} {op} {limit}: {value}  {'met' if ok else 'MISSED'}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
