@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import nox
 
+sys.path.insert(0, str(Path(__file__).parent))  # nox does not put the noxfile's folder on sys.path
 from tools.generated import offline_base_image
 
 nox.needs_version = ">=2025.2.9"
