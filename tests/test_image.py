@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from tools.generated import render, run_in
+from tools.generated import free_port, render, run_in
 
 pytestmark = pytest.mark.docker
 
@@ -114,7 +119,7 @@ def test_container_that_never_turns_healthy_is_reported_and_removed(built: dict[
     # An invalid WEB_CONCURRENCY baked into a derived image: gunicorn refuses to start.
     broken = f"{built['slug']}:broken"
     engine.images.build(
-        fileobj=__import__("io").BytesIO(f"FROM {built['image']}\nENV WEB_CONCURRENCY=lots\n".encode()),
+        fileobj=io.BytesIO(f"FROM {built['image']}\nENV WEB_CONCURRENCY=lots\n".encode()),
         tag=broken,
         rm=True,
     )
@@ -153,3 +158,45 @@ def test_no_engine_says_how_to_start_one(project: Path) -> None:
     assert "No Docker engine answers at unix:///nonexistent/docker.sock" in output
     assert "dockerd" in output and "DOCKER_HOST" in output
     assert "Traceback" not in output
+
+
+def test_inv_run_serves_until_ctrl_c_then_removes_the_container(built: dict[str, Any], engine: Any) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        ["invoke", "run", "--port", str(port)],
+        cwd=built["project"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/api/greeting", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError("inv run did not serve within 60 s")
+        time.sleep(1)  # let the JSON request line reach the followed logs
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "Healthy in" in output and f"http://127.0.0.1:{port}" in output
+    assert '"path": "/api/greeting"' in output  # the container's logs were followed
+    assert "Stopped and removed the container." in output
+    assert not engine.containers.list(all=True, filters={"ancestor": built["image"]})
+
+
+def test_inv_clean_removes_images_and_managed_containers(tmp_path: Path, built: dict[str, Any], engine: Any) -> None:
+    project = built["project"]
+    leftover = engine.containers.create(built["image"], labels={"dev.copier-netlify-docker.managed": built["image"]})
+    result = run_in(project, "invoke", "clean", capture=True)
+    output = result.stdout + result.stderr
+    assert f"removed container {leftover.short_id}" in output
+    assert f"removed image {built['slug']}:latest" in output
+    assert not engine.images.list(name=built["slug"])

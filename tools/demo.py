@@ -10,20 +10,13 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
-from tools.generated import REPO, choose_base_image, docker_client, pytest_args, render, run_in, wait_http
+from tools.generated import REPO, choose_base_image, docker_client, free_port, pytest_args, render, run_in, wait_http
 
 DEFAULT_DIR = REPO / ".cache" / "demo" / "my-service"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def with_docker(project: Path, client: object, check: bool) -> int:

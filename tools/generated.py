@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -120,6 +121,13 @@ def wait_http(url: str, timeout: float = 30, proc: subprocess.Popen[Any] | None 
             pass
         time.sleep(0.02)
     raise TimeoutError(f"{url} did not answer 200 within {timeout:.0f}s")
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def pytest_args(paths: Sequence[str]) -> list[str]:
