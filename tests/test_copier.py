@@ -90,3 +90,47 @@ def test_answers_file_supports_copier_update(project: Path) -> None:
     assert answers["_src_path"]
     assert answers["_commit"]
     assert set(QUESTIONS) <= set(answers)
+
+
+def test_copier_update_brings_template_changes_and_keeps_answers(tmp_path: Path) -> None:
+    import subprocess
+
+    import copier
+
+    def git(cwd: Path, *args: str) -> None:
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+            cwd=cwd,
+            check=True,
+            capture_output=True,
+        )
+
+    # A clone of the template's working tree, so the test can commit a "new release" to it.
+    template = tmp_path / "template-repo"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(template)], check=True)
+    for path in REPO.glob("**/*"):
+        relative = path.relative_to(REPO)
+        if path.is_file() and not {".git", ".cache", ".nox"} & set(relative.parts):
+            target = template / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(path.read_bytes())
+    git(template, "add", "-A")
+    git(template, "commit", "-q", "--allow-empty", "-m", "v1")
+    git(template, "tag", "v1.0.0")
+
+    project = tmp_path / "project"
+    copier.run_copy(str(template), str(project), data={"port": 9000}, defaults=True, quiet=True)
+    git(project, "init", "-q")
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", "generated")
+
+    certs_readme = template / "template" / "certs" / "README.md"
+    certs_readme.write_text(certs_readme.read_text() + "\nA line added in v1.1.\n")
+    git(template, "commit", "-qam", "v1.1")
+    git(template, "tag", "v1.1.0")
+
+    copier.run_update(str(project), defaults=True, overwrite=True, quiet=True)
+    assert "A line added in v1.1." in (project / "certs" / "README.md").read_text()
+    answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
+    assert answers["port"] == 9000
+    assert answers["_commit"] == "v1.1.0"

@@ -200,3 +200,14 @@ def test_inv_clean_removes_images_and_managed_containers(tmp_path: Path, built: 
     assert f"removed container {leftover.short_id}" in output
     assert f"removed image {built['slug']}:latest" in output
     assert not engine.images.list(name=built["slug"])
+
+
+def test_unpullable_base_image_says_how_to_build_offline(project: Path, engine: Any) -> None:
+    result = run_in(
+        project, "invoke", "build", "--base-image", "registry.invalid/python:3.12-slim", capture=True, check=False
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1
+    assert "The base image could not be pulled" in output
+    assert "--base-image" in output and "BASE_IMAGE" in output
+    assert "Traceback" not in output

@@ -32,6 +32,11 @@ START_HINT = (
     "or point DOCKER_HOST at a reachable engine"
 )
 
+PULL_HINT = (
+    "The base image could not be pulled. Build from an image the engine has or can reach: "
+    "`inv build --base-image IMAGE` or BASE_IMAGE=IMAGE (see the README: builds behind a TLS proxy, or offline)."
+)
+
 
 def engine_address() -> str:
     return os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
@@ -98,6 +103,8 @@ def build_image(
                 image_id = chunk["aux"]["ID"]
             if "error" in chunk or "errorDetail" in chunk:
                 message = chunk.get("error") or chunk["errorDetail"].get("message", "unknown error")
+                if tail and " FROM " in tail[-1]:
+                    message = f"{message.strip()}\n{PULL_HINT}"
                 raise BuildFailed(f"docker build failed: {message.strip()}", detail="\n".join(tail))
     except docker.errors.APIError as exc:
         raise BuildFailed(f"docker build failed: {exc.explanation or exc}", detail="\n".join(tail)) from None
