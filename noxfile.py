@@ -124,5 +124,6 @@ def images(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Measure render, build, start-up, size and throughput; print a table and write JSON."""
     install(session, "render", "test", app=True)
+    session.install("pip")  # measures the locked wheels' installed size as pip lays them out
     require_docker(session)
     session.run("python", "-m", "tools.bench", *session.posargs)
