@@ -31,11 +31,12 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Check style and types: ruff, and mypy on ops/."""
+    """Check style, types and the Netlify config: ruff, mypy on ops/, inv check."""
     install(session, "lint", "ops")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")
+    session.run("python", "-m", "ops.check")
 
 
 @nox.session

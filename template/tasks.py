@@ -5,18 +5,25 @@ A thin layer: the logic lives in `ops/` (typed, unit-tested modules).
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 from invoke import Collection, Context, Exit, task
 from rich.console import Console
+from rich.markup import escape
 
+from ops import check as check_ops
+from ops import dev as dev_ops
 from ops import docker as engine
 from ops import project as proj
 from ops import smoke as smoke_ops
-from ops.errors import OpsError
+from ops.edge.rules import Site, load_site
+from ops.edge.server import serve_in_thread
+from ops.errors import EngineUnavailable, OpsError
 
 console = Console(stderr=True, highlight=False)
 
@@ -136,4 +143,94 @@ def lock(c: Context) -> None:
     c.run("uv pip compile pyproject.toml --generate-hashes --universal --python-version 3.11 -o requirements.lock")
 
 
-ns = Collection(build, run, smoke, clean, lock)
+def _wait_for_ctrl_c() -> None:
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        console.print("\nStopping ...")
+
+
+def _app_line(line: str) -> None:
+    console.print(f"[cyan]app [/] | {escape(line)}", soft_wrap=True)
+
+
+def _edge_line(line: str) -> None:
+    console.print(f"[magenta]edge[/] | {escape(line)}", soft_wrap=True)
+
+
+def _report_site(site: Site) -> None:
+    for problem in site.problems:
+        console.print(f"[yellow]warning[/] {problem} (run `inv check`)")
+    for note in site.unsupported():
+        console.print(f"[yellow]note[/] {note}")
+
+
+@task(
+    help={
+        "port": "port of the edge (default 8888)",
+        "no_docker": "run the app as a local gunicorn process instead of a container",
+        "netlify": "front the app with the real `netlify dev` (netlify-cli) instead of the built-in edge",
+    }
+)
+def dev(c: Context, port: int = 8888, no_docker: bool = False, netlify: bool = False) -> None:
+    """Run the app with hot reload behind a local Netlify edge; Ctrl-C stops everything."""
+    project = proj.load()
+    with _failing_cleanly(), ExitStack() as stack:
+        netlify_cli = dev_ops.require_netlify_cli() if netlify else ""
+        client = None
+        if not no_docker:
+            try:
+                client = engine.connect(timeout=10)
+            except EngineUnavailable as exc:
+                console.print(f"[yellow]{exc}[/]\nRunning the app as a local gunicorn process instead.")
+        if client is not None:
+            image = f"{project.local_image}:latest"
+            if not client.images.list(name=image):
+                build(c)
+            backend = stack.enter_context(dev_ops.container_backend(project, client, image, _app_line))
+        else:
+            backend = stack.enter_context(dev_ops.process_backend(project, engine.free_port(), _app_line))
+        if netlify_cli:
+            stack.enter_context(dev_ops.netlify_dev(project, netlify_cli, backend.url, port, _edge_line))
+        else:
+            site = dev_ops.site_for(project.root, backend.url)
+            _report_site(site)
+            edge = stack.enter_context(serve_in_thread(site, port=port, on_log=_edge_line))
+            console.print(f"[green]Serving[/] {edge.url}  (edge: public/ + rules; /api/* -> {backend.url})")
+        console.print("Edit api/ and the app reloads. Ctrl-C stops everything.")
+        _wait_for_ctrl_c()
+    console.print("Stopped.")
+
+
+@task(
+    help={
+        "port": "port of the edge (default 8888)",
+        "backend": "origin /api/* goes to (default: BACKEND_URL, else the one in netlify.toml)",
+    }
+)
+def edge(c: Context, port: int = 8888, backend: str = "") -> None:
+    """Serve public/ with the project's Netlify rules in front of any backend."""
+    project = proj.load()
+    with _failing_cleanly():
+        backend = backend or os.environ.get("BACKEND_URL", "")
+        try:
+            site = dev_ops.site_for(project.root, backend) if backend else load_site(project.root)
+        except ValueError as exc:
+            raise OpsError(str(exc)) from None
+        _report_site(site)
+        with serve_in_thread(site, port=port, on_log=_edge_line) as running:
+            target = backend or "the rules as written"
+            console.print(f"[green]Serving[/] {running.url}  (/api/* -> {target}); Ctrl-C stops it")
+            _wait_for_ctrl_c()
+
+
+@task
+def check(c: Context) -> None:
+    """Check netlify.toml, _redirects and _headers strictly (typos, bad rules, missing files)."""
+    code = check_ops.main([str(proj.ROOT)])
+    if code:
+        raise Exit(code=code)
+
+
+ns = Collection(build, run, smoke, clean, lock, dev, edge, check)

@@ -70,6 +70,12 @@ def test_honours_port(container, base_url: str) -> None:  # type: ignore[no-unty
     assert f"{port}/tcp" in container.attrs["NetworkSettings"]["Ports"]
 
 
+def test_starts_without_errors(container) -> None:  # type: ignore[no-untyped-def]
+    logs = container.logs().decode()
+    errors = [line for line in logs.splitlines() if "[ERROR]" in line or "Traceback" in line]
+    assert not errors, "\n".join(errors)
+
+
 def test_stops_gracefully_on_sigterm(container, http: httpx.Client) -> None:  # type: ignore[no-untyped-def]
     env = dict(e.split("=", 1) for e in container.attrs["Config"]["Env"])
     graceful = int(env.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))

@@ -1,0 +1,173 @@
+"""``inv dev``: the app (container or local gunicorn) with hot reload, behind the local edge.
+
+The edge gets the project's own rules, with the API proxy rule rendered for the local backend
+by the same step Netlify's build runs (ops.redirects), so ``/api/*`` reaches the local app
+exactly as production reaches BACKEND_URL.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from ops import redirects
+from ops.edge.rules import Site, load_site
+from ops.errors import NeverHealthy, OpsError
+from ops.project import Project
+
+LineSink = Callable[[str], None]
+DEV_ENV = {
+    "GUNICORN_RELOAD": "1",
+    "WEB_CONCURRENCY": "1",
+    "APP_LOG_FLUSH_MS": "0",  # see each request's line as it happens
+    "APP_VERSION": "dev",
+}
+
+
+def site_for(project_root: Path, backend_url: str) -> Site:
+    """The project's rules, with the generated API rule pointing at ``backend_url``."""
+    publish = load_site(project_root).publish
+    path = publish / "_redirects"
+    existing = path.read_text() if path.is_file() else ""
+    backend = redirects.check_backend_url(backend_url, allow_local=True)
+    return load_site(project_root, redirects_text=redirects.render(existing, backend))
+
+
+@dataclass
+class Backend:
+    url: str
+    stop: Callable[[], None]
+
+
+@contextmanager
+def container_backend(project: Project, client: object, image: str, on_line: LineSink) -> Iterator[Backend]:
+    """The image with api/ mounted read-only and gunicorn reloading on changes."""
+    from ops import docker as engine
+
+    running = engine.run_container(
+        client,  # type: ignore[arg-type]
+        image,
+        container_port=project.container_port,
+        environment=DEV_ENV,
+        volumes={str(project.root / "api"): {"bind": "/app/api", "mode": "ro"}},
+    )
+    follower = threading.Thread(
+        target=engine.follow_logs, args=(running.container, on_line), name="app-logs", daemon=True
+    )
+    try:
+        engine.wait_healthy(running)
+        follower.start()
+        yield Backend(running.url, lambda: None)
+    finally:
+        engine.stop(running.container, timeout=project.graceful_timeout + 5)
+        engine.remove(running.container)
+
+
+@contextmanager
+def process_backend(project: Project, port: int, on_line: LineSink) -> Iterator[Backend]:
+    """``python serve.py`` as a local process, reloading on changes (for machines without Docker)."""
+    import httpx
+
+    env = {**os.environ, **DEV_ENV, "PORT": str(port)}
+    proc = subprocess.Popen(
+        [sys.executable, "serve.py"],
+        cwd=project.root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            on_line(line.rstrip("\n"))
+
+    threading.Thread(target=pump, name="app-logs", daemon=True).start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        import time
+
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise NeverHealthy(f"gunicorn exited with code {proc.returncode} before it was healthy")
+            try:
+                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise NeverHealthy("gunicorn was not healthy after 30s")
+            time.sleep(0.05)
+        yield Backend(url, proc.terminate)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=project.graceful_timeout + 5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def require_netlify_cli() -> str:
+    import shutil
+
+    found = shutil.which("netlify")
+    if found is None:
+        raise OpsError(
+            "netlify-cli is not installed; install it with `npm install -g netlify-cli` "
+            "(or use the built-in edge: `inv dev` without --netlify)"
+        )
+    return found
+
+
+@contextmanager
+def netlify_dev(project: Project, cli: str, backend_url: str, port: int, on_line: LineSink) -> Iterator[None]:
+    """The real ``netlify dev`` (static framework, offline) in front of the local backend.
+
+    netlify-cli reads ``_redirects`` from disk, so the generated API rule is rewritten for the
+    local backend while it runs and restored afterwards.
+    """
+    publish = load_site(project.root).publish
+    path = publish / "_redirects"
+    original = path.read_text() if path.is_file() else None
+    path.write_text(redirects.render(original or "", redirects.check_backend_url(backend_url, allow_local=True)))
+    command = [
+        cli,
+        "dev",
+        "--offline",
+        "--internal-disable-edge-functions",
+        "--framework",
+        "#static",
+        "--dir",
+        str(publish),
+        "--port",
+        str(port),
+    ]
+    proc = subprocess.Popen(command, cwd=project.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            on_line(line.rstrip("\n"))
+
+    threading.Thread(target=pump, name="netlify-dev", daemon=True).start()
+    try:
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        if original is None:
+            path.unlink(missing_ok=True)
+        else:
+            path.write_text(original)

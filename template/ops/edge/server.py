@@ -1,0 +1,238 @@
+"""The local edge server (aiohttp): static files, redirects, rewrites, proxies and headers."""
+
+from __future__ import annotations
+
+import asyncio
+import mimetypes
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiohttp import web
+
+from ops.edge.rules import REDIRECT_STATUSES, HeaderRule, Site
+
+LineSink = Callable[[str], None]
+# Headers that describe one connection, not the message: never forwarded by a proxy (RFC 9110 7.6.1).
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+}
+# Netlify's proxy gives up on an origin that sends nothing for 26 s.
+PROXY_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=26)
+NOT_PUBLISHED = {"_redirects", "_headers"}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: str  # static | rewrite | redirect | proxy | not-found
+    detail: str = ""
+
+
+class Edge:
+    """Routes one request the way Netlify's CDN would for this site."""
+
+    def __init__(self, site: Site, on_log: LineSink | None = None) -> None:
+        self.site = site
+        self.publish = site.publish.resolve()
+        self.on_log = on_log
+        self._session: aiohttp.ClientSession | None = None
+
+    async def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            # No cookie jar, no automatic decompression: the proxy passes bytes through untouched.
+            self._session = aiohttp.ClientSession(
+                cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False, timeout=PROXY_TIMEOUT
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def resolve(self, path: str) -> Path | None:
+        """The published file for a URL path (index files, pretty URLs), never outside publish/."""
+        parts = [part for part in path.split("/") if part]
+        if any(part.startswith(".") or "\\" in part or "\x00" in part for part in parts):
+            return None  # dotfiles are not deployed; ".." never leaves the publish directory
+        if parts and parts[-1] in NOT_PUBLISHED:
+            return None
+        base = self.publish.joinpath(*parts)
+        if not parts or path.endswith("/"):
+            candidates = [base / "index.html"]
+        else:
+            candidates = [base, base.with_name(base.name + ".html"), base / "index.html"]
+        for candidate in candidates:
+            if candidate.is_file():
+                real = candidate.resolve()
+                if real == self.publish or self.publish in real.parents:
+                    return real
+        return None
+
+    def header_values(self, path: str) -> list[tuple[str, str]]:
+        values: list[tuple[str, str]] = []
+        rules: list[HeaderRule] = [rule for rule in self.site.headers if rule.matches(path)]
+        for rule in rules:
+            for name, items in rule.values.items():
+                values.append((name, ", ".join(items)))
+        return values
+
+    def static_response(self, request: web.Request, file: Path | None, status: int = 200) -> web.StreamResponse:
+        if file is None:
+            status = 404
+            file = self.resolve("/404.html")
+            if file is None:
+                response: web.StreamResponse = web.Response(status=404, text="Not Found\n")
+                return self._with_headers(response, request.path)
+        content_type, _ = mimetypes.guess_type(file.name)
+        response = web.FileResponse(file, status=status)
+        if content_type and (
+            content_type.startswith("text/") or content_type in {"application/javascript", "application/json"}
+        ):
+            response.content_type = content_type
+            response.charset = "utf-8"
+        return self._with_headers(response, request.path)
+
+    def _with_headers(self, response: web.StreamResponse, path: str) -> web.StreamResponse:
+        for name, value in self.header_values(path):
+            response.headers[name] = value
+        return response
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        response, outcome = await self.route(request)
+        if self.on_log:
+            elapsed = (time.perf_counter() - started) * 1000
+            detail = f" {outcome.detail}" if outcome.detail else ""
+            self.on_log(f"{request.method} {request.path_qs} {response.status} {outcome.kind}{detail} {elapsed:.1f}ms")
+        return response
+
+    async def route(self, request: web.Request) -> tuple[web.StreamResponse, Outcome]:
+        path = request.path
+        query = {key: request.query[key] for key in request.query}
+        file = self.resolve(path)
+        for rule in self.site.redirects:
+            if rule.unsupported:
+                continue
+            values = rule.match(path, query)
+            if values is None:
+                continue
+            if file is not None and not rule.force:
+                continue  # shadowing: an existing file wins over a rule without force (!)
+            target = rule.target(values, request.query_string)
+            if rule.status in REDIRECT_STATUSES:
+                response = web.Response(status=rule.status, headers={"Location": target})
+                return response, Outcome("redirect", f"-> {target} ({rule.origin})")
+            if rule.is_proxy:
+                return await self.proxy(request, target, rule.headers), Outcome("proxy", f"-> {target}")
+            target_path = urlsplit(target).path
+            rewritten = self.resolve(target_path)
+            outcome = Outcome("rewrite", f"-> {target_path} ({rule.origin})")
+            return self.static_response(request, rewritten, status=rule.status), outcome
+        if file is None:
+            return self.static_response(request, None), Outcome("not-found")
+        return self.static_response(request, file), Outcome("static")
+
+    async def proxy(self, request: web.Request, target: str, extra: dict[str, str]) -> web.StreamResponse:
+        """Forward the request (method, headers, streamed body) and stream the answer back."""
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP and k.lower() != "host"}
+        headers.update(extra)
+        peer = request.remote or "127.0.0.1"
+        forwarded_for = request.headers.get("X-Forwarded-For")
+        headers["X-Forwarded-For"] = f"{forwarded_for}, {peer}" if forwarded_for else peer
+        headers["X-Forwarded-Proto"] = request.scheme
+        headers["X-Forwarded-Host"] = request.host
+        body = request.content if request.body_exists else None
+        session = await self.session()
+        try:
+            async with session.request(
+                request.method, target, headers=headers, data=body, allow_redirects=False
+            ) as upstream:
+                response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+                for name, value in upstream.headers.items():
+                    if name.lower() not in HOP_BY_HOP:
+                        response.headers.add(name, value)
+                await response.prepare(request)
+                async for chunk in upstream.content.iter_any():
+                    await response.write(chunk)
+                await response.write_eof()
+                return response
+        except (aiohttp.ClientConnectionError, OSError) as exc:
+            origin = "{0.scheme}://{0.netloc}".format(urlsplit(target))
+            return web.Response(status=502, text=f"Bad Gateway: the edge could not reach {origin} ({exc})\n")
+        except TimeoutError:
+            return web.Response(status=504, text="Gateway Timeout: the backend sent nothing for 26 s\n")
+
+
+def make_app(edge: Edge) -> web.Application:
+    app = web.Application(client_max_size=0)
+    app.router.add_route("*", "/{tail:.*}", edge.handle)
+
+    async def close(_: web.Application) -> None:
+        await edge.close()
+
+    app.on_cleanup.append(close)
+    return app
+
+
+@dataclass
+class RunningEdge:
+    url: str
+    port: int
+    startup_seconds: float
+
+
+@contextmanager
+def serve_in_thread(
+    site: Site, host: str = "127.0.0.1", port: int = 0, on_log: LineSink | None = None
+) -> Iterator[RunningEdge]:
+    """Run the edge on its own event loop in a background thread (for ``inv dev`` and tests)."""
+    started = time.perf_counter()
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    state: dict[str, object] = {}
+
+    async def start() -> web.AppRunner:
+        runner = web.AppRunner(make_app(Edge(site, on_log)), access_log=None)
+        await runner.setup()
+        tcp = web.TCPSite(runner, host, port, reuse_address=True)
+        await tcp.start()
+        state["port"] = runner.addresses[0][1]
+        return runner
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            state["runner"] = loop.run_until_complete(start())
+        except BaseException as exc:  # reported to the caller below
+            state["error"] = exc
+            ready.set()
+            return
+        ready.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, name="edge", daemon=True)
+    thread.start()
+    ready.wait(30)
+    if "error" in state:
+        raise state["error"]  # type: ignore[misc]
+    bound = int(state["port"])  # type: ignore[call-overload]
+    try:
+        yield RunningEdge(f"http://{host}:{bound}", bound, time.perf_counter() - started)
+    finally:
+        runner: web.AppRunner = state["runner"]  # type: ignore[assignment]
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)
+        loop.close()

@@ -1,0 +1,165 @@
+"""`inv check` (ops.check) and the `_redirects` build step (ops.redirects)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ops import redirects
+from ops.check import check_project
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def make_site(tmp_path: Path, toml: str, redirects_text: str = "", headers_text: str = "") -> Path:
+    (tmp_path / "netlify.toml").write_text(toml)
+    public = tmp_path / "public"
+    public.mkdir(exist_ok=True)
+    if redirects_text:
+        (public / "_redirects").write_text(redirects_text)
+    if headers_text:
+        (public / "_headers").write_text(headers_text)
+    return tmp_path
+
+
+def messages(root: Path) -> list[str]:
+    return [str(problem) for problem in check_project(root)]
+
+
+def test_the_generated_project_is_clean() -> None:
+    assert messages(ROOT) == []
+
+
+def test_typos_are_named_with_file_line_and_a_suggestion(tmp_path: Path) -> None:
+    root = make_site(
+        tmp_path,
+        '[build]\n  publsh = "public"\n\n[[redirects]]\n  from = "/a"\n  to = "/b"\n  stauts = 302\n\n[buidl]\n',
+    )
+    assert messages(root) == [
+        "netlify.toml:2: unknown key 'publsh' in [build]; did you mean 'publish'?",
+        "netlify.toml:7: unknown key 'stauts' in [[redirects]]; did you mean 'status'?",
+        "netlify.toml:9: unknown section [buidl]; did you mean 'build'?",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        ("/a /b 299", "public/_redirects:1: status 299 is not one Netlify supports"),
+        ("/a", "public/_redirects:1: rule for /a has no destination"),
+        ("/a/*/b /c/:splat 301", "public/_redirects:1: `from` '/a/*/b' has a splat (*) before the end"),
+        ("/a /b/:splat 301", "public/_redirects:1: `to` uses :splat but `from` '/a' has no * to capture it"),
+        (
+            "/api/* api.example.com/:splat 200",
+            "public/_redirects:1: `to` 'api.example.com/:splat' must start with / or http(s)://",
+        ),
+        ("/api/* https:// 200", "public/_redirects:1: `to` 'https://' is not a valid URL"),
+        ("/a /b/:id 301", "public/_redirects:1: `to` uses :id but `from` and the query define no :id"),
+        ("/a /b 302 Contry=au", "public/_redirects:1: unknown condition 'Contry'; did you mean 'Country'?"),
+    ],
+)
+def test_bad_redirect_rules(tmp_path: Path, rule: str, message: str) -> None:
+    root = make_site(tmp_path, '[build]\n  publish = "public"\n', rule + "\n")
+    found = messages(root)
+    assert any(m.startswith(message) for m in found), found
+
+
+def test_toml_redirect_problems_name_the_rule_line(tmp_path: Path) -> None:
+    root = make_site(
+        tmp_path,
+        '[build]\npublish = "public"\n\n[[redirects]]\nfrom = "/x"\nto = "htps://api.example.com"\nstatus = 200\n',
+    )
+    assert messages(root) == [
+        "netlify.toml:4: `to` 'htps://api.example.com' must start with / or http(s)://; "
+        "a proxy to another host needs the full URL"
+    ]
+
+
+def test_missing_publish_directory(tmp_path: Path) -> None:
+    (tmp_path / "netlify.toml").write_text('[build]\n  publish = "dist"\n')
+    assert messages(tmp_path) == [
+        "netlify.toml:2: publish directory 'dist' does not exist; create it or fix [build] publish"
+    ]
+
+
+def test_invalid_toml_names_the_line(tmp_path: Path) -> None:
+    root = make_site(tmp_path, '[build]\n  publish = "public\n')
+    [message] = messages(root)
+    assert message.startswith("netlify.toml:2: not valid TOML")
+
+
+def test_headers_file_problems(tmp_path: Path) -> None:
+    root = make_site(tmp_path, '[build]\n  publish = "public"\n', headers_text="  X-A: b\n/x\n  no colon here\n")
+    assert messages(root) == [
+        "public/_headers:1: a header line before any path; start with a path such as `/*`",
+        "public/_headers:3: 'no colon here' is not `Name: value`",
+    ]
+
+
+def test_check_command_exit_codes(tmp_path: Path) -> None:
+    ok = subprocess.run([sys.executable, "-m", "ops.check", str(ROOT)], cwd=ROOT, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    bad = make_site(tmp_path, "[build]\n  publish = 'public'\n", "/x\n")
+    failed = subprocess.run([sys.executable, "-m", "ops.check", str(bad)], cwd=ROOT, capture_output=True, text=True)
+    assert failed.returncode == 1
+    assert "public/_redirects:1:" in failed.stderr and "1 problem(s)" in failed.stderr
+
+
+def test_build_step_rewrites_only_its_block(tmp_path: Path) -> None:
+    public = tmp_path / "public"
+    public.mkdir()
+    (public / "_redirects").write_text("/mine /kept 301\n")
+    redirects.write(public, "https://api-one.example.com")
+    redirects.write(public, "https://api-two.example.com")
+    text = (public / "_redirects").read_text()
+    assert text.count(redirects.BEGIN) == 1
+    assert "/api/*  https://api-two.example.com/api/:splat  200!" in text
+    assert "api-one" not in text
+    assert text.endswith("/mine /kept 301\n")
+    assert text.index("/api/*") < text.index("/mine")  # first, so it is the first match
+
+
+@pytest.mark.parametrize(
+    "bad", ["http://api.example.com", "https://api.example.com/", "https://api.example.com/api", "api.example.com"]
+)
+def test_build_step_rejects_bad_backend_urls(tmp_path: Path, bad: str) -> None:
+    (tmp_path / "public").mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "ops.redirects", str(tmp_path / "public")],
+        cwd=ROOT,
+        env={"BACKEND_URL": bad, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1
+    assert "is not an https origin" in result.stderr
+    assert not (tmp_path / "public" / "_redirects").exists()
+
+
+def test_build_step_as_netlify_runs_it(tmp_path: Path) -> None:
+    (tmp_path / "public").mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "ops.redirects", str(tmp_path / "public")],
+        cwd=ROOT,
+        env={"BACKEND_URL": "https://preview-api.example.com", "CONTEXT": "deploy-preview", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "context deploy-preview" in result.stdout
+    assert "https://preview-api.example.com/api/:splat" in (tmp_path / "public" / "_redirects").read_text()
+
+
+def test_build_step_without_backend_url(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "ops.redirects"],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1
+    assert "BACKEND_URL is not set" in result.stderr

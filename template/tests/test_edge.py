@@ -1,0 +1,323 @@
+"""The local edge against a conformance table of Netlify's documented routing behaviour, and
+proxying to a real gunicorn running this project's app."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ops import dev as dev_ops
+from ops.edge.rules import compile_path, load_site, parse_redirects_file
+from ops.edge.server import RunningEdge, serve_in_thread
+
+ROOT = Path(__file__).resolve().parent.parent
+
+NETLIFY_TOML = """
+[build]
+  publish = "public"
+
+[[redirects]]
+  from = "/order"
+  to = "/from-toml"
+  status = 302
+
+[[redirects]]
+  from = "/api/*"
+  to = "BACKEND/api/:splat"
+  status = 200
+  force = true
+
+[[headers]]
+  for = "/*"
+  [headers.values]
+    X-Frame-Options = "DENY"
+
+[[headers]]
+  for = "/assets/*"
+  [headers.values]
+    Cache-Control = "public, max-age=31536000, immutable"
+"""
+
+REDIRECTS = """
+# comments and blank lines are ignored
+/order            /from-redirects-file   301
+/old              /new                   301
+/temp             /elsewhere             302
+/see              /other                 303
+/keep-method      /moved                 307
+/perm-method      /moved-for-good        308
+/news/:year/:slug /blog/:year-:slug      301
+/docs/*           /manual/:splat         301
+/search  q=:term  /find/:term            302
+/lang    lang=en  /english               302
+/spa/*            /app.html              200
+/about            /not-used              301
+/forced           /about.html            200!
+/gone             /404.html              404
+/trail/           /trail-target          301
+/outside          https://example.org/x  302
+/geo              /au                    302   Country=au
+"""
+
+HEADERS = """
+/blog/*
+  X-Blog: yes
+  X-Multi: one
+  X-Multi: two
+"""
+
+FILES = {
+    "index.html": "<h1>home</h1>",
+    "about.html": "about page",
+    "contact/index.html": "contact index",
+    "app.html": "single page app",
+    "404.html": "custom not found",
+    "blog/post.html": "a post",
+    "assets/site.css": "body{}",
+    "assets/app.js": "console.log(1)",
+    "data.json": "{}",
+    ".secret": "dotfile",
+}
+
+
+@pytest.fixture(scope="module")
+def site_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("site")
+    public = root / "public"
+    for name, body in FILES.items():
+        (public / name).parent.mkdir(parents=True, exist_ok=True)
+        (public / name).write_text(body)
+    (public / "_redirects").write_text(REDIRECTS)
+    (public / "_headers").write_text(HEADERS)
+    return root
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def backend() -> Iterator[str]:
+    """This project's app under real gunicorn, as a local process."""
+    port = free_port()
+    env = {**os.environ, "PORT": str(port), "WEB_CONCURRENCY": "1", "APP_LOG_FLUSH_MS": "0", "APP_VERSION": "edge-test"}
+    proc = subprocess.Popen(
+        [sys.executable, "serve.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail("gunicorn did not start")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def edge(site_root: Path, backend: str) -> Iterator[RunningEdge]:
+    (site_root / "netlify.toml").write_text(NETLIFY_TOML.replace("BACKEND", backend))
+    lines: list[str] = []
+    with serve_in_thread(load_site(site_root), on_log=lines.append) as running:
+        yield running
+
+
+@pytest.fixture
+def http(edge: RunningEdge) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=edge.url, follow_redirects=False, timeout=10) as client:
+        yield client
+
+
+# path -> (status, Location or body fragment, {header: value})
+TABLE = [
+    # static files, index files, pretty URLs, content types
+    ("/", 200, "<h1>home</h1>", {"Content-Type": "text/html; charset=utf-8", "X-Frame-Options": "DENY"}),
+    ("/about", 200, "about page", {}),  # shadowing: about.html exists, the 301 without ! is skipped
+    ("/contact", 200, "contact index", {}),
+    ("/contact/", 200, "contact index", {}),
+    (
+        "/assets/site.css",
+        200,
+        "body{}",
+        {"Content-Type": "text/css; charset=utf-8", "Cache-Control": "public, max-age=31536000, immutable"},
+    ),
+    ("/assets/app.js", 200, "console.log", {"Content-Type": "text/javascript; charset=utf-8"}),
+    ("/data.json", 200, "{}", {"Content-Type": "application/json; charset=utf-8"}),
+    # not found: the custom 404 page, with the static headers
+    ("/missing", 404, "custom not found", {"X-Frame-Options": "DENY"}),
+    ("/.secret", 404, "custom not found", {}),
+    ("/_redirects", 404, "custom not found", {}),
+    ("/_headers", 404, "custom not found", {}),
+    # redirects with each status, and Location
+    ("/old", 301, "/new", {}),
+    ("/temp", 302, "/elsewhere", {}),
+    ("/see", 303, "/other", {}),
+    ("/keep-method", 307, "/moved", {}),
+    ("/perm-method", 308, "/moved-for-good", {}),
+    ("/outside", 302, "https://example.org/x", {}),
+    # _redirects before netlify.toml; the first match wins
+    ("/order", 301, "/from-redirects-file", {}),
+    # placeholders and splats
+    ("/news/2024/hello", 301, "/blog/2024-hello", {}),
+    ("/docs/a/b/c", 301, "/manual/a/b/c", {}),
+    ("/docs", 301, "/manual/", {}),
+    # query matching binds placeholders; other queries pass through
+    ("/search?q=netlify", 302, "/find/netlify", {}),
+    ("/search", 404, "custom not found", {}),
+    ("/lang?lang=en", 302, "/english", {}),
+    ("/lang?lang=fr", 404, "custom not found", {}),
+    ("/old?utm=x", 301, "/new?utm=x", {}),
+    # trailing slashes match either way
+    ("/old/", 301, "/new", {}),
+    ("/trail", 301, "/trail-target", {}),
+    # rewrites serve another file under the requested URL, with the headers of that URL
+    ("/spa/deep/link", 200, "single page app", {"X-Frame-Options": "DENY"}),
+    ("/forced", 200, "about page", {}),
+    ("/gone", 404, "custom not found", {}),
+    # header rules with splats, repeated names joined
+    ("/blog/post", 200, "a post", {"X-Blog": "yes", "X-Multi": "one, two"}),
+    # a condition the edge cannot evaluate is not applied
+    ("/geo", 404, "custom not found", {}),
+]
+
+
+@pytest.mark.parametrize(("path", "status", "expected", "headers"), TABLE, ids=[row[0] for row in TABLE])
+def test_conformance(http: httpx.Client, path: str, status: int, expected: str, headers: dict[str, str]) -> None:
+    response = http.get(path)
+    assert response.status_code == status
+    if 300 <= status < 400:
+        assert response.headers["Location"] == expected
+    else:
+        assert expected in response.text
+    for name, value in headers.items():
+        assert response.headers.get(name) == value, name
+
+
+def test_path_traversal_never_leaves_the_publish_directory(edge: RunningEdge, site_root: Path) -> None:
+    (site_root / "outside.txt").write_text("must not be served")
+    for raw in ("/../outside.txt", "/%2e%2e/outside.txt", "/assets/..%2f..%2foutside.txt"):
+        with socket.create_connection(("127.0.0.1", edge.port)) as sock:
+            sock.sendall(f"GET {raw} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        assert b"must not be served" not in answer, raw
+
+
+def test_proxy_forwards_method_headers_body_and_forwarding_headers(http: httpx.Client) -> None:
+    payload = {"items": ["x" * 1000] * 300}  # ~300 KB each way, streamed through the edge
+    response = http.post("/api/echo", json=payload, headers={"X-Request-ID": "through-the-edge"})
+    assert response.status_code == 200
+    assert response.json()["echo"] == payload
+    assert response.headers["X-Request-ID"] == "through-the-edge"
+    assert response.headers["X-App-Version"] == "edge-test"
+    # Header rules are for static files: Netlify does not add them to proxied responses.
+    assert "X-Frame-Options" not in response.headers
+
+
+def test_proxy_passes_status_and_query(http: httpx.Client) -> None:
+    assert http.get("/api/greeting", params={"name": "Edge"}).json()["message"] == "Hello, Edge!"
+    missing = http.get("/api/nope")
+    assert missing.status_code == 404 and missing.json()["error"]["status"] == 404
+    assert http.put("/api/version").status_code == 405
+
+
+def test_proxy_sets_x_forwarded_headers(site_root: Path) -> None:
+    seen: dict[str, str] = {}
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+    import threading
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += conn.recv(65536)
+        for line in data.decode().split("\r\n")[1:]:
+            if ":" in line:
+                name, value = line.split(":", 1)
+                seen[name.strip().lower()] = value.strip()
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    site = dev_ops.site_for(site_root, f"http://127.0.0.1:{port}")
+    with serve_in_thread(site) as running:
+        response = httpx.get(running.url + "/api/anything", headers={"X-Forwarded-For": "203.0.113.9"})
+    thread.join(5)
+    listener.close()
+    assert response.text == "ok"
+    assert seen["x-forwarded-for"] == "203.0.113.9, 127.0.0.1"
+    assert seen["x-forwarded-proto"] == "http"
+    assert seen["x-forwarded-host"] == f"127.0.0.1:{running.port}"
+    assert seen["host"] == f"127.0.0.1:{port}"
+
+
+def test_unreachable_backend_is_a_502_that_names_it(site_root: Path) -> None:
+    port = free_port()
+    with serve_in_thread(dev_ops.site_for(site_root, f"http://127.0.0.1:{port}")) as running:
+        response = httpx.get(running.url + "/api/version")
+    assert response.status_code == 502
+    assert f"127.0.0.1:{port}" in response.text
+
+
+def test_unsupported_rules_are_reported_once(site_root: Path) -> None:
+    notes = load_site(site_root).unsupported()
+    assert notes == ["public/_redirects:19: /geo uses Country condition; the local edge skips it"]
+
+
+def test_dev_site_points_the_api_rule_at_the_local_backend(site_root: Path) -> None:
+    site = dev_ops.site_for(site_root, "http://127.0.0.1:5555")
+    first = site.redirects[0]
+    assert (first.source, first.to, first.status, first.force) == (
+        "/api/*",
+        "http://127.0.0.1:5555/api/:splat",
+        200,
+        True,
+    )
+    assert not (site_root / "public" / "_redirects").read_text().startswith("# BEGIN")  # nothing written
+
+
+@pytest.mark.parametrize(
+    ("pattern", "path", "matches"),
+    [
+        ("/a/*", "/a", True),
+        ("/a/*", "/a/b/c", True),
+        ("/a/*", "/ab", False),
+        ("/:x/y", "/q/y", True),
+        ("/:x/y", "/q/r/y", False),
+        ("/", "/", True),
+        ("/", "/x", False),
+        ("/*", "/anything/at/all", True),
+    ],
+)
+def test_path_patterns(pattern: str, path: str, matches: bool) -> None:
+    assert bool(compile_path(pattern).match(path.rstrip("/") or "/")) is matches
+
+
+def test_redirects_file_syntax_problems_name_the_line() -> None:
+    rules, problems = parse_redirects_file("/ok /fine\n/broken\n", "public/_redirects")
+    assert len(rules) == 1
+    assert [str(p) for p in problems] == [
+        "public/_redirects:2: rule for /broken has no destination; write `/broken /new-path 301`"
+    ]
