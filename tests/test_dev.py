@@ -1,0 +1,211 @@
+"""`inv dev` end to end: the generated page in a real browser through the local edge, hot
+reload, the no-Docker fallback, and `inv edge` / `inv dev --netlify`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tools.generated import free_port, render
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+class Dev:
+    """`invoke dev` (or `edge`) as a user runs it, in the background, with its output kept."""
+
+    def __init__(self, project: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            ["invoke", *args, "--port", str(self.port)],
+            cwd=project,
+            env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def wait_serving(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"exited early:\n{self.stop()}")
+            try:
+                if httpx.get(self.url + "/api/version", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"not serving after {timeout}s:\n{self.stop()}")
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            output, _ = self.proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            output, _ = self.proc.communicate()
+        return output
+
+
+def chromium_available() -> bool:
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        return False
+    return Path(CHROMIUM).exists()
+
+
+@pytest.fixture(scope="module")
+def dev_project(tmp_path_factory: pytest.TempPathFactory, base_image: str) -> Path:
+    return render(tmp_path_factory.mktemp("dev") / "dev-svc", {"project_slug": "cnd-dev-svc", "base_image": base_image})
+
+
+@pytest.fixture(scope="module")
+def dev(dev_project: Path, engine: Any) -> Iterator[Dev]:
+    running = Dev(dev_project, "dev")
+    running.wait_serving()
+    yield running
+    running.stop()
+    for image in engine.images.list(name="cnd-dev-svc"):
+        for tag in image.tags:
+            engine.images.remove(tag, force=True)
+
+
+@pytest.mark.docker
+def test_browser_renders_api_data_through_the_edge(dev: Dev) -> None:
+    if not chromium_available():
+        message = "Chromium and Playwright are needed (apt-get install chromium; pip install playwright)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+            page.goto(dev.url + "/", wait_until="networkidle")
+            assert page.text_content("#greeting") == "Hello, world!"
+            assert page.text_content("#version") == "dev"
+            page.fill("#name", "Browser")
+            page.click("button[type=submit]")
+            page.wait_for_function("document.getElementById('greeting').textContent === 'Hello, Browser!'")
+            assert errors == []  # the CSP and the page's script agree
+        finally:
+            browser.close()
+
+
+@pytest.mark.docker
+def test_edge_applies_the_projects_rules_in_dev(dev: Dev) -> None:
+    home = httpx.get(dev.url + "/")
+    assert home.headers["X-Frame-Options"] == "DENY"  # netlify.toml [[headers]]
+    api = httpx.get(dev.url + "/api/greeting")
+    assert "X-Frame-Options" not in api.headers  # not on proxied responses
+    assert api.headers["X-App-Version"] == "dev"
+    missing = httpx.get(dev.url + "/no-such-page")
+    assert missing.status_code == 404 and "Not found" in missing.text  # public/404.html
+
+
+@pytest.mark.docker
+def test_saved_change_in_api_is_served_without_restart(dev: Dev, dev_project: Path) -> None:
+    routes = dev_project / "api" / "routes.py"
+    original = routes.read_text()
+    routes.write_text(original.replace('f"Hello, {name}!"', 'f"Howdy, {name}!"'))
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(dev.url + "/api/greeting", timeout=2).json().get("message") == "Howdy, world!":
+                    break
+            except (httpx.TransportError, ValueError):
+                pass
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the change was not served within 30 s")
+    finally:
+        routes.write_text(original)
+
+
+@pytest.mark.docker
+def test_ctrl_c_stops_and_removes_everything(dev_project: Path, engine: Any) -> None:
+    before = {c.id for c in engine.containers.list(all=True)}
+    running = Dev(dev_project, "dev")
+    running.wait_serving()
+    started = {c.id for c in engine.containers.list(all=True)} - before
+    assert len(started) == 1
+    output = running.stop()
+    assert running.proc.returncode == 0, output
+    assert "app  |" in output and "edge |" in output  # one combined, prefixed log
+    assert "GET /api/version 200 proxy" in output
+    assert "Stopped." in output
+    assert not started & {c.id for c in engine.containers.list(all=True)}
+    with pytest.raises(httpx.TransportError):
+        httpx.get(running.url + "/", timeout=2)
+
+
+def test_without_docker_falls_back_to_a_local_gunicorn(tmp_path: Path) -> None:
+    project = render(tmp_path / "nodocker")
+    running = Dev(project, "dev", env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
+    running.wait_serving()
+    assert httpx.get(running.url + "/api/greeting").json()["message"] == "Hello, world!"
+    assert httpx.get(running.url + "/").headers["X-Frame-Options"] == "DENY"
+    output = running.stop()
+    assert output.count("Running the app as a local gunicorn process instead.") == 1
+    assert "Stopped." in output
+
+
+def test_edge_alone_in_front_of_any_backend(tmp_path: Path) -> None:
+    project = render(tmp_path / "edge-only")
+    backend_port = free_port()
+    env = {**os.environ, "PORT": str(backend_port), "WEB_CONCURRENCY": "1"}
+    server = subprocess.Popen(
+        [sys.executable, "serve.py"], cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        running = Dev(project, "edge", "--backend", f"http://127.0.0.1:{backend_port}")
+        running.wait_serving(60)
+        assert httpx.get(running.url + "/api/greeting").json()["message"] == "Hello, world!"
+        output = running.stop()
+        assert f"/api/* -> http://127.0.0.1:{backend_port}" in output
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def test_dev_netlify_without_netlify_cli_says_how_to_install(tmp_path: Path) -> None:
+    project = render(tmp_path / "no-cli", git=False)
+    result = subprocess.run(
+        ["invoke", "dev", "--netlify"],
+        cwd=project,
+        env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "npm install -g netlify-cli" in result.stderr
+    assert "Traceback" not in result.stderr
