@@ -132,7 +132,7 @@ class Edge:
         path = request.path
         query = {key: request.query[key] for key in request.query}
         unresolved = object()
-        file: Path | None | object = unresolved  # looked up only when a rule needs it (a stat or three)
+        file: object = unresolved  # a Path or None, looked up only when a rule needs it
         for rule in self.site.redirects:
             if rule.unsupported:
                 continue
@@ -183,8 +183,8 @@ class Edge:
                         for name, value in upstream.headers.items()
                         if name.lower() not in HOP_BY_HOP and name.lower() != "content-length"
                     )
-                    body = await upstream.read()
-                    return web.Response(status=upstream.status, reason=upstream.reason, body=body, headers=kept)
+                    payload = await upstream.read()
+                    return web.Response(status=upstream.status, reason=upstream.reason, body=payload, headers=kept)
                 response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
                 for name, value in upstream.headers.items():
                     if name.lower() not in HOP_BY_HOP:
