@@ -157,13 +157,12 @@ TABLE = [
         "body{}",
         {"Content-Type": "text/css; charset=utf-8", "Cache-Control": "public, max-age=31536000, immutable"},
     ),
-    ("/assets/app.js", 200, "console.log", {"Content-Type": "text/javascript; charset=utf-8"}),
+    ("/assets/app.js", 200, "console.log", {"Content-Type": "application/javascript; charset=utf-8"}),
     ("/data.json", 200, "{}", {"Content-Type": "application/json; charset=utf-8"}),
     # not found: the custom 404 page, with the static headers
     ("/missing", 404, "custom not found", {"X-Frame-Options": "DENY"}),
     ("/.secret", 404, "custom not found", {}),
-    ("/_redirects", 404, "custom not found", {}),
-    ("/_headers", 404, "custom not found", {}),
+    ("/_redirects", 200, "comments and blank lines", {}),  # published, as netlify dev does
     # redirects with each status, and Location
     ("/old", 301, "/new", {}),
     ("/temp", 302, "/elsewhere", {}),
@@ -177,10 +176,10 @@ TABLE = [
     ("/news/2024/hello", 301, "/blog/2024-hello", {}),
     ("/docs/a/b/c", 301, "/manual/a/b/c", {}),
     ("/docs", 301, "/manual/", {}),
-    # query matching binds placeholders; other queries pass through
-    ("/search?q=netlify", 302, "/find/netlify", {}),
+    # query matching binds placeholders; the query string passes on (as netlify dev does)
+    ("/search?q=netlify", 302, "/find/netlify?q=netlify", {}),
     ("/search", 404, "custom not found", {}),
-    ("/lang?lang=en", 302, "/english", {}),
+    ("/lang?lang=en", 302, "/english?lang=en", {}),
     ("/lang?lang=fr", 404, "custom not found", {}),
     ("/old?utm=x", 301, "/new?utm=x", {}),
     # trailing slashes match either way

@@ -4,8 +4,7 @@ and match requests against them with Netlify's documented semantics.
 Order: rules from ``_redirects`` come before those in ``netlify.toml``, and the first rule that
 matches wins. ``from`` may end in a splat (``/*`` -> ``:splat``) and use named placeholders
 (``/:year/:slug``); query conditions bind placeholders too. Paths match with or without a
-trailing slash. Query strings pass through to redirect and rewrite targets unless the rule
-matches on the query.
+trailing slash. The request's query string passes on to redirect and rewrite targets.
 """
 
 from __future__ import annotations
@@ -82,12 +81,13 @@ class Redirect:
         return values
 
     def target(self, values: Mapping[str, str], query_string: str) -> str:
-        """``to`` with placeholders filled; the request's query passes through unless matched on."""
+        """``to`` with placeholders filled and the request's query string passed on."""
         result = self.to
         # Longest names first, so :splat does not eat the start of :splatter.
         for name in sorted(values, key=len, reverse=True):
             result = result.replace(f":{name}", values[name])
-        if query_string and not self.query and "?" not in result:
+        # Netlify (and netlify dev) pass the request's query string on, even when it was matched.
+        if query_string and "?" not in result:
             result = f"{result}?{query_string}"
         return result
 

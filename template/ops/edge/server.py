@@ -32,9 +32,10 @@ HOP_BY_HOP = {
 }
 # Netlify's proxy gives up on an origin that sends nothing for 26 s.
 PROXY_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=26)
-NOT_PUBLISHED = {"_redirects", "_headers"}
 SMALL_FILE = 256 * 1024
 TEXT_TYPES = {"application/javascript", "application/json", "image/svg+xml"}
+# Netlify serves JavaScript as application/javascript; Python 3.12+ would say text/javascript.
+mimetypes.add_type("application/javascript", ".js")
 
 
 @dataclass(frozen=True)
@@ -68,9 +69,7 @@ class Edge:
         """The published file for a URL path (index files, pretty URLs), never outside publish/."""
         parts = [part for part in path.split("/") if part]
         if any(part.startswith(".") or "\\" in part or "\x00" in part for part in parts):
-            return None  # dotfiles are not deployed; ".." never leaves the publish directory
-        if parts and parts[-1] in NOT_PUBLISHED:
-            return None
+            return None  # dotfiles are not deployed (Netlify skips them); ".." cannot leave publish/
         base = self.publish.joinpath(*parts)
         if not parts or path.endswith("/"):
             candidates = [base / "index.html"]

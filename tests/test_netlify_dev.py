@@ -1,0 +1,137 @@
+"""Differential test: the generated edge's conformance table, run against the real `netlify dev`.
+
+Where Netlify's documentation leaves a behaviour open, the edge follows Netlify's own tools; this
+runs the very table the generated project tests its edge with against netlify-cli, so the two
+cannot drift apart. The few rows where netlify dev differs from production Netlify on purpose
+are listed with the reason.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+
+import httpx
+import pytest
+
+from tools.generated import REPO, free_port, render
+
+# path -> why netlify dev differs from production Netlify there (the edge follows production)
+DOCUMENTED_DIVERGENCES = {
+    "/assets/site.css": "netlify dev sends Cache-Control: max-age=0 for every file; production applies [[headers]]",
+    "/.secret": "netlify dev serves dotfiles from disk; a deploy never uploads them",
+}
+
+
+def netlify_cli() -> str | None:
+    candidates = [os.environ.get("NETLIFY_CLI", ""), str(REPO / ".cache/netlify-tools/node_modules/.bin/netlify")]
+    return next((c for c in candidates if c and Path(c).exists()), shutil.which("netlify"))
+
+
+def load_table(project: Path) -> ModuleType:
+    """The generated project's tests/test_edge.py (it imports the project's ops package)."""
+    spec = importlib.util.spec_from_file_location("generated_test_edge", project / "tests" / "test_edge.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(project))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(project))
+        for name in [n for n in sys.modules if n == "ops" or n.startswith("ops.")]:
+            del sys.modules[name]
+    return module
+
+
+def agrees(response: httpx.Response, status: int, expected: str, headers: dict[str, str]) -> bool:
+    """Whether a response is what a row of the edge's table expects."""
+    redirect = 300 <= status < 400
+    content_ok = response.headers.get("Location") == expected if redirect else expected in response.text
+    headers_ok = all(response.headers.get(name) == value for name, value in headers.items())
+    return response.status_code == status and content_ok and headers_ok
+
+
+@pytest.fixture(scope="module")
+def netlify_dev(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, ModuleType]:
+    cli = netlify_cli()
+    if cli is None:
+        message = "netlify-cli is not installed (npm install --prefix .cache/netlify-tools netlify-cli)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    project = render(tmp_path_factory.mktemp("p") / "svc", git=False)
+    table = load_table(project)
+    site = tmp_path_factory.mktemp("site")
+    for name, body in table.FILES.items():
+        (site / "public" / name).parent.mkdir(parents=True, exist_ok=True)
+        (site / "public" / name).write_text(body)
+    (site / "public" / "_redirects").write_text(table.REDIRECTS)
+    (site / "public" / "_headers").write_text(table.HEADERS)
+    (site / "netlify.toml").write_text(table.NETLIFY_TOML.replace("BACKEND", "http://127.0.0.1:9"))
+    port = free_port()
+    command = [
+        cli,
+        "dev",
+        "--offline",
+        "--internal-disable-edge-functions",
+        "--framework",
+        "#static",
+        "--dir",
+        "public",
+        "--port",
+        str(port),
+    ]
+    env = {**os.environ, "BROWSER": "none", "NETLIFY_NO_UPDATE_NOTIFIER": "1"}
+    proc = subprocess.Popen(command, cwd=site, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url + "/", timeout=1)
+            break
+        except httpx.TransportError:
+            if proc.poll() is not None:
+                pytest.fail(f"netlify dev exited:\n{proc.communicate()[0]}")
+            time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("netlify dev did not start within 90 s")
+    yield url, table
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def test_edge_table_matches_netlify_dev(netlify_dev: tuple[str, ModuleType]) -> None:
+    url, table = netlify_dev
+    mismatches = []
+    with httpx.Client(base_url=url, follow_redirects=False, timeout=10) as http:
+        for path, status, expected, headers in table.TABLE:
+            if path in DOCUMENTED_DIVERGENCES:
+                continue
+            response = http.get(path)
+            if not agrees(response, status, expected, headers):
+                mismatches.append(
+                    f"{path}: netlify dev {response.status_code} {response.headers.get('Location')!r} "
+                    f"{response.text[:40]!r}; edge table says {status} {expected!r} {headers}"
+                )
+    assert not mismatches, "\n".join(mismatches)
+
+
+def test_documented_divergences_are_still_real(netlify_dev: tuple[str, ModuleType]) -> None:
+    """If netlify dev changes to match production, the exception list must shrink."""
+    url, table = netlify_dev
+    rows = {row[0]: row for row in table.TABLE}
+    with httpx.Client(base_url=url, follow_redirects=False, timeout=10) as http:
+        for path in DOCUMENTED_DIVERGENCES:
+            _, status, expected, headers = rows[path]
+            same = agrees(http.get(path), status, expected, headers)
+            assert not same, f"{path} now behaves the same in netlify dev; drop it from DOCUMENTED_DIVERGENCES"
