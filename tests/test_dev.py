@@ -209,3 +209,25 @@ def test_dev_netlify_without_netlify_cli_says_how_to_install(tmp_path: Path) -> 
     assert result.returncode == 1
     assert "npm install -g netlify-cli" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_dev_with_the_real_netlify_dev(tmp_path: Path) -> None:
+    from tests.test_netlify_dev import netlify_cli
+
+    cli = netlify_cli()
+    if cli is None:
+        message = "netlify-cli is not installed (npm install --prefix .cache/netlify-tools netlify-cli)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    project = render(tmp_path / "with-netlify")
+    redirects_before = (project / "public" / "_redirects").read_text()
+    path = f"{Path(cli).parent}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    running = Dev(project, "dev", "--netlify", "--no-docker", env={"PATH": path, "BROWSER": "none"})
+    running.wait_serving(120)
+    response = httpx.get(running.url + "/api/greeting", params={"name": "Netlify"})
+    assert response.json()["message"] == "Hello, Netlify!"
+    assert httpx.get(running.url + "/").headers.get("server") == "Netlify"
+    output = running.stop()
+    assert "Stopped." in output
+    assert (project / "public" / "_redirects").read_text() == redirects_before  # restored

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -58,7 +59,7 @@ def agrees(response: httpx.Response, status: int, expected: str, headers: dict[s
 
 
 @pytest.fixture(scope="module")
-def netlify_dev(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, ModuleType]:
+def netlify_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, ModuleType]]:
     cli = netlify_cli()
     if cli is None:
         message = "netlify-cli is not installed (npm install --prefix .cache/netlify-tools netlify-cli)"
