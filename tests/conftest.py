@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,9 +11,8 @@ from typing import Any
 
 import pytest
 
-from tools.generated import docker_client, local_image_exists, offline_base_image, render, run_in
-
-IN_CI = bool(os.environ.get("CI"))
+from tests.helpers import unavailable
+from tools.generated import REPO, docker_client, local_image_exists, offline_base_image, render, run_in
 
 
 @pytest.fixture(scope="session")
@@ -20,10 +20,7 @@ def engine() -> Any:
     """The Docker engine; skipped on a laptop without one, a failure in CI."""
     client = docker_client()
     if client is None:
-        message = "no Docker engine answers (start dockerd or set DOCKER_HOST)"
-        if IN_CI:
-            pytest.fail(f"{message}; CI must run the Docker tests")
-        pytest.skip(message)
+        unavailable("no Docker engine answers (start dockerd or set DOCKER_HOST)")
     return client
 
 
@@ -31,11 +28,18 @@ def engine() -> Any:
 def base_image(engine: Any) -> str:
     image = offline_base_image("3.11")
     if not local_image_exists(engine, image):
-        message = f"base image {image} is missing; build it with `nox -s images` (or set BASE_IMAGE)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"base image {image} is missing; build it with `nox -s images` (or set BASE_IMAGE)")
     return image
+
+
+@pytest.fixture(scope="session")
+def netlify_cli() -> str:
+    """netlify-cli, as .ci/run installs it (or NETLIFY_CLI, or on PATH)."""
+    candidates = [os.environ.get("NETLIFY_CLI", ""), str(REPO / ".cache/netlify-tools/node_modules/.bin/netlify")]
+    found = next((c for c in candidates if c and Path(c).exists()), shutil.which("netlify"))
+    if found is None:
+        unavailable("netlify-cli is not installed (npm install --prefix .cache/netlify-tools netlify-cli)")
+    return found
 
 
 @pytest.fixture(scope="session")

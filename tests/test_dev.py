@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.helpers import unavailable
 from tools.generated import free_port, render
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -95,10 +96,7 @@ def dev(dev_project: Path, engine: Any) -> Iterator[Dev]:
 @pytest.mark.docker
 def test_browser_renders_api_data_through_the_edge(dev: Dev) -> None:
     if not chromium_available():
-        message = "Chromium and Playwright are needed (apt-get install chromium; pip install playwright)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable("Chromium and Playwright are needed (apt-get install chromium; pip install playwright)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
@@ -211,15 +209,8 @@ def test_dev_netlify_without_netlify_cli_says_how_to_install(tmp_path: Path) -> 
     assert "Traceback" not in result.stderr
 
 
-def test_dev_with_the_real_netlify_dev(tmp_path: Path) -> None:
-    from tests.test_netlify_dev import netlify_cli
-
-    cli = netlify_cli()
-    if cli is None:
-        message = "netlify-cli is not installed (npm install --prefix .cache/netlify-tools netlify-cli)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+def test_dev_with_the_real_netlify_dev(tmp_path: Path, netlify_cli: str) -> None:
+    cli = netlify_cli
     project = render(tmp_path / "with-netlify")
     redirects_before = (project / "public" / "_redirects").read_text()
     path = f"{Path(cli).parent}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"

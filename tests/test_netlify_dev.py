@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -21,18 +20,13 @@ from types import ModuleType
 import httpx
 import pytest
 
-from tools.generated import REPO, free_port, render
+from tools.generated import free_port, render
 
 # path -> why netlify dev differs from production Netlify there (the edge follows production)
 DOCUMENTED_DIVERGENCES = {
     "/assets/site.css": "netlify dev sends Cache-Control: max-age=0 for every file; production applies [[headers]]",
     "/.secret": "netlify dev serves dotfiles from disk; a deploy never uploads them",
 }
-
-
-def netlify_cli() -> str | None:
-    candidates = [os.environ.get("NETLIFY_CLI", ""), str(REPO / ".cache/netlify-tools/node_modules/.bin/netlify")]
-    return next((c for c in candidates if c and Path(c).exists()), shutil.which("netlify"))
 
 
 def load_table(project: Path) -> ModuleType:
@@ -59,13 +53,8 @@ def agrees(response: httpx.Response, status: int, expected: str, headers: dict[s
 
 
 @pytest.fixture(scope="module")
-def netlify_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, ModuleType]]:
-    cli = netlify_cli()
-    if cli is None:
-        message = "netlify-cli is not installed (npm install --prefix .cache/netlify-tools netlify-cli)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+def netlify_dev(tmp_path_factory: pytest.TempPathFactory, netlify_cli: str) -> Iterator[tuple[str, ModuleType]]:
+    cli = netlify_cli
     project = render(tmp_path_factory.mktemp("p") / "svc", git=False)
     table = load_table(project)
     site = tmp_path_factory.mktemp("site")

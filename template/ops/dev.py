@@ -11,10 +11,13 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+import docker
 
 from ops import redirects
 from ops.edge.rules import Site, load_site
@@ -46,12 +49,14 @@ class Backend:
 
 
 @contextmanager
-def container_backend(project: Project, client: object, image: str, on_line: LineSink) -> Iterator[Backend]:
+def container_backend(
+    project: Project, client: docker.DockerClient, image: str, on_line: LineSink
+) -> Iterator[Backend]:
     """The image with api/ mounted read-only and gunicorn reloading on changes."""
     from ops import docker as engine
 
     running = engine.run_container(
-        client,  # type: ignore[arg-type]
+        client,
         image,
         container_port=project.container_port,
         environment=DEV_ENV,
@@ -92,8 +97,6 @@ def process_backend(project: Project, port: int, on_line: LineSink) -> Iterator[
     threading.Thread(target=pump, name="app-logs", daemon=True).start()
     url = f"http://127.0.0.1:{port}"
     try:
-        import time
-
         deadline = time.monotonic() + 30
         while True:
             if proc.poll() is not None:

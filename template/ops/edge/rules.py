@@ -14,7 +14,6 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlencode
 
 REDIRECT_STATUSES = {301, 302, 303, 307, 308}
 VALID_STATUSES = {200, 404, 410, 451} | REDIRECT_STATUSES
@@ -305,7 +304,3 @@ def _relative(path: Path, root: Path) -> str:
         return str(path.relative_to(root))
     except ValueError:
         return str(path)
-
-
-def query_string(query: Mapping[str, str]) -> str:
-    return urlencode(list(query.items()))
