@@ -113,8 +113,8 @@ def wrk(url: str, duration: int, connections: int) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=int, default=5, help="seconds of load per endpoint and round")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of load, taken in turns; figures are medians")
+    parser.add_argument("--duration", type=int, default=4, help="seconds of load per endpoint and round")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of load, taken in turns; figures are medians")
     parser.add_argument("--connections", type=int, default=32, help="concurrent connections")
     parser.add_argument("--runs", type=int, default=5, help="repetitions of start-up and rebuild timings")
     parser.add_argument("--edge-connections", type=int, default=8, help="concurrent connections through the edge")
