@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +10,8 @@ from typing import Any
 import pytest
 
 from tests.helpers import unavailable
-from tools.generated import REPO, docker_client, local_image_exists, offline_base_image, render, run_in
+from tools.generated import docker_client, local_image_exists, offline_base_image, render, run_in
+from tools.generated import netlify_cli as find_netlify_cli
 
 
 @pytest.fixture(scope="session")
@@ -35,8 +34,7 @@ def base_image(engine: Any) -> str:
 @pytest.fixture(scope="session")
 def netlify_cli() -> str:
     """netlify-cli, as .ci/run installs it (or NETLIFY_CLI, or on PATH)."""
-    candidates = [os.environ.get("NETLIFY_CLI", ""), str(REPO / ".cache/netlify-tools/node_modules/.bin/netlify")]
-    found = next((c for c in candidates if c and Path(c).exists()), shutil.which("netlify"))
+    found = find_netlify_cli()
     if found is None:
         unavailable("netlify-cli is not installed (npm install --prefix .cache/netlify-tools netlify-cli)")
     return found

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tools.generated import REPO, offline_base_image, render
+from tools.generated import REPO, free_port, netlify_cli, offline_base_image, render, wait_http
 
 SLUG = "bench-svc"
 BARE_APP = """\
@@ -248,6 +248,14 @@ def bench_edge(
             figures["api_direct"] = wrk(running.url + "/api/greeting?name=bench", args.duration, args.edge_connections)
             figures["api_via_edge_1"] = wrk(edge.url + "/api/greeting?name=bench", args.duration, 1)
             figures["api_direct_1"] = wrk(running.url + "/api/greeting?name=bench", args.duration, 1)
+        # The reference: Netlify's own local edge (netlify dev) in front of the same container.
+        cli = netlify_cli()
+        if cli:
+            port = free_port()
+            with dev_ops.netlify_dev(project, cli, running.url, port, lambda line: None):
+                url = f"http://127.0.0.1:{port}"
+                wait_http(url + "/", timeout=90)
+                figures["api_via_netlify_dev_1"] = wrk(url + "/api/greeting?name=bench", args.duration, 1)
     finally:
         engine.remove(running.container)
     direct, via = figures["api_direct_1"], figures["api_via_edge_1"]
@@ -356,6 +364,17 @@ def print_table(results: dict[str, Any]) -> None:
             "latency the edge adds to /api (one client)",
             f"{edge['proxy_p50_overhead']:+.0%} p50",
             f"{edge['proxy_p99_overhead']:+.0%} p99; {edge['proxy_rps_ratio']:.2f}x the direct req/s when loaded",
+        ),
+        *(
+            [
+                (
+                    "/api via netlify dev (reference), one client",
+                    f"{edge['api_via_netlify_dev_1']['rps']:.0f}",
+                    latency(edge["api_via_netlify_dev_1"]),
+                )
+            ]
+            if "api_via_netlify_dev_1" in edge
+            else []
         ),
         ("hot reload, save to new response", f"{edge['hot_reload_s']:.2f} s", ""),
     ]

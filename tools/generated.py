@@ -130,6 +130,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def netlify_cli() -> str | None:
+    """netlify-cli as .ci/run installs it (or $NETLIFY_CLI, or on PATH)."""
+    candidates = [os.environ.get("NETLIFY_CLI", ""), str(REPO / ".cache/netlify-tools/node_modules/.bin/netlify")]
+    return next((c for c in candidates if c and Path(c).exists()), shutil.which("netlify"))
+
+
 def pytest_args(paths: Sequence[str]) -> list[str]:
     return [sys.executable, "-m", "pytest", *paths, "-p", "no:cacheprovider"]
 
