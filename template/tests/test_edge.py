@@ -320,3 +320,17 @@ def test_redirects_file_syntax_problems_name_the_line() -> None:
     assert [str(p) for p in problems] == [
         "public/_redirects:2: rule for /broken has no destination; write `/broken /new-path 301`"
     ]
+
+
+def test_a_busy_port_is_a_clear_error(site_root: Path) -> None:
+    from ops.errors import OpsError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        with (
+            pytest.raises(OpsError, match=f"cannot listen on 127.0.0.1:{port}.*--port"),
+            serve_in_thread(load_site(site_root), port=port),
+        ):
+            pass

@@ -17,6 +17,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from ops.edge.rules import REDIRECT_STATUSES, HeaderRule, Site
+from ops.errors import OpsError
 
 LineSink = Callable[[str], None]
 # Headers that describe one connection, not the message: never forwarded by a proxy (RFC 9110 7.6.1).
@@ -250,8 +251,12 @@ def serve_in_thread(
     thread = threading.Thread(target=run, name="edge", daemon=True)
     thread.start()
     ready.wait(30)
-    if "error" in state:
-        raise state["error"]  # type: ignore[misc]
+    error = state.get("error")
+    if isinstance(error, OSError):
+        reason = error.strerror or str(error)
+        raise OpsError(f"the edge cannot listen on {host}:{port} ({reason}); pick another port with --port") from None
+    if isinstance(error, BaseException):
+        raise error
     bound = int(state["port"])  # type: ignore[call-overload]
     try:
         yield RunningEdge(f"http://{host}:{bound}", bound, time.perf_counter() - started)
