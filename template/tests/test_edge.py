@@ -334,3 +334,13 @@ def test_a_busy_port_is_a_clear_error(site_root: Path) -> None:
             serve_in_thread(load_site(site_root), port=port),
         ):
             pass
+
+
+def test_redirects_file_comments_and_forward_rules() -> None:
+    text = "# a comment\n/a /b#frag 301 # trailing comment\n/app/* 200!\n"
+    rules, problems = parse_redirects_file(text, "public/_redirects")
+    assert problems == []
+    assert [(r.source, r.to, r.status, r.force) for r in rules] == [
+        ("/a", "/b#frag", 301, False),
+        ("/app/*", "/app/:splat", 200, True),
+    ]

@@ -155,12 +155,16 @@ def parse_redirects_file(text: str, file: str) -> tuple[list[Redirect], list[Pro
     rules: list[Redirect] = []
     problems: list[Problem] = []
     for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.split("#", 1)[0].strip() if not raw.lstrip().startswith("#") else ""
-        if not line:
+        tokens = raw.split()
+        # A token starting with # ends the line (as in Netlify's parser); "#" inside a URL stays.
+        comment = next((i for i, token in enumerate(tokens) if token.startswith("#")), len(tokens))
+        tokens = tokens[:comment]
+        if not tokens:
             continue
         origin = Origin(file, number)
-        tokens = line.split()
         source, rest = tokens[0], tokens[1:]
+        if rest and _status(rest[0]) and source.endswith("/*"):
+            rest.insert(0, source[:-1] + ":splat")  # "/app/* 200": a forward rule to the same path
         query: dict[str, str] = {}
         while rest and "=" in rest[0] and not rest[0].startswith(("/", "http://", "https://")):
             key, _, value = rest.pop(0).partition("=")
