@@ -9,18 +9,22 @@ are listed with the reason.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import httpx
 import pytest
 
-from tools.generated import free_port, render
+from tests.helpers import unavailable
+from tools.generated import REPO, free_port, render
 
 # path -> why netlify dev differs from production Netlify there (the edge follows production)
 DOCUMENTED_DIVERGENCES = {
@@ -52,8 +56,56 @@ def agrees(response: httpx.Response, status: int, expected: str, headers: dict[s
     return response.status_code == status and content_ok and headers_ok
 
 
+REDIRECT_PARSER = REPO / ".cache/netlify-tools/node_modules/@netlify/redirect-parser/lib/index.js"
+PARSE_SCRIPT = """
+import { parseAllRedirects } from %s;
+const result = await parseAllRedirects({redirectsFiles: [process.argv[1]], netlifyConfigPath: process.argv[2]});
+console.log(JSON.stringify({errors: result.errors.map(String), redirects: result.redirects}));
+"""
+
+
+def netlify_parse(site: Path) -> dict[str, Any]:
+    """Netlify's own parser (@netlify/redirect-parser, shipped with netlify-cli) on a site's rules."""
+    if not REDIRECT_PARSER.exists() or shutil.which("node") is None:
+        unavailable("@netlify/redirect-parser is not installed (it comes with netlify-cli in .cache/netlify-tools)")
+    script = PARSE_SCRIPT % json.dumps(str(REDIRECT_PARSER))
+    result = subprocess.run(
+        ["node", "--input-type=module", "-e", script, str(site / "public" / "_redirects"), str(site / "netlify.toml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    parsed: dict[str, Any] = json.loads(result.stdout)
+    return parsed
+
+
+def test_the_edge_parses_rules_as_netlify_does(netlify_dev: tuple[str, ModuleType, Path]) -> None:
+    _, table, site = netlify_dev
+    theirs = netlify_parse(site)
+    assert theirs["errors"] == []
+    ours = table.load_site(site).redirects
+    assert [(r.source, r.to, r.status, r.force, r.query, r.conditions) for r in ours] == [
+        (r["from"], r["to"], r["status"], r["force"], r["query"], r["conditions"]) for r in theirs["redirects"]
+    ]
+
+
+def test_generated_rules_are_valid_for_netlifys_parser(tmp_path: Path) -> None:
+    project = render(tmp_path / "svc", git=False)
+    parsed = netlify_parse(project)
+    assert parsed["errors"] == []
+    first = parsed["redirects"][0]  # _redirects comes first: the block the build writes
+    assert (first["from"], first["to"], first["status"], first["force"], first["proxy"]) == (
+        "/api/*",
+        "https://api.example.com/api/:splat",
+        200,
+        True,
+        True,
+    )
+
+
 @pytest.fixture(scope="module")
-def netlify_dev(tmp_path_factory: pytest.TempPathFactory, netlify_cli: str) -> Iterator[tuple[str, ModuleType]]:
+def netlify_dev(tmp_path_factory: pytest.TempPathFactory, netlify_cli: str) -> Iterator[tuple[str, ModuleType, Path]]:
     cli = netlify_cli
     project = render(tmp_path_factory.mktemp("p") / "svc", git=False)
     table = load_table(project)
@@ -92,7 +144,7 @@ def netlify_dev(tmp_path_factory: pytest.TempPathFactory, netlify_cli: str) -> I
     else:
         proc.kill()
         pytest.fail("netlify dev did not start within 90 s")
-    yield url, table
+    yield url, table, site
     proc.terminate()
     try:
         proc.wait(timeout=15)
@@ -100,8 +152,8 @@ def netlify_dev(tmp_path_factory: pytest.TempPathFactory, netlify_cli: str) -> I
         proc.kill()
 
 
-def test_edge_table_matches_netlify_dev(netlify_dev: tuple[str, ModuleType]) -> None:
-    url, table = netlify_dev
+def test_edge_table_matches_netlify_dev(netlify_dev: tuple[str, ModuleType, Path]) -> None:
+    url, table, _ = netlify_dev
     mismatches = []
     with httpx.Client(base_url=url, follow_redirects=False, timeout=10) as http:
         for path, status, expected, headers in table.TABLE:
@@ -116,9 +168,9 @@ def test_edge_table_matches_netlify_dev(netlify_dev: tuple[str, ModuleType]) -> 
     assert not mismatches, "\n".join(mismatches)
 
 
-def test_documented_divergences_are_still_real(netlify_dev: tuple[str, ModuleType]) -> None:
+def test_documented_divergences_are_still_real(netlify_dev: tuple[str, ModuleType, Path]) -> None:
     """If netlify dev changes to match production, the exception list must shrink."""
-    url, table = netlify_dev
+    url, table, _ = netlify_dev
     rows = {row[0]: row for row in table.TABLE}
     with httpx.Client(base_url=url, follow_redirects=False, timeout=10) as http:
         for path in DOCUMENTED_DIVERGENCES:
