@@ -117,18 +117,7 @@ def netlify_dev(tmp_path_factory: pytest.TempPathFactory, netlify_cli: str) -> I
     (site / "public" / "_headers").write_text(table.HEADERS)
     (site / "netlify.toml").write_text(table.NETLIFY_TOML.replace("BACKEND", "http://127.0.0.1:9"))
     port = free_port()
-    command = [
-        cli,
-        "dev",
-        "--offline",
-        "--internal-disable-edge-functions",
-        "--framework",
-        "#static",
-        "--dir",
-        "public",
-        "--port",
-        str(port),
-    ]
+    command = table.dev_ops.netlify_dev_command(cli, site / "public", port)
     env = {**os.environ, "BROWSER": "none", "NETLIFY_NO_UPDATE_NOTIFIER": "1"}
     proc = subprocess.Popen(command, cwd=site, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"

@@ -131,6 +131,14 @@ def require_netlify_cli() -> str:
     return found
 
 
+def netlify_dev_command(cli: str, publish: Path, port: int) -> list[str]:
+    """``netlify dev`` serving ``publish`` as a static site, offline (no login, no Deno download)."""
+    return [
+        cli, "dev", "--offline", "--internal-disable-edge-functions",
+        "--framework", "#static", "--dir", str(publish), "--port", str(port),
+    ]  # fmt: skip
+
+
 @contextmanager
 def netlify_dev(project: Project, cli: str, backend_url: str, port: int, on_line: LineSink) -> Iterator[None]:
     """The real ``netlify dev`` (static framework, offline) in front of the local backend.
@@ -142,18 +150,7 @@ def netlify_dev(project: Project, cli: str, backend_url: str, port: int, on_line
     path = publish / "_redirects"
     original = path.read_text() if path.is_file() else None
     path.write_text(redirects.render(original or "", redirects.check_backend_url(backend_url, allow_local=True)))
-    command = [
-        cli,
-        "dev",
-        "--offline",
-        "--internal-disable-edge-functions",
-        "--framework",
-        "#static",
-        "--dir",
-        str(publish),
-        "--port",
-        str(port),
-    ]
+    command = netlify_dev_command(cli, publish, port)
     proc = subprocess.Popen(command, cwd=project.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     def pump() -> None:
