@@ -111,7 +111,7 @@ class BatchedStdoutHandler(logging.Handler):
             self.flush()
 
 
-def configure_logging(level: str = "INFO", flush_seconds: float = 0.25) -> None:
+def configure_logging(level: str = "INFO", flush_seconds: float = 0.25) -> BatchedStdoutHandler:
     """Send the ``api`` loggers to stdout as JSON lines (idempotent: tests build many apps)."""
     logger = logging.getLogger("api")
     for old in [h for h in logger.handlers if isinstance(h, BatchedStdoutHandler)]:
@@ -122,6 +122,7 @@ def configure_logging(level: str = "INFO", flush_seconds: float = 0.25) -> None:
     logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False
+    return handler
 
 
 def request_id_from(value: str | None) -> str:
@@ -178,10 +179,8 @@ class RequestMiddleware:
 
 
 def register_request_hooks(app: Flask) -> None:
-    configure_logging(app.config["LOG_LEVEL"], app.config["LOG_FLUSH_SECONDS"])
+    handler = configure_logging(app.config["LOG_LEVEL"], app.config["LOG_FLUSH_SECONDS"])
     # The request log is a hot path: it skips the logging machinery (a LogRecord per request)
     # and writes straight to the batching handler, unless the level hides INFO.
-    access = logging.getLogger("api.request")
-    handler = next(h for h in logging.getLogger("api").handlers if isinstance(h, BatchedStdoutHandler))
-    log = handler if access.isEnabledFor(logging.INFO) else None
+    log = handler if logging.getLogger("api.request").isEnabledFor(logging.INFO) else None
     app.wsgi_app = RequestMiddleware(app.wsgi_app, app.config["VERSION"], log)  # type: ignore[method-assign]

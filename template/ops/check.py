@@ -23,6 +23,7 @@ from ops.edge.rules import (
     parse_headers_file,
     parse_redirects_file,
     parse_toml_rules,
+    toml_table_lines,
 )
 
 KNOWN_TOP = {
@@ -76,7 +77,7 @@ def check_redirect(rule: Redirect) -> list[Problem]:
         problems.append(
             Problem(where, f"`from` {rule.source!r} must start with / (or be a full URL for a domain redirect)")
         )
-    if "*" in rule.source and not (rule.source.endswith("/*") or rule.source == "*" or rule.source.endswith("*")):
+    if "*" in rule.source and not rule.source.endswith("*"):
         problems.append(
             Problem(where, f"`from` {rule.source!r} has a splat (*) before the end; a splat may only end the path")
         )
@@ -164,9 +165,9 @@ def check_toml(path: Path) -> tuple[list[Problem], dict[str, Any]]:
                     )
                 )
         if "for" not in entry:
-            problems.append(
-                Problem(Origin(name, _nth_table_line(text, "headers", index)), "[[headers]] has no `for` path")
-            )
+            starts = toml_table_lines(text, "headers")
+            start = starts[index] if index < len(starts) else 0
+            problems.append(Problem(Origin(name, start), "[[headers]] has no `for` path"))
     try:
         redirects, _ = parse_toml_rules(text, name)
     except (TypeError, ValueError):
@@ -181,11 +182,6 @@ def _table_line(text: str, key: str) -> int:
         if re.match(rf"\s*\[\[?\s*{re.escape(key)}\b", line) or re.match(rf"\s*{re.escape(key)}\s*=", line):
             return number
     return 0
-
-
-def _nth_table_line(text: str, table: str, index: int) -> int:
-    found = [n for n, line in enumerate(text.splitlines(), start=1) if line.strip() == f"[[{table}]]"]
-    return found[index] if index < len(found) else 0
 
 
 def check_project(root: Path) -> list[Problem]:

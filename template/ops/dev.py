@@ -20,7 +20,7 @@ from pathlib import Path
 import docker
 
 from ops import redirects
-from ops.edge.rules import Site, load_site
+from ops.edge.rules import Site, load_site, publish_dir
 from ops.errors import NeverHealthy, OpsError
 from ops.project import Project
 
@@ -35,17 +35,26 @@ DEV_ENV = {
 
 def site_for(project_root: Path, backend_url: str) -> Site:
     """The project's rules, with the generated API rule pointing at ``backend_url``."""
-    publish = load_site(project_root).publish
-    path = publish / "_redirects"
+    path = publish_dir(project_root) / "_redirects"
     existing = path.read_text() if path.is_file() else ""
     backend = redirects.check_backend_url(backend_url, allow_local=True)
     return load_site(project_root, redirects_text=redirects.render(existing, backend))
 
 
+def _follow_output(proc: subprocess.Popen[str], on_line: LineSink, name: str) -> None:
+    """Send a child's output to ``on_line``, line by line, from a daemon thread."""
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            on_line(line.rstrip("\n"))
+
+    threading.Thread(target=pump, name=name, daemon=True).start()
+
+
 @dataclass
 class Backend:
     url: str
-    stop: Callable[[], None]
 
 
 @contextmanager
@@ -68,7 +77,7 @@ def container_backend(
     try:
         engine.wait_healthy(running)
         follower.start()
-        yield Backend(running.url, lambda: None)
+        yield Backend(running.url)
     finally:
         engine.stop(running.container, timeout=project.graceful_timeout + 5)
         engine.remove(running.container)
@@ -89,12 +98,7 @@ def process_backend(project: Project, port: int, on_line: LineSink) -> Iterator[
         text=True,
     )
 
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            on_line(line.rstrip("\n"))
-
-    threading.Thread(target=pump, name="app-logs", daemon=True).start()
+    _follow_output(proc, on_line, "app-logs")
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -109,7 +113,7 @@ def process_backend(project: Project, port: int, on_line: LineSink) -> Iterator[
             if time.monotonic() > deadline:
                 raise NeverHealthy("gunicorn was not healthy after 30s")
             time.sleep(0.05)
-        yield Backend(url, proc.terminate)
+        yield Backend(url)
     finally:
         if proc.poll() is None:
             proc.terminate()
@@ -146,19 +150,14 @@ def netlify_dev(project: Project, cli: str, backend_url: str, port: int, on_line
     netlify-cli reads ``_redirects`` from disk, so the generated API rule is rewritten for the
     local backend while it runs and restored afterwards.
     """
-    publish = load_site(project.root).publish
+    publish = publish_dir(project.root)
     path = publish / "_redirects"
     original = path.read_text() if path.is_file() else None
     path.write_text(redirects.render(original or "", redirects.check_backend_url(backend_url, allow_local=True)))
     command = netlify_dev_command(cli, publish, port)
     proc = subprocess.Popen(command, cwd=project.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            on_line(line.rstrip("\n"))
-
-    threading.Thread(target=pump, name="netlify-dev", daemon=True).start()
+    _follow_output(proc, on_line, "netlify-dev")
     try:
         yield
     finally:

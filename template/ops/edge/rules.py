@@ -213,7 +213,7 @@ def parse_headers_file(text: str, file: str) -> tuple[list[HeaderRule], list[Pro
     return rules, problems
 
 
-def _toml_line_index(text: str, table: str) -> list[int]:
+def toml_table_lines(text: str, table: str) -> list[int]:
     """Line numbers where each ``[[table]]`` starts (tomllib keeps no positions)."""
     return [n for n, line in enumerate(text.splitlines(), start=1) if line.strip() == f"[[{table}]]"]
 
@@ -221,8 +221,8 @@ def _toml_line_index(text: str, table: str) -> list[int]:
 def parse_toml_rules(text: str, file: str) -> tuple[list[Redirect], list[HeaderRule]]:
     """The ``[[redirects]]`` and ``[[headers]]`` of a netlify.toml (raises tomllib.TOMLDecodeError)."""
     data = tomllib.loads(text)
-    redirect_lines = _toml_line_index(text, "redirects")
-    header_lines = _toml_line_index(text, "headers")
+    redirect_lines = toml_table_lines(text, "redirects")
+    header_lines = toml_table_lines(text, "headers")
     redirects = []
     for index, entry in enumerate(data.get("redirects", [])):
         origin = Origin(file, redirect_lines[index] if index < len(redirect_lines) else 0)
@@ -271,6 +271,15 @@ class Site:
         ]
 
 
+def publish_dir(root: Path, toml_text: str | None = None) -> Path:
+    """The publish directory netlify.toml names (``public`` when it names none)."""
+    if toml_text is None:
+        toml_path = root / "netlify.toml"
+        toml_text = toml_path.read_text() if toml_path.is_file() else ""
+    config = tomllib.loads(toml_text) if toml_text else {}
+    return root / str(config.get("build", {}).get("publish", "public"))
+
+
 def load_site(root: Path, redirects_text: str | None = None) -> Site:
     """Read netlify.toml, ``_redirects`` and ``_headers`` of the project at ``root``.
 
@@ -279,8 +288,7 @@ def load_site(root: Path, redirects_text: str | None = None) -> Site:
     """
     toml_path = root / "netlify.toml"
     toml_text = toml_path.read_text() if toml_path.is_file() else ""
-    config = tomllib.loads(toml_text) if toml_text else {}
-    publish = root / str(config.get("build", {}).get("publish", "public"))
+    publish = publish_dir(root, toml_text)
     redirects: list[Redirect] = []
     headers: list[HeaderRule] = []
     problems: list[Problem] = []
