@@ -36,7 +36,7 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")
-    session.run("python", "-m", "ops.check")
+    session.run("python", "-m", "ops.netlify.check")
 
 
 @nox.session

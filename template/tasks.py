@@ -16,14 +16,14 @@ from invoke import Collection, Context, Exit, task
 from rich.console import Console
 from rich.markup import escape
 
-from ops import check as check_ops
 from ops import dev as dev_ops
 from ops import docker as engine
 from ops import project as proj
 from ops import smoke as smoke_ops
-from ops.edge.rules import Site, load_site
-from ops.edge.server import serve_in_thread
+from ops.edge.server import load_site, serve_in_thread
 from ops.errors import EngineUnavailable, OpsError
+from ops.netlify import check as check_ops
+from ops.netlify.config import NetlifyConfig
 
 console = Console(stderr=True, highlight=False)
 
@@ -159,11 +159,11 @@ def _edge_line(line: str) -> None:
     console.print(f"[magenta]edge[/] | {escape(line)}", soft_wrap=True)
 
 
-def _report_site(site: Site) -> None:
-    for problem in site.problems:
-        console.print(f"[yellow]warning[/] {problem} (run `inv check`)")
+def _report_site(site: NetlifyConfig) -> None:
+    for problem in site.warnings:
+        console.print(f"[yellow]{escape(str(problem))}[/]")
     for note in site.unsupported():
-        console.print(f"[yellow]note[/] {note}")
+        console.print(f"[yellow]note[/] {escape(note)}")
 
 
 @task(

@@ -1,7 +1,7 @@
 """``inv dev``: the app (container or local gunicorn) with hot reload, behind the local edge.
 
 The edge gets the project's own rules, with the API proxy rule rendered for the local backend
-by the same step Netlify's build runs (ops.redirects), so ``/api/*`` reaches the local app
+by the same step Netlify's build runs (ops.netlify.redirects), so ``/api/*`` reaches the local app
 exactly as production reaches BACKEND_URL.
 """
 
@@ -19,9 +19,10 @@ from pathlib import Path
 
 import docker
 
-from ops import redirects
-from ops.edge.rules import Site, load_site, publish_dir
+from ops.edge.server import load_site
 from ops.errors import NeverHealthy, OpsError
+from ops.netlify import redirects
+from ops.netlify.config import NetlifyConfig, publish_dir
 from ops.project import Project
 
 LineSink = Callable[[str], None]
@@ -33,12 +34,13 @@ DEV_ENV = {
 }
 
 
-def site_for(project_root: Path, backend_url: str) -> Site:
-    """The project's rules, with the generated API rule pointing at ``backend_url``."""
-    path = publish_dir(project_root) / "_redirects"
-    existing = path.read_text() if path.is_file() else ""
+def site_for(project_root: Path, backend_url: str) -> NetlifyConfig:
+    """The project's rules, with the generated API rule pointing at ``backend_url``.
+
+    Raises ConfigError when the configuration has an error (see ``load_site``).
+    """
     backend = redirects.check_backend_url(backend_url, allow_local=True)
-    return load_site(project_root, redirects_text=redirects.render(existing, backend))
+    return load_site(project_root, lambda existing: redirects.render(existing, backend))
 
 
 def _follow_output(proc: subprocess.Popen[str], on_line: LineSink, name: str) -> None:

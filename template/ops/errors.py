@@ -25,3 +25,7 @@ class NeverHealthy(OpsError):
 
 class SmokeFailed(OpsError):
     """The smoke suite failed against an image or URL."""
+
+
+class ConfigError(OpsError):
+    """The Netlify configuration has an error; the message names its file and line."""

@@ -1,4 +1,4 @@
-"""`inv check` (ops.check) and the `_redirects` build step (ops.redirects)."""
+"""`inv check` (ops.netlify.check) and the `_redirects` build step (ops.netlify.redirects)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ops import redirects
-from ops.check import check_project
+from ops.netlify import redirects
+from ops.netlify.check import check_project
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,11 +50,11 @@ def test_typos_are_named_with_file_line_and_a_suggestion(tmp_path: Path) -> None
     [
         ("/a /b 299", "public/_redirects:1: status 299 is not one Netlify supports"),
         ("/a", "public/_redirects:1: rule for /a has no destination"),
-        ("/a/*/b /c/:splat 301", "public/_redirects:1: `from` '/a/*/b' has a splat (*) before the end"),
+        ("/a/*/b /c/:splat 301", "public/_redirects:1: `from` '/a/*/b' has a splat (*) that is not the whole last"),
         ("/a /b/:splat 301", "public/_redirects:1: `to` uses :splat but `from` '/a' has no * to capture it"),
         (
             "/api/* api.example.com/:splat 200",
-            "public/_redirects:1: `to` 'api.example.com/:splat' must start with / or http(s)://",
+            "public/_redirects:1: rule for /api/*: the destination must start with /, http:// or https://",
         ),
         ("/api/* https:// 200", "public/_redirects:1: `to` 'https://' is not a valid URL"),
         ("/a /b/:id 301", "public/_redirects:1: `to` uses :id but `from` and the query define no :id"),
@@ -95,17 +95,21 @@ def test_headers_file_problems(tmp_path: Path) -> None:
     root = make_site(tmp_path, '[build]\n  publish = "public"\n', headers_text="  X-A: b\n/x\n  no colon here\n")
     assert messages(root) == [
         "public/_headers:1: a header line before any path; start with a path such as `/*`",
-        "public/_headers:3: 'no colon here' is not `Name: value`",
+        "public/_headers:3: 'no colon here' is neither a path (starting with /) nor `Name: value`",
     ]
 
 
 def test_check_command_exit_codes(tmp_path: Path) -> None:
-    ok = subprocess.run([sys.executable, "-m", "ops.check", str(ROOT)], cwd=ROOT, capture_output=True, text=True)
+    ok = subprocess.run(
+        [sys.executable, "-m", "ops.netlify.check", str(ROOT)], cwd=ROOT, capture_output=True, text=True
+    )
     assert ok.returncode == 0, ok.stderr
     bad = make_site(tmp_path, "[build]\n  publish = 'public'\n", "/x\n")
-    failed = subprocess.run([sys.executable, "-m", "ops.check", str(bad)], cwd=ROOT, capture_output=True, text=True)
+    failed = subprocess.run(
+        [sys.executable, "-m", "ops.netlify.check", str(bad)], cwd=ROOT, capture_output=True, text=True
+    )
     assert failed.returncode == 1
-    assert "public/_redirects:1:" in failed.stderr and "1 problem(s)" in failed.stderr
+    assert "public/_redirects:1:" in failed.stderr and "1 error(s)" in failed.stderr
 
 
 def test_build_step_rewrites_only_its_block(tmp_path: Path) -> None:
@@ -128,7 +132,7 @@ def test_build_step_rewrites_only_its_block(tmp_path: Path) -> None:
 def test_build_step_rejects_bad_backend_urls(tmp_path: Path, bad: str) -> None:
     (tmp_path / "public").mkdir()
     result = subprocess.run(
-        [sys.executable, "-m", "ops.redirects", str(tmp_path / "public")],
+        [sys.executable, "-m", "ops.netlify.redirects", str(tmp_path / "public")],
         cwd=ROOT,
         env={"BACKEND_URL": bad, "PATH": "/usr/bin:/bin"},
         capture_output=True,
@@ -142,7 +146,7 @@ def test_build_step_rejects_bad_backend_urls(tmp_path: Path, bad: str) -> None:
 def test_build_step_as_netlify_runs_it(tmp_path: Path) -> None:
     (tmp_path / "public").mkdir()
     result = subprocess.run(
-        [sys.executable, "-m", "ops.redirects", str(tmp_path / "public")],
+        [sys.executable, "-m", "ops.netlify.redirects", str(tmp_path / "public")],
         cwd=ROOT,
         env={"BACKEND_URL": "https://preview-api.example.com", "CONTEXT": "deploy-preview", "PATH": "/usr/bin:/bin"},
         capture_output=True,
@@ -155,7 +159,7 @@ def test_build_step_as_netlify_runs_it(tmp_path: Path) -> None:
 
 def test_build_step_without_backend_url(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "ops.redirects"],
+        [sys.executable, "-m", "ops.netlify.redirects"],
         cwd=tmp_path,
         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
         capture_output=True,
@@ -163,3 +167,84 @@ def test_build_step_without_backend_url(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "BACKEND_URL is not set" in result.stderr
+
+
+# Configurations that passed `inv check` once and then broke the edge at request time: each is
+# now a file:line error from `inv check` and a one-line start-up error from the edge.
+BREAKS_THE_EDGE = [
+    ("[redirects]\n  from = '/a'\n  to = '/b'\n", "", "", "netlify.toml:1: `redirects` must be an array of tables"),
+    ('build = "x"\n', "", "", "netlify.toml:1: `build` must be a table"),
+    ("[[build]]\n  publish = 'public'\n", "", "", "netlify.toml:1: `build` must be a table"),
+    ("[[redirects]]\n  from = 5\n  to = '/b'\n", "", "", "netlify.toml:2: `from` in [[redirects]] #1 must be a string"),
+    (
+        "[[redirects]]\n  from = '/a'\n  to = '/b'\n  status = '301'\n",
+        "",
+        "",
+        "netlify.toml:4: `status` in [[redirects]] #1 must be a number",
+    ),
+    (
+        "[[headers]]\n  for = '/*'\n  values = 'x'\n",
+        "",
+        "",
+        "netlify.toml:3: `values` in [[headers]] #1 must be a table",
+    ),
+    ("", "/:1bad /b 301\n", "", "public/_redirects:1: placeholder ':1bad'"),
+    ("", "/:id/:id /b/:id 301\n", "", "public/_redirects:1: placeholder :id is used twice"),
+    ("", "", "/*\n  X-Bad: a\x01b\n", "public/_headers:2: header X-Bad has a control character"),
+    (
+        "[[headers]]\n  for = '/*'\n  [headers.values]\n    X-A = \"a\\nb\"\n",
+        "",
+        "",
+        "netlify.toml:4: header X-A has a control",
+    ),
+    ("", "", "/*\n  X Bad: value\n", "public/_headers:2: 'X Bad' is not a valid header name"),
+]
+
+
+@pytest.mark.parametrize(("toml", "rules", "headers", "message"), BREAKS_THE_EDGE)
+def test_what_would_break_the_edge_is_a_file_line_error(
+    tmp_path: Path, toml: str, rules: str, headers: str, message: str
+) -> None:
+    from ops.edge.server import load_site
+    from ops.errors import ConfigError
+
+    root = make_site(tmp_path, toml, rules, headers)
+    found = messages(root)
+    assert any(m.startswith(message) for m in found), found
+    with pytest.raises(ConfigError) as raised:
+        load_site(root)
+    assert "\n" not in str(raised.value)
+    assert str(raised.value).startswith(message.split(": ")[0] + ":")
+
+
+@pytest.mark.parametrize("name", ["netlify.toml", "public/_redirects", "public/_headers"])
+def test_files_that_are_not_utf8(tmp_path: Path, name: str) -> None:
+    root = make_site(tmp_path, '[build]\n  publish = "public"\n')
+    (root / name).write_bytes(b"# fine\n# caf\xe9 in Latin-1\n")
+    assert messages(root) == [f"{name}:2: is not UTF-8 (byte 0xe9 at line 2); save the file as UTF-8"]
+
+
+def test_unindented_header_lines_apply_with_a_warning(tmp_path: Path) -> None:
+    from ops.netlify.config import RequestPath, load
+
+    root = make_site(tmp_path, '[build]\n  publish = "public"\n', headers_text="/*\nX-Frame-Options: DENY\n")
+    assert messages(root) == [
+        "public/_headers:2: warning: header line `X-Frame-Options: DENY` is not indented under its path; indent it"
+    ]
+    rule = load(root).headers[0]
+    assert rule.values == {"X-Frame-Options": "DENY"} and rule.matches(RequestPath.parse("/x"))
+    done = subprocess.run(
+        [sys.executable, "-m", "ops.netlify.check", str(root)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == 0 and "1 warning(s)" in done.stdout
+
+
+def test_build_step_replaces_the_block_of_an_older_template(tmp_path: Path) -> None:
+    old = (
+        "/a /b 301\n# BEGIN ops/redirects.py: the API proxy\n"
+        "/api/*  https://x.example/api/:splat  200!\n# END ops/redirects.py\n"
+    )
+    text = redirects.render(old, "https://new.example")
+    assert text.count("/api/*") == 1 and "x.example" not in text and "ops/redirects.py" not in text
+    assert text.startswith("/a /b 301\n# BEGIN ops.netlify.redirects")
+    assert redirects.render(text, "https://new.example") == text

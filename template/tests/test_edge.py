@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from ops import dev as dev_ops
-from ops.edge.rules import compile_path, load_site, parse_redirects_file
-from ops.edge.server import RunningEdge, serve_in_thread
+from ops.edge.server import RunningEdge, load_site, serve_in_thread
+from ops.netlify.config import PathPattern, Problem, RequestPath, parse_redirects_file
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -311,11 +311,12 @@ def test_dev_site_points_the_api_rule_at_the_local_backend(site_root: Path) -> N
     ],
 )
 def test_path_patterns(pattern: str, path: str, matches: bool) -> None:
-    assert bool(compile_path(pattern).match(path.rstrip("/") or "/")) is matches
+    assert (PathPattern.compile(pattern).match(RequestPath.parse(path)) is not None) is matches
 
 
 def test_redirects_file_syntax_problems_name_the_line() -> None:
-    rules, problems = parse_redirects_file("/ok /fine\n/broken\n", "public/_redirects")
+    problems: list[Problem] = []
+    rules = parse_redirects_file("/ok /fine\n/broken\n", "public/_redirects", problems)
     assert len(rules) == 1
     assert [str(p) for p in problems] == [
         "public/_redirects:2: rule for /broken has no destination; write `/broken /new-path 301`"
@@ -338,7 +339,8 @@ def test_a_busy_port_is_a_clear_error(site_root: Path) -> None:
 
 def test_redirects_file_comments_and_forward_rules() -> None:
     text = "# a comment\n/a /b#frag 301 # trailing comment\n/app/* 200!\n"
-    rules, problems = parse_redirects_file(text, "public/_redirects")
+    problems: list[Problem] = []
+    rules = parse_redirects_file(text, "public/_redirects", problems)
     assert problems == []
     assert [(r.source, r.to, r.status, r.force) for r in rules] == [
         ("/a", "/b#frag", 301, False),

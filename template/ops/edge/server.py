@@ -10,14 +10,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
 
 from ops.edge.proxy import PROXY_TIMEOUT, forward
-from ops.edge.rules import REDIRECT_STATUSES, HeaderRule, Site
-from ops.errors import OpsError
+from ops.edge.routing import Decision, Router
+from ops.errors import ConfigError, OpsError
+from ops.netlify.check import check_config
+from ops.netlify.config import NetlifyConfig, load
 
 LineSink = Callable[[str], None]
 SMALL_FILE = 256 * 1024
@@ -26,18 +27,12 @@ TEXT_TYPES = {"application/javascript", "application/json", "image/svg+xml"}
 mimetypes.add_type("application/javascript", ".js")
 
 
-@dataclass(frozen=True)
-class Outcome:
-    kind: str  # static | rewrite | redirect | proxy | not-found
-    detail: str = ""
-
-
 class Edge:
-    """Routes one request the way Netlify's CDN would for this site."""
+    """Serves one site the way Netlify's CDN would: decisions from the router, I/O here."""
 
-    def __init__(self, site: Site, on_log: LineSink | None = None) -> None:
+    def __init__(self, site: NetlifyConfig, on_log: LineSink | None = None) -> None:
         self.site = site
-        self.publish = site.publish.resolve()
+        self.router = Router(site)
         self.on_log = on_log
         self._session: aiohttp.ClientSession | None = None
 
@@ -53,40 +48,45 @@ class Edge:
         if self._session is not None:
             await self._session.close()
 
-    def resolve(self, path: str) -> Path | None:
-        """The published file for a URL path (index files, pretty URLs), never outside publish/."""
-        parts = [part for part in path.split("/") if part]
-        if any(part.startswith(".") or "\\" in part or "\x00" in part for part in parts):
-            return None  # dotfiles are not deployed (Netlify skips them); ".." cannot leave publish/
-        base = self.publish.joinpath(*parts)
-        if not parts or path.endswith("/"):
-            candidates = [base / "index.html"]
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        decision = self.router.route(request.method, raw_target(request))
+        response = await self.respond(request, decision)
+        if self.on_log:
+            elapsed = (time.perf_counter() - started) * 1000
+            detail = f" {decision.detail}" if decision.detail else ""
+            self.on_log(
+                f"{request.method} {request.raw_path} {response.status} {decision.kind}{detail} {elapsed:.1f}ms"
+            )
+        return response
+
+    async def respond(self, request: web.Request, decision: Decision) -> web.StreamResponse:
+        if decision.kind == "proxy":
+            assert decision.rule is not None
+            return await forward(await self.session(), request, decision.location, decision.rule.headers)
+        if decision.kind == "redirect":
+            # Netlify's redirects carry a short body naming the target.
+            return web.Response(
+                status=decision.status,
+                text=f"Redirecting to {decision.location}\n",
+                headers={"Location": decision.location},
+            )
+        response: web.StreamResponse
+        if decision.kind == "method-not-allowed":
+            response = web.Response(status=405, text="Method Not Allowed\n", headers={"Allow": "GET, HEAD"})
+        elif decision.file is None:
+            response = web.Response(status=decision.status, text="Not Found\n")
         else:
-            candidates = [base, base.with_name(base.name + ".html"), base / "index.html"]
-        for candidate in candidates:
-            if candidate.is_file():
-                real = candidate.resolve()
-                if real == self.publish or self.publish in real.parents:
-                    return real
-        return None
+            response = self.file_response(request, decision.file, decision.status)
+        for name, value in decision.headers:
+            response.headers[name] = value
+        return response
 
-    def header_values(self, path: str) -> list[tuple[str, str]]:
-        values: list[tuple[str, str]] = []
-        rules: list[HeaderRule] = [rule for rule in self.site.headers if rule.matches(path)]
-        for rule in rules:
-            for name, items in rule.values.items():
-                values.append((name, ", ".join(items)))
-        return values
-
-    def static_response(self, request: web.Request, file: Path | None, status: int = 200) -> web.StreamResponse:
-        if file is None:
-            status = 404
-            file = self.resolve("/404.html")
-            if file is None:
-                return self._with_headers(web.Response(status=404, text="Not Found\n"), request.path)
+    def file_response(self, request: web.Request, file: Path, status: int) -> web.StreamResponse:
         stat = file.stat()
+        response: web.StreamResponse
         if stat.st_size > SMALL_FILE:
-            response: web.StreamResponse = web.FileResponse(file, status=status)  # sendfile, ranges
+            response = web.FileResponse(file, status=status)  # sendfile, ranges
         else:
             # Small files are read here: cheaper than FileResponse's thread-pool round trips.
             etag = f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'
@@ -99,56 +99,30 @@ class Edge:
             response.content_type = content_type
             if content_type.startswith("text/") or content_type in TEXT_TYPES:
                 response.charset = "utf-8"
-        return self._with_headers(response, request.path)
-
-    def _with_headers(self, response: web.StreamResponse, path: str) -> web.StreamResponse:
-        for name, value in self.header_values(path):
-            response.headers[name] = value
         return response
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        started = time.perf_counter()
-        response, outcome = await self.route(request)
-        if self.on_log:
-            elapsed = (time.perf_counter() - started) * 1000
-            detail = f" {outcome.detail}" if outcome.detail else ""
-            self.on_log(f"{request.method} {request.path_qs} {response.status} {outcome.kind}{detail} {elapsed:.1f}ms")
-        return response
 
-    async def route(self, request: web.Request) -> tuple[web.StreamResponse, Outcome]:
-        path = request.path
-        query = {key: request.query[key] for key in request.query}
-        unresolved = object()
-        file: object = unresolved  # a Path or None, looked up only when a rule needs it
-        for rule in self.site.redirects:
-            if rule.unsupported:
-                continue
-            values = rule.match(path, query)
-            if values is None:
-                continue
-            if not rule.force:
-                if file is unresolved:
-                    file = self.resolve(path)
-                if file is not None:
-                    continue  # shadowing: an existing file wins over a rule without force (!)
-            target = rule.target(values, request.query_string)
-            if rule.status in REDIRECT_STATUSES:
-                response = web.Response(status=rule.status, headers={"Location": target})
-                return response, Outcome("redirect", f"-> {target} ({rule.origin})")
-            if rule.is_proxy:
-                return await self.proxy(request, target, rule.headers), Outcome("proxy", f"-> {target}")
-            target_path = urlsplit(target).path
-            rewritten = self.resolve(target_path)
-            outcome = Outcome("rewrite", f"-> {target_path} ({rule.origin})")
-            return self.static_response(request, rewritten, status=rule.status), outcome
-        if file is unresolved:
-            file = self.resolve(path)
-        if not isinstance(file, Path):
-            return self.static_response(request, None), Outcome("not-found")
-        return self.static_response(request, file), Outcome("static")
+def raw_target(request: web.Request) -> str:
+    """The request-target as the client sent it (aiohttp's ``path`` is decoded)."""
+    target = request.raw_path
+    if not target.startswith("/"):
+        # The absolute form (``GET http://host/path``) a client may send to a proxy.
+        target = "/" + target.split("://", 1)[-1].partition("/")[2]
+    return target
 
-    async def proxy(self, request: web.Request, target: str, extra: dict[str, str]) -> web.StreamResponse:
-        return await forward(await self.session(), request, target, extra)
+
+def load_site(root: Path, rewrite_redirects: Callable[[str], str] | None = None) -> NetlifyConfig:
+    """The project's Netlify configuration, or a ConfigError naming the first error's file:line.
+
+    The edge serves only what ``inv check`` passes: a rule Netlify would read differently, or
+    one that would fail at request time, stops it here instead of misbehaving later.
+    """
+    site = load(root, rewrite_redirects)
+    errors = [problem for problem in check_config(site) if problem.severity == "error"]
+    if errors:
+        more = f" (and {len(errors) - 1} more; run `inv check`)" if len(errors) > 1 else " (run `inv check`)"
+        raise ConfigError(f"{errors[0]}{more}")
+    return site
 
 
 def make_app(edge: Edge) -> web.Application:
@@ -171,7 +145,7 @@ class RunningEdge:
 
 @contextmanager
 def serve_in_thread(
-    site: Site, host: str = "127.0.0.1", port: int = 0, on_log: LineSink | None = None
+    site: NetlifyConfig, host: str = "127.0.0.1", port: int = 0, on_log: LineSink | None = None
 ) -> Iterator[RunningEdge]:
     """Run the edge on its own event loop in a background thread (for ``inv dev`` and tests)."""
     started = time.perf_counter()

@@ -1,0 +1,140 @@
+"""``inv check``: the Netlify configuration, more strictly than Netlify reads it.
+
+Netlify's parser keeps unknown keys and typos silently and only warns about bad rules, so a
+misspelt ``stauts`` or a proxy to ``htps://`` ships and fails in production. Every message here
+names the file and line and says what would be valid. The local edge refuses to start on any
+error found here, so what passes ``inv check`` is what the edge serves. Standard library only.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from ops.netlify.config import VALID_STATUSES, NetlifyConfig, Origin, Problem, Redirect, load
+
+KNOWN_TOP = {
+    "build",
+    "context",
+    "redirects",
+    "headers",
+    "functions",
+    "edge_functions",
+    "dev",
+    "plugins",
+    "template",
+    "images",
+}
+KNOWN_BUILD = {"base", "publish", "command", "functions", "edge_functions", "environment", "processing", "ignore"}
+KNOWN_REDIRECT = {"from", "to", "status", "force", "query", "conditions", "headers", "signed"}
+KNOWN_HEADER = {"for", "values"}
+KNOWN_CONDITIONS = {"Country", "Language", "Role", "Cookie"}
+
+
+def _suggest(key: str, known: set[str]) -> str:
+    close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(sorted(known))}"
+
+
+def check_redirect(rule: Redirect) -> list[Problem]:
+    """What Netlify would accept but not do as meant (the model already dropped unusable rules)."""
+    problems = []
+    where = rule.origin
+    if not rule.to:
+        problems.append(Problem(where, f"redirect for {rule.source or '?'} has no `to`; add the destination"))
+    elif rule.to.startswith(("http://", "https://")):
+        parts = urlsplit(rule.to)
+        if not parts.netloc:
+            problems.append(Problem(where, f"`to` {rule.to!r} is not a valid URL"))
+    elif not rule.to.startswith("/"):
+        kind = "proxy" if rule.status == 200 else "redirect"
+        problems.append(
+            Problem(
+                where, f"`to` {rule.to!r} must start with / or http(s)://; a {kind} to another host needs the full URL"
+            )
+        )
+    if ":splat" in rule.to and not rule.pattern.splat:
+        problems.append(Problem(where, f"`to` uses :splat but `from` {rule.source!r} has no * to capture it"))
+    placeholders = {p[1:] for p in rule.pattern.parts if p.startswith(":")} | {
+        v[1:] for v in rule.query.values() if v.startswith(":")
+    }
+    target = urlsplit(rule.to).path if "://" in rule.to else rule.to
+    for name in re.findall(r"(?<![A-Za-z0-9]):([A-Za-z_][A-Za-z0-9_]*)", target):
+        if name != "splat" and name not in placeholders:
+            problems.append(Problem(where, f"`to` uses :{name} but `from` and the query define no :{name}"))
+    if rule.status not in VALID_STATUSES:
+        problems.append(
+            Problem(
+                where,
+                f"status {rule.status} is not one Netlify supports: {', '.join(map(str, sorted(VALID_STATUSES)))}",
+            )
+        )
+    for condition in rule.conditions:
+        if condition not in KNOWN_CONDITIONS:
+            problems.append(Problem(where, f"unknown condition {condition!r}{_suggest(condition, KNOWN_CONDITIONS)}"))
+    return problems
+
+
+def check_keys(config: NetlifyConfig) -> list[Problem]:
+    """Unknown sections and keys in netlify.toml, with the likely intended one."""
+    data = config.data
+    problems: list[Problem] = []
+
+    def unknown(where: tuple[str | int, ...], key: str, known: set[str], label: str) -> None:
+        message = f"unknown key {key!r} in {label}{_suggest(key, known)}"
+        problems.append(Problem(Origin("netlify.toml", config.line_of(*where, key)), message))
+
+    for key in data:
+        if key not in KNOWN_TOP:
+            line = config.line_of(key)
+            problems.append(Problem(Origin("netlify.toml", line), f"unknown section [{key}]{_suggest(key, KNOWN_TOP)}"))
+    for key in config.build:
+        if key not in KNOWN_BUILD:
+            unknown(("build",), key, KNOWN_BUILD, "[build]")
+    for table, known in (("redirects", KNOWN_REDIRECT), ("headers", KNOWN_HEADER)):
+        entries = data.get(table)
+        for index, entry in enumerate(entries if isinstance(entries, list) else []):
+            for key in entry if isinstance(entry, dict) else []:
+                if key not in known:
+                    unknown((table, index), key, known, f"[[{table}]]")
+    return problems
+
+
+def check_config(config: NetlifyConfig) -> list[Problem]:
+    """Every problem in the configuration, errors and warnings, in file order."""
+    problems = list(config.problems) + check_keys(config)
+    if not config.publish.is_dir():
+        name = config.build.get("publish", "public")
+        problems.append(
+            Problem(
+                Origin("netlify.toml", config.line_of("build", "publish")),
+                f"publish directory {name!r} does not exist; create it or fix [build] publish",
+            )
+        )
+    for rule in config.redirects:
+        problems += check_redirect(rule)
+    return sorted(problems, key=lambda p: (p.origin.file != "netlify.toml", p.origin.file, p.origin.line))
+
+
+def check_project(root: Path) -> list[Problem]:
+    return check_config(load(root))
+
+
+def main(argv: list[str] | None = None) -> int:
+    root = Path(argv[0]) if argv else Path.cwd()
+    problems = check_project(root)
+    errors = [p for p in problems if p.severity == "error"]
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if errors:
+        print(f"{len(errors)} error(s) in the Netlify configuration", file=sys.stderr)
+        return 1
+    print("netlify.toml, _redirects and _headers: OK" + (f" ({len(problems)} warning(s))" if problems else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

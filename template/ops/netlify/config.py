@@ -1,0 +1,788 @@
+"""The project's Netlify configuration, parsed once: netlify.toml, ``_redirects`` and ``_headers``.
+
+One model serves the local edge, ``inv check``, the build step and the deploy. Parsing never
+raises on file content: whatever is wrong becomes a :class:`Problem` naming ``file:line``, and
+a rule that cannot be used is left out of the model, as Netlify leaves it out of a deploy.
+
+The rule syntax follows Netlify's own parsers (``@netlify/redirect-parser`` and
+``@netlify/headers-parser``): ``_redirects`` rules come before netlify.toml's, and the first
+rule that matches wins; header rules all apply, a later value replacing an earlier one.
+
+Standard library only (it runs in Netlify's build image).
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, quote_plus, unquote, unquote_plus
+
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+VALID_STATUSES = frozenset({200, 404, 410, 451}) | REDIRECT_STATUSES
+# Conditions Netlify evaluates on its CDN from data a local server does not have.
+UNSUPPORTED_CONDITIONS = ("Country", "Language", "Role", "Cookie")
+PLACEHOLDER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# RFC 9110 field names are tokens; values may not hold control characters (a newline would
+# split the header, and aiohttp refuses to send it).
+HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# Characters a URL may carry as they are; everything else is percent-encoded on the way out.
+URL_SAFE = "!#$%&'()*+,/:;=?@[]~-._"
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where something came from, for messages: ``public/_redirects:3``."""
+
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something wrong in the configuration: where, what, and what to do.
+
+    Errors make ``inv check`` fail and stop the local edge from starting; warnings are printed.
+    """
+
+    origin: Origin
+    message: str
+    severity: str = "error"  # error | warning
+
+    def __str__(self) -> str:
+        prefix = "warning: " if self.severity == "warning" else ""
+        return f"{self.origin}: {prefix}{self.message}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Paths: segments, dot segments, percent-encoding
+
+
+def split_target(target: str) -> tuple[str, str]:
+    """A request-target's raw path and raw query (a fragment is never sent, but drop one)."""
+    target = target.partition("#")[0]
+    path, _, query = target.partition("?")
+    return path or "/", query
+
+
+def resolve_dots(raw_path: str) -> str:
+    """``raw_path`` with ``.`` and ``..`` segments resolved (RFC 3986 5.2.4), encoded ones too.
+
+    ``%2e%2e`` counts as ``..``, as in browsers and on Netlify; the other segments keep the
+    client's encoding. Nothing can climb above ``/``.
+    """
+    segments = raw_path.split("/")[1:] if raw_path.startswith("/") else raw_path.split("/")
+    out: list[str] = []
+    trailing = False
+    for segment in segments:
+        dots = unquote(segment) if "%" in segment else segment
+        if dots == ".":
+            trailing = True
+        elif dots == "..":
+            if out:
+                out.pop()
+            trailing = True
+        else:
+            out.append(segment)
+            trailing = False
+    path = "/" + "/".join(out)
+    if trailing and not path.endswith("/"):
+        path += "/"
+    return path
+
+
+def encode_url(value: str) -> str:
+    """``value`` with spaces, controls and non-ASCII percent-encoded; valid escapes kept."""
+    return quote(re.sub(r"%(?![0-9A-Fa-f]{2})", "%25", value), safe=URL_SAFE)
+
+
+def parse_query(raw_query: str) -> dict[str, str]:
+    """Form-decoded ``key=value`` pairs; a repeated key keeps its last value, a bare key none."""
+    values: dict[str, str] = {}
+    for part in raw_query.split("&"):
+        key, sep, value = part.partition("=")
+        if sep:
+            values[unquote_plus(key)] = unquote_plus(value)
+    return values
+
+
+@dataclass(frozen=True)
+class RequestPath:
+    """A request path after dot segments are resolved: raw segments and their decoded form."""
+
+    raw: str  # as the client encoded it (dot segments resolved)
+    segments: tuple[str, ...]  # raw segments; a trailing slash leaves a last empty one
+    decoded: tuple[str, ...]  # each segment decoded on its own: %2F stays inside its segment
+
+    @classmethod
+    def parse(cls, raw_path: str) -> RequestPath:
+        resolved = resolve_dots(raw_path)
+        segments = tuple(resolved.split("/")[1:])
+        return cls(resolved, segments, tuple(unquote(s, errors="replace") for s in segments))
+
+    @property
+    def trailing_slash(self) -> bool:
+        return len(self.segments) > 1 and self.segments[-1] == ""
+
+    @property
+    def text(self) -> str:
+        """The decoded path, for messages and header rules."""
+        return "/" + "/".join(self.decoded)
+
+
+@dataclass(frozen=True)
+class PathPattern:
+    """A ``from``/``for`` path: literal segments, ``:name`` segments and a final ``*`` splat.
+
+    Segments compare decoded, so ``/café`` matches ``/caf%C3%A9``; values come back as the
+    client encoded them. A trailing slash is optional on both sides.
+    """
+
+    source: str
+    parts: tuple[str, ...]  # decoded literal segments, ":name", or "*" (a splat, last only)
+    case_sensitive: bool = True
+
+    @classmethod
+    def compile(cls, source: str, *, case_sensitive: bool = True) -> PathPattern:
+        raw = source.split("?")[0]
+        parts = [unquote(p) for p in raw.split("/")[1:]]
+        if parts and parts[-1] == "" and len(parts) > 1:
+            parts.pop()  # "/page/" matches like "/page"
+        if parts == [""]:
+            parts = []
+        return cls(source, tuple(parts), case_sensitive)
+
+    @property
+    def splat(self) -> bool:
+        return bool(self.parts) and self.parts[-1] == "*"
+
+    def match(self, path: RequestPath) -> dict[str, str] | None:
+        """Placeholder values (raw, the client's encoding) if ``path`` matches, else None."""
+        raw, decoded = list(path.segments), list(path.decoded)
+        if raw == [""]:
+            raw, decoded = [], []
+        parts = self.parts[:-1] if self.splat else self.parts
+        if not self.splat and len(raw) == len(parts) + 1 and raw[-1] == "":
+            raw, decoded = raw[:-1], decoded[:-1]  # "/news/a/b/" matches "/news/:year/:slug"
+        if len(raw) < len(parts) or (not self.splat and len(raw) != len(parts)):
+            return None
+        values: dict[str, str] = {}
+        for part, segment, text in zip(parts, raw, decoded, strict=False):
+            if len(part) > 1 and part.startswith(":"):
+                if not segment:
+                    return None
+                values[part[1:]] = segment
+            elif "*" in part:
+                if not _glob(part, text, self.case_sensitive):
+                    return None
+            elif part != text if self.case_sensitive else part.lower() != text.lower():
+                return None
+        if self.splat:
+            values["splat"] = "/".join(raw[len(parts) :])
+        return values
+
+
+def _glob(part: str, text: str, case_sensitive: bool) -> bool:
+    regex = ".*".join(re.escape(piece) for piece in part.split("*"))
+    return re.fullmatch(regex, text, 0 if case_sensitive else re.IGNORECASE) is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# Rules
+
+
+@dataclass
+class Redirect:
+    origin: Origin
+    source: str  # the ``from`` path pattern
+    to: str
+    status: int = 301
+    force: bool = False
+    query: dict[str, str] = field(default_factory=dict)
+    conditions: dict[str, list[str]] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)  # sent to a proxy target
+    signed: str = ""
+    pattern: PathPattern = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.pattern = PathPattern.compile(self.source)
+
+    @property
+    def is_proxy(self) -> bool:
+        return self.to.startswith(("http://", "https://")) and self.status not in REDIRECT_STATUSES
+
+    @property
+    def is_redirect(self) -> bool:
+        return self.status in REDIRECT_STATUSES
+
+    @property
+    def unsupported(self) -> list[str]:
+        """What about this rule a local edge cannot evaluate (reported once at start-up)."""
+        found = [f"{name} condition" for name in self.conditions]
+        if self.signed:
+            found.append("signed proxy")
+        if self.source.startswith(("http://", "https://")):
+            found.append("a domain in `from`")
+        return found
+
+    def match(self, path: RequestPath, query: Mapping[str, str]) -> dict[str, str] | None:
+        """The placeholder values if this rule applies to ``path`` and ``query``, else None."""
+        if self.unsupported:
+            return None  # a condition we cannot evaluate is treated as not met
+        values = self.pattern.match(path)
+        if values is None:
+            return None
+        for key, expected in self.query.items():
+            if key not in query:
+                return None
+            if expected.startswith(":") and len(expected) > 1:
+                # Values from the query are form-encoded again: "cats dogs" -> cats+dogs, a/b -> a%2Fb.
+                values[expected[1:]] = quote_plus(query[key], safe="")
+            elif query[key] != expected:
+                return None
+        return values
+
+    def target(self, values: Mapping[str, str], raw_query: str) -> str:
+        """``to`` with placeholders filled and the request's query string passed on, URL-safe."""
+        result = self.to
+        if values:
+            names = "|".join(re.escape(name) for name in sorted(values, key=len, reverse=True))
+            result = re.sub(f":({names})", lambda m: values[m.group(1)], result)
+        # Netlify passes the request's query string on when the target has none of its own.
+        if raw_query and "?" not in result:
+            result = f"{result}?{raw_query}"
+        return encode_url(result)
+
+
+@dataclass
+class HeaderRule:
+    origin: Origin
+    source: str  # the ``for`` path pattern
+    values: dict[str, str]  # name -> value (repeated names joined with ", ", as Netlify does)
+    pattern: PathPattern = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Netlify's headers parser ignores empty segments and matches case-insensitively.
+        cleaned = "/" + "/".join(part.rstrip() for part in self.source.split("/") if part.strip())
+        self.pattern = PathPattern.compile(cleaned, case_sensitive=False)
+
+    def matches(self, path: RequestPath) -> bool:
+        compact = RequestPath(path.raw, *_without_empty(path))
+        return self.pattern.match(compact) is not None
+
+
+def _without_empty(path: RequestPath) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    pairs = [(raw, text) for raw, text in zip(path.segments, path.decoded, strict=True) if raw]
+    return tuple(p[0] for p in pairs), tuple(p[1] for p in pairs)
+
+
+# ---------------------------------------------------------------------------------------------
+# The model
+
+
+@dataclass
+class NetlifyConfig:
+    """Everything the edge, ``inv check``, the build step and the deploy need, parsed once."""
+
+    root: Path
+    publish: Path
+    data: dict[str, Any]  # netlify.toml as parsed ({} when absent or invalid)
+    redirects: list[Redirect]
+    headers: list[HeaderRule]
+    problems: list[Problem]
+    toml_lines: dict[tuple[str, ...], int] = field(default_factory=dict, repr=False)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "warning"]
+
+    @property
+    def build(self) -> dict[str, Any]:
+        build = self.data.get("build")
+        return build if isinstance(build, dict) else {}
+
+    def unsupported(self) -> list[str]:
+        return [
+            f"{rule.origin}: {rule.source} uses {', '.join(rule.unsupported)}; the local edge skips it"
+            for rule in self.redirects
+            if rule.unsupported
+        ]
+
+    def line_of(self, *key: str | int) -> int:
+        """The netlify.toml line of a key path such as ("redirects", 0, "status"), else 0."""
+        return self.toml_lines.get(tuple(str(k) for k in key), 0)
+
+
+def load(root: Path, rewrite_redirects: Callable[[str], str] | None = None) -> NetlifyConfig:
+    """Parse the project at ``root``.
+
+    ``rewrite_redirects`` changes the text of ``_redirects`` ("" when there is none) before it
+    is parsed: ``inv dev`` renders the API rule for the local backend, without writing it.
+    """
+    problems: list[Problem] = []
+    toml_path = root / "netlify.toml"
+    toml_text = _read(toml_path, "netlify.toml", problems)
+    data: dict[str, Any] = {}
+    lines: dict[tuple[str, ...], int] = {}
+    if toml_text is not None:
+        try:
+            data = tomllib.loads(toml_text)
+        except tomllib.TOMLDecodeError as exc:
+            line = re.search(r"line (\d+)", str(exc))
+            problems.append(
+                Problem(Origin("netlify.toml", int(line.group(1)) if line else 1), f"not valid TOML: {exc}")
+            )
+        lines = toml_key_lines(toml_text)
+    shape = _Shape(data, lines, problems)
+    publish_name = shape.publish()
+    publish = root / publish_name
+    redirects: list[Redirect] = []
+    headers: list[HeaderRule] = []
+    redirects_file = publish / "_redirects"
+    rel_redirects = _relative(redirects_file, root)
+    redirects_text = _read(redirects_file, rel_redirects, problems)
+    if rewrite_redirects is not None and not (redirects_text is None and redirects_file.exists()):
+        redirects_text = rewrite_redirects(redirects_text or "")
+    if redirects_text:
+        redirects += parse_redirects_file(redirects_text, rel_redirects, problems)
+    headers_file = publish / "_headers"
+    rel_headers = _relative(headers_file, root)
+    headers_text = _read(headers_file, rel_headers, problems)
+    if headers_text:
+        headers += parse_headers_file(headers_text, rel_headers, problems)
+    redirects += shape.redirects()
+    headers += shape.headers()
+    return NetlifyConfig(root, publish, data, redirects, headers, problems, lines)
+
+
+def publish_dir(root: Path) -> Path:
+    """The publish directory netlify.toml names (``public`` when it names none)."""
+    return load(root).publish
+
+
+def _read(path: Path, name: str, problems: list[Problem]) -> str | None:
+    """A file's text; a missing file is None, one that is not UTF-8 a problem at its line."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except IsADirectoryError:
+        problems.append(Problem(Origin(name, 0), "is a directory, not a file; remove or rename it"))
+        return None
+    except OSError as exc:
+        problems.append(Problem(Origin(name, 0), f"cannot be read ({exc.strerror or exc})"))
+        return None
+    try:
+        return data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        problems.append(
+            Problem(
+                Origin(name, line),
+                f"is not UTF-8 (byte 0x{data[exc.start]:02x} at line {line}); save the file as UTF-8",
+            )
+        )
+        return None
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# _redirects and _headers, as Netlify's parsers read them
+
+
+def _js_int(token: str) -> int | None:
+    """JavaScript's ``parseInt(token)``, which Netlify's parser uses for statuses ("301!" -> 301)."""
+    match = re.match(r"\s*([+-]?\d+)", token)
+    return int(match.group(1)) if match else None
+
+
+def parse_redirects_file(text: str, file: str, problems: list[Problem]) -> list[Redirect]:
+    """Parse ``_redirects``: ``from [key=value...] to [status[!]] [Cond=a,b...]`` per line."""
+    rules: list[Redirect] = []
+    for number, raw in enumerate(text.split("\n"), start=1):
+        tokens = raw.split()
+        # A token starting with # ends the line (as in Netlify's parser); "#" inside a URL stays.
+        comment = next((i for i, token in enumerate(tokens) if token.startswith("#")), len(tokens))
+        tokens = tokens[:comment]
+        if not tokens:
+            continue
+        origin = Origin(file, number)
+        source, parts = tokens[0], tokens[1:]
+        if not parts:
+            problems.append(Problem(origin, f"rule for {source} has no destination; write `{source} /new-path 301`"))
+            continue
+        if _js_int(parts[0]) is not None:
+            # A forward rule: "/app/* 200" goes to the same path.
+            if not (source.endswith("/*") and 200 <= (_js_int(parts[0]) or 0) < 300):
+                problems.append(
+                    Problem(
+                        origin, f"rule for {source} has a status but no destination; write `{source} /new-path 301`"
+                    )
+                )
+                continue
+            query_parts, to, rest = [], source[:-2] + "/:splat", parts
+        else:
+            index = next((i for i, p in enumerate(parts) if p.startswith(("/", "http://", "https://"))), None)
+            if index is None:
+                problems.append(
+                    Problem(origin, f"rule for {source}: the destination must start with /, http:// or https://")
+                )
+                continue
+            query_parts, to, rest = parts[:index], parts[index], parts[index + 1 :]
+        status, force = 301, False
+        if rest:
+            parsed = _js_int(rest[0])
+            if parsed is None:
+                problems.append(
+                    Problem(origin, f"{rest[0]!r} after the destination is not a status; write e.g. `301` or `200!`")
+                )
+                continue
+            status, force = parsed, rest[0].endswith("!")
+            rest = rest[1:]
+        query = dict(_pair(p) for p in query_parts)
+        conditions: dict[str, list[str]] = {}
+        signed = ""
+        for token in rest:
+            key, value = _pair(token)
+            if key in ("Sign", "signed"):
+                signed = value
+            else:
+                conditions[_CONDITION_CASE.get(key, key)] = [v for v in re.split(r"\s*,\s*", value.strip())]
+        rule = _rule(origin, source, to, status, force, query, conditions, {}, signed, problems)
+        if rule is not None:
+            rules.append(rule)
+    return rules
+
+
+_CONDITION_CASE = {"country": "Country", "language": "Language", "role": "Role"}
+
+
+def _pair(token: str) -> tuple[str, str]:
+    """``key=value`` as Netlify's parser splits it (``a=b=c`` gives a, b)."""
+    pieces = token.split("=")
+    return pieces[0], pieces[1] if len(pieces) > 1 else ""
+
+
+def parse_headers_file(text: str, file: str, problems: list[Problem]) -> list[HeaderRule]:
+    """Parse ``_headers``: a path line, then ``Name: value`` lines (indented by convention)."""
+    rules: list[HeaderRule] = []
+    current: HeaderRule | None = None
+    for number, raw in enumerate(text.split("\n"), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        origin = Origin(file, number)
+        if line.startswith("/"):
+            current = HeaderRule(origin, line, {})
+            rules.append(current)
+            continue
+        name, sep, value = line.partition(":")
+        if not sep:
+            problems.append(Problem(origin, f"{line!r} is neither a path (starting with /) nor `Name: value`"))
+            continue
+        if current is None:
+            problems.append(Problem(origin, "a header line before any path; start with a path such as `/*`"))
+            continue
+        if not raw[0].isspace():
+            # Netlify applies it, but it reads like a path typo: say so without failing.
+            problems.append(
+                Problem(origin, f"header line `{line}` is not indented under its path; indent it", "warning")
+            )
+        _add_header(current, name.strip(), value.strip(), origin, problems)
+    return [rule for rule in rules if rule.values]
+
+
+def _add_header(rule: HeaderRule, name: str, value: str, origin: Origin, problems: list[Problem]) -> None:
+    if not HEADER_NAME.fullmatch(name):
+        problems.append(Problem(origin, f"{name!r} is not a valid header name (letters, digits and -)"))
+        return
+    value = re.sub(r"\s*,\s*", ", ", value.strip())
+    if not value:
+        problems.append(Problem(origin, f"header {name} has no value"))
+        return
+    if CONTROL.search(value):
+        problems.append(Problem(origin, f"header {name} has a control character or newline in its value; remove it"))
+        return
+    rule.values[name] = f"{rule.values[name]}, {value}" if name in rule.values else value
+
+
+def _rule(
+    origin: Origin,
+    source: str,
+    to: str,
+    status: int,
+    force: bool,
+    query: dict[str, str],
+    conditions: dict[str, list[str]],
+    headers: dict[str, str],
+    signed: str,
+    problems: list[Problem],
+) -> Redirect | None:
+    """A rule, or None (and a problem) when the edge could not apply it safely."""
+    if not source.startswith(("/", "http://", "https://")):
+        problems.append(
+            Problem(origin, f"`from` {source!r} must start with / (or be a full URL for a domain redirect)")
+        )
+        return None
+    names: list[str] = []
+    parts = source.split("?")[0].split("/")
+    for index, part in enumerate(parts):
+        if part.startswith(":") and len(part) > 1:
+            if not PLACEHOLDER.fullmatch(part[1:]):
+                problems.append(
+                    Problem(origin, f"placeholder {part!r} in {source!r}: use letters, digits and _, not a digit first")
+                )
+                return None
+            names.append(part[1:])
+        if "*" in part and (index != len(parts) - 1 or part != "*"):
+            problems.append(Problem(origin, f"`from` {source!r} has a splat (*) that is not the whole last segment"))
+            return None
+    for value in query.values():
+        if value.startswith(":") and len(value) > 1:
+            if not PLACEHOLDER.fullmatch(value[1:]):
+                problems.append(Problem(origin, f"query placeholder {value!r} is not a valid name"))
+                return None
+            names.append(value[1:])
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated or "splat" in names:
+        problems.append(
+            Problem(origin, f"placeholder :{(repeated or ['splat'])[0]} is used twice in {source!r}; rename one")
+        )
+        return None
+    if CONTROL.search(to) or " " in to:
+        problems.append(Problem(origin, f"`to` {to!r} has a space or control character; percent-encode it"))
+        return None
+    for name, value in headers.items():
+        if not HEADER_NAME.fullmatch(name) or CONTROL.search(value):
+            problems.append(Problem(origin, f"proxy header {name!r} is not a valid header; fix its name or value"))
+            return None
+    return Redirect(origin, source, to, status, force, query, conditions, headers, signed)
+
+
+# ---------------------------------------------------------------------------------------------
+# netlify.toml: shapes and line numbers
+
+
+def toml_key_lines(text: str) -> dict[tuple[str, ...], int]:
+    """Line numbers of tables and keys: ("build",), ("redirects", "0"), ("redirects", "0", "from").
+
+    tomllib keeps no positions; this reads the common layouts (tables, arrays of tables,
+    dotted keys) well enough to point at the right line.
+    """
+    lines: dict[tuple[str, ...], int] = {}
+    counts: dict[tuple[str, ...], int] = {}
+    table: tuple[str, ...] = ()
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        header = re.fullmatch(r"(\[\[?)\s*([^\[\]]+?)\s*\]\]?(\s*#.*)?", line)
+        if header:
+            names = tuple(part.strip().strip("\"'") for part in header.group(2).split("."))
+            if header.group(1) == "[[":
+                counts[names] = counts.get(names, -1) + 1
+                table = (*_indexed(names[:-1], counts), names[-1], str(counts[names]))
+            else:
+                table = _indexed(names, counts)
+            lines.setdefault(table, number)
+            continue
+        key = re.match(r"""([A-Za-z0-9_\-."' ]+?)\s*=""", line)
+        if key:
+            path = (*table, *(part.strip().strip("\"'") for part in key.group(1).split(".")))
+            lines.setdefault(path, number)
+            for depth in range(len(table) + 1, len(path)):
+                lines.setdefault(path[:depth], number)
+    return lines
+
+
+def _indexed(names: tuple[str, ...], counts: dict[tuple[str, ...], int]) -> tuple[str, ...]:
+    """("headers", "values") inside the 2nd [[headers]] -> ("headers", "1", "values")."""
+    out: list[str] = []
+    for depth in range(1, len(names) + 1):
+        out.append(names[depth - 1])
+        if names[:depth] in counts:
+            out.append(str(counts[names[:depth]]))
+    return tuple(out)
+
+
+class _Shape:
+    """Reads netlify.toml's data by the shape Netlify expects, reporting what is off."""
+
+    def __init__(self, data: dict[str, Any], lines: dict[tuple[str, ...], int], problems: list[Problem]) -> None:
+        self.data, self.lines, self.problems = data, lines, problems
+
+    def at(self, *key: str | int) -> Origin:
+        path = tuple(str(k) for k in key)
+        while path and path not in self.lines:
+            path = path[:-1]
+        return Origin("netlify.toml", self.lines.get(path, 1))
+
+    def wrong(self, key: tuple[str | int, ...], expected: str, value: object) -> None:
+        if len(key) > 1 and isinstance(key[1], int):
+            inner = ".".join(str(k) for k in key[2:])
+            name = f"`{inner}` in [[{key[0]}]] #{key[1] + 1}" if inner else f"[[{key[0]}]] #{key[1] + 1}"
+        else:
+            name = "`" + ".".join(str(k) for k in key) + "`"
+        self.problems.append(Problem(self.at(*key), f"{name} must be {expected}, not {_kind(value)}"))
+
+    def table(self, *key: str | int) -> dict[str, Any]:
+        value: Any = self.data
+        for part in key:
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.wrong(key, "a table ([" + ".".join(str(k) for k in key) + "])", value)
+            return {}
+        return value
+
+    def publish(self) -> str:
+        build = self.table("build")
+        for key in ("publish", "command", "base"):
+            if key in build and not isinstance(build[key], str):
+                self.wrong(("build", key), "a string", build[key])
+        for key, value in self.table("build", "environment").items():
+            if not isinstance(value, str | int | float | bool):
+                self.wrong(("build", "environment", key), "a string", value)
+        publish = build.get("publish", "public")
+        if not isinstance(publish, str) or not publish.strip():
+            return "public"
+        if "\x00" in publish or ".." in Path(publish).parts or Path(publish).is_absolute():
+            self.problems.append(
+                Problem(self.at("build", "publish"), f"publish = {publish!r} must be a folder inside the project")
+            )
+            return "public"
+        return publish
+
+    def entries(self, key: str) -> list[tuple[int, dict[str, Any]]]:
+        value = self.data.get(key)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.wrong((key,), f"an array of tables ([[{key}]])", value)
+            return []
+        found = []
+        for index, entry in enumerate(value):
+            if isinstance(entry, dict):
+                found.append((index, entry))
+            else:
+                self.wrong((key, index), f"a table ([[{key}]])", entry)
+        return found
+
+    def redirects(self) -> list[Redirect]:
+        rules = []
+        for index, entry in self.entries("redirects"):
+            origin = self.at("redirects", index)
+            fields = self._fields(
+                "redirects",
+                index,
+                entry,
+                {"from": str, "to": str, "status": int, "force": bool, "signed": str, "query": dict},
+            )
+            if fields is None:
+                continue
+            source = entry.get("from")
+            if source is None:
+                self.problems.append(
+                    Problem(origin, 'redirect has no `from`; add the path it applies to, e.g. from = "/old"')
+                )
+                continue
+            status = entry.get("status", 301)
+            to = entry.get("to")
+            if to is None:
+                if not (source.endswith("/*") and 200 <= status < 300):
+                    self.problems.append(Problem(origin, f"redirect for {source} has no `to`; add the destination"))
+                    continue
+                to = source[:-2] + "/:splat"
+            query = self._strings(("redirects", index, "query"), entry.get("query", {}))
+            conditions: dict[str, list[str]] = {}
+            raw_conditions = entry.get("conditions", {})
+            if not isinstance(raw_conditions, dict):
+                self.wrong(("redirects", index, "conditions"), "a table", raw_conditions)
+                continue
+            for name, value in raw_conditions.items():
+                items = value if isinstance(value, list) else [value]
+                name = str(name)
+                if not all(isinstance(item, str) for item in items):
+                    self.wrong(("redirects", index, "conditions", name), "a string or a list of strings", value)
+                    continue
+                conditions[_CONDITION_CASE.get(name, name)] = list(items)
+            headers = self._strings(("redirects", index, "headers"), entry.get("headers", {}))
+            if query is None or headers is None:
+                continue
+            rule = _rule(
+                origin, source, to, status, bool(entry.get("force", False)), query, conditions, headers,
+                entry.get("signed", ""), self.problems,
+            )  # fmt: skip
+            if rule is not None:
+                rules.append(rule)
+        return rules
+
+    def headers(self) -> list[HeaderRule]:
+        rules = []
+        for index, entry in self.entries("headers"):
+            origin = self.at("headers", index)
+            fields = self._fields("headers", index, entry, {"for": str, "values": dict})
+            if fields is None:
+                continue
+            if "for" not in entry:
+                self.problems.append(Problem(origin, '[[headers]] has no `for` path; add e.g. for = "/*"'))
+                continue
+            rule = HeaderRule(origin, entry["for"].strip(), {})
+            for name, value in entry.get("values", {}).items():
+                where = self.at("headers", index, "values", name)
+                items = value if isinstance(value, list) else [value]
+                if not all(isinstance(item, str) for item in items):
+                    self.wrong(("headers", index, "values", name), "a string or a list of strings", value)
+                    continue
+                _add_header(rule, name.strip(), ", ".join(item.strip() for item in items), where, self.problems)
+            if rule.values:
+                rules.append(rule)
+        return rules
+
+    def _fields(self, table: str, index: int, entry: dict[str, Any], types: dict[str, type]) -> dict[str, Any] | None:
+        ok = True
+        for key, kind in types.items():
+            value = entry.get(key)
+            if key in entry and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
+                expected = {str: "a string", int: "a number", bool: "true or false", dict: "a table"}[kind]
+                self.wrong((table, index, key), expected, entry[key])
+                ok = False
+        return entry if ok else None
+
+    def _strings(self, key: tuple[str | int, ...], value: object) -> dict[str, str] | None:
+        if not isinstance(value, dict):
+            self.wrong(key, "a table", value)
+            return None
+        bad = [k for k, v in value.items() if not isinstance(v, str)]
+        if bad:
+            self.wrong((*key, bad[0]), "a string", value[bad[0]])
+            return None
+        return {str(k): v for k, v in value.items()}
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (a boolean)"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, int | float):
+        return f"{value} (a number)"
+    return f"{value!r}" if isinstance(value, str) else type(value).__name__
