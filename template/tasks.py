@@ -178,6 +178,7 @@ def dev(c: Context, port: int = 8888, no_docker: bool = False, netlify: bool = F
     project = proj.load()
     with _failing_cleanly(), ExitStack() as stack:
         netlify_cli = dev_ops.require_netlify_cli() if netlify else ""
+        load_site(project.root)  # a configuration error stops here, before a container starts
         client = None
         if not no_docker:
             try:

@@ -222,3 +222,22 @@ def test_dev_with_the_real_netlify_dev(tmp_path: Path, netlify_cli: str) -> None
     output = running.stop()
     assert "Stopped." in output
     assert (project / "public" / "_redirects").read_text() == redirects_before  # restored
+
+
+@pytest.mark.parametrize("task", [["edge", "--backend", "http://127.0.0.1:9"], ["dev", "--no-docker"]])
+def test_a_config_error_stops_the_edge_in_one_line(tmp_path: Path, task: list[str]) -> None:
+    """What would make the edge misbehave at request time stops it at start-up, naming file:line."""
+    project = render(tmp_path / "bad-config", git=False)
+    (project / "public" / "_redirects").write_text("/ok /fine 301\n/:id/:id /x/:id 301\n")
+    result = subprocess.run(
+        ["invoke", *task, "--port", str(free_port())],
+        cwd=project,
+        env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: public/_redirects:2: placeholder :id is used twice in '/:id/:id'; rename one (run `inv check`)"
+    ]

@@ -40,7 +40,7 @@ def site_for(project_root: Path, backend_url: str) -> NetlifyConfig:
     Raises ConfigError when the configuration has an error (see ``load_site``).
     """
     backend = redirects.check_backend_url(backend_url, allow_local=True)
-    return load_site(project_root, lambda existing: redirects.render(existing, backend))
+    return load_site(project_root, redirects.api_rule(backend))
 
 
 def _follow_output(proc: subprocess.Popen[str], on_line: LineSink, name: str) -> None:

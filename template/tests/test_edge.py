@@ -4,6 +4,7 @@ proxying to a real gunicorn running this project's app."""
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -15,7 +16,9 @@ import httpx
 import pytest
 
 from ops import dev as dev_ops
+from ops.edge.routing import Router
 from ops.edge.server import RunningEdge, load_site, serve_in_thread
+from ops.netlify import redirects
 from ops.netlify.config import PathPattern, Problem, RequestPath, parse_redirects_file
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -346,3 +349,86 @@ def test_redirects_file_comments_and_forward_rules() -> None:
         ("/a", "/b#frag", 301, False),
         ("/app/*", "/app/:splat", 200, True),
     ]
+
+
+# Fidelity: how Netlify treats what no table row spells out. The router is pure, so these ask it
+# directly what it would do; the differential run against netlify dev (in the template's own
+# tests) covers the same classes with generated requests.
+
+
+@pytest.fixture(scope="module")
+def router(site_root: Path) -> Router:
+    (site_root / "public" / "page.html").write_text("page file")
+    (site_root / "public" / "docs").mkdir(exist_ok=True)
+    (site_root / "public" / "docs" / "guide.html").write_text("guide file")
+    extra = "/page/ /not-used 301\n/query q=:v /to/:v 302\n"
+    rules = load_site(site_root, extra + redirects.api_rule("http://127.0.0.1:9"))
+    assert [r.source for r in rules.redirects][:2] == ["/page/", "/query"]
+    return Router(rules)
+
+
+@pytest.mark.parametrize(
+    ("target", "kind", "where"),
+    [
+        ("/api/../about", "static", "about.html"),
+        ("/api/%2e%2e/about", "static", "about.html"),
+        ("/api/.%2E/.secret", "not-found", "404.html"),
+        ("/api/%2E%2E/%2e%2e/../about", "static", "about.html"),
+        ("/assets/./site.css", "static", "site.css"),
+        ("/api/a/./b/../c", "proxy", "http://127.0.0.1:9/api/a/c"),
+        ("/api/a%20b/c?x=%2F", "proxy", "http://127.0.0.1:9/api/a%20b/c?x=%2F"),
+        ("/api/greeting%3Fname=evil", "proxy", "http://127.0.0.1:9/api/greeting%3Fname=evil"),
+        ("/api/x?name=%23tag", "proxy", "http://127.0.0.1:9/api/x?name=%23tag"),
+        ("/api/a%2Fb", "proxy", "http://127.0.0.1:9/api/a%2Fb"),
+        ("/api/caf\u00e9", "proxy", "http://127.0.0.1:9/api/caf%C3%A9"),
+        ("/docs/a%20b", "redirect", "/manual/a%20b"),
+        ("/docs/a%2Fb%3Fc", "redirect", "/manual/a%2Fb%3Fc"),
+        ("/query?q=cats%20dogs", "redirect", "/to/cats+dogs?q=cats%20dogs"),
+        ("/query?q=a/b&q=c/d", "redirect", "/to/c%2Fd?q=a/b&q=c/d"),
+        ("/query?q=caf%C3%A9", "redirect", "/to/caf%C3%A9?q=caf%C3%A9"),
+        ("/about/", "static", "about.html"),
+        ("/docs/guide/", "static", "guide.html"),
+        ("/page/", "static", "page.html"),
+        ("/page", "static", "page.html"),
+    ],
+)
+def test_paths_as_netlify_resolves_them(router: Router, target: str, kind: str, where: str) -> None:
+    decision = router.route("GET", target)
+    assert decision.kind == kind
+    if kind in ("proxy", "redirect"):
+        assert decision.location == where
+    else:
+        assert decision.file is not None and decision.file.name == where
+
+
+def test_static_files_answer_get_and_head_only(http: httpx.Client) -> None:
+    for method in ("POST", "PUT", "DELETE", "OPTIONS", "PATCH"):
+        for path in ("/", "/about", "/missing", "/spa/x"):
+            response = http.request(method, path, content=b"x")
+            assert response.status_code == 405, (method, path)
+            assert response.text == "Method Not Allowed\n"
+            assert response.headers["X-Frame-Options"] == "DENY"  # header rules still apply
+    assert http.head("/about").status_code == 200
+    assert http.post("/old").status_code == 301  # redirects answer every method
+    assert http.post("/api/echo", json={"a": 1}).json()["echo"] == {"a": 1}  # proxies pass every method
+
+
+def test_redirects_carry_a_body_naming_the_target(http: httpx.Client) -> None:
+    for path, location in (("/old", "/new"), ("/temp", "/elsewhere"), ("/docs/a%20b", "/manual/a%20b")):
+        response = http.get(path)
+        assert response.headers["Location"] == location
+        assert response.text == f"Redirecting to {location}\n"
+
+
+def test_locations_are_always_url_safe(router: Router) -> None:
+    rng = random.Random(6)
+    alphabet = ["a", "/", "%20", " ", "\u00e9", "%C3%A9", "%2F", "%3F", "?", "&", "=", "%", "..", ".", "+", "#", "\x7f"]
+    for _ in range(2000):
+        target = "/" + rng.choice(["docs/", "query?q=", "api/", "old/", ""]) + "".join(rng.choices(alphabet, k=8))
+        decision = router.route("GET", target)
+        if decision.kind in ("redirect", "proxy"):
+            assert all(33 <= ord(c) < 127 for c in decision.location), (target, decision.location)
+        if decision.kind == "proxy":
+            assert decision.location.startswith("http://127.0.0.1:9/api/"), target
+            proxied_path = decision.location.partition("?")[0]
+            assert "/../" not in proxied_path and "/./" not in proxied_path, target

@@ -111,13 +111,13 @@ def raw_target(request: web.Request) -> str:
     return target
 
 
-def load_site(root: Path, rewrite_redirects: Callable[[str], str] | None = None) -> NetlifyConfig:
+def load_site(root: Path, local_rules: str = "") -> NetlifyConfig:
     """The project's Netlify configuration, or a ConfigError naming the first error's file:line.
 
     The edge serves only what ``inv check`` passes: a rule Netlify would read differently, or
     one that would fail at request time, stops it here instead of misbehaving later.
     """
-    site = load(root, rewrite_redirects)
+    site = load(root, local_rules)
     errors = [problem for problem in check_config(site) if problem.severity == "error"]
     if errors:
         more = f" (and {len(errors) - 1} more; run `inv check`)" if len(errors) > 1 else " (run `inv check`)"

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -324,11 +324,11 @@ class NetlifyConfig:
         return self.toml_lines.get(tuple(str(k) for k in key), 0)
 
 
-def load(root: Path, rewrite_redirects: Callable[[str], str] | None = None) -> NetlifyConfig:
+def load(root: Path, local_rules: str = "") -> NetlifyConfig:
     """Parse the project at ``root``.
 
-    ``rewrite_redirects`` changes the text of ``_redirects`` ("" when there is none) before it
-    is parsed: ``inv dev`` renders the API rule for the local backend, without writing it.
+    ``local_rules`` (``_redirects`` syntax) go before every other rule: ``inv dev`` points the
+    API rule at the local backend this way, without writing the file or moving its lines.
     """
     problems: list[Problem] = []
     toml_path = root / "netlify.toml"
@@ -351,9 +351,9 @@ def load(root: Path, rewrite_redirects: Callable[[str], str] | None = None) -> N
     headers: list[HeaderRule] = []
     redirects_file = publish / "_redirects"
     rel_redirects = _relative(redirects_file, root)
+    if local_rules:
+        redirects += parse_redirects_file(local_rules, "(local rules)", problems)
     redirects_text = _read(redirects_file, rel_redirects, problems)
-    if rewrite_redirects is not None and not (redirects_text is None and redirects_file.exists()):
-        redirects_text = rewrite_redirects(redirects_text or "")
     if redirects_text:
         redirects += parse_redirects_file(redirects_text, rel_redirects, problems)
     headers_file = publish / "_headers"
