@@ -14,6 +14,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from ops.edge.limits import LIMITS, SHUTDOWN_GRACE, ConnectionLimit, Limits
 from ops.edge.proxy import PROXY_TIMEOUT, forward
 from ops.edge.routing import Decision, Router
 from ops.errors import ConfigError, OpsError
@@ -125,8 +126,10 @@ def load_site(root: Path, local_rules: str = "") -> NetlifyConfig:
     return site
 
 
-def make_app(edge: Edge) -> web.Application:
+def make_app(edge: Edge, limits: Limits | None = None) -> web.Application:
+    """The edge as an aiohttp application; ``limits`` (ops.edge.limits) also bound its proxy."""
     app = web.Application(client_max_size=0)
+    app[LIMITS] = limits or Limits()
     app.router.add_route("*", "/{tail:.*}", edge.handle)
 
     async def close(_: web.Application) -> None:
@@ -145,21 +148,40 @@ class RunningEdge:
 
 @contextmanager
 def serve_in_thread(
-    site: NetlifyConfig, host: str = "127.0.0.1", port: int = 0, on_log: LineSink | None = None
+    site: NetlifyConfig,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    on_log: LineSink | None = None,
+    limits: Limits | None = None,
 ) -> Iterator[RunningEdge]:
-    """Run the edge on its own event loop in a background thread (for ``inv dev`` and tests)."""
+    """Run the edge on its own event loop in a background thread (for ``inv dev`` and tests).
+
+    Every wait and size is bounded by ``limits`` (see ops.edge.limits for each defence): aiohttp's
+    handler options bound request heads and idle or slow clients, and the listening socket
+    serves at most ``limits.max_connections`` connections at once (a 503 past that).
+    """
+    limits = limits or Limits()
     started = time.perf_counter()
     loop = asyncio.new_event_loop()
     ready = threading.Event()
     state: dict[str, object] = {}
 
     async def start() -> web.AppRunner:
-        runner = web.AppRunner(make_app(Edge(site, on_log)), access_log=None)
+        runner = web.AppRunner(
+            make_app(Edge(site, on_log), limits), shutdown_timeout=SHUTDOWN_GRACE, **limits.handler_options()
+        )
         await runner.setup()
-        tcp = web.TCPSite(runner, host, port, reuse_address=True)
-        await tcp.start()
-        state["port"] = runner.addresses[0][1]
+        assert runner.server is not None
+        # Not a TCPSite: aiohttp has no connection cap, so the protocol factory counts them.
+        listener = await loop.create_server(ConnectionLimit(runner.server, limits), host, port, reuse_address=True)
+        state["listener"] = listener
+        state["port"] = listener.sockets[0].getsockname()[1]
         return runner
+
+    async def stop(runner: web.AppRunner) -> None:
+        listener: asyncio.Server = state["listener"]  # type: ignore[assignment]
+        listener.close()
+        await runner.cleanup()
 
     def run() -> None:
         asyncio.set_event_loop(loop)
@@ -186,7 +208,7 @@ def serve_in_thread(
         yield RunningEdge(f"http://{host}:{bound}", bound, time.perf_counter() - started)
     finally:
         runner: web.AppRunner = state["runner"]  # type: ignore[assignment]
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
+        asyncio.run_coroutine_threadsafe(stop(runner), loop).result(30)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(30)
         loop.close()
