@@ -260,6 +260,9 @@ def bench_edge(
         engine.remove(running.container)
     direct, via = figures["api_direct_1"], figures["api_via_edge_1"]
     figures["proxy_p50_overhead"] = round(via["p50_ms"] / direct["p50_ms"] - 1, 3)
+    figures["proxy_p50_added_ms"] = round(via["p50_ms"] - direct["p50_ms"], 3)
+    if "api_via_netlify_dev_1" in figures:
+        figures["netlify_dev_p50_added_ms"] = round(figures["api_via_netlify_dev_1"]["p50_ms"] - direct["p50_ms"], 3)
     figures["proxy_p99_overhead"] = round(via["p99_ms"] / direct["p99_ms"] - 1, 3)
     figures["proxy_rps_ratio"] = round(figures["api_via_edge"]["rps"] / figures["api_direct"]["rps"], 3)
     figures["hot_reload_s"] = round(statistics.median(hot_reload_delays(client, project, target, image, args.runs)), 3)
@@ -375,6 +378,11 @@ def print_table(results: dict[str, Any]) -> None:
             ]
             if "api_via_netlify_dev_1" in edge
             else []
+        ),
+        (
+            "p50 added per proxied request (one client)",
+            f"{edge['proxy_p50_added_ms']:.2f} ms",
+            f"netlify dev adds {edge['netlify_dev_p50_added_ms']:.2f} ms" if "netlify_dev_p50_added_ms" in edge else "",
         ),
         ("hot reload, save to new response", f"{edge['hot_reload_s']:.2f} s", ""),
     ]
