@@ -248,3 +248,152 @@ def test_build_step_replaces_the_block_of_an_older_template(tmp_path: Path) -> N
     assert text.count("/api/*") == 1 and "x.example" not in text and "ops/redirects.py" not in text
     assert text.startswith("/a /b 301\n# BEGIN ops.netlify.redirects")
     assert redirects.render(text, "https://new.example") == text
+
+
+# Found by the config fuzzer (tests/test_config_fuzz.py) and the template's differential against
+# Netlify's own parsers: one regression test per class of defect.
+TOML_OK = '[build]\n  publish = "public"\n'
+
+
+@pytest.mark.parametrize("name", ["netlify.toml", "public/_redirects", "public/_headers"])
+def test_a_directory_where_a_file_should_be_is_named_at_line_1(tmp_path: Path, name: str) -> None:
+    from ops.edge.server import load_site
+    from ops.errors import ConfigError
+
+    root = make_site(tmp_path, TOML_OK)
+    (root / name).unlink(missing_ok=True)
+    (root / name).mkdir()
+    assert messages(root) == [f"{name}:1: is a directory, not a file; remove or rename it"]
+    with pytest.raises(ConfigError, match=f"^{name}:1: "):
+        load_site(root)
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        # a key inside an inline table has no line of its own: the table's line, never 0
+        (
+            '# rules\n\nredirects = [{ from = "/a", to = "/b", stauts = 302 }]\n',
+            "netlify.toml:3: unknown key 'stauts' in [[redirects]]; did you mean 'status'?",
+        ),
+        # "at end of document" names no line: the last line, not the first
+        (TOML_OK + '\n[[redirects]]\n  from = "/a', "netlify.toml:5: not valid TOML: Unterminated string"),
+        # a U+2028 inside a string does not end a TOML line
+        (TOML_OK + '  command = "a\u2028b"\n  stauts = 1\n', "netlify.toml:4: unknown key 'stauts' in [build]"),
+    ],
+)
+def test_toml_messages_point_at_the_right_line(tmp_path: Path, toml: str, message: str) -> None:
+    found = messages(make_site(tmp_path, toml))
+    assert any(m.startswith(message) for m in found), found
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("\ufeff" + TOML_OK, "netlify.toml:1: starts with a byte order mark (BOM)"),
+        (TOML_OK + "[dev]\n  ports = [8888, 'x']\n", "netlify.toml:4: `dev.ports` mixes integer and string"),
+        (TOML_OK + "[dev]\n  port = 9007199254740992\n", "netlify.toml:4: `dev.port` = 9007199254740992 is too large"),
+        (TOML_OK + "[dev]\n  port = nan\n", "netlify.toml:4: `dev.port` = nan is read as null by Netlify"),
+    ],
+)
+def test_toml_that_netlifys_toml_parser_rejects(tmp_path: Path, toml: str, message: str) -> None:
+    """tomllib reads TOML 1.0; Netlify reads TOML 0.5 through JSON and loses the whole file."""
+    found = messages(make_site(tmp_path, toml))
+    assert any(m.startswith(message) for m in found), found
+
+
+@pytest.mark.parametrize(
+    ("rules", "message"),
+    [
+        # urlsplit raised on these, a traceback out of `inv check`
+        ("/a https://[::1 302\n", "public/_redirects:1: `to` 'https://[::1' is not a valid URL"),
+        # control characters Python splits on and JavaScript does not: Netlify reads other tokens
+        ("/a\x1c/b 301\n", "public/_redirects:1: has a control character (U+001C)"),
+        ("/a /b\x85301\n", "public/_redirects:1: has a control character (U+0085)"),
+        # a CR alone ends a line in an editor, not for Netlify: the whole file is one comment here
+        ("# rules\r/old /new 301\r/a /b 302\r", "public/_redirects:1: has a carriage return (CR) inside the line"),
+        # statuses that Netlify's parseInt reads as some other number, or as one at all
+        ("/a /b 301x\n", "public/_redirects:1: status '301x' is not a number"),
+        ("/a /b 200!!\n", "public/_redirects:1: status '200!!' is not a number"),
+        ("/a /b 0x12d\n", "public/_redirects:1: status '0x12d' is not a number"),
+        ("/a /b \u0663\u0660\u0661\n", "public/_redirects:1: '\u0663\u0660\u0661' after the destination is not"),
+        # key=value tokens Netlify reads as something else than written
+        ("/a q /b 301\n", "public/_redirects:1: 'q' has no `=`"),
+        ("/a q=a=b /b 301\n", "public/_redirects:1: 'q=a=b' has more than one `=`"),
+        ("/a =x /b 301\n", "public/_redirects:1: '=x' has no name before `=`"),
+        ("/a /b 302 Country\n", "public/_redirects:1: 'Country' has no `=`"),
+        # what Netlify's parser rejects
+        ("/.netlify/functions/x /y 200\n", "public/_redirects:1: `from` '/.netlify/functions/x': paths under"),
+        ("https://[::1 /b 301\n", "public/_redirects:1: `from` 'https://[::1' is not a valid URL"),
+        ("https://host:99999/x /b 301\n", "public/_redirects:1: `from` 'https://host:99999/x' is not a valid URL"),
+    ],
+)
+def test_redirect_lines_netlify_reads_otherwise_are_errors(tmp_path: Path, rules: str, message: str) -> None:
+    found = messages(make_site(tmp_path, TOML_OK, rules))
+    assert any(m.startswith(message) for m in found), found
+
+
+def test_rule_lines_split_on_javascripts_whitespace(tmp_path: Path) -> None:
+    """Netlify's parser splits on JavaScript's whitespace: a no-break space separates tokens."""
+    from ops.netlify.config import load
+
+    root = make_site(tmp_path, TOML_OK, "\ufeff/a\u00a0/b\u3000302\n/c\u2003/d 301\ufeffCountry=au,nz\n")
+    assert messages(root) == []
+    rules = load(root).redirects
+    assert [(r.source, r.to, r.status, r.conditions) for r in rules] == [
+        ("/a", "/b", 302, {}),
+        ("/c", "/d", 301, {"Country": ["au", "nz"]}),
+    ]
+
+
+def test_header_rules_are_never_dropped_silently(tmp_path: Path) -> None:
+    from ops.netlify.config import load
+
+    headers = "/*\n  # X-A: b\n/a\x01\n  X-B: c\n/b\n  X-C: d\n# rules\r/c\r  X-D: e\n"
+    root = make_site(tmp_path, TOML_OK + '\n[[headers]]\n  for = "/x"\n', headers_text=headers)
+    assert messages(root) == [
+        "netlify.toml:4: warning: [[headers]] for /x has no values; Netlify ignores it",
+        "public/_headers:1: warning: path /* has no header lines under it; Netlify ignores it",
+        "public/_headers:3: has a control character (U+0001); remove it",
+        "public/_headers:7: has a carriage return (CR) inside the line; save the file with LF (or CRLF) line ends",
+    ]
+    # X-B belongs to the rejected /a block, not to the /* before it
+    assert [(r.source, r.values) for r in load(root).headers] == [("/b", {"X-C": "d"})]
+
+
+def test_header_and_condition_values_as_netlify_normalises_them(tmp_path: Path) -> None:
+    from ops.netlify.config import load
+
+    toml = TOML_OK + (
+        '\n[[headers]]\n  for = " /x "\n  [headers.values]\n    X-A = ["a ,b", " c "]\n    X-B = "d ,e"\n'
+        '\n[[redirects]]\n  from = "/g"\n  to = "/h"\n  conditions = { Country = "au , nz", country = "us" }\n'
+    )
+    root = make_site(tmp_path, toml)
+    assert messages(root) == []
+    config = load(root)
+    # array items are trimmed and joined as they are; a string's commas are normalised
+    assert [(r.source, r.values) for r in config.headers] == [("/x", {"X-A": "a ,b, c", "X-B": "d, e"})]
+    assert config.redirects[0].conditions == {"Country": ["us"]}  # `country` wins, as in Netlify's parser
+
+
+def test_identical_rules_keep_netlifys_last_copy(tmp_path: Path) -> None:
+    """Netlify's merge keeps only the last of identical rules, so the rules between its copies
+    come first: a single-page-app fallback after the API block then takes /api/* on Netlify."""
+    from ops.edge.routing import Router
+    from ops.netlify.config import load
+
+    api = '[[redirects]]\n  from = "/api/*"\n  to = "https://api.example.com/api/:splat"\n  status = 200\n'
+    api += "  force = true\n"
+    block = "/api/*  https://api.example.com/api/:splat  200!\n"
+    root = make_site(tmp_path, TOML_OK + api, block + "/*  /index.html  200\n")
+    (root / "public" / "index.html").write_text("app")
+    assert messages(root) == [
+        "public/_redirects:1: warning: /api/* is repeated at netlify.toml:3; Netlify keeps only that copy, so "
+        "1 rule(s) from public/_redirects:2 on are tried before it; remove one copy"
+    ]
+    config = load(root)
+    assert [str(r.origin) for r in config.redirects] == ["public/_redirects:2", "netlify.toml:3"]
+    assert Router(config).route("GET", "/api/x").kind == "rewrite"  # as on Netlify
+    # the generated project's own pair (block and fallback together) is one rule and no warning
+    (root / "public" / "_redirects").write_text(block)
+    assert messages(root) == [] and [str(r.origin) for r in load(root).redirects] == ["netlify.toml:3"]

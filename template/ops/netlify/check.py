@@ -9,12 +9,13 @@ error found here, so what passes ``inv check`` is what the edge serves. Standard
 from __future__ import annotations
 
 import difflib
+import math
 import re
 import sys
+from datetime import date, datetime, time
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from ops.netlify.config import VALID_STATUSES, NetlifyConfig, Origin, Problem, Redirect, load
+from ops.netlify.config import VALID_STATUSES, NetlifyConfig, Origin, Problem, Redirect, load, url_path
 
 KNOWN_TOP = {
     "build",
@@ -46,8 +47,7 @@ def check_redirect(rule: Redirect) -> list[Problem]:
     if not rule.to:
         problems.append(Problem(where, f"redirect for {rule.source or '?'} has no `to`; add the destination"))
     elif rule.to.startswith(("http://", "https://")):
-        parts = urlsplit(rule.to)
-        if not parts.netloc:
+        if url_path(rule.to) is None:
             problems.append(Problem(where, f"`to` {rule.to!r} is not a valid URL"))
     elif not rule.to.startswith("/"):
         kind = "proxy" if rule.status == 200 else "redirect"
@@ -61,7 +61,7 @@ def check_redirect(rule: Redirect) -> list[Problem]:
     placeholders = {p[1:] for p in rule.pattern.parts if p.startswith(":")} | {
         v[1:] for v in rule.query.values() if v.startswith(":")
     }
-    target = urlsplit(rule.to).path if "://" in rule.to else rule.to
+    target = (url_path(rule.to) or "") if "://" in rule.to else rule.to
     for name in re.findall(r"(?<![A-Za-z0-9]):([A-Za-z_][A-Za-z0-9_]*)", target):
         if name != "splat" and name not in placeholders:
             problems.append(Problem(where, f"`to` uses :{name} but `from` and the query define no :{name}"))
@@ -103,9 +103,47 @@ def check_keys(config: NetlifyConfig) -> list[Problem]:
     return problems
 
 
+# Netlify reads netlify.toml with @iarna/toml (TOML 0.5) and then through JSON: it rejects what
+# TOML 1.0 (tomllib) allows in these ways, and the whole file is lost (build and rules alike).
+JS_SAFE_INTEGER = 2**53 - 1
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, datetime):
+        return "datetime" if value.tzinfo else "local datetime"
+    names = {bool: "boolean", int: "integer", float: "float", str: "string", date: "date", time: "time"}
+    return names.get(type(value), "array" if isinstance(value, list) else "table")
+
+
+def check_toml_for_netlify(config: NetlifyConfig) -> list[Problem]:
+    """Values tomllib reads and Netlify's TOML parser does not: mixed arrays, huge integers."""
+    problems: list[Problem] = []
+
+    def visit(value: object, path: tuple[str | int, ...]) -> None:
+        name = ".".join(str(part) for part in path)
+        where = Origin("netlify.toml", config.line_of(*path))
+        if isinstance(value, dict):
+            for key, item in value.items():
+                visit(item, (*path, key))
+        elif isinstance(value, list):
+            kinds = sorted({_kind(item) for item in value})
+            if len(kinds) > 1:
+                message = f"`{name}` mixes {' and '.join(kinds)} in one array; Netlify's TOML parser rejects that"
+                problems.append(Problem(where, message))
+            for index, item in enumerate(value):
+                visit(item, (*path, index))
+        elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > JS_SAFE_INTEGER:
+            problems.append(Problem(where, f"`{name}` = {value} is too large for Netlify's TOML parser; quote it"))
+        elif isinstance(value, float) and not math.isfinite(value):
+            problems.append(Problem(where, f"`{name}` = {value} is read as null by Netlify; write a number"))
+
+    visit(config.data, ())
+    return problems
+
+
 def check_config(config: NetlifyConfig) -> list[Problem]:
     """Every problem in the configuration, errors and warnings, in file order."""
-    problems = list(config.problems) + check_keys(config)
+    problems = list(config.problems) + check_keys(config) + check_toml_for_netlify(config)
     if not config.publish.is_dir():
         name = config.build.get("publish", "public")
         problems.append(

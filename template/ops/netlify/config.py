@@ -6,7 +6,10 @@ a rule that cannot be used is left out of the model, as Netlify leaves it out of
 
 The rule syntax follows Netlify's own parsers (``@netlify/redirect-parser`` and
 ``@netlify/headers-parser``): ``_redirects`` rules come before netlify.toml's, and the first
-rule that matches wins; header rules all apply, a later value replacing an earlier one.
+rule that matches wins; header rules all apply, a later value replacing an earlier one. Lines
+are split and trimmed at JavaScript's whitespace, as those parsers do, and of identical rules
+only the last copy stays, as their merge leaves it. A line they would read otherwise than it
+looks (a stray ``=``, ``301x``, a control character) is a problem here.
 
 Standard library only (it runs in Netlify's build image).
 """
@@ -19,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, quote_plus, unquote, unquote_plus
+from urllib.parse import quote, quote_plus, unquote, unquote_plus, urlsplit
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 VALID_STATUSES = frozenset({200, 404, 410, 451}) | REDIRECT_STATUSES
@@ -29,7 +32,12 @@ PLACEHOLDER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # RFC 9110 field names are tokens; values may not hold control characters (a newline would
 # split the header, and aiohttp refuses to send it).
 HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+# JavaScript's whitespace (``\s``, ``trim()``), which Netlify's parsers split and trim with. Python's
+# differs: it counts \x1c-\x1f and \x85 as whitespace and not the BOM (\ufeff).
+JS_SPACE = "\t\n\v\f\r \xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u2028\u2029\u202f\u205f\u3000\ufeff"
+JS_SPACES = re.compile(f"[{JS_SPACE}]+")
+JS_COMMA = re.compile(f"[{JS_SPACE}]*,[{JS_SPACE}]*")
 # Characters a URL may carry as they are; everything else is percent-encoded on the way out.
 URL_SAFE = "!#$%&'()*+,/:;=?@[]~-._"
 
@@ -209,6 +217,8 @@ class Redirect:
     conditions: dict[str, list[str]] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)  # sent to a proxy target
     signed: str = ""
+    # Whether the rule names its status (Netlify's merge tells "/a /b" from "/a /b 301").
+    status_given: bool = field(default=True, repr=False, compare=False)
     pattern: PathPattern = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -320,8 +330,12 @@ class NetlifyConfig:
         ]
 
     def line_of(self, *key: str | int) -> int:
-        """The netlify.toml line of a key path such as ("redirects", 0, "status"), else 0."""
-        return self.toml_lines.get(tuple(str(k) for k in key), 0)
+        """The netlify.toml line of a key path such as ("redirects", 0, "status"), else of the
+        nearest key around it (an inline table's line), else 1."""
+        path = tuple(str(k) for k in key)
+        while path and path not in self.toml_lines:
+            path = path[:-1]
+        return self.toml_lines.get(path, 1)
 
 
 def load(root: Path, local_rules: str = "") -> NetlifyConfig:
@@ -336,13 +350,17 @@ def load(root: Path, local_rules: str = "") -> NetlifyConfig:
     data: dict[str, Any] = {}
     lines: dict[tuple[str, ...], int] = {}
     if toml_text is not None:
+        if toml_text.startswith("\ufeff"):
+            message = "starts with a byte order mark (BOM), which Netlify's TOML parser rejects; save it without"
+            problems.append(Problem(Origin("netlify.toml", 1), message))
+            toml_text = toml_text[1:]
         try:
             data = tomllib.loads(toml_text)
         except tomllib.TOMLDecodeError as exc:
+            # "(at end of document)" names no line: the last one is where the document ended.
             line = re.search(r"line (\d+)", str(exc))
-            problems.append(
-                Problem(Origin("netlify.toml", int(line.group(1)) if line else 1), f"not valid TOML: {exc}")
-            )
+            number = int(line.group(1)) if line else toml_text.rstrip().count("\n") + 1
+            problems.append(Problem(Origin("netlify.toml", number), f"not valid TOML: {exc}"))
         lines = toml_key_lines(toml_text)
     shape = _Shape(data, lines, problems)
     publish_name = shape.publish()
@@ -363,7 +381,48 @@ def load(root: Path, local_rules: str = "") -> NetlifyConfig:
         headers += parse_headers_file(headers_text, rel_headers, problems)
     redirects += shape.redirects()
     headers += shape.headers()
-    return NetlifyConfig(root, publish, data, redirects, headers, problems, lines)
+    return NetlifyConfig(root, publish, data, _merged(redirects, problems), headers, problems, lines)
+
+
+def _merged(rules: list[Redirect], problems: list[Problem]) -> list[Redirect]:
+    """The rules as Netlify's merge leaves them: of identical rules, only the last copy.
+
+    That moves a rule after every rule between its copies, so those are tried first (say so):
+    a ``_redirects`` rule repeated in netlify.toml counts from where netlify.toml has it.
+    """
+    last: dict[tuple[Any, ...], int] = {}
+    for index, rule in enumerate(rules):
+        last[_identity(rule)] = index
+    kept = []
+    for index, rule in enumerate(rules):
+        identity = _identity(rule)
+        copy = last[identity]
+        if copy == index:
+            kept.append(rule)
+            continue
+        # the rules that end up between this copy's place and the kept one's
+        between = [r for r in rules[index + 1 : copy] if _identity(r) != identity and last[_identity(r)] < copy]
+        if between:
+            message = (
+                f"{rule.source} is repeated at {rules[copy].origin}; Netlify keeps only that copy, so "
+                f"{len(between)} rule(s) from {between[0].origin} on are tried before it; remove one copy"
+            )
+            problems.append(Problem(rule.origin, message, "warning"))
+    return kept
+
+
+def _identity(rule: Redirect) -> tuple[Any, ...]:
+    """What Netlify's merge compares (an unnamed status differs from a named 301)."""
+    return (
+        rule.source,
+        rule.to,
+        rule.status if rule.status_given else None,
+        rule.force,
+        tuple(sorted(rule.query.items())),
+        tuple(sorted((name, tuple(values)) for name, values in rule.conditions.items())),
+        rule.signed,
+        tuple(sorted(rule.headers.items())),
+    )
 
 
 def publish_dir(root: Path) -> Path:
@@ -372,19 +431,23 @@ def publish_dir(root: Path) -> Path:
 
 
 def _read(path: Path, name: str, problems: list[Problem]) -> str | None:
-    """A file's text; a missing file is None, one that is not UTF-8 a problem at its line."""
+    """A file's text (a BOM kept, as Netlify's parsers keep it); a missing file is None.
+
+    A file that cannot be read or is not UTF-8 is a problem at its line (line 1 for the whole
+    file: every message points at a line).
+    """
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         return None
     except IsADirectoryError:
-        problems.append(Problem(Origin(name, 0), "is a directory, not a file; remove or rename it"))
+        problems.append(Problem(Origin(name, 1), "is a directory, not a file; remove or rename it"))
         return None
     except OSError as exc:
-        problems.append(Problem(Origin(name, 0), f"cannot be read ({exc.strerror or exc})"))
+        problems.append(Problem(Origin(name, 1), f"cannot be read ({exc.strerror or exc})"))
         return None
     try:
-        return data.decode("utf-8").removeprefix("\ufeff")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         problems.append(
@@ -409,21 +472,51 @@ def _relative(path: Path, root: Path) -> str:
 
 def _js_int(token: str) -> int | None:
     """JavaScript's ``parseInt(token)``, which Netlify's parser uses for statuses ("301!" -> 301)."""
-    match = re.match(r"\s*([+-]?\d+)", token)
-    return int(match.group(1)) if match else None
+    match = re.match(f"[{JS_SPACE}]*([+-]?)(?:0[xX]([0-9A-Fa-f]+)|([0-9]+))", token)
+    if not match:
+        return None
+    sign = -1 if match.group(1) == "-" else 1
+    return sign * (int(match.group(2), 16) if match.group(2) else int(match.group(3)))
+
+
+COMMENT = re.compile(f"(?:^|(?<=[{JS_SPACE}]))#")
+
+
+def _js_trim(text: str) -> str:
+    return text.strip(JS_SPACE)
+
+
+def _line_problem(line: str, read: str) -> str:
+    """What in a ``_redirects`` or ``_headers`` line (``read``: its part that is not a comment)
+    Netlify would read differently from how it looks, or ""."""
+    if "\r" in line.rstrip("\r"):
+        # Netlify splits lines at LF only: a file with CR line ends is one long line to it.
+        return "has a carriage return (CR) inside the line; save the file with LF (or CRLF) line ends"
+    control = CONTROL.search(read.rstrip("\r"))
+    if control:
+        return f"has a control character (U+{ord(control.group()):04X}); remove it"
+    return ""
 
 
 def parse_redirects_file(text: str, file: str, problems: list[Problem]) -> list[Redirect]:
-    """Parse ``_redirects``: ``from [key=value...] to [status[!]] [Cond=a,b...]`` per line."""
+    """Parse ``_redirects``: ``from [key=value...] to [status[!]] [Cond=a,b...]`` per line.
+
+    Lines, tokens and comments as Netlify's parser reads them (JavaScript's whitespace); what
+    it would read differently from what the line seems to say is a problem at the line.
+    """
     rules: list[Redirect] = []
     for number, raw in enumerate(text.split("\n"), start=1):
-        tokens = raw.split()
         # A token starting with # ends the line (as in Netlify's parser); "#" inside a URL stays.
-        comment = next((i for i, token in enumerate(tokens) if token.startswith("#")), len(tokens))
-        tokens = tokens[:comment]
+        comment = COMMENT.search(raw)
+        read = raw[: comment.start()] if comment else raw
+        tokens = JS_SPACES.split(trimmed) if (trimmed := _js_trim(read)) else []
+        origin = Origin(file, number)
+        trouble = _line_problem(raw, read)
+        if trouble:
+            problems.append(Problem(origin, trouble))
+            continue
         if not tokens:
             continue
-        origin = Origin(file, number)
         source, parts = tokens[0], tokens[1:]
         if not parts:
             problems.append(Problem(origin, f"rule for {source} has no destination; write `{source} /new-path 301`"))
@@ -446,7 +539,7 @@ def parse_redirects_file(text: str, file: str, problems: list[Problem]) -> list[
                 )
                 continue
             query_parts, to, rest = parts[:index], parts[index], parts[index + 1 :]
-        status, force = 301, False
+        status, force, status_given = 301, False, bool(rest)
         if rest:
             parsed = _js_int(rest[0])
             if parsed is None:
@@ -454,18 +547,20 @@ def parse_redirects_file(text: str, file: str, problems: list[Problem]) -> list[
                     Problem(origin, f"{rest[0]!r} after the destination is not a status; write e.g. `301` or `200!`")
                 )
                 continue
+            if not re.fullmatch(r"[0-9]+!?", rest[0]):
+                # Netlify reads the number it starts with ("301x" as 301, "200!!" as a forced 200).
+                problems.append(Problem(origin, f"status {rest[0]!r} is not a number; write e.g. `301`, or `200!`"))
+                continue
             status, force = parsed, rest[0].endswith("!")
             rest = rest[1:]
-        query = dict(_pair(p) for p in query_parts)
-        conditions: dict[str, list[str]] = {}
-        signed = ""
-        for token in rest:
-            key, value = _pair(token)
-            if key in ("Sign", "signed"):
-                signed = value
-            else:
-                conditions[_CONDITION_CASE.get(key, key)] = [v for v in re.split(r"\s*,\s*", value.strip())]
-        rule = _rule(origin, source, to, status, force, query, conditions, {}, signed, problems)
+        pairs = [_pair(token, origin, problems) for token in query_parts + rest]
+        if None in pairs:
+            continue
+        query = dict(pair for pair in pairs[: len(query_parts)] if pair)
+        named = dict(pair for pair in pairs[len(query_parts) :] if pair)
+        signed = named.pop("signed", named.pop("Sign", ""))  # as Netlify's parser: signed wins over Sign
+        conditions = _conditions(named)
+        rule = _rule(origin, source, to, status, force, query, conditions, {}, signed, problems, status_given)
         if rule is not None:
             rules.append(rule)
     return rules
@@ -474,24 +569,56 @@ def parse_redirects_file(text: str, file: str, problems: list[Problem]) -> list[
 _CONDITION_CASE = {"country": "Country", "language": "Language", "role": "Role"}
 
 
-def _pair(token: str) -> tuple[str, str]:
-    """``key=value`` as Netlify's parser splits it (``a=b=c`` gives a, b)."""
+def _conditions(raw: Mapping[str, str | list[str]]) -> dict[str, list[str]]:
+    """Conditions as Netlify normalises them: ``country`` is ``Country`` (and wins over it), and a
+    string is a comma-separated list."""
+    conditions: dict[str, list[str]] = {}
+    for key, value in raw.items():
+        if _CONDITION_CASE.get(key.lower()) == key and key.lower() in raw:
+            continue  # "country" wins over "Country"
+        conditions[_CONDITION_CASE.get(key, key)] = (
+            JS_COMMA.split(_js_trim(value)) if isinstance(value, str) else list(value)
+        )
+    return conditions
+
+
+def _pair(token: str, origin: Origin, problems: list[Problem]) -> tuple[str, str] | None:
+    """``key=value``; Netlify's parser reads ``a=b=c`` as a=b and ``a`` as no value, so those are problems."""
     pieces = token.split("=")
-    return pieces[0], pieces[1] if len(pieces) > 1 else ""
+    if len(pieces) != 2 or not pieces[0]:
+        why = "has no `=`" if len(pieces) == 1 else "has more than one `=`" if pieces[0] else "has no name before `=`"
+        problems.append(Problem(origin, f"{token!r} {why}; write key=value (query and conditions are key=value)"))
+        return None
+    return pieces[0], pieces[1]
 
 
 def parse_headers_file(text: str, file: str, problems: list[Problem]) -> list[HeaderRule]:
-    """Parse ``_headers``: a path line, then ``Name: value`` lines (indented by convention)."""
+    """Parse ``_headers``: a path line, then ``Name: value`` lines (indented by convention).
+
+    Lines are trimmed as Netlify's parser trims them (JavaScript's whitespace).
+    """
     rules: list[HeaderRule] = []
     current: HeaderRule | None = None
+    headed: set[int] = set()  # rules with header lines under them, applied or not
     for number, raw in enumerate(text.split("\n"), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
+        line = _js_trim(raw)
         origin = Origin(file, number)
+        # Control characters in a header line get a message naming the header (_add_header).
+        trouble = _line_problem(raw, raw if line.startswith("/") else "")
+        if not trouble and (not line or line.startswith("#")):
+            continue
         if line.startswith("/"):
             current = HeaderRule(origin, line, {})
-            rules.append(current)
+            if trouble:
+                problems.append(Problem(origin, trouble))
+                headed.add(id(current))  # its header lines go with it, unused
+            else:
+                rules.append(current)
+            continue
+        if current is not None:
+            headed.add(id(current))
+        if trouble:
+            problems.append(Problem(origin, trouble))
             continue
         name, sep, value = line.partition(":")
         if not sep:
@@ -500,20 +627,27 @@ def parse_headers_file(text: str, file: str, problems: list[Problem]) -> list[He
         if current is None:
             problems.append(Problem(origin, "a header line before any path; start with a path such as `/*`"))
             continue
-        if not raw[0].isspace():
+        if raw[0] not in JS_SPACE:
             # Netlify applies it, but it reads like a path typo: say so without failing.
             problems.append(
                 Problem(origin, f"header line `{line}` is not indented under its path; indent it", "warning")
             )
-        _add_header(current, name.strip(), value.strip(), origin, problems)
+        _add_header(current, _js_trim(name), _js_trim(value), origin, problems)
+    for rule in rules:
+        if id(rule) not in headed:
+            message = f"path {rule.source} has no header lines under it; Netlify ignores it"
+            problems.append(Problem(rule.origin, message, "warning"))
     return [rule for rule in rules if rule.values]
 
 
-def _add_header(rule: HeaderRule, name: str, value: str, origin: Origin, problems: list[Problem]) -> None:
+def _add_header(
+    rule: HeaderRule, name: str, value: str, origin: Origin, problems: list[Problem], *, commas: bool = True
+) -> None:
+    """Add a header value as Netlify's parser normalises it (``commas``: "a ,b" is "a, b")."""
     if not HEADER_NAME.fullmatch(name):
         problems.append(Problem(origin, f"{name!r} is not a valid header name (letters, digits and -)"))
         return
-    value = re.sub(r"\s*,\s*", ", ", value.strip())
+    value = JS_COMMA.sub(", ", _js_trim(value)) if commas else _js_trim(value)
     if not value:
         problems.append(Problem(origin, f"header {name} has no value"))
         return
@@ -521,6 +655,18 @@ def _add_header(rule: HeaderRule, name: str, value: str, origin: Origin, problem
         problems.append(Problem(origin, f"header {name} has a control character or newline in its value; remove it"))
         return
     rule.values[name] = f"{rule.values[name]}, {value}" if name in rule.values else value
+
+
+def url_path(url: str) -> str | None:
+    """The path of an http(s) URL with a plain host (and port), dot segments resolved; else None."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number in range)
+    except ValueError:
+        return None
+    if "@" in parts.netloc or not re.fullmatch(r"[\w.-]+|[0-9a-f:.]+", parts.hostname or ""):
+        return None
+    return resolve_dots(parts.path or "/")
 
 
 def _rule(
@@ -534,12 +680,25 @@ def _rule(
     headers: dict[str, str],
     signed: str,
     problems: list[Problem],
+    status_given: bool = True,
 ) -> Redirect | None:
-    """A rule, or None (and a problem) when the edge could not apply it safely."""
+    """A rule, or None (and a problem) when the edge could not apply it safely, or Netlify would
+    reject it."""
     if not source.startswith(("/", "http://", "https://")):
         problems.append(
             Problem(origin, f"`from` {source!r} must start with / (or be a full URL for a domain redirect)")
         )
+        return None
+    if CONTROL.search(source) or " " in source:
+        problems.append(Problem(origin, f"`from` {source!r} has a space or control character; percent-encode it"))
+        return None
+    # Netlify's parser rejects a `from` URL that does not parse (new URL(from) throws).
+    path = url_path(source) if source.startswith(("http://", "https://")) else source
+    if path is None:
+        problems.append(Problem(origin, f"`from` {source!r} is not a valid URL; write e.g. https://example.com/*"))
+        return None
+    if path.startswith("/.netlify"):
+        problems.append(Problem(origin, f"`from` {source!r}: paths under /.netlify are Netlify's own; pick another"))
         return None
     names: list[str] = []
     parts = source.split("?")[0].split("/")
@@ -573,7 +732,7 @@ def _rule(
         if not HEADER_NAME.fullmatch(name) or CONTROL.search(value):
             problems.append(Problem(origin, f"proxy header {name!r} is not a valid header; fix its name or value"))
             return None
-    return Redirect(origin, source, to, status, force, query, conditions, headers, signed)
+    return Redirect(origin, source, to, status, force, query, conditions, headers, signed, status_given)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -589,7 +748,8 @@ def toml_key_lines(text: str) -> dict[tuple[str, ...], int]:
     lines: dict[tuple[str, ...], int] = {}
     counts: dict[tuple[str, ...], int] = {}
     table: tuple[str, ...] = ()
-    for number, raw in enumerate(text.splitlines(), start=1):
+    # Lines as TOML counts them: a U+2028 or U+0085 inside a string does not end one.
+    for number, raw in enumerate(text.split("\n"), start=1):
         line = raw.strip()
         header = re.fullmatch(r"(\[\[?)\s*([^\[\]]+?)\s*\]\]?(\s*#.*)?", line)
         if header:
@@ -710,24 +870,24 @@ class _Shape:
                     continue
                 to = source[:-2] + "/:splat"
             query = self._strings(("redirects", index, "query"), entry.get("query", {}))
-            conditions: dict[str, list[str]] = {}
             raw_conditions = entry.get("conditions", {})
             if not isinstance(raw_conditions, dict):
                 self.wrong(("redirects", index, "conditions"), "a table", raw_conditions)
                 continue
+            typed: dict[str, str | list[str]] = {}
             for name, value in raw_conditions.items():
                 items = value if isinstance(value, list) else [value]
-                name = str(name)
                 if not all(isinstance(item, str) for item in items):
                     self.wrong(("redirects", index, "conditions", name), "a string or a list of strings", value)
                     continue
-                conditions[_CONDITION_CASE.get(name, name)] = list(items)
+                typed[str(name)] = value
+            conditions = _conditions(typed)
             headers = self._strings(("redirects", index, "headers"), entry.get("headers", {}))
             if query is None or headers is None:
                 continue
             rule = _rule(
                 origin, source, to, status, bool(entry.get("force", False)), query, conditions, headers,
-                entry.get("signed", ""), self.problems,
+                entry.get("signed", ""), self.problems, "status" in entry,
             )  # fmt: skip
             if rule is not None:
                 rules.append(rule)
@@ -743,14 +903,26 @@ class _Shape:
             if "for" not in entry:
                 self.problems.append(Problem(origin, '[[headers]] has no `for` path; add e.g. for = "/*"'))
                 continue
-            rule = HeaderRule(origin, entry["for"].strip(), {})
+            path = _js_trim(entry["for"])  # trimmed as Netlify's parser trims it
+            if CONTROL.search(path):
+                self.problems.append(
+                    Problem(self.at("headers", index, "for"), f"`for` {path!r} has a control character")
+                )
+                continue
+            if not entry.get("values"):
+                message = f"[[headers]] for {path} has no values; Netlify ignores it"
+                self.problems.append(Problem(origin, message, "warning"))
+            rule = HeaderRule(origin, path, {})
             for name, value in entry.get("values", {}).items():
                 where = self.at("headers", index, "values", name)
-                items = value if isinstance(value, list) else [value]
-                if not all(isinstance(item, str) for item in items):
+                if isinstance(value, str):
+                    _add_header(rule, _js_trim(name), value, where, self.problems)
+                elif isinstance(value, list) and all(isinstance(item, str) for item in value):
+                    # Netlify trims each item and joins them, without touching commas inside one.
+                    joined = ", ".join(_js_trim(item) for item in value)
+                    _add_header(rule, _js_trim(name), joined, where, self.problems, commas=False)
+                else:
                     self.wrong(("headers", index, "values", name), "a string or a list of strings", value)
-                    continue
-                _add_header(rule, name.strip(), ", ".join(item.strip() for item in items), where, self.problems)
             if rule.values:
                 rules.append(rule)
         return rules
