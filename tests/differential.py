@@ -52,7 +52,10 @@ from urllib.parse import quote_plus, unquote, unquote_to_bytes
 DEFAULT_SEED = 20240917
 DEFAULT_COUNT = 400
 REQUEST_TIMEOUT = 10.0
-CONCURRENCY = 8
+CONCURRENCY = 8  # the edge serves requests concurrently, as a browser sends them
+# netlify dev, one at a time: under concurrent load it sometimes exits on its own bug
+# (proxy.js: "TypeError: Invalid URL" in its proxyRes handler), which would stop every run.
+NETLIFY_DEV_CONCURRENCY = 1
 
 
 def seed_from_env() -> int:
@@ -707,8 +710,10 @@ def observe(base_url: str, request: Request, backend: Backend, label: str) -> Ob
     )
 
 
-def observe_all(base_url: str, requests: Sequence[Request], backend: Backend, label: str) -> list[Observation]:
-    with ThreadPoolExecutor(CONCURRENCY) as pool:
+def observe_all(
+    base_url: str, requests: Sequence[Request], backend: Backend, label: str, concurrency: int = CONCURRENCY
+) -> list[Observation]:
+    with ThreadPoolExecutor(concurrency) as pool:
         return list(pool.map(lambda r: observe(base_url, r, backend, label), requests))
 
 
@@ -818,12 +823,13 @@ def netlify_dev_url(production: str, client_query: str | None) -> tuple[str, str
     client's query goes on re-encoded by URLSearchParams unless the URL now has one (proxy.js).
     Returns (path, query or None, fragment or None).
     """
-    text = unquote(production, errors="surrogateescape")
-    rest, hashed, fragment = text.partition("#")
+    text = unquote(production, errors="surrogateescape").strip("".join(map(chr, range(0x21))))
+    rest, _, fragment = text.partition("#")
     path, queried, query = rest.partition("?")
     # URLSearchParams takes over only when the URL has no query of its own.
     query = whatwg_query(query) if queried and _form_pairs(query) else url_search_params(client_query or "")
-    return resolve_dots(whatwg_path(path)), query or None, whatwg_fragment(fragment) if hashed else None
+    # URL.hash is "" for an empty fragment, so a lone "#" vanishes from the Location.
+    return resolve_dots(whatwg_path(path)), query or None, whatwg_fragment(fragment) if fragment else None
 
 
 def _keeps_client_encoding(request: Request, produced_path: str) -> bool:
@@ -856,6 +862,7 @@ class Divergence:
     reason: str  # what production does and why the edge follows it (or why netlify dev cannot be matched)
     fields: frozenset[str]
     explains: Predicate  # (request, netlify dev's observation, the edge's observation)
+    witness: str  # "METHOD target": a request that shows it, added to every run so the entry cannot rot
 
 
 def _proxied(request: Request, netlify: Observation, edge: Observation) -> tuple[Received, Received] | None:
@@ -915,6 +922,227 @@ def _redirect_query_reencoded(request: Request, netlify: Observation, edge: Obse
     return netlify.location == _render(path, url_search_params(request.query or ""))
 
 
+def _header_rules() -> list[tuple[str, dict[str, str]]]:
+    """The fixture's header rules, _headers first, then netlify.toml's (as both parsers order them)."""
+    import tomllib
+
+    rules: list[tuple[str, dict[str, str]]] = []
+    for line in HEADERS.splitlines():
+        if line.startswith("/"):
+            rules.append((line.strip(), {}))
+        elif ":" in line:
+            name, _, value = line.strip().partition(":")
+            rules[-1][1][name.strip().lower()] = value.strip()
+    for entry in tomllib.loads(NETLIFY_TOML).get("headers", []):
+        rules.append((entry["for"], {k.lower(): v for k, v in entry["values"].items()}))
+    return rules
+
+
+def _merged(found: Iterator[dict[str, str]]) -> tuple[tuple[str, str], ...]:
+    merged: dict[str, str] = {}
+    for values in found:
+        merged.update(values)
+    return tuple(sorted(merged.items()))
+
+
+def netlify_dev_header_rules(path: str) -> tuple[tuple[str, str], ...]:
+    """@netlify/headers-parser's forRegExp on a path: case-insensitive, and the slash before a
+    lone "*" optional, so /a/* also matches /about (for_regexp.js)."""
+
+    def regex(source: str) -> str:
+        parts = []
+        for part in filter(None, (p.rstrip() for p in source.split("/"))):
+            if part.startswith(":"):
+                parts.append("([^/]+)")
+            elif part == "*":
+                parts.append("?(.*)")
+            elif "*" in part:
+                parts.append(part.replace("*", "(.*)"))  # unescaped there: "." matches any character
+            else:
+                parts.append(re.escape(part))
+        return "^/" + "/".join(parts) + "/?$"
+
+    return _merged(v for source, v in _header_rules() if re.match(regex(source), path, re.IGNORECASE))
+
+
+def production_header_rules(path: str) -> tuple[tuple[str, str], ...]:
+    """Header rules by path segments of the decoded request path, as Netlify documents them:
+    ":name" one segment, a final "*" the rest (or nothing), other "*" within one segment."""
+    segments = [unquote(s) for s in path.split("/") if s]
+
+    def matches(source: str) -> bool:
+        parts = [p for p in source.split("/") if p]
+        if parts and parts[-1] == "*":
+            return len(segments) >= len(parts) - 1 and all(map(same, parts[:-1], segments))
+        return len(segments) == len(parts) and all(map(same, parts, segments))
+
+    def same(part: str, segment: str) -> bool:
+        if part.startswith(":"):
+            return bool(segment)
+        pattern = ".*".join(re.escape(piece) for piece in part.split("*"))
+        return re.fullmatch(pattern, segment, re.IGNORECASE) is not None
+
+    return _merged(v for source, v in _header_rules() if matches(source))
+
+
+# The files the fixture's 200 and 404 rules serve: netlify dev matches header rules on these paths.
+REWRITTEN_TO = {
+    fields[-2] for line in REDIRECTS.splitlines() if (fields := line.split()) and fields[-1] in ("200", "404")
+}
+
+
+def _served_path(observation: Observation) -> str | None:
+    if observation.body.startswith("file:"):
+        return "/" + whatwg_path(observation.body.removeprefix("file:"))
+    return None
+
+
+def _header_rules_by_request_path(request: Request, netlify: Observation, edge: Observation) -> bool:
+    """netlify dev matches header rules with its over-matching regex against the path it finally
+    served (the rewritten file, the 404 page); the edge by segments against the requested path."""
+    requested = resolve_dots(request.path)
+    decoded = whatwg_path(unquote(requested, errors="surrogateescape"))
+    # The file netlify dev served (a HEAD or 405 answer names none): a pretty URL's, or a rule's.
+    pretty = {decoded + ".html", decoded.rstrip("/") + ".html", decoded.rstrip("/") + "/index.html"}
+    candidates = {requested, decoded, *pretty, *REWRITTEN_TO}
+    if served := _served_path(netlify):
+        candidates.add(served)
+    expected = tuple((k, v) for k, v in edge.rules)
+    return expected == production_header_rules(requested) and any(
+        netlify.rules == netlify_dev_header_rules(path) for path in candidates
+    )
+
+
+def _rewrite_keeps_rule_status(request: Request, netlify: Observation, edge: Observation) -> bool:
+    """A method other than GET/HEAD on a rewritten file: both say Method Not Allowed, but netlify
+    dev sends it with the rule's status (200 or 404) where the edge sends 405."""
+    return (
+        request.method not in ("GET", "HEAD")
+        and netlify.body == edge.body == "405"
+        and edge.status == 405
+        and netlify.status in (200, 404)
+    )
+
+
+def _raw_non_ascii_refused(request: Request, netlify: Observation, edge: Observation) -> bool:
+    """Raw non-ASCII bytes in the request line: both refuse them with 400, each with its own body."""
+    return not request.target.isascii() and netlify.status == edge.status == 400
+
+
+def _directory_index_or_html(request: Request, netlify: Observation, edge: Observation) -> bool:
+    """x.html and x/index.html both exist: the edge serves x.html for /x and x/index.html for /x/;
+    netlify dev picks by which of its servers answers (its static server serves the directory's
+    index for /x, its fallback list tries x.html first for /x/ after a dot segment)."""
+    theirs, ours = netlify.body.removeprefix("file:"), edge.body.removeprefix("file:")
+    stem = (ours if ours.endswith("/index.html") else theirs).removesuffix("/index.html")
+    if {theirs, ours} != {stem + ".html", stem + "/index.html"}:
+        return False
+    slash = resolve_dots(request.path).endswith("/")
+    return ours == (stem + "/index.html" if slash else stem + ".html")
+
+
+def _empty_segments_collapsed(request: Request, netlify: Observation, edge: Observation) -> bool:
+    """netlify dev's proxy (http-proxy's urlJoin) collapses "//" in the path it sends; the edge
+    forwards the path as the client wrote it."""
+    both = _proxied(request, netlify, edge)
+    if both is None or "//" not in both[1].path:
+        return False
+    return both[0].path == re.sub("/+", "/", netlify_dev_url(both[1].path, request.query)[0])
+
+
+def _encoded_slash_is_data(request: Request, netlify: Observation, edge: Observation) -> bool:
+    """netlify dev decodes %2F into a path separator before it matches rules and files; production
+    keeps an encoded slash inside its segment, so it never starts a new one."""
+    return "%2f" in resolve_dots(request.path).lower()
+
+
+def _double_slash_at_the_end(request: Request, netlify: Observation, edge: Observation) -> bool:
+    """/about// : netlify dev 404s a path ending in "//" though it serves "//" elsewhere in a path."""
+    return resolve_dots(request.path).endswith("//") and netlify.status == 404 and edge.status == 200
+
+
+def _trailing_slash_after_a_file(request: Request, netlify: Observation, edge: Observation) -> bool:
+    """/x.html/ or /x.css/ (sent so, or once dot segments resolve): netlify dev serves the file when a rule
+    matched the path (path.resolve drops the slash) and 404s it when none did; the edge treats it
+    as a directory path everywhere (x.html/index.html, else what the rules say, else 404)."""
+    resolved = unquote(resolve_dots(request.path))
+    name = re.sub("/+", "/", resolved.strip("/"))
+    if not resolved.endswith("/") or name not in FILES:
+        return False
+    if request.method == "HEAD":  # no body names the file: the statuses tell
+        return netlify.status == 200 and edge.status == 404
+    served = (200, "file:" + name)
+    return (netlify.status, netlify.body) == served != (edge.status, edge.body)
+
+
+def _query_ending_in_one_ampersand(request: Request, netlify: Observation, edge: Observation) -> bool:
+    """/search?q=x& : Netlify's matcher (libredirect) meets no query condition when the query ends
+    in a single "&" (yet does with "&&"); the edge reads the empty pair as nothing."""
+    query = request.query or ""
+    return (
+        query.endswith("&")
+        and not query.endswith("&&")
+        and netlify.status == 404
+        and edge.status in (301, 302, 303, 307, 308, 405)
+    )
+
+
+def _dots_after_empty_segments(request: Request, netlify: Observation, edge: Observation) -> bool:
+    """/docs//.. : RFC 3986 pops the empty segment (/docs/); netlify dev's static server lets the
+    file system resolve the unresolved path, where "//" is one slash and ".." leaves docs (/)."""
+    return "//" in request.path and resolve_dots(re.sub("/+", "/", request.path)) != resolve_dots(request.path)
+
+
+def climbs_above_the_root(raw_path: str) -> bool:
+    """Whether a ".." (or "%2e%2e") would climb above "/" while the path resolves."""
+    depth = 0
+    for segment in raw_path.split("/")[1:]:
+        dots = re.sub("%2[eE]", ".", segment)
+        if dots == "..":
+            if depth == 0:
+                return True
+            depth -= 1
+        elif dots != ".":
+            depth += 1
+    return False
+
+
+def _dots_above_the_root(request: Request, netlify: Observation, edge: Observation) -> bool:
+    """A ".." above "/" (/../x, /a/../../x): netlify dev's static server refuses the unresolved
+    path (403, or 404 once escapes are in it); the edge resolves it and serves /x or its 404."""
+    return (
+        climbs_above_the_root(request.path)
+        and netlify.status in (403, 404)
+        and edge.status in (200, 404)
+        and (netlify.status, netlify.body) != (edge.status, edge.body)
+    )
+
+
+def _location_dots_from_the_query(request: Request, netlify: Observation, edge: Observation) -> bool:
+    """A query value such as ".." put into a Location: the edge sends the target as the rule builds
+    it (the browser resolves it); netlify dev resolves it first with new URL()."""
+    if netlify.location is None or edge.location is None:
+        return False
+    path, query = _split_location(edge.location)
+    if resolve_dots(path) == path or not _client_query_passed_on(request, query):
+        return False
+    return netlify.location == _render(*netlify_dev_url(path, request.query))
+
+
+def _reserved_escapes_in_file_names(request: Request, netlify: Observation, edge: Observation) -> bool:
+    """/a%2Bb for a+b.html: netlify dev's static server keeps escapes of reserved characters when it
+    looks a file up and 404s; the edge decodes each segment, as it does for every other escape."""
+    resolved = resolve_dots(request.path)
+    name = unquote(resolved).strip("/")
+    served = edge.body in (f"file:{name}", f"file:{name}.html", f"file:{name}/index.html")
+    return (
+        re.search("%(2[4BbCc]|3[AaBbDd]|40|26)", resolved) is not None
+        and netlify.status == 404
+        and edge.status == 200
+        and (served or request.method == "HEAD")
+    )
+
+
 DELIBERATE: list[Divergence] = [
     Divergence(
         "proxy-path-decoded",
@@ -922,6 +1150,7 @@ DELIBERATE: list[Divergence] = [
         "rules on decodeURIComponent(pathname) and builds the target URL from the decoded splat (rules-proxy.js).",
         frozenset({"backend.path"}),
         _proxy_path_decoded,
+        "GET /api/a%20b/c%3Fd",
     ),
     Divergence(
         "proxy-query-reencoded",
@@ -929,6 +1158,7 @@ DELIBERATE: list[Divergence] = [
         "URLSearchParams (proxy.js: %20 becomes +, a bare key gets '=', empty pairs and an empty '?' vanish).",
         frozenset({"backend.query"}),
         _proxy_query_reencoded,
+        "GET /api/items?x=a%20b&y",
     ),
     Divergence(
         "redirect-values-decoded",
@@ -936,6 +1166,7 @@ DELIBERATE: list[Divergence] = [
         "them; netlify dev decodes them first (decodeURIComponent in rules-proxy.js) and new URL() re-encodes.",
         frozenset({"location"}),
         _redirect_values_decoded,
+        "GET /old/a%20b%3Fc",
     ),
     Divergence(
         "redirect-query-reencoded",
@@ -943,6 +1174,115 @@ DELIBERATE: list[Divergence] = [
         "it; netlify dev re-encodes it with URLSearchParams (proxy.js), as it does for a proxy target.",
         frozenset({"location"}),
         _redirect_query_reencoded,
+        "GET /old/x?k%20y=a%20b",
+    ),
+    Divergence(
+        "header-rules-by-request-path",
+        "Netlify documents header rules by the path the visitor requests, matched by segment; netlify dev matches "
+        "them against the file it served after a rewrite or 404, with a regex that makes the slash before a lone * "
+        "optional (so /a/* also covers /about) and against the still-encoded path.",
+        frozenset({"rules"}),
+        _header_rules_by_request_path,
+        "GET /about.html",
+    ),
+    Divergence(
+        "rewrite-keeps-rule-status",
+        "Both refuse methods other than GET and HEAD on static content; netlify dev sends its 405 body with the "
+        "rewrite rule's status (200 or 404), the edge with 405, as a static file gets.",
+        frozenset({"status"}),
+        _rewrite_keeps_rule_status,
+        "DELETE /app/dashboard",
+    ),
+    Divergence(
+        "raw-non-ascii-refused",
+        "A request line with raw non-ASCII bytes is not valid HTTP; both answer 400 (browsers always "
+        "percent-encode), and only the error bodies differ.",
+        frozenset({"body"}),
+        _raw_non_ascii_refused,
+        "GET /café.html",
+    ),
+    Divergence(
+        "directory-index-or-html",
+        "With both x.html and x/index.html, /x is x.html on Netlify's CDN (the file's pretty URL) and /x/ is "
+        "x/index.html; netlify dev's static server (fastify-static) serves the directory's index for /x, and its "
+        "fallback list tries x.html first for /x/.",
+        frozenset({"body"}),
+        _directory_index_or_html,
+        "GET /docs/guide",
+    ),
+    Divergence(
+        "proxy-empty-segments-kept",
+        "Production Netlify forwards the path as the client sent it, '//' included; netlify dev's proxy library "
+        "(http-proxy's urlJoin) collapses repeated slashes.",
+        frozenset({"backend.path"}),
+        _empty_segments_collapsed,
+        "GET /api//items/42",
+    ),
+    Divergence(
+        "encoded-slash-is-data",
+        "An encoded slash (%2F) stays inside its segment on Netlify, so /api%2F.. or /app%2F never become other "
+        "paths; netlify dev decodes the whole path before it matches rules and files.",
+        frozenset({"status", "location", "body", "rules", "backend", "backend.path", "backend.query"}),
+        _encoded_slash_is_data,
+        "GET /app%2F",
+    ),
+    Divergence(
+        "slash-after-a-file",
+        "The edge answers /a.html/ as a directory path wherever it comes from (404 unless a rule applies, as "
+        "netlify dev itself answers it when no rule matches); netlify dev serves a.html when a rule matched the "
+        "path, because path.resolve drops the slash.",
+        frozenset({"status", "body", "rules"}),
+        _trailing_slash_after_a_file,
+        "GET /app/real.html/%2E",
+    ),
+    Divergence(
+        "query-ending-in-one-ampersand",
+        "Netlify's matcher (libredirect, which netlify dev runs) meets no query condition when the query string "
+        "ends in a single '&' but does with '&&'; the edge reads an empty pair as nothing, so /search?q=x& "
+        "matches like /search?q=x.",
+        frozenset({"status", "location", "body", "rules"}),
+        _query_ending_in_one_ampersand,
+        "GET /search?q=x&",
+    ),
+    Divergence(
+        "dots-after-empty-segments",
+        "Dot segments resolve as RFC 3986 says, so /docs//.. is /docs/ (the '..' removes the empty segment); "
+        "netlify dev's static server hands the unresolved path to the file system, which reads it as /.",
+        frozenset({"status", "location", "body", "rules", "backend", "backend.path"}),
+        _dots_after_empty_segments,
+        "GET /docs//..",
+    ),
+    Divergence(
+        "location-dots-from-the-query",
+        "A query value put into a redirect target is sent as the rule builds it (/find/.. for q=..), and the "
+        "browser resolves it; netlify dev resolves the dot segments itself when it builds the URL.",
+        frozenset({"location"}),
+        _location_dots_from_the_query,
+        "GET /search?q=%2e%2e",
+    ),
+    Divergence(
+        "dots-above-the-root",
+        "Netlify resolves dot segments before anything else and nothing climbs above '/', so /../x is /x; "
+        "netlify dev's static server refuses the unresolved path (403, or 404 when it holds escapes).",
+        frozenset({"status", "body"}),
+        _dots_above_the_root,
+        "GET /../target.html",
+    ),
+    Divergence(
+        "reserved-escapes-in-file-names",
+        "The edge decodes every escape in a segment before it looks a file up (/a%2Bb is a+b.html); netlify dev's "
+        "static server leaves escapes of reserved characters such as %2B encoded and 404s.",
+        frozenset({"status", "body"}),
+        _reserved_escapes_in_file_names,
+        "GET /a%2Bb",
+    ),
+    Divergence(
+        "double-slash-at-the-end",
+        "The edge ignores empty segments when it looks a file up, wherever they are; netlify dev does so in the "
+        "middle of a path (/docs//guide) but 404s one that ends in '//' (/about//).",
+        frozenset({"status", "body"}),
+        _double_slash_at_the_end,
+        "GET /about//",
     ),
 ]
 
@@ -973,6 +1313,8 @@ class Comparison:
     divergences: list[Divergence]
     seconds: float = 0.0
     edge_errors: list[str] = field(default_factory=list)
+    # Requests netlify dev cannot survive, sent to the edge alone: (request, observation, what is wrong).
+    edge_only: list[tuple[Request, Observation, str]] = field(default_factory=list)
 
     @property
     def unexplained(self) -> list[Difference]:
@@ -1071,11 +1413,7 @@ def generated_ops(project: Path) -> Iterator[None]:
 @contextlib.contextmanager
 def start_edge(site: Path) -> Iterator[str]:
     """The edge under test serving ``site``; yields its URL. The one place that knows the edge's API."""
-    try:
-        from ops.edge.rules import load_site  # type: ignore[import-not-found]
-    except ImportError:  # the edge being rewritten: rules parsed by ops.netlify.config
-        from ops.netlify.config import load as load_site  # type: ignore[import-not-found,no-redef]
-    from ops.edge.server import serve_in_thread  # type: ignore[import-not-found]
+    from ops.edge.server import load_site, serve_in_thread  # type: ignore[import-not-found]
 
     with serve_in_thread(load_site(site)) as running:
         yield running.url
@@ -1208,14 +1546,52 @@ def servers(workdir: Path, cli: str) -> Iterator[Servers]:
             yield Servers(netlify, edge_url, backend, site, errors)
 
 
+def witnesses(start: int) -> list[Request]:
+    """One request per DELIBERATE entry that shows it, numbered from ``start``."""
+    found = []
+    for index, divergence in enumerate(DELIBERATE, start=start):
+        method, _, target = divergence.witness.partition(" ")
+        found.append(Request(index, method, target, b"witness" if method in METHODS_WITH_BODY else b""))
+    return found
+
+
+def crashes_netlify_dev(request: Request) -> bool:
+    """netlify dev exits on a path decodeURIComponent cannot decode (a lone "%", "%E9" alone),
+    and on a path that starts with "//" once dot segments resolve (//x, /..//x), which it parses as
+    a host name."""
+    if resolve_dots(request.path).startswith("//"):
+        return True
+    try:
+        unquote_to_bytes(request.path).decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return re.search(r"%(?![0-9A-Fa-f]{2})", request.path) is not None
+
+
+SANE_STATUSES = {200, 301, 302, 303, 307, 308, 400, 404, 405}
+
+
+def insane(request: Request, observation: Observation) -> str:
+    """What is wrong with an answer on its own (for requests no oracle can judge), or ""."""
+    if observation.status not in SANE_STATUSES:
+        return f"status {observation.status}"
+    if observation.backend is not None and not observation.backend.path.startswith("/api/"):
+        return f"reached the backend outside /api/: {observation.backend.path}"
+    return ""
+
+
 def run(servers: Servers, requests: Sequence[Request]) -> Comparison:
     started = time.perf_counter()
-    theirs = observe_all(servers.netlify.url, requests, servers.backend, "netlify")
+    edge_only = [r for r in requests if crashes_netlify_dev(r)]
+    requests = [r for r in requests if not crashes_netlify_dev(r)]
+    theirs = observe_all(servers.netlify.url, requests, servers.backend, "netlify", NETLIFY_DEV_CONCURRENCY)
     if any(o.status == 0 for o in theirs):
         time.sleep(2)  # a crashing netlify-cli prints its report before it exits
     servers.netlify.check_alive()
     ours = observe_all(servers.edge_url, requests, servers.backend, "edge")
     comparison = compare(requests, theirs, ours)
+    alone = observe_all(servers.edge_url, edge_only, servers.backend, "edge")
+    comparison.edge_only = [(r, o, insane(r, o)) for r, o in zip(edge_only, alone, strict=True)]
     comparison.seconds = time.perf_counter() - started
     comparison.edge_errors = list(servers.edge_errors)
     return comparison
@@ -1249,6 +1625,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("netlify-cli is not installed (npm install --prefix .cache/netlify-tools netlify-cli)", file=sys.stderr)
         return 2
     requests = generate(args.seed, args.count)
+    requests += witnesses(len(requests))
     started = time.perf_counter()
     with contextlib.ExitStack() as stack:
         workdir = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edge-diff-")))

@@ -28,7 +28,8 @@ def servers(tmp_path_factory: pytest.TempPathFactory, netlify_cli: str) -> Itera
 
 @pytest.fixture(scope="module")
 def comparison(servers: diff.Servers) -> diff.Comparison:
-    return diff.run(servers, diff.generate(diff.seed_from_env(), diff.count_from_env()))
+    requests = diff.generate(diff.seed_from_env(), diff.count_from_env())
+    return diff.run(servers, requests + diff.witnesses(len(requests)))
 
 
 def test_every_difference_is_deliberate(comparison: diff.Comparison) -> None:
@@ -45,6 +46,19 @@ def test_every_divergence_still_explains_a_difference(comparison: diff.Compariso
     """A DELIBERATE entry that explains nothing is stale: netlify dev or the edge changed."""
     stale = [d.name for d in comparison.stale]
     assert not stale, f"DELIBERATE entries that explain no difference with seed {diff.seed_from_env()}: {stale}"
+    # Each entry's witness request differs, and for that entry's reason.
+    witnessed = {d.request.target: d for d in comparison.differences}
+    for divergence in diff.DELIBERATE:
+        target = divergence.witness.partition(" ")[2]
+        assert target in witnessed, f"{divergence.name}: its witness {divergence.witness} no longer differs"
+        explained = witnessed[target].explained.values()
+        assert any(divergence.name in names for names in explained), f"{divergence.name}: witness explained otherwise"
+
+
+def test_requests_netlify_dev_cannot_survive_get_a_sane_answer(comparison: diff.Comparison) -> None:
+    """Paths decodeURIComponent rejects crash netlify dev; the edge must still answer them sanely."""
+    wrong = [f"{r.method} {r.target}: {problem}" for r, _, problem in comparison.edge_only if problem]
+    assert not wrong, "\n".join(wrong)
 
 
 GENERATE = (

@@ -132,6 +132,8 @@ def test_netlify_toml_is_valid_for_netlifys_own_parser(project: Path) -> None:
     config = json.loads(result.stdout)["config"]
     assert config["build"]["publish"] == str(project / "public")
     assert config["build"]["environment"]["BACKEND_URL"] == "https://api.example.com"
+    # One /api/* rule, from public/_redirects: a second, identical copy in netlify.toml would be the
+    # one Netlify keeps (the last), behind every rule a user adds to _redirects.
     [proxy] = [r for r in config["redirects"] if r["from"] == "/api/*"]
     assert proxy == {
         "from": "/api/*",
@@ -142,6 +144,7 @@ def test_netlify_toml_is_valid_for_netlifys_own_parser(project: Path) -> None:
         "headers": {},
         "query": {},
     }
+    assert "[[redirects]]" not in (project / "netlify.toml").read_text()
     static_headers = next(h for h in config["headers"] if h["for"] == "/*")["values"]
     assert static_headers["X-Content-Type-Options"] == "nosniff"
     assert "Content-Security-Policy" in static_headers
@@ -152,7 +155,9 @@ def test_netlify_toml_follows_the_backend_answer(tmp_path: Path) -> None:
 
     project = render(tmp_path / "p", {"backend_url": "https://orders.example.org"}, git=False)
     config = tomllib.loads((project / "netlify.toml").read_text())
-    assert config["redirects"][0]["to"] == "https://orders.example.org/api/:splat"
+    assert config["build"]["environment"]["BACKEND_URL"] == "https://orders.example.org"
+    rules = (project / "public" / "_redirects").read_text()
+    assert "\n/api/*  https://orders.example.org/api/:splat  200!\n" in rules
 
 
 def test_static_page_calls_the_api(project: Path) -> None:

@@ -144,9 +144,10 @@ def test_build_step_rejects_bad_backend_urls(tmp_path: Path, bad: str) -> None:
 
 
 def test_build_step_as_netlify_runs_it(tmp_path: Path) -> None:
+    """Standard library only (-S: no site-packages), as in Netlify's build image."""
     (tmp_path / "public").mkdir()
     result = subprocess.run(
-        [sys.executable, "-m", "ops.netlify.redirects", str(tmp_path / "public")],
+        [sys.executable, "-S", "-m", "ops.netlify.redirects", str(tmp_path / "public")],
         cwd=ROOT,
         env={"BACKEND_URL": "https://preview-api.example.com", "CONTEXT": "deploy-preview", "PATH": "/usr/bin:/bin"},
         capture_output=True,

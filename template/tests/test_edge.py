@@ -311,6 +311,12 @@ def test_dev_site_points_the_api_rule_at_the_local_backend(site_root: Path) -> N
         ("/", "/", True),
         ("/", "/x", False),
         ("/*", "/anything/at/all", True),
+        # As Netlify's matcher: a placeholder may follow "//", a literal may not; one trailing slash.
+        ("/news/:y/:s", "/news//2024//x", True),
+        ("/news/:y/:s", "/news/2024/x/", True),
+        ("/news/:y/:s", "/news/2024/x//", False),
+        ("/lit/a", "/lit//a", False),
+        ("/a/*", "//a/x", False),
     ],
 )
 def test_path_patterns(pattern: str, path: str, matches: bool) -> None:
@@ -386,6 +392,9 @@ def router(site_root: Path) -> Router:
         ("/query?q=cats%20dogs", "redirect", "/to/cats+dogs?q=cats%20dogs"),
         ("/query?q=a/b&q=c/d", "redirect", "/to/c%2Fd?q=a/b&q=c/d"),
         ("/query?q=caf%C3%A9", "redirect", "/to/caf%C3%A9?q=caf%C3%A9"),
+        ("/query?%71=x", "not-found", "404.html"),  # keys match as sent, as in Netlify's matcher
+        ("/query?q=x&q", "redirect", "/to/x?q=x&q"),  # a bare key sets nothing
+        ("/docs//a%20b", "redirect", "/manual//a%20b"),  # a splat keeps what was sent
         ("/about/", "static", "about.html"),
         ("/docs/guide/", "static", "guide.html"),
         ("/page/", "static", "page.html"),
@@ -432,3 +441,28 @@ def test_locations_are_always_url_safe(router: Router) -> None:
             assert decision.location.startswith("http://127.0.0.1:9/api/"), target
             proxied_path = decision.location.partition("?")[0]
             assert "/../" not in proxied_path and "/./" not in proxied_path, target
+
+
+def test_wildcards_match_in_linear_time(tmp_path: Path) -> None:
+    """A rule like /*a*a*a*...ab once took exponential time per request, stalling the whole edge."""
+    (tmp_path / "public").mkdir()
+    (tmp_path / "public" / "_headers").write_text("/*a*a*a*a*a*a*a*a*a*a*a*ab\n  X-Slow: no\n")
+    router = Router(load_site(tmp_path))
+    started = time.perf_counter()
+    assert router.route("GET", "/" + "a" * 5000).headers == []
+    assert router.route("GET", "/" + "a" * 50 + "b").headers == [("X-Slow", "no")]
+    assert time.perf_counter() - started < 1
+
+
+def test_wildcards_agree_with_a_regex() -> None:
+    import re
+
+    from ops.netlify.config import _glob
+
+    rng = random.Random(7)
+    for _ in range(5000):
+        part = "".join(rng.choices("ab*", k=rng.randint(0, 7)))
+        text = "".join(rng.choices("abAB", k=rng.randint(0, 8)))
+        regex = ".*".join(re.escape(piece) for piece in part.split("*"))
+        assert _glob(part, text, True) == (re.fullmatch(regex, text) is not None), (part, text)
+        assert _glob(part, text, False) == (re.fullmatch(regex, text, re.IGNORECASE) is not None), (part, text)

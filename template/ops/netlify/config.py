@@ -112,12 +112,15 @@ def encode_url(value: str) -> str:
 
 
 def parse_query(raw_query: str) -> dict[str, str]:
-    """Form-decoded ``key=value`` pairs; a repeated key keeps its last value, a bare key none."""
+    """``key=value`` pairs as Netlify's matcher reads them: values form-decoded, keys as sent.
+
+    A repeated key keeps its last value; a key without ``=`` sets nothing.
+    """
     values: dict[str, str] = {}
     for part in raw_query.split("&"):
         key, sep, value = part.partition("=")
         if sep:
-            values[unquote_plus(key)] = unquote_plus(value)
+            values[key] = unquote_plus(value)
     return values
 
 
@@ -172,18 +175,28 @@ class PathPattern:
         return bool(self.parts) and self.parts[-1] == "*"
 
     def match(self, path: RequestPath) -> dict[str, str] | None:
-        """Placeholder values (raw, the client's encoding) if ``path`` matches, else None."""
-        raw, decoded = list(path.segments), list(path.decoded)
-        if raw == [""]:
-            raw, decoded = [], []
+        """Placeholder values (raw, the client's encoding) if ``path`` matches, else None.
+
+        As Netlify's matcher: literal segments follow each other with one slash, a placeholder
+        may follow several ("/news//2024/x" is /news/:year/:slug), one trailing slash is
+        optional, and a splat takes the rest as it was sent ("/old//x" gives splat "/x").
+        """
+        raw, decoded = path.segments, path.decoded
+        if raw == ("",):
+            raw, decoded = (), ()
         parts = self.parts[:-1] if self.splat else self.parts
-        if not self.splat and len(raw) == len(parts) + 1 and raw[-1] == "":
-            raw, decoded = raw[:-1], decoded[:-1]  # "/news/a/b/" matches "/news/:year/:slug"
-        if len(raw) < len(parts) or (not self.splat and len(raw) != len(parts)):
-            return None
         values: dict[str, str] = {}
-        for part, segment, text in zip(parts, raw, decoded, strict=False):
-            if len(part) > 1 and part.startswith(":"):
+        index = 0
+        for part in parts:
+            placeholder = len(part) > 1 and part.startswith(":")
+            if placeholder:
+                while index < len(raw) - 1 and raw[index] == "":
+                    index += 1
+            if index >= len(raw):
+                return None
+            segment, text = raw[index], decoded[index]
+            index += 1
+            if placeholder:
                 if not segment:
                     return None
                 values[part[1:]] = segment
@@ -192,14 +205,35 @@ class PathPattern:
                     return None
             elif part != text if self.case_sensitive else part.lower() != text.lower():
                 return None
+        rest = raw[index:]
         if self.splat:
-            values["splat"] = "/".join(raw[len(parts) :])
+            values["splat"] = "/".join(rest)
+        elif rest not in ((), ("",)):
+            return None
         return values
 
 
 def _glob(part: str, text: str, case_sensitive: bool) -> bool:
-    regex = ".*".join(re.escape(piece) for piece in part.split("*"))
-    return re.fullmatch(regex, text, 0 if case_sensitive else re.IGNORECASE) is not None
+    """Whether ``text`` matches ``part``, where each ``*`` stands for any characters.
+
+    Greedy with one backtrack point, so linear in practice: a regex of ".*" pieces takes
+    exponential time on "/*a*a*a*a*a*a*ab"-like rules, and one request would stall the edge.
+    """
+    if not case_sensitive:
+        part, text = part.lower(), text.lower()
+    pieces = part.split("*")
+    if len(pieces) == 1:
+        return part == text
+    first, *middle, last = pieces
+    if len(text) < len(first) + len(last) or not text.startswith(first) or not text.endswith(last):
+        return False
+    at, end = len(first), len(text) - len(last)
+    for piece in middle:
+        found = text.find(piece, at, end)
+        if found < 0:
+            return False
+        at = found + len(piece)
+    return True
 
 
 # ---------------------------------------------------------------------------------------------

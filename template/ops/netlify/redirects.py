@@ -3,7 +3,7 @@
 Netlify cannot put environment variables into netlify.toml redirects, so its build command runs
 this step (``python3 -m ops.netlify.redirects``): production, deploy previews and branch deploys each
 get the ``BACKEND_URL`` of their context (``[context.*.environment]`` or the Netlify UI). Rules in
-``_redirects`` apply before netlify.toml's, so this rule wins over the fallback there. Your own
+``_redirects`` apply before netlify.toml's, and this block comes first in the file. Your own
 rules in ``_redirects`` outside the generated block are kept. The local edge (``inv dev``) uses
 the same function with the local backend, without writing the file.
 
