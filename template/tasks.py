@@ -144,7 +144,9 @@ def lock(c: Context) -> None:
 
 
 def _wait_for_ctrl_c() -> None:
+    # SIGTERM (a process manager) and SIGHUP (the terminal closed) clean up as Ctrl-C does.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
     try:
         threading.Event().wait()
     except KeyboardInterrupt:

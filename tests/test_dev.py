@@ -4,6 +4,7 @@ reload, the no-Docker fallback, and `inv edge` / `inv dev --netlify`."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -58,9 +59,9 @@ class Dev:
             time.sleep(0.1)
         raise AssertionError(f"not serving after {timeout}s:\n{self.stop()}")
 
-    def stop(self) -> str:
+    def stop(self, signum: int = signal.SIGINT) -> str:
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
+            self.proc.send_signal(signum)
         try:
             output, _ = self.proc.communicate(timeout=60)
         except subprocess.TimeoutExpired:
@@ -165,15 +166,21 @@ def test_ctrl_c_stops_and_removes_everything(dev_project: Path, engine: Any) -> 
         httpx.get(running.url + "/", timeout=2)
 
 
-def test_without_docker_falls_back_to_a_local_gunicorn(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGHUP])
+def test_without_docker_falls_back_to_a_local_gunicorn(tmp_path: Path, signum: int) -> None:
+    """On loopback only, and gone after Ctrl-C or a closed terminal (SIGHUP)."""
     project = render(tmp_path / "nodocker")
     running = Dev(project, "dev", env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
     running.wait_serving()
     assert httpx.get(running.url + "/api/greeting").json()["message"] == "Hello, world!"
     assert httpx.get(running.url + "/").headers["X-Frame-Options"] == "DENY"
-    output = running.stop()
+    output = running.stop(signum)
     assert output.count("Running the app as a local gunicorn process instead.") == 1
     assert "Stopped." in output
+    [listening] = re.findall(r"Listening at: (http://\S+)", output)
+    assert listening.startswith("http://127.0.0.1:")
+    with pytest.raises(httpx.TransportError):
+        httpx.get(listening + "/healthz", timeout=2)  # gunicorn stopped with it
 
 
 def test_edge_alone_in_front_of_any_backend(tmp_path: Path) -> None:

@@ -39,8 +39,8 @@ def site_for(project_root: Path, backend_url: str) -> NetlifyConfig:
 
     Raises ConfigError when the configuration has an error (see ``load_site``).
     """
-    backend = redirects.check_backend_url(backend_url, allow_local=True)
-    return load_site(project_root, redirects.api_rule(backend))
+    backend = redirects.check_backend_url(backend_url, allow_local=True, name="--backend")
+    return load_site(project_root, redirects.api_rule(backend))  # in the generated block's place
 
 
 def _follow_output(proc: subprocess.Popen[str], on_line: LineSink, name: str) -> None:
@@ -92,7 +92,8 @@ def process_backend(project: Project, port: int, on_line: LineSink) -> Iterator[
 
     env = {**os.environ, **DEV_ENV, "PORT": str(port)}
     proc = subprocess.Popen(
-        [sys.executable, "serve.py"],
+        # On loopback only: gunicorn.conf.py binds every interface, for the container.
+        [sys.executable, "serve.py", "--bind", f"127.0.0.1:{port}"],
         cwd=project.root,
         env=env,
         stdout=subprocess.PIPE,

@@ -127,7 +127,22 @@ def test_build_step_rewrites_only_its_block(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", ["http://api.example.com", "https://api.example.com/", "https://api.example.com/api", "api.example.com"]
+    "bad",
+    [
+        "http://api.example.com",
+        "https://api.example.com/api",
+        "api.example.com",
+        "https://api.example.com:99999",
+        "https://api.example.com:0",
+        "https://",
+        "https://-bad-.example",
+        "https://a..example",
+        "https://user@api.example.com",
+        "https://api.example.com?x=1",
+        "https://api.example.com#x",
+        "https://api.example.com:",
+        "https://api.example.com//",
+    ],
 )
 def test_build_step_rejects_bad_backend_urls(tmp_path: Path, bad: str) -> None:
     (tmp_path / "public").mkdir()
@@ -398,3 +413,64 @@ def test_identical_rules_keep_netlifys_last_copy(tmp_path: Path) -> None:
     # the generated project's own pair (block and fallback together) is one rule and no warning
     (root / "public" / "_redirects").write_text(block)
     assert messages(root) == [] and [str(r.origin) for r in load(root).redirects] == ["netlify.toml:3"]
+
+
+def test_a_trailing_slash_on_the_backend_url_is_dropped() -> None:
+    assert redirects.check_backend_url("https://api.example.com/") == "https://api.example.com"
+    assert redirects.check_backend_url("http://127.0.0.1:5000/", allow_local=True) == "http://127.0.0.1:5000"
+    with pytest.raises(redirects.BackendUrlError, match="--backend='http://localhost:99999'"):
+        redirects.check_backend_url("http://localhost:99999", allow_local=True, name="--backend")
+
+
+@pytest.mark.parametrize(
+    ("table", "value"),
+    [
+        ("[build.environment]", "https://api.example.com/api"),
+        ("[context.deploy-preview.environment]", "http://staging.example.com"),
+        ("[context.production.environment]", "https://api.example.com:99999"),
+    ],
+)
+def test_check_validates_every_backend_url_as_the_build_does(tmp_path: Path, table: str, value: str) -> None:
+    root = make_site(tmp_path, f'[build]\n  publish = "public"\n\n{table}\n  BACKEND_URL = "{value}"\n')
+    assert [m.split(" is not")[0] for m in messages(root)] == [f"netlify.toml:5: BACKEND_URL={value!r}"]
+
+
+def test_typos_in_a_context_are_named(tmp_path: Path) -> None:
+    root = make_site(tmp_path, '[build]\n  publish = "public"\n\n[context.production]\n  publsh = "dist"\n')
+    assert messages(root) == ["netlify.toml:5: unknown key 'publsh' in [context.production]; did you mean 'publish'?"]
+
+
+@pytest.mark.parametrize("name", ["Content-Length", "transfer-encoding", "Connection", "Keep-Alive", "Upgrade", "TE"])
+def test_headers_that_frame_the_message_are_refused(tmp_path: Path, name: str) -> None:
+    root = make_site(tmp_path, '[build]\n  publish = "public"\n', headers_text=f"/*\n  {name}: 5\n")
+    assert messages(root) == [
+        f"public/_headers:2: {name} describes the connection, not the file; the server sets it: remove it"
+    ]
+
+
+def test_a_publish_symlink_out_of_the_project_is_an_error(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "netlify.toml").write_text('[build]\n  publish = "public"\n')
+    (project / "public").symlink_to(outside)
+    found = messages(project)
+    assert found == [
+        f"netlify.toml:2: publish directory 'public' resolves to {outside}, outside the project; point it inside"
+    ]
+
+
+def test_open_redirects_are_a_warning(tmp_path: Path) -> None:
+    root = make_site(tmp_path, '[build]\n  publish = "public"\n', "/go/*  /:splat  302\n/ok/*  /x/:splat  302\n")
+    assert [m.split(" starts with")[0] for m in messages(root)] == ["public/_redirects:1: warning: `to` '/:splat'"]
+
+
+def test_build_step_replaces_every_block_and_refuses_a_broken_one() -> None:
+    two = f"{redirects.BEGIN}\n/api/* https://a.example/api/:splat 200!\n{redirects.END}\n/x /y 301\n"
+    two += "# BEGIN ops/redirects.py\n/api/* https://b.example/api/:splat 200!\n# END ops/redirects.py\n"
+    text = redirects.render(two, "https://new.example")
+    assert text.count("/api/*") == 1 and "a.example" not in text and "b.example" not in text
+    assert text.index("new.example") < text.index("/x /y 301")
+    with pytest.raises(redirects.BackendUrlError, match=r"has no '# END ops\.netlify\.redirects' line"):
+        redirects.render(f"/x /y 301\n{redirects.BEGIN}\n/api/* https://a.example/api/:splat 200!\n", "https://n.ex")

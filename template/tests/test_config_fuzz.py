@@ -49,7 +49,7 @@ SEED = int(os.environ.get("CONFIG_FUZZ_SEED", "20250611"))
 COUNT = int(os.environ.get("CONFIG_FUZZ_COUNT", "600"))
 FILES = ("netlify.toml", "public/_redirects", "public/_headers")
 ERROR = re.compile(r"(netlify\.toml|public/_redirects|public/_headers):(\d+): \S")
-SANE_STATUSES = VALID_STATUSES | {405}
+SANE_STATUSES = VALID_STATUSES | {400, 405}  # 400: a raw backslash in a probe path
 
 RICH_TOML = """\
 [build]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import socket
 import subprocess
 import sys
@@ -165,7 +166,8 @@ TABLE = [
     # not found: the custom 404 page, with the static headers
     ("/missing", 404, "custom not found", {"X-Frame-Options": "DENY"}),
     ("/.secret", 404, "custom not found", {}),
-    ("/_redirects", 200, "comments and blank lines", {}),  # published, as netlify dev does
+    ("/_redirects", 404, "custom not found", {}),  # rules, not a file: a deploy never uploads it
+    ("/_headers", 404, "custom not found", {}),
     # redirects with each status, and Location
     ("/old", 301, "/new", {}),
     ("/temp", 302, "/elsewhere", {}),
@@ -363,14 +365,18 @@ def test_redirects_file_comments_and_forward_rules() -> None:
 
 
 @pytest.fixture(scope="module")
-def router(site_root: Path) -> Router:
-    (site_root / "public" / "page.html").write_text("page file")
-    (site_root / "public" / "docs").mkdir(exist_ok=True)
-    (site_root / "public" / "docs" / "guide.html").write_text("guide file")
-    extra = "/page/ /not-used 301\n/query q=:v /to/:v 302\n"
-    rules = load_site(site_root, extra + redirects.api_rule("http://127.0.0.1:9"))
-    assert [r.source for r in rules.redirects][:2] == ["/page/", "/query"]
-    return Router(rules)
+def router(site_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Router:
+    root = tmp_path_factory.mktemp("router")
+    shutil.copytree(site_root, root, dirs_exist_ok=True)
+    public = root / "public"
+    (public / "page.html").write_text("page file")
+    (public / "docs").mkdir(exist_ok=True)
+    (public / "docs" / "guide.html").write_text("guide file")
+    rules = (public / "_redirects").read_text()
+    (public / "_redirects").write_text("/page/ /not-used 301\n/query q=:v /to/:v 302\n" + rules)
+    config = dev_ops.site_for(root, "http://127.0.0.1:9")
+    assert [r.source for r in config.redirects][:3] == ["/api/*", "/page/", "/query"]
+    return Router(config)
 
 
 @pytest.mark.parametrize(
@@ -466,3 +472,81 @@ def test_wildcards_agree_with_a_regex() -> None:
         regex = ".*".join(re.escape(piece) for piece in part.split("*"))
         assert _glob(part, text, True) == (re.fullmatch(regex, text) is not None), (part, text)
         assert _glob(part, text, False) == (re.fullmatch(regex, text, re.IGNORECASE) is not None), (part, text)
+
+
+def raw_exchange(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+@pytest.mark.parametrize(
+    ("request_line", "status", "body"),
+    [
+        ("GET /missing%0Aline", "404", b"custom not found"),  # "." in a route stops at a newline
+        ("GET /old%0A", "404", b"custom not found"),
+        ("GET /docs/a%0Ab", "301", b"Redirecting to /manual/a%0Ab"),
+        ("OPTIONS *", "400", b"Bad Request"),
+        ("CONNECT example.com:443", "400", b"Bad Request"),
+        ("GET http://edge.test?x=1", "200", b"<h1>home</h1>"),  # the absolute form, no path
+        ("GET http://edge.test/about", "200", b"about page"),
+        ("GET /api/..\\..\\healthz", "400", b"Bad Request"),  # browsers make \\ a /; servers do not
+        ("GET /assets\\..\\about", "400", b"Bad Request"),
+    ],
+)
+def test_every_request_line_is_answered_by_the_edge(
+    edge: RunningEdge, request_line: str, status: str, body: bytes
+) -> None:
+    answer = raw_exchange(
+        edge.port, f"{request_line} HTTP/1.1\r\nHost: edge.test\r\nConnection: close\r\n\r\n".encode()
+    )
+    assert answer.split(b" ")[1] == status.encode(), answer[:200]
+    assert body in answer
+    if status == "404":
+        assert b"X-Frame-Options: DENY" in answer  # the site's rules, not a bare 404 from the framework
+
+
+def test_rules_above_the_generated_block_keep_their_place(tmp_path: Path) -> None:
+    (tmp_path / "public").mkdir()
+    (tmp_path / "public" / "index.html").write_text("home")
+    (tmp_path / "public" / "_redirects").write_text(
+        "/api/health  /index.html  200!\n"
+        f"{redirects.BEGIN}\n/api/*  https://api.example.com/api/:splat  200!\n{redirects.END}\n"
+        "/api/late  /index.html  200!\n"
+    )
+    router = Router(dev_ops.site_for(tmp_path, "http://127.0.0.1:9"))
+    assert router.route("GET", "/api/health").kind == "rewrite"  # as in production: first match
+    assert router.route("GET", "/api/x").location == "http://127.0.0.1:9/api/x"
+    assert router.route("GET", "/api/late").kind == "proxy"
+    origins = [str(rule.origin) for rule in router.rules]
+    assert origins == ["public/_redirects:1", "public/_redirects:3", "public/_redirects:5"]
+
+
+def test_an_unreadable_file_is_a_404_and_a_log_line(site_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lines: list[str] = []
+    original = Path.read_bytes
+
+    def refuse(self: Path) -> bytes:
+        if self.name == "about.html":
+            raise PermissionError(13, "Permission denied")
+        return original(self)
+
+    monkeypatch.setattr(Path, "read_bytes", refuse)
+    with serve_in_thread(load_site(site_root), on_log=lines.append) as running:
+        response = httpx.get(running.url + "/about")
+    assert response.status_code == 404
+    assert any("cannot read" in line and "Permission denied" in line for line in lines)
+
+
+@pytest.mark.parametrize("port", [99999, -1])
+def test_a_port_out_of_range_is_a_clear_error(site_root: Path, port: int) -> None:
+    from ops.errors import OpsError
+
+    with (
+        pytest.raises(OpsError, match=f"--port {port} is not a port"),
+        serve_in_thread(load_site(site_root), port=port),
+    ):
+        pass

@@ -69,6 +69,9 @@ class Origin:
             "huge-head": self.huge_head,
             "gzip": self.gzip,
             "flood": self.flood,
+            "switch": self.switch,
+            "status-99": self.status_99,
+            "bad-escape": self.ok,
         }
 
     def __enter__(self) -> Origin:
@@ -143,6 +146,15 @@ class Origin:
         else:
             head, body = b"Vary: Accept-Encoding\r\n", PLAIN
         await self.send(writer, b"HTTP/1.1 200 OK\r\n%sContent-Length: %d\r\n\r\n%s" % (head, len(body), body))
+
+    async def switch(self, reader: asyncio.StreamReader, writer: Writer, headers: dict[str, str]) -> None:
+        await self.send(
+            writer, b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+        )
+        await reader.read()
+
+    async def status_99(self, reader: asyncio.StreamReader, writer: Writer, headers: dict[str, str]) -> None:
+        await self.send(writer, b"HTTP/1.1 099 Low\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
 
     async def flood(self, reader: asyncio.StreamReader, writer: Writer, headers: dict[str, str]) -> None:
         await self.send(writer, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
@@ -423,3 +435,18 @@ def test_connections_past_the_limit_get_a_503_and_a_freed_slot_serves_again(orig
         finally:
             for sock in held:
                 sock.close()
+
+
+@pytest.mark.parametrize(("behaviour", "status"), [("switch", 101), ("status-99", 99)])
+def test_an_answer_the_client_never_asked_for_is_a_502(
+    edge: RunningEdge, origin: Origin, behaviour: str, status: int
+) -> None:
+    response = httpx.get(f"{edge.url}/api/{behaviour}/x", timeout=WAIT)
+    assert response.status_code == 502
+    assert response.text == f"Bad Gateway: {origin.url} answered with status {status}\n"
+
+
+def test_an_invalid_escape_reaches_the_origin_as_the_client_sent_it(edge: RunningEdge, origin: Origin) -> None:
+    raw, _ = exchange(edge, get("/api/bad-escape/x?a=%zz&b=100%"))
+    assert parse(raw)[0] == 200
+    assert "GET /api/bad-escape/x?a=%zz&b=100% HTTP/1.1" in [seen.line for seen in origin.seen.values()]

@@ -80,6 +80,10 @@ async def forward(
             auto_decompress=False,
             timeout=limits.origin_client_timeout,
         ) as upstream:
+            if not 200 <= upstream.status < 600:
+                # A 1xx that aiohttp passes on (an unasked-for 101 Switching Protocols) or a status out
+                # of range: nothing a client that asked for none of it can use.
+                return _answer(502, f"Bad Gateway: {origin} answered with status {upstream.status}")
             response = await _relay(request, upstream, limits)
     except (aiohttp.ClientError, OSError, ValueError) as exc:
         if response is not None:

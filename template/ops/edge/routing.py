@@ -11,14 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ops.netlify.config import NetlifyConfig, Redirect, RequestPath, parse_query, split_target
+from ops.netlify.config import NetlifyConfig, Redirect, RequestPath, parse_query, published, split_target
 
 STATIC_METHODS = frozenset({"GET", "HEAD"})
 
 
 @dataclass(frozen=True)
 class Decision:
-    kind: str  # static | rewrite | redirect | proxy | not-found | method-not-allowed
+    kind: str  # static | rewrite | redirect | proxy | not-found | method-not-allowed | bad-request
     status: int
     path: RequestPath
     file: Path | None = None  # the file to send (static, rewrite, not-found)
@@ -43,8 +43,8 @@ class Router:
     def file_for(self, path: RequestPath) -> Path | None:
         """The published file for a path (index files, pretty URLs), never outside publish/."""
         names = [name for name in path.decoded if name]
-        if any(_hidden(name) for name in names):
-            return None
+        if not all(map(published, names)) or any(c in name for name in names for c in "/\\\x00"):
+            return None  # not deployed, or a name no file can have
         base = self.publish.joinpath(*names)
         if not names:
             candidates = [base / "index.html"]
@@ -76,6 +76,10 @@ class Router:
     def route(self, method: str, raw_target: str) -> Decision:
         raw_path, raw_query = split_target(raw_target)
         path = RequestPath.parse(raw_path)
+        if not raw_path.startswith("/") or "\\" in raw_path:
+            # Not an origin-form path, or a raw backslash, which browsers turn into "/" and
+            # servers do not: "/api/..\\..\\x" must not reach the backend as /api/ anything.
+            return Decision("bad-request", 400, path)
         query = parse_query(raw_query)
         file: Path | None = None
         looked = False
@@ -113,8 +117,3 @@ class Router:
             status = 404 if status == 200 else status
             file = self.file_for(RequestPath.parse("/404.html"))
         return Decision(kind, status, path, file=file, rule=rule, headers=headers)
-
-
-def _hidden(name: str) -> bool:
-    """Files a deploy never uploads (dotfiles, except .well-known) or names no file can have."""
-    return (name.startswith(".") and name != ".well-known") or "/" in name or "\x00" in name or "\\" in name

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from ops.edge.limits import LIMITS, SHUTDOWN_GRACE, ConnectionLimit, Limits
 from ops.edge.proxy import PROXY_TIMEOUT, forward
@@ -73,12 +74,19 @@ class Edge:
                 headers={"Location": decision.location},
             )
         response: web.StreamResponse
+        if decision.kind == "bad-request":
+            return web.Response(status=400, text="Bad Request: the path is not one a browser sends\n")
         if decision.kind == "method-not-allowed":
             response = web.Response(status=405, text="Method Not Allowed\n", headers={"Allow": "GET, HEAD"})
         elif decision.file is None:
             response = web.Response(status=decision.status, text="Not Found\n")
         else:
-            response = self.file_response(request, decision.file, decision.status)
+            try:
+                response = self.file_response(request, decision.file, decision.status)
+            except OSError as exc:  # unreadable (permissions), or gone since it was looked up
+                if self.on_log:
+                    self.on_log(f"cannot read {decision.file}: {exc.strerror or exc}; answering 404")
+                response = web.Response(status=404, text="Not Found\n")
         for name, value in decision.headers:
             response.headers[name] = value
         return response
@@ -104,21 +112,28 @@ class Edge:
 
 
 def raw_target(request: web.Request) -> str:
-    """The request-target as the client sent it (aiohttp's ``path`` is decoded)."""
+    """The request-target as the client sent it (aiohttp's ``path`` is decoded).
+
+    The absolute form a client may send to a proxy (``GET http://host/path?q``) becomes its path
+    and query; other forms (``*``, ``host:443``) stay as they are, and the router refuses them.
+    """
     target = request.raw_path
-    if not target.startswith("/"):
-        # The absolute form (``GET http://host/path``) a client may send to a proxy.
-        target = "/" + target.split("://", 1)[-1].partition("/")[2]
+    scheme, sep, rest = target.partition("://")
+    if sep and scheme.lower() in ("http", "https"):
+        cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+        target = rest[cut:]
+        target = target if target.startswith("/") else "/" + target
     return target
 
 
-def load_site(root: Path, local_rules: str = "") -> NetlifyConfig:
+def load_site(root: Path, api_rule: str = "") -> NetlifyConfig:
     """The project's Netlify configuration, or a ConfigError naming the first error's file:line.
 
-    The edge serves only what ``inv check`` passes: a rule Netlify would read differently, or
+    ``api_rule`` stands in for the rule of the block the build step writes (see ``load``). The
+    edge serves only what ``inv check`` passes: a rule Netlify would read differently, or
     one that would fail at request time, stops it here instead of misbehaving later.
     """
-    site = load(root, local_rules)
+    site = load(root, api_rule)
     errors = [problem for problem in check_config(site) if problem.severity == "error"]
     if errors:
         more = f" (and {len(errors) - 1} more; run `inv check`)" if len(errors) > 1 else " (run `inv check`)"
@@ -130,7 +145,17 @@ def make_app(edge: Edge, limits: Limits | None = None) -> web.Application:
     """The edge as an aiohttp application; ``limits`` (ops.edge.limits) also bound its proxy."""
     app = web.Application(client_max_size=0)
     app[LIMITS] = limits or Limits()
-    app.router.add_route("*", "/{tail:.*}", edge.handle)
+    # Every request goes to the edge: the route takes any path ("." would stop at a newline from
+    # %0A), and the middleware takes what no route can (OPTIONS *, CONNECT host:443).
+    app.router.add_route("*", r"/{tail:[\s\S]*}", edge.handle)
+
+    @web.middleware
+    async def everything(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.match_info.route.resource is None:
+            return await edge.handle(request)
+        return await handler(request)
+
+    app.middlewares.append(everything)
 
     async def close(_: web.Application) -> None:
         await edge.close()
@@ -198,6 +223,8 @@ def serve_in_thread(
     thread.start()
     ready.wait(30)
     error = state.get("error")
+    if isinstance(error, OverflowError):  # socket.bind's answer to a port past 65535
+        raise OpsError(f"--port {port} is not a port; use 1-65535 (or 0 for a free one)") from None
     if isinstance(error, OSError):
         reason = error.strerror or str(error)
         raise OpsError(f"the edge cannot listen on {host}:{port} ({reason}); pick another port with --port") from None

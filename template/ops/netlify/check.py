@@ -16,6 +16,7 @@ from datetime import date, datetime, time
 from pathlib import Path
 
 from ops.netlify.config import VALID_STATUSES, NetlifyConfig, Origin, Problem, Redirect, load, url_path
+from ops.netlify.redirects import BackendUrlError, check_backend_url
 
 KNOWN_TOP = {
     "build",
@@ -94,6 +95,12 @@ def check_keys(config: NetlifyConfig) -> list[Problem]:
     for key in config.build:
         if key not in KNOWN_BUILD:
             unknown(("build",), key, KNOWN_BUILD, "[build]")
+    contexts = data.get("context")
+    for name, context in (contexts if isinstance(contexts, dict) else {}).items():
+        # [context.production] takes the keys of [build]; a typo there is as silent as one in [build].
+        for key in context if isinstance(context, dict) else []:
+            if key not in KNOWN_BUILD:
+                unknown(("context", name), key, KNOWN_BUILD, f"[context.{name}]")
     for table, known in (("redirects", KNOWN_REDIRECT), ("headers", KNOWN_HEADER)):
         entries = data.get(table)
         for index, entry in enumerate(entries if isinstance(entries, list) else []):
@@ -141,9 +148,44 @@ def check_toml_for_netlify(config: NetlifyConfig) -> list[Problem]:
     return problems
 
 
+def check_backend_urls(config: NetlifyConfig) -> list[Problem]:
+    """Every BACKEND_URL netlify.toml sets, by the rule the build step applies to it: one the
+    check passes must not fail the Netlify build, in any deploy context."""
+    problems: list[Problem] = []
+    places: list[tuple[tuple[str, ...], object]] = []
+    environment = config.build.get("environment")
+    if isinstance(environment, dict) and "BACKEND_URL" in environment:
+        places.append((("build", "environment", "BACKEND_URL"), environment["BACKEND_URL"]))
+    contexts = config.data.get("context")
+    for name, context in (contexts if isinstance(contexts, dict) else {}).items():
+        environment = context.get("environment") if isinstance(context, dict) else None
+        if isinstance(environment, dict) and "BACKEND_URL" in environment:
+            places.append((("context", name, "environment", "BACKEND_URL"), environment["BACKEND_URL"]))
+    for path, value in places:
+        try:
+            check_backend_url(str(value))
+        except BackendUrlError as exc:
+            where = Origin("netlify.toml", config.line_of(*path))
+            problems.append(Problem(where, f"{exc} (in [{'.'.join(path[:-1])}]); the Netlify build would fail"))
+    return problems
+
+
+def check_open_redirects(rule: Redirect) -> list[Problem]:
+    """``to = "/:splat"`` redirects /go//evil.com to //evil.com: another site, to a browser."""
+    if rule.is_redirect and re.match(r"/:[A-Za-z_]", rule.to):
+        value = rule.to[1:].split("/")[0]
+        message = (
+            f"`to` {rule.to!r} starts with {value}: a request whose value starts with / "
+            f"(/go//evil.example) redirects to another site; put a fixed first segment before it"
+        )
+        return [Problem(rule.origin, message, "warning")]
+    return []
+
+
 def check_config(config: NetlifyConfig) -> list[Problem]:
     """Every problem in the configuration, errors and warnings, in file order."""
     problems = list(config.problems) + check_keys(config) + check_toml_for_netlify(config)
+    problems += check_backend_urls(config)
     if not config.publish.is_dir():
         name = config.build.get("publish", "public")
         problems.append(
@@ -153,7 +195,7 @@ def check_config(config: NetlifyConfig) -> list[Problem]:
             )
         )
     for rule in config.redirects:
-        problems += check_redirect(rule)
+        problems += check_redirect(rule) + check_open_redirects(rule)
     return sorted(problems, key=lambda p: (p.origin.file != "netlify.toml", p.origin.file, p.origin.line))
 
 

@@ -38,6 +38,11 @@ CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 JS_SPACE = "\t\n\v\f\r \xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u2028\u2029\u202f\u205f\u3000\ufeff"
 JS_SPACES = re.compile(f"[{JS_SPACE}]+")
 JS_COMMA = re.compile(f"[{JS_SPACE}]*,[{JS_SPACE}]*")
+# Headers that frame the message or describe the connection: set by the server for each response,
+# never by a rule (a Content-Length from _headers would desynchronise a keep-alive connection).
+FRAMING = frozenset(
+    {"content-length", "transfer-encoding", "connection", "keep-alive", "te", "trailer", "upgrade", "proxy-connection"}
+)
 # Characters a URL may carry as they are; everything else is percent-encoded on the way out.
 URL_SAFE = "!#$%&'()*+,/:;=?@[]~-._"
 
@@ -106,9 +111,12 @@ def resolve_dots(raw_path: str) -> str:
     return path
 
 
-def encode_url(value: str) -> str:
-    """``value`` with spaces, controls and non-ASCII percent-encoded; valid escapes kept."""
-    return quote(re.sub(r"%(?![0-9A-Fa-f]{2})", "%25", value), safe=URL_SAFE)
+def encode_url(value: str, *, fix_escapes: bool = True) -> str:
+    """``value`` with spaces, controls and non-ASCII percent-encoded; valid escapes kept, and a
+    "%" that starts no valid escape encoded too (unless ``fix_escapes`` is false)."""
+    if fix_escapes:
+        value = re.sub(r"%(?![0-9A-Fa-f]{2})", "%25", value)
+    return quote(value, safe=URL_SAFE)
 
 
 def parse_query(raw_query: str) -> dict[str, str]:
@@ -302,7 +310,8 @@ class Redirect:
         # Netlify passes the request's query string on when the target has none of its own.
         if raw_query and "?" not in result:
             result = f"{result}?{raw_query}"
-        return encode_url(result)
+        # A proxy forwards even an invalid escape as the client sent it; a Location gets %25.
+        return encode_url(result, fix_escapes=not self.is_proxy)
 
 
 @dataclass
@@ -372,11 +381,13 @@ class NetlifyConfig:
         return self.toml_lines.get(path, 1)
 
 
-def load(root: Path, local_rules: str = "") -> NetlifyConfig:
+def load(root: Path, api_rule: str = "") -> NetlifyConfig:
     """Parse the project at ``root``.
 
-    ``local_rules`` (``_redirects`` syntax) go before every other rule: ``inv dev`` points the
-    API rule at the local backend this way, without writing the file or moving its lines.
+    ``api_rule`` (``_redirects`` syntax) stands in for the rule of the block the build step
+    writes into ``_redirects``, where that block is (or first, when the file has none): ``inv
+    dev`` points the API at the local backend this way, without writing the file, and every
+    rule keeps its place and line number.
     """
     problems: list[Problem] = []
     toml_path = root / "netlify.toml"
@@ -399,13 +410,16 @@ def load(root: Path, local_rules: str = "") -> NetlifyConfig:
     shape = _Shape(data, lines, problems)
     publish_name = shape.publish()
     publish = root / publish_name
+    _inside(root, publish, shape, problems)
     redirects: list[Redirect] = []
     headers: list[HeaderRule] = []
     redirects_file = publish / "_redirects"
     rel_redirects = _relative(redirects_file, root)
-    if local_rules:
-        redirects += parse_redirects_file(local_rules, "(local rules)", problems)
     redirects_text = _read(redirects_file, rel_redirects, problems)
+    if api_rule:
+        redirects_text, placed = with_generated_rule(redirects_text or "", api_rule)
+        if not placed:
+            redirects += parse_redirects_file(api_rule, "(the local API rule)", problems)
     if redirects_text:
         redirects += parse_redirects_file(redirects_text, rel_redirects, problems)
     headers_file = publish / "_headers"
@@ -416,6 +430,51 @@ def load(root: Path, local_rules: str = "") -> NetlifyConfig:
     redirects += shape.redirects()
     headers += shape.headers()
     return NetlifyConfig(root, publish, data, _merged(redirects, problems), headers, problems, lines)
+
+
+# The block the build step (ops.netlify.redirects) writes into _redirects for each deploy.
+GENERATED_BEGIN = "# BEGIN ops.netlify.redirects"
+GENERATED_END = "# END ops.netlify.redirects"
+# The markers before ops/ had a netlify package: a project updated by copier still has them.
+OLD_GENERATED = ("# BEGIN ops/redirects.py", "# END ops/redirects.py")
+
+
+def with_generated_rule(text: str, rule: str) -> tuple[str, bool]:
+    """``text`` with the generated block's rule lines replaced by ``rule``, keeping the number of
+    lines (so every other rule keeps its line number); and whether there was a block."""
+    lines = text.split("\n")
+    for begin, end in ((GENERATED_BEGIN, GENERATED_END), OLD_GENERATED):
+        starts = [i for i, line in enumerate(lines) if line.startswith(begin)]
+        ends = [i for i, line in enumerate(lines) if line.startswith(end)]
+        if starts and ends and starts[0] < ends[-1]:
+            first, last = starts[0], ends[-1]
+            inner = last - first - 1
+            replaced = [rule, *([""] * (inner - 1))] if inner >= 1 else []
+            if inner < 1:  # an empty block: the rule takes the END line's place
+                return "\n".join([*lines[: first + 1], rule, *lines[last + 1 :]]), True
+            return "\n".join([*lines[: first + 1], *replaced, *lines[last:]]), True
+    return text, False
+
+
+def published(name: str) -> bool:
+    """Whether a file or folder of this name is deployed (Netlify's deploy filter): not dotfiles
+    (but .well-known), not ``__MACOSX``, not ``_redirects`` or ``_headers`` (rules, not files)."""
+    return not (
+        (name.startswith(".") and name != ".well-known")
+        or name.startswith("__MACOSX")
+        or name in ("_redirects", "_headers")
+    )
+
+
+def _inside(root: Path, publish: Path, shape: _Shape, problems: list[Problem]) -> None:
+    """A publish directory that resolves outside the project (a symlink) would serve its target."""
+    try:
+        real, project = publish.resolve(), root.resolve()
+    except (OSError, RuntimeError):
+        return
+    if real != project and project not in real.parents:
+        message = f"publish directory {publish.name!r} resolves to {real}, outside the project; point it inside"
+        problems.append(Problem(shape.at("build", "publish"), message))
 
 
 def _merged(rules: list[Redirect], problems: list[Problem]) -> list[Redirect]:
@@ -681,6 +740,11 @@ def _add_header(
     if not HEADER_NAME.fullmatch(name):
         problems.append(Problem(origin, f"{name!r} is not a valid header name (letters, digits and -)"))
         return
+    if name.lower() in FRAMING:
+        problems.append(
+            Problem(origin, f"{name} describes the connection, not the file; the server sets it: remove it")
+        )
+        return
     value = JS_COMMA.sub(", ", _js_trim(value)) if commas else _js_trim(value)
     if not value:
         problems.append(Problem(origin, f"header {name} has no value"))
@@ -763,8 +827,8 @@ def _rule(
         problems.append(Problem(origin, f"`to` {to!r} has a space or control character; percent-encode it"))
         return None
     for name, value in headers.items():
-        if not HEADER_NAME.fullmatch(name) or CONTROL.search(value):
-            problems.append(Problem(origin, f"proxy header {name!r} is not a valid header; fix its name or value"))
+        if not HEADER_NAME.fullmatch(name) or CONTROL.search(value) or name.lower() in FRAMING:
+            problems.append(Problem(origin, f"proxy header {name!r} is not a header a rule may set; fix or remove it"))
             return None
     return Redirect(origin, source, to, status, force, query, conditions, headers, signed, status_given)
 
