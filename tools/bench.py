@@ -235,11 +235,11 @@ def bench_edge(
         starts = []
         # One client made beforehand: httpx.get() builds a TLS context per call (30-50 ms with a
         # large CA bundle), which would be most of the figure.
-        with httpx.Client(timeout=2) as client:
+        with httpx.Client(timeout=2) as http:
             for _ in range(max(args.runs, 10)):
                 started = time.perf_counter()
                 with serve_in_thread(dev_ops.site_for(target, running.url)) as edge:
-                    while client.get(edge.url + "/").status_code != 200:
+                    while http.get(edge.url + "/").status_code != 200:
                         time.sleep(0.01)
                     starts.append(time.perf_counter() - started)
         figures["startup_s"] = round(statistics.median(starts), 4)
