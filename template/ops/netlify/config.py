@@ -798,25 +798,18 @@ def _rule(
     if path.startswith("/.netlify"):
         problems.append(Problem(origin, f"`from` {source!r}: paths under /.netlify are Netlify's own; pick another"))
         return None
-    names: list[str] = []
     parts = source.split("?")[0].split("/")
-    for index, part in enumerate(parts):
-        if part.startswith(":") and len(part) > 1:
-            if not PLACEHOLDER.fullmatch(part[1:]):
-                problems.append(
-                    Problem(origin, f"placeholder {part!r} in {source!r}: use letters, digits and _, not a digit first")
-                )
-                return None
-            names.append(part[1:])
-        if "*" in part and (index != len(parts) - 1 or part != "*"):
-            problems.append(Problem(origin, f"`from` {source!r} has a splat (*) that is not the whole last segment"))
+    if any("*" in part and (index != len(parts) - 1 or part != "*") for index, part in enumerate(parts)):
+        problems.append(Problem(origin, f"`from` {source!r} has a splat (*) that is not the whole last segment"))
+        return None
+    # Placeholders of the path, then of the query: each a name, and no name twice.
+    tokens = [token for token in (*parts, *query.values()) if token.startswith(":") and len(token) > 1]
+    for token in tokens:
+        if not PLACEHOLDER.fullmatch(token[1:]):
+            message = f"placeholder {token!r} in {source!r}: use letters, digits and _, not a digit first"
+            problems.append(Problem(origin, message))
             return None
-    for value in query.values():
-        if value.startswith(":") and len(value) > 1:
-            if not PLACEHOLDER.fullmatch(value[1:]):
-                problems.append(Problem(origin, f"query placeholder {value!r} is not a valid name"))
-                return None
-            names.append(value[1:])
+    names = [token[1:] for token in tokens]
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated or "splat" in names:
         problems.append(
