@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import time
@@ -147,3 +148,52 @@ def test_warnings_are_written_at_once(capsys: pytest.CaptureFixture[str]) -> Non
 def test_invalid_log_level_names_the_variable() -> None:
     with pytest.raises(ConfigError, match="APP_LOG_LEVEL='loud'"):
         load_config({"APP_LOG_LEVEL": "loud"})
+
+
+# Hostile bodies: each class with several cases, through the Flask test client (real gunicorn in
+# tests/test_ops and the smoke suite covers the server side).
+
+
+@pytest.mark.parametrize("depth", [1_000, 5_000, 50_000])
+def test_deeply_nested_json_is_a_400(depth: int) -> None:
+    client = create_app({"TESTING": True, "MAX_REQUEST_BYTES": 1_000_000}).test_client()
+    for body in ("[" * depth + "]" * depth, '{"a":' * depth + "1" + "}" * depth):
+        response = client.post("/api/echo", data=body, content_type="application/json")
+        assert response.status_code in (200, 400), depth
+        if depth >= 5_000:
+            assert response.status_code == 400
+            assert response.get_json()["error"]["status"] == 400
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity", "[NaN]", '{"a": {"b": [1, Infinity]}}'])
+def test_non_standard_json_constants_are_refused(constant: str) -> None:
+    client = create_app({"TESTING": True}).test_client()
+    response = client.post("/api/echo", data=constant, content_type="application/json")
+    assert response.status_code == 400
+    json.loads(response.get_data(as_text=True))  # what comes back is standard JSON
+
+
+def test_nan_is_never_written() -> None:
+    app = create_app({"TESTING": True})
+    with app.app_context(), pytest.raises(ValueError):
+        app.json.dumps({"a": float("nan")})
+
+
+@pytest.mark.parametrize("size", [12, 99, 100, 101, 5_000])
+def test_chunked_bodies_over_the_limit_get_413_like_any_other(size: int) -> None:
+    client = create_app({"TESTING": True, "MAX_REQUEST_BYTES": 100}).test_client()
+    body = json.dumps({"a": "x" * (size - 9)})
+    assert len(body) == size
+    response = client.post(
+        "/api/echo",
+        input_stream=io.BytesIO(body.encode()),
+        headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+        # As gunicorn hands on a chunked body: no Content-Length, the stream ends where the body does.
+        environ_overrides={"CONTENT_LENGTH": "", "wsgi.input_terminated": True},
+    )
+    if size > 100:
+        assert response.status_code == 413
+        assert response.get_json()["error"]["status"] == 413
+    else:
+        assert response.status_code == 200, response.get_data(as_text=True)
+        assert response.get_json() == {"echo": json.loads(body), "bytes": size}

@@ -1,0 +1,58 @@
+"""Standard JSON only, both ways, and request bodies bounded however they arrive.
+
+Python's json module reads ``NaN``, ``Infinity`` and ``-Infinity`` (not JSON) and writes them
+back, which a JavaScript client cannot parse; nesting thousands deep ends in RecursionError.
+Both become a 400 here, and nothing non-standard is ever written.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+from flask import Flask, abort, current_app, request
+from flask.json.provider import DefaultJSONProvider
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+class StrictJSONProvider(DefaultJSONProvider):
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        try:
+            return json.loads(s, parse_constant=_refuse_constant, **kwargs)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        kwargs.setdefault("allow_nan", False)
+        return super().dumps(obj, **kwargs)
+
+
+def bound_chunked_bodies() -> None:
+    """A body without Content-Length (chunked) gets the same 413 as one with it.
+
+    Werkzeug cuts such a body at MAX_CONTENT_LENGTH without a word; read one byte past the
+    limit here, refuse what is over it, and hand the view the body with its length.
+    """
+    environ = request.environ
+    if environ.get("CONTENT_LENGTH") or "chunked" not in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+        return
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    body = environ["wsgi.input"].read(limit + 1)
+    if len(body) > limit:
+        abort(413, description=f"the request body is over {limit} bytes")
+    # Now a buffered body of known length, no longer a chunked stream; drop what the request
+    # object may have worked out from the old environ (Werkzeug caches these).
+    environ["wsgi.input"] = io.BytesIO(body)
+    environ["CONTENT_LENGTH"] = str(len(body))
+    environ.pop("HTTP_TRANSFER_ENCODING", None)
+    for cached in ("stream", "content_length"):
+        request.__dict__.pop(cached, None)
+
+
+def register_strict_json(app: Flask) -> None:
+    app.json = StrictJSONProvider(app)
+    app.before_request(bound_chunked_bodies)
