@@ -35,14 +35,24 @@ def bound_chunked_bodies() -> None:
     """A body without Content-Length (chunked) gets the same 413 as one with it.
 
     Werkzeug cuts such a body at MAX_CONTENT_LENGTH without a word; read one byte past the
-    limit here, refuse what is over it, and hand the view the body with its length.
+    limit here, refuse what is over it, and hand the view the body with its length. Before a
+    413 the rest of the body is read and dropped (up to DRAIN_FACTOR times the limit): a
+    server that answers and closes with a body still arriving resets the connection, and a
+    proxy in front (the edge, Caddy, Netlify) then reports a 502 instead of the 413.
     """
     environ = request.environ
-    if environ.get("CONTENT_LENGTH") or "chunked" not in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
-        return
     limit = current_app.config["MAX_CONTENT_LENGTH"]
+    declared = environ.get("CONTENT_LENGTH")
+    if declared:
+        if declared.isdigit() and int(declared) > limit:
+            _drain(environ["wsgi.input"], min(int(declared), DRAIN_FACTOR * limit))
+            abort(413, description=f"the request body is over {limit} bytes")
+        return
+    if "chunked" not in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+        return
     body = environ["wsgi.input"].read(limit + 1)
     if len(body) > limit:
+        _drain(environ["wsgi.input"], DRAIN_FACTOR * limit)
         abort(413, description=f"the request body is over {limit} bytes")
     # Now a buffered body of known length, no longer a chunked stream; drop what the request
     # object may have worked out from the old environ (Werkzeug caches these).
@@ -51,6 +61,14 @@ def bound_chunked_bodies() -> None:
     environ.pop("HTTP_TRANSFER_ENCODING", None)
     for cached in ("stream", "content_length"):
         request.__dict__.pop(cached, None)
+
+
+DRAIN_FACTOR = 8
+
+
+def _drain(stream: Any, most: int) -> None:
+    while most > 0 and (piece := stream.read(min(65536, most))):
+        most -= len(piece)
 
 
 def register_strict_json(app: Flask) -> None:
