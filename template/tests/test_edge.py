@@ -526,6 +526,24 @@ def test_rules_above_the_generated_block_keep_their_place(tmp_path: Path) -> Non
     assert origins == ["public/_redirects:1", "public/_redirects:3", "public/_redirects:5"]
 
 
+def test_inv_dev_reads_the_generated_blocks_as_the_build_step_writes_them(tmp_path: Path) -> None:
+    """Two blocks (an older template's and a new one) with a rule between: both keep the rule."""
+    (tmp_path / "public").mkdir()
+    (tmp_path / "public" / "index.html").write_text("home")
+    text = (
+        f"{redirects.BEGIN}\n/api/*  https://a.example/api/:splat  200!\n{redirects.END}\n"
+        "/api/between  /index.html  200!\n"
+        "# BEGIN ops/redirects.py\n/api/*  https://b.example/api/:splat  200!\n# END ops/redirects.py\n"
+    )
+    (tmp_path / "public" / "_redirects").write_text(text)
+    local = [(r.source, r.to) for r in dev_ops.site_for(tmp_path, "http://127.0.0.1:9").redirects]
+    built = tmp_path / "built"
+    (built / "public").mkdir(parents=True)
+    (built / "public" / "_redirects").write_text(redirects.render(text, "http://127.0.0.1:9"))
+    assert local == [(r.source, r.to) for r in load_site(built).redirects]
+    assert local == [("/api/*", "http://127.0.0.1:9/api/:splat"), ("/api/between", "/index.html")]
+
+
 def test_an_unreadable_file_is_a_404_and_a_log_line(site_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     lines: list[str] = []
     original = Path.read_bytes

@@ -439,21 +439,46 @@ GENERATED_END = "# END ops.netlify.redirects"
 OLD_GENERATED = ("# BEGIN ops/redirects.py", "# END ops/redirects.py")
 
 
+class BrokenBlock(ValueError):
+    """A generated block without its END line (or with a second BEGIN inside it)."""
+
+
+def generated_blocks(lines: list[str]) -> list[tuple[int, int]]:
+    """The (BEGIN, END) line indexes of each block the build step wrote, older markers too."""
+    blocks: list[tuple[int, int]] = []
+    start: int | None = None
+    for index, line in enumerate(lines):
+        if line.startswith((GENERATED_BEGIN, OLD_GENERATED[0])):
+            if start is not None:
+                raise BrokenBlock(f"_redirects:{index + 1}: a second BEGIN line before the END of the block")
+            start = index
+        elif line.startswith((GENERATED_END, OLD_GENERATED[1])) and start is not None:
+            blocks.append((start, index))
+            start = None
+    if start is not None:
+        raise BrokenBlock(
+            f"_redirects: the block that starts {GENERATED_BEGIN!r} has no {GENERATED_END!r} line; restore it"
+        )
+    return blocks
+
+
 def with_generated_rule(text: str, rule: str) -> tuple[str, bool]:
-    """``text`` with the generated block's rule lines replaced by ``rule``, keeping the number of
-    lines (so every other rule keeps its line number); and whether there was a block."""
+    """``text`` with the generated blocks' rule lines replaced by ``rule`` (in the first block),
+    as the build step would, keeping the number of lines (so every other rule keeps its line
+    number); and whether there was a block. A broken block counts as none: the build refuses it."""
     lines = text.split("\n")
-    for begin, end in ((GENERATED_BEGIN, GENERATED_END), OLD_GENERATED):
-        starts = [i for i, line in enumerate(lines) if line.startswith(begin)]
-        ends = [i for i, line in enumerate(lines) if line.startswith(end)]
-        if starts and ends and starts[0] < ends[-1]:
-            first, last = starts[0], ends[-1]
-            inner = last - first - 1
-            replaced = [rule, *([""] * (inner - 1))] if inner >= 1 else []
-            if inner < 1:  # an empty block: the rule takes the END line's place
-                return "\n".join([*lines[: first + 1], rule, *lines[last + 1 :]]), True
-            return "\n".join([*lines[: first + 1], *replaced, *lines[last:]]), True
-    return text, False
+    try:
+        blocks = generated_blocks(lines)
+    except BrokenBlock:
+        return text, False
+    for number, (begin, end) in enumerate(blocks):
+        inner = [""] * (end - begin - 1)
+        if number == 0 and inner:
+            inner[0] = rule
+        elif number == 0:  # an empty block: the rule takes the END line's place
+            inner, end = [rule], end + 1
+        lines[begin + 1 : end] = inner
+    return "\n".join(lines), bool(blocks)
 
 
 def published(name: str) -> bool:
