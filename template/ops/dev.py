@@ -156,7 +156,11 @@ def netlify_dev(project: Project, cli: str, backend_url: str, port: int, on_line
     publish = publish_dir(project.root)
     path = publish / "_redirects"
     original = path.read_text() if path.is_file() else None
-    path.write_text(redirects.render(original or "", redirects.check_backend_url(backend_url, allow_local=True)))
+    try:
+        local = redirects.render(original or "", redirects.check_backend_url(backend_url, allow_local=True))
+    except redirects.BackendUrlError as exc:  # a broken generated block: say where, change nothing
+        raise OpsError(str(exc)) from None
+    path.write_text(local)
     command = netlify_dev_command(cli, publish, port)
     proc = subprocess.Popen(command, cwd=project.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
