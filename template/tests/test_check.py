@@ -474,3 +474,10 @@ def test_build_step_replaces_every_block_and_refuses_a_broken_one() -> None:
     assert text.index("new.example") < text.index("/x /y 301")
     with pytest.raises(redirects.BackendUrlError, match=r"has no '# END ops\.netlify\.redirects' line"):
         redirects.render(f"/x /y 301\n{redirects.BEGIN}\n/api/* https://a.example/api/:splat 200!\n", "https://n.ex")
+
+
+def test_a_broken_generated_block_is_named_by_check(tmp_path: Path) -> None:
+    root = make_site(tmp_path, '[build]\n  publish = "public"\n', f"/a /b 301\n{redirects.BEGIN}\n/api/* /x 200\n")
+    assert [m.split(" has no")[0] for m in messages(root)] == [
+        "public/_redirects:2: the block that starts '# BEGIN ops.netlify.redirects'"
+    ]

@@ -416,6 +416,11 @@ def load(root: Path, api_rule: str = "") -> NetlifyConfig:
     redirects_file = publish / "_redirects"
     rel_redirects = _relative(redirects_file, root)
     redirects_text = _read(redirects_file, rel_redirects, problems)
+    try:
+        generated_blocks((redirects_text or "").split("\n"))
+    except BrokenBlock as exc:  # the build step would refuse the file
+        message = str(exc).split(": ", 1)[1]
+        problems.append(Problem(Origin(rel_redirects, exc.line), f"{message} (the Netlify build step would fail)"))
     if api_rule:
         redirects_text, placed = with_generated_rule(redirects_text or "", api_rule)
         if not placed:
@@ -442,6 +447,10 @@ OLD_GENERATED = ("# BEGIN ops/redirects.py", "# END ops/redirects.py")
 class BrokenBlock(ValueError):
     """A generated block without its END line (or with a second BEGIN inside it)."""
 
+    def __init__(self, message: str, line: int) -> None:
+        super().__init__(message)
+        self.line = line  # 1-based
+
 
 def generated_blocks(lines: list[str]) -> list[tuple[int, int]]:
     """The (BEGIN, END) line indexes of each block the build step wrote, older markers too."""
@@ -450,14 +459,15 @@ def generated_blocks(lines: list[str]) -> list[tuple[int, int]]:
     for index, line in enumerate(lines):
         if line.startswith((GENERATED_BEGIN, OLD_GENERATED[0])):
             if start is not None:
-                raise BrokenBlock(f"_redirects:{index + 1}: a second BEGIN line before the END of the block")
+                raise BrokenBlock(f"_redirects:{index + 1}: a second BEGIN line before the END of the block", index + 1)
             start = index
         elif line.startswith((GENERATED_END, OLD_GENERATED[1])) and start is not None:
             blocks.append((start, index))
             start = None
     if start is not None:
         raise BrokenBlock(
-            f"_redirects: the block that starts {GENERATED_BEGIN!r} has no {GENERATED_END!r} line; restore it"
+            f"_redirects: the block that starts {GENERATED_BEGIN!r} has no {GENERATED_END!r} line; restore it",
+            start + 1,
         )
     return blocks
 
