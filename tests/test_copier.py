@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +36,7 @@ def test_no_secret_is_asked() -> None:
         ({"project_slug": "My_Service"}, 'project_slug "My_Service" is invalid'),
         ({"project_slug": "1service"}, "starting with a letter"),
         ({"project_slug": "svc-"}, "must not end with a dash"),
-        ({"description": "two\nlines"}, "description must be a single line"),
+        ({"description": "two\nlines"}, "description contains '\\n': use one line of plain text"),
         ({"author_name": " "}, "author_name must not be empty"),
         ({"author_email": "not-an-email"}, 'author_email "not-an-email" is not an email address'),
         ({"python_version": "3.9"}, "python_version"),
@@ -134,3 +136,47 @@ def test_copier_update_brings_template_changes_and_keeps_answers(tmp_path: Path)
     answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
     assert answers["port"] == 9000
     assert answers["_commit"] == "v1.1.0"
+
+
+def copier_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """The real `copier` command line, as a user types it (the README shows what it prints)."""
+    return subprocess.run(
+        [sys.executable, "-m", "copier", "copy", "--defaults", "--vcs-ref", "HEAD", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ("project_name=Acme\nARG X=1", "project_name contains '\\n': use one line of plain text"),
+        ("author_name=a\\b", "author_name contains '\\\\': use one line of plain text"),
+        ("port=80", "port must be between 1024 and 65535"),
+        ("backend_url=http://x", 'backend_url "http://x" must be an https origin'),
+    ],
+)
+def test_a_bad_answer_ends_the_cli_with_its_message_on_the_last_line(
+    tmp_path: Path, answer: str, expected: str
+) -> None:
+    # Copier prints its own traceback for a bad --data answer; the README tells users to read the
+    # last line, which must be our message, whole and specific.
+    done = copier_cli("--data", answer, str(REPO), str(tmp_path / "out"))
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    question = answer.split("=", 1)[0]
+    assert last.startswith(f"ValueError: Validation error for question '{question}': "), last
+    assert expected in last, last
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_after_copy_the_next_steps_say_how_to_start_a_git_repository(tmp_path: Path) -> None:
+    target = tmp_path / "my new service"
+    done = copier_cli(str(REPO), str(target))
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout + done.stderr
+    assert f"cd '{target}'" in out  # quoted for the shell: the path has spaces
+    assert 'git init && git add -A && git commit -qm "Initial commit"' in out
+    assert "inv dev" in out and "nox" in out
+    assert not (target / ".git").exists(), "Copier runs no tasks (they would need --trust)"
