@@ -178,9 +178,16 @@ def test_readme_explains_the_architecture(project: Path) -> None:
 def test_tasks_list(project: Path) -> None:
     from tools.generated import run_in
 
-    listing = run_in(project, "invoke", "--list", capture=True).stdout
-    for name in ("build", "run", "smoke", "clean", "lock"):
-        assert f"  {name} " in listing or f"  {name}\n" in listing, listing
+    listing = run_in(project, "invoke", "--list", "--list-format=json", capture=True).stdout
+    names = [task["name"] for task in json.loads(listing)["tasks"]]
+    for name in ("build", "run", "smoke", "dev", "edge", "check", "clean", "lock"):
+        assert name in names, listing
+    # The README documents every task there is: in the task table and in the `inv -l` line.
+    readme = (project / "README.md").read_text()
+    for name in names:
+        assert f"| `inv {name}" in readme, f"the README's task table misses inv {name}"
+    quick_list = next(line for line in readme.splitlines() if line.startswith("inv -l"))
+    assert all(name in quick_list for name in names), quick_list
 
 
 def test_gunicorn_config_checks(project: Path) -> None:
