@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
+import docker
 from invoke import Collection, Context, Exit, task
 from rich.console import Console
 from rich.markup import escape
@@ -20,12 +21,15 @@ from ops import dev as dev_ops
 from ops import docker as engine
 from ops import project as proj
 from ops import smoke as smoke_ops
+from ops import source
 from ops.edge.server import load_site, serve_in_thread
 from ops.errors import EngineUnavailable, OpsError
 from ops.netlify import check as check_ops
 from ops.netlify.config import NetlifyConfig
 
-console = Console(stderr=True, highlight=False)
+# soft_wrap: rich inserts no line breaks of its own. A terminal wraps long lines itself, and
+# output redirected to a file or a CI log keeps each line (and each URL) whole.
+console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _print_line(line: str) -> None:
@@ -60,40 +64,89 @@ def build(c: Context, tag: str = "", base_image: str = "", no_cache: bool = Fals
         client = engine.connect()
         args = proj.build_args(project, base_image)
         console.print(f"[bold]Building[/] {', '.join(tags)} (revision {args['REVISION'][:12]})")
-        result = engine.build_image(client, project.root, tags, args, nocache=no_cache, on_line=_print_line)
+        # What `inv run` compares with the working tree to know whether the image is current.
+        labels = {source.SOURCE_LABEL: source.source_digest(project.root), source.BASE_IMAGE_LABEL: base_image}
+        result = engine.build_image(
+            client, project.root, tags, args, nocache=no_cache, labels=labels, on_line=_print_line
+        )
     console.print(f"[green]Built[/] {result.image_id[7:19]} as {', '.join(result.tags)} in {result.seconds:.1f}s")
     return tags[0]
 
 
 def _interrupt(signum: int, frame: object) -> None:
-    """SIGTERM (from a process manager) stops a foreground container as Ctrl-C does."""
     raise KeyboardInterrupt
+
+
+@contextmanager
+def _stopping_on_signals() -> Iterator[None]:
+    """Ctrl-C, SIGTERM (a process manager) and SIGHUP (a closed terminal) raise KeyboardInterrupt.
+
+    Installed explicitly: a shell script's `inv run &`, some CI runners and `nohup` start us with
+    SIGINT ignored, and Python then installs no Ctrl-C handler of its own, so nothing would stop
+    the container. A SIGHUP that arrives ignored stays ignored: that is what `nohup` asks for.
+    """
+    wanted = [signal.SIGINT, signal.SIGTERM]
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        wanted.append(signal.SIGHUP)
+    previous = {signum: signal.signal(signum, _interrupt) for signum in wanted}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _passed_environment() -> dict[str, str]:
+    """The server's variables from this shell, checked; announced, so a stray one is noticed."""
+    environment = engine.server_environment(os.environ)
+    engine.graceful_timeout(environment)  # a bad value stops here, before anything is built or started
+    if environment:
+        console.print(f"Passing {', '.join(environment)} from your environment to the container")
+    return environment
+
+
+def _build_if_stale(c: Context, client: docker.DockerClient, project: proj.Project, image: str) -> None:
+    """Build ``image`` when it is missing or was built from other source than the working tree's."""
+    labels = engine.image_labels(client, image)
+    reason = source.stale_reason(image, labels, source.source_digest(project.root))
+    if reason:
+        console.print(f"[bold]{escape(reason)}[/]: building it first (--no-build skips this)")
+        # As it was built last time: a base image given to `inv build --base-image` is kept.
+        build(c, base_image=(labels or {}).get(source.BASE_IMAGE_LABEL, ""))
 
 
 @task(
     help={
         "port": "host port on 127.0.0.1 (default: a free one)",
         "tag": "image tag to run (default: latest)",
+        "no_build": "run the image as it is, even if the source changed since it was built",
     }
 )
-def run(c: Context, port: int = 0, tag: str = "latest") -> None:
-    """Run the image, wait until healthy, follow its logs; Ctrl-C stops and removes it."""
+def run(c: Context, port: int = 0, tag: str = "latest", no_build: bool = False) -> None:
+    """Run the image (built first if the source changed), follow its logs; Ctrl-C stops and removes it.
+
+    The server's variables set in your shell (APP_*, GUNICORN_*, WEB_CONCURRENCY, ACCESS_LOG,
+    FORWARDED_ALLOW_IPS) are passed to the container.
+    """
     project = proj.load()
     image = f"{project.local_image}:{tag}"
-    with _failing_cleanly():
+    with _failing_cleanly(), _stopping_on_signals():
         client = engine.connect()
-        running = engine.run_container(client, image, container_port=project.container_port, host_port=port or None)
+        environment = _passed_environment()
+        if not no_build and tag in {"latest", project.version}:  # the tags `inv build` makes
+            _build_if_stale(c, client, project, image)
+        running = engine.run_container(
+            client, image, container_port=project.container_port, host_port=port or None, environment=environment
+        )
         try:
             seconds = engine.wait_healthy(running)
             console.print(f"[green]Healthy[/] in {seconds:.2f}s: {running.url}  (Ctrl-C stops it)")
-            signal.signal(signal.SIGTERM, _interrupt)
             engine.follow_logs(running.container, _print_line)
+            engine.raise_if_failed(running.container)  # it stopped by itself: say why
         except KeyboardInterrupt:
-            console.print("\nStopping ...")
+            console.print()
         finally:
-            engine.stop(running.container, timeout=project.graceful_timeout + 5)
-            engine.remove(running.container)
-            console.print("Stopped and removed the container.")
+            engine.shutdown(running, on_line=_print_line)
 
 
 @task(
@@ -107,16 +160,16 @@ def smoke(c: Context, image: str = "", url: str = "") -> None:
     if image and url:
         raise Exit("error: give --image or --url, not both", code=2)
     project = proj.load()
-    with _failing_cleanly():
+    with _failing_cleanly(), _stopping_on_signals():
         if url:
             smoke_ops.smoke_url(project, url)
             console.print(f"[green]Smoke tests passed[/] against {url}")
             return
         client = engine.connect()
-    if not image:
-        image = build(c)
-    with _failing_cleanly():
-        seconds = smoke_ops.smoke_image(project, client, image)
+        environment = _passed_environment()
+        if not image:
+            image = build(c)
+        seconds = smoke_ops.smoke_image(project, client, image, environment=environment, on_line=_print_line)
     console.print(f"[green]Smoke tests passed[/] against {image} (healthy after {seconds:.2f}s)")
 
 
@@ -144,9 +197,7 @@ def lock(c: Context) -> None:
 
 
 def _wait_for_ctrl_c() -> None:
-    # SIGTERM (a process manager) and SIGHUP (the terminal closed) clean up as Ctrl-C does.
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGHUP, _interrupt)
+    """Wait for a signal (see `_stopping_on_signals`, which the caller has installed)."""
     try:
         threading.Event().wait()
     except KeyboardInterrupt:
@@ -173,12 +224,13 @@ def _report_site(site: NetlifyConfig) -> None:
         "port": "port of the edge (default 8888)",
         "no_docker": "run the app as a local gunicorn process instead of a container",
         "netlify": "front the app with the real `netlify dev` (netlify-cli) instead of the built-in edge",
+        "no_build": "use the image as it is, even if the source changed since it was built",
     }
 )
-def dev(c: Context, port: int = 8888, no_docker: bool = False, netlify: bool = False) -> None:
+def dev(c: Context, port: int = 8888, no_docker: bool = False, netlify: bool = False, no_build: bool = False) -> None:
     """Run the app with hot reload behind a local Netlify edge; Ctrl-C stops everything."""
     project = proj.load()
-    with _failing_cleanly(), ExitStack() as stack:
+    with _failing_cleanly(), _stopping_on_signals(), ExitStack() as stack:
         netlify_cli = dev_ops.require_netlify_cli() if netlify else ""
         load_site(project.root)  # a configuration error stops here, before a container starts
         client = None
@@ -188,10 +240,11 @@ def dev(c: Context, port: int = 8888, no_docker: bool = False, netlify: bool = F
             except EngineUnavailable as exc:
                 console.print(f"[yellow]{exc}[/]\nRunning the app as a local gunicorn process instead.")
         if client is not None:
+            environment = _passed_environment()
             image = f"{project.local_image}:latest"
-            if not client.images.list(name=image):
-                build(c)
-            backend = stack.enter_context(dev_ops.container_backend(project, client, image, _app_line))
+            if not no_build:
+                _build_if_stale(c, client, project, image)
+            backend = stack.enter_context(dev_ops.container_backend(project, client, image, _app_line, environment))
         else:
             backend = stack.enter_context(dev_ops.process_backend(project, engine.free_port(), _app_line))
         if netlify_cli:
@@ -215,7 +268,7 @@ def dev(c: Context, port: int = 8888, no_docker: bool = False, netlify: bool = F
 def edge(c: Context, port: int = 8888, backend: str = "") -> None:
     """Serve public/ with the project's Netlify rules in front of any backend."""
     project = proj.load()
-    with _failing_cleanly():
+    with _failing_cleanly(), _stopping_on_signals():
         backend = backend or os.environ.get("BACKEND_URL", "")
         try:
             site = dev_ops.site_for(project.root, backend) if backend else load_site(project.root)

@@ -12,13 +12,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import docker
 
+from ops import docker as engine
+from ops import logs
 from ops.edge.server import load_site
 from ops.errors import NeverHealthy, OpsError
 from ops.netlify import redirects
@@ -43,15 +45,46 @@ def site_for(project_root: Path, backend_url: str) -> NetlifyConfig:
     return load_site(project_root, redirects.api_rule(backend))  # in the generated block's place
 
 
-def _follow_output(proc: subprocess.Popen[str], on_line: LineSink, name: str) -> None:
-    """Send a child's output to ``on_line``, line by line, from a daemon thread."""
+class _HeldOutput:
+    """A child's lines, held until it is healthy: a start that fails shows its first error once
+    (and a short tail), not every worker's traceback. Then passed on as they come."""
+
+    def __init__(self, on_line: LineSink) -> None:
+        self._on_line = on_line
+        self._held: list[str] = []
+        self._live = False
+        self._lock = threading.Lock()
+
+    def __call__(self, line: str) -> None:
+        with self._lock:
+            if self._live:
+                self._on_line(line)
+            elif len(self._held) < 5000:
+                self._held.append(line)
+
+    def release(self) -> None:
+        with self._lock:
+            for line in self._held:
+                self._on_line(line)
+            self._held.clear()
+            self._live = True
+
+    def text(self) -> str:
+        with self._lock:
+            return "\n".join(self._held)
+
+
+def _follow_output(proc: subprocess.Popen[str], on_line: LineSink, name: str) -> threading.Thread:
+    """Send a child's output to ``on_line``, line by line and cleaned, from a daemon thread."""
 
     def pump() -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
-            on_line(line.rstrip("\n"))
+            on_line(logs.clean_line(line.rstrip("\r\n")))  # no escape codes from a child reach the terminal
 
-    threading.Thread(target=pump, name=name, daemon=True).start()
+    thread = threading.Thread(target=pump, name=name, daemon=True)
+    thread.start()
+    return thread
 
 
 @dataclass
@@ -61,16 +94,21 @@ class Backend:
 
 @contextmanager
 def container_backend(
-    project: Project, client: docker.DockerClient, image: str, on_line: LineSink
+    project: Project,
+    client: docker.DockerClient,
+    image: str,
+    on_line: LineSink,
+    environment: Mapping[str, str] | None = None,
 ) -> Iterator[Backend]:
-    """The image with api/ mounted read-only and gunicorn reloading on changes."""
-    from ops import docker as engine
+    """The image with api/ mounted read-only and gunicorn reloading on changes.
 
+    ``environment`` (the server's variables from the shell) applies under the development settings.
+    """
     running = engine.run_container(
         client,
         image,
         container_port=project.container_port,
-        environment=DEV_ENV,
+        environment={**(environment or {}), **DEV_ENV},
         volumes={str(project.root / "api"): {"bind": "/app/api", "mode": "ro"}},
     )
     follower = threading.Thread(
@@ -81,8 +119,7 @@ def container_backend(
         follower.start()
         yield Backend(running.url)
     finally:
-        engine.stop(running.container, timeout=project.graceful_timeout + 5)
-        engine.remove(running.container)
+        engine.shutdown(running, on_line=on_line)
 
 
 @contextmanager
@@ -91,6 +128,7 @@ def process_backend(project: Project, port: int, on_line: LineSink) -> Iterator[
     import httpx
 
     env = {**os.environ, **DEV_ENV, "PORT": str(port)}
+    stop_timeout = engine.graceful_timeout(env) + engine.STOP_MARGIN  # a bad value stops here
     proc = subprocess.Popen(
         # On loopback only: gunicorn.conf.py binds every interface, for the container.
         [sys.executable, "serve.py", "--bind", f"127.0.0.1:{port}"],
@@ -101,27 +139,34 @@ def process_backend(project: Project, port: int, on_line: LineSink) -> Iterator[
         text=True,
     )
 
-    _follow_output(proc, on_line, "app-logs")
+    output = _HeldOutput(on_line)
+    pump = _follow_output(proc, output, "app-logs")
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
         while True:
             if proc.poll() is not None:
-                raise NeverHealthy(f"gunicorn exited with code {proc.returncode} before it was healthy")
+                pump.join(timeout=5)  # the rest of its output
+                where = f"gunicorn exited with code {proc.returncode}"
+                cause = logs.first_error(output.text(), app_root=str(project.root))
+                if not cause:
+                    raise NeverHealthy(f"{where} before it was healthy and wrote nothing")
+                raise NeverHealthy(f"the app did not start: {cause} ({where})", detail=logs.short_tail(output.text()))
             try:
                 if httpx.get(url + "/readyz", timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                raise NeverHealthy("gunicorn was not healthy after 30s")
+                raise NeverHealthy("gunicorn was not healthy after 30s", detail=logs.short_tail(output.text()))
             time.sleep(0.05)
+        output.release()
         yield Backend(url)
     finally:
         if proc.poll() is None:
             proc.terminate()
             try:
-                proc.wait(timeout=project.graceful_timeout + 5)
+                proc.wait(timeout=stop_timeout)
             except subprocess.TimeoutExpired:
                 proc.kill()
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import stat
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,8 @@ import docker.errors
 import httpx
 from docker.models.containers import Container
 
-from ops.errors import BuildFailed, EngineUnavailable, NeverHealthy
+from ops import logs
+from ops.errors import BuildFailed, EngineUnavailable, NeverHealthy, OpsError
 
 LineSink = Callable[[str], None]
 MANAGED_LABEL = "dev.copier-netlify-docker.managed"
@@ -45,14 +47,73 @@ def engine_address() -> str:
 def connect(timeout: float = 60) -> docker.DockerClient:
     """A client for the engine at DOCKER_HOST, or :class:`EngineUnavailable` saying how to start one."""
     try:
-        client = docker.from_env(timeout=int(timeout))
+        client = docker.from_env(timeout=max(1, int(timeout)))
         client.ping()
-    except docker.errors.DockerException as exc:
-        reason = str(exc).split("(", 1)[0].strip() or type(exc).__name__
-        raise EngineUnavailable(f"No Docker engine answers at {engine_address()} ({reason}); {START_HINT}.") from None
-    except Exception as exc:  # requests/urllib3 connection errors surface here on some SDK versions
-        raise EngineUnavailable(f"No Docker engine answers at {engine_address()} ({exc}); {START_HINT}.") from None
+    except (docker.errors.DockerException, OSError) as exc:  # requests errors are OSErrors
+        address = engine_address()
+        reason = unreachable_reason(exc, address, timeout)
+        # An engine that refuses this user is running: starting one is not the fix.
+        hint = "" if reason.startswith("permission denied") else f"; {START_HINT}"
+        raise EngineUnavailable(f"No Docker engine answers at {address}: {reason}{hint}.") from None
     return client
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and every exception it wraps (causes, contexts, and exceptions held in ``args``)."""
+    seen: set[int] = set()
+    queue: list[BaseException] = [exc]
+    while queue:
+        current = queue.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        wrapped = [current.__cause__, current.__context__, getattr(current, "reason", None), *current.args]
+        queue.extend(item for item in wrapped if isinstance(item, BaseException))
+
+
+def unreachable_reason(exc: BaseException, address: str, timeout: float) -> str:
+    """Why the engine at ``address`` did not answer, as a whole phrase (not a library's fragment)."""
+    path = address.removeprefix("unix://") if address.startswith("unix://") else ""
+    chain = list(_causes(exc))
+    for cause in chain:
+        if isinstance(cause, docker.errors.APIError) or cause.__class__.__name__ == "HTTPError":
+            status = getattr(getattr(cause, "response", None), "status_code", None)
+            return (
+                f"it answered HTTP {status or 'with an error'}, so it is not a Docker engine's API "
+                "(check the address, and HTTP_PROXY/NO_PROXY)"
+            )
+    for cause in chain:
+        if isinstance(cause, socket.gaierror):
+            return f"host name not found ({cause.strerror or cause})"
+        if isinstance(cause, (TimeoutError, socket.timeout)) or "Timeout" in cause.__class__.__name__:
+            return f"no answer within {timeout:g}s"
+        if isinstance(cause, PermissionError):
+            return f"permission denied on {path or address} (add your user to the `docker` group, or use sudo)"
+        if isinstance(cause, FileNotFoundError):
+            return f"no such socket: {path}" if path else "no such file"
+        if isinstance(cause, ConnectionRefusedError):
+            if path and os.path.isdir(path):
+                return f"{path} is a directory, not a socket"
+            if path and os.path.exists(path) and not stat.S_ISSOCK(os.stat(path).st_mode):
+                return f"{path} is not a socket"
+            return "connection refused (nothing listens there)"
+        if isinstance(cause, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)):
+            return "the connection was closed without an answer (is it a Docker engine?)"
+        if cause.__class__.__name__ in {"RemoteDisconnected", "BadStatusLine"}:
+            return "the connection was closed without an answer (is it a Docker engine?)"
+        if cause.__class__.__name__ == "SSLError":
+            return f"TLS failed ({cause.__class__.__name__}: {_one_line(cause)})"
+        if isinstance(cause, OSError) and cause.errno:
+            return f"{os.strerror(cause.errno).lower()} (errno {cause.errno})"
+    # Nothing underneath (a bad DOCKER_HOST, a missing TLS file): the SDK's own message is whole.
+    innermost = chain[-1] if chain else exc
+    return _one_line(innermost) or type(innermost).__name__
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text.removeprefix("Error while fetching server API version: ")
 
 
 @dataclass(frozen=True)
@@ -94,7 +155,8 @@ def build_image(
         )
         for chunk in stream:
             if "stream" in chunk:
-                for line in chunk["stream"].splitlines():
+                # Cleaned: the classic builder colours a step's stderr with escape codes.
+                for line in logs.clean_lines(chunk["stream"]):
                     if line.strip():
                         tail.append(line)
                         if on_line:
@@ -102,7 +164,7 @@ def build_image(
             if "aux" in chunk and "ID" in chunk["aux"]:
                 image_id = chunk["aux"]["ID"]
             if "error" in chunk or "errorDetail" in chunk:
-                message = chunk.get("error") or chunk["errorDetail"].get("message", "unknown error")
+                message = logs.clean_line(chunk.get("error") or chunk["errorDetail"].get("message", "unknown error"))
                 if tail and " FROM " in tail[-1]:
                     message = f"{message.strip()}\n{PULL_HINT}"
                 raise BuildFailed(f"docker build failed: {message.strip()}", detail="\n".join(tail))
@@ -116,6 +178,53 @@ def build_image(
     return BuildResult(image_id=image_id, tags=list(tags), seconds=time.perf_counter() - started)
 
 
+# gunicorn.conf.py's default and accepted range for GUNICORN_GRACEFUL_TIMEOUT; tests hold the two
+# in step by evaluating gunicorn.conf.py itself.
+GRACEFUL_VARIABLE = "GUNICORN_GRACEFUL_TIMEOUT"
+GRACEFUL_DEFAULT = 20
+GRACEFUL_RANGE = (1, 600)
+# After the graceful timeout gunicorn kills its workers and exits; the margin lets it finish
+# that (and flush its logs) before the engine's SIGKILL.
+STOP_MARGIN = 5
+# Variables the server reads (gunicorn.conf.py, api/config.py): `GUNICORN_TIMEOUT=90 inv run`
+# passes them to the container, as they would reach a local `python serve.py`.
+SERVER_VARIABLE_PREFIXES = ("APP_", "GUNICORN_")
+SERVER_VARIABLES = frozenset({"WEB_CONCURRENCY", "ACCESS_LOG", "FORWARDED_ALLOW_IPS"})
+
+
+def server_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The server's variables set in ``environ`` (e.g. ``os.environ``), to pass to a container."""
+    return {
+        name: value
+        for name, value in sorted(environ.items())
+        if name in SERVER_VARIABLES or name.startswith(SERVER_VARIABLE_PREFIXES)
+    }
+
+
+def graceful_timeout(environment: Mapping[str, str]) -> int:
+    """The seconds gunicorn gives in-flight requests after SIGTERM, as gunicorn.conf.py reads them.
+
+    Raises :class:`OpsError` (one line, naming the variable) for a value gunicorn.conf.py refuses.
+    """
+    raw = environment.get(GRACEFUL_VARIABLE, "").strip()
+    low, high = GRACEFUL_RANGE
+    if not raw:
+        return GRACEFUL_DEFAULT
+    try:
+        value = int(raw)
+    except ValueError:
+        message = f"{GRACEFUL_VARIABLE}={raw!r} is not a whole number of seconds; set it to {low}..{high} or unset it"
+        raise OpsError(message) from None
+    if not low <= value <= high:
+        raise OpsError(f"{GRACEFUL_VARIABLE}={value} is out of range; set it to {low}..{high} or unset it")
+    return value
+
+
+def _env_list(entries: Iterable[str] | None) -> dict[str, str]:
+    pairs = (entry.partition("=") for entry in entries or ())
+    return {name: value for name, _, value in pairs}
+
+
 @dataclass
 class Running:
     """A container started by :func:`run_container`, published on ``127.0.0.1:host_port``."""
@@ -124,6 +233,8 @@ class Running:
     host_port: int
     container_port: int
     started_at: float = field(default_factory=time.perf_counter)
+    # Seconds `docker stop` waits before SIGKILL: the container's graceful timeout plus a margin.
+    stop_timeout: int = GRACEFUL_DEFAULT + STOP_MARGIN
 
     @property
     def url(self) -> str:
@@ -143,42 +254,76 @@ def run_container(
     """Start ``image`` detached with ``PORT=container_port``, published on loopback only.
 
     With no ``host_port`` the engine picks a free one, which avoids the race of probing for a
-    free port and binding it later.
+    free port and binding it later. The container's stop timeout is its effective
+    GUNICORN_GRACEFUL_TIMEOUT (the image's, overridden by ``environment``) plus a margin, so any
+    `docker stop`, ours or a person's, lets in-flight requests finish.
     """
     env = {"PORT": str(container_port), **(environment or {})}
-    # Loopback only: a dev or smoke container is never reachable from the network.
-    ports: dict[str, Any] = {f"{container_port}/tcp": ("127.0.0.1", host_port)}
     try:
-        container = client.containers.run(
+        image_env = _env_list(client.images.get(image).attrs.get("Config", {}).get("Env"))
+    except docker.errors.ImageNotFound:
+        raise NeverHealthy(f"image {image!r} does not exist here; build it first with `inv build`") from None
+    stop_timeout = graceful_timeout({**image_env, **env}) + STOP_MARGIN
+    api = client.api
+    try:
+        # The low-level API: the high-level `containers.run` cannot set the stop timeout.
+        created = api.create_container(
             image,
             detach=True,
             environment=env,
             name=name,
-            ports=ports,
+            ports=[container_port],
             labels={MANAGED_LABEL: image},
-            volumes={k: dict(v) for k, v in volumes.items()} if volumes else None,
-            init=False,  # gunicorn is a proper PID 1: it reaps workers and handles SIGTERM
+            stop_timeout=stop_timeout,
+            host_config=api.create_host_config(
+                # Loopback only: a dev or smoke container is never reachable from the network.
+                port_bindings={container_port: ("127.0.0.1", host_port)},
+                binds={k: dict(v) for k, v in volumes.items()} if volumes else None,
+                init=False,  # gunicorn is a proper PID 1: it reaps workers and handles SIGTERM
+            ),
         )
-    except docker.errors.ImageNotFound:
-        raise NeverHealthy(f"image {image!r} does not exist here; build it first with `inv build`") from None
+        container = client.containers.get(created["Id"])
+        try:
+            container.start()
+        except docker.errors.APIError:
+            remove(container)
+            raise
     except docker.errors.APIError as exc:
-        raise NeverHealthy(f"could not start {image}: {exc.explanation or exc}") from None
+        raise NeverHealthy(f"could not start {image}: {logs.clean_line(str(exc.explanation or exc))}") from None
     started = time.perf_counter()
     container.reload()
     bindings = container.attrs["NetworkSettings"]["Ports"].get(f"{container_port}/tcp") or []
     if not bindings:
-        logs = container_logs(container)
+        error = exited_error(container, f"{image} exited before its port was published")
         remove(container)
-        raise NeverHealthy(f"container for {image} exited before its port was published", detail=logs)
+        raise error
     return Running(
-        container=container, host_port=int(bindings[0]["HostPort"]), container_port=container_port, started_at=started
+        container=container,
+        host_port=int(bindings[0]["HostPort"]),
+        container_port=container_port,
+        started_at=started,
+        stop_timeout=stop_timeout,
     )
+
+
+def exited_error(container: Container, what: str) -> NeverHealthy:
+    """The error for a container that stopped at start: the app's first error, once, and a short tail."""
+    output = container_logs(container, tail=1000)
+    code = container.attrs.get("State", {}).get("ExitCode")
+    cause = logs.first_error(output)
+    where = f"container {container.short_id}" + (f", exit code {code}" if code is not None else "")
+    if not cause:
+        return NeverHealthy(f"{what} ({where}) and wrote nothing")
+    tail = logs.short_tail(output)
+    # A one-line log is the cause itself: no tail to repeat it.
+    return NeverHealthy(f"the app did not start: {cause} ({where})", detail=tail if "\n" in tail else "")
 
 
 def wait_healthy(running: Running, *, timeout: float = 30, path: str = "/readyz") -> float:
     """Poll ``path`` until it answers 200; return the seconds since the container started.
 
-    Fails fast (with the container's logs) when the container exits, and after ``timeout``.
+    Fails fast (with the app's first error and a short log tail) when the container exits, and
+    after ``timeout``.
     """
     deadline = time.perf_counter() + timeout
     last_error = "no answer yet"
@@ -189,11 +334,7 @@ def wait_healthy(running: Running, *, timeout: float = 30, path: str = "/readyz"
             if checks % 10 == 1:  # the engine round trip is slower than the HTTP probe
                 running.container.reload()
                 if running.container.status in {"exited", "dead"}:
-                    code = running.container.attrs["State"].get("ExitCode")
-                    raise NeverHealthy(
-                        f"container {running.container.short_id} exited with code {code} before it was healthy",
-                        detail=container_logs(running.container),
-                    )
+                    raise exited_error(running.container, "the container exited before it was healthy")
             try:
                 response = http.get(running.url + path)
                 if response.status_code == 200:
@@ -202,18 +343,22 @@ def wait_healthy(running: Running, *, timeout: float = 30, path: str = "/readyz"
             except httpx.TransportError as exc:
                 last_error = type(exc).__name__
             time.sleep(0.02)
+    output = container_logs(running.container, tail=1000)
+    cause = logs.first_error(output)
     raise NeverHealthy(
-        f"container {running.container.short_id} was not healthy after {timeout:.0f}s ({last_error})",
-        detail=container_logs(running.container),
+        f"container {running.container.short_id} was not healthy after {timeout:.0f}s ({last_error})"
+        + (f"; its log says: {cause}" if cause else ""),
+        detail=logs.short_tail(output),
     )
 
 
 def container_logs(container: Container, tail: int = 200) -> str:
+    """The last ``tail`` lines the container wrote, cleaned of escape sequences."""
     try:
         raw: bytes = container.logs(tail=tail, stdout=True, stderr=True)
     except docker.errors.APIError:
         return "(logs unavailable)"
-    return raw.decode("utf-8", "replace").rstrip()
+    return "\n".join(logs.clean_lines(raw.decode("utf-8", "replace"))).rstrip()
 
 
 def stop(container: Container, timeout: int) -> None:
@@ -227,16 +372,59 @@ def remove(container: Container) -> None:
         container.remove(force=True, v=True)
 
 
+def shutdown(running: Running, on_line: LineSink | None = None) -> None:
+    """Stop ``running`` the way its image asks (graceful timeout plus a margin), then remove it.
+
+    Removed even when the stop is interrupted (a second Ctrl-C): ``remove`` kills it at once.
+    """
+    container = running.container
+    try:
+        if container.status == "running":  # as of the last reload; an exited one needs no stop
+            if on_line:
+                grace = running.stop_timeout - STOP_MARGIN
+                on_line(f"Stopping {container.short_id}: in-flight requests get up to {grace}s (Ctrl-C again: now)")
+            stop(container, timeout=running.stop_timeout)
+    finally:
+        remove(container)
+        if on_line:
+            on_line(f"Removed container {container.short_id}.")
+
+
+def raise_if_failed(container: Container) -> None:
+    """After a container stopped by itself: :class:`OpsError` with its first error unless it exited 0."""
+    container.reload()
+    code = container.attrs.get("State", {}).get("ExitCode")
+    if code:
+        output = container_logs(container, tail=1000)
+        cause = logs.first_error(output) or "it wrote no error"
+        raise OpsError(
+            f"the container stopped by itself with exit code {code}: {cause}", detail=logs.short_tail(output)
+        )
+
+
 def follow_logs(container: Container, on_line: LineSink) -> None:
-    """Stream the container's output until it stops."""
-    for raw in container.logs(stream=True, follow=True, stdout=True, stderr=True):
-        on_line(raw.decode("utf-8", "replace").rstrip("\n"))
+    """Stream the container's output, line by line and cleaned, until it stops."""
+    splitter = logs.LineSplitter()
+    for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=True):
+        for line in splitter.feed(chunk):
+            on_line(line)
+    for line in splitter.close():
+        on_line(line)
 
 
 def managed_containers(client: docker.DockerClient, image_repo: str) -> list[Container]:
     """Containers this tooling started from ``image_repo`` (any tag), running or not."""
     found: list[Container] = client.containers.list(all=True, filters={"label": MANAGED_LABEL})
     return [c for c in found if c.labels.get(MANAGED_LABEL, "").rsplit(":", 1)[0] == image_repo]
+
+
+def image_labels(client: docker.DockerClient, image: str) -> dict[str, str] | None:
+    """The labels of ``image``, or None when the engine does not have it."""
+    try:
+        found = client.images.get(image)
+    except docker.errors.ImageNotFound:
+        return None
+    return dict(found.labels or {})
 
 
 def free_port() -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import docker
@@ -42,6 +42,8 @@ def smoke_image(
     *,
     health_timeout: float = 30,
     extra: Sequence[str] = (),
+    environment: Mapping[str, str] | None = None,
+    on_line: engine.LineSink | None = None,
 ) -> float:
     """Start ``image`` on a free port, wait for health, run the suite, always remove the container.
 
@@ -49,7 +51,7 @@ def smoke_image(
     the error, so the reason is on screen without another command.
     """
     port = project.container_port + PORT_OFFSET
-    running = engine.run_container(client, image, container_port=port)
+    running = engine.run_container(client, image, container_port=port, environment=environment)
     try:
         healthy_after = engine.wait_healthy(running, timeout=health_timeout)
         code = run_suite(project, running.url, container_id=running.container.id or "", extra=extra)
@@ -60,5 +62,4 @@ def smoke_image(
             )
         return healthy_after
     finally:
-        engine.stop(running.container, timeout=project.graceful_timeout + 5)
-        engine.remove(running.container)
+        engine.shutdown(running, on_line=on_line)
