@@ -151,7 +151,7 @@ def first_error(log: str, app_root: str = "/app") -> str:
     for line in lines:
         if re.search(r"\[(ERROR|CRITICAL)\]|^(error|fatal)\b|^\S+\.py: ", line, re.IGNORECASE):
             # serve.py (the image's command) says which file, line or variable; its prefix is noise here.
-            return re.sub(r"^\[[^]]*\] \[\d+\] ", "", line).strip().removeprefix("serve.py: ")
+            return re.sub(r"^(?:\[[^]]*\] \[\d+\] )?(?:\[[A-Z]+\] )?", "", line).strip().removeprefix("serve.py: ")
     return lines[-1].strip() if lines else ""
 
 
