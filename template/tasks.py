@@ -175,17 +175,18 @@ def smoke(c: Context, image: str = "", url: str = "") -> None:
 
 @task
 def clean(c: Context) -> None:
-    """Remove containers this tooling started and the project's local images."""
+    """Remove the project's images (tagged, left untagged by rebuilds, failed builds) and its containers."""
     project = proj.load()
     with _failing_cleanly():
         client = engine.connect()
-        for container in engine.managed_containers(client, project.local_image):
-            engine.remove(container)
-            console.print(f"removed container {container.short_id}")
-        for image in client.images.list(name=project.local_image):
-            for tag in image.tags:
-                client.images.remove(tag, noprune=False)
-                console.print(f"removed image {tag}")
+        cleaned = engine.clean_project(client, project.slug, on_line=_print_line)
+        if cleaned.kept:
+            raise OpsError(
+                f"left {len(cleaned.kept)} in place; stop what uses them, then run `inv clean` again",
+                detail="\n".join(cleaned.kept),
+            )
+    if not cleaned.containers and not cleaned.images:
+        console.print("Nothing to clean.")
 
 
 @task

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import unavailable
+from tests.helpers import remove_project, unavailable
 from tools.generated import docker_client, local_image_exists, offline_base_image, render, run_in
 from tools.generated import netlify_cli as find_netlify_cli
 
@@ -58,11 +58,16 @@ def image_project(tmp_path_factory: pytest.TempPathFactory, base_image: str) -> 
 
 @pytest.fixture(scope="session")
 def built(image_project: Path, engine: Any) -> Iterator[dict[str, Any]]:
-    """Build the image once with `inv build`; remove its tags afterwards."""
-    result = run_in(image_project, "invoke", "build", capture=True, check=False)
-    assert result.returncode == 0, result.stdout + result.stderr
+    """Build the image once with `inv build`; afterwards remove every image and container of the project."""
     slug = image_project.name
-    yield {"project": image_project, "slug": slug, "image": f"{slug}:latest", "output": result.stdout + result.stderr}
-    for image in engine.images.list(name=slug):
-        for tag in image.tags:
-            engine.images.remove(tag, force=True)
+    try:
+        result = run_in(image_project, "invoke", "build", capture=True, check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
+        yield {
+            "project": image_project,
+            "slug": slug,
+            "image": f"{slug}:latest",
+            "output": result.stdout + result.stderr,
+        }
+    finally:
+        remove_project(engine, slug)  # tagged, left untagged by rebuilds, the builder stage's, failed builds'

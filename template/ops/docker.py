@@ -28,6 +28,8 @@ from ops.errors import BuildFailed, EngineUnavailable, NeverHealthy, OpsError
 
 LineSink = Callable[[str], None]
 MANAGED_LABEL = "dev.copier-netlify-docker.managed"
+# Set by the Dockerfile on every image a build of the project makes (value: the project slug).
+PROJECT_LABEL = "dev.copier-netlify-docker.project"
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 START_HINT = (
     "start one (Linux: `sudo systemctl start docker` or `sudo dockerd &`; macOS/Windows: open Docker Desktop), "
@@ -416,6 +418,70 @@ def managed_containers(client: docker.DockerClient, image_repo: str) -> list[Con
     """Containers this tooling started from ``image_repo`` (any tag), running or not."""
     found: list[Container] = client.containers.list(all=True, filters={"label": MANAGED_LABEL})
     return [c for c in found if c.labels.get(MANAGED_LABEL, "").rsplit(":", 1)[0] == image_repo]
+
+
+@dataclass
+class Cleaned:
+    """What :func:`clean_project` removed, and what it left in place with the reason."""
+
+    containers: list[str] = field(default_factory=list)
+    images: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+
+
+def _short(image_id: str) -> str:
+    return image_id.removeprefix("sha256:")[:12]
+
+
+def clean_project(client: docker.DockerClient, slug: str, on_line: LineSink | None = None) -> Cleaned:
+    """Remove every container and image this project's builds and runs left on the engine.
+
+    Images: everything carrying ``PROJECT_LABEL=slug``, which the Dockerfile sets in both
+    stages: tagged images (under any name, a registry path included), the previous image a
+    rebuild left untagged, the builder stage's image, and the step images of a failed build.
+    Images tagged ``<slug>:*`` from before the label existed go too. Removing one also removes
+    its untagged parents, down to the base image, which is not the project's.
+    Containers: those these tasks started, and stopped ones made from the project's images
+    (exited runs, a failed build's step). A running container these tasks did not start is
+    left alone, and so is its image; both are reported in ``kept``.
+    """
+    say = on_line or (lambda line: None)
+    done = Cleaned()
+    selector: dict[str, str | list[str] | bool] = {"label": f"{PROJECT_LABEL}={slug}"}
+    containers = {c.id: c for c in client.containers.list(all=True, filters=selector)}
+    containers.update({c.id: c for c in managed_containers(client, slug)})
+    for container in containers.values():
+        if container.status == "running" and MANAGED_LABEL not in container.labels:
+            done.kept.append(
+                f"container {container.short_id} ({container.name}) is running and was not started by these tasks"
+            )
+            continue
+        remove(container)
+        done.containers.append(container.short_id)
+        say(f"removed container {container.short_id}")
+    refused: set[str] = set()
+    # Rounds: removing a child image can leave its parent top-level (a derived image's base).
+    for _ in range(10):
+        images = {i.id or "": i for i in client.images.list(filters=selector)}
+        images.update({i.id or "": i for i in client.images.list(name=slug)})
+        pending = [(image_id, i) for image_id, i in images.items() if image_id not in refused]
+        if not pending:
+            break
+        for image_id, image in pending:
+            for reference in image.tags or [image_id]:
+                try:
+                    client.api.remove_image(reference, noprune=False)
+                except docker.errors.NotFound:
+                    continue
+                except docker.errors.APIError as exc:
+                    refused.add(image_id)
+                    reason = " ".join(str(exc.explanation or exc).split())
+                    done.kept.append(f"image {reference if image.tags else _short(image_id)}: {reason}")
+                    break
+                name = reference if image.tags else f"{_short(image_id)} (untagged)"
+                done.images.append(name)
+                say(f"removed image {name}")
+    return done
 
 
 def image_labels(client: docker.DockerClient, image: str) -> dict[str, str] | None:
