@@ -1,19 +1,107 @@
 """Start gunicorn with gunicorn.conf.py; the image's CMD. Extra arguments go to gunicorn.
 
-gunicorn parses ``WEB_CONCURRENCY`` with a bare ``int()`` when it is imported, so a typo there
-would end in a traceback. Evaluating gunicorn.conf.py first turns every bad value into a
-one-line message naming the variable. gunicorn then runs in this same process (PID 1 in the
-container), so SIGTERM reaches it directly.
+Before gunicorn starts, two checks turn a broken start into one line on stderr and an exit code,
+instead of a traceback from every worker:
+
+- exit 2, configuration: a bad gunicorn variable (``PORT``, ``WEB_CONCURRENCY``, ...) or a bad
+  ``APP_*`` variable. ``serve.py: APP_LOG_LEVEL='loud' is not a level; use DEBUG, ...``
+- exit 3, the app: it does not import or build. ``serve.py: api/routes.py:12: SyntaxError: invalid syntax``
+
+Every such line starts with ``serve.py: ``. The app is checked in a forked child, so this
+process (gunicorn's master, PID 1 in the container, where SIGTERM arrives) never imports it:
+workers load it themselves, and a reloading worker sees new code.
 """
 
+from __future__ import annotations
+
+import contextlib
+import os
 import runpy
 import sys
+import traceback
 from pathlib import Path
+from typing import NoReturn
 
-CONFIG = Path(__file__).resolve().with_name("gunicorn.conf.py")
+HERE = Path(__file__).resolve().parent
+CONFIG = HERE / "gunicorn.conf.py"
+EXIT_CONFIG = 2
+EXIT_APP = 3
+
+
+def fail(message: str, code: int) -> NoReturn:
+    print(f"serve.py: {' '.join(message.split())}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def check_settings() -> None:
+    try:
+        runpy.run_path(str(CONFIG))
+    except SystemExit as exc:  # gunicorn.conf.py names the variable in its message
+        if isinstance(exc.code, str):
+            fail(exc.code, EXIT_CONFIG)
+        raise
+
+
+def _location(exc: BaseException) -> str:
+    """``file:line: `` of the error in this project's code (api/...), as a path relative to here."""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        path, line = exc.filename, exc.lineno
+    else:
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if _ours(f.filename)]
+        if not frames:
+            return ""
+        path, line = frames[-1].filename, frames[-1].lineno
+    with contextlib.suppress(ValueError):
+        path = str(Path(path).resolve().relative_to(HERE))
+    return f"{path}:{line}: "
+
+
+def _ours(filename: str) -> bool:
+    path = Path(filename).resolve()
+    return path.is_relative_to(HERE) and "site-packages" not in path.parts
+
+
+def describe(exc: BaseException) -> str:
+    """One line: where (file:line), the exception's type and its message."""
+    message = exc.msg if isinstance(exc, SyntaxError) else str(exc)
+    return f"{_location(exc)}{type(exc).__name__}: {message}".strip()
+
+
+def _check_app_here() -> int:
+    try:
+        from api import create_app
+
+        create_app()
+    except BaseException as exc:
+        if type(exc).__name__ == "ConfigError":  # api.config: the message names the variable
+            print(f"serve.py: {' '.join(str(exc).split())}", file=sys.stderr, flush=True)
+            return EXIT_CONFIG
+        print(f"serve.py: {' '.join(describe(exc).split())}", file=sys.stderr, flush=True)
+        return EXIT_APP
+    return 0
+
+
+def check_app() -> None:
+    """Import and build the app once, in a child process; exit as it says."""
+    pid = os.fork()
+    if pid == 0:
+        code = EXIT_APP
+        try:
+            code = _check_app_here()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    if code < 0:
+        fail(f"the app check was killed by signal {-code}", EXIT_APP)
+    if code:
+        sys.exit(code)  # the child printed the line
+
 
 if __name__ == "__main__":
-    runpy.run_path(str(CONFIG))
+    check_settings()
+    check_app()
     from gunicorn.app.wsgiapp import run
 
     sys.argv = ["gunicorn", "--config", str(CONFIG), *sys.argv[1:]]

@@ -2,33 +2,23 @@
 
 ``create_app()`` is what gunicorn serves (``api:create_app()``); tests call it with a config
 mapping. Everything that differs between machines comes from ``APP_*`` environment variables.
+
+This package imports nothing until ``create_app`` is called: gunicorn's master process imports
+``api.server`` (the worker and logger classes) and must not load the app, or workers forked
+from it after a code change (``GUNICORN_RELOAD``) would run the old code.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask
-
-from api.config import load_config
-from api.errors import register_error_handlers
-from api.observability import register_request_hooks
-from api.routes import bp
-from api.strict_json import register_strict_json
+if TYPE_CHECKING:
+    from flask import Flask
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the application; ``config`` overrides what the environment says."""
-    app = Flask(__name__)
-    app.config.update(load_config())
-    if config:
-        app.config.update(config)
-    # Werkzeug answers bodies above this with 413 before the view reads them.
-    app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_REQUEST_BYTES"]
-    register_strict_json(app)  # standard JSON only; chunked bodies bounded like the others
-    app.json.sort_keys = False  # type: ignore[attr-defined]
-    register_request_hooks(app)
-    register_error_handlers(app)
-    app.register_blueprint(bp)
-    return app
+    from api.app import create_app as build
+
+    return build(config)

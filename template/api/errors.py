@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, jsonify
+from gunicorn.http.errors import NoMoreData, ParseException
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from api.observability import current_request_id
@@ -26,6 +27,13 @@ def register_error_handlers(app: Flask) -> None:
         if status == 405 and exc.valid_methods:  # type: ignore[attr-defined]
             response.headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
         return response, status
+
+    @app.errorhandler(ParseException)
+    @app.errorhandler(NoMoreData)
+    def bad_body(exc: Exception) -> tuple[Response, int]:
+        # gunicorn raises these while the app reads a body: a malformed chunk, or a body that
+        # ends before its Content-Length. The client's fault, so a 400, not a 500 with a traceback.
+        return error_response(400, "bad_request", "the request body is malformed or incomplete")
 
     @app.errorhandler(Exception)
     def unhandled(exc: Exception) -> tuple[Response, int]:

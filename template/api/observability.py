@@ -5,47 +5,21 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, request
 
+from api.jsonlines import REQUEST_ID_HEADER, JsonFormatter, request_id_from
+from api.jsonlines import timestamp as _timestamp
+
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-REQUEST_ID_HEADER = "X-Request-ID"
 REQUEST_ID_KEY = "api.request_id"  # where the middleware leaves the id in the WSGI environ
-# Accept a caller's id only if it is short and printable, so it is safe in logs and headers.
-_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_STANDARD_ATTRS = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
-
-
-def _timestamp(seconds: float) -> str:
-    """RFC 3339 UTC with milliseconds: 2026-01-31T12:00:00.123Z."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{int(seconds * 1000) % 1000:03d}Z"
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message and any ``extra`` fields."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "ts": _timestamp(record.created),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        for key, value in record.__dict__.items():
-            if key not in _STANDARD_ATTRS and not key.startswith("_"):
-                entry[key] = value
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
 
 
 class BatchedStdoutHandler(logging.Handler):
@@ -123,12 +97,6 @@ def configure_logging(level: str = "INFO", flush_seconds: float = 0.25) -> Batch
     logger.setLevel(level)
     logger.propagate = False
     return handler
-
-
-def request_id_from(value: str | None) -> str:
-    if value and _VALID_REQUEST_ID.match(value):
-        return value
-    return uuid.uuid4().hex
 
 
 def current_request_id() -> str | None:

@@ -1,0 +1,467 @@
+"""The app under real gunicorn (``python serve.py``, as the image runs it), fed hostile input.
+
+What gunicorn refuses before the app runs, what it logs, slow clients and shutdown: api/server.py
+and gunicorn.conf.py. Each class is tried with several cases or seeded generated input.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[bytes]
+    port: int
+    stdout: Path
+    stderr: Path
+
+    def stop(self, sig: int = signal.SIGTERM) -> tuple[list[str], list[str]]:
+        """Stop gunicorn with ``sig`` and return its stdout and stderr lines."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.lines()
+
+    def lines(self) -> tuple[list[str], list[str]]:
+        out = self.stdout.read_text(encoding="utf-8", errors="replace").splitlines()
+        err = self.stderr.read_text(encoding="utf-8", errors="replace").splitlines()
+        return out, err
+
+    def log_entries(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.lines()[0] if line.strip()]
+
+
+@contextmanager
+def gunicorn(tmp_path: Path, *args: str, **env: str) -> Iterator[Server]:
+    """``python serve.py`` on a free loopback port; output to files (a full pipe would stall it)."""
+    port = free_port()
+    out, err = tmp_path / f"stdout-{port}.log", tmp_path / f"stderr-{port}.log"
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "serve.py", "--bind", f"127.0.0.1:{port}", *args],
+            cwd=ROOT,
+            env={**os.environ, "PORT": str(port), **env},
+            stdout=stdout,
+            stderr=stderr,
+        )
+    server = Server(proc, port, out, err)
+    try:
+        deadline = time.monotonic() + 30
+        while not _answers(port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"gunicorn did not start: {err.read_text()[-2000:]}")
+            time.sleep(0.05)
+        yield server
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _answers(port: int) -> bool:
+    try:
+        return raw(port, b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", wait=1).status == 200
+    except OSError:
+        return False
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def raw(port: int, request: bytes, wait: float = 5) -> Answer:
+    """Send raw bytes, read until the server closes, parse the response (no client library fixes them up)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=wait) as sock:
+        sock.sendall(request)
+        return read_answer(sock)
+
+
+def read_answer(sock: socket.socket) -> Answer:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        piece = sock.recv(65536)
+        if not piece:
+            raise ConnectionError(f"closed without a response: {data!r}")
+        data += piece
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+    length = int(headers.get("content-length", "0"))
+    while len(body) < length:
+        piece = sock.recv(65536)
+        if not piece:
+            break
+        body += piece
+    return Answer(int(lines[0].split()[1]), headers, body[:length])
+
+
+def wait_for(predicate: Any, seconds: float = 5) -> Any:
+    deadline = time.monotonic() + seconds
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.05)
+
+
+# ----------------------------------------------------------------- refused before the app runs
+
+GET = b"GET /api/version HTTP/1.1\r\nHost: t\r\n"
+POST = b"POST /api/echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+
+# (name, raw request, status, code): every way gunicorn refuses a request head.
+REFUSED = [
+    ("url 4095+", b"GET /" + b"a" * 4100 + b" HTTP/1.1\r\nHost: t\r\n\r\n", 414, "uri_too_long"),
+    ("url 64 KiB", b"GET /?q=" + b"%41" * 22000 + b" HTTP/1.1\r\nHost: t\r\n\r\n", 414, "uri_too_long"),
+    ("header 8191+", GET + b"X-Big: " + b"b" * 8200 + b"\r\n\r\n", 431, "request_header_fields_too_large"),
+    ("cookie 20 KB", GET + b"Cookie: a=" + b"c" * 20000 + b"\r\n\r\n", 431, "request_header_fields_too_large"),
+    (
+        "101 headers",
+        GET + b"".join(b"X-%d: 1\r\n" % i for i in range(101)) + b"\r\n",
+        431,
+        "request_header_fields_too_large",
+    ),
+    (
+        "500 headers",
+        GET + b"".join(b"X-%d: 1\r\n" % i for i in range(500)) + b"\r\n",
+        431,
+        "request_header_fields_too_large",
+    ),
+    ("CL then TE", POST + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, "bad_request"),
+    ("TE then CL", POST + b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n", 400, "bad_request"),
+    ("two CLs", POST + b"Content-Length: 2\r\nContent-Length: 7\r\n\r\n{}", 400, "bad_request"),
+    ("two equal CLs", POST + b"Content-Length: 2\r\nContent-Length: 2\r\n\r\n{}", 400, "bad_request"),
+    ("CL list", POST + b"Content-Length: 2, 2\r\n\r\n{}", 400, "bad_request"),
+    ("CL negative", POST + b"Content-Length: -1\r\n\r\n{}", 400, "bad_request"),
+    ("TE gzip", POST + b"Transfer-Encoding: gzip\r\n\r\n", 400, "bad_request"),
+    ("NUL in value", GET + b"X-A: a\x00b\r\n\r\n", 400, "bad_request"),
+    ("CTL in value", GET + b"X-A: a\x01b\r\n\r\n", 400, "bad_request"),
+    ("DEL in value", GET + b"X-A: a\x7fb\r\n\r\n", 400, "bad_request"),
+    ("space in name", GET + b"X A: 1\r\n\r\n", 400, "bad_request"),
+    ("no colon", GET + b"just-a-line\r\n\r\n", 400, "bad_request"),
+    ("folding", GET + b"X-A: 1\r\n  folded\r\n\r\n", 400, "bad_request"),
+    ("garbage line", b"GARBAGE\r\n\r\n", 400, "bad_request"),
+    ("bad version", b"GET / HTTP/9.9\r\nHost: t\r\n\r\n", 400, "bad_request"),
+    ("extra token", b"GET / HTTP/1.1 x\r\nHost: t\r\n\r\n", 400, "bad_request"),
+    ("bad method", b"G@T / HTTP/1.1\r\nHost: t\r\n\r\n", 400, "bad_request"),
+    ("bare LF", b"GET / HTTP/1.1\nHost: t\n\n", 400, "bad_request"),
+    ("NUL in target", b"GET /a\x00b HTTP/1.1\r\nHost: t\r\n\r\n", 400, "bad_request"),
+]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with gunicorn(tmp_path_factory.mktemp("gunicorn"), ACCESS_LOG="1", APP_LOG_FLUSH_MS="0") as running:
+        yield running
+
+
+def assert_json_error(answer: Answer, status: int) -> str:
+    """The app's error shape (api/errors.py), with the request id in the header and the body."""
+    assert answer.status == status, answer
+    assert answer.headers["content-type"] == "application/json"
+    error = answer.json()["error"]
+    assert set(error) == {"status", "code", "message", "request_id"}
+    assert error["status"] == status
+    assert error["request_id"] == answer.headers["x-request-id"]
+    assert b"<html" not in answer.body.lower()
+    return str(error["request_id"])
+
+
+@pytest.mark.parametrize(("request_bytes", "status", "code"), [c[1:] for c in REFUSED], ids=[c[0] for c in REFUSED])
+def test_refused_requests_get_the_apps_json_error_a_request_id_and_a_log_line(
+    server: Server, request_bytes: bytes, status: int, code: str
+) -> None:
+    answer = raw(server.port, request_bytes)
+    request_id = assert_json_error(answer, status)
+    assert answer.json()["error"]["code"] == code
+    assert answer.headers["connection"] == "close"
+
+    def logged() -> list[dict[str, Any]]:
+        return [e for e in server.log_entries() if e.get("request_id") == request_id and e.get("msg") == "rejected"]
+
+    entries = wait_for(logged)
+    assert len(entries) == 1, entries
+    assert entries[0]["logger"] == "api.request" and entries[0]["status"] == status and entries[0]["code"] == code
+    assert entries[0]["remote_addr"] == "127.0.0.1"
+
+
+def test_a_valid_request_id_is_kept_when_gunicorn_read_the_headers(server: Server) -> None:
+    answer = raw(server.port, POST + b"X-Request-ID: trace-7\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n{}")
+    assert assert_json_error(answer, 400) == "trace-7"
+    unsafe = raw(server.port, POST + b'X-Request-ID: a"b\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n{}')
+    assert assert_json_error(unsafe, 400) != 'a"b'
+
+
+def test_nothing_the_client_sent_is_echoed_in_a_refusal(server: Server) -> None:
+    answer = raw(server.port, GET + b"X-<script>: 1\r\n\r\n")
+    assert_json_error(answer, 400)
+    assert b"script" not in answer.body
+
+
+@pytest.mark.parametrize("body", [b"zz\r\n{}\r\n0\r\n\r\n", b"2\r\n{}0\r\n\r\n", b"2;\x01\r\n{}\r\n0\r\n\r\n"])
+def test_a_malformed_chunked_body_is_a_400_not_a_500(server: Server, body: bytes) -> None:
+    answer = raw(server.port, POST + b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + body)
+    assert_json_error(answer, 400)
+
+
+def test_generated_broken_heads_always_get_json(server: Server) -> None:
+    """Seeded mutations of a valid head: whatever comes back is the app's JSON, never gunicorn's HTML."""
+    rng = random.Random(7)
+    base = b"GET /api/greeting?name=x HTTP/1.1\r\nHost: t\r\nUser-Agent: fuzz\r\nAccept: */*\r\n"
+    alphabet = [b"\x00", b"\x01", b"\x7f", b"\xff", b" ", b":", b"\r", b"\n", b"\t", b'"', b"\\", b"%", b"\xc3\xa9"]
+    statuses: dict[int, int] = {}
+    for _ in range(150):
+        head = bytearray(base)
+        for _ in range(rng.randint(1, 4)):
+            at = rng.randrange(len(head))
+            if rng.random() < 0.3:
+                del head[at]
+            else:
+                head[at:at] = rng.choice(alphabet)
+        try:
+            answer = raw(server.port, bytes(head) + b"Connection: close\r\n\r\n", wait=5)
+        except (ConnectionError, TimeoutError):
+            continue  # the mutation may end the head early and leave gunicorn waiting, or be cut off
+        statuses[answer.status] = statuses.get(answer.status, 0) + 1
+        assert answer.headers.get("content-type", "").startswith("application/json"), (bytes(head), answer)
+        assert "x-request-id" in answer.headers
+        answer.json()
+    assert statuses.get(400, 0) > 20 and sum(v for k, v in statuses.items() if k < 400) > 5, statuses
+
+
+# ----------------------------------------------------------------- every line is JSON
+
+
+ACCESS_KEYS = {
+    "ts",
+    "level",
+    "logger",
+    "remote_addr",
+    "method",
+    "path",
+    "query",
+    "status",
+    "bytes",
+    "duration_us",
+    "request_id",
+    "user_agent",
+}
+REQUEST_KEYS = {"ts", "level", "logger", "msg", "request_id", "method", "path", "status", "duration_ms", "remote_addr"}
+REJECTED_KEYS = {
+    "ts",
+    "level",
+    "logger",
+    "msg",
+    "request_id",
+    "method",
+    "path",
+    "status",
+    "code",
+    "detail",
+    "remote_addr",
+}
+HOSTILE = ['"', "\\", '\\"', '", "level": "fake', "}", "{", "'", "%s", "%(h)s", "\t", "é", "日本", "\u2028", "\x85"]
+
+
+def hostile_text(rng: random.Random) -> str:
+    parts = [
+        rng.choice(HOSTILE) if rng.random() < 0.5 else rng.choice("abc xyz-=;/") for _ in range(rng.randint(1, 12))
+    ]
+    return "".join(parts)
+
+
+def test_every_line_is_json_whatever_clients_send(tmp_path: Path) -> None:
+    """Seeded User-Agents, paths and queries with quotes, backslashes, control characters and
+    unicode, with ACCESS_LOG=1: every line gunicorn and the app write parses as JSON, with the
+    expected keys and no injected ones, and carries what was sent."""
+    rng = random.Random(2024)
+    sent: dict[str, str] = {}  # request id -> User-Agent as gunicorn decodes it (latin-1)
+    with gunicorn(tmp_path, ACCESS_LOG="1", APP_LOG_FLUSH_MS="100") as running:
+        for n in range(120):
+            agent = hostile_text(rng).encode("utf-8")
+            path = "/api/greeting/" + "".join(f"%{b:02X}" if rng.random() < 0.5 else chr(b) for b in b"a/b")
+            if rng.random() < 0.5:
+                path = "/api/" + "".join(f"%{rng.randrange(256):02X}" for _ in range(rng.randint(1, 6)))
+            query = "name=" + "".join(f"%{b:02X}" for b in hostile_text(rng).encode("utf-8"))
+            request_id = f"fuzz-{n}"
+            head = f"GET {path}?{query} HTTP/1.1\r\nHost: t\r\nX-Request-ID: {request_id}\r\nUser-Agent: "
+            answer = raw(running.port, head.encode() + agent + b"\r\nConnection: close\r\n\r\n")
+            assert answer.status in (200, 400, 404), answer
+            sent[request_id] = agent.decode("latin-1").strip(" \t")  # optional whitespace is not the value
+        out, err = running.stop()
+    assert out and err
+    access: dict[str, dict[str, Any]] = {}
+    for line in out + err:
+        entry = json.loads(line)  # every line, gunicorn's own included
+        assert isinstance(entry, dict) and {"ts", "level", "logger"} <= set(entry), line
+        if entry["logger"] == "gunicorn.access":
+            assert set(entry) == ACCESS_KEYS, line
+            if str(entry["request_id"]).startswith("fuzz-"):  # not the start-up probe
+                access[entry["request_id"]] = entry
+        elif entry["logger"] == "api.request":
+            assert set(entry) == (REQUEST_KEYS if entry["msg"] == "request" else REJECTED_KEYS), line
+        elif entry["logger"] == "gunicorn.error":
+            assert set(entry) <= {"ts", "level", "logger", "msg", "pid", "exc"}, line
+    assert set(access) == set(sent)
+    for request_id, agent in sent.items():
+        assert access[request_id]["user_agent"] == agent
+    assert any("Booting worker" in line for line in err) and any("Listening at" in line for line in err)
+
+
+# ----------------------------------------------------------------- slow clients
+
+
+def stall(port: int, count: int, head: bytes = b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: ") -> list[socket.socket]:
+    """``count`` connections that send half a request head and then nothing."""
+    stalled = []
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.sendall(head)
+        stalled.append(sock)
+    return stalled
+
+
+def healthz_within(port: int, seconds: float) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=seconds) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            return read_answer(sock).status == 200
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize(("workers", "threads"), [(1, 2), (3, 4)])
+def test_stalled_heads_hold_no_thread_and_get_408_at_the_deadline(tmp_path: Path, workers: int, threads: int) -> None:
+    """2 x workers x threads clients that send half a head, some a byte at a time: /healthz still
+    answers at once, and the stalled connections get a JSON 408 at GUNICORN_HEADER_TIMEOUT."""
+    env = {"WEB_CONCURRENCY": str(workers), "GUNICORN_THREADS": str(threads), "GUNICORN_HEADER_TIMEOUT": "3"}
+    with gunicorn(tmp_path, **env, APP_LOG_FLUSH_MS="0") as running:
+        count = 2 * workers * threads
+        stalled = stall(running.port, count - 2)
+        trickle = stall(running.port, 2, b"GET /healthz HTTP/1.1\r\nHost: t\r\n")
+        started = time.monotonic()
+        try:
+            answered = 0
+            for _ in range(6):
+                answered += healthz_within(running.port, 1.0)
+                for sock in trickle:  # a byte at a time: a per-read timeout would never fire
+                    sock.sendall(b"X")
+                time.sleep(0.2)
+            assert answered == 6
+            for sock in stalled + trickle:
+                sock.settimeout(6)
+                answer = read_answer(sock)
+                assert_json_error(answer, 408)
+                assert answer.json()["error"]["code"] == "request_timeout"
+            assert 2.5 < time.monotonic() - started < 6
+        finally:
+            for sock in stalled + trickle:
+                sock.close()
+        rejected = wait_for(lambda: [e for e in running.log_entries() if e.get("msg") == "rejected"])
+        assert len(rejected) == count and {e["status"] for e in rejected} == {408}
+
+
+def test_without_the_defence_the_same_clients_starve_healthz(tmp_path: Path) -> None:
+    """The control for the test above: gunicorn's own gthread worker, same clients, /healthz starves
+    (one worker, so that where the kernel puts the connections cannot spare a thread)."""
+    env = {"WEB_CONCURRENCY": "1", "GUNICORN_THREADS": "2", "APP_LOG_FLUSH_MS": "0"}
+    with gunicorn(tmp_path, "--worker-class", "gthread", **env) as running:
+        stalled = stall(running.port, 4)
+        try:
+            time.sleep(0.3)
+            assert not any(healthz_within(running.port, 1.0) for _ in range(2))
+        finally:
+            for sock in stalled:
+                sock.close()
+
+
+def test_sync_workers_drop_stalled_heads_at_the_deadline(tmp_path: Path) -> None:
+    """A sync worker serves one connection at a time: stalled clients hold it, but only until
+    GUNICORN_HEADER_TIMEOUT; then they get 408 and /healthz answers again."""
+    env = {"WEB_CONCURRENCY": "2", "GUNICORN_THREADS": "1", "GUNICORN_HEADER_TIMEOUT": "2", "APP_LOG_FLUSH_MS": "0"}
+    with gunicorn(tmp_path, **env) as running:
+        stalled = stall(running.port, 2)
+        try:
+            time.sleep(0.3)
+            for sock in stalled:
+                sock.settimeout(5)
+                assert_json_error(read_answer(sock), 408)
+            assert healthz_within(running.port, 2.0)
+        finally:
+            for sock in stalled:
+                sock.close()
+
+
+def test_keep_alive_connections_are_served_and_bounded_too(tmp_path: Path) -> None:
+    with gunicorn(tmp_path, GUNICORN_HEADER_TIMEOUT="2", APP_LOG_FLUSH_MS="0") as running:
+        with socket.create_connection(("127.0.0.1", running.port), timeout=5) as sock:
+            for n in range(5):  # several requests on one connection, sent in pieces
+                request = f"GET /api/version HTTP/1.1\r\nHost: t\r\nX-Request-ID: ka-{n}\r\n\r\n".encode()
+                sock.sendall(request[:10])
+                time.sleep(0.05)
+                sock.sendall(request[10:])
+                answer = read_answer(sock)
+                assert answer.status == 200 and answer.headers["x-request-id"] == f"ka-{n}"
+            sock.sendall(b"GET /api/version HTTP/1.1\r\nHo")  # then stall on the same connection
+            assert_json_error(read_answer(sock), 408)
+        # pipelined requests in one packet
+        with socket.create_connection(("127.0.0.1", running.port), timeout=5) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\nGET /readyz HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert read_answer(sock).status == 200 and read_answer(sock).status == 200
+
+
+# ----------------------------------------------------------------- shutdown
+
+
+@pytest.mark.parametrize("threads", ["2", "1"])
+def test_sigterm_loses_no_request_log_lines(tmp_path: Path, threads: str) -> None:
+    """300 requests, then SIGTERM (what `docker stop` sends) while one request is still reading its
+    body, so the worker is SIGKILLed when the grace period ends: every request line is written
+    all the same, though lines are batched for up to 60 s here."""
+    env = {"WEB_CONCURRENCY": "1", "GUNICORN_THREADS": threads, "GUNICORN_GRACEFUL_TIMEOUT": "2"}
+    with gunicorn(tmp_path, **env, APP_LOG_FLUSH_MS="60000") as running:
+        for n in range(300):
+            request = f"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Request-ID: n-{n}\r\nConnection: close\r\n\r\n"
+            assert raw(running.port, request.encode()).status == 200
+        with socket.create_connection(("127.0.0.1", running.port)) as held:
+            held.sendall(POST + b'Content-Length: 100\r\n\r\n{"a": ')  # and the rest never comes
+            time.sleep(0.5)
+            started = time.monotonic()
+            out, _ = running.stop(signal.SIGTERM)
+            assert time.monotonic() - started < 10
+    logged = {json.loads(line).get("request_id") for line in out if '"api.request"' in line}
+    lost = {f"n-{n}" for n in range(300)} - logged
+    assert not lost, f"{len(lost)} of 300 request lines lost"
