@@ -98,7 +98,7 @@ def dev(dev_project: Path, engine: Any) -> Iterator[Dev]:
 def test_browser_renders_api_data_through_the_edge(dev: Dev) -> None:
     if not chromium_available():
         unavailable("Chromium and Playwright are needed (apt-get install chromium; pip install playwright)")
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -112,7 +112,9 @@ def test_browser_renders_api_data_through_the_edge(dev: Dev) -> None:
             assert page.text_content("#version") == "dev"
             page.fill("#name", "Browser")
             page.click("button[type=submit]")
-            page.wait_for_function("document.getElementById('greeting').textContent === 'Hello, Browser!'")
+            # A locator wait, not wait_for_function: Playwright evaluates that with eval(), which the
+            # page's CSP (script-src 'self') rightly refuses since Playwright 1.5x.
+            expect(page.locator("#greeting")).to_have_text("Hello, Browser!", timeout=10_000)
             assert errors == []  # the CSP and the page's script agree
         finally:
             browser.close()
