@@ -34,7 +34,14 @@ CHROMIUM_ARGS = [
 class Dev:
     """`invoke dev` (or `edge`) as a user runs it, in the background, with its output kept."""
 
-    def __init__(self, project: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, project: Path, *args: str, env: dict[str, str] | None = None, ignore_sigint: bool = False
+    ) -> None:
+        def preexec() -> None:
+            os.setsid()  # its own group: a hung run is killed with everything it started
+            if ignore_sigint:  # as `cmd &` in a script, nohup or some CI runners start it
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
@@ -44,6 +51,7 @@ class Dev:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            preexec_fn=preexec,
         )
 
     def wait_serving(self, timeout: float = 120) -> None:
@@ -65,9 +73,16 @@ class Dev:
         try:
             output, _ = self.proc.communicate(timeout=60)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
+            os.killpg(self.proc.pid, signal.SIGKILL)
             output, _ = self.proc.communicate()
         return output
+
+
+def remove_containers(engine: Any, slug: str) -> None:
+    """The containers `inv dev` started from ``slug``'s image, even if it was killed before removing them."""
+    for container in engine.containers.list(all=True, filters={"label": "dev.copier-netlify-docker.managed"}):
+        if container.labels.get("dev.copier-netlify-docker.managed", "").startswith(f"{slug}:"):
+            container.remove(force=True)
 
 
 def chromium_available() -> bool:
@@ -86,9 +101,12 @@ def dev_project(tmp_path_factory: pytest.TempPathFactory, base_image: str) -> Pa
 @pytest.fixture(scope="module")
 def dev(dev_project: Path, engine: Any) -> Iterator[Dev]:
     running = Dev(dev_project, "dev")
-    running.wait_serving()
-    yield running
-    running.stop()
+    try:
+        running.wait_serving()
+        yield running
+    finally:
+        running.stop()
+        remove_containers(engine, "cnd-dev-svc")
     for image in engine.images.list(name="cnd-dev-svc"):
         for tag in image.tags:
             engine.images.remove(tag, force=True)
@@ -152,13 +170,18 @@ def test_saved_change_in_api_is_served_without_restart(dev: Dev, dev_project: Pa
 
 
 @pytest.mark.docker
-def test_ctrl_c_stops_and_removes_everything(dev_project: Path, engine: Any) -> None:
+@pytest.mark.parametrize("ignore_sigint", [False, True], ids=["sigint", "started-with-sigint-ignored"])
+def test_ctrl_c_stops_and_removes_everything(dev_project: Path, engine: Any, ignore_sigint: bool) -> None:
     before = {c.id for c in engine.containers.list(all=True)}
-    running = Dev(dev_project, "dev")
-    running.wait_serving()
-    started = {c.id for c in engine.containers.list(all=True)} - before
-    assert len(started) == 1
-    output = running.stop()
+    running = Dev(dev_project, "dev", ignore_sigint=ignore_sigint)
+    try:
+        running.wait_serving()
+        started = {c.id for c in engine.containers.list(all=True)} - before
+        assert len(started) == 1
+        output = running.stop()
+    finally:
+        running.stop()
+        remove_containers(engine, "cnd-dev-svc")
     assert running.proc.returncode == 0, output
     assert "app  |" in output and "edge |" in output  # one combined, prefixed log
     assert "GET /api/version 200 proxy" in output
