@@ -1,0 +1,163 @@
+"""The generated image on a real Docker engine under hostile input: gunicorn's refusals, log lines,
+slow clients against the HEALTHCHECK, and bad settings at start-up."""
+
+from __future__ import annotations
+
+import json
+import random
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.docker
+
+CONTAINER_PORT = "8080/tcp"  # the default answer for `port`
+
+
+@contextmanager
+def running(engine: Any, image: str, **env: str) -> Iterator[tuple[Any, int]]:
+    container = engine.containers.run(image, detach=True, environment=env, ports={CONTAINER_PORT: ("127.0.0.1", None)})
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            container.reload()
+            if container.status == "exited":
+                pytest.fail(f"the container exited: {container.logs().decode()[-2000:]}")
+            if container.attrs["State"].get("Health", {}).get("Status") == "healthy":
+                break
+            if time.monotonic() > deadline:
+                pytest.fail("the container was not healthy within 60 s")
+            time.sleep(0.25)
+        yield container, int(container.attrs["NetworkSettings"]["Ports"][CONTAINER_PORT][0]["HostPort"])
+    finally:
+        container.remove(force=True)
+
+
+def exchange(port: int, request: bytes, wait: float = 5) -> tuple[int, dict[str, str], bytes]:
+    with socket.create_connection(("127.0.0.1", port), timeout=wait) as sock:
+        sock.sendall(request)
+        return read_response(sock)
+
+
+def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        piece = sock.recv(65536)
+        if not piece:
+            raise ConnectionError(f"closed without a response: {data!r}")
+        data += piece
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+    while len(body) < int(headers.get("content-length", "0")):
+        piece = sock.recv(65536)
+        if not piece:
+            break
+        body += piece
+    return int(lines[0].split()[1]), headers, body
+
+
+GET = b"GET /api/version HTTP/1.1\r\nHost: t\r\n"
+REFUSED = [
+    (b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: t\r\n\r\n", 414),
+    (GET + b"X-Big: " + b"b" * 9000 + b"\r\n\r\n", 431),
+    (GET + b"".join(b"X-%d: 1\r\n" % i for i in range(150)) + b"\r\n", 431),
+    (b"POST /api/echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    (b"POST /api/echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n{}", 400),
+    (GET + b"X-A: a\x01b\r\n\r\n", 400),
+    (b"NOT A REQUEST\r\n\r\n", 400),
+]
+
+
+def test_refusals_are_json_and_every_log_line_is_json(built: dict[str, Any], engine: Any) -> None:
+    with running(engine, built["image"], ACCESS_LOG="1", APP_LOG_FLUSH_MS="0") as (container, port):
+        ids = []
+        for request, status in REFUSED:
+            got, headers, body = exchange(port, request)
+            assert got == status, body
+            assert headers["content-type"] == "application/json"
+            error = json.loads(body)["error"]
+            assert error["status"] == status and error["request_id"] == headers["x-request-id"]
+            ids.append(error["request_id"])
+        rng = random.Random(11)
+        agents = {}
+        for n in range(40):
+            agent = "".join(rng.choice(['"', "\\", "é", "}", '", "x": "', "\t", "a", " "]) for _ in range(12)).strip()
+            agents[f"ua-{n}"] = agent
+            head = f"GET /healthz?q=%22%5C%0A HTTP/1.1\r\nHost: t\r\nX-Request-ID: ua-{n}\r\nUser-Agent: "
+            assert exchange(port, head.encode() + agent.encode() + b"\r\nConnection: close\r\n\r\n")[0] == 200
+        container.stop(timeout=30)
+        logs = container.logs(stdout=True, stderr=True).decode("utf-8").splitlines()
+    entries = [json.loads(line) for line in logs]  # every line the image wrote
+    rejected = {e["request_id"] for e in entries if e.get("msg") == "rejected"}
+    assert set(ids) <= rejected
+    access = {e["request_id"]: e for e in entries if e["logger"] == "gunicorn.access"}
+    for request_id, agent in agents.items():
+        assert access[request_id]["user_agent"] == agent.encode().decode("latin-1")
+    assert any("Booting worker" in e.get("msg", "") for e in entries)
+
+
+def test_slow_clients_do_not_make_the_container_unhealthy(built: dict[str, Any], engine: Any) -> None:
+    """2 x workers x threads clients that send half a head, reconnecting as they are dropped, for
+    longer than a HEALTHCHECK interval: /healthz keeps answering and the health checks pass."""
+    with running(engine, built["image"], GUNICORN_HEADER_TIMEOUT="4") as (container, port):
+        config = engine.images.get(built["image"]).attrs["Config"]["Env"]
+        env = dict(item.split("=", 1) for item in config)
+        count = 2 * int(env["WEB_CONCURRENCY"]) * int(env["GUNICORN_THREADS"])
+        before = len(container.attrs["State"]["Health"]["Log"])
+        stalled: list[socket.socket] = []
+        dropped = 0
+        started = time.monotonic()
+        try:
+            while time.monotonic() - started < 14:  # the HEALTHCHECK interval is 10 s
+                for sock in list(stalled):
+                    sock.setblocking(False)
+                    try:
+                        if sock.recv(4096) is not None:
+                            dropped += 1
+                            stalled.remove(sock)
+                            sock.close()
+                    except BlockingIOError:
+                        pass
+                while len(stalled) < count:
+                    sock = socket.create_connection(("127.0.0.1", port))
+                    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: ")
+                    stalled.append(sock)
+                t = time.monotonic()
+                status, _, _ = exchange(port, b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", 2)
+                assert status == 200 and time.monotonic() - t < 1
+                time.sleep(0.5)
+        finally:
+            for sock in stalled:
+                sock.close()
+        container.reload()
+        health = container.attrs["State"]["Health"]
+        during = health["Log"][before:] if len(health["Log"]) > before else health["Log"][-1:]
+        assert health["Status"] == "healthy"
+        assert during and all(entry["ExitCode"] == 0 for entry in during), during
+        assert dropped >= count  # the deadline dropped the first round of stalled clients
+
+
+@pytest.mark.parametrize(
+    ("env", "code", "expected"),
+    [
+        ({"APP_MAX_REQUEST_BYTES": "abc"}, 2, "serve.py: APP_MAX_REQUEST_BYTES='abc' is not a whole number"),
+        ({"APP_LOG_LEVEL": "loud"}, 2, "serve.py: APP_LOG_LEVEL='loud' is not a level"),
+        ({"GUNICORN_HEADER_TIMEOUT": "soon"}, 2, "serve.py: gunicorn.conf.py: GUNICORN_HEADER_TIMEOUT='soon'"),
+    ],
+)
+def test_a_bad_setting_stops_the_container_with_one_line(
+    built: dict[str, Any], engine: Any, env: dict[str, str], code: int, expected: str
+) -> None:
+    container = engine.containers.run(built["image"], detach=True, environment=env)
+    try:
+        result = container.wait(timeout=60)
+        logs = container.logs(stdout=True, stderr=True).decode()
+    finally:
+        container.remove(force=True)
+    assert result["StatusCode"] == code
+    assert logs.splitlines() == [logs.strip()] and logs.startswith(expected), logs
