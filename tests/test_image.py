@@ -229,7 +229,7 @@ def test_container_that_never_turns_healthy_is_reported_and_removed(built: dict[
     result = run_in(built["project"], "invoke", "smoke", "--image", broken, capture=True, check=False)
     output = result.stdout + result.stderr
     assert result.returncode == 1
-    assert "exited with code" in output
+    assert "did not start" in output and "exit code 2" in output
     assert "WEB_CONCURRENCY='lots' is not a whole number" in output  # the container's logs are shown
     assert "Traceback" not in output
     assert not engine.containers.list(all=True, filters={"ancestor": broken})
@@ -294,7 +294,7 @@ def test_inv_run_serves_until_ctrl_c_then_removes_the_container(built: dict[str,
             proc.kill()
     assert "Healthy in" in output and f"http://127.0.0.1:{port}" in output
     assert '"path": "/api/greeting"' in output  # the container's logs were followed
-    assert "Stopped and removed the container." in output
+    assert "Removed container" in output
     assert not engine.containers.list(all=True, filters={"ancestor": built["image"]})
 
 
