@@ -29,7 +29,12 @@ FREE_TEXT = ("project_name", "description", "author_name")
 # Characters that would end a line, or hide in one, in every file an answer reaches.
 # A backslash too: hadolint's parser misreads an escaped one before a quote ("a\\\\"), though
 # Docker reads it right; names and sentences do without it.
-CONTROLS = ("\n", "\r", "\t", "\x00", "\x0b", "\x1b", "\x7f", "\x85", "\u2028", "\u2029", "\\")
+# Invisible and direction-changing characters (zero-width space, bidi overrides, BOM) would hide
+# or reorder text in the README, the labels and the page title.
+CONTROLS = (
+    "\n", "\r", "\t", "\x00", "\x0b", "\x1b", "\x7f", "\x85", "\u2028", "\u2029", "\\",
+    "\u200b", "\u200e", "\u202e", "\u2066", "\ufeff",
+)  # fmt: skip
 # Pieces that mean something in one of the target languages (TOML, Dockerfile, HTML, YAML,
 # Markdown, shell, Jinja itself) and must come out as plain text.
 HOSTILE = (

@@ -41,7 +41,7 @@ def test_no_secret_is_asked() -> None:
         ({"author_email": "not-an-email"}, 'author_email "not-an-email" is not an email address'),
         ({"python_version": "3.9"}, "python_version"),
         ({"base_image": "Python 3.12"}, 'base_image "Python 3.12" is not an image reference'),
-        ({"port": 80}, "port must be between 1024 and 65535"),
+        ({"port": 80}, "port must be between 1024 and 65535, not 80: the app runs as a non-root user"),
         ({"port": 70000}, "port must be between 1024 and 65535"),
         ({"web_concurrency": 0}, "web_concurrency must be between 1 and 64"),
         ({"threads": 0}, "threads must be between 1 and 64"),
@@ -180,3 +180,51 @@ def test_after_copy_the_next_steps_say_how_to_start_a_git_repository(tmp_path: P
     assert 'git init && git add -A && git commit -qm "Initial commit"' in out
     assert "inv dev" in out and "nox" in out
     assert not (target / ".git").exists(), "Copier runs no tasks (they would need --trust)"
+
+
+# Python's `$` matches before a final newline; a YAML `|` block in a --data-file ends with one.
+ANCHORED = {
+    "project_slug": "acme-orders",
+    "author_email": "team@example.com",
+    "base_image": "python:3.12-slim",
+    "netlify_site_name": "acme-orders",
+    "backend_url": "https://api.example.com",
+    "image": "ghcr.io/acme/acme-orders",
+}
+
+
+@pytest.mark.parametrize("question", sorted(ANCHORED))
+@pytest.mark.parametrize("tail", ["\n", "\n\n", "\r\n", "\nx"], ids=["LF", "LFLF", "CRLF", "LF-text"])
+def test_a_line_break_at_the_end_of_an_answer_is_refused(tmp_path: Path, question: str, tail: str) -> None:
+    target = tmp_path / "out"
+    with pytest.raises(ValueError, match=f"Validation error for question '{question}'"):
+        render(target, {question: ANCHORED[question] + tail}, git=False)
+    assert not target.exists() or not any(target.iterdir())
+
+
+def test_the_anchored_answers_are_valid_without_the_line_break(tmp_path: Path) -> None:
+    render(tmp_path / "out", ANCHORED, git=False)  # the refusals above are the line break's doing
+
+
+@pytest.mark.parametrize(
+    ("answers", "message"),
+    [
+        ({"description": "   "}, "description must not be empty"),
+        (
+            {"python_version": "3.12", "base_image": "python:3.13-slim"},
+            "is Python 3.13, but python_version is 3.12: answer python_version=3.13",
+        ),
+        ({"python_version": "3.11", "base_image": "reg.example.com/python:3.12-slim-bookworm"}, "is Python 3.12"),
+    ],
+)
+def test_more_refusals(tmp_path: Path, answers: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match="Validation error") as caught:
+        render(tmp_path / "out", answers, git=False)
+    assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "base", ["python:3.12.7-slim", "registry.example.com/team/base:2024", "python@sha256:" + "a" * 64]
+)
+def test_base_images_that_agree_or_say_nothing_are_accepted(tmp_path: Path, base: str) -> None:
+    render(tmp_path / "out", {"base_image": base}, git=False)
