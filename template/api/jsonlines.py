@@ -19,6 +19,11 @@ REQUEST_ID_HEADER = "X-Request-ID"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _STANDARD_ATTRS = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
+#: The requests the app is running in this process, put there by api.observability's middleware:
+#: key -> (request id, method, path, start time.time(), client address). When a worker gives up
+#: on them (api.server.report_in_flight) each still gets a log line.
+IN_FLIGHT: dict[int, tuple[str, str | None, str | None, float, str | None]] = {}
+
 
 def timestamp(seconds: float) -> str:
     """RFC 3339 UTC with milliseconds: 2026-01-31T12:00:00.123Z."""

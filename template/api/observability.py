@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Flask, request
 
-from api.jsonlines import REQUEST_ID_HEADER, JsonFormatter, request_id_from
+from api.jsonlines import IN_FLIGHT, REQUEST_ID_HEADER, JsonFormatter, request_id_from
 from api.jsonlines import timestamp as _timestamp
 
 if TYPE_CHECKING:
@@ -128,7 +128,13 @@ class RequestMiddleware:
             headers.append(("X-App-Version", self.version))
             return start_response(status_line, headers, exc_info)
 
-        body = self.app(environ, start)
+        key = id(environ)
+        method, path = environ.get("REQUEST_METHOD"), environ.get("PATH_INFO")
+        IN_FLIGHT[key] = (request_id, method, path, time.time(), environ.get("REMOTE_ADDR"))
+        try:
+            body = self.app(environ, start)
+        finally:
+            del IN_FLIGHT[key]
         if self.log is not None:
             entry = {
                 "ts": _timestamp(time.time()),
@@ -136,8 +142,8 @@ class RequestMiddleware:
                 "logger": "api.request",
                 "msg": "request",
                 "request_id": request_id,
-                "method": environ.get("REQUEST_METHOD"),
-                "path": environ.get("PATH_INFO"),
+                "method": method,
+                "path": path,
                 "status": int(status[0][:3]),
                 "duration_ms": round((time.perf_counter() - started) * 1000, 2),
                 "remote_addr": environ.get("REMOTE_ADDR"),

@@ -1,14 +1,17 @@
 """Standard JSON only, both ways, and request bodies bounded however they arrive.
 
 Python's json module reads ``NaN``, ``Infinity`` and ``-Infinity`` (not JSON) and writes them
-back, which a JavaScript client cannot parse; nesting thousands deep ends in RecursionError.
-Both become a 400 here, and nothing non-standard is ever written.
+back, which a JavaScript client cannot parse; it reads numbers too large for a float (``1e999``)
+as infinity, which it cannot write back; it refuses integers over 4300 digits; nesting
+thousands deep ends in RecursionError. All become a 400 here, and nothing non-standard is
+ever written.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
 from typing import Any
 
 from flask import Flask, abort, current_app, request
@@ -19,10 +22,31 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite_float(text: str) -> float:
+    # 1e999 is valid JSON syntax, but Python reads it as inf, which it could not write back.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("number out of range")
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    # Python refuses to read (and to write) integers over 4300 digits (sys.int_info); say so
+    # as a ValueError like any other bad body, whatever the interpreter's limit is.
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise ValueError("number has too many digits")
+    return int(text)
+
+
+MAX_INT_DIGITS = 4300
+
+
 class StrictJSONProvider(DefaultJSONProvider):
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
         try:
-            return json.loads(s, parse_constant=_refuse_constant, **kwargs)
+            return json.loads(
+                s, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_bounded_int, **kwargs
+            )
         except RecursionError:
             raise ValueError("JSON nested too deeply") from None
 
