@@ -640,8 +640,10 @@ class ThreadWorker(_ApiWorker, gthread.ThreadWorker):
         if state.head_end < 0:
             end = head_end(buf, before)
             if end < 0:
-                if len(buf) > self._max_head:
-                    self._dispatch(conn, state)  # the parser refuses it (431/414) from the buffer
+                if len(buf) > HEAD_BUFFER_BYTES and self._over_head_limits(buf):
+                    # What the parser would say once the head ended, said now: it would wait for the end.
+                    over = http_errors.LimitRequestLine if buf.find(b"\n") < 0 else http_errors.LimitRequestHeaders
+                    self._refuse(conn, state, over("over the limits before the head ended"))
                     return True
                 return False
             state.head_end = end
@@ -675,6 +677,12 @@ class ThreadWorker(_ApiWorker, gthread.ThreadWorker):
             self._refuse(conn, state, BodyRefused(400, "malformed chunk size line"))
         return found != _MORE
 
+    def _over_head_limits(self, buf: bytearray) -> bool:
+        """Whether an unfinished head already breaks a limit, so no more of it need be read."""
+        if len(buf) > self._max_head or buf.count(b"\n") > self.cfg.limit_request_fields + 1:
+            return True
+        return len(buf) - buf.rfind(b"\n") > max(self._max_line, self.cfg.limit_request_line) + 4
+
     def _continue(self, conn: Any, head: bytes) -> None:
         """Answer ``Expect: 100-continue`` here: the client waits for it before sending the body."""
         lower = head.lower()
@@ -697,7 +705,7 @@ class ThreadWorker(_ApiWorker, gthread.ThreadWorker):
     def _refuse(self, conn: Any, state: _Pending, exc: BaseException) -> None:
         """Answer from the loop (413, 400, 408, 503), log it, and read the rest of the body away."""
         status, reason, code, message = describe(exc, self.cfg, self.body_limit)
-        head = bytes(state.buf[: state.head_end]) if state.head_end >= 0 else b""
+        head = bytes(state.buf[: state.head_end] if state.head_end >= 0 else state.buf)
         method, path, sent_id = _request_facts(head) if head else (None, None, None)
         request_id = request_id_from(sent_id)
         request = _Facts(method, path) if method else None

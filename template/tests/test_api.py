@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
+import random
 import time
 
 import pytest
@@ -171,6 +173,85 @@ def test_non_standard_json_constants_are_refused(constant: str) -> None:
     response = client.post("/api/echo", data=constant, content_type="application/json")
     assert response.status_code == 400
     json.loads(response.get_data(as_text=True))  # what comes back is standard JSON
+
+
+NUMBERS = [
+    "1e309",
+    "-1e999",
+    "1E400",
+    "1e+400",
+    "[1e999]",
+    '{"a": [1, 2e308]}',
+    "1.8e308",
+    "-1.7976931348623159e308",
+    "1e-999",
+    "-0.0",
+    "0",
+    "-0",
+    "1.7976931348623157e308",
+    "5e-324",
+    "2.5e-324",
+    "123456789012345678901234567890",
+    "9" * 4300,
+    "-" + "9" * 4300,
+    "9" * 4301,
+    "1" + "0" * 5000,
+    "[" + "1" * 10_000 + "]",
+    "0." + "1" * 5000,
+    "1" + "0" * 400 + ".0",
+    "1" + "0" * 400 + "e-90",
+]
+
+
+def number_texts(rng: random.Random, count: int) -> list[str]:
+    """Seeded JSON numbers near and past what a float or an int can hold."""
+    texts = []
+    for _ in range(count):
+        sign = rng.choice(["", "-"])
+        digits = "".join(rng.choice("0123456789") for _ in range(rng.choice([1, 3, 17, 20, 400])))
+        digits = digits.lstrip("0") or "0"
+        fraction = rng.choice(["", "." + "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 30)))])
+        exponent = rng.choice(
+            ["", f"e{rng.randint(-400, 400)}", f"E+{rng.randint(280, 330)}", f"e-{rng.randint(300, 1000)}"]
+        )
+        kind = rng.random()
+        if kind < 0.1:
+            digits = "9" * rng.choice([4299, 4300, 4301, 6000])
+            fraction = exponent = ""
+        texts.append(sign + digits + fraction + exponent)
+    return texts
+
+
+def expected_number(text: str) -> float | int | None:
+    """What a standard JSON reader that refuses numbers it cannot hold would read (None: 400)."""
+    if any(c in text for c in ".eE"):
+        value = float(text)
+        return value if math.isfinite(value) else None
+    return int(text) if len(text.lstrip("-")) <= 4300 else None
+
+
+def test_numbers_json_cannot_hold_are_a_400_never_a_500() -> None:
+    """1e999 reads as infinity (which cannot be written back: it was a 500) and integers over
+    4300 digits do not read at all: both are a 400 like NaN. Numbers in range are echoed as read;
+    1e-999 is 0.0. A list of edge cases plus 300 seeded ones, compared with float()/int()."""
+    client = create_app({"TESTING": True}).test_client()
+    outcomes: dict[int, int] = {}
+    for text in NUMBERS + number_texts(random.Random(9), 300):
+        response = client.post("/api/echo", data=text, content_type="application/json")
+        outcomes[response.status_code] = outcomes.get(response.status_code, 0) + 1
+        inner = text.strip("[]") if text.startswith("[") else None
+        expected = expected_number(inner if inner is not None else text) if not text.startswith("{") else None
+        if text.startswith("{"):
+            assert response.status_code == 400, text[:60]
+        elif expected is None:
+            assert response.status_code == 400, text[:60]
+            assert response.get_json()["error"]["code"] == "bad_request"
+        else:
+            assert response.status_code == 200, (text[:60], response.get_data(as_text=True)[:200])
+            echoed = response.get_json()["echo"]
+            assert (echoed[0] if inner is not None else echoed) == expected
+    assert outcomes.get(200, 0) > 50 and outcomes.get(400, 0) > 50, outcomes
+    assert set(outcomes) == {200, 400}
 
 
 def test_nan_is_never_written() -> None:

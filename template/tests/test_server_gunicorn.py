@@ -466,3 +466,271 @@ def test_sigterm_loses_no_request_log_lines(tmp_path: Path, threads: str) -> Non
     logged = {json.loads(line).get("request_id") for line in out if '"api.request"' in line}
     lost = {f"n-{n}" for n in range(300)} - logged
     assert not lost, f"{len(lost)} of 300 request lines lost"
+
+
+# ----------------------------------------------------------------- slow and oversized bodies
+
+
+def slow_bodies(port: int, count: int) -> list[socket.socket]:
+    """``count`` connections that send a head announcing a body, then a first byte of it;
+    half by Content-Length, half chunked."""
+    senders = []
+    for n in range(count):
+        sock = socket.create_connection(("127.0.0.1", port))
+        if n % 2:
+            sock.sendall(POST + b"Transfer-Encoding: chunked\r\nX-Request-ID: slow-%d\r\n\r\n186a0\r\n[" % n)
+        else:
+            sock.sendall(POST + b"Content-Length: 100000\r\nX-Request-ID: slow-%d\r\n\r\n[" % n)
+        senders.append(sock)
+    return senders
+
+
+@pytest.mark.parametrize(("workers", "threads"), [(1, 2), (2, 4)])
+def test_slow_bodies_hold_no_thread_and_get_408_at_the_body_deadline(
+    tmp_path: Path, workers: int, threads: int
+) -> None:
+    """2 x workers x threads clients that announce a 100 kB body (Content-Length or chunked) and
+    send a byte of it every 0.4 s: /healthz answers within 0.5 s throughout, and each slow client
+    gets a JSON 408 at GUNICORN_BODY_TIMEOUT, logged with its request id."""
+    env = {"WEB_CONCURRENCY": str(workers), "GUNICORN_THREADS": str(threads), "GUNICORN_BODY_TIMEOUT": "3"}
+    with gunicorn(tmp_path, **env, APP_LOG_FLUSH_MS="0") as running:
+        count = 2 * workers * threads
+        senders = slow_bodies(running.port, count)
+        started = time.monotonic()
+        try:
+            answered = 0
+            for _ in range(6):
+                answered += healthz_within(running.port, 0.5)
+                for sock in senders:
+                    sock.sendall(b"1")  # a byte at a time: a per-read timeout would never fire
+                time.sleep(0.4)
+            assert answered == 6
+            for sock in senders:
+                sock.settimeout(6)
+                answer = read_answer(sock)
+                assert_json_error(answer, 408)
+                assert answer.json()["error"]["message"] == "the request body did not arrive within 3 s"
+            assert 2.5 < time.monotonic() - started < 5
+        finally:
+            for sock in senders:
+                sock.close()
+        rejected = wait_for(lambda: [e for e in running.log_entries() if e.get("msg") == "rejected"])
+        assert {e["request_id"] for e in rejected} == {f"slow-{n}" for n in range(count)}
+        assert {(e["status"], e["method"], e["path"]) for e in rejected} == {(408, "POST", "/api/echo")}
+
+
+def test_without_the_defence_slow_bodies_starve_healthz(tmp_path: Path) -> None:
+    """The control: gunicorn's own gthread worker, the same slow bodies, /healthz starves."""
+    env = {"WEB_CONCURRENCY": "1", "GUNICORN_THREADS": "2", "APP_LOG_FLUSH_MS": "0"}
+    with gunicorn(tmp_path, "--worker-class", "gthread", **env) as running:
+        senders = slow_bodies(running.port, 4)
+        try:
+            time.sleep(0.3)
+            assert not any(healthz_within(running.port, 1.0) for _ in range(2))
+        finally:
+            for sock in senders:
+                sock.close()
+
+
+def test_a_sync_worker_is_held_by_a_slow_body_only_until_the_deadline(tmp_path: Path) -> None:
+    env = {"WEB_CONCURRENCY": "1", "GUNICORN_THREADS": "1", "GUNICORN_BODY_TIMEOUT": "2", "APP_LOG_FLUSH_MS": "0"}
+    with gunicorn(tmp_path, **env) as running:
+        senders = slow_bodies(running.port, 2)
+        try:
+            for sock in senders:
+                sock.settimeout(6)
+                answer = read_answer(sock)
+                assert_json_error(answer, 408)
+                assert answer.json()["error"]["code"] == "request_timeout"
+            assert healthz_within(running.port, 2.0)
+        finally:
+            for sock in senders:
+                sock.close()
+
+
+LIMIT = 1024 * 1024  # APP_MAX_REQUEST_BYTES's default
+CHUNKED = POST + b"Transfer-Encoding: chunked\r\n\r\n"
+# (name, what the client sends and then waits with, status): answered at once, the connection left open.
+REFUSED_BODIES = [
+    ("CL 100 MB", POST + b"Content-Length: 100000000\r\n\r\n", 413),
+    ("CL limit+1", POST + b"Content-Length: %d\r\n\r\n[" % (LIMIT + 1), 413),
+    ("CL 30 digits", POST + b"Content-Length: " + b"9" * 30 + b"\r\n\r\n", 413),
+    ("chunk 20 f", CHUNKED + b"ffffffffffffffffffff\r\n", 413),
+    ("chunk 2 MiB", CHUNKED + b"200000\r\n", 413),
+    ("chunk limit+1", CHUNKED + b"%x\r\n" % (LIMIT + 1), 413),
+    ("chunk digits, no CRLF", CHUNKED + b"fffffffff", 413),
+    ("chunk with extension", CHUNKED + b"200000;a=b\r\n", 413),
+    ("chunks adding up", CHUNKED + b"80000\r\n" + b"1" * 0x80000 + b"\r\n80001\r\n", 413),
+    ("chunk size zz", CHUNKED + b"zz\r\n", 400),
+    ("chunk size -1", CHUNKED + b"-1\r\n", 400),
+    ("chunk size 0x10", CHUNKED + b"0x10\r\n", 400),
+    ("chunk bare LF", CHUNKED + b"5\nhello", 400),
+    ("chunk size empty", CHUNKED + b"\r\n", 400),
+    ("chunk no CRLF after data", CHUNKED + b"2\r\n[]XX", 400),
+]
+
+
+@pytest.fixture(scope="module")
+def threaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    env = {"WEB_CONCURRENCY": "1", "GUNICORN_THREADS": "2", "APP_LOG_FLUSH_MS": "0"}
+    with gunicorn(tmp_path_factory.mktemp("threaded"), **env) as running:
+        yield running
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"), [c[1:] for c in REFUSED_BODIES], ids=[c[0] for c in REFUSED_BODIES]
+)
+def test_a_body_over_the_limit_or_with_a_bad_chunk_size_is_refused_at_once(
+    threaded: Server, request_bytes: bytes, status: int
+) -> None:
+    """The client keeps the connection open and sends nothing more: the answer comes at once,
+    not when the client gives up (gunicorn's parser would wait for the line end or the chunk)."""
+    with socket.create_connection(("127.0.0.1", threaded.port), timeout=5) as sock:
+        started = time.monotonic()
+        sock.sendall(request_bytes)
+        answer = read_answer(sock)
+        assert time.monotonic() - started < 1
+    assert_json_error(answer, status)
+    code = answer.json()["error"]["code"]
+    assert code == ("request_entity_too_large" if status == 413 else "bad_request")
+    if status == 413:
+        assert answer.json()["error"]["message"] == f"the request body is over {LIMIT} bytes"
+
+
+def chunk(body: bytes, rng: random.Random) -> bytes:
+    """``body`` as a chunked stream cut at random places, sizes in random case with leading zeros
+    and sometimes an extension, then the last chunk and sometimes a trailer."""
+    out, at = b"", 0
+    while at < len(body):
+        size = min(len(body) - at, rng.choice([1, 7, 100, 4096, 65536, 300000]))
+        digits = f"{size:x}"
+        digits = "0" * rng.randint(0, 3) + (digits.upper() if rng.random() < 0.5 else digits)
+        out += digits.encode() + (b";ext=1" if rng.random() < 0.2 else b"") + b"\r\n" + body[at : at + size] + b"\r\n"
+        at += size
+    return out + b"0\r\n" + (b"X-T: 1\r\n" if rng.random() < 0.3 else b"") + b"\r\n"
+
+
+def test_generated_bodies_around_the_limit_get_200_or_413(threaded: Server) -> None:
+    """Seeded JSON bodies from a few bytes to twice the limit, sent by Content-Length or chunked
+    in random pieces and pauses: under the limit they are echoed whole, over it they get 413."""
+    rng = random.Random(5)
+    seen: dict[tuple[str, int], int] = {}
+    for n in range(40):
+        size = rng.choice(
+            [2, 10, 1000, LIMIT - 20, LIMIT - 1, LIMIT, LIMIT + 1, 2 * LIMIT, rng.randrange(2, 2 * LIMIT)]
+        )
+        text = b'"' + b"x" * max(0, size - 2) + b'"'
+        chunked = rng.random() < 0.5
+        body = chunk(text, rng) if chunked else text
+        head = CHUNKED if chunked else POST + b"Content-Length: %d\r\n\r\n" % len(text)
+        data = head.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1) + body
+        with socket.create_connection(("127.0.0.1", threaded.port), timeout=10) as sock:
+            cuts = sorted(rng.sample(range(1, len(data)), min(3, len(data) - 1)))
+            try:
+                for start, end in zip([0, *cuts], [*cuts, len(data)], strict=True):
+                    sock.sendall(data[start:end])
+                    time.sleep(rng.choice([0, 0, 0.05]))
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # refused and closed while the rest was still on its way
+            answer = read_answer(sock)
+        expected = 200 if len(text) <= LIMIT else 413
+        assert answer.status == expected, (n, len(text), chunked, answer.body[:200])
+        if expected == 200:
+            assert answer.json()["bytes"] == len(text) and len(answer.json()["echo"]) == len(text) - 2
+        seen[("chunked" if chunked else "length", expected)] = (
+            seen.get(("chunked" if chunked else "length", expected), 0) + 1
+        )
+    assert len(seen) == 4, seen  # both framings, both outcomes
+
+
+def test_expect_100_continue_gets_one_interim_answer_and_then_the_response(threaded: Server) -> None:
+    for head in (POST + b"Content-Length: 7\r\n", CHUNKED[:-2]):
+        with socket.create_connection(("127.0.0.1", threaded.port), timeout=5) as sock:
+            sock.sendall(head + b"Expect: 100-continue\r\nConnection: close\r\n\r\n")
+            assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"  # before any of the body
+            sock.sendall(b'{"a": 1}'[:7] if b"Content-Length" in head else b'8\r\n{"a": 1}\r\n0\r\n\r\n')
+            data = b""
+            while piece := sock.recv(65536):
+                data += piece
+        assert data.count(b"100 Continue") == 0 and data.startswith(b"HTTP/1.1 "), data
+
+
+def test_large_slow_heads_hold_no_thread_and_heads_up_to_the_limits_are_served(threaded: Server) -> None:
+    """Clients sending five 8000-byte header lines (over the loop's first 32 KiB) and stalling
+    leave /healthz answering; a head of 90 x 8000-byte headers (720 kB, within gunicorn's limits)
+    is served; one header more than limit_request_fields is a 431 at once."""
+    big = b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 8000) for i in range(5))
+    stalled = stall(threaded.port, 8, POST + b"Content-Length: 2\r\n" + big)
+    try:
+        time.sleep(0.3)
+        assert all(healthz_within(threaded.port, 0.5) for _ in range(4))
+        huge = b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 8000) for i in range(90))
+        answer = raw(threaded.port, GET + huge + b"Connection: close\r\n\r\n", wait=5)
+        assert answer.status == 200
+        too_many = b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 8000) for i in range(101))
+        with socket.create_connection(("127.0.0.1", threaded.port), timeout=5) as sock:
+            sock.sendall(GET + too_many)  # and no blank line: refused from what arrived
+            assert_json_error(read_answer(sock), 431)
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
+def test_numbers_json_cannot_hold_are_a_400_under_gunicorn(threaded: Server) -> None:
+    for body in (b"[1e999]", b"-1E400", b"[" + b"9" * 5000 + b"]", b'{"a": NaN}'):
+        answer = raw(threaded.port, POST + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+        assert_json_error(answer, 400)
+
+
+# ----------------------------------------------------------------- requests a stopping worker gives up
+
+SLOW_APP = """
+import time
+
+from api import create_app
+
+app = create_app()
+
+
+@app.get("/api/slow")
+def slow():
+    time.sleep(5)
+    return {"slept": 5}
+"""
+
+
+@pytest.mark.parametrize(
+    ("threads", "sig"),
+    [("2", signal.SIGTERM), ("1", signal.SIGTERM), ("2", signal.SIGQUIT), ("1", signal.SIGINT)],
+    ids=["threaded-term", "sync-term", "threaded-quit", "sync-int"],
+)
+def test_a_request_the_worker_gives_up_on_is_logged_as_aborted(tmp_path: Path, threads: str, sig: int) -> None:
+    """A 5 s request, then SIGTERM with GUNICORN_GRACEFUL_TIMEOUT=2 (the worker is killed at 2 s)
+    or SIGQUIT/SIGINT (it stops at once): its request id appears in an "aborted" line. A body
+    still arriving when a threaded worker stops gets 503."""
+    (tmp_path / "slowapp.py").write_text(SLOW_APP)
+    env = {"WEB_CONCURRENCY": "1", "GUNICORN_THREADS": threads, "GUNICORN_GRACEFUL_TIMEOUT": "2"}
+    with gunicorn(tmp_path, "--pythonpath", str(tmp_path), "slowapp:app", **env, APP_LOG_FLUSH_MS="60000") as running:
+        held = socket.create_connection(("127.0.0.1", running.port), timeout=10)
+        held.sendall(b"GET /api/slow HTTP/1.1\r\nHost: t\r\nX-Request-ID: slow-1\r\nConnection: close\r\n\r\n")
+        body = None
+        if threads == "2":  # a second connection: a body the loop is still collecting
+            body = socket.create_connection(("127.0.0.1", running.port), timeout=10)
+            body.sendall(POST + b"Content-Length: 100\r\nX-Request-ID: body-1\r\n\r\n[")
+        time.sleep(0.5)
+        started = time.monotonic()
+        out, _ = running.stop(sig)
+        assert time.monotonic() - started < 4.5  # before the 5 s request could have ended
+        if body is not None and sig == signal.SIGTERM:
+            answer = read_answer(body)
+            assert_json_error(answer, 503)
+            assert answer.json()["error"]["request_id"] == "body-1"
+        held.close()
+        if body is not None:
+            body.close()
+    entries = [json.loads(line) for line in out if line.strip()]
+    aborted = [e for e in entries if e.get("msg") == "aborted"]
+    assert [e["request_id"] for e in aborted] == ["slow-1"], entries
+    assert aborted[0]["logger"] == "api.request" and aborted[0]["status"] is None
+    assert (aborted[0]["method"], aborted[0]["path"]) == ("GET", "/api/slow")
+    assert 400 < aborted[0]["duration_ms"] < 4500
