@@ -317,7 +317,9 @@ def test_inv_clean_removes_everything_the_builds_left(built: dict[str, Any], eng
     exited = engine.containers.run(image, ["true"], detach=True)
     exited.wait()
     untagged = [i for i in project_images(engine, slug, all_images=False) if not i.tags]
-    assert len(untagged) >= 3, "the image before the change, the builder stage's, the failed build's"
+    # The image before the change went with the rebuild (nothing used it); the builder stage's
+    # and the failed build's last step stay until `inv clean`.
+    assert len(untagged) >= 2, "the builder stage's, the failed build's"
     # A container someone started by hand and still runs keeps its image: clean says so, and fails.
     running = engine.containers.run(image, detach=True)
     try:

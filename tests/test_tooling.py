@@ -8,6 +8,7 @@ output that stays whole and free of escape codes when redirected.
 from __future__ import annotations
 
 import os
+import random
 import re
 import signal
 import socket
@@ -23,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.helpers import unavailable
 from tools.generated import free_port, render
 
 MANAGED_LABEL = "dev.copier-netlify-docker.managed"
@@ -103,6 +105,7 @@ def tool_project(tmp_path_factory: pytest.TempPathFactory, base_image: str, engi
     project = render(tmp_path_factory.mktemp("tool") / slug, {"project_slug": slug, "base_image": base_image})
     build = subprocess.run(["invoke", "build"], cwd=project, env=ENV, capture_output=True, text=True, timeout=600)
     assert build.returncode == 0, build.stdout + build.stderr
+    (project / ".first-build.log").write_text(build.stdout + build.stderr)  # a cold build: pip ran
     yield project
     remove_containers(engine, slug)
     for image in engine.images.list(name=slug):
@@ -325,3 +328,250 @@ def test_redirected_output_is_whole_lines_without_escape_codes(tmp_path: Path, b
         for image in engine.images.list(name=slug):
             for tag in image.tags:
                 engine.images.remove(tag, force=True)
+
+
+def project_image_ids(engine: Any, slug: str, **filters: Any) -> set[str]:
+    """Every image (intermediate ones too) carrying the project's label."""
+    found = engine.api.images(all=True, quiet=True, filters={"label": f"{PROJECT_LABEL}={slug}", **filters})
+    return {image_id.removeprefix("sha256:") for image_id in found}
+
+
+PROJECT_LABEL = "dev.copier-netlify-docker.project"
+
+
+def test_a_cold_build_writes_no_progress_bars(tool_project: Path) -> None:
+    output = (tool_project / ".first-build.log").read_text()
+    assert "Successfully installed" in output  # pip ran in this build (a new slug misses the cache)
+    assert "━" not in output and "█" not in output, [line for line in output.splitlines() if "━" in line][:2]
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("how", ["ctrl-c", "sigint-ignored-then-kill-int", "sigterm"])
+def test_an_interrupted_build_says_so_and_leaves_nothing(
+    tool_project: Path, engine: Any, inv: list[Inv], how: str
+) -> None:
+    """Stopped while pip runs (--no-cache): one line, exit 130, no step container, no step image, tags kept."""
+    slug = tool_project.name
+    tagged = engine.images.get(f"{slug}:latest").id
+    images = project_image_ids(engine, slug)
+    build = Inv(tool_project, "build", "--no-cache", ignore_sigint=how == "sigint-ignored-then-kill-int")
+    inv.append(build)
+    build.wait_for(r"pip install[^\n]*\n ---> Running in [0-9a-f]{12}")
+    time.sleep(1)
+    if how == "ctrl-c":
+        os.killpg(build.proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group
+    else:
+        build.proc.send_signal(signal.SIGINT if how != "sigterm" else signal.SIGTERM)
+    started = time.monotonic()
+    assert build.finish(60) == 130, build.output
+    assert time.monotonic() - started < 20
+    last = build.lines[-1]
+    assert re.fullmatch(r"Build interrupted; nothing was tagged; removed the \d+ step images? it had made", last), last
+    assert "Traceback" not in build.output
+    assert engine.images.get(f"{slug}:latest").id == tagged
+    assert not engine.containers.list(all=True, filters={"label": f"{PROJECT_LABEL}={slug}"})
+    assert project_image_ids(engine, slug) == images, "the step images the build made are gone"
+
+
+@pytest.mark.docker
+def test_a_rebuild_removes_the_image_it_untagged_unless_used(tool_project: Path, engine: Any) -> None:
+    """--no-cache gives a new id; the previous image goes, unless a container uses it; nothing piles up."""
+    slug = tool_project.name
+
+    def rebuild() -> str:
+        result = subprocess.run(
+            ["invoke", "build", "--no-cache"], cwd=tool_project, env=ENV, capture_output=True, text=True, timeout=600
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stderr
+
+    first = engine.images.get(f"{slug}:latest").id
+    output = rebuild()
+    second = engine.images.get(f"{slug}:latest").id
+    assert second != first  # pip ran again: new files, new id
+    assert first[7:19] in output.split("images earlier builds left (", 1)[1].splitlines()[0], output
+    with pytest.raises(Exception, match=r"No such image"):
+        engine.images.get(first)
+    dangling = project_image_ids(engine, slug, dangling=True)
+    assert len(dangling) == 1, "only this build's builder stage (the cache of the next build) is untagged"
+    # A stopped container made from the image keeps it: it is in use.
+    holder = engine.containers.create(second, ["true"])
+    try:
+        rebuild()
+        assert engine.images.get(second).id == second
+        assert not engine.images.get(second).tags
+    finally:
+        holder.remove(force=True)
+    rebuild()  # now nothing uses it: the next build removes it
+    with pytest.raises(Exception, match=r"No such image"):
+        engine.images.get(second)
+    assert len(project_image_ids(engine, slug, dangling=True)) == 1
+
+
+def free_local_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.docker
+def test_port_in_the_shell_is_not_passed_and_says_so(tool_project: Path, engine: Any, inv: list[Inv]) -> None:
+    for value in ("99999", "8081", "abc"):
+        run = Inv(tool_project, "run", "--no-build", env={"PORT": value})
+        inv.append(run)
+        url = run.wait_for(r"Healthy in [\d.]+s: (http://\S+)")[1]
+        assert f"PORT={value} in your environment is not passed to the container" in run.output
+        assert "--port" in run.output.split("not passed", 1)[1].splitlines()[0]
+        assert httpx.get(url + "/healthz").status_code == 200
+        [container] = running_containers(engine, tool_project.name)
+        assert "PORT=8080" in container.attrs["Config"]["Env"]  # the image's, as the port mapping expects
+        run.proc.send_signal(signal.SIGINT)
+        assert run.finish(60) == 0, run.output
+    run = Inv(tool_project, "run", "--no-build")  # unset: no note
+    inv.append(run)
+    run.wait_for(r"Healthy in")
+    assert "not passed" not in run.output
+    run.proc.send_signal(signal.SIGINT)
+    assert run.finish(60) == 0
+
+
+BAD_PORTS = ["abc", "-1", "65536", "99999", "1e3", "0x50", "8080.0", " 80x", "", "\uff18\uff10", "80\n81", "x" * 200]
+
+
+def seeded_bad_ports(seed: int, count: int) -> list[str]:
+    rng = random.Random(seed)
+    alphabet = "0123456789-+. xe_:\t/"
+    found: list[str] = []
+    while len(found) < count:
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 8)))
+        stripped = text.strip()
+        if not (stripped.isascii() and stripped.isdigit() and int(stripped) <= 65535):
+            found.append(text)
+    return found
+
+
+@pytest.mark.parametrize("task", ["run", "dev", "edge"])
+def test_a_bad_option_value_is_one_line(tool_project: Path, task: str) -> None:
+    """Int options were converted by invoke with int(): a 22-line traceback. Now one line, before any work."""
+    for value in [*BAD_PORTS, *seeded_bad_ports(7, 6)]:
+        result = subprocess.run(
+            ["invoke", task, "--port", value], cwd=tool_project, env=ENV, capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 1, (value, result.stderr)
+        [line] = result.stderr.strip().splitlines()
+        assert line.startswith("error: --port ") and line.endswith("is not a port; use 1-65535 (or 0 for a free one)")
+        assert len(line) < 160, line
+
+
+def test_ssh_docker_host_that_refuses_is_one_clear_line(tmp_path: Path) -> None:
+    """ssh:// goes through the system's ssh (the SDK's own needs paramiko); failures say ssh's reason."""
+    project = render(tmp_path / "ssh-refused", git=False)
+    no_ssh = tmp_path / "bin"
+    no_ssh.mkdir()
+    for tool in ("invoke", "python", "python3"):
+        (no_ssh / tool).symlink_to(Path(sys.executable).parent / tool)
+    port = free_local_port()
+    cases = [
+        (f"ssh://nobody@127.0.0.1:{port}", {}, f"ssh could not connect: ssh: connect to host 127.0.0.1 port {port}: "
+         "Connection refused"),
+        (f"ssh://127.0.0.1:{port}", {}, "Connection refused"),
+        ("ssh://nobody@127.0.0.1:notaport", {}, "has a bad port; write it as ssh://[user@]host[:port]"),
+        ("ssh://nobody@127.0.0.1/var/run/docker.sock", {}, "has a path; write it as ssh://[user@]host[:port]"),
+        (f"ssh://nobody@127.0.0.1:{port}", {"PATH": str(no_ssh)}, "needs the OpenSSH client, and `ssh` is not on PATH"),
+    ]  # fmt: skip
+    for host, env, expected in cases:
+        result = subprocess.run(
+            ["invoke", "build"], cwd=project, env={**ENV, **env, "DOCKER_HOST": host},
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert result.returncode == 1, (host, result.stderr)
+        [line] = result.stderr.strip().splitlines()
+        assert line.startswith("error: ") and expected in line, (host, line)
+        assert "start one" not in line and "SSHHTTPAdapter" not in line and "paramiko" not in line, line
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A real OpenSSH server on 127.0.0.1 that lets root in with a key made here, and an `ssh` that uses it.
+
+    The `ssh` on PATH is a wrapper adding `-F config` (ssh reads ~/.ssh from the password database,
+    not $HOME, so a test cannot point it elsewhere otherwise).
+    """
+    if not Path("/usr/sbin/sshd").exists():
+        unavailable("openssh-server is not installed (apt-get install openssh-server)")
+    if os.geteuid() != 0:
+        pytest.skip("sshd for this test runs as root")
+    home = tmp_path_factory.mktemp("sshd")
+    for name in ("client", "host", "stranger"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(home / name)], check=True)
+    (home / "authorized_keys").write_text((home / "client.pub").read_text())
+    port = free_local_port()
+    (home / "sshd_config").write_text(
+        f"ListenAddress 127.0.0.1\nPort {port}\nHostKey {home}/host\nAuthorizedKeysFile {home}/authorized_keys\n"
+        "StrictModes no\nPermitRootLogin prohibit-password\nPasswordAuthentication no\n"
+        f"KbdInteractiveAuthentication no\nUsePAM no\nPidFile {home}/sshd.pid\n"
+    )
+    Path("/run/sshd").mkdir(exist_ok=True)
+    server = subprocess.Popen(
+        ["/usr/sbin/sshd", "-D", "-e", "-f", str(home / "sshd_config")], stderr=subprocess.DEVNULL
+    )
+    host_key = " ".join((home / "host.pub").read_text().split()[:2])
+    (home / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key}\n")
+    bins = {}
+    for name, key, known in [("ok", "client", "known_hosts"), ("badkey", "stranger", "known_hosts"),
+                             ("unknownhost", "client", "empty_known_hosts")]:  # fmt: skip
+        (home / known).touch()
+        (home / f"{name}.config").write_text(
+            f"Host *\n  IdentityFile {home}/{key}\n  IdentitiesOnly yes\n"
+            f"  UserKnownHostsFile {home}/{known}\n  StrictHostKeyChecking yes\n"
+        )
+        directory = home / name
+        directory.mkdir()
+        wrapper = directory / "ssh"
+        wrapper.write_text(f'#!/bin/sh\nexec /usr/bin/ssh -F {home}/{name}.config "$@"\n')
+        wrapper.chmod(0o755)
+        bins[name] = str(directory)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.1)
+    try:
+        yield {"port": port, "bins": bins}
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+@pytest.mark.docker
+def test_ssh_docker_host_builds_and_runs_through_a_real_sshd(
+    tool_project: Path, engine: Any, sshd: dict[str, Any], inv: list[Inv]
+) -> None:
+    host = f"ssh://root@127.0.0.1:{sshd['port']}"
+
+    def env(kind: str) -> dict[str, str]:
+        return {"DOCKER_HOST": host, "PATH": f"{sshd['bins'][kind]}{os.pathsep}{ENV['PATH']}"}
+
+    result = subprocess.run(
+        ["invoke", "build"], cwd=tool_project, env={**ENV, **env("ok")}, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^Built \w+ as ", result.stderr, re.MULTILINE)
+    run = Inv(tool_project, "run", "--no-build", env=env("ok"))
+    inv.append(run)
+    url = run.wait_for(r"Healthy in [\d.]+s: (http://\S+)")[1]
+    assert httpx.get(url + "/api/greeting").status_code == 200
+    run.proc.send_signal(signal.SIGINT)
+    assert run.finish(60) == 0, run.output
+    assert "Removed container" in run.output and running_containers(engine, tool_project.name) == []
+    for kind, expected in [("badkey", "Permission denied"), ("unknownhost", "Host key verification failed")]:
+        result = subprocess.run(
+            ["invoke", "build"], cwd=tool_project, env={**ENV, **env(kind)}, capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 1
+        [line] = result.stderr.strip().splitlines()
+        assert line.startswith(f"error: No Docker engine answers at {host}: ssh could not connect: "), line
+        assert expected in line and "start one" not in line, line
+    assert not [p for p in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout.splitlines()
+                if "dial-stdio" in p and str(sshd["port"]) in p]  # fmt: skip

@@ -1,13 +1,15 @@
 """The Docker engine: connect, build, run, wait for health, stop. Docker SDK, no shell strings.
 
-Works with any engine the Docker SDK reaches through ``DOCKER_HOST`` (local socket, ``tcp://``,
-``ssh://``), negotiating the API version, so old engines (20.10) work too.
+Works with any engine ``DOCKER_HOST`` names: a local socket or ``tcp://`` through the Docker SDK,
+``ssh://`` through the system's ``ssh`` (see :mod:`ops.engine_ssh`), negotiating the API version,
+so old engines (20.10) work too.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import stat
 import sys
@@ -23,8 +25,8 @@ import docker.errors
 import httpx
 from docker.models.containers import Container
 
-from ops import logs
-from ops.errors import BuildFailed, EngineUnavailable, NeverHealthy, OpsError
+from ops import engine_ssh, logs
+from ops.errors import BuildFailed, EngineUnavailable, Interrupted, NeverHealthy, OpsError
 
 LineSink = Callable[[str], None]
 MANAGED_LABEL = "dev.copier-netlify-docker.managed"
@@ -48,6 +50,8 @@ def engine_address() -> str:
 
 def connect(timeout: float = 60) -> docker.DockerClient:
     """A client for the engine at DOCKER_HOST, or :class:`EngineUnavailable` saying how to start one."""
+    if engine_address().startswith(engine_ssh.SCHEME):
+        return engine_ssh.connect(engine_address(), timeout)
     try:
         client = docker.from_env(timeout=max(1, int(timeout)))
         client.ping()
@@ -123,6 +127,35 @@ class BuildResult:
     image_id: str
     tags: list[str]
     seconds: float
+    # Images earlier builds left, removed after this one (see remove_leftovers): short ids.
+    replaced: list[str] = field(default_factory=list)
+
+
+# The classic builder's log: a step's image id, the container a step runs in, a step taken from cache.
+_STEP_IMAGE = re.compile(r"^ ---> ([0-9a-f]{12})$")
+_STEP_CONTAINER = re.compile(r"^ ---> Running in ([0-9a-f]{12})$")
+
+
+@dataclass
+class _BuildTrace:
+    """What a build made so far, read from its log, so an interrupted one can be undone."""
+
+    created: list[str] = field(default_factory=list)  # step images this build committed (not cached)
+    seen: set[str] = field(default_factory=set)  # every step image of this build, from cache or not
+    container: str = ""  # the step container of the step under way
+    cached: bool = False
+
+    def read(self, line: str) -> None:
+        if line.startswith("Step "):
+            self.cached, self.container = False, ""
+        elif line == " ---> Using cache":
+            self.cached = True
+        elif found := _STEP_CONTAINER.match(line):
+            self.container = found[1]
+        elif found := _STEP_IMAGE.match(line):
+            self.seen.add(found[1])
+            if not self.cached:
+                self.created.append(found[1])
 
 
 def build_image(
@@ -139,13 +172,19 @@ def build_image(
     """Build ``context`` and tag the image with every name in ``tags``, streaming the log to ``on_line``.
 
     On failure raises :class:`BuildFailed` with the tail of the build log, so the error is
-    readable without scrolling back through the whole build.
+    readable without scrolling back through the whole build. Interrupted (KeyboardInterrupt: a
+    signal), it ends the build, removes the step container and the step images it made, and
+    raises :class:`Interrupted`. After a build, what earlier builds left and nothing uses goes
+    (see :func:`remove_leftovers`), so rebuilds do not pile up untagged images.
     """
     started = time.perf_counter()
     tail: deque[str] = deque(maxlen=tail_lines)
+    trace = _BuildTrace()
     image_id = ""
+    before = {name: tagged_id(client, name) for name in tags}
+    stream: Iterator[dict[str, Any]] | None = None
     try:
-        stream: Iterable[dict[str, Any]] = client.api.build(
+        stream = client.api.build(
             path=str(context),
             tag=tags[0],
             buildargs=dict(buildargs or {}),
@@ -160,6 +199,7 @@ def build_image(
                 # Cleaned: the classic builder colours a step's stderr with escape codes.
                 for line in logs.clean_lines(chunk["stream"]):
                     if line.strip():
+                        trace.read(line)
                         tail.append(line)
                         if on_line:
                             on_line(line)
@@ -172,12 +212,106 @@ def build_image(
                 raise BuildFailed(f"docker build failed: {message.strip()}", detail="\n".join(tail))
     except docker.errors.APIError as exc:
         raise BuildFailed(f"docker build failed: {exc.explanation or exc}", detail="\n".join(tail)) from None
+    except KeyboardInterrupt:
+        _end_stream(stream)
+        raise Interrupted(_undo_build(client, trace, tags, before)) from None
     if not image_id:
         raise BuildFailed("docker build finished without producing an image", detail="\n".join(tail))
     for name in tags[1:]:
         repository, _, tag = name.rpartition(":")
         client.api.tag(image_id, repository, tag)
-    return BuildResult(image_id=image_id, tags=list(tags), seconds=time.perf_counter() - started)
+    replaced = remove_leftovers(client, image_id, set(before.values()) - {"", image_id}, trace.seen)
+    return BuildResult(image_id=image_id, tags=list(tags), seconds=time.perf_counter() - started, replaced=replaced)
+
+
+def _end_stream(stream: Iterator[dict[str, Any]] | None) -> None:
+    """Close the build's HTTP response now (not when it is garbage): the engine then cancels the build."""
+    frame = getattr(stream, "gi_frame", None)
+    response = frame.f_locals.get("response") if frame is not None else None  # the SDK's _stream_helper
+    with contextlib.suppress(Exception):
+        if response is not None:
+            response.close()
+    with contextlib.suppress(Exception):
+        if stream is not None and hasattr(stream, "close"):
+            stream.close()
+
+
+def _undo_build(
+    client: docker.DockerClient, trace: _BuildTrace, tags: list[str], before: Mapping[str, str], wait: float = 15
+) -> str:
+    """Remove what an interrupted build left (its step container, the step images it made); say what is true."""
+    if trace.container:
+        # forcerm: the engine removes the step container once it has cancelled the step. Waited
+        # for, so the images under it can go; removed here if the engine is slow about it.
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                client.api.inspect_container(trace.container)
+            except docker.errors.NotFound:
+                break
+            except docker.errors.APIError:
+                break
+            time.sleep(0.2)
+        else:
+            with contextlib.suppress(docker.errors.APIError):
+                client.api.remove_container(trace.container, force=True, v=True)
+    removed = 0
+    for image in reversed(trace.created):  # the newest first: each is the parent of the next
+        try:
+            client.api.remove_image(image, noprune=True)
+            removed += 1
+        except docker.errors.APIError:  # tagged meanwhile, or a parent still in use: leave it
+            continue
+    changed = [name for name in tags if tagged_id(client, name) != before.get(name, "")]
+    outcome = f"{', '.join(changed)} now names the new image" if changed else "nothing was tagged"
+    made = f"; removed the {removed} step image{'s' if removed != 1 else ''} it had made" if removed else ""
+    return f"Build interrupted; {outcome}{made}"
+
+
+def tagged_id(client: docker.DockerClient, name: str) -> str:
+    """The id of the image ``name`` names, or ``""``."""
+    try:
+        return client.images.get(name).id or ""
+    except docker.errors.NotFound:
+        return ""
+
+
+def remove_leftovers(client: docker.DockerClient, image_id: str, untagged: Iterable[str], used: set[str]) -> list[str]:
+    """After a build of ``image_id``: remove what earlier builds of the project left, if unused.
+
+    Candidates: ``untagged`` (the images the tags named before this build), and the project's
+    dangling images (no tag, no child: the builder stage of an earlier build, a failed build's
+    last step) that this build did not use (``used``: short ids of its step images, from cache or
+    made). Kept: an image with a tag, one without this project's ``PROJECT_LABEL``, and one that a
+    container (running or stopped) or another image is built on. Removing one also removes its
+    untagged parents that nothing else shares. Returns the short ids removed.
+    """
+    try:
+        slug = (client.images.get(image_id).labels or {}).get(PROJECT_LABEL, "")
+    except docker.errors.NotFound:
+        return []
+    if not slug:
+        return []
+    selector: dict[str, str | list[str] | bool] = {"label": f"{PROJECT_LABEL}={slug}", "dangling": True}
+    candidates = set(untagged) | {i.id or "" for i in client.images.list(filters=selector)}
+    removed: list[str] = []
+    for candidate in sorted(candidates - {"", image_id}):
+        if _short(candidate) in used:
+            continue
+        try:
+            found = client.images.get(candidate)
+        except docker.errors.NotFound:
+            continue
+        if found.tags or (found.labels or {}).get(PROJECT_LABEL) != slug:
+            continue
+        if client.api.containers(all=True, quiet=True, filters={"ancestor": candidate}):
+            continue
+        try:
+            client.api.remove_image(candidate, noprune=False)
+        except docker.errors.APIError:  # another image was built FROM it: it stays
+            continue
+        removed.append(_short(candidate))
+    return removed
 
 
 # gunicorn.conf.py's default and accepted range for GUNICORN_GRACEFUL_TIMEOUT; tests hold the two
@@ -201,6 +335,22 @@ def server_environment(environ: Mapping[str, str]) -> dict[str, str]:
         for name, value in sorted(environ.items())
         if name in SERVER_VARIABLES or name.startswith(SERVER_VARIABLE_PREFIXES)
     }
+
+
+def port_not_passed(environ: Mapping[str, str]) -> str:
+    """A note when ``environ`` sets PORT, which these tasks do not pass to a container, or ``""``.
+
+    The container listens on the image's port: the engine publishes that port, and the health
+    check inside the image probes it, so a PORT from the shell would only break both. The host
+    side is --port.
+    """
+    if "PORT" not in environ:
+        return ""
+    shown = " ".join(logs.clean_line(environ["PORT"]).split())[:40]
+    return (
+        f"PORT={shown} in your environment is not passed to the container: it listens on the image's port; "
+        "choose the port on 127.0.0.1 with --port"
+    )
 
 
 def graceful_timeout(environment: Mapping[str, str]) -> int:

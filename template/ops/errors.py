@@ -19,6 +19,15 @@ class BuildFailed(OpsError):
     """``docker build`` failed; ``detail`` holds the tail of the build log."""
 
 
+class Interrupted(OpsError):
+    """A signal (Ctrl-C, SIGTERM, SIGHUP) stopped a task; the message says what was left behind.
+
+    The task exits 130, as a shell reports a command ended by Ctrl-C.
+    """
+
+    exit_code = 130
+
+
 class NeverHealthy(OpsError):
     """A container exited or did not turn healthy in time; ``detail`` holds its logs."""
 
