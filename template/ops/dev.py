@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +23,11 @@ from ops import docker as engine
 from ops import logs
 from ops.edge.server import load_site
 from ops.errors import NeverHealthy, OpsError
+from ops.logs import LineSink
 from ops.netlify import redirects
 from ops.netlify.config import NetlifyConfig, publish_dir
 from ops.project import Project
 
-LineSink = Callable[[str], None]
 DEV_ENV = {
     "GUNICORN_RELOAD": "1",
     "WEB_CONCURRENCY": "1",

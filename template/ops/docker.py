@@ -15,7 +15,7 @@ import stat
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,9 +26,9 @@ import httpx
 from docker.models.containers import Container
 
 from ops import engine_ssh, logs
-from ops.errors import BuildFailed, EngineUnavailable, Interrupted, NeverHealthy, OpsError
+from ops.errors import BuildFailed, EngineUnavailable, ImageMissing, Interrupted, NeverHealthy, OpsError
+from ops.logs import LineSink
 
-LineSink = Callable[[str], None]
 MANAGED_LABEL = "dev.copier-netlify-docker.managed"
 # Set by the Dockerfile on every image a build of the project makes (value: the project slug).
 PROJECT_LABEL = "dev.copier-netlify-docker.project"
@@ -414,7 +414,7 @@ def run_container(
     try:
         image_env = _env_list(client.images.get(image).attrs.get("Config", {}).get("Env"))
     except docker.errors.ImageNotFound:
-        raise NeverHealthy(f"image {image!r} does not exist here; build it first with `inv build`") from None
+        raise ImageMissing(f"image {image!r} does not exist here; build it first with `inv build`") from None
     stop_timeout = graceful_timeout({**image_env, **env}) + STOP_MARGIN
     api = client.api
     try:

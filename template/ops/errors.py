@@ -28,6 +28,10 @@ class Interrupted(OpsError):
     exit_code = 130
 
 
+class ImageMissing(OpsError):
+    """The image to run is not on the engine; the message says how to build it."""
+
+
 class NeverHealthy(OpsError):
     """A container exited or did not turn healthy in time; ``detail`` holds its logs."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 # ANSI/VT escape sequences: CSI (colours, cursor moves), OSC (titles, hyperlinks; ended by BEL or
@@ -27,6 +27,9 @@ _ESCAPES = re.compile(
 # Every other C0 and C1 control character except tab; also Unicode bidi overrides, which can
 # make a line read differently from what it is.
 _CONTROLS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+# Where a task's output lines go (the terminal, a test's list, a log file).
+LineSink = Callable[[str], None]
 
 
 def clean_line(line: str) -> str:

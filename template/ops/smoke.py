@@ -12,6 +12,7 @@ import docker
 
 from ops import docker as engine
 from ops.errors import SmokeFailed
+from ops.logs import LineSink
 from ops.project import Project
 
 # The smoke run uses a port other than the image's default, to prove the image honours $PORT.
@@ -43,7 +44,7 @@ def smoke_image(
     health_timeout: float = 30,
     extra: Sequence[str] = (),
     environment: Mapping[str, str] | None = None,
-    on_line: engine.LineSink | None = None,
+    on_line: LineSink | None = None,
 ) -> float:
     """Start ``image`` on a free port, wait for health, run the suite, always remove the container.
 

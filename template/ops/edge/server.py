@@ -6,7 +6,7 @@ import asyncio
 import mimetypes
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +19,10 @@ from ops.edge.limits import LIMITS, SHUTDOWN_GRACE, ConnectionLimit, Limits
 from ops.edge.proxy import PROXY_TIMEOUT, forward
 from ops.edge.routing import Decision, Router
 from ops.errors import ConfigError, OpsError
+from ops.logs import LineSink
 from ops.netlify.check import check_config
 from ops.netlify.config import NetlifyConfig, load
 
-LineSink = Callable[[str], None]
 SMALL_FILE = 256 * 1024
 TEXT_TYPES = {"application/javascript", "application/json", "image/svg+xml"}
 # Netlify serves JavaScript as application/javascript; Python 3.12+ would say text/javascript.
