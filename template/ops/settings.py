@@ -1,0 +1,187 @@
+"""The tasks' settings: one object, read from the environment, then `.env.NAME`, then `.env`.
+
+The first place that sets a name wins: a value in the environment (a CI secret, a one-off
+``IMAGE=... inv deploy``) beats `.env.NAME` (``--env NAME``: staging, production), which beats
+`.env` (this machine's defaults). Neither file is committed (.gitignore) and neither reaches the
+image (.dockerignore). Secrets (the Netlify token, the registry password) are held apart from
+everything that prints: ``repr``, :meth:`Settings.describe` and error messages never show them.
+
+python-dotenv reads the files (the de facto format: ``export``, quotes, ``#`` comments, ``${VAR}``
+expansion off), so what works with docker compose's ``env_file`` or direnv works here.
+"""
+
+from __future__ import annotations
+
+import difflib
+import io
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from dotenv.parser import parse_stream
+
+from ops.errors import OpsError
+
+ENV_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+
+class SettingsError(OpsError):
+    """A setting is missing or invalid; the message names it, where it came from and what is valid."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str
+    help: str
+    secret: bool = False
+    kind: str = "text"  # text, int, port, url, image
+    low: int = 0
+    high: int = 0
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("DOCKER_HOST", "", "Docker engine the tasks use (unix://, tcp://, ssh://); empty: the local socket"),
+    Setting("IMAGE", "", "registry path the image is pushed to, without a tag", kind="image"),
+    Setting("REGISTRY_USERNAME", "", "registry login, when the registry needs one"),
+    Setting("REGISTRY_PASSWORD", "", "registry password or token", secret=True),
+    Setting("BACKEND_URL", "", "public origin of the API that Netlify proxies /api/* to", kind="url"),
+    Setting("PROXY_IMAGE", "caddy:2", "image of the host's shared Caddy", kind="image"),
+    Setting("PROXY_HTTP_PORT", "80", "host port Caddy answers HTTP on", kind="port", low=1, high=65535),
+    Setting("PROXY_HTTPS_PORT", "443", "host port Caddy answers HTTPS on", kind="port", low=1, high=65535),
+    Setting("KEEP_RELEASES", "3", "stopped releases kept for `inv rollback`", kind="int", low=0, high=100),
+    Setting("HEALTH_TIMEOUT", "60", "seconds a new release has to turn healthy", kind="int", low=1, high=3600),
+    Setting("NETLIFY_AUTH_TOKEN", "", "Netlify personal access token", secret=True),
+    Setting("NETLIFY_SITE_ID", "", "the Netlify site's API id"),
+    Setting("NETLIFY_API_URL", "https://api.netlify.com/api/v1", "Netlify's API (a local server in tests)", kind="url"),
+)
+BY_NAME = {setting.name: setting for setting in SETTINGS}
+_IMAGE = re.compile(
+    r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?"  # registry host (and port) or first path part
+    r"(/[a-z0-9]+([._-][a-z0-9]+)*)*"  # path
+    r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?\Z"  # tag
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting as text, where each came from, and what in the files looked like a typo."""
+
+    values: Mapping[str, str] = field(repr=False)
+    sources: Mapping[str, str]
+    env_name: str = ""
+    warnings: tuple[str, ...] = ()
+
+    def __getitem__(self, name: str) -> str:
+        return self.values[name]
+
+    def number(self, name: str) -> int:
+        return int(self.values[name])
+
+    def missing(self, names: Iterable[str]) -> list[str]:
+        """A line per required setting that is empty, saying how to set it."""
+        where = f".env.{self.env_name}" if self.env_name else ".env"
+        return [
+            f"{name} is not set ({BY_NAME[name].help}): export it, or add {name}=... to {where}"
+            for name in names
+            if not self.values.get(name)
+        ]
+
+    def describe(self) -> list[str]:
+        """``NAME = value  (source)`` for each setting; secrets say only whether they are set."""
+        lines = []
+        for setting in SETTINGS:
+            value = self.values.get(setting.name, "")
+            shown = ("(set)" if value else "(not set)") if setting.secret else (value or "(empty)")
+            lines.append(f"{setting.name} = {shown}  ({self.sources.get(setting.name, 'default')})")
+        return lines
+
+    def runtime_environment(self) -> dict[str, str]:
+        """What a deployed container gets: APP_*, GUNICORN_*, WEB_CONCURRENCY and the names in APP_ENV."""
+        extra = {name.strip() for name in self.values.get("APP_ENV", "").split(",") if name.strip()}
+        return {
+            name: value
+            for name, value in sorted(self.values.items())
+            if (name.startswith(("APP_", "GUNICORN_")) and name != "APP_ENV")
+            or name == "WEB_CONCURRENCY"
+            or name in extra
+        }
+
+
+def read_env_file(path: Path) -> dict[str, tuple[str, int]]:
+    """``NAME -> (value, line)`` from a dotenv file; a line it cannot read is a :class:`SettingsError`."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SettingsError(f"{path.name}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    values: dict[str, tuple[str, int]] = {}
+    for binding in parse_stream(io.StringIO(text)):
+        if binding.error:
+            line = binding.original.line
+            message = f"{path.name}:{line}: cannot read this line; write NAME=value (quote values with spaces)"
+            raise SettingsError(message)
+        if binding.key is not None:
+            values[binding.key] = (binding.value or "", binding.original.line)
+    return values
+
+
+def _check(setting: Setting, value: str, source: str) -> None:
+    if not value:
+        return
+    where = f"{setting.name}={value!r} ({source})"
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise SettingsError(f"{setting.name} ({source}) contains a control character; use plain text")
+    if setting.kind in {"int", "port"}:
+        if not (value.isascii() and value.isdigit()) or not setting.low <= int(value) <= setting.high:
+            raise SettingsError(f"{where} is not a whole number in {setting.low}..{setting.high}")
+    elif setting.kind == "url":
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise SettingsError(f"{where} is not an http(s) URL, for example https://api.example.com")
+    elif setting.kind == "image" and not _IMAGE.match(value):
+        raise SettingsError(f"{where} is not an image reference, for example ghcr.io/acme/service")
+
+
+def load(root: Path, env_name: str = "", environ: Mapping[str, str] | None = None) -> Settings:
+    """The settings for ``root``: the environment, then ``.env.<env_name>`` (which must exist), then ``.env``."""
+    environ = os.environ if environ is None else environ
+    layers: list[tuple[str, dict[str, tuple[str, int]]]] = []
+    if env_name:
+        if not ENV_NAME.match(env_name):
+            raise SettingsError(f"--env {env_name!r}: use a short lowercase name such as staging or production")
+        named = root / f".env.{env_name}"
+        if not named.is_file():
+            message = f"--env {env_name}: {named.name} does not exist; create it with the settings for {env_name}"
+            raise SettingsError(message)
+        layers.append((named.name, read_env_file(named)))
+    if (root / ".env").is_file():
+        layers.append((".env", read_env_file(root / ".env")))
+
+    values: dict[str, str] = {}
+    sources: dict[str, str] = {}
+    for file_name, entries in reversed(layers):  # .env first, so .env.NAME overrides it
+        for name, (value, line) in entries.items():
+            values[name] = value
+            sources[name] = f"{file_name}:{line}"
+    for name, value in environ.items():
+        if name in BY_NAME or name.startswith(("APP_", "GUNICORN_")) or name in {"WEB_CONCURRENCY", "APP_ENV"}:
+            values[name] = value
+            sources[name] = "environment"
+    for setting in SETTINGS:
+        if setting.name not in values or (values[setting.name] == "" and setting.default):
+            values[setting.name] = setting.default
+            sources[setting.name] = "default"
+        _check(setting, values[setting.name], sources[setting.name])
+
+    warnings = []
+    for file_name, entries in layers:
+        for name, (_, line) in entries.items():
+            if name in BY_NAME or name.startswith(("APP_", "GUNICORN_")):
+                continue
+            close = difflib.get_close_matches(name, BY_NAME, n=1, cutoff=0.8)
+            if close:
+                warnings.append(f"{file_name}:{line}: {name} is not a setting; did you mean {close[0]}?")
+    return Settings(values=values, sources=sources, env_name=env_name, warnings=tuple(warnings))
