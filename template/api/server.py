@@ -57,6 +57,11 @@ READ_BYTES = 64 * 1024
 # (and up to DRAIN_FACTOR x the limit, as the app does): answering and closing while a body is
 # still arriving resets the connection, and a proxy in front then reports 502 instead.
 DRAIN_SECONDS = 2.0
+# A connection closed after its answer reads what the client still sends for this long (as
+# gunicorn's close_graceful does, but without blocking), so unread data does not turn into a RST
+# that could cut the answer short.
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 64 * 1024
 DRAIN_FACTOR = 8
 _HEAD_ENDS = (b"\n\r\n", b"\n\n")  # CRLF CRLF, or bare LFs, which the parser then refuses with 400
 
@@ -492,10 +497,27 @@ def body_framing(head: bytes) -> tuple[str, int]:
         elif colon and name == b"transfer-encoding":
             codings.append(value.strip(b" \t\r"))
     if codings:
-        return ("chunked", 0) if codings == [b"chunked"] and not lengths else ("parser", 0)
+        if codings == [b"chunked"] and not lengths:
+            return "chunked", 0
+        tokens = [token.strip(b" \t") for token in codings[0].split(b",")] if len(codings) == 1 else []
+        if not lengths and len(tokens) > 1 and tokens[-1] == b"chunked" and all(tokens):
+            # gzip, chunked and the like: gunicorn would read the body in a thread and hand the app
+            # still-encoded bytes. The app reads only plain chunked bodies: 501, as RFC 9112 asks.
+            return "unsupported", 0
+        return "parser", 0
     if len(lengths) == 1 and lengths[0].isdigit():
         return "length", int(lengths[0])
     return "parser", 0
+
+
+def _header_value(head: bytes, name: bytes) -> str | None:
+    """The value of header ``name`` (lowercase) in a raw head, if it occurs exactly once."""
+    values = []
+    for line in head.split(b"\n")[1:]:
+        key, colon, value = line.partition(b":")
+        if colon and key.lower() == name:
+            values.append(value.strip(b" \t\r").decode("latin-1"))
+    return values[0] if len(values) == 1 else None
 
 
 def _request_facts(head: bytes) -> tuple[str | None, str | None, str | None]:
@@ -572,6 +594,7 @@ class ThreadWorker(_ApiWorker, gthread.ThreadWorker):
         self._pending: dict[Any, _Pending] = {}  # connections the loop is reading
         self._watched: set[Any] = set()  # ... of which registered with the poller
         self._parked: list[Any] = []  # ... waiting for buffer budget
+        self._lingering: set[Any] = set()  # closed for gunicorn, draining before the socket closes
         self._charged = 0  # bytes buffered beyond HEAD_BUFFER_BYTES per connection, in all
         self._next_expiry = float("inf")
         self._stopping_at: float | None = None
@@ -609,7 +632,7 @@ class ThreadWorker(_ApiWorker, gthread.ThreadWorker):
         state = self._pending.get(conn)
         if state is None:
             return
-        if state.part == "drain":
+        if state.part in ("drain", "linger"):
             self._drain(conn, state)
             return
         if len(state.buf) >= HEAD_BUFFER_BYTES and self._charged >= BUFFER_BUDGET_BYTES:
@@ -651,6 +674,10 @@ class ThreadWorker(_ApiWorker, gthread.ThreadWorker):
             if kind == "none" or kind == "parser" or (kind == "length" and length == 0):
                 self._dispatch(conn, state)
                 return True
+            if kind == "unsupported":
+                coding = _header_value(bytes(buf[:end]), b"transfer-encoding") or ""
+                self._refuse(conn, state, http_errors.UnsupportedTransferCoding(coding))
+                return True
             if kind == "length" and length > self.body_limit:
                 self._refuse(conn, state, BodyRefused(413, f"Content-Length {length} over {self.body_limit}"))
                 return True
@@ -685,11 +712,44 @@ class ThreadWorker(_ApiWorker, gthread.ThreadWorker):
 
     def _continue(self, conn: Any, head: bytes) -> None:
         """Answer ``Expect: 100-continue`` here: the client waits for it before sending the body."""
-        lower = head.lower()
-        if b"\nexpect:" in lower and b"100-continue" in lower and b" http/1.1\r\n" in lower:
+        expect = _header_value(head, b"expect")
+        http11 = head.split(b"\n", 1)[0].rstrip(b"\r").endswith(b" HTTP/1.1")
+        if expect is not None and expect.lower() == "100-continue" and http11:
             with contextlib.suppress(OSError):
                 conn.sock.send(b"HTTP/1.1 100 Continue\r\n\r\n")
             conn._continued = True  # the parser would ask for it again: gunicorn must not send it twice
+
+    # -- closing without blocking the loop
+
+    def finish_request(self, conn: Any, fs: Any) -> None:
+        """gunicorn's, but a connection it closes lingers in the poller, not in a blocking recv.
+
+        gunicorn closes a connection that is not kept alive with ``close_graceful``: a half-close,
+        then up to 2 s of blocking reads, in the event loop. A few clients that never close their
+        end would freeze the whole worker (accepting, reading, answering) for 2 s each.
+        """
+        if self._buffer_requests and not conn.is_http2:
+            conn.close = partial(self._close_lingering, conn)  # type: ignore[method-assign]
+        super().finish_request(conn, fs)
+
+    def _close_lingering(self, conn: Any, graceful: bool = False) -> None:
+        conn.__dict__.pop("close", None)  # later closes are plain ones
+        if not graceful:
+            conn.close()
+            return
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)  # FIN after the answer; then read what still comes
+            conn.sock.setblocking(False)
+        except OSError:
+            conn.close()
+            return
+        state = _Pending(bytearray(), time.monotonic() + LINGER_SECONDS, LINGER_SECONDS)
+        state.part = "linger"
+        state.need = LINGER_BYTES
+        self._pending[conn] = state
+        self._lingering.add(conn)  # gunicorn counted it closed already
+        self._expires(state.deadline)
+        self._watch(conn)
 
     # -- leaving the loop
 
@@ -763,7 +823,10 @@ class ThreadWorker(_ApiWorker, gthread.ThreadWorker):
         self._release(conn)
         with contextlib.suppress(ValueError):
             self._parked.remove(conn)
-        self.nr_conns -= 1
+        if conn in self._lingering:
+            self._lingering.discard(conn)
+        else:
+            self.nr_conns -= 1
         if shutdown:
             _shutdown(conn.sock)
         conn.close()
@@ -799,7 +862,7 @@ class ThreadWorker(_ApiWorker, gthread.ThreadWorker):
                 self._expires(state.deadline)
 
     def _expire(self, conn: Any, state: _Pending, stopping: bool = False) -> None:
-        if state.part == "drain":
+        if state.part in ("drain", "linger"):
             self._drop(conn, shutdown=True)
         elif state.part == "head" and not state.buf.strip():
             self._drop(conn, shutdown=True)  # sent nothing: closed without a word, like gunicorn's

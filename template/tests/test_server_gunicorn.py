@@ -734,3 +734,66 @@ def test_a_request_the_worker_gives_up_on_is_logged_as_aborted(tmp_path: Path, t
     assert aborted[0]["logger"] == "api.request" and aborted[0]["status"] is None
     assert (aborted[0]["method"], aborted[0]["path"]) == ("GET", "/api/slow")
     assert 400 < aborted[0]["duration_ms"] < 4500
+
+
+# ----------------------------------------------------------------- found by a hostile review
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        b"GET /healthz HTTP/1.0\r\n\r\n",
+        POST + b"Content-Length: +7\r\n\r\n",  # refused by the parser in a thread, then closed
+    ],
+    ids=["connection-close", "http-1.0", "parser-400"],
+)
+def test_clients_that_never_close_their_end_do_not_freeze_the_worker(tmp_path: Path, request_bytes: bytes) -> None:
+    """gunicorn lingers up to 2 s on each connection it closes, in a blocking read in the event
+    loop; 20 clients that read nothing and never close would freeze /healthz for 40 s."""
+    env = {"WEB_CONCURRENCY": "1", "GUNICORN_THREADS": "2", "APP_LOG_FLUSH_MS": "0"}
+    with gunicorn(tmp_path, **env) as running:
+        silent = []
+        try:
+            for _ in range(20):
+                sock = socket.create_connection(("127.0.0.1", running.port))
+                sock.sendall(request_bytes)
+                silent.append(sock)
+            time.sleep(0.3)
+            started = time.monotonic()
+            assert healthz_within(running.port, 1.5)
+            assert time.monotonic() - started < 0.5
+            # each still got its whole answer, then the server's FIN
+            answer = read_answer(silent[0])
+            assert answer.status in (200, 400)
+        finally:
+            for sock in silent:
+                sock.close()
+
+
+@pytest.mark.parametrize("coding", [b"gzip, chunked", b"deflate,chunked", b"x-custom , chunked"])
+def test_codings_other_than_chunked_get_501_at_once_and_hold_no_thread(threaded: Server, coding: bytes) -> None:
+    """gunicorn accepts "gzip, chunked", reads the body in a thread and gives the app gzip bytes."""
+    stalled = stall(threaded.port, 4, POST + b"Transfer-Encoding: " + coding + b"\r\n\r\n1")
+    try:
+        assert healthz_within(threaded.port, 1)
+        answer = read_answer(stalled[0])
+        assert_json_error(answer, 501)
+        assert answer.json()["error"]["code"] == "not_implemented"
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
+@pytest.mark.parametrize(
+    "expect", [b"Expect: foo\r\nX-A: 100-continue\r\n", b"Expect: 100-continue-ish\r\n", b"X-Expect: 100-continue\r\n"]
+)
+def test_only_an_expect_header_of_exactly_100_continue_gets_100_continue(threaded: Server, expect: bytes) -> None:
+    with socket.create_connection(("127.0.0.1", threaded.port), timeout=5) as sock:
+        sock.sendall(POST + expect + b"Connection: close\r\nContent-Length: 7\r\n\r\n")
+        time.sleep(0.3)
+        sock.sendall(b'{"a":1}')
+        data = b""
+        while piece := sock.recv(65536):
+            data += piece
+    assert b"100 Continue" not in data, data
