@@ -47,9 +47,11 @@ DEFAULT_HEADER_TIMEOUT = 10.0
 DEFAULT_BODY_TIMEOUT = 30.0
 DEFAULT_BODY_LIMIT = 1024 * 1024  # APP_MAX_REQUEST_BYTES's default (api/config.py)
 # The event loop buffers what each connection sends: its first HEAD_BUFFER_BYTES always (a
-# worker holds at most worker_connections of them), more (a large head, a body) only while the
-# worker's connections hold less than BUFFER_BUDGET_BYTES beyond that in all. Over the budget a
-# connection waits in the loop, unread, until others finish or its deadline passes.
+# worker holds at most worker_connections of them). To read more (a large head, a body) a
+# connection reserves what it will need (its Content-Length; twice the limit for chunked bodies)
+# out of BUFFER_BUDGET_BYTES per worker, and keeps its reservation until it is answered, so a
+# request that was let in always finishes: connections that cannot reserve wait, unread and in
+# arrival order, until others finish or their own deadline passes.
 HEAD_BUFFER_BYTES = 32 * 1024
 BUFFER_BUDGET_BYTES = 32 * 1024 * 1024
 READ_BYTES = 64 * 1024
@@ -457,7 +459,9 @@ _HEX = frozenset(b"0123456789abcdefABCDEF")
 class _Pending:
     """What the event loop knows of a request it is collecting on one connection."""
 
-    __slots__ = ("buf", "chunk_at", "chunk_total", "deadline", "head_end", "need", "part", "seconds", "trailer")
+    __slots__ = (
+        "buf", "chunk_at", "chunk_total", "deadline", "head_end", "need", "part", "reserved", "seconds", "trailer",
+    )  # fmt: skip
 
     def __init__(self, buf: bytearray, deadline: float, seconds: float) -> None:
         self.buf = buf
@@ -469,6 +473,7 @@ class _Pending:
         self.chunk_at = 0
         self.chunk_total = 0
         self.trailer = False
+        self.reserved = 0  # budget held past HEAD_BUFFER_BYTES (ThreadWorker._reserve)
 
 
 def head_end(buf: bytearray, start: int) -> int:
@@ -596,6 +601,7 @@ class ThreadWorker(_ApiWorker, gthread.ThreadWorker):
         self._parked: list[Any] = []  # ... waiting for buffer budget
         self._lingering: set[Any] = set()  # closed for gunicorn, draining before the socket closes
         self._charged = 0  # bytes buffered beyond HEAD_BUFFER_BYTES per connection, in all
+        self._reserved = 0  # what the connections let past HEAD_BUFFER_BYTES reserved, in all
         self._next_expiry = float("inf")
         self._stopping_at: float | None = None
         # TLS and HTTP/2 prior knowledge read the connection themselves before the parser does.
@@ -635,9 +641,7 @@ class ThreadWorker(_ApiWorker, gthread.ThreadWorker):
         if state.part in ("drain", "linger"):
             self._drain(conn, state)
             return
-        if len(state.buf) >= HEAD_BUFFER_BYTES and self._charged >= BUFFER_BUDGET_BYTES:
-            self._unwatch(conn)
-            self._parked.append(conn)  # read again when others free the budget
+        if len(state.buf) >= HEAD_BUFFER_BYTES and not state.reserved and not self._reserve(conn, state):
             return
         try:
             data = conn.sock.recv(READ_BYTES)
@@ -682,6 +686,10 @@ class ThreadWorker(_ApiWorker, gthread.ThreadWorker):
                 self._refuse(conn, state, BodyRefused(413, f"Content-Length {length} over {self.body_limit}"))
                 return True
             state.need = end + length if kind == "length" else -1
+            if state.reserved:
+                self._reserved -= state.reserved
+                state.reserved = self._wanted(state)
+                self._reserved += state.reserved
             state.chunk_at = end
             state.part = "body"
             state.deadline = time.monotonic() + self.body_timeout
@@ -774,6 +782,7 @@ class ThreadWorker(_ApiWorker, gthread.ThreadWorker):
             conn.sock.send(error_response(status, reason, code, message, request_id))
         self._charge(state, 0, len(state.buf))
         state.buf = bytearray()
+        self._unreserve(state)  # what is drained next is dropped, not kept
         if status in (408, 503):  # the client stalled or the worker stops: no more waiting
             self._drop(conn, shutdown=True)
             return
@@ -793,6 +802,26 @@ class ThreadWorker(_ApiWorker, gthread.ThreadWorker):
         state.need -= len(data)
         if not data or state.need <= 0:
             self._drop(conn, shutdown=True)
+
+    def _wanted(self, state: _Pending) -> int:
+        """Bytes past HEAD_BUFFER_BYTES this request will need, as far as its head tells."""
+        if state.head_end < 0:
+            return self._max_head  # the rest of a large head; the body is reserved when it ends
+        if state.need >= 0:
+            return max(1, state.need - HEAD_BUFFER_BYTES)
+        return 2 * self.body_limit + READ_BYTES  # chunked: data plus framing, as _advance allows
+
+    def _reserve(self, conn: Any, state: _Pending) -> bool:
+        """Let ``conn`` read past HEAD_BUFFER_BYTES if the budget allows (one always may); else park it."""
+        wanted = self._wanted(state)
+        if self._reserved and (self._parked or self._reserved + wanted > BUFFER_BUDGET_BYTES):
+            if conn not in self._parked:
+                self._parked.append(conn)  # read again when others free the budget, oldest first
+            self._unwatch(conn)
+            return False
+        state.reserved = wanted
+        self._reserved += wanted
+        return True
 
     def _charge(self, state: _Pending, size: int, before: int) -> None:
         self._charged += max(0, size - HEAD_BUFFER_BYTES) - max(0, before - HEAD_BUFFER_BYTES)
@@ -814,9 +843,18 @@ class ThreadWorker(_ApiWorker, gthread.ThreadWorker):
         state = self._pending.pop(conn, None)
         if state is not None:
             self._charge(state, 0, len(state.buf))
-        while self._parked and self._charged < BUFFER_BUDGET_BYTES:
+            self._unreserve(state)
+
+    def _unreserve(self, state: _Pending) -> None:
+        """Give ``state``'s reservation back; connections waiting for budget go on, oldest first."""
+        self._reserved -= state.reserved
+        state.reserved = 0
+        while self._parked and self._reserved < BUFFER_BUDGET_BYTES:
             parked = self._parked.pop(0)
-            if parked in self._pending:
+            waiting = self._pending.get(parked)
+            if waiting is not None:
+                waiting.reserved = self._wanted(waiting)
+                self._reserved += waiting.reserved
                 self._watch(parked)
 
     def _drop(self, conn: Any, shutdown: bool = False) -> None:

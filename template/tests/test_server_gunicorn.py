@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -797,3 +798,28 @@ def test_only_an_expect_header_of_exactly_100_continue_gets_100_continue(threade
         while piece := sock.recv(65536):
             data += piece
     assert b"100 Continue" not in data, data
+
+
+def test_honest_uploads_over_the_buffer_budget_all_finish(tmp_path: Path) -> None:
+    """60 clients upload 1 MiB each at once (60 MiB, the budget is 32 MiB per worker). Requests
+    let in keep their reservation until answered, so they finish and the rest follow; before,
+    every connection held part of the budget, all waited for more, and all got 408."""
+    env = {"WEB_CONCURRENCY": "1", "GUNICORN_THREADS": "4", "GUNICORN_BODY_TIMEOUT": "15", "APP_LOG_FLUSH_MS": "0"}
+    body = b'"' + b"x" * (LIMIT - 2) + b'"'
+    head = POST + b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body)
+    with gunicorn(tmp_path, **env) as running:
+
+        def upload(_: int) -> int:
+            with socket.create_connection(("127.0.0.1", running.port), timeout=30) as sock:
+                sock.sendall(head)
+                for at in range(0, len(body), 128 * 1024):
+                    sock.sendall(body[at : at + 128 * 1024])
+                    time.sleep(0.02)
+                return read_answer(sock).status
+
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=60) as pool:
+            statuses = list(pool.map(upload, range(60)))
+        assert statuses == [200] * 60, {s: statuses.count(s) for s in set(statuses)}
+        assert time.monotonic() - started < 15
+        assert healthz_within(running.port, 1)
