@@ -687,9 +687,7 @@ class ThreadWorker(_ApiWorker, gthread.ThreadWorker):
                 return True
             state.need = end + length if kind == "length" else -1
             if state.reserved:
-                self._reserved -= state.reserved
-                state.reserved = self._wanted(state)
-                self._reserved += state.reserved
+                self._grant(state, self._wanted(state))  # a large head's reservation becomes its body's
             state.chunk_at = end
             state.part = "body"
             state.deadline = time.monotonic() + self.body_timeout
@@ -819,9 +817,13 @@ class ThreadWorker(_ApiWorker, gthread.ThreadWorker):
                 self._parked.append(conn)  # read again when others free the budget, oldest first
             self._unwatch(conn)
             return False
-        state.reserved = wanted
-        self._reserved += wanted
+        self._grant(state, wanted)
         return True
+
+    def _grant(self, state: _Pending, wanted: int) -> None:
+        """Reserve ``wanted`` for ``state`` (replacing what it held), whatever the budget says."""
+        self._reserved += wanted - state.reserved
+        state.reserved = wanted
 
     def _charge(self, state: _Pending, size: int, before: int) -> None:
         self._charged += max(0, size - HEAD_BUFFER_BYTES) - max(0, before - HEAD_BUFFER_BYTES)
@@ -853,8 +855,7 @@ class ThreadWorker(_ApiWorker, gthread.ThreadWorker):
             parked = self._parked.pop(0)
             waiting = self._pending.get(parked)
             if waiting is not None:
-                waiting.reserved = self._wanted(waiting)
-                self._reserved += waiting.reserved
+                self._grant(waiting, self._wanted(waiting))
                 self._watch(parked)
 
     def _drop(self, conn: Any, shutdown: bool = False) -> None:

@@ -395,20 +395,6 @@ def test_stalled_heads_hold_no_thread_and_get_408_at_the_deadline(tmp_path: Path
         assert len(rejected) == count and {e["status"] for e in rejected} == {408}
 
 
-def test_without_the_defence_the_same_clients_starve_healthz(tmp_path: Path) -> None:
-    """The control for the test above: gunicorn's own gthread worker, same clients, /healthz starves
-    (one worker, so that where the kernel puts the connections cannot spare a thread)."""
-    env = {"WEB_CONCURRENCY": "1", "GUNICORN_THREADS": "2", "APP_LOG_FLUSH_MS": "0"}
-    with gunicorn(tmp_path, "--worker-class", "gthread", **env) as running:
-        stalled = stall(running.port, 4)
-        try:
-            time.sleep(0.3)
-            assert not any(healthz_within(running.port, 1.0) for _ in range(2))
-        finally:
-            for sock in stalled:
-                sock.close()
-
-
 def test_sync_workers_drop_stalled_heads_at_the_deadline(tmp_path: Path) -> None:
     """A sync worker serves one connection at a time: stalled clients hold it, but only until
     GUNICORN_HEADER_TIMEOUT; then they get 408 and /healthz answers again."""
@@ -520,16 +506,18 @@ def test_slow_bodies_hold_no_thread_and_get_408_at_the_body_deadline(
         assert {(e["status"], e["method"], e["path"]) for e in rejected} == {(408, "POST", "/api/echo")}
 
 
-def test_without_the_defence_slow_bodies_starve_healthz(tmp_path: Path) -> None:
-    """The control: gunicorn's own gthread worker, the same slow bodies, /healthz starves."""
+@pytest.mark.parametrize("attack", ["stalled-heads", "slow-bodies"])
+def test_without_the_defence_the_same_clients_starve_healthz(tmp_path: Path, attack: str) -> None:
+    """The control for the slow-client tests: gunicorn's own gthread worker, the same clients,
+    /healthz starves (one worker, so that where the kernel puts the connections cannot spare a thread)."""
     env = {"WEB_CONCURRENCY": "1", "GUNICORN_THREADS": "2", "APP_LOG_FLUSH_MS": "0"}
     with gunicorn(tmp_path, "--worker-class", "gthread", **env) as running:
-        senders = slow_bodies(running.port, 4)
+        clients = (stall if attack == "stalled-heads" else slow_bodies)(running.port, 4)
         try:
             time.sleep(0.3)
             assert not any(healthz_within(running.port, 1.0) for _ in range(2))
         finally:
-            for sock in senders:
+            for sock in clients:
                 sock.close()
 
 
