@@ -28,6 +28,7 @@ from docker.models.containers import Container
 from ops import engine_ssh, logs
 from ops.errors import BuildFailed, EngineUnavailable, ImageMissing, Interrupted, NeverHealthy, OpsError
 from ops.logs import LineSink
+from ops.settings import is_server_variable
 
 MANAGED_LABEL = "dev.copier-netlify-docker.managed"
 # Set by the Dockerfile on every image a build of the project makes (value: the project slug).
@@ -322,19 +323,14 @@ GRACEFUL_RANGE = (1, 600)
 # After the graceful timeout gunicorn kills its workers and exits; the margin lets it finish
 # that (and flush its logs) before the engine's SIGKILL.
 STOP_MARGIN = 5
-# Variables the server reads (gunicorn.conf.py, api/config.py): `GUNICORN_TIMEOUT=90 inv run`
-# passes them to the container, as they would reach a local `python serve.py`.
-SERVER_VARIABLE_PREFIXES = ("APP_", "GUNICORN_")
-SERVER_VARIABLES = frozenset({"WEB_CONCURRENCY", "ACCESS_LOG", "FORWARDED_ALLOW_IPS"})
 
 
 def server_environment(environ: Mapping[str, str]) -> dict[str, str]:
-    """The server's variables set in ``environ`` (e.g. ``os.environ``), to pass to a container."""
-    return {
-        name: value
-        for name, value in sorted(environ.items())
-        if name in SERVER_VARIABLES or name.startswith(SERVER_VARIABLE_PREFIXES)
-    }
+    """The server's variables set in ``environ`` (e.g. ``os.environ``), to pass to a container.
+
+    `GUNICORN_TIMEOUT=90 inv run` reaches the container as it would a local `python serve.py`.
+    """
+    return {name: value for name, value in sorted(environ.items()) if is_server_variable(name)}
 
 
 def port_not_passed(environ: Mapping[str, str]) -> str:

@@ -25,6 +25,16 @@ from dotenv.parser import parse_stream
 
 from ops.errors import OpsError
 
+# The variables the server reads (gunicorn.conf.py, api/config.py): `inv run` passes them from the
+# shell to a local container, and a deploy passes them (plus the names in APP_ENV) to the release.
+SERVER_VARIABLE_PREFIXES = ("APP_", "GUNICORN_")
+SERVER_VARIABLES = frozenset({"WEB_CONCURRENCY", "ACCESS_LOG", "FORWARDED_ALLOW_IPS"})
+
+
+def is_server_variable(name: str) -> bool:
+    return name in SERVER_VARIABLES or name.startswith(SERVER_VARIABLE_PREFIXES)
+
+
 ENV_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
 
@@ -100,14 +110,12 @@ class Settings:
         return lines
 
     def runtime_environment(self) -> dict[str, str]:
-        """What a deployed container gets: APP_*, GUNICORN_*, WEB_CONCURRENCY and the names in APP_ENV."""
+        """What a deployed container gets: the server's variables and the names listed in APP_ENV."""
         extra = {name.strip() for name in self.values.get("APP_ENV", "").split(",") if name.strip()}
         return {
             name: value
             for name, value in sorted(self.values.items())
-            if (name.startswith(("APP_", "GUNICORN_")) and name != "APP_ENV")
-            or name == "WEB_CONCURRENCY"
-            or name in extra
+            if (is_server_variable(name) and name != "APP_ENV") or name in extra
         }
 
 
@@ -167,7 +175,7 @@ def load(root: Path, env_name: str = "", environ: Mapping[str, str] | None = Non
             values[name] = value
             sources[name] = f"{file_name}:{line}"
     for name, value in environ.items():
-        if name in BY_NAME or name.startswith(("APP_", "GUNICORN_")) or name in {"WEB_CONCURRENCY", "APP_ENV"}:
+        if name in BY_NAME or is_server_variable(name):
             values[name] = value
             sources[name] = "environment"
     for setting in SETTINGS:
@@ -179,7 +187,7 @@ def load(root: Path, env_name: str = "", environ: Mapping[str, str] | None = Non
     warnings = []
     for file_name, entries in layers:
         for name, (_, line) in entries.items():
-            if name in BY_NAME or name.startswith(("APP_", "GUNICORN_")):
+            if name in BY_NAME or is_server_variable(name):
                 continue
             close = difflib.get_close_matches(name, BY_NAME, n=1, cutoff=0.8)
             if close:
