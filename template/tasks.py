@@ -5,35 +5,51 @@ A thin layer: the logic lives in `ops/` (typed, unit-tested modules).
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
-import docker
 from invoke import Collection, Context, Exit, task
 from rich.console import Console
 from rich.markup import escape
 
 from ops import dev as dev_ops
-from ops import docker as engine
-from ops import options, source
+from ops import options, settings
 from ops import project as proj
+from ops import run as run_ops
 from ops import smoke as smoke_ops
+from ops.docker import engine, images
 from ops.edge.server import load_site, serve_in_thread
-from ops.errors import EngineUnavailable, Interrupted, OpsError
+from ops.errors import Interrupted, OpsError
 from ops.netlify import check as check_ops
 from ops.netlify.config import NetlifyConfig
 
 # soft_wrap: rich inserts no line breaks of its own. A terminal wraps long lines itself, and
 # output redirected to a file or a CI log keeps each line (and each URL) whole.
 console = Console(stderr=True, highlight=False, soft_wrap=True)
+ENV_HELP = "settings from .env.NAME as well as .env (staging, production); the environment still wins"
 
 
 def _print_line(line: str) -> None:
     console.print(line, markup=False, soft_wrap=True)
+
+
+def _say(line: str) -> None:
+    console.print(f"[bold]{escape(line)}[/]")
+
+
+def _warn(line: str) -> None:
+    console.print(f"[yellow]{escape(line)}[/]")
+
+
+def _settings(env: str) -> settings.Settings:
+    """The settings for this run (environment, then .env.NAME, then .env, then the project's)."""
+    loaded = settings.load(proj.ROOT, env, defaults=settings.project_defaults(proj.ROOT))
+    for warning in loaded.warnings:
+        _warn(warning)
+    return loaded
 
 
 @contextmanager
@@ -54,26 +70,33 @@ def _failing_cleanly() -> Iterator[None]:
 @task(
     help={
         "tag": "image tag besides `latest` (default: the project version)",
-        "base_image": "base image for both stages (default: $BASE_IMAGE, else the Dockerfile's)",
+        "base_image": "base image for both stages (default: BASE_IMAGE, else the Dockerfile's)",
         "no_cache": "rebuild every layer (pip runs again, so the image id changes)",
+        "env": ENV_HELP,
     }
 )
-def build(c: Context, tag: str = "", base_image: str = "", no_cache: bool = False) -> str:
+def build(c: Context, tag: str = "", base_image: str = "", no_cache: bool = False, env: str = "") -> None:
     """Build the production image, tagged <slug>:<tag> and <slug>:latest; Ctrl-C stops the build.
 
     The image the tags named before goes when nothing else uses it, so rebuilds leave none behind.
     """
     project = proj.load()
-    tags = [f"{project.local_image}:{tag or project.version}", f"{project.local_image}:latest"]
     with _failing_cleanly(), _stopping_on_signals(), _interrupted("Build interrupted; nothing was tagged"):
-        client = engine.connect()
-        args = proj.build_args(project, base_image)
-        console.print(f"[bold]Building[/] {', '.join(tags)} (revision {args['REVISION'][:12]})")
-        # What `inv run` compares with the working tree to know whether the image is current.
-        labels = {source.SOURCE_LABEL: source.source_digest(project.root), source.BASE_IMAGE_LABEL: base_image}
-        result = engine.build_image(
-            client, project.root, tags, args, nocache=no_cache, labels=labels, on_line=_print_line
+        config = _settings(env)
+        client = engine.connect(config["DOCKER_HOST"])
+        result = images.build_project(
+            client,
+            project,
+            tag=tag,
+            base_image=base_image or config["BASE_IMAGE"],
+            no_cache=no_cache,
+            on_line=_print_line,
+            say=_say,
         )
+    _report_build(result)
+
+
+def _report_build(result: images.BuildResult) -> None:
     console.print(f"[green]Built[/] {result.image_id[7:19]} as {', '.join(result.tags)} in {result.seconds:.1f}s")
     if result.replaced:
         count = len(result.replaced)
@@ -81,7 +104,6 @@ def build(c: Context, tag: str = "", base_image: str = "", no_cache: bool = Fals
             f"Removed {count} image{'s' if count > 1 else ''} earlier builds left ({', '.join(result.replaced)}): "
             "nothing used them"
         )
-    return tags[0]
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -116,71 +138,51 @@ def _stopping_on_signals() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-def _passed_environment() -> dict[str, str]:
-    """The server's variables from this shell, checked; announced, so a stray one is noticed."""
-    environment = engine.server_environment(os.environ)
-    engine.graceful_timeout(environment)  # a bad value stops here, before anything is built or started
-    note = engine.port_not_passed(os.environ)
-    if note:
-        console.print(f"[yellow]{escape(note)}[/]")
-    if environment:
-        console.print(f"Passing {', '.join(environment)} from your environment to the container")
-    return environment
-
-
-def _build_if_stale(c: Context, client: docker.DockerClient, project: proj.Project, image: str) -> None:
-    """Build ``image`` when it is missing or was built from other source than the working tree's."""
-    labels = engine.image_labels(client, image)
-    reason = source.stale_reason(image, labels, source.source_digest(project.root))
-    if reason:
-        console.print(f"[bold]{escape(reason)}[/]: building it first (--no-build skips this)")
-        # As it was built last time: a base image given to `inv build --base-image` is kept.
-        build(c, base_image=(labels or {}).get(source.BASE_IMAGE_LABEL, ""))
-
-
 @task(
     help={
         "port": "host port on 127.0.0.1, 1-65535 (default, or 0: a free one)",
         "tag": "image tag to run (default: latest)",
         "no_build": "run the image as it is, even if the source changed since it was built",
+        "env": ENV_HELP,
     }
 )
-def run(c: Context, port: str = "0", tag: str = "latest", no_build: bool = False) -> None:
+def run(c: Context, port: str = "0", tag: str = "latest", no_build: bool = False, env: str = "") -> None:
     """Run the image (built first if the source changed), follow its logs; Ctrl-C stops and removes it.
 
-    The server's variables set in your shell (APP_*, GUNICORN_*, WEB_CONCURRENCY, ACCESS_LOG,
-    FORWARDED_ALLOW_IPS) are passed to the container. PORT is not: the container listens on the
-    image's port, published on --port.
+    The server's variables (APP_*, GUNICORN_*, WEB_CONCURRENCY, ACCESS_LOG, FORWARDED_ALLOW_IPS)
+    from your shell, .env and .env.NAME are passed to the container. PORT is not: the container
+    listens on the image's port, published on --port.
     """
     project = proj.load()
-    image = f"{project.local_image}:{tag}"
     with _failing_cleanly(), _stopping_on_signals():
         host_port = options.port(port)
-        client = engine.connect()
-        environment = _passed_environment()
-        if not no_build and tag in {"latest", project.version}:  # the tags `inv build` makes
-            _build_if_stale(c, client, project, image)
-        running = engine.run_container(
-            client, image, container_port=project.container_port, host_port=host_port or None, environment=environment
+        config = _settings(env)
+        environment = run_ops.local_environment(config)
+        client = engine.connect(config["DOCKER_HOST"])
+        for note in environment.notes:
+            _warn(note) if note.startswith("PORT=") else console.print(escape(note))
+        image = run_ops.current_image(
+            client, project, tag, build=not no_build, on_line=_print_line, say=_say, on_built=_report_build
         )
-        try:
-            seconds = engine.wait_healthy(running)
-            console.print(f"[green]Healthy[/] in {seconds:.2f}s: {running.url}  (Ctrl-C stops it)")
-            engine.follow_logs(running.container, _print_line)
-            engine.raise_if_failed(running.container)  # it stopped by itself: say why
-        except KeyboardInterrupt:
-            console.print()
-        finally:
-            engine.shutdown(running, on_line=_print_line)
+        run_ops.serve(
+            client,
+            project,
+            image,
+            host_port=host_port or None,
+            environment=environment.variables,
+            on_line=_print_line,
+            on_ready=lambda line: console.print(f"[green]{escape(line)}[/]"),
+        )
 
 
 @task(
     help={
         "image": "image to test (default: build the current source first)",
         "url": "test a deployed base URL instead of an image (a Netlify draft, production)",
+        "env": ENV_HELP,
     }
 )
-def smoke(c: Context, image: str = "", url: str = "") -> None:
+def smoke(c: Context, image: str = "", url: str = "", env: str = "") -> None:
     """Run the smoke suite against a fresh container of the image, or against --url."""
     if image and url:
         raise Exit("error: give --image or --url, not both", code=2)
@@ -190,21 +192,28 @@ def smoke(c: Context, image: str = "", url: str = "") -> None:
             smoke_ops.smoke_url(project, url)
             console.print(f"[green]Smoke tests passed[/] against {url}")
             return
-        client = engine.connect()
-        environment = _passed_environment()
+        config = _settings(env)
+        environment = run_ops.local_environment(config)
+        client = engine.connect(config["DOCKER_HOST"])
+        for note in environment.notes:
+            console.print(escape(note))
         if not image:
-            image = build(c)
-        seconds = smoke_ops.smoke_image(project, client, image, environment=environment, on_line=_print_line)
+            result = images.build_project(
+                client, project, base_image=config["BASE_IMAGE"], on_line=_print_line, say=_say
+            )
+            _report_build(result)
+            image = result.tags[0]
+        seconds = smoke_ops.smoke_image(project, client, image, environment=environment.variables, on_line=_print_line)
     console.print(f"[green]Smoke tests passed[/] against {image} (healthy after {seconds:.2f}s)")
 
 
-@task
-def clean(c: Context) -> None:
+@task(help={"env": ENV_HELP})
+def clean(c: Context, env: str = "") -> None:
     """Remove the project's images (tagged, left untagged by rebuilds, failed builds) and its containers."""
     project = proj.load()
     with _failing_cleanly(), _stopping_on_signals(), _interrupted("Clean interrupted; run `inv clean` again to finish"):
-        client = engine.connect()
-        cleaned = engine.clean_project(client, project.slug, on_line=_print_line)
+        client = engine.connect(_settings(env)["DOCKER_HOST"])
+        cleaned = images.clean_project(client, project.slug, on_line=_print_line)
         if cleaned.kept:
             raise OpsError(
                 f"left {len(cleaned.kept)} in place; stop what uses them, then run `inv clean` again",
@@ -251,29 +260,36 @@ def _report_site(site: NetlifyConfig) -> None:
         "no_docker": "run the app as a local gunicorn process instead of a container",
         "netlify": "front the app with the real `netlify dev` (netlify-cli) instead of the built-in edge",
         "no_build": "use the image as it is, even if the source changed since it was built",
+        "env": ENV_HELP,
     }
 )
-def dev(c: Context, port: str = "8888", no_docker: bool = False, netlify: bool = False, no_build: bool = False) -> None:
+def dev(
+    c: Context,
+    port: str = "8888",
+    no_docker: bool = False,
+    netlify: bool = False,
+    no_build: bool = False,
+    env: str = "",
+) -> None:
     """Run the app with hot reload behind a local Netlify edge; Ctrl-C stops everything."""
     project = proj.load()
     with _failing_cleanly(), _stopping_on_signals(), ExitStack() as stack:
         edge_port = options.port(port)
+        config = _settings(env)
         netlify_cli = dev_ops.require_netlify_cli() if netlify else ""
         load_site(project.root)  # a configuration error stops here, before a container starts
-        client = None
-        if not no_docker:
-            try:
-                client = engine.connect(timeout=10)
-            except EngineUnavailable as exc:
-                console.print(f"[yellow]{exc}[/]\nRunning the app as a local gunicorn process instead.")
-        if client is not None:
-            environment = _passed_environment()
-            image = f"{project.local_image}:latest"
-            if not no_build:
-                _build_if_stale(c, client, project, image)
-            backend = stack.enter_context(dev_ops.container_backend(project, client, image, _app_line, environment))
-        else:
-            backend = stack.enter_context(dev_ops.process_backend(project, engine.free_port(), _app_line))
+        backend = stack.enter_context(
+            dev_ops.app_backend(
+                project,
+                config,
+                docker=not no_docker,
+                build=not no_build,
+                on_line=_app_line,
+                on_build_line=_print_line,
+                on_built=_report_build,
+                say=_warn,
+            )
+        )
         if netlify_cli:
             stack.enter_context(dev_ops.netlify_dev(project, netlify_cli, backend.url, edge_port, _edge_line))
         else:
@@ -290,14 +306,15 @@ def dev(c: Context, port: str = "8888", no_docker: bool = False, netlify: bool =
     help={
         "port": "port of the edge, 1-65535 (default 8888; 0: a free one)",
         "backend": "origin /api/* goes to (default: BACKEND_URL, else the one in netlify.toml)",
+        "env": ENV_HELP,
     }
 )
-def edge(c: Context, port: str = "8888", backend: str = "") -> None:
+def edge(c: Context, port: str = "8888", backend: str = "", env: str = "") -> None:
     """Serve public/ with the project's Netlify rules in front of any backend."""
     project = proj.load()
     with _failing_cleanly(), _stopping_on_signals():
         edge_port = options.port(port)
-        backend = backend or os.environ.get("BACKEND_URL", "")
+        backend = backend or _settings(env)["BACKEND_URL"]
         try:
             site = dev_ops.site_for(project.root, backend) if backend else load_site(project.root)
         except ValueError as exc:
@@ -309,9 +326,11 @@ def edge(c: Context, port: str = "8888", backend: str = "") -> None:
             _wait_for_ctrl_c()
 
 
-@task
-def check(c: Context) -> None:
-    """Check netlify.toml, _redirects and _headers strictly (typos, bad rules, missing files)."""
+@task(help={"env": "also check .env.NAME (and .env): every setting valid, typos named"})
+def check(c: Context, env: str = "") -> None:
+    """Check netlify.toml, _redirects and _headers strictly (typos, bad rules, missing files), and the settings."""
+    with _failing_cleanly():
+        _settings(env)
     code = check_ops.main([str(proj.ROOT)])
     if code:
         raise Exit(code=code)

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tools.generated import REPO, free_port, netlify_cli, offline_base_image, render, wait_http
+from tools.generated import REPO, free_port, netlify_cli, offline_base_image, project_ops, render
 
 SLUG = "bench-svc"
 BARE_APP = """\
@@ -131,22 +131,22 @@ def main(argv: list[str] | None = None) -> int:
 
     results["render_s"] = round(median_time(lambda: render(target, {"project_slug": SLUG, "base_image": base}), 3), 3)
 
-    sys.path.insert(0, str(target))
-    from ops import docker as engine
+    project_ops(target)
     from ops import project as proj
+    from ops.docker import containers, engine, images
 
     client = engine.connect()
     project = proj.load(target)
     build_args = proj.build_args(project, base)
     tags = [f"{SLUG}:latest"]
 
-    cold = engine.build_image(client, target, tags, build_args, nocache=True)
+    cold = images.build_image(client, target, tags, build_args, nocache=True)
     results["cold_build_s"] = round(cold.seconds, 3)
     routes = target / "api" / "routes.py"
     rebuilds = []
     for i in range(args.runs):
         routes.write_text(routes.read_text() + f"# bench change {i}\n")
-        rebuilds.append(engine.build_image(client, target, tags, build_args).seconds)
+        rebuilds.append(images.build_image(client, target, tags, build_args).seconds)
     results["rebuild_s"] = round(statistics.median(rebuilds), 3)
     results["rebuild_over_cold"] = round(results["rebuild_s"] / results["cold_build_s"], 4)
 
@@ -161,12 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     starts = []
     for _ in range(args.runs):
         started = time.perf_counter()
-        running = engine.run_container(client, tags[0], container_port=project.container_port)
+        running = containers.start(client, tags[0], container_port=project.container_port)
         try:
-            engine.wait_healthy(running, path="/healthz")
+            containers.wait_healthy(running, path="/healthz")
             starts.append(time.perf_counter() - started)
         finally:
-            engine.remove(running.container)
+            containers.remove(running.container)
     results["run_to_first_200_s"] = round(statistics.median(starts), 3)
 
     # The floors run in the same image with the same gunicorn settings; only the app differs.
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             Path(tmp, "Dockerfile").write_text(
                 f'FROM {tags[0]}\nCOPY {name}.py /app/{name}.py\nCMD ["python", "/app/serve.py", "{name}:app"]\n'
             )
-            engine.build_image(client, Path(tmp), [f"{SLUG}:{name}"])
+            images.build_image(client, Path(tmp), [f"{SLUG}:{name}"])
 
     # All three servers run side by side and are loaded in turns, several rounds, so a slow
     # moment of the machine hits every figure alike; each figure is the median round.
@@ -191,9 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for image_tag in {image for image, _ in targets.values()}:
             # APP_LOG_LEVEL stays at its default: the JSON request log is part of what is measured.
-            servers[image_tag] = engine.run_container(client, image_tag, container_port=project.container_port)
+            servers[image_tag] = containers.start(client, image_tag, container_port=project.container_port)
         for running in servers.values():
-            engine.wait_healthy(running, path="/healthz")
+            containers.wait_healthy(running, path="/healthz")
             wrk(running.url + "/healthz", 2, args.connections)  # warm-up: every worker booted and hot
         rounds: dict[str, list[dict[str, float]]] = {key: [] for key in targets}
         for _ in range(args.rounds):
@@ -204,9 +204,9 @@ def main(argv: list[str] | None = None) -> int:
             load[key]["rps_rounds"] = [f["rps"] for f in figures]
     finally:
         for running in servers.values():
-            engine.remove(running.container)
+            containers.remove(running.container)
     results["load"] = load
-    results["edge"] = bench_edge(client, engine, project, target, tags[0], args)
+    results["edge"] = bench_edge(client, containers, project, target, tags[0], args)
     results["healthz_rps_over_bare"] = round(load["flask_healthz"]["rps"] / load["bare_healthz"]["rps"], 3)
     results["api_rps_over_bare"] = round(load["flask_api"]["rps"] / load["bare_healthz"]["rps"], 3)
     results["flaskmin_rps_over_bare"] = round(load["flaskmin_healthz"]["rps"] / load["bare_healthz"]["rps"], 3)
@@ -221,17 +221,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def bench_edge(
-    client: Any, engine: Any, project: Any, target: Path, image: str, args: argparse.Namespace
+    client: Any, containers: Any, project: Any, target: Path, image: str, args: argparse.Namespace
 ) -> dict[str, Any]:
     """The local edge: start-up, static and proxied throughput/latency vs the container, hot reload."""
     import httpx
     from ops import dev as dev_ops
     from ops.edge.server import serve_in_thread
+    from ops.wait import wait_http
 
     figures: dict[str, Any] = {"connections": args.edge_connections}
-    running = engine.run_container(client, image, container_port=project.container_port)
+    running = containers.start(client, image, container_port=project.container_port)
     try:
-        engine.wait_healthy(running, path="/healthz")
+        containers.wait_healthy(running, path="/healthz")
         starts = []
         # One client made beforehand: httpx.get() builds a TLS context per call (30-50 ms with a
         # large CA bundle), which would be most of the figure.
@@ -260,7 +261,7 @@ def bench_edge(
                 wait_http(url + "/", timeout=90)
                 figures["api_via_netlify_dev_1"] = wrk(url + "/api/greeting?name=bench", args.duration, 1)
     finally:
-        engine.remove(running.container)
+        containers.remove(running.container)
     direct, via = figures["api_direct_1"], figures["api_via_edge_1"]
     figures["proxy_p50_overhead"] = round(via["p50_ms"] / direct["p50_ms"] - 1, 3)
     figures["proxy_p50_added_ms"] = round(via["p50_ms"] - direct["p50_ms"], 3)

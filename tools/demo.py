@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tools.generated import REPO, choose_base_image, docker_client, free_port, pytest_args, render, run_in, wait_http
+from tools.generated import REPO, choose_base_image, docker_client, free_port, project_ops, pytest_args, render, run_in
 
 DEFAULT_DIR = REPO / ".cache" / "demo" / "my-service"
 
@@ -41,8 +41,15 @@ def with_gunicorn(project: Path, check: bool) -> int:
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "PORT": str(port), "APP_VERSION": "0.1.0", "APP_REVISION": "local"}
     server = subprocess.Popen([sys.executable, "serve.py"], cwd=project, env=env)
+    project_ops(project)
+    from ops.wait import TimedOut, wait_http
+
+    def exited() -> None:
+        if server.poll() is not None:
+            raise RuntimeError(f"the server exited with code {server.returncode} before it answered")
+
     try:
-        seconds = wait_http(f"{url}/readyz", proc=server)
+        seconds = wait_http(f"{url}/readyz", check=exited)
         print(f"demo: serving at {url} (healthy after {seconds:.2f}s; try {url}/api/greeting)", flush=True)
         if check:
             return subprocess.run([*pytest_args(["tests/smoke"]), "--base-url", url], cwd=project).returncode
@@ -51,7 +58,7 @@ def with_gunicorn(project: Path, check: bool) -> int:
         return 0
     except KeyboardInterrupt:
         return 0
-    except (RuntimeError, TimeoutError) as exc:
+    except (RuntimeError, TimedOut) as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return 1
     finally:

@@ -8,7 +8,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -112,21 +111,14 @@ def run_in(
     )
 
 
-def wait_http(url: str, timeout: float = 30, proc: subprocess.Popen[Any] | None = None) -> float:
-    """Seconds until ``url`` answers 200; raises TimeoutError (or RuntimeError if ``proc`` died)."""
-    import httpx
+def project_ops(project: Path) -> None:
+    """Make the generated project's ``ops`` importable here: its poller, its Docker layer.
 
-    started = time.perf_counter()
-    while time.perf_counter() - started < timeout:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"the server exited with code {proc.returncode} before it answered")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return time.perf_counter() - started
-        except httpx.TransportError:
-            pass
-        time.sleep(0.02)
-    raise TimeoutError(f"{url} did not answer 200 within {timeout:.0f}s")
+    The template's tools drive a generated project with its own modules, so there is one way to
+    wait for a server and run a container, and it is the one users run.
+    """
+    if str(project) not in sys.path:
+        sys.path.insert(0, str(project))
 
 
 def free_port() -> int:

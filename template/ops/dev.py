@@ -11,22 +11,24 @@ import os
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import docker
 
-from ops import docker as engine
 from ops import logs
+from ops.docker import containers, engine
+from ops.docker.images import BuildResult
 from ops.edge.server import load_site
-from ops.errors import NeverHealthy, OpsError
+from ops.errors import EngineUnavailable, NeverHealthy, OpsError
 from ops.logs import LineSink
 from ops.netlify import redirects
 from ops.netlify.config import NetlifyConfig, publish_dir
 from ops.project import Project
+from ops.settings import Settings
+from ops.wait import TimedOut, wait_http
 
 DEV_ENV = {
     "GUNICORN_RELOAD": "1",
@@ -104,31 +106,34 @@ def container_backend(
 
     ``environment`` (the server's variables from the shell) applies under the development settings.
     """
-    running = engine.run_container(
+    if not engine.client_is_local(client):
+        raise OpsError(
+            "inv dev mounts api/ into the container, so it needs a Docker engine on this machine, "
+            "and DOCKER_HOST names another one; unset it for inv dev, or use --no-docker"
+        )
+    with containers.running(
         client,
         image,
+        on_line=on_line,
         container_port=project.container_port,
         environment={**(environment or {}), **DEV_ENV},
         volumes={str(project.root / "api"): {"bind": "/app/api", "mode": "ro"}},
-    )
-    follower = threading.Thread(
-        target=engine.follow_logs, args=(running.container, on_line), name="app-logs", daemon=True
-    )
-    try:
-        engine.wait_healthy(running)
+    ) as running:
+        containers.wait_healthy(running)
+        follower = threading.Thread(
+            target=containers.follow_logs, args=(running.container, on_line), name="app-logs", daemon=True
+        )
         follower.start()
         yield Backend(running.url)
-    finally:
-        engine.shutdown(running, on_line=on_line)
 
 
 @contextmanager
-def process_backend(project: Project, port: int, on_line: LineSink) -> Iterator[Backend]:
+def process_backend(
+    project: Project, port: int, on_line: LineSink, environment: Mapping[str, str] | None = None
+) -> Iterator[Backend]:
     """``python serve.py`` as a local process, reloading on changes (for machines without Docker)."""
-    import httpx
-
-    env = {**os.environ, **DEV_ENV, "PORT": str(port)}
-    stop_timeout = engine.graceful_timeout(env) + engine.STOP_MARGIN  # a bad value stops here
+    env = {**os.environ, **(environment or {}), **DEV_ENV, "PORT": str(port)}
+    stop_timeout = containers.graceful_timeout(env) + containers.STOP_MARGIN  # a bad value stops here
     proc = subprocess.Popen(
         # On loopback only: gunicorn.conf.py binds every interface, for the container.
         [sys.executable, "serve.py", "--bind", f"127.0.0.1:{port}"],
@@ -142,24 +147,23 @@ def process_backend(project: Project, port: int, on_line: LineSink) -> Iterator[
     output = _HeldOutput(on_line)
     pump = _follow_output(proc, output, "app-logs")
     url = f"http://127.0.0.1:{port}"
+
+    def exited() -> None:
+        if proc.poll() is None:
+            return
+        pump.join(timeout=5)  # the rest of its output
+        where = f"gunicorn exited with code {proc.returncode}"
+        cause = logs.first_error(output.text(), app_root=str(project.root))
+        if not cause:
+            raise NeverHealthy(f"{where} before it was healthy and wrote nothing")
+        raise NeverHealthy(f"the app did not start: {cause} ({where})", detail=logs.short_tail(output.text()))
+
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                pump.join(timeout=5)  # the rest of its output
-                where = f"gunicorn exited with code {proc.returncode}"
-                cause = logs.first_error(output.text(), app_root=str(project.root))
-                if not cause:
-                    raise NeverHealthy(f"{where} before it was healthy and wrote nothing")
-                raise NeverHealthy(f"the app did not start: {cause} ({where})", detail=logs.short_tail(output.text()))
-            try:
-                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise NeverHealthy("gunicorn was not healthy after 30s", detail=logs.short_tail(output.text()))
-            time.sleep(0.05)
+        try:
+            wait_http(url + "/readyz", timeout=30, check=exited)
+        except TimedOut as exc:
+            message = f"gunicorn was not healthy after 30s ({exc.reason})"
+            raise NeverHealthy(message, detail=logs.short_tail(output.text())) from None
         output.release()
         yield Backend(url)
     finally:
@@ -169,6 +173,40 @@ def process_backend(project: Project, port: int, on_line: LineSink) -> Iterator[
                 proc.wait(timeout=stop_timeout)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+@contextmanager
+def app_backend(
+    project: Project,
+    settings: Settings,
+    *,
+    docker: bool = True,
+    build: bool = True,
+    on_line: LineSink,
+    on_build_line: LineSink | None = None,
+    on_built: Callable[[BuildResult], None] | None = None,
+    say: LineSink,
+) -> Iterator[Backend]:
+    """The app for ``inv dev``: the image in a container with api/ mounted, or, with no engine
+    (or ``docker=False``), a local gunicorn process. ``say`` gets what is worth a line."""
+    from ops.run import current_image, local_environment
+
+    client = None
+    if docker:
+        try:
+            client = engine.connect(settings["DOCKER_HOST"], timeout=10)
+        except EngineUnavailable as exc:
+            say(f"{exc}\nRunning the app as a local gunicorn process instead.")
+    environment = local_environment(settings)
+    for note in environment.notes:
+        say(note)
+    if client is None:
+        with process_backend(project, containers.free_port(), on_line, environment.variables) as backend:
+            yield backend
+        return
+    image = current_image(client, project, "latest", build=build, on_line=on_build_line, say=say, on_built=on_built)
+    with container_backend(project, client, image, on_line, environment.variables) as backend:
+        yield backend
 
 
 def require_netlify_cli() -> str:

@@ -55,10 +55,13 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("DOCKER_HOST", "", "Docker engine the tasks use (unix://, tcp://, ssh://); empty: the local socket"),
-    Setting("IMAGE", "", "registry path the image is pushed to, without a tag", kind="image"),
+    Setting("IMAGE", "", "registry path the image is pushed to, no tag (default: your Copier answer)", kind="image"),
+    Setting("BASE_IMAGE", "", "base image for builds (default: the Dockerfile's)", kind="image"),
     Setting("REGISTRY_USERNAME", "", "registry login, when the registry needs one"),
     Setting("REGISTRY_PASSWORD", "", "registry password or token", secret=True),
-    Setting("BACKEND_URL", "", "public origin of the API that Netlify proxies /api/* to", kind="url"),
+    Setting(
+        "BACKEND_URL", "", "public origin of the API Netlify proxies /api/* to (default: netlify.toml's)", kind="url"
+    ),
     Setting("PROXY_IMAGE", "caddy:2", "image of the host's shared Caddy", kind="image"),
     Setting("PROXY_HTTP_PORT", "80", "host port Caddy answers HTTP on", kind="port", low=1, high=65535),
     Setting("PROXY_HTTPS_PORT", "443", "host port Caddy answers HTTPS on", kind="port", low=1, high=65535),
@@ -67,6 +70,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("NETLIFY_AUTH_TOKEN", "", "Netlify personal access token", secret=True),
     Setting("NETLIFY_SITE_ID", "", "the Netlify site's API id"),
     Setting("NETLIFY_API_URL", "https://api.netlify.com/api/v1", "Netlify's API (a local server in tests)", kind="url"),
+    Setting("APP_ENV", "", "more variable names, comma-separated, that a deploy passes to the app"),
 )
 BY_NAME = {setting.name: setting for setting in SETTINGS}
 _IMAGE = re.compile(
@@ -153,8 +157,31 @@ def _check(setting: Setting, value: str, source: str) -> None:
         raise SettingsError(f"{where} is not an image reference, for example ghcr.io/acme/service")
 
 
-def load(root: Path, env_name: str = "", environ: Mapping[str, str] | None = None) -> Settings:
-    """The settings for ``root``: the environment, then ``.env.<env_name>`` (which must exist), then ``.env``."""
+def project_defaults(root: Path) -> dict[str, tuple[str, str]]:
+    """Defaults that come from the project itself: ``NAME -> (value, where)``.
+
+    IMAGE is your Copier answer (ops/project.py); BACKEND_URL is what netlify.toml's
+    ``[build.environment]`` sets, read through the one Netlify config model.
+    """
+    from ops.netlify import config
+    from ops.project import DEFAULT_IMAGE
+
+    defaults = {"IMAGE": (DEFAULT_IMAGE, "ops/project.py")}
+    build = config.load(root).build if (root / "netlify.toml").is_file() else {}
+    environment = build.get("environment") if isinstance(build, dict) else None
+    if isinstance(environment, dict) and isinstance(environment.get("BACKEND_URL"), str):
+        defaults["BACKEND_URL"] = (environment["BACKEND_URL"], "netlify.toml [build.environment]")
+    return defaults
+
+
+def load(
+    root: Path,
+    env_name: str = "",
+    environ: Mapping[str, str] | None = None,
+    defaults: Mapping[str, tuple[str, str]] | None = None,
+) -> Settings:
+    """The settings for ``root``: the environment, then ``.env.<env_name>`` (which must exist), then
+    ``.env``, then ``defaults`` (see :func:`project_defaults`), then each setting's own default."""
     environ = os.environ if environ is None else environ
     layers: list[tuple[str, dict[str, tuple[str, int]]]] = []
     if env_name:
@@ -179,9 +206,11 @@ def load(root: Path, env_name: str = "", environ: Mapping[str, str] | None = Non
             values[name] = value
             sources[name] = "environment"
     for setting in SETTINGS:
-        if setting.name not in values or (values[setting.name] == "" and setting.default):
-            values[setting.name] = setting.default
-            sources[setting.name] = "default"
+        if setting.name not in values or values[setting.name] == "":
+            value, source = (defaults or {}).get(setting.name, (setting.default, "default"))
+            if value or setting.name not in values:
+                values[setting.name] = value
+                sources[setting.name] = source
         _check(setting, values[setting.name], sources[setting.name])
 
     warnings = []

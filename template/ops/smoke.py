@@ -10,7 +10,7 @@ from pathlib import Path
 
 import docker
 
-from ops import docker as engine
+from ops.docker import containers
 from ops.errors import SmokeFailed
 from ops.logs import LineSink
 from ops.project import Project
@@ -52,15 +52,17 @@ def smoke_image(
     the error, so the reason is on screen without another command.
     """
     port = project.container_port + PORT_OFFSET
-    running = engine.run_container(client, image, container_port=port, environment=environment)
-    try:
-        healthy_after = engine.wait_healthy(running, timeout=health_timeout)
+    with containers.running(client, image, on_line=on_line, container_port=port, environment=environment) as running:
+        if not running.reachable:
+            raise SmokeFailed(
+                "the smoke suite runs from this machine, and the engine is on another one; "
+                "unset DOCKER_HOST for `inv smoke`, or test a deployed URL with `inv smoke --url`"
+            )
+        healthy_after = containers.wait_healthy(running, timeout=health_timeout)
         code = run_suite(project, running.url, container_id=running.container.id or "", extra=extra)
         if code != 0:
             raise SmokeFailed(
                 f"smoke tests failed against {image} (pytest exit code {code})",
-                detail=engine.container_logs(running.container),
+                detail=containers.container_logs(running.container),
             )
         return healthy_after
-    finally:
-        engine.shutdown(running, on_line=on_line)

@@ -139,3 +139,55 @@ def test_generated_env_files_load_or_fail_with_a_located_message(tmp_path: Path,
     else:
         for setting in SETTINGS:
             assert isinstance(settings[setting.name], str)
+
+
+def test_the_project_supplies_image_and_backend_url_defaults(tmp_path: Path) -> None:
+    """IMAGE defaults to the Copier answer, BACKEND_URL to netlify.toml's [build.environment], read
+    through the one Netlify config model; the environment and the files still win over both."""
+    import shutil
+
+    from ops import project
+    from ops.netlify import config
+    from ops.settings import project_defaults
+
+    root = tmp_path / "copy"
+    root.mkdir()
+    shutil.copy(project.ROOT / "netlify.toml", root / "netlify.toml")
+    shutil.copytree(project.ROOT / "public", root / "public")
+    expected = config.load(root).build["environment"]["BACKEND_URL"]
+    defaults = project_defaults(root)
+    settings = load(root, environ={}, defaults=defaults)
+    assert settings["IMAGE"] == project.DEFAULT_IMAGE and settings.sources["IMAGE"] == "ops/project.py"
+    assert settings["BACKEND_URL"] == expected
+    assert settings.sources["BACKEND_URL"] == "netlify.toml [build.environment]"
+    write(root, ".env", "BACKEND_URL=https://staging-api.example.com\nIMAGE=\n")
+    settings = load(root, environ={"IMAGE": "registry.example.com/acme/svc"}, defaults=defaults)
+    assert settings["BACKEND_URL"] == "https://staging-api.example.com" and settings.sources["BACKEND_URL"] == ".env:1"
+    assert settings["IMAGE"] == "registry.example.com/acme/svc" and settings.sources["IMAGE"] == "environment"
+    assert load(root, environ={}, defaults=defaults)["IMAGE"] == project.DEFAULT_IMAGE  # an empty line is unset
+    (root / "netlify.toml").write_text("[build\n")  # broken: no default, and the error is inv check's to report
+    assert "BACKEND_URL" not in project_defaults(root)
+
+
+def test_the_readme_table_names_every_setting_with_its_default() -> None:
+    from ops import project
+
+    rows = {
+        line.split("|")[1].strip(): line
+        for line in (project.ROOT / "README.md").read_text().splitlines()
+        if line.startswith("| `")
+    }
+    for setting in SETTINGS:
+        row = rows.get(f"`{setting.name}`")
+        assert row is not None, f"README's settings table misses {setting.name}"
+        if setting.default:
+            assert f"`{setting.default}`" in row, f"README gives no default `{setting.default}` for {setting.name}"
+
+
+def test_every_task_but_lock_takes_env() -> None:
+    """``--env NAME`` on every task that reads settings; a missing file is one line naming it."""
+    import tasks
+
+    for name, task in tasks.ns.tasks.items():
+        if name != "lock":
+            assert "env" in task.help, f"inv {name} has no --env"

@@ -1,0 +1,343 @@
+"""Images: build (streamed, interruptible), tag, push, and remove what the project's builds left."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+
+from ops import logs, source
+from ops import project as proj
+from ops.docker.containers import MANAGED_LABEL, managed_containers, remove
+from ops.errors import BuildFailed, Interrupted
+from ops.logs import LineSink
+
+# Set by the Dockerfile on every image a build of the project makes (value: the project slug).
+PROJECT_LABEL = "dev.copier-netlify-docker.project"
+PULL_HINT = (
+    "The base image could not be pulled. Build from an image the engine has or can reach: "
+    "`inv build --base-image IMAGE` or BASE_IMAGE=IMAGE (see the README: builds behind a TLS proxy, or offline)."
+)
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    image_id: str
+    tags: list[str]
+    seconds: float
+    # Images earlier builds left, removed after this one (see remove_leftovers): short ids.
+    replaced: list[str] = field(default_factory=list)
+
+
+# The classic builder's log: a step's image id, the container a step runs in, a step taken from cache.
+_STEP_IMAGE = re.compile(r"^ ---> ([0-9a-f]{12})$")
+_STEP_CONTAINER = re.compile(r"^ ---> Running in ([0-9a-f]{12})$")
+
+
+@dataclass
+class _BuildTrace:
+    """What a build made so far, read from its log, so an interrupted one can be undone."""
+
+    created: list[str] = field(default_factory=list)  # step images this build committed (not cached)
+    seen: set[str] = field(default_factory=set)  # every step image of this build, from cache or not
+    container: str = ""  # the step container of the step under way
+    cached: bool = False
+
+    def read(self, line: str) -> None:
+        if line.startswith("Step "):
+            self.cached, self.container = False, ""
+        elif line == " ---> Using cache":
+            self.cached = True
+        elif found := _STEP_CONTAINER.match(line):
+            self.container = found[1]
+        elif found := _STEP_IMAGE.match(line):
+            self.seen.add(found[1])
+            if not self.cached:
+                self.created.append(found[1])
+
+
+def build_image(
+    client: docker.DockerClient,
+    context: Path,
+    tags: list[str],
+    buildargs: Mapping[str, str] | None = None,
+    *,
+    nocache: bool = False,
+    labels: Mapping[str, str] | None = None,
+    on_line: LineSink | None = None,
+    tail_lines: int = 40,
+) -> BuildResult:
+    """Build ``context`` and tag the image with every name in ``tags``, streaming the log to ``on_line``.
+
+    On failure raises :class:`BuildFailed` with the tail of the build log, so the error is
+    readable without scrolling back through the whole build. Interrupted (KeyboardInterrupt: a
+    signal), it ends the build, removes the step container and the step images it made, and
+    raises :class:`Interrupted`. After a build, what earlier builds left and nothing uses goes
+    (see :func:`remove_leftovers`), so rebuilds do not pile up untagged images.
+    """
+    started = time.perf_counter()
+    tail: deque[str] = deque(maxlen=tail_lines)
+    trace = _BuildTrace()
+    image_id = ""
+    before = {name: tagged_id(client, name) for name in tags}
+    stream: Iterator[dict[str, Any]] | None = None
+    try:
+        stream = client.api.build(
+            path=str(context),
+            tag=tags[0],
+            buildargs=dict(buildargs or {}),
+            labels=dict(labels or {}),
+            nocache=nocache,
+            rm=True,
+            forcerm=True,
+            decode=True,
+        )
+        for chunk in stream:
+            if "stream" in chunk:
+                # Cleaned: the classic builder colours a step's stderr with escape codes.
+                for line in logs.clean_lines(chunk["stream"]):
+                    if line.strip():
+                        trace.read(line)
+                        tail.append(line)
+                        if on_line:
+                            on_line(line)
+            if "aux" in chunk and "ID" in chunk["aux"]:
+                image_id = chunk["aux"]["ID"]
+            if "error" in chunk or "errorDetail" in chunk:
+                message = logs.clean_line(chunk.get("error") or chunk["errorDetail"].get("message", "unknown error"))
+                if tail and " FROM " in tail[-1]:
+                    message = f"{message.strip()}\n{PULL_HINT}"
+                raise BuildFailed(f"docker build failed: {message.strip()}", detail="\n".join(tail))
+    except docker.errors.APIError as exc:
+        raise BuildFailed(f"docker build failed: {exc.explanation or exc}", detail="\n".join(tail)) from None
+    except KeyboardInterrupt:
+        _end_stream(stream)
+        raise Interrupted(_undo_build(client, trace, tags, before)) from None
+    if not image_id:
+        raise BuildFailed("docker build finished without producing an image", detail="\n".join(tail))
+    for name in tags[1:]:
+        repository, _, tag = name.rpartition(":")
+        client.api.tag(image_id, repository, tag)
+    replaced = remove_leftovers(client, image_id, set(before.values()) - {"", image_id}, trace.seen)
+    return BuildResult(image_id=image_id, tags=list(tags), seconds=time.perf_counter() - started, replaced=replaced)
+
+
+def _end_stream(stream: Iterator[dict[str, Any]] | None) -> None:
+    """Close the build's HTTP response now (not when it is garbage): the engine then cancels the build."""
+    frame = getattr(stream, "gi_frame", None)
+    response = frame.f_locals.get("response") if frame is not None else None  # the SDK's _stream_helper
+    with contextlib.suppress(Exception):
+        if response is not None:
+            response.close()
+    with contextlib.suppress(Exception):
+        if stream is not None and hasattr(stream, "close"):
+            stream.close()
+
+
+def _undo_build(
+    client: docker.DockerClient, trace: _BuildTrace, tags: list[str], before: Mapping[str, str], wait: float = 15
+) -> str:
+    """Remove what an interrupted build left (its step container, the step images it made); say what is true."""
+    if trace.container:
+        # forcerm: the engine removes the step container once it has cancelled the step. Waited
+        # for, so the images under it can go; removed here if the engine is slow about it.
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                client.api.inspect_container(trace.container)
+            except docker.errors.NotFound:
+                break
+            except docker.errors.APIError:
+                break
+            time.sleep(0.2)
+        else:
+            with contextlib.suppress(docker.errors.APIError):
+                client.api.remove_container(trace.container, force=True, v=True)
+    removed = 0
+    for image in reversed(trace.created):  # the newest first: each is the parent of the next
+        try:
+            client.api.remove_image(image, noprune=True)
+            removed += 1
+        except docker.errors.APIError:  # tagged meanwhile, or a parent still in use: leave it
+            continue
+    changed = [name for name in tags if tagged_id(client, name) != before.get(name, "")]
+    outcome = f"{', '.join(changed)} now names the new image" if changed else "nothing was tagged"
+    made = f"; removed the {removed} step image{'s' if removed != 1 else ''} it had made" if removed else ""
+    return f"Build interrupted; {outcome}{made}"
+
+
+def tagged_id(client: docker.DockerClient, name: str) -> str:
+    """The id of the image ``name`` names, or ``""``."""
+    try:
+        return client.images.get(name).id or ""
+    except docker.errors.NotFound:
+        return ""
+
+
+def remove_leftovers(client: docker.DockerClient, image_id: str, untagged: Iterable[str], used: set[str]) -> list[str]:
+    """After a build of ``image_id``: remove what earlier builds of the project left, if unused.
+
+    Candidates: ``untagged`` (the images the tags named before this build), and the project's
+    dangling images (no tag, no child: the builder stage of an earlier build, a failed build's
+    last step) that this build did not use (``used``: short ids of its step images, from cache or
+    made). Kept: an image with a tag, one without this project's ``PROJECT_LABEL``, and one that a
+    container (running or stopped) or another image is built on. Removing one also removes its
+    untagged parents that nothing else shares. Returns the short ids removed.
+    """
+    try:
+        slug = (client.images.get(image_id).labels or {}).get(PROJECT_LABEL, "")
+    except docker.errors.NotFound:
+        return []
+    if not slug:
+        return []
+    selector: dict[str, str | list[str] | bool] = {"label": f"{PROJECT_LABEL}={slug}", "dangling": True}
+    candidates = set(untagged) | {i.id or "" for i in client.images.list(filters=selector)}
+    removed: list[str] = []
+    for candidate in sorted(candidates - {"", image_id}):
+        if _short(candidate) in used:
+            continue
+        try:
+            found = client.images.get(candidate)
+        except docker.errors.NotFound:
+            continue
+        if found.tags or (found.labels or {}).get(PROJECT_LABEL) != slug:
+            continue
+        if client.api.containers(all=True, quiet=True, filters={"ancestor": candidate}):
+            continue
+        try:
+            client.api.remove_image(candidate, noprune=False)
+        except docker.errors.APIError:  # another image was built FROM it: it stays
+            continue
+        removed.append(_short(candidate))
+    return removed
+
+
+@dataclass
+class Cleaned:
+    """What :func:`clean_project` removed, and what it left in place with the reason."""
+
+    containers: list[str] = field(default_factory=list)
+    images: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+
+
+def _short(image_id: str) -> str:
+    return image_id.removeprefix("sha256:")[:12]
+
+
+def clean_project(client: docker.DockerClient, slug: str, on_line: LineSink | None = None) -> Cleaned:
+    """Remove every container and image this project's builds and runs left on the engine.
+
+    Images: everything carrying ``PROJECT_LABEL=slug``, which the Dockerfile sets in both
+    stages: tagged images (under any name, a registry path included), the previous image a
+    rebuild left untagged, the builder stage's image, and the step images of a failed build.
+    Images tagged ``<slug>:*`` from before the label existed go too. Removing one also removes
+    its untagged parents, down to the base image, which is not the project's.
+    Containers: those these tasks started, and stopped ones made from the project's images
+    (exited runs, a failed build's step). A running container these tasks did not start is
+    left alone, and so is its image; both are reported in ``kept``.
+    """
+    say = on_line or (lambda line: None)
+    done = Cleaned()
+    selector: dict[str, str | list[str] | bool] = {"label": f"{PROJECT_LABEL}={slug}"}
+    containers = {c.id: c for c in client.containers.list(all=True, filters=selector)}
+    containers.update({c.id: c for c in managed_containers(client, slug)})
+    for container in containers.values():
+        if container.status == "running" and MANAGED_LABEL not in container.labels:
+            done.kept.append(
+                f"container {container.short_id} ({container.name}) is running and was not started by these tasks"
+            )
+            continue
+        remove(container)
+        done.containers.append(container.short_id)
+        say(f"removed container {container.short_id}")
+    refused: set[str] = set()
+    # Rounds: removing a child image can leave its parent top-level (a derived image's base).
+    for _ in range(10):
+        images = {i.id or "": i for i in client.images.list(filters=selector)}
+        images.update({i.id or "": i for i in client.images.list(name=slug)})
+        pending = [(image_id, i) for image_id, i in images.items() if image_id not in refused]
+        if not pending:
+            break
+        for image_id, image in pending:
+            for reference in image.tags or [image_id]:
+                try:
+                    client.api.remove_image(reference, noprune=False)
+                except docker.errors.NotFound:
+                    continue
+                except docker.errors.APIError as exc:
+                    refused.add(image_id)
+                    reason = " ".join(str(exc.explanation or exc).split())
+                    done.kept.append(f"image {reference if image.tags else _short(image_id)}: {reason}")
+                    break
+                name = reference if image.tags else f"{_short(image_id)} (untagged)"
+                done.images.append(name)
+                say(f"removed image {name}")
+    return done
+
+
+def image_labels(client: docker.DockerClient, image: str) -> dict[str, str] | None:
+    """The labels of ``image``, or None when the engine does not have it."""
+    try:
+        found = client.images.get(image)
+    except docker.errors.ImageNotFound:
+        return None
+    return dict(found.labels or {})
+
+
+def project_tags(project: proj.Project, tag: str = "") -> list[str]:
+    """The names a build of the project gets: ``<slug>:<tag or version>`` and ``<slug>:latest``."""
+    return [f"{project.local_image}:{tag or project.version}", f"{project.local_image}:latest"]
+
+
+def build_project(
+    client: docker.DockerClient,
+    project: proj.Project,
+    *,
+    tag: str = "",
+    base_image: str = "",
+    no_cache: bool = False,
+    revision: str | None = None,
+    on_line: LineSink | None = None,
+    say: LineSink | None = None,
+) -> BuildResult:
+    """Build the project's image as ``inv build`` does: tags, build arguments, and the labels that
+    tell later tasks which source and base image it was built from."""
+    tags = project_tags(project, tag)
+    args = proj.build_args(project, base_image, revision=revision)
+    if say:
+        say(f"Building {', '.join(tags)} (revision {args['REVISION'][:12]})")
+    # What `inv run` compares with the working tree to know whether the image is current.
+    labels = {source.SOURCE_LABEL: source.source_digest(project.root), source.BASE_IMAGE_LABEL: base_image}
+    return build_image(client, project.root, tags, args, nocache=no_cache, labels=labels, on_line=on_line)
+
+
+def build_if_stale(
+    client: docker.DockerClient,
+    project: proj.Project,
+    image: str,
+    *,
+    on_line: LineSink | None = None,
+    say: LineSink | None = None,
+) -> BuildResult | None:
+    """Build ``image`` when it is missing or was built from other source than the working tree's.
+
+    As it was built last time: a base image given to `inv build --base-image` is kept. Returns
+    the build, or None when the image was current.
+    """
+    labels = image_labels(client, image)
+    reason = source.stale_reason(image, labels, source.source_digest(project.root))
+    if not reason:
+        return None
+    if say:
+        say(f"{reason}: building it first (--no-build skips this)")
+    base = (labels or {}).get(source.BASE_IMAGE_LABEL, "")
+    return build_project(client, project, base_image=base, on_line=on_line, say=say)

@@ -1,0 +1,312 @@
+"""Netlify's deploy API: one client class over httpx, with explicit timeouts, retries and errors.
+
+The operations are those of Netlify's OpenAPI spec (``@netlify/open-api``) that a file-digest
+deploy uses: create a deploy from a map of paths to SHA1 digests, upload the files Netlify
+lists as required, read the deploy until it is ready, and restore (publish) a deploy.
+
+Retries: a 429 waits what ``Retry-After`` says (seconds or an HTTP date, capped), a 5xx or a
+connection error backs off exponentially; a 4xx other than 429 is never retried, because the
+same request would fail the same way. Errors are an :class:`NetlifyError` family whose messages
+say what to do. The token is sent only in the ``Authorization`` header: it is never part of a
+message, a ``repr`` or a log line, and a message that somehow contains it has it masked.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import time
+import urllib.parse
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from ops.errors import OpsError
+
+DEFAULT_API_URL = "https://api.netlify.com/api/v1"
+# Seconds: connecting is quick or broken; a response (an upload's) may take a while.
+TIMEOUT = httpx.Timeout(60.0, connect=10.0)
+MAX_RETRY_AFTER = 60.0
+
+
+class NetlifyError(OpsError):
+    """A Netlify API call failed; ``status`` is the HTTP status (0: no answer)."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class AuthError(NetlifyError):
+    """401/403: the token is missing, wrong, expired, or may not touch this site."""
+
+
+class NotFound(NetlifyError):
+    """404: no such site or deploy (or the token cannot see it)."""
+
+
+class ValidationFailed(NetlifyError):
+    """400/422: Netlify refused the request's content."""
+
+
+class RateLimited(NetlifyError):
+    """429 after every retry."""
+
+
+class ServerError(NetlifyError):
+    """5xx after every retry."""
+
+
+class ConnectionFailed(NetlifyError):
+    """No answer from the API (DNS, refused, TLS, timeout) after every retry."""
+
+
+@dataclass(frozen=True)
+class Deploy:
+    """The fields of Netlify's ``deploy`` object the tooling reads; ``raw`` holds all of it."""
+
+    id: str
+    site_id: str
+    state: str
+    required: tuple[str, ...] = ()
+    deploy_url: str = ""
+    deploy_ssl_url: str = ""
+    error_message: str = ""
+    draft: bool = False
+    published_at: str = ""
+    title: str = ""
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Deploy:
+        return cls(
+            id=str(data.get("id") or ""),
+            site_id=str(data.get("site_id") or ""),
+            state=str(data.get("state") or ""),
+            required=tuple(str(sha) for sha in data.get("required") or ()),
+            deploy_url=str(data.get("deploy_url") or ""),
+            deploy_ssl_url=str(data.get("deploy_ssl_url") or ""),
+            error_message=str(data.get("error_message") or ""),
+            draft=bool(data.get("draft")),
+            published_at=str(data.get("published_at") or ""),
+            title=str(data.get("title") or ""),
+            raw=dict(data),
+        )
+
+    @property
+    def url(self) -> str:
+        """Where this deploy can be seen on its own (the draft URL)."""
+        return self.deploy_ssl_url or self.deploy_url
+
+
+def retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds a ``Retry-After`` header asks to wait (delta-seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+class NetlifyClient:
+    """A client for one token. ``on_retry(message)`` hears about each retry as it is waited for."""
+
+    def __init__(
+        self,
+        token: str,
+        api_url: str = DEFAULT_API_URL,
+        *,
+        retries: int = 5,
+        backoff: float = 0.5,
+        timeout: httpx.Timeout = TIMEOUT,
+        on_retry: Callable[[str], None] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if not token:
+            raise AuthError(
+                "NETLIFY_AUTH_TOKEN is not set: create a personal access token in Netlify "
+                "(User settings > Applications) and export it, or put it in .env"
+            )
+        self._token = token
+        self.api_url = api_url.rstrip("/")
+        self.retries = retries
+        self.backoff = backoff
+        self.on_retry = on_retry
+        self._sleep = sleep
+        self._http = httpx.Client(
+            timeout=timeout,
+            headers={"Authorization": f"Bearer {token}", "User-Agent": "copier-netlify-docker"},
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    def __repr__(self) -> str:
+        return f"NetlifyClient(api_url={self.api_url!r})"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> NetlifyClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the operations -------------------------------------------------------------------
+
+    def get_site(self, site_id: str) -> dict[str, Any]:
+        """``getSite``: the site, with ``published_deploy`` and its URLs."""
+        data: dict[str, Any] = self._json("GET", f"/sites/{_segment(site_id)}", what=f"site {site_id}")
+        return data
+
+    def create_deploy(
+        self, site_id: str, files: Mapping[str, str], *, draft: bool, title: str = "", branch: str = ""
+    ) -> Deploy:
+        """``createSiteDeploy`` by file digests: ``files`` maps paths (no leading slash) to SHA1 hex."""
+        body: dict[str, Any] = {"files": dict(files), "draft": draft, "async": len(files) > 100}
+        if branch:
+            body["branch"] = branch
+        query = f"?title={urllib.parse.quote(title)}" if title else ""
+        path = f"/sites/{_segment(site_id)}/deploys{query}"
+        return Deploy.from_json(self._json("POST", path, json=body, what=f"a deploy of site {site_id}"))
+
+    def get_deploy(self, site_id: str, deploy_id: str) -> Deploy:
+        """``getSiteDeploy``."""
+        path = f"/sites/{_segment(site_id)}/deploys/{_segment(deploy_id)}"
+        return Deploy.from_json(self._json("GET", path, what=f"deploy {deploy_id}"))
+
+    def list_deploys(self, site_id: str, per_page: int = 20) -> list[Deploy]:
+        """``listSiteDeploys``, newest first."""
+        data = self._json("GET", f"/sites/{_segment(site_id)}/deploys?per_page={per_page}", what=f"site {site_id}")
+        return [Deploy.from_json(item) for item in data or ()]
+
+    def upload_file(self, deploy_id: str, path: str, body: bytes) -> None:
+        """``uploadDeployFile``: the exact bytes of ``path``, each of its segments percent-encoded."""
+        encoded = "/".join(_segment(part) for part in path.split("/"))
+        self._request(
+            "PUT",
+            f"/deploys/{_segment(deploy_id)}/files/{encoded}",
+            content=body,
+            headers={"Content-Type": "application/octet-stream"},
+            what=f"the upload of {path}",
+        )
+
+    def restore_deploy(self, site_id: str, deploy_id: str) -> Deploy:
+        """``restoreSiteDeploy``: make ``deploy_id`` the live deploy (publishes a draft, or rolls back)."""
+        path = f"/sites/{_segment(site_id)}/deploys/{_segment(deploy_id)}/restore"
+        return Deploy.from_json(self._json("POST", path, what=f"publishing deploy {deploy_id}"))
+
+    # -- the transport --------------------------------------------------------------------
+
+    def _json(self, method: str, path: str, *, what: str, json: Any = None) -> Any:
+        response = self._request(method, path, json=json, what=what)
+        try:
+            return response.json()
+        except ValueError:
+            message = f"Netlify answered {what} with something that is not JSON"
+            raise ServerError(message, response.status_code) from None
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        json: Any = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        url = self.api_url + path
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = self._http.request(method, url, json=json, content=content, headers=headers)
+            except httpx.HTTPError as exc:
+                if attempt > self.retries:
+                    raise ConnectionFailed(
+                        self._mask(
+                            f"no answer from Netlify's API at {self.api_url} for {what} after {attempt} tries "
+                            f"({type(exc).__name__}: {exc}); check the network, or NETLIFY_API_URL"
+                        )
+                    ) from None
+                self._wait(self._backoff(attempt), f"{what}: {type(exc).__name__}", attempt)
+                continue
+            status = response.status_code
+            if status < 400:
+                return response
+            retryable = status == 429 or status >= 500
+            if retryable and attempt <= self.retries:
+                delay = retry_after(response.headers.get("Retry-After")) if status == 429 else None
+                delay = min(MAX_RETRY_AFTER, delay) if delay is not None else self._backoff(attempt)
+                self._wait(delay, f"{what}: HTTP {status}", attempt)
+                continue
+            raise self._error(status, response, what, attempt)
+
+    def _backoff(self, attempt: int) -> float:
+        base: float = self.backoff * 2 ** (attempt - 1)
+        return min(30.0, base * (0.75 + random.random() / 2))  # jitter: many clients do not retry in step
+
+    def _wait(self, seconds: float, why: str, attempt: int) -> None:
+        if self.on_retry:
+            self.on_retry(f"{why}; retry {attempt} of {self.retries} in {seconds:.1f}s")
+        self._sleep(seconds)
+
+    def _error(self, status: int, response: httpx.Response, what: str, attempt: int) -> NetlifyError:
+        said = _message(response)
+        detail = f" ({said})" if said else ""
+        if status in {401, 403}:
+            return AuthError(
+                self._mask(
+                    f"Netlify refused the token for {what}: HTTP {status}{detail}; check NETLIFY_AUTH_TOKEN "
+                    "(a personal access token of a member of the site's team)"
+                ),
+                status,
+            )
+        if status == 404:
+            return NotFound(
+                self._mask(f"Netlify has no {what} (HTTP 404{detail}); check NETLIFY_SITE_ID (the site's API ID)"),
+                status,
+            )
+        if status == 429:
+            return RateLimited(
+                self._mask(f"Netlify kept rate-limiting {what} after {attempt} tries{detail}; wait a minute and retry"),
+                status,
+            )
+        if status >= 500:
+            return ServerError(
+                self._mask(
+                    f"Netlify failed {what} with HTTP {status} after {attempt} tries{detail}; "
+                    "see https://www.netlifystatus.com and retry"
+                ),
+                status,
+            )
+        return ValidationFailed(self._mask(f"Netlify refused {what}: HTTP {status}{detail}"), status)
+
+    def _mask(self, text: str) -> str:
+        return text.replace(self._token, "[token]") if self._token else text
+
+
+def _segment(text: str) -> str:
+    return urllib.parse.quote(text, safe="")
+
+
+def _message(response: httpx.Response) -> str:
+    """The ``message`` of Netlify's error body, or a short, single-line excerpt of the body."""
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    said = data.get("message") if isinstance(data, dict) else None
+    text = said if isinstance(said, str) else response.text[:200]
+    return " ".join(text.split())[:300]

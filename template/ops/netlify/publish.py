@@ -1,0 +1,183 @@
+"""The Netlify half of a deploy: digests of the publish directory, a draft, uploads, ready, publish.
+
+What is deployed is what the one Netlify config model (:mod:`ops.netlify.config`) says: its
+publish directory, with ``_redirects`` as Netlify's build would write it for this deploy's
+``BACKEND_URL`` (:func:`ops.netlify.redirects.render`). That file is rendered in memory: the
+working tree is never changed by a deploy.
+
+Only the files Netlify lists as required (by SHA1) are uploaded, so an unchanged site uploads
+nothing and a one-file change uploads one file. Uploads run a few at a time, each retried by the
+client on 429 and 5xx. A draft is only published by :func:`publish`, which the pipeline calls
+after the draft's smoke test passed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from ops.errors import ConfigError
+from ops.netlify import config, redirects
+from ops.netlify.api import Deploy, NetlifyClient, NetlifyError
+
+# Netlify's own deploy filter (and netlify-cli's): dotfiles are not deployed, except .well-known;
+# nor are macOS archive folders. File names with # or ? cannot be deployed at all.
+UPLOAD_PARALLELISM = 5
+READY_TIMEOUT = 600.0
+# States in which the files are in place and Netlify is finishing the deploy.
+PENDING_STATES = frozenset(
+    {"new", "enqueued", "building", "uploading", "uploaded", "preparing", "prepared", "processing"}
+    | {"processed", "retrying"}
+)
+
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class SiteFiles:
+    """The deploy's files: path (no leading slash) -> bytes and SHA1."""
+
+    bodies: Mapping[str, bytes]
+    digests: Mapping[str, str]
+
+    @property
+    def size(self) -> int:
+        return sum(len(body) for body in self.bodies.values())
+
+
+@dataclass(frozen=True)
+class Published:
+    """What :func:`deploy_draft` did: the deploy, how many files it uploaded, and how long it took."""
+
+    deploy: Deploy
+    files: int
+    uploaded: int
+    uploaded_bytes: int
+    seconds: float
+
+
+def deployable(relative: str) -> bool:
+    """Whether Netlify deploys the file at ``relative`` (a posix path inside the publish directory)."""
+    parts = relative.split("/")
+    return all(
+        not (part.startswith(".") and part != ".well-known") and not part.startswith("__MACOSX") for part in parts
+    )
+
+
+def site_files(root: Path, backend_url: str) -> SiteFiles:
+    """The publish directory of the project at ``root``, as Netlify would receive it for ``backend_url``.
+
+    Raises :class:`ConfigError` for a configuration ``inv check`` would refuse, a publish
+    directory that is missing, or a file name Netlify cannot deploy.
+    """
+    site = config.load(root)
+    if site.errors:
+        raise ConfigError(f"{site.errors[0]} (run `inv check`)")
+    publish = site.publish
+    if not publish.is_dir():
+        raise ConfigError(f"publish directory {publish.name}/ does not exist; create it or fix netlify.toml [build]")
+    bodies: dict[str, bytes] = {}
+    for path in sorted(publish.rglob("*")):
+        relative = path.relative_to(publish).as_posix()
+        if not path.is_file() or not deployable(relative):
+            continue
+        if "#" in relative or "?" in relative:
+            raise ConfigError(f"{publish.name}/{relative}: Netlify cannot deploy a file name with # or ?; rename it")
+        bodies[relative] = path.read_bytes()
+    try:
+        existing = bodies.get("_redirects", b"").decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{publish.name}/_redirects is not UTF-8; save it as UTF-8") from None
+    try:
+        url = redirects.check_backend_url(backend_url)
+        bodies["_redirects"] = redirects.render(existing, url).encode("utf-8")
+    except redirects.BackendUrlError as exc:
+        raise ConfigError(str(exc)) from None
+    digests = {name: hashlib.sha1(body).hexdigest() for name, body in bodies.items()}  # SHA1: Netlify's choice
+    return SiteFiles(bodies, digests)
+
+
+def deploy_draft(
+    client: NetlifyClient,
+    site_id: str,
+    files: SiteFiles,
+    *,
+    title: str = "",
+    ready_timeout: float = READY_TIMEOUT,
+    poll_interval: float = 1.0,
+    on_progress: Progress | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Published:
+    """Create a draft deploy of ``files``, upload what Netlify asks for, and wait until it is ready.
+
+    Nothing is published: the live site is unchanged whatever happens here. Raises a
+    :class:`NetlifyError` (the deploy's ``error_message`` when Netlify failed it).
+    """
+    say = on_progress or (lambda line: None)
+    started = time.perf_counter()
+    deploy = client.create_deploy(site_id, files.digests, draft=True, title=title)
+    if files.digests and not deploy.required and deploy.state in {"new", "enqueued", "preparing"}:
+        # An async deploy (over 100 files) lists what it needs once Netlify has looked at the digests.
+        listed = {"prepared", "uploading", "uploaded", "ready"}
+        deploy = _wait(client, site_id, deploy.id, ready_timeout, poll_interval, sleep, until=listed)
+    wanted = set(deploy.required)
+    unknown = wanted - set(files.digests.values())
+    if unknown:
+        raise NetlifyError(f"Netlify asked for {len(unknown)} file(s) this deploy does not have (deploy {deploy.id})")
+    paths = [path for path, sha in files.digests.items() if sha in wanted]
+    say(f"Netlify draft {deploy.id}: {len(files.digests)} files, {len(paths)} to upload")
+    uploaded_bytes = 0
+    if paths:
+        done = 0
+        with ThreadPoolExecutor(max_workers=UPLOAD_PARALLELISM, thread_name_prefix="netlify-upload") as pool:
+            futures = {pool.submit(client.upload_file, deploy.id, path, files.bodies[path]): path for path in paths}
+            try:
+                for future in futures:
+                    future.result()
+                    done += 1
+                    uploaded_bytes += len(files.bodies[futures[future]])
+                    if done == len(paths) or done % 50 == 0:
+                        say(f"uploaded {done}/{len(paths)}")
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+    deploy = _wait(client, site_id, deploy.id, ready_timeout, poll_interval, sleep, until={"ready"})
+    return Published(deploy, len(files.digests), len(paths), uploaded_bytes, time.perf_counter() - started)
+
+
+def publish(client: NetlifyClient, site_id: str, deploy_id: str) -> Deploy:
+    """Make ``deploy_id`` the live deploy: a draft goes live, an older deploy comes back (rollback)."""
+    return client.restore_deploy(site_id, deploy_id)
+
+
+def _wait(
+    client: NetlifyClient,
+    site_id: str,
+    deploy_id: str,
+    timeout: float,
+    interval: float,
+    sleep: Callable[[float], None],
+    *,
+    until: set[str],
+) -> Deploy:
+    deadline = time.monotonic() + timeout
+    while True:
+        deploy = client.get_deploy(site_id, deploy_id)
+        if deploy.state in until:
+            return deploy
+        if deploy.state == "error":
+            reason = deploy.error_message or "no reason given"
+            raise NetlifyError(f"Netlify failed deploy {deploy_id}: {reason}; nothing was published")
+        if deploy.state not in PENDING_STATES:
+            raise NetlifyError(f"Netlify deploy {deploy_id} is {deploy.state!r}; nothing was published")
+        if time.monotonic() >= deadline:
+            raise NetlifyError(
+                f"Netlify deploy {deploy_id} was still {deploy.state!r} after {timeout:.0f}s; nothing was published"
+            )
+        sleep(interval)

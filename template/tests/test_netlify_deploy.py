@@ -1,0 +1,239 @@
+"""The Netlify half of a deploy, against a local HTTP server that is strict about Netlify's protocol.
+
+The client (ops.netlify.api) and the deploy steps (ops.netlify.publish) are the real code; the
+server (tests/netlify_api.py) answers as Netlify's API does and refuses what it refuses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ops import project
+from ops.errors import ConfigError
+from ops.netlify import api, publish
+from tests.netlify_api import LocalNetlify
+
+TOKEN = "nfp_local_test_token_0123456789abcdef"
+SITE = "site-1"
+BACKEND = "https://api.example.com"
+
+
+@pytest.fixture
+def netlify() -> Iterator[LocalNetlify]:
+    with LocalNetlify(TOKEN) as server:
+        yield server
+
+
+@pytest.fixture
+def client(netlify: LocalNetlify) -> Iterator[api.NetlifyClient]:
+    waits: list[float] = []
+    with api.NetlifyClient(TOKEN, netlify.api_url, sleep=waits.append) as made:
+        made.waits = waits  # type: ignore[attr-defined]
+        yield made
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Path:
+    """A copy of this project's Netlify side: netlify.toml and public/."""
+    root = tmp_path / "site"
+    root.mkdir()
+    shutil.copy(project.ROOT / "netlify.toml", root / "netlify.toml")
+    shutil.copytree(project.ROOT / "public", root / "public")
+    return root
+
+
+def deploy(client: api.NetlifyClient, root: Path, backend: str = BACKEND) -> publish.Published:
+    return publish.deploy_draft(client, SITE, publish.site_files(root, backend), poll_interval=0, sleep=lambda s: None)
+
+
+def test_first_deploy_uploads_every_file_then_nothing_then_one(
+    netlify: LocalNetlify, client: api.NetlifyClient, site: Path
+) -> None:
+    first = deploy(client, site)
+    files = publish.site_files(site, BACKEND)
+    assert first.deploy.state == "ready" and first.deploy.draft
+    assert first.uploaded == first.files == len(files.digests)
+    assert sorted(netlify.uploads()) == sorted(files.digests)
+    assert netlify.published() is None  # a draft: nothing is live until publish()
+    for path, body in files.bodies.items():
+        assert netlify.site_body(first.deploy.id, path) == body
+
+    again = deploy(client, site)
+    assert again.uploaded == 0 and again.deploy.state == "ready"
+
+    (site / "public" / "styles.css").write_text((site / "public" / "styles.css").read_text() + "\n/* v2 */\n")
+    changed = deploy(client, site)
+    assert changed.uploaded == 1
+    assert netlify.uploads()[-1] == "styles.css"
+
+    live = publish.publish(client, SITE, changed.deploy.id)
+    assert live.id == changed.deploy.id and netlify.published().id == changed.deploy.id  # type: ignore[union-attr]
+
+
+def test_the_redirects_carry_this_deploys_backend_and_the_tree_is_untouched(
+    netlify: LocalNetlify, client: api.NetlifyClient, site: Path
+) -> None:
+    before = (site / "public" / "_redirects").read_bytes()
+    done = deploy(client, site, "https://api.staging.example.com")
+    rules = netlify.site_body(done.deploy.id, "_redirects").decode()
+    assert "/api/*  https://api.staging.example.com/api/:splat  200!" in rules
+    assert (site / "public" / "_redirects").read_bytes() == before
+
+
+def test_dotfiles_are_not_deployed_and_well_known_is(site: Path) -> None:
+    (site / "public" / ".env").write_text("SECRET=1")
+    (site / "public" / ".git").mkdir()
+    (site / "public" / ".git" / "config").write_text("x")
+    (site / "public" / ".well-known").mkdir()
+    (site / "public" / ".well-known" / "security.txt").write_text("Contact: x")
+    (site / "public" / "__MACOSX").mkdir()
+    (site / "public" / "__MACOSX" / "junk").write_text("x")
+    names = set(publish.site_files(site, BACKEND).digests)
+    assert ".well-known/security.txt" in names
+    assert not {n for n in names if n.startswith((".env", ".git", "__MACOSX"))}
+
+
+@pytest.mark.parametrize("name", ["a#b.html", "what?.html"])
+def test_names_netlify_cannot_deploy_are_refused_before_any_call(site: Path, name: str) -> None:
+    (site / "public" / name).write_text("x")
+    with pytest.raises(ConfigError, match="cannot deploy a file name with # or"):
+        publish.site_files(site, BACKEND)
+
+
+def test_a_config_error_stops_before_any_call(site: Path) -> None:
+    (site / "netlify.toml").write_text("[build\n")
+    with pytest.raises(ConfigError, match=r"netlify.toml:1"):
+        publish.site_files(site, BACKEND)
+
+
+def test_429_and_500_are_retried_honouring_retry_after(
+    netlify: LocalNetlify, client: api.NetlifyClient, site: Path
+) -> None:
+    netlify.fail(429, 2, method="POST", path_prefix="/sites/", retry_after="3")
+    netlify.fail(500, 2, method="PUT", path_prefix="/deploys/")
+    netlify.fail(503, 1, method="GET")
+    done = deploy(client, site)
+    assert done.deploy.state == "ready" and done.uploaded == done.files
+    waits = client.waits  # type: ignore[attr-defined]
+    assert waits[:2] == [3.0, 3.0]  # Retry-After, as asked
+    assert len(waits) == 5
+    assert sorted(netlify.uploads()) == sorted(publish.site_files(site, BACKEND).digests)
+
+
+@pytest.mark.parametrize("status", [401, 403, 404, 422])
+def test_client_errors_are_not_retried_and_nothing_is_published(
+    netlify: LocalNetlify, client: api.NetlifyClient, site: Path, status: int
+) -> None:
+    netlify.fail(status, 1, method="PUT")
+    expected = {401: api.AuthError, 403: api.AuthError, 404: api.NotFound, 422: api.ValidationFailed}[status]
+    with pytest.raises(expected) as caught:
+        deploy(client, site)
+    assert caught.value.status == status
+    assert client.waits == []  # type: ignore[attr-defined]
+    assert netlify.published() is None
+    assert TOKEN not in str(caught.value)
+
+
+def test_a_wrong_token_is_a_clear_stop_and_never_shown(netlify: LocalNetlify, site: Path) -> None:
+    wrong = "nfp_wrong_token_abcdef0123456789"
+    with api.NetlifyClient(wrong, netlify.api_url, sleep=lambda s: None) as bad, pytest.raises(api.AuthError) as caught:
+        deploy(bad, site)
+    message = str(caught.value)
+    assert "NETLIFY_AUTH_TOKEN" in message and wrong not in message and "HTTP 401" in message
+    assert [c.status for c in netlify.calls] == [401]  # one call, no retry, nothing created
+    assert netlify.deploys == {} and wrong not in repr(bad)
+
+
+def test_a_missing_token_says_how_to_get_one() -> None:
+    with pytest.raises(api.AuthError, match="NETLIFY_AUTH_TOKEN is not set"):
+        api.NetlifyClient("")
+
+
+def test_an_unknown_site_names_the_setting(netlify: LocalNetlify, client: api.NetlifyClient, site: Path) -> None:
+    with pytest.raises(api.NotFound, match="NETLIFY_SITE_ID"):
+        publish.deploy_draft(client, "no-such-site", publish.site_files(site, BACKEND), sleep=lambda s: None)
+
+
+def test_a_deploy_netlify_fails_shows_its_message_and_is_not_published(
+    netlify: LocalNetlify, client: api.NetlifyClient, site: Path
+) -> None:
+    netlify.fail_next_deploy("Build script returned non-zero exit code: 2")
+    with pytest.raises(api.NetlifyError, match=r"Build script returned non-zero exit code: 2; nothing was published"):
+        deploy(client, site)
+    assert netlify.published() is None
+
+
+def test_a_deploy_that_never_gets_ready_times_out(netlify: LocalNetlify, client: api.NetlifyClient, site: Path) -> None:
+    files = publish.site_files(site, BACKEND)
+    netlify.fail(500, 1000, method="PUT")  # uploads never land: the deploy stays uploading
+    with pytest.raises(api.ServerError, match="HTTP 500 after 6 tries"):
+        publish.deploy_draft(client, SITE, files, sleep=lambda s: None)
+    assert netlify.published() is None
+
+
+def test_no_answer_is_a_connection_error_naming_the_url() -> None:
+    closed = httpx.URL("http://127.0.0.1:9/api/v1")
+    expected = r"no answer from Netlify's API at http://127.0.0.1:9/api/v1"
+    with (
+        api.NetlifyClient(TOKEN, str(closed), retries=2, sleep=lambda s: None) as dead,
+        pytest.raises(api.ConnectionFailed, match=expected),
+    ):
+        dead.get_site(SITE)
+
+
+def test_large_sites_deploy_async_and_files_with_odd_names_round_trip(
+    netlify: LocalNetlify, client: api.NetlifyClient, site: Path
+) -> None:
+    """Over 100 files: an async deploy, whose required list comes on the next read. Names with
+    spaces, unicode and percent signs are percent-encoded per segment and arrive intact."""
+    rng = random.Random(7)
+    odd = ["with space.html", "ünï/cødé.txt", "100%.txt", "a+b=c&d.css", "deep/er/still/x.js"]
+    for i in range(130):
+        (site / "public" / "many" / f"f{i}.txt").parent.mkdir(exist_ok=True)
+        (site / "public" / "many" / f"f{i}.txt").write_bytes(rng.randbytes(rng.randint(0, 2000)))
+    for name in odd:
+        (site / "public" / name).parent.mkdir(parents=True, exist_ok=True)
+        (site / "public" / name).write_text(name)
+    done = deploy(client, site)
+    assert done.files > 130 and done.uploaded == done.files
+    for name in odd:
+        assert netlify.site_body(done.deploy.id, name) == name.encode()
+
+
+def test_the_server_refuses_what_netlify_refuses(netlify: LocalNetlify) -> None:
+    """The oracle is only as good as its strictness: bad bodies, bad digests, wrong bytes."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    base = netlify.api_url
+    with httpx.Client(headers=headers) as http:
+        for files in [{"/lead.html": "0" * 40}, {"a#b": "0" * 40}, {"a/../b": "0" * 40}, {"x": "nothex"}, []]:
+            assert http.post(f"{base}/sites/{SITE}/deploys", json={"files": files}).status_code == 422, files
+        body = b"hello"
+        sha = hashlib.sha1(body).hexdigest()
+        made = http.post(f"{base}/sites/{SITE}/deploys", json={"files": {"index.html": sha}, "draft": True}).json()
+        assert made["required"] == [sha]
+        url = f"{base}/deploys/{made['id']}/files/index.html"
+        octet = {"Content-Type": "application/octet-stream"}
+        assert http.put(url, content=b"other", headers=octet).status_code == 422  # SHA1 mismatch
+        assert http.put(url, content=body, headers={"Content-Type": "text/html"}).status_code == 422
+        assert http.put(f"{base}/deploys/{made['id']}/files/nope.html", content=body, headers=octet).status_code == 422
+        restore = f"{base}/sites/{SITE}/deploys/{made['id']}/restore"
+        assert http.post(restore).status_code == 422  # not ready yet
+        assert http.put(url, content=body, headers=octet).status_code == 200
+        assert http.get(f"{base}/sites/{SITE}/deploys/{made['id']}").json()["state"] == "ready"
+        assert http.post(restore).status_code == 201
+    assert httpx.get(f"{base}/sites/{SITE}").status_code == 401
+
+
+def test_retry_after_reads_seconds_and_dates() -> None:
+    assert api.retry_after("7") == 7.0
+    assert api.retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
+    assert api.retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412490.0) == 0.0
+    for bad in ["", None, "soon", "-1", "1.5"]:
+        assert api.retry_after(bad) is None
