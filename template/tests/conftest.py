@@ -17,3 +17,19 @@ def app() -> Flask:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def engine():  # type: ignore[no-untyped-def]
+    """A client for the Docker engine; skipped without one, except under CI, where it must run."""
+    import os
+
+    from ops.docker.engine import connect
+    from ops.errors import EngineUnavailable
+
+    try:
+        return connect(timeout=10)
+    except EngineUnavailable as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI needs a Docker engine: {exc}")
+        pytest.skip(str(exc))

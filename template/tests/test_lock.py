@@ -1,0 +1,97 @@
+"""ops.release.lock on a real engine: exactly one of many concurrent deploys gets the lock."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from ops import project
+from ops.release import lock
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture
+def slug(engine) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    name = f"locktest-{uuid.uuid4().hex[:8]}"
+    yield name
+    lock.release(engine, name)
+
+
+def contender(slug: str, hold: float) -> subprocess.Popen[str]:
+    """Another process (another `inv deploy`) that tries to take the lock and holds it ``hold`` s."""
+    code = textwrap.dedent(
+        f"""
+        import sys, time
+        sys.path.insert(0, {str(project.ROOT)!r})
+        from ops.docker.engine import connect
+        from ops.release import lock
+        client = connect()
+        sys.stdout.write("ready\\n"); sys.stdout.flush()
+        sys.stdin.readline()  # all start together
+        try:
+            with lock.held(client, {slug!r}, revision="abc123"):
+                print("got", flush=True)
+                time.sleep({hold})
+        except lock.LockHeld as exc:
+            print("refused:", exc, flush=True)
+        """
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def test_of_eight_concurrent_deploys_exactly_one_proceeds_and_the_rest_name_it(engine, slug: str) -> None:  # type: ignore[no-untyped-def]
+    procs = [contender(slug, hold=3) for _ in range(8)]
+    for proc in procs:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    outputs = [proc.communicate(timeout=60)[0] for proc in procs]
+    got = [out for out in outputs if out.startswith("got")]
+    refused = [out for out in outputs if out.startswith("refused:")]
+    assert len(got) == 1 and len(refused) == 7, outputs
+    for out in refused:
+        assert "holds the lock on this Docker host" in out and "(deploy of abc123, for " in out
+        assert "inv lock --release" in out
+    assert lock.holder(engine, slug) is None  # the winner released it when done
+
+
+def test_released_on_an_error_and_on_ctrl_c(engine, slug: str) -> None:  # type: ignore[no-untyped-def]
+    for failure in (RuntimeError("health check failed"), KeyboardInterrupt()):
+        with pytest.raises(type(failure)), lock.held(engine, slug):
+            assert lock.holder(engine, slug) is not None
+            raise failure
+        assert lock.holder(engine, slug) is None
+
+
+def test_a_killed_deploy_leaves_a_lock_that_says_whose_and_can_be_released(engine, slug: str) -> None:  # type: ignore[no-untyped-def]
+    proc = contender(slug, hold=600)
+    assert proc.stdout is not None and proc.stdin is not None
+    assert proc.stdout.readline() == "ready\n"
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
+    assert proc.stdout.readline() == "got\n"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    stale = lock.holder(engine, slug)
+    assert stale is not None and f"pid {proc.pid}" in stale.who and stale.revision == "abc123"
+    with pytest.raises(lock.LockHeld, match=rf"pid {proc.pid} \(deploy of abc123, for \d+s"):
+        lock.acquire(engine, slug)
+    assert lock.release(engine, slug, token="not-the-holder") is None
+    assert lock.holder(engine, slug) is not None  # only its holder, or a forced release, clears it
+    released = lock.release(engine, slug)
+    assert released is not None and released.token == stale.token
+    assert lock.holder(engine, slug) is None
+    with lock.held(engine, slug) as mine:
+        assert lock.holder(engine, slug) == mine
