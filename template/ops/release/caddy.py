@@ -1,0 +1,126 @@
+"""The Caddyfile of the shared proxy, as text: pure functions, no Docker.
+
+One Caddy runs per Docker host, shared by every project made from this template. Its main
+Caddyfile only imports one file per project (``sites/<slug>.caddy``); each project owns that
+file alone: a site block keyed by its ``BACKEND_URL`` host, proxying to the live colour of its
+app. A deploy, a rollback or ``inv maintenance`` rewrites only that file and reloads Caddy
+gracefully, so other projects' sites are never touched.
+
+An ``https://`` BACKEND_URL gets Caddy's automatic HTTPS (certificates kept on the proxy's data
+volume); an ``http://`` one (tests, a private network) is served on plain HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from ops.errors import OpsError
+
+PROXY_NAME = "cnd-proxy"  # the one proxy container of a Docker host
+PROXY_LABEL = "dev.copier-netlify-docker.proxy"
+CONFIG_DIR = "/etc/caddy"
+SITES_DIR = f"{CONFIG_DIR}/sites"
+MAIN = """\
+# The shared proxy of this Docker host, written by copier-netlify-docker. Each project owns one
+# file in sites/ and nothing else; edit those through `inv deploy`, `inv rollback`, `inv maintenance`.
+{
+\tadmin localhost:2019
+}
+
+import sites/*.caddy
+"""
+# Hostnames and IP addresses, as they may appear in a site address: nothing Caddyfile syntax means.
+_HOST = re.compile(r"^(\[[0-9a-f:.]+\]|[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*)$")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class Site:
+    """A project's site block: where it answers, and where it sends the requests."""
+
+    slug: str
+    backend_url: str
+    upstream: str  # host:port of the live colour on the project's network, e.g. "orders-green:8080"
+    maintenance: bool = False
+    retry_after: int = 30
+
+    @property
+    def address(self) -> str:
+        return site_address(self.backend_url)
+
+    @property
+    def file_name(self) -> str:
+        return site_file_name(self.slug)
+
+
+def site_file_name(slug: str) -> str:
+    if not _NAME.match(slug):
+        raise OpsError(f"project name {slug!r} cannot name a proxy site file")
+    return f"{slug}.caddy"
+
+
+def site_address(backend_url: str) -> str:
+    """The Caddy site address for ``backend_url``: the host alone for https (automatic HTTPS),
+    ``http://host`` for plain HTTP. The URL's port is the host side of the proxy's published
+    port (PROXY_HTTP_PORT / PROXY_HTTPS_PORT), not Caddy's."""
+    try:
+        parts = urlsplit(backend_url)
+        host = (parts.hostname or "").lower()
+        _ = parts.port  # a port that is not a number is refused here
+    except ValueError:
+        raise OpsError(f"BACKEND_URL={backend_url!r} is not a plain origin (scheme, host, optional port)") from None
+    if parts.scheme not in {"http", "https"} or not host:
+        raise OpsError(f"BACKEND_URL={backend_url!r} is not an http(s) origin, for example https://api.example.com")
+    shown = f"[{host}]" if ":" in host else host
+    if not _HOST.match(shown) or parts.path not in {"", "/"} or parts.query or parts.fragment or parts.username:
+        raise OpsError(f"BACKEND_URL={backend_url!r} is not a plain origin (scheme, host, optional port)")
+    return shown if parts.scheme == "https" else f"http://{shown}"
+
+
+def upstream(name: str, port: int) -> str:
+    if not _NAME.match(name) or not 1 <= port <= 65535:
+        raise OpsError(f"{name}:{port} is not an upstream address")
+    return f"{name}:{port}"
+
+
+def maintenance_body(retry_after: int) -> str:
+    body = {
+        "error": {
+            "status": 503,
+            "code": "maintenance",
+            "message": f"The service is under maintenance; retry in {retry_after} s.",
+        }
+    }
+    return json.dumps(body, separators=(",", ":"))
+
+
+def render_site(site: Site) -> str:
+    """The text of the project's file in sites/."""
+    head = (
+        f"# {site.slug}: written by copier-netlify-docker (inv deploy, rollback, maintenance); "
+        "edits here are replaced.\n"
+    )
+    if site.maintenance:
+        body = maintenance_body(site.retry_after)
+        assert "`" not in body
+        return (
+            f"{head}{site.address} {{\n"
+            f"\theader Content-Type application/json\n"
+            f"\theader Retry-After {int(site.retry_after)}\n"
+            f"\theader Cache-Control no-store\n"
+            f"\trespond `{body}` 503\n"
+            "}\n"
+        )
+    return (
+        f"{head}{site.address} {{\n"
+        f"\treverse_proxy {site.upstream} {{\n"
+        # A request that finds the upstream down (a restart) is retried for a while, not failed.
+        "\t\tlb_try_duration 10s\n"
+        "\t\tlb_try_interval 100ms\n"
+        "\t\tfail_duration 5s\n"
+        "\t}\n"
+        "}\n"
+    )

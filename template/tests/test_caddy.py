@@ -1,0 +1,137 @@
+"""ops.release.caddy: the proxy's Caddyfile, read back by Caddy's own parser (`caddy adapt`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ops.errors import OpsError
+from ops.release import caddy
+
+
+@pytest.fixture(scope="module")
+def caddy_bin() -> str:
+    found = shutil.which("caddy")
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI needs caddy (apt-get install caddy) to check the proxy's Caddyfile")
+        pytest.skip("caddy is not installed (apt-get install caddy)")
+    return found
+
+
+def adapt(caddy_bin: str, tmp_path: Path, sites: list[caddy.Site]) -> dict[str, Any]:
+    """What Caddy makes of the main Caddyfile and these sites' files: its JSON config."""
+    (tmp_path / "sites").mkdir(exist_ok=True)
+    (tmp_path / "Caddyfile").write_text(caddy.MAIN)
+    for site in sites:
+        (tmp_path / "sites" / site.file_name).write_text(caddy.render_site(site))
+    result = subprocess.run(
+        [caddy_bin, "adapt", "--config", str(tmp_path / "Caddyfile"), "--adapter", "caddyfile"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    config: dict[str, Any] = json.loads(result.stdout)
+    return config
+
+
+def routes_by_host(config: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
+    found = {}
+    for server in config["apps"]["http"]["servers"].values():
+        for route in server["routes"]:
+            for host in route["match"][0]["host"]:
+                found[host] = (",".join(server["listen"]), route)
+    return found
+
+
+def handlers(route: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every handler under a route, subroutes flattened."""
+    out = []
+    for handler in route["handle"]:
+        out.append(handler)
+        for sub in handler.get("routes", []):
+            out.extend(handlers(sub))
+    return out
+
+
+def test_projects_each_own_a_site_proxied_to_their_live_colour(caddy_bin: str, tmp_path: Path) -> None:
+    sites = [
+        caddy.Site("orders", "https://api.orders.example.com", caddy.upstream("orders-green", 8080)),
+        caddy.Site("billing", "http://127.0.0.2:18080", caddy.upstream("billing-blue", 9000)),
+    ]
+    routes = routes_by_host(adapt(caddy_bin, tmp_path, sites))
+    assert set(routes) == {"api.orders.example.com", "127.0.0.2"}
+    listen, route = routes["api.orders.example.com"]
+    assert listen == ":443"  # automatic HTTPS for an https:// BACKEND_URL
+    [proxy] = [h for h in handlers(route) if h["handler"] == "reverse_proxy"]
+    assert proxy["upstreams"] == [{"dial": "orders-green:8080"}]
+    assert proxy["load_balancing"]["try_duration"] == 10_000_000_000
+    listen, route = routes["127.0.0.2"]
+    assert listen == ":80"  # plain HTTP, published on the host's PROXY_HTTP_PORT
+    proxies = [h["upstreams"] for h in handlers(route) if h["handler"] == "reverse_proxy"]
+    assert proxies == [[{"dial": "billing-blue:9000"}]]
+
+
+def test_no_project_yet_is_a_valid_config(caddy_bin: str, tmp_path: Path) -> None:
+    config = adapt(caddy_bin, tmp_path, [])
+    assert config["admin"]["listen"] == "localhost:2019"
+
+
+def test_maintenance_answers_json_503_with_retry_after(caddy_bin: str, tmp_path: Path) -> None:
+    site = caddy.Site("orders", "https://api.orders.example.com", "orders-green:8080", True, retry_after=120)
+    _, route = routes_by_host(adapt(caddy_bin, tmp_path, [site]))["api.orders.example.com"]
+    [response] = [h for h in handlers(route) if h["handler"] == "static_response"]
+    assert response["status_code"] == 503
+    assert json.loads(response["body"])["error"]["code"] == "maintenance"
+    headers = {k: v for h in handlers(route) if h["handler"] == "headers" for k, v in h["response"]["set"].items()}
+    assert headers["Retry-After"] == ["120"] and headers["Content-Type"] == ["application/json"]
+    assert not [h for h in handlers(route) if h["handler"] == "reverse_proxy"]
+
+
+HOSTILE_PIECES = [
+    " ", "\t", "\n", "\r", "{", "}", "`", '"', "'", "#", "\\", "$", ";", "@", "*", "<", ">", "%0a", "\x00", "\x1b",
+    "é", "ß", "/path", "?q=1", "#frag", "user@", "import ", "..", "_", "--",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_every_backend_url_renders_to_a_config_caddy_accepts_or_is_refused(
+    caddy_bin: str, tmp_path: Path, seed: int
+) -> None:
+    """Seeded hostile origins: each is refused with a message naming BACKEND_URL, or is a site
+    Caddy parses to exactly one route for exactly that host (no injected directive or site)."""
+    rng = random.Random(seed)
+    accepted: list[tuple[str, str]] = []
+    for i in range(40):
+        host = rng.choice(["api.example.com", "127.0.0.1", "x", "a-b.c", "[::1]", "API.Example.COM"])
+        cut = rng.randrange(len(host) + 1)
+        hostile = host[:cut] + rng.choice(HOSTILE_PIECES) + host[cut:] if rng.random() < 0.7 else host
+        url = f"{rng.choice(['http', 'https'])}://{hostile}" + rng.choice(["", ":8443", ":0", "/"])
+        try:
+            site = caddy.Site(f"p{i}", url, "app-blue:8080")
+            site.address  # noqa: B018 (validates)
+        except OpsError as exc:
+            assert "BACKEND_URL=" in str(exc)
+            continue
+        accepted.append((site.slug, site.address))
+        case = tmp_path / f"{seed}-{i}"
+        case.mkdir()
+        routes = routes_by_host(adapt(caddy_bin, case, [site]))
+        expected = site.address.removeprefix("http://").strip("[]")
+        assert list(routes) == [expected], (url, routes)
+    assert accepted, "the seed accepted nothing: it tests only refusals"
+
+
+@pytest.mark.parametrize("slug", ["../x", "a b", "a\nb", "", "A", "x" * 200])
+def test_a_site_file_name_is_always_a_plain_name(slug: str) -> None:
+    with pytest.raises(OpsError):
+        caddy.site_file_name(slug)
