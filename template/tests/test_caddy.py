@@ -65,15 +65,20 @@ def handlers(route: dict[str, Any]) -> list[dict[str, Any]]:
 
 def test_projects_each_own_a_site_proxied_to_their_live_colour(caddy_bin: str, tmp_path: Path) -> None:
     sites = [
-        caddy.Site("orders", "https://api.orders.example.com", caddy.upstream("orders-green", 8080)),
-        caddy.Site("billing", "http://127.0.0.2:18080", caddy.upstream("billing-blue", 9000)),
+        caddy.Site(
+            "orders",
+            "https://api.orders.example.com",
+            (caddy.upstream("orders-blue", 8080), caddy.upstream("orders-green", 8080)),
+        ),
+        caddy.Site("billing", "http://127.0.0.2:18080", (caddy.upstream("billing-blue", 9000),)),
     ]
     routes = routes_by_host(adapt(caddy_bin, tmp_path, sites))
     assert set(routes) == {"api.orders.example.com", "127.0.0.2"}
     listen, route = routes["api.orders.example.com"]
     assert listen == ":443"  # automatic HTTPS for an https:// BACKEND_URL
     [proxy] = [h for h in handlers(route) if h["handler"] == "reverse_proxy"]
-    assert proxy["upstreams"] == [{"dial": "orders-green:8080"}]
+    assert proxy["upstreams"] == [{"dial": "orders-blue:8080"}, {"dial": "orders-green:8080"}]
+    assert proxy["health_checks"]["active"]["uri"] == "/readyz"
     assert proxy["load_balancing"]["try_duration"] == 10_000_000_000
     listen, route = routes["127.0.0.2"]
     assert listen == ":80"  # plain HTTP, published on the host's PROXY_HTTP_PORT
@@ -87,7 +92,7 @@ def test_no_project_yet_is_a_valid_config(caddy_bin: str, tmp_path: Path) -> Non
 
 
 def test_maintenance_answers_json_503_with_retry_after(caddy_bin: str, tmp_path: Path) -> None:
-    site = caddy.Site("orders", "https://api.orders.example.com", "orders-green:8080", True, retry_after=120)
+    site = caddy.Site("orders", "https://api.orders.example.com", ("orders-green:8080",), True, retry_after=120)
     _, route = routes_by_host(adapt(caddy_bin, tmp_path, [site]))["api.orders.example.com"]
     [response] = [h for h in handlers(route) if h["handler"] == "static_response"]
     assert response["status_code"] == 503
@@ -117,7 +122,7 @@ def test_every_backend_url_renders_to_a_config_caddy_accepts_or_is_refused(
         hostile = host[:cut] + rng.choice(HOSTILE_PIECES) + host[cut:] if rng.random() < 0.7 else host
         url = f"{rng.choice(['http', 'https'])}://{hostile}" + rng.choice(["", ":8443", ":0", "/"])
         try:
-            site = caddy.Site(f"p{i}", url, "app-blue:8080")
+            site = caddy.Site(f"p{i}", url, ("app-blue:8080",))
             site.address  # noqa: B018 (validates)
         except OpsError as exc:
             assert "BACKEND_URL=" in str(exc)

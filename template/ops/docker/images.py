@@ -22,6 +22,8 @@ from ops.logs import LineSink
 
 # Set by the Dockerfile on every image a build of the project makes (value: the project slug).
 PROJECT_LABEL = "dev.copier-netlify-docker.project"
+# On the containers of deployed releases (ops.release.rollout): `inv clean` leaves them alone.
+RELEASE_LABEL = "dev.copier-netlify-docker.app"
 PULL_HINT = (
     "The base image could not be pulled. Build from an image the engine has or can reach: "
     "`inv build --base-image IMAGE` or BASE_IMAGE=IMAGE (see the README: builds behind a TLS proxy, or offline)."
@@ -251,6 +253,8 @@ def clean_project(client: docker.DockerClient, slug: str, on_line: LineSink | No
     containers = {c.id: c for c in client.containers.list(all=True, filters=selector)}
     containers.update({c.id: c for c in managed_containers(client, slug)})
     for container in containers.values():
+        if RELEASE_LABEL in container.labels:  # a deployed release: `inv deploy`'s, not a local run's
+            continue
         if container.status == "running" and MANAGED_LABEL not in container.labels:
             done.kept.append(
                 f"container {container.short_id} ({container.name}) is running and was not started by these tasks"

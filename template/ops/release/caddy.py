@@ -2,9 +2,13 @@
 
 One Caddy runs per Docker host, shared by every project made from this template. Its main
 Caddyfile only imports one file per project (``sites/<slug>.caddy``); each project owns that
-file alone: a site block keyed by its ``BACKEND_URL`` host, proxying to the live colour of its
-app. A deploy, a rollback or ``inv maintenance`` rewrites only that file and reloads Caddy
-gracefully, so other projects' sites are never touched.
+file alone: a site block keyed by its ``BACKEND_URL`` host, proxying to both colours of its app
+(``<slug>-blue`` and ``<slug>-green``, network aliases of the release containers) with active
+health checks on ``/readyz``. A colour that is not running does not resolve and is skipped, so a
+deploy switches by starting one colour and stopping the other: Caddy's configuration does not
+change and Caddy is not reloaded. A reload (first deploy, ``inv maintenance``, removing a
+project) is graceful, but closes idle keep-alive connections, which a client may be reusing at
+that instant; deploys therefore never reload.
 
 An ``https://`` BACKEND_URL gets Caddy's automatic HTTPS (certificates kept on the proxy's data
 volume); an ``http://`` one (tests, a private network) is served on plain HTTP.
@@ -43,7 +47,7 @@ class Site:
 
     slug: str
     backend_url: str
-    upstream: str  # host:port of the live colour on the project's network, e.g. "orders-green:8080"
+    upstreams: tuple[str, ...]  # host:port of each colour on the project's network, e.g. "orders-green:8080"
     maintenance: bool = False
     retry_after: int = 30
 
@@ -116,10 +120,15 @@ def render_site(site: Site) -> str:
         )
     return (
         f"{head}{site.address} {{\n"
-        f"\treverse_proxy {site.upstream} {{\n"
-        # A request that finds the upstream down (a restart) is retried for a while, not failed.
+        f"\treverse_proxy {' '.join(site.upstreams)} {{\n"
+        # Active checks: a colour is in rotation once its /readyz answers, out within a second
+        # of stopping (or never started: its name does not resolve).
+        "\t\thealth_uri /readyz\n"
+        "\t\thealth_interval 1s\n"
+        "\t\thealth_timeout 2s\n"
+        # A request that finds an upstream down (stopping, not yet checked) is tried on another.
         "\t\tlb_try_duration 10s\n"
-        "\t\tlb_try_interval 100ms\n"
+        "\t\tlb_try_interval 50ms\n"
         "\t\tfail_duration 5s\n"
         "\t}\n"
         "}\n"

@@ -1,0 +1,205 @@
+"""The shared Caddy of a Docker host, through the Docker API only (works on any DOCKER_HOST).
+
+Created on the first deploy of any project to the host: a container named
+:data:`~ops.release.caddy.PROXY_NAME` from ``PROXY_IMAGE``, its configuration on one volume
+(``/etc/caddy``) and its certificates and state on another (``/data``), published on
+``PROXY_HTTP_PORT`` and ``PROXY_HTTPS_PORT``. Each project's network is connected to it, so it
+reaches the project's containers by name. A project's site file is written into the container
+with ``put_archive`` and applied with ``caddy reload``, which Caddy does gracefully: connections
+in flight finish on the old configuration, and a configuration Caddy refuses changes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import tarfile
+import time
+from dataclasses import dataclass
+
+import docker
+import docker.errors
+from docker.models.containers import Container
+
+from ops import logs
+from ops.docker import containers
+from ops.errors import OpsError
+from ops.release import caddy
+
+
+class ProxyError(OpsError):
+    """The shared proxy could not be created, configured or reloaded; nothing was switched."""
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    image: str
+    http_port: int
+    https_port: int
+    name: str = caddy.PROXY_NAME  # one per host; tests use their own
+
+    @property
+    def volumes(self) -> tuple[str, str]:
+        """Its configuration volume and its data (certificates) volume."""
+        return f"{self.name}-config", f"{self.name}-data"
+
+
+def network_name(slug: str) -> str:
+    return f"{slug}-net"
+
+
+def ensure_network(client: docker.DockerClient, slug: str) -> str:
+    """The project's own bridge network (made once); its containers and the proxy meet there."""
+    name = network_name(slug)
+    found = client.networks.list(names=[name])
+    if not [n for n in found if n.name == name]:
+        client.networks.create(name, driver="bridge", labels={containers.MANAGED_LABEL: slug})
+    return name
+
+
+def get(client: docker.DockerClient, name: str = caddy.PROXY_NAME) -> Container | None:
+    try:
+        return client.containers.get(name)
+    except docker.errors.NotFound:
+        return None
+
+
+def ensure(client: docker.DockerClient, settings: ProxySettings, slug: str) -> Container:
+    """The running proxy, created (or started) if need be, connected to ``slug``'s network."""
+    network = ensure_network(client, slug)
+    proxy = get(client, settings.name)
+    if proxy is None:
+        proxy = _create(client, settings)
+    if proxy.status != "running":
+        proxy.start()
+        _wait_running(proxy)
+    proxy.reload()
+    attached = proxy.attrs.get("NetworkSettings", {}).get("Networks", {}) or {}
+    if network not in attached:
+        client.networks.get(network).connect(proxy)
+    return proxy
+
+
+def _create(client: docker.DockerClient, settings: ProxySettings) -> Container:
+    try:
+        client.images.get(settings.image)
+    except docker.errors.ImageNotFound:
+        try:
+            client.images.pull(settings.image)
+        except docker.errors.APIError as exc:
+            raise ProxyError(
+                f"the proxy image {settings.image} is not on the Docker host and could not be pulled "
+                f"({logs.clean_line(str(exc.explanation or exc))}); set PROXY_IMAGE to one the host has or can pull"
+            ) from None
+    config_volume, data_volume = settings.volumes
+    for volume in settings.volumes:
+        with contextlib.suppress(docker.errors.APIError):
+            client.volumes.create(volume, labels={caddy.PROXY_LABEL: "1"})
+    try:
+        proxy = client.containers.create(
+            settings.image,
+            ["caddy", "run", "--config", f"{caddy.CONFIG_DIR}/Caddyfile", "--adapter", "caddyfile"],
+            name=settings.name,
+            detach=True,
+            labels={caddy.PROXY_LABEL: "1"},
+            ports={"80/tcp": settings.http_port, "443/tcp": settings.https_port},
+            volumes={
+                config_volume: {"bind": caddy.CONFIG_DIR, "mode": "rw"},
+                data_volume: {"bind": "/data", "mode": "rw"},
+            },
+            # The engine takes unless-stopped; the SDK's stubs list only always and on-failure.
+            restart_policy={"Name": "unless-stopped", "MaximumRetryCount": 0},  # type: ignore[arg-type]
+            environment={"XDG_DATA_HOME": "/data", "XDG_CONFIG_HOME": "/data/config"},
+        )
+    except docker.errors.APIError as exc:
+        raise ProxyError(f"could not create the proxy: {logs.clean_line(str(exc.explanation or exc))}") from None
+    # The configuration is in place before Caddy first reads it.
+    put_file(proxy, f"{caddy.CONFIG_DIR}/Caddyfile", caddy.MAIN)
+    put_file(proxy, f"{caddy.SITES_DIR}/.keep", "")
+    try:
+        proxy.start()
+    except docker.errors.APIError as exc:
+        containers.remove(proxy)
+        reason = logs.clean_line(str(exc.explanation or exc))
+        hint = ""
+        if "address already in use" in reason or "port is already allocated" in reason:
+            ports = f"{settings.http_port} or {settings.https_port}"
+            hint = f"; something else uses port {ports}: set PROXY_HTTP_PORT/PROXY_HTTPS_PORT"
+        raise ProxyError(f"could not start the proxy: {reason}{hint}") from None
+    _wait_running(proxy)
+    return proxy
+
+
+def _wait_running(proxy: Container, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        proxy.reload()
+        if proxy.status == "running":
+            code, _ = proxy.exec_run(["caddy", "version"])
+            if code == 0:
+                return
+        elif proxy.status in {"exited", "dead"}:
+            raise ProxyError(f"the proxy exited at start: {containers.container_logs(proxy, tail=20)}")
+        time.sleep(0.2)
+    raise ProxyError(f"the proxy was not running after {timeout:.0f}s")
+
+
+def put_file(container: Container, path: str, text: str) -> None:
+    """Write ``text`` at ``path`` in ``container`` (running or not), through the Docker API."""
+    directory, _, name = path.rpartition("/")
+    data = text.encode("utf-8")
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        parents = directory.strip("/").split("/")
+        for depth in range(1, len(parents) + 1):  # the folders, so a new one (sites/) is made
+            folder = tarfile.TarInfo("/".join(parents[:depth]))
+            folder.type, folder.mode = tarfile.DIRTYPE, 0o755
+            archive.addfile(folder)
+        info = tarfile.TarInfo(f"{directory.strip('/')}/{name}")
+        info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
+        archive.addfile(info, io.BytesIO(data))
+    if not container.put_archive("/", buffer.getvalue()):
+        raise ProxyError(f"could not write {path} in {container.name}")
+
+
+def read_file(container: Container, path: str) -> str | None:
+    try:
+        stream, _ = container.get_archive(path)
+    except docker.errors.NotFound:
+        return None
+    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
+        member = archive.next()
+        if member is None:
+            return None
+        extracted = archive.extractfile(member)
+        return extracted.read().decode("utf-8") if extracted else None
+
+
+def apply_site(proxy: Container, site: caddy.Site) -> None:
+    """Write the project's site file and reload Caddy gracefully. A configuration Caddy refuses is
+    put back as it was, and raises :class:`ProxyError` with Caddy's reason: nothing switched."""
+    path = f"{caddy.SITES_DIR}/{site.file_name}"
+    before = read_file(proxy, path)
+    put_file(proxy, path, caddy.render_site(site))
+    try:
+        reload(proxy)
+    except ProxyError:
+        if before is None:
+            proxy.exec_run(["rm", "-f", path])
+        else:
+            put_file(proxy, path, before)
+        raise
+
+
+def remove_site(proxy: Container, slug: str) -> None:
+    proxy.exec_run(["rm", "-f", f"{caddy.SITES_DIR}/{caddy.site_file_name(slug)}"])
+    reload(proxy)
+
+
+def reload(proxy: Container) -> None:
+    code, output = proxy.exec_run(
+        ["caddy", "reload", "--config", f"{caddy.CONFIG_DIR}/Caddyfile", "--adapter", "caddyfile"]
+    )
+    if code != 0:
+        text = output.decode("utf-8", "replace") if isinstance(output, bytes) else str(output)
+        raise ProxyError(f"Caddy refused the new configuration: {logs.short_tail(text)}")

@@ -1,0 +1,284 @@
+"""The backend half of a deploy on one Docker host: a new colour beside the live one, a health
+gate, the switch, and the old colour drained and kept for rollback.
+
+The switch needs no change to Caddy: the project's site proxies to both colours' network
+aliases (``<slug>-blue``, ``<slug>-green``) with health checks, so the new colour enters the
+rotation once Caddy finds it ready, and the old one leaves it when it stops (SIGTERM: gunicorn
+finishes its in-flight requests; a request that finds it gone is retried on the new one). For a
+moment both answer, as in any start-first rollout.
+
+Everything goes through the Docker API (no shell on the host, no port of the app published), so
+the same code works on a local engine, ``tcp://`` and ``ssh://``. Until the switch, the live
+release is untouched: a release that never turns healthy is removed with its logs shown, and
+the old one keeps serving. After the switch, the proxy is asked for ``/api/version`` through
+``BACKEND_URL``; a release that does not answer there is switched back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import docker
+import docker.errors
+import httpx
+from docker.models.containers import Container
+
+from ops.docker import containers
+from ops.docker.images import RELEASE_LABEL
+from ops.errors import NeverHealthy, OpsError
+from ops.logs import LineSink
+from ops.release import caddy, proxy
+
+APP_LABEL = RELEASE_LABEL
+PREFIX = "dev.copier-netlify-docker.release"
+COLOURS = ("blue", "green")
+# A container of a release: limits and hardening (docker run --read-only --tmpfs /tmp ...).
+HARDENING: dict[str, Any] = {
+    "read_only": True,
+    "tmpfs": {"/tmp": "rw,noexec,nosuid,size=64m"},
+    "security_opt": ["no-new-privileges:true"],
+    "cap_drop": ["ALL"],
+    "restart_policy": {"Name": "unless-stopped"},
+}
+WARM_SCRIPT = (
+    "import os, urllib.request\n"
+    "port = os.environ.get('PORT', '8080')\n"
+    "for path in ['/readyz', '/healthz', '/api/version', '/api/greeting'] * 3:\n"
+    "    urllib.request.urlopen(f'http://127.0.0.1:{port}{path}', timeout=5).read()\n"
+)
+
+
+class RolloutFailed(OpsError):
+    """The new release did not take; the message says what still serves."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a rollout needs of the project and its settings."""
+
+    slug: str
+    backend_url: str
+    container_port: int
+    proxy: proxy.ProxySettings
+    health_timeout: float = 60
+    keep_releases: int = 3
+    memory: str = "512m"
+    cpus: float = 1.0
+
+
+@dataclass(frozen=True)
+class Release:
+    """A release container, read back from its labels."""
+
+    container: Container
+    colour: str
+    version: str
+    revision: str
+    image: str
+    digest: str
+    created: str
+
+    @property
+    def name(self) -> str:
+        return str(self.container.name)
+
+    @property
+    def running(self) -> bool:
+        return self.container.status == "running"
+
+
+@dataclass
+class Timings:
+    phases: dict[str, float] = field(default_factory=dict)
+
+    def measure(self, name: str, started: float) -> None:
+        self.phases[name] = self.phases.get(name, 0.0) + time.perf_counter() - started
+
+
+def releases(client: docker.DockerClient, slug: str) -> list[Release]:
+    """The project's release containers on the host, newest first."""
+    found = client.containers.list(all=True, filters={"label": f"{APP_LABEL}={slug}"})
+    out = []
+    for container in found:
+        labels = container.labels
+        out.append(
+            Release(
+                container=container,
+                colour=labels.get(f"{PREFIX}.colour", ""),
+                version=labels.get(f"{PREFIX}.version", ""),
+                revision=labels.get(f"{PREFIX}.revision", ""),
+                image=labels.get(f"{PREFIX}.image", ""),
+                digest=labels.get(f"{PREFIX}.digest", ""),
+                created=labels.get(f"{PREFIX}.created", ""),
+            )
+        )
+    return sorted(out, key=lambda r: r.created, reverse=True)
+
+
+def live_release(client: docker.DockerClient, slug: str) -> Release | None:
+    """The running release (the newest, should a deploy be under way), or None."""
+    running = [release for release in releases(client, slug) if release.running]
+    return running[0] if running else None
+
+
+def alias(slug: str, colour: str) -> str:
+    return f"{slug}-{colour}"
+
+
+def site(target: Target) -> caddy.Site:
+    """The project's site block: both colours, whichever runs."""
+    upstreams = tuple(caddy.upstream(alias(target.slug, colour), target.container_port) for colour in COLOURS)
+    return caddy.Site(target.slug, target.backend_url, upstreams)
+
+
+def start_release(
+    client: docker.DockerClient,
+    target: Target,
+    image: str,
+    *,
+    version: str,
+    revision: str,
+    digest: str,
+    environment: Mapping[str, str],
+    colour: str,
+) -> containers.Running:
+    network = proxy.ensure_network(client, target.slug)
+    name = f"{target.slug}-{colour}-{revision[:12] or 'unknown'}-{uuid.uuid4().hex[:6]}"
+    labels = {
+        APP_LABEL: target.slug,
+        f"{PREFIX}.colour": colour,
+        f"{PREFIX}.version": version,
+        f"{PREFIX}.revision": revision,
+        f"{PREFIX}.image": image,
+        f"{PREFIX}.digest": digest,
+        f"{PREFIX}.created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+    }
+    host_options = {
+        **HARDENING,
+        "network_mode": network,
+        "mem_limit": target.memory,
+        "nano_cpus": int(target.cpus * 1e9),
+    }
+    endpoint = client.api.create_endpoint_config(aliases=[alias(target.slug, colour)])
+    return containers.start(
+        client,
+        image,
+        container_port=target.container_port,
+        publish=False,
+        # The SDK takes {network: endpoint}; its type stubs say one endpoint.
+        networking=client.api.create_networking_config({network: endpoint}),  # type: ignore[arg-type]
+        environment={**environment, "FORWARDED_ALLOW_IPS": environment.get("FORWARDED_ALLOW_IPS", "*")},
+        name=name,
+        labels=labels,
+        health_interval=1.0,
+        host_options=host_options,
+    )
+
+
+def warm(running: containers.Running) -> None:
+    """A few requests to the new release's routes from inside it, so its workers are loaded."""
+    code, output = running.container.exec_run(["python", "-c", WARM_SCRIPT])
+    if code != 0:
+        text = output.decode("utf-8", "replace") if isinstance(output, bytes) else str(output)
+        raise NeverHealthy(f"the new release failed while warming up: {' '.join(text.split())[-300:]}")
+
+
+def confirm(backend_url: str, revision: str, timeout: float = 20) -> None:
+    """Ask ``/api/version`` through the proxy until it names ``revision``."""
+    deadline = time.monotonic() + timeout
+    seen = "no answer"
+    with httpx.Client(timeout=3, verify=True) as http:
+        while time.monotonic() < deadline:
+            try:
+                answer = http.get(f"{backend_url}/api/version")
+                if answer.status_code == 200 and answer.json().get("revision") == revision:
+                    return
+                seen = f"HTTP {answer.status_code}, revision {answer.json().get('revision')!r}"
+            except (httpx.HTTPError, ValueError) as exc:
+                seen = type(exc).__name__
+            time.sleep(0.2)
+    raise RolloutFailed(f"{backend_url}/api/version did not show revision {revision[:12]} ({seen})")
+
+
+def roll_out(
+    client: docker.DockerClient,
+    target: Target,
+    image: str,
+    *,
+    version: str,
+    revision: str,
+    digest: str = "",
+    environment: Mapping[str, str] | None = None,
+    on_line: LineSink | None = None,
+    confirm_through: Callable[[str, str], None] | None = confirm,
+    timings: Timings | None = None,
+) -> Release:
+    """Start ``image`` beside the live release, gate it on health, switch the proxy, drain the old one."""
+    say = on_line or (lambda line: None)
+    timings = timings or Timings()
+    started = time.perf_counter()
+    gateway = proxy.ensure(client, target.proxy, target.slug)
+    wanted = caddy.render_site(site(target))
+    if proxy.read_file(gateway, f"{caddy.SITES_DIR}/{caddy.site_file_name(target.slug)}") != wanted:
+        proxy.apply_site(gateway, site(target))  # the first deploy (or a template update): one reload
+    live = live_release(client, target.slug)
+    colour = COLOURS[1] if live is not None and live.colour == COLOURS[0] else COLOURS[0]
+    timings.measure("proxy", started)
+
+    started = time.perf_counter()
+    say(f"Starting {colour} ({version}, {revision[:12]}) beside {live.name if live else 'nothing yet'}")
+    new = start_release(
+        client, target, image, version=version, revision=revision, digest=digest,
+        environment=environment or {}, colour=colour,
+    )  # fmt: skip
+    try:
+        seconds = containers.wait_healthy(new, timeout=target.health_timeout)
+        warm(new)
+    except BaseException as exc:
+        logs = containers.container_logs(new.container, tail=40)
+        containers.remove(new.container)
+        still = f"{live.name} keeps serving" if live else "nothing was serving before"
+        if isinstance(exc, OpsError):
+            raise RolloutFailed(f"{exc}; the new release was removed and {still}", detail=exc.detail or logs) from None
+        raise
+    timings.measure("health", started)
+    say(f"{new.container.name} is healthy after {seconds:.1f}s")
+
+    started = time.perf_counter()
+    try:
+        if confirm_through is not None:
+            confirm_through(target.backend_url, revision)  # Caddy has it in rotation
+    except BaseException:
+        containers.stop(new.container, timeout=new.stop_timeout)
+        containers.remove(new.container)
+        raise
+    timings.measure("switch", started)
+    say(f"{target.backend_url} answers with {revision[:12]}")
+
+    started = time.perf_counter()
+    for old in releases(client, target.slug):
+        if old.name != new.container.name and old.running:
+            say(f"Draining {old.name} (in-flight requests get its graceful timeout)")
+            old.container.reload()
+            timeout = int(old.container.attrs.get("Config", {}).get("StopTimeout") or 25)
+            containers.stop(old.container, timeout=timeout)
+    prune(client, target.slug, keep=target.keep_releases, on_line=say)
+    timings.measure("drain", started)
+    return releases(client, target.slug)[0]
+
+
+def prune(client: docker.DockerClient, slug: str, *, keep: int, on_line: LineSink | None = None) -> list[str]:
+    """Remove stopped releases beyond the newest ``keep``; the running one is never counted or removed."""
+    stopped = [r for r in releases(client, slug) if not r.running]
+    removed = []
+    for old in stopped[keep:]:
+        containers.remove(old.container)
+        removed.append(old.name)
+        if on_line:
+            on_line(f"Removed old release {old.name}")
+    return removed
