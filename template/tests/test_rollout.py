@@ -200,3 +200,14 @@ def test_v1_then_v2_under_load_then_a_bad_v3_changes_nothing(
     assert load.failures == [] and set(load.revisions) == {"rev-two"}, load.statuses
     assert {r.revision for r in rollout.releases(engine, target.slug)} == {"rev-one", "rev-two"}  # v3 removed
     assert rollout.live_release(engine, target.slug).revision == "rev-two"  # type: ignore[union-attr]
+
+    with Load(host.url) as load:
+        time.sleep(0.5)
+        back = rollout.roll_back(engine, target, on_line=host.lines.append)
+    assert back.revision == "rev-one" and back.running
+    assert load.failures == [], (load.statuses, host.lines)
+    assert load.revisions["rev-one"] > 0 and load.revisions["rev-two"] > 0, load.revisions
+    states = {r.revision: r.running for r in rollout.releases(engine, target.slug)}
+    assert states == {"rev-one": True, "rev-two": False}
+    with pytest.raises(rollout.RolloutFailed, match=r"no stopped release of revision nope is kept on this host"):
+        rollout.roll_back(engine, target, "nope")

@@ -207,6 +207,13 @@ def start(
     )
 
 
+def client_reachable(client: docker.DockerClient) -> bool:
+    """Whether ports the client's engine publishes on 127.0.0.1 are reachable from here."""
+    from ops.docker.engine import client_is_local
+
+    return client_is_local(client)
+
+
 @contextmanager
 def running(
     client: docker.DockerClient, image: str, *, on_line: LineSink | None = None, **options: Any

@@ -17,7 +17,7 @@ import docker.errors
 from ops import logs, source
 from ops import project as proj
 from ops.docker.containers import MANAGED_LABEL, managed_containers, remove
-from ops.errors import BuildFailed, Interrupted
+from ops.errors import BuildFailed, Interrupted, OpsError
 from ops.logs import LineSink
 
 # Set by the Dockerfile on every image a build of the project makes (value: the project slug).
@@ -345,3 +345,55 @@ def build_if_stale(
         say(f"{reason}: building it first (--no-build skips this)")
     base = (labels or {}).get(source.BASE_IMAGE_LABEL, "")
     return build_project(client, project, base_image=base, on_line=on_line, say=say)
+
+
+class PushFailed(OpsError):
+    """``docker push`` failed; the message says why (auth, unreachable registry, refused)."""
+
+
+def push(
+    client: docker.DockerClient,
+    image: str,
+    repository: str,
+    tag: str,
+    *,
+    username: str = "",
+    password: str = "",
+    on_line: LineSink | None = None,
+) -> str:
+    """Push ``image`` as ``repository:tag``; return the pushed digest reference ``repository@sha256:...``.
+
+    Progress goes to ``on_line`` a line per layer and state (not every byte count). The password
+    is passed to the engine only, never printed.
+    """
+    client.api.tag(image, repository, tag)
+    auth = {"username": username, "password": password} if username or password else None
+    digest = ""
+    seen: set[tuple[str, str]] = set()
+    try:
+        for chunk in client.api.push(repository, tag=tag, stream=True, decode=True, auth_config=auth):
+            if "error" in chunk or "errorDetail" in chunk:
+                message = logs.clean_line(str(chunk.get("error") or chunk["errorDetail"].get("message", "")))
+                if password:
+                    message = message.replace(password, "[password]")
+                hint = ""
+                if "denied" in message or "unauthorized" in message or "authentication required" in message:
+                    hint = "; check REGISTRY_USERNAME and REGISTRY_PASSWORD (a token that may push to IMAGE)"
+                elif "connection refused" in message or "no such host" in message or "timeout" in message:
+                    hint = "; check IMAGE's registry host, and that it is reachable from the Docker host"
+                raise PushFailed(f"docker push {repository}:{tag} failed: {message}{hint}")
+            status, layer = str(chunk.get("status", "")), str(chunk.get("id", ""))
+            if status and (layer, status) not in seen and not status.startswith("Pushing"):
+                seen.add((layer, status))
+                if on_line:
+                    on_line(f"{layer}: {status}" if layer else status)
+            aux = chunk.get("aux") or {}
+            if aux.get("Digest"):
+                digest = str(aux["Digest"])
+    except docker.errors.APIError as exc:
+        raise PushFailed(
+            f"docker push {repository}:{tag} failed: {logs.clean_line(str(exc.explanation or exc))}"
+        ) from None
+    if not digest:
+        raise PushFailed(f"docker push {repository}:{tag} finished without a digest")
+    return f"{repository}@{digest}"

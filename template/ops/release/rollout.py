@@ -282,3 +282,44 @@ def prune(client: docker.DockerClient, slug: str, *, keep: int, on_line: LineSin
         if on_line:
             on_line(f"Removed old release {old.name}")
     return removed
+
+
+def roll_back(
+    client: docker.DockerClient,
+    target: Target,
+    revision: str = "",
+    *,
+    on_line: LineSink | None = None,
+    confirm_through: Callable[[str, str], None] | None = confirm,
+) -> Release:
+    """Start a kept release again (the newest stopped one, or the one of ``revision``), gate it on
+    health, confirm it through the proxy, then drain the live one. The live one serves throughout."""
+    say = on_line or (lambda line: None)
+    kept = [r for r in releases(client, target.slug) if not r.running]
+    if revision:
+        kept = [r for r in kept if r.revision.startswith(revision)]
+    if not kept:
+        known = ", ".join(sorted({r.revision[:12] for r in releases(client, target.slug)})) or "none"
+        wanted = f"of revision {revision}" if revision else "to roll back to"
+        raise RolloutFailed(f"no stopped release {wanted} is kept on this host (releases here: {known})")
+    back = kept[0]
+    live = live_release(client, target.slug)
+    say(f"Starting {back.name} ({back.version}, {back.revision[:12]}) beside {live.name if live else 'nothing'}")
+    back.container.start()
+    running = containers.Running(back.container, target.container_port, None, containers.client_reachable(client))
+    running.stop_timeout = int(back.container.attrs.get("Config", {}).get("StopTimeout") or running.stop_timeout)
+    try:
+        containers.wait_healthy(running, timeout=target.health_timeout)
+        warm(running)
+        if confirm_through is not None:
+            confirm_through(target.backend_url, back.revision)
+    except BaseException as exc:
+        containers.stop(back.container, timeout=running.stop_timeout)
+        still = f"{live.name} keeps serving" if live else "nothing serves"
+        if isinstance(exc, OpsError):
+            raise RolloutFailed(f"{exc}; {back.name} was stopped again and {still}", detail=exc.detail) from None
+        raise
+    if live is not None:
+        say(f"Draining {live.name}")
+        containers.stop(live.container, timeout=int(live.container.attrs.get("Config", {}).get("StopTimeout") or 25))
+    return next(r for r in releases(client, target.slug) if r.name == back.name)

@@ -1,0 +1,94 @@
+"""ops.docker.images.push to a real registry (Debian's docker-registry, started here on loopback)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from ops.docker import images
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture(scope="module")
+def registry() -> Iterator[str]:
+    """A registry on 127.0.0.1 (the engine pushes to loopback registries without TLS)."""
+    binary = shutil.which("docker-registry")
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI needs Debian's docker-registry (apt-get install docker-registry)")
+        pytest.skip("docker-registry is not installed (apt-get install docker-registry)")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "config.yml"
+        config.write_text(
+            f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {tmp}/data\nhttp:\n  addr: 127.0.0.1:{port}\n"
+        )
+        proc = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.1)
+            else:
+                pytest.fail("docker-registry did not answer")
+            yield f"127.0.0.1:{port}"
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def small_image(engine: Any) -> Iterator[str]:
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "a.txt").write_text("pushed\n")
+        (Path(tmp) / "Dockerfile").write_text("FROM scratch\nCOPY a.txt /\n")
+        images.build_image(engine, Path(tmp), ["ops-test-push:one"])
+    yield "ops-test-push:one"
+    engine.images.remove("ops-test-push:one", force=True)
+
+
+def test_push_returns_the_digest_the_registry_serves(engine: Any, registry: str, small_image: str) -> None:
+    lines: list[str] = []
+    repository = f"{registry}/acme/pushed"
+    reference = images.push(engine, small_image, repository, "rev1", on_line=lines.append)
+    assert reference.startswith(f"{repository}@sha256:")
+    digest = reference.split("@", 1)[1]
+    manifest = httpx.get(
+        f"http://{registry}/v2/acme/pushed/manifests/rev1",
+        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+    )
+    assert manifest.headers["Docker-Content-Digest"] == digest
+    assert any("Pushed" in line or "exists" in line for line in lines), lines
+    assert not any(line.startswith("Pushing") for line in lines)  # no byte-count flood
+    again = images.push(engine, small_image, repository, "rev1", on_line=lines.append)
+    assert again == reference
+    engine.images.remove(f"{repository}:rev1")
+
+
+def test_an_unreachable_registry_is_one_clear_error(engine: Any, small_image: str) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    repository = f"127.0.0.1:{closed}/acme/nowhere"
+    with pytest.raises(images.PushFailed) as caught:
+        images.push(engine, small_image, repository, "x", password="s3cret-pass")
+    message = str(caught.value)
+    assert message.startswith(f"docker push {repository}:x failed: ") and "\n" not in message
+    assert "s3cret-pass" not in message
+    engine.images.remove(f"{repository}:x")
