@@ -14,6 +14,7 @@ from contextlib import ExitStack, contextmanager
 from invoke import Collection, Context, Exit, task
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 
 from ops import dev as dev_ops
 from ops import options, settings
@@ -25,6 +26,7 @@ from ops.edge.server import load_site, serve_in_thread
 from ops.errors import Interrupted, OpsError
 from ops.netlify import check as check_ops
 from ops.netlify.config import NetlifyConfig
+from ops.release import deploy as deploy_ops
 
 # soft_wrap: rich inserts no line breaks of its own. A terminal wraps long lines itself, and
 # output redirected to a file or a CI log keeps each line (and each URL) whole.
@@ -224,10 +226,10 @@ def clean(c: Context, env: str = "") -> None:
 
 
 @task
-def lock(c: Context) -> None:
+def relock(c: Context) -> None:
     """Refresh requirements.lock (hashed, every platform) from pyproject.toml with uv."""
     if shutil.which("uv") is None:
-        raise Exit("error: uv is not installed; install it with `pip install uv` and run `inv lock` again", code=1)
+        raise Exit("error: uv is not installed; install it with `pip install uv` and run `inv relock` again", code=1)
     c.run("uv pip compile pyproject.toml --generate-hashes --universal --python-version 3.11 -o requirements.lock")
 
 
@@ -336,4 +338,126 @@ def check(c: Context, env: str = "") -> None:
         raise Exit(code=code)
 
 
-ns = Collection(build, run, smoke, clean, lock, dev, edge, check)
+DEPLOY_HELP = {"env": ENV_HELP}
+
+
+def _phase_table(phases: dict[str, float]) -> None:
+    table = Table(title="Deploy phases", show_header=True, header_style="bold")
+    table.add_column("phase")
+    table.add_column("seconds", justify="right")
+    for name, seconds in phases.items():
+        table.add_row(name, f"{seconds:.2f}")
+    table.add_row("total", f"{sum(phases.values()):.2f}", style="bold")
+    console.print(table)
+
+
+@task(
+    help={
+        "env": ENV_HELP,
+        "backend_only": "deploy the container only (Netlify keeps its live deploy)",
+        "netlify_only": "deploy public/ to Netlify only (the container stays as it is)",
+        "allow_dirty": "deploy a working tree with uncommitted changes (its revision says -dirty)",
+    }
+)
+def deploy(
+    c: Context, env: str = "", backend_only: bool = False, netlify_only: bool = False, allow_dirty: bool = False
+) -> None:
+    """Ship both halves: build, smoke, push, blue/green behind Caddy, then Netlify draft, smoke, publish."""
+    if backend_only and netlify_only:
+        raise Exit("error: give --backend-only or --netlify-only, not both", code=2)
+    project = proj.load()
+    options = deploy_ops.Options(backend=not netlify_only, netlify=not backend_only, allow_dirty=allow_dirty)
+    with _failing_cleanly(), _stopping_on_signals(), _interrupted("Deploy interrupted; the live release still serves"):
+        report = deploy_ops.deploy(project, _settings(env), options, say=_say, on_line=_print_line)
+    _phase_table(report.phases)
+    console.print(f"[green]Deployed[/] {report.revision[:12]}")
+
+
+@task(help={"env": ENV_HELP})
+def releases(c: Context, env: str = "") -> None:
+    """The releases recorded on the Docker host, newest first, and which is live on each half."""
+    project = proj.load()
+    with _failing_cleanly():
+        state = deploy_ops.status(project, _settings(env))
+    if not state.records:
+        console.print("No releases recorded yet: run `inv deploy`.")
+        return
+    table = Table(show_header=True, header_style="bold")
+    for column in ("time", "version", "revision", "backend", "netlify", "image", "by"):
+        table.add_column(column)
+    live_revision = state.live.revision if state.live else ""
+    for record in state.records:
+        backend = (
+            "live" if record.revision == live_revision and record.container == getattr(state.live, "name", "") else ""
+        )
+        netlify = "live" if record.netlify_deploy and record.netlify_deploy == state.netlify_live else ""
+        table.add_row(
+            record.time, record.version, record.revision[:12], backend, netlify or record.netlify_deploy[:12],
+            record.image.rsplit("@", 1)[-1][:19], record.who,
+        )  # fmt: skip
+    console.print(table)
+
+
+@task(help={"revision": "the release to go back to (default: the previous one)", "env": ENV_HELP})
+def rollback(c: Context, revision: str = "", env: str = "") -> None:
+    """Go back to the previous (or named) release on both halves, with the same health gate."""
+    project = proj.load()
+    with (
+        _failing_cleanly(),
+        _stopping_on_signals(),
+        _interrupted("Rollback interrupted; the live release still serves"),
+    ):
+        done = deploy_ops.rollback(project, _settings(env), revision, say=_say)
+    console.print(f"[green]Rolled back[/] to {done.revision[:12]} ({done.version})")
+
+
+@task(help={"env": ENV_HELP})
+def status(c: Context, env: str = "") -> None:
+    """What is live on each half: release, health, uptime, digest, lock holder, maintenance."""
+    project = proj.load()
+    with _failing_cleanly():
+        state = deploy_ops.status(project, _settings(env))
+    if state.live is None:
+        console.print("Backend: nothing deployed on this Docker host")
+    else:
+        live = state.live
+        started = str(live.container.attrs.get("State", {}).get("StartedAt", ""))[:19].replace("T", " ")
+        console.print(f"Backend: {live.name}  version {live.version}  revision {live.revision[:12]}")
+        console.print(f"  health {state.health}, up since {started} UTC, image {live.image or live.digest}")
+    console.print(
+        f"Netlify: live deploy {state.netlify_live or '(unknown: NETLIFY_AUTH_TOKEN/NETLIFY_SITE_ID not set)'}"
+    )
+    if state.maintenance:
+        console.print("[yellow]Maintenance is on[/] (`inv maintenance off` ends it)")
+    holder = state.lock_holder
+    console.print(f"Deploy lock: {holder.describe() if holder else 'free'}")
+
+
+@task(help={"release": "clear the lock a dead deploy left (says whose it was)", "env": ENV_HELP})
+def lock(c: Context, release: bool = False, env: str = "") -> None:
+    """Show who holds the deploy lock on the Docker host; --release clears a stale one."""
+    project = proj.load()
+    with _failing_cleanly():
+        settings = _settings(env)
+        if release:
+            cleared = deploy_ops.release_lock(project, settings)
+            console.print(f"Released the lock of {cleared.describe()}" if cleared else "The deploy lock was free.")
+            return
+        holder = deploy_ops.lock_holder(project, settings)
+    console.print(f"Held by {holder.describe()}" if holder else "The deploy lock is free.")
+
+
+@task(help={"state": "on (JSON 503 with Retry-After) or off", "env": ENV_HELP})
+def maintenance(c: Context, state: str, env: str = "") -> None:
+    """Answer the API with a JSON 503 and Retry-After while you work on it (on), or serve again (off)."""
+    if state not in {"on", "off"}:
+        raise Exit(f"error: inv maintenance takes on or off, not {state!r}", code=2)
+    project = proj.load()
+    with _failing_cleanly():
+        deploy_ops.maintenance(project, _settings(env), state == "on")
+    console.print(f"Maintenance is {state}.")
+
+
+ns = Collection(
+    build, run, smoke, clean, relock, dev, edge, check, deploy, releases, rollback, status, lock, maintenance
+)

@@ -34,7 +34,19 @@ EXPECTED = [
     "public/404.html",
     "netlify.toml",
     "ops/__init__.py",
-    "ops/docker.py",
+    "ops/docker/engine.py",
+    "ops/docker/images.py",
+    "ops/docker/containers.py",
+    "ops/settings.py",
+    "ops/wait.py",
+    "ops/netlify/api.py",
+    "ops/netlify/publish.py",
+    "ops/release/deploy.py",
+    "ops/release/rollout.py",
+    "ops/release/proxy.py",
+    "ops/release/caddy.py",
+    "ops/release/lock.py",
+    "ops/release/records.py",
     "ops/project.py",
     "ops/smoke.py",
     "tasks.py",
@@ -180,7 +192,7 @@ def test_tasks_list(project: Path) -> None:
 
     listing = run_in(project, "invoke", "--list", "--list-format=json", capture=True).stdout
     names = [task["name"] for task in json.loads(listing)["tasks"]]
-    for name in ("build", "run", "smoke", "dev", "edge", "check", "clean", "lock"):
+    for name in ("build", "run", "smoke", "dev", "edge", "check", "clean", "relock", "deploy", "rollback", "lock"):
         assert name in names, listing
     # The README documents every task there is: in the task table and in the `inv -l` line.
     readme = (project / "README.md").read_text()

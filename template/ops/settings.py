@@ -63,6 +63,7 @@ SETTINGS: tuple[Setting, ...] = (
         "BACKEND_URL", "", "public origin of the API Netlify proxies /api/* to (default: netlify.toml's)", kind="url"
     ),
     Setting("PROXY_IMAGE", "caddy:2", "image of the host's shared Caddy", kind="image"),
+    Setting("PROXY_NAME", "cnd-proxy", "container name of the host's shared proxy (one per host)", kind="image"),
     Setting("PROXY_HTTP_PORT", "80", "host port Caddy answers HTTP on", kind="port", low=1, high=65535),
     Setting("PROXY_HTTPS_PORT", "443", "host port Caddy answers HTTPS on", kind="port", low=1, high=65535),
     Setting("KEEP_RELEASES", "3", "stopped releases kept for `inv rollback`", kind="int", low=0, high=100),

@@ -66,3 +66,43 @@ def smoke_image(
                 detail=containers.container_logs(running.container),
             )
         return healthy_after
+
+
+def smoke_site(project: Project, url: str, *, revision: str = "", timeout: float = 30) -> None:
+    """Check a deployed site (a Netlify draft, production) as a visitor: the page loads, and the
+    API answers through the site's /api/* proxy rule (with ``revision``, when it is given)."""
+    import time
+
+    import httpx
+
+    from ops.wait import NotReady, TimedOut, poll
+
+    base = url.rstrip("/")
+    with httpx.Client(timeout=10, follow_redirects=True) as http:
+
+        def probe() -> None:
+            try:
+                page = http.get(base + "/")
+                version = http.get(base + "/api/version")
+            except httpx.HTTPError as exc:
+                raise NotReady(type(exc).__name__) from None
+            if page.status_code != 200 or "html" not in page.headers.get("content-type", ""):
+                raise NotReady(f"/ answered {page.status_code} {page.headers.get('content-type', '')}")
+            try:
+                body = version.json()
+            except ValueError:
+                raise NotReady(
+                    f"/api/version answered {version.status_code} without JSON (is the proxy rule there?)"
+                ) from None
+            if version.status_code != 200:
+                raise NotReady(f"/api/version answered {version.status_code}")
+            if revision and body.get("revision") != revision:
+                raise NotReady(f"/api/version names revision {body.get('revision')!r}, not {revision[:12]}")
+
+        started = time.monotonic()
+        try:
+            poll(probe, timeout=timeout, interval=0.2, max_interval=1)
+        except TimedOut as exc:
+            raise SmokeFailed(
+                f"smoke test of {base} failed after {time.monotonic() - started:.0f}s: {exc.reason}"
+            ) from None

@@ -1,10 +1,23 @@
 from __future__ import annotations
 
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
 from api import create_app
+from ops import project
+from ops.docker import images
 
 
 @pytest.fixture
@@ -33,3 +46,69 @@ def engine():  # type: ignore[no-untyped-def]
         if os.environ.get("CI"):
             pytest.fail(f"CI needs a Docker engine: {exc}")
         pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def registry() -> Iterator[str]:
+    """A registry on 127.0.0.1 (the engine pushes to loopback registries without TLS)."""
+    binary = shutil.which("docker-registry")
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI needs Debian's docker-registry (apt-get install docker-registry)")
+        pytest.skip("docker-registry is not installed (apt-get install docker-registry)")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "config.yml"
+        config.write_text(
+            f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {tmp}/data\nhttp:\n  addr: 127.0.0.1:{port}\n"
+        )
+        proc = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.1)
+            else:
+                pytest.fail("docker-registry did not answer")
+            yield f"127.0.0.1:{port}"
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+CADDY_FROM_DEBIAN = """\
+FROM {base}
+RUN apt-get update && apt-get install -y --no-install-recommends caddy && rm -rf /var/lib/apt/lists/*
+EXPOSE 80 443 2019
+CMD ["caddy", "run", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile"]
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def base_image(engine: Any) -> str:
+    dockerfile = (project.ROOT / "Dockerfile").read_text()
+    default = next(line.split("=", 1)[1] for line in dockerfile.splitlines() if line.startswith("ARG BASE_IMAGE="))
+    return os.environ.get("BASE_IMAGE") or default
+
+
+@pytest.fixture(scope="session")
+def proxy_image(engine: Any) -> str:
+    """PROXY_IMAGE, else caddy:2 where the engine has it, else Caddy from Debian on the base image
+    (machines that reach no registry; see TEST-ENVIRONMENT)."""
+    for candidate in (os.environ.get("PROXY_IMAGE", ""), "caddy:2", "local/caddy:2"):
+        if candidate and images.tagged_id(engine, candidate):
+            return candidate
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "Dockerfile").write_text(CADDY_FROM_DEBIAN.format(base=base_image(engine)))
+        images.build_image(engine, Path(tmp), ["local/caddy:2"])
+    return "local/caddy:2"

@@ -15,6 +15,10 @@ file-digest deploy uses, and refusing what the real API refuses:
 - deploys move new -> uploading -> processing -> ready (or ``error`` with ``error_message``);
 - ``restoreSiteDeploy`` publishes a ready deploy (422 for one that is not ready).
 
+Each ready deploy is served at its ``deploy_url`` by the project's own Netlify edge (ops.edge)
+over the files it received, so a draft's ``_redirects`` proxies ``/api/*`` to its backend as
+Netlify would; :attr:`LocalNetlify.site_url` serves the published deploy the same way.
+
 Faults on demand: :meth:`LocalNetlify.fail` makes the next N matching requests answer a status
 (429 with ``Retry-After``, 500, ...), :meth:`LocalNetlify.fail_next_deploy` makes the next deploy
 end in ``error``. Every call is recorded in :attr:`LocalNetlify.calls`.
@@ -23,13 +27,16 @@ end in ``error``. Every call is recorded in :attr:`LocalNetlify.calls`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import itertools
 import json
 import re
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
@@ -70,6 +77,8 @@ class SiteDeploy:
     uploaded: set[str] = field(default_factory=set)
     reads: int = 0
 
+    url: str = ""  # where the project's edge serves it, once ready
+
     def as_json(self, base: str) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -79,8 +88,8 @@ class SiteDeploy:
             "draft": self.draft,
             "title": self.title,
             "error_message": self.error_message or None,
-            "deploy_url": f"{base}/deploys/{self.id}/site/",
-            "deploy_ssl_url": f"{base}/deploys/{self.id}/site/",
+            "deploy_url": self.url,
+            "deploy_ssl_url": self.url,
             "published_at": self.published_at or None,
             "created_at": self.created_at,
             "skew_protection_token": None,
@@ -110,6 +119,8 @@ class LocalNetlify:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
+        self._served = contextlib.ExitStack()
+        self._files = tempfile.TemporaryDirectory(prefix="local-netlify-")
         self.port = 0
 
     # -- control ---------------------------------------------------------------------------
@@ -169,7 +180,14 @@ class LocalNetlify:
             raise RuntimeError("the local Netlify API did not start")
         return self
 
+    def site_url(self, site_id: str = "site-1") -> str:
+        """The published deploy's URL (its edge), or ``""`` before the first publish."""
+        published = self.published(site_id)
+        return published.url if published else ""
+
     def stop(self) -> None:
+        self._served.close()
+        self._files.cleanup()
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
         if self._thread is not None:
@@ -301,6 +319,22 @@ class LocalNetlify:
             deploy.state = "uploading" if deploy.required else "processing"
         elif deploy.state == "processing":
             deploy.state = "error" if deploy.error_message else "ready"
+            if deploy.state == "ready":
+                deploy.url = self._serve(deploy)
+
+    def _serve(self, deploy: SiteDeploy) -> str:
+        """Lay the deploy's files out and serve them with the project's edge; return its URL."""
+        from ops.edge.server import load_site, serve_in_thread
+
+        root = Path(self._files.name) / deploy.id
+        for path, sha in deploy.files.items():
+            target = root / "public" / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(self.sites[deploy.site_id].blobs[sha])
+        (root / "public").mkdir(parents=True, exist_ok=True)
+        (root / "netlify.toml").write_text('[build]\n  publish = "public"\n')
+        edge = self._served.enter_context(serve_in_thread(load_site(root)))
+        return f"{edge.url}/"
 
     def _upload(self, deploy: SiteDeploy, path: str, request: web.Request, body: bytes) -> web.Response:
         if request.headers.get("Content-Type", "") != "application/octet-stream":

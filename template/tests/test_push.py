@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
-import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,39 +14,6 @@ import pytest
 from ops.docker import images
 
 pytestmark = pytest.mark.docker
-
-
-@pytest.fixture(scope="module")
-def registry() -> Iterator[str]:
-    """A registry on 127.0.0.1 (the engine pushes to loopback registries without TLS)."""
-    binary = shutil.which("docker-registry")
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI needs Debian's docker-registry (apt-get install docker-registry)")
-        pytest.skip("docker-registry is not installed (apt-get install docker-registry)")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    with tempfile.TemporaryDirectory() as tmp:
-        config = Path(tmp) / "config.yml"
-        config.write_text(
-            f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {tmp}/data\nhttp:\n  addr: 127.0.0.1:{port}\n"
-        )
-        proc = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        try:
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.1)
-            else:
-                pytest.fail("docker-registry did not answer")
-            yield f"127.0.0.1:{port}"
-        finally:
-            proc.terminate()
-            proc.wait(10)
 
 
 @pytest.fixture(scope="module")

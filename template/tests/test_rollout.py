@@ -9,16 +9,16 @@ through the proxy's port only.
 from __future__ import annotations
 
 import contextlib
-import os
-import socket
-import tempfile
+import json
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import docker.errors
@@ -27,41 +27,10 @@ import pytest
 
 from ops import project
 from ops.docker import containers, images
-from ops.release import proxy, rollout
+from ops.release import lock, proxy, rollout
+from tests.conftest import base_image, free_port
 
 pytestmark = pytest.mark.docker
-
-CADDY_FROM_DEBIAN = """\
-FROM {base}
-RUN apt-get update && apt-get install -y --no-install-recommends caddy && rm -rf /var/lib/apt/lists/*
-EXPOSE 80 443 2019
-CMD ["caddy", "run", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile"]
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def base_image(engine: Any) -> str:
-    dockerfile = (project.ROOT / "Dockerfile").read_text()
-    default = next(line.split("=", 1)[1] for line in dockerfile.splitlines() if line.startswith("ARG BASE_IMAGE="))
-    return os.environ.get("BASE_IMAGE") or default
-
-
-@pytest.fixture(scope="module")
-def proxy_image(engine: Any) -> str:
-    """PROXY_IMAGE, else caddy:2 where the engine has it, else Caddy from Debian on the base image
-    (machines that reach no registry; see TEST-ENVIRONMENT)."""
-    for candidate in (os.environ.get("PROXY_IMAGE", ""), "caddy:2", "local/caddy:2"):
-        if candidate and images.tagged_id(engine, candidate):
-            return candidate
-    with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "Dockerfile").write_text(CADDY_FROM_DEBIAN.format(base=base_image(engine)))
-        images.build_image(engine, Path(tmp), ["local/caddy:2"])
-    return "local/caddy:2"
 
 
 @pytest.fixture(scope="module")
@@ -211,3 +180,55 @@ def test_v1_then_v2_under_load_then_a_bad_v3_changes_nothing(
     assert states == {"rev-one": True, "rev-two": False}
     with pytest.raises(rollout.RolloutFailed, match=r"no stopped release of revision nope is kept on this host"):
         rollout.roll_back(engine, target, "nope")
+
+
+ROLL_OUT_IN_A_CHILD = """
+import sys, json
+sys.path.insert(0, {root!r})
+from ops.docker.engine import connect
+from ops.release import lock, proxy, rollout
+spec = json.loads(sys.argv[1])
+target = rollout.Target(spec["slug"], spec["url"], spec["port"], proxy.ProxySettings(*spec["proxy"]), 40, 1)
+client = connect()
+with lock.held(client, spec["slug"], revision="rev-two"):
+    rollout.roll_out(client, target, spec["image"], version="2", revision="rev-two",
+                     on_line=lambda line: print(line, flush=True))
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGKILL])
+def test_a_deploy_killed_at_the_health_wait_leaves_v1_serving_and_a_releasable_lock(
+    engine: Any, host: Host, app_images: dict[str, str], signum: int
+) -> None:
+    target = host.target
+    rollout.roll_out(engine, target, app_images["rev-one"], version="1", revision="rev-one")
+    spec = {
+        "slug": target.slug, "url": target.backend_url, "port": target.container_port, "image": app_images["rev-two"],
+        "proxy": [target.proxy.image, target.proxy.http_port, target.proxy.https_port, target.proxy.name],
+    }  # fmt: skip
+    code = ROLL_OUT_IN_A_CHILD.format(root=str(project.ROOT))
+    with Load(host.url) as load:
+        child = subprocess.Popen(
+            [sys.executable, "-c", code, json.dumps(spec)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        assert child.stdout is not None
+        for line in child.stdout:
+            if line.startswith("Starting"):
+                break
+        time.sleep(0.3)  # inside the health wait (the gate takes over a second)
+        child.send_signal(signum)
+        child.communicate(timeout=60)
+    assert load.failures == [], load.statuses
+    assert load.revisions["rev-one"] > 0
+    holder = lock.holder(engine, target.slug)
+    if signum == signal.SIGINT:
+        assert holder is None  # released on the way out
+        assert [r.revision for r in rollout.releases(engine, target.slug)] == ["rev-one"]  # the new one removed
+    else:
+        assert holder is not None and f"pid {child.pid}" in holder.who  # says whose it was
+        assert lock.release(engine, target.slug) is not None
+    assert httpx.get(host.url + "/api/version").status_code == 200
+    # Whatever the kill left, the next deploy takes over cleanly.
+    final = rollout.roll_out(engine, target, app_images["rev-two"], version="2", revision="rev-two")
+    assert [r.revision for r in rollout.releases(engine, target.slug) if r.running] == ["rev-two"]
+    assert final.revision == "rev-two"

@@ -184,10 +184,10 @@ def test_the_readme_table_names_every_setting_with_its_default() -> None:
             assert f"`{setting.default}`" in row, f"README gives no default `{setting.default}` for {setting.name}"
 
 
-def test_every_task_but_lock_takes_env() -> None:
+def test_every_task_but_relock_takes_env() -> None:
     """``--env NAME`` on every task that reads settings; a missing file is one line naming it."""
     import tasks
 
     for name, task in tasks.ns.tasks.items():
-        if name != "lock":
+        if name != "relock":
             assert "env" in task.help, f"inv {name} has no --env"

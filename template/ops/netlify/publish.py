@@ -72,6 +72,9 @@ def deployable(relative: str) -> bool:
 def site_files(root: Path, backend_url: str) -> SiteFiles:
     """The publish directory of the project at ``root``, as Netlify would receive it for ``backend_url``.
 
+    ``backend_url`` is an https origin, as Netlify's build step requires, or an http one on
+    this machine's loopback (a local stack, the tests).
+
     Raises :class:`ConfigError` for a configuration ``inv check`` would refuse, a publish
     directory that is missing, or a file name Netlify cannot deploy.
     """
@@ -94,7 +97,7 @@ def site_files(root: Path, backend_url: str) -> SiteFiles:
     except UnicodeDecodeError:
         raise ConfigError(f"{publish.name}/_redirects is not UTF-8; save it as UTF-8") from None
     try:
-        url = redirects.check_backend_url(backend_url)
+        url = redirects.check_backend_url(backend_url, allow_local=True)
         bodies["_redirects"] = redirects.render(existing, url).encode("utf-8")
     except redirects.BackendUrlError as exc:
         raise ConfigError(str(exc)) from None

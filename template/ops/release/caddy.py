@@ -38,6 +38,7 @@ import sites/*.caddy
 """
 # Hostnames and IP addresses, as they may appear in a site address: nothing Caddyfile syntax means.
 _HOST = re.compile(r"^(\[[0-9a-f:.]+\]|[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*)$")
+BEGIN_BLOCK = "{"  # (not a doubled brace in an f-string: generated files carry no template syntax)
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}$")
 
 
@@ -111,7 +112,7 @@ def render_site(site: Site) -> str:
         body = maintenance_body(site.retry_after)
         assert "`" not in body
         return (
-            f"{head}{site.address} {{\n"
+            f"{head}{site.address} " + BEGIN_BLOCK + "\n"
             f"\theader Content-Type application/json\n"
             f"\theader Retry-After {int(site.retry_after)}\n"
             f"\theader Cache-Control no-store\n"
@@ -119,8 +120,8 @@ def render_site(site: Site) -> str:
             "}\n"
         )
     return (
-        f"{head}{site.address} {{\n"
-        f"\treverse_proxy {' '.join(site.upstreams)} {{\n"
+        f"{head}{site.address} " + BEGIN_BLOCK + "\n"
+        f"\treverse_proxy {' '.join(site.upstreams)} " + BEGIN_BLOCK + "\n"
         # Active checks: a colour is in rotation once its /readyz answers, out within a second
         # of stopping (or never started: its name does not resolve).
         "\t\thealth_uri /readyz\n"

@@ -16,6 +16,7 @@ the old one keeps serving. After the switch, the proxy is asked for ``/api/versi
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import time
 import uuid
@@ -146,9 +147,9 @@ def start_release(
     digest: str,
     environment: Mapping[str, str],
     colour: str,
+    name: str,
 ) -> containers.Running:
     network = proxy.ensure_network(client, target.slug)
-    name = f"{target.slug}-{colour}-{revision[:12] or 'unknown'}-{uuid.uuid4().hex[:6]}"
     labels = {
         APP_LABEL: target.slug,
         f"{PREFIX}.colour": colour,
@@ -178,6 +179,12 @@ def start_release(
         health_interval=1.0,
         host_options=host_options,
     )
+
+
+def remove_named(client: docker.DockerClient, name: str) -> None:
+    """Remove the container called ``name``, if the engine has it (made, started or not)."""
+    with contextlib.suppress(docker.errors.NotFound):
+        containers.remove(client.containers.get(name))
 
 
 def warm(running: containers.Running) -> None:
@@ -232,16 +239,19 @@ def roll_out(
 
     started = time.perf_counter()
     say(f"Starting {colour} ({version}, {revision[:12]}) beside {live.name if live else 'nothing yet'}")
-    new = start_release(
-        client, target, image, version=version, revision=revision, digest=digest,
-        environment=environment or {}, colour=colour,
-    )  # fmt: skip
+    name = f"{target.slug}-{colour}-{revision[:12] or 'unknown'}-{uuid.uuid4().hex[:6]}"
+    new: containers.Running | None = None
     try:
+        new = start_release(
+            client, target, image, version=version, revision=revision, digest=digest,
+            environment=environment or {}, colour=colour, name=name,
+        )  # fmt: skip
         seconds = containers.wait_healthy(new, timeout=target.health_timeout)
         warm(new)
     except BaseException as exc:
-        logs = containers.container_logs(new.container, tail=40)
-        containers.remove(new.container)
+        # By name: a signal may land after the engine made the container and before it was returned.
+        logs = containers.container_logs(new.container, tail=40) if new is not None else ""
+        remove_named(client, name)
         still = f"{live.name} keeps serving" if live else "nothing was serving before"
         if isinstance(exc, OpsError):
             raise RolloutFailed(f"{exc}; the new release was removed and {still}", detail=exc.detail or logs) from None

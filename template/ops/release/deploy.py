@@ -1,0 +1,309 @@
+"""`inv deploy`: preflight, lock, build, smoke, push, roll out, Netlify draft, smoke, publish, record.
+
+Nothing changes on the host or at Netlify before the preflight passes. Until the switch the live
+release serves untouched; a draft whose smoke test fails is never published. Each phase's time
+is kept for the closing table.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import docker
+
+from ops import project as proj
+from ops import smoke
+from ops.docker import containers, engine, images
+from ops.errors import OpsError, SmokeFailed
+from ops.logs import LineSink
+from ops.netlify import api, publish
+from ops.release import caddy, lock, proxy, records, rollout
+from ops.settings import Settings
+
+
+class PreflightFailed(OpsError):
+    """Something the deploy needs is missing; nothing was changed. The message lists each item."""
+
+
+@dataclass(frozen=True)
+class Options:
+    backend: bool = True
+    netlify: bool = True
+    allow_dirty: bool = False
+
+
+@dataclass
+class Report:
+    revision: str
+    release: rollout.Release | None = None
+    image: str = ""
+    netlify: publish.Published | None = None
+    phases: dict[str, float] = field(default_factory=dict)
+
+
+def target(project: proj.Project, settings: Settings) -> rollout.Target:
+    return rollout.Target(
+        slug=project.slug,
+        backend_url=settings["BACKEND_URL"].rstrip("/"),
+        container_port=project.container_port,
+        proxy=proxy.ProxySettings(
+            settings["PROXY_IMAGE"],
+            settings.number("PROXY_HTTP_PORT"),
+            settings.number("PROXY_HTTPS_PORT"),
+            name=settings["PROXY_NAME"],
+        ),
+        health_timeout=settings.number("HEALTH_TIMEOUT"),
+        keep_releases=settings.number("KEEP_RELEASES"),
+    )
+
+
+def preflight(project: proj.Project, settings: Settings, options: Options) -> str:
+    """Check what the deploy needs, before anything changes; return the revision to deploy."""
+    needed = ["BACKEND_URL"]
+    if options.backend:
+        needed += ["IMAGE"]
+    if options.netlify:
+        needed += ["NETLIFY_AUTH_TOKEN", "NETLIFY_SITE_ID"]
+    problems = settings.missing(needed)
+    if options.backend and settings["BACKEND_URL"]:
+        try:
+            caddy.site_address(settings["BACKEND_URL"])
+        except OpsError as exc:
+            problems.append(str(exc))
+    revision = proj.git_revision(project.root)
+    if revision == "unknown":
+        problems.append("this is not a git repository with a commit: `git init && git add -A && git commit`")
+    elif revision.endswith("-dirty") and not options.allow_dirty:
+        problems.append("the working tree has uncommitted changes: commit them, or deploy anyway with --allow-dirty")
+    if problems:
+        raise PreflightFailed("cannot deploy yet:\n  - " + "\n  - ".join(problems))
+    return revision
+
+
+def deploy(
+    project: proj.Project,
+    settings: Settings,
+    options: Options,
+    *,
+    say: LineSink,
+    on_line: LineSink | None = None,
+    connect: Callable[[str], docker.DockerClient] | None = None,
+) -> Report:
+    """The whole pipeline. ``say`` gets a line per step, ``on_line`` the build and push output."""
+    revision = preflight(project, settings, options)
+    report = Report(revision)
+    phases = rollout.Timings(report.phases)
+    started = time.perf_counter()
+    client = (connect or (lambda address: engine.connect(address)))(settings["DOCKER_HOST"])
+    phases.measure("preflight", started)
+    files = None
+    if options.netlify:  # a bad site, a wrong token or an unknown site stops here, before anything changes
+        files = publish.site_files(project.root, settings["BACKEND_URL"])
+        with api.NetlifyClient(settings["NETLIFY_AUTH_TOKEN"], settings["NETLIFY_API_URL"]) as netlify:
+            netlify.get_site(settings["NETLIFY_SITE_ID"])
+    with lock.held(client, project.slug, revision=revision):
+        say(f"Deploy lock taken on {engine.engine_address(settings['DOCKER_HOST'])}")
+        if options.backend:
+            _backend(client, project, settings, revision, report, phases, say, on_line)
+        if files is not None:
+            _netlify(files, project, settings, revision, report, phases, say)
+        started = time.perf_counter()
+        gateway = proxy.get(client, settings["PROXY_NAME"])
+        if gateway is not None:
+            live = rollout.live_release(client, project.slug)
+            records.add(
+                gateway,
+                project.slug,
+                records.Record(
+                    version=project.version,
+                    revision=revision,
+                    image=report.image or (live.image if live else ""),
+                    container=report.release.name if report.release else (live.name if live else ""),
+                    netlify_deploy=report.netlify.deploy.id if report.netlify else "",
+                    netlify_url=report.netlify.deploy.url if report.netlify else "",
+                    who=lock.whoami(),
+                ),
+            )
+        phases.measure("record", started)
+    return report
+
+
+def _backend(
+    client: docker.DockerClient,
+    project: proj.Project,
+    settings: Settings,
+    revision: str,
+    report: Report,
+    phases: rollout.Timings,
+    say: LineSink,
+    on_line: LineSink | None,
+) -> None:
+    tag = revision.removesuffix("-dirty")[:12] + ("-dirty" if revision.endswith("-dirty") else "")
+    started = time.perf_counter()
+    built = images.build_project(
+        client, project, tag=tag, base_image=settings["BASE_IMAGE"], revision=revision, on_line=on_line, say=say
+    )
+    phases.measure("build", started)
+    image = built.tags[0]
+    environment = settings.runtime_environment()
+    started = time.perf_counter()
+    if containers.client_reachable(client):
+        say(f"Smoke-testing {image}")
+        smoke.smoke_image(project, client, image, environment=environment, on_line=on_line)
+    else:
+        say("Smoke suite skipped: it runs from this machine and the engine is elsewhere; the health gate still guards")
+    phases.measure("smoke", started)
+    started = time.perf_counter()
+    say(f"Pushing {settings['IMAGE']}:{tag}")
+    reference = images.push(
+        client,
+        image,
+        settings["IMAGE"],
+        tag,
+        username=settings["REGISTRY_USERNAME"],
+        password=settings["REGISTRY_PASSWORD"],
+        on_line=on_line,
+    )
+    report.image = reference
+    phases.measure("push", started)
+    say(f"Pushed {reference}")
+    report.release = rollout.roll_out(
+        client,
+        target(project, settings),
+        image,
+        version=project.version,
+        revision=revision,
+        digest=reference,
+        environment=environment,
+        on_line=say,
+        timings=phases,
+    )
+
+
+def _netlify(
+    files: publish.SiteFiles,
+    project: proj.Project,
+    settings: Settings,
+    revision: str,
+    report: Report,
+    phases: rollout.Timings,
+    say: LineSink,
+) -> None:
+    started = time.perf_counter()
+    with api.NetlifyClient(
+        settings["NETLIFY_AUTH_TOKEN"], settings["NETLIFY_API_URL"], on_retry=lambda line: say(f"Netlify: {line}")
+    ) as netlify:
+        done = publish.deploy_draft(
+            netlify, settings["NETLIFY_SITE_ID"], files, title=f"{project.slug} {revision[:12]}", on_progress=say
+        )
+        report.netlify = done
+        phases.measure("netlify", started)
+        started = time.perf_counter()
+        say(f"Smoke-testing the draft {done.deploy.url}")
+        try:
+            smoke.smoke_site(project, done.deploy.url, revision=revision if report.release else "")
+        except SmokeFailed as exc:
+            raise SmokeFailed(f"{exc}; the draft {done.deploy.url} was not published", detail=exc.detail) from None
+        phases.measure("draft smoke", started)
+        started = time.perf_counter()
+        publish.publish(netlify, settings["NETLIFY_SITE_ID"], done.deploy.id)
+        phases.measure("publish", started)
+        say(f"Published Netlify deploy {done.deploy.id}")
+
+
+def _client(settings: Settings) -> docker.DockerClient:
+    return engine.connect(settings["DOCKER_HOST"])
+
+
+def rollback(project: proj.Project, settings: Settings, revision: str = "", *, say: LineSink) -> records.Record:
+    """Back to the previous (or the named) release on both halves, under the deploy lock.
+
+    The backend: a kept release started, gated, confirmed, and the live one drained. Netlify: the
+    deploy recorded with that release is made live again (when the release has one).
+    """
+    client = _client(settings)
+    goal = target(project, settings)
+    with lock.held(client, project.slug, revision=revision, action="rollback"):
+        gateway = proxy.get(client, settings["PROXY_NAME"])
+        history = records.load(gateway, project.slug)
+        back = rollout.roll_back(client, goal, revision, on_line=say)
+        record = records.find(history, back.revision)
+        netlify_deploy = record.netlify_deploy if record else ""
+        if netlify_deploy and settings["NETLIFY_AUTH_TOKEN"] and settings["NETLIFY_SITE_ID"]:
+            with api.NetlifyClient(settings["NETLIFY_AUTH_TOKEN"], settings["NETLIFY_API_URL"]) as netlify:
+                publish.publish(netlify, settings["NETLIFY_SITE_ID"], netlify_deploy)
+            say(f"Netlify deploy {netlify_deploy} is live again")
+        elif netlify_deploy:
+            say("Netlify left as it is: NETLIFY_AUTH_TOKEN or NETLIFY_SITE_ID is not set")
+        done = records.Record(
+            version=back.version,
+            revision=back.revision,
+            image=back.image,
+            container=back.name,
+            netlify_deploy=netlify_deploy,
+            netlify_url=record.netlify_url if record else "",
+            who=f"{lock.whoami()} (rollback)",
+        )
+        if gateway is not None:
+            records.add(gateway, project.slug, done)
+        return done
+
+
+def maintenance(project: proj.Project, settings: Settings, on: bool, retry_after: int = 120) -> None:
+    """Make the proxy answer the project's API with a JSON 503 and Retry-After (``on``), or serve again."""
+    client = _client(settings)
+    goal = target(project, settings)
+    gateway = proxy.get(client, settings["PROXY_NAME"])
+    if gateway is None:
+        raise OpsError("nothing is deployed on this Docker host yet (no proxy); run `inv deploy` first")
+    site = rollout.site(goal)
+    if on:
+        site = caddy_site_in_maintenance(site, retry_after)
+    proxy.apply_site(gateway, site)
+
+
+def caddy_site_in_maintenance(site: caddy.Site, retry_after: int) -> caddy.Site:
+    return caddy.Site(site.slug, site.backend_url, site.upstreams, maintenance=True, retry_after=retry_after)
+
+
+@dataclass(frozen=True)
+class Status:
+    live: rollout.Release | None
+    health: str
+    lock_holder: lock.Holder | None
+    records: list[records.Record]
+    netlify_live: str  # the published Netlify deploy id, "" when unknown
+    maintenance: bool
+
+
+def status(project: proj.Project, settings: Settings) -> Status:
+    client = _client(settings)
+    gateway = proxy.get(client, settings["PROXY_NAME"])
+    live = rollout.live_release(client, project.slug)
+    health = containers.health(live.container)[0] if live else "not deployed"
+    netlify_live = ""
+    if settings["NETLIFY_AUTH_TOKEN"] and settings["NETLIFY_SITE_ID"]:
+        with api.NetlifyClient(settings["NETLIFY_AUTH_TOKEN"], settings["NETLIFY_API_URL"], retries=1) as netlify:
+            published = netlify.get_site(settings["NETLIFY_SITE_ID"]).get("published_deploy") or {}
+            netlify_live = str(published.get("id") or "")
+    site_text = ""
+    if gateway is not None:
+        site_text = proxy.read_file(gateway, f"{caddy.SITES_DIR}/{caddy.site_file_name(project.slug)}") or ""
+    return Status(
+        live=live,
+        health=health,
+        lock_holder=lock.holder(client, project.slug),
+        records=records.load(gateway, project.slug),
+        netlify_live=netlify_live,
+        maintenance="respond `" in site_text,
+    )
+
+
+def release_lock(project: proj.Project, settings: Settings) -> lock.Holder | None:
+    return lock.release(_client(settings), project.slug)
+
+
+def lock_holder(project: proj.Project, settings: Settings) -> lock.Holder | None:
+    return lock.holder(_client(settings), project.slug)

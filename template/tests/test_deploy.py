@@ -1,0 +1,118 @@
+"""The whole `inv deploy` pipeline with real parts: this project's image built and smoke-tested,
+pushed to a real registry, rolled out behind a real Caddy, its site deployed to the strict local
+Netlify API as a draft, smoke-tested through the draft (whose _redirects proxies /api/* to the
+backend), published, and recorded on the host."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import docker.errors
+import httpx
+import pytest
+
+from ops import project as proj
+from ops import settings as settings_mod
+from ops.docker import containers
+from ops.netlify import api
+from ops.release import deploy, lock, proxy, records, rollout
+from tests.conftest import base_image, free_port
+from tests.netlify_api import LocalNetlify
+
+pytestmark = pytest.mark.docker
+TOKEN = "nfp_deploy_test_token_abcdef0123456789"
+
+
+@dataclass
+class Stage:
+    project: proj.Project
+    settings: settings_mod.Settings
+    netlify: LocalNetlify
+    lines: list[str]
+
+
+@pytest.fixture
+def stage(engine: Any, registry: str, proxy_image: str) -> Iterator[Stage]:
+    project = proj.load()
+    port = free_port()
+    name = f"cnd-proxy-deploytest-{uuid.uuid4().hex[:6]}"
+    with LocalNetlify(TOKEN) as netlify:
+        environ = {
+            "IMAGE": f"{registry}/acme/{project.slug}",
+            "BASE_IMAGE": base_image(engine),
+            "BACKEND_URL": f"http://127.0.0.1:{port}",
+            "PROXY_IMAGE": proxy_image,
+            "PROXY_NAME": name,
+            "PROXY_HTTP_PORT": str(port),
+            "PROXY_HTTPS_PORT": str(free_port()),
+            "KEEP_RELEASES": "1",
+            "HEALTH_TIMEOUT": "40",
+            "NETLIFY_AUTH_TOKEN": TOKEN,
+            "NETLIFY_SITE_ID": "site-1",
+            "NETLIFY_API_URL": netlify.api_url,
+        }
+        settings = settings_mod.load(project.root, environ=environ)
+        try:
+            yield Stage(project, settings, netlify, [])
+        finally:
+            for release in rollout.releases(engine, project.slug):
+                containers.remove(release.container)
+            found = proxy.get(engine, name)
+            if found is not None:
+                containers.remove(found)
+            for volume in proxy.ProxySettings(proxy_image, 0, 0, name=name).volumes:
+                with contextlib.suppress(docker.errors.NotFound):
+                    engine.volumes.get(volume).remove(force=True)
+            for network in engine.networks.list(names=[proxy.network_name(project.slug)]):
+                network.remove()
+            lock.release(engine, project.slug)
+
+
+def test_a_deploy_ships_both_halves_and_records_them(engine: Any, stage: Stage) -> None:
+    report = deploy.deploy(stage.project, stage.settings, deploy.Options(allow_dirty=True), say=stage.lines.append)
+    revision = report.revision
+    backend = stage.settings["BACKEND_URL"]
+    assert httpx.get(f"{backend}/api/version").json()["revision"] == revision
+    assert report.image.startswith(f"{stage.settings['IMAGE']}@sha256:")
+    assert report.release is not None and report.release.digest == report.image
+    assert report.netlify is not None and report.netlify.uploaded == report.netlify.files
+    published = stage.netlify.published()
+    assert published is not None and published.id == report.netlify.deploy.id and published.draft
+    live_site = stage.netlify.site_url()
+    assert httpx.get(live_site).status_code == 200
+    assert httpx.get(f"{live_site}api/version").json()["revision"] == revision  # through the site's _redirects
+    gateway = proxy.get(engine, stage.settings["PROXY_NAME"])
+    [record] = records.load(gateway, stage.project.slug)
+    assert (record.revision, record.image, record.netlify_deploy) == (revision, report.image, published.id)
+    for phase in ("build", "smoke", "push", "health", "switch", "netlify", "publish"):
+        assert report.phases.get(phase, -1) >= 0, report.phases
+    assert lock.holder(engine, stage.project.slug) is None
+
+    again = deploy.deploy(stage.project, stage.settings, deploy.Options(allow_dirty=True), say=stage.lines.append)
+    assert again.netlify is not None and again.netlify.uploaded == 0  # the site did not change
+    assert len(records.load(gateway, stage.project.slug)) == 2
+
+
+def test_a_refused_token_stops_before_anything_changes(engine: Any, stage: Stage) -> None:
+    bad = settings_mod.load(
+        stage.project.root, environ={**stage.settings.values, "NETLIFY_AUTH_TOKEN": "nfp_wrong_0123456789abcdef"}
+    )
+    with pytest.raises(api.AuthError) as caught:
+        deploy.deploy(stage.project, bad, deploy.Options(allow_dirty=True), say=stage.lines.append)
+    assert "nfp_wrong" not in str(caught.value) and "NETLIFY_AUTH_TOKEN" in str(caught.value)
+    assert rollout.releases(engine, stage.project.slug) == []  # nothing was started
+    assert stage.netlify.deploys == {} and lock.holder(engine, stage.project.slug) is None
+
+
+def test_missing_settings_are_each_named_before_anything_changes(engine: Any, stage: Stage) -> None:
+    empty = settings_mod.load(stage.project.root, environ={"IMAGE": ""}, defaults={})
+    with pytest.raises(deploy.PreflightFailed) as caught:
+        deploy.deploy(stage.project, empty, deploy.Options(), say=stage.lines.append)
+    message = str(caught.value)
+    for name in ("BACKEND_URL", "NETLIFY_AUTH_TOKEN", "NETLIFY_SITE_ID"):
+        assert f"{name} is not set" in message, message
+    assert rollout.releases(engine, stage.project.slug) == []
