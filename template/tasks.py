@@ -215,7 +215,9 @@ def clean(c: Context, env: str = "") -> None:
     project = proj.load()
     with _failing_cleanly(), _stopping_on_signals(), _interrupted("Clean interrupted; run `inv clean` again to finish"):
         client = engine.connect(_settings(env)["DOCKER_HOST"])
-        cleaned = images.clean_project(client, project.slug, on_line=_print_line)
+        cleaned = images.clean_project(
+            client, project.slug, on_line=_print_line, checkout=proj.checkout_id(project.root)
+        )
         if cleaned.kept:
             raise OpsError(
                 f"left {len(cleaned.kept)} in place; stop what uses them, then run `inv clean` again",

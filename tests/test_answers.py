@@ -8,12 +8,14 @@ hadolint, and the Docker engine's own Dockerfile parse (the labels of a real bui
 
 from __future__ import annotations
 
-import html
+import ast
 import random
+import re
 import shutil
 import subprocess
 import sys
 import tomllib
+import unicodedata
 import uuid
 from collections.abc import Iterator
 from html.parser import HTMLParser
@@ -23,7 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tools.generated import render, run_in
+from tools.generated import REPO, render, run_in
 
 FREE_TEXT = ("project_name", "description", "author_name")
 # Characters that would end a line, or hide in one, in every file an answer reaches.
@@ -33,12 +35,18 @@ FREE_TEXT = ("project_name", "description", "author_name")
 # or reorder text in the README, the labels and the page title.
 CONTROLS = (
     "\n", "\r", "\t", "\x00", "\x0b", "\x1b", "\x7f", "\x85", "\u2028", "\u2029", "\\",
-    "\u200b", "\u200e", "\u202e", "\u2066", "\ufeff",
+    "\u200b", "\u200e", "\u202e", "\u2066", "\ufeff", "\u061c", "\xad", "\U000e0041",
 )  # fmt: skip
+# Unicode's own classes of characters that no name or sentence needs: controls (Cc), format
+# characters (Cf: soft hyphen, bidi marks, tag characters), surrogates (Cs: undecodable input),
+# private use (Co), and line and paragraph separators (Zl, Zp). Unassigned code points are not
+# refused: a newer Unicode may assign them.
+REFUSED_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Zl", "Zp"}
 # Pieces that mean something in one of the target languages (TOML, Dockerfile, HTML, YAML,
 # Markdown, shell, Jinja itself) and must come out as plain text.
 HOSTILE = (
-    '"', "'", "$", "${VERSION}", "$(id)", "`id`", "</script>", "<script>alert(1)</script>",
+    '"', "'", "$", "```", "*x*", "_y_", "[a](javascript:alert(1))", "<b>", "# h", "1. ", "| t |", "~~s~~",
+    "![i](x)", "${VERSION}", "$(id)", "`id`", "</script>", "<script>alert(1)</script>",
     "<!--", "-->", "&amp;", "&", "<", ">", "#", "[[", "]]", '"""', "'''", "{{ 7*7 }}", "{% raw %}", "%", "=",
     ": ", "- ", "* ", "café", "😀", "ü", "ARG BASE_IMAGE=busybox", "LABEL x=y",
 )  # fmt: skip
@@ -68,6 +76,25 @@ def test_control_characters_are_refused_with_a_message(tmp_path: Path, question:
     # The message names the question and the offending character (as Python writes it), then what is allowed.
     assert f"{question} contains {control!r}: use one line of plain text" in str(caught.value)
     assert not target.exists() or not any(target.iterdir())
+
+
+def validator_pattern(question: str) -> re.Pattern[str]:
+    """The character class copier.yml refuses in ``question``, as Python reads it."""
+    validator = yaml.safe_load((REPO / "copier.yml").read_text())[question]["validator"]
+    found = re.search(r"regex_search\('(\[\\\\x00.*?\])'\)", validator)
+    assert found, validator
+    return re.compile(ast.literal_eval("'" + found.group(1) + "'"))
+
+
+@pytest.mark.parametrize("question", FREE_TEXT)
+def test_every_character_of_the_refused_classes_is_refused(question: str) -> None:
+    """All of them, by Python's Unicode database, not a list of examples; and no letter or mark."""
+    pattern = validator_pattern(question)
+    refused = [chr(c) for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)) in REFUSED_CATEGORIES]
+    missed = [f"U+{ord(c):04X}" for c in refused if not pattern.search(c)]
+    assert not missed, f"{question} lets through {len(missed)}: {missed[:20]}"
+    text = "Zoë Ünïcode Ωμέγα 漢字 😀 — “quoted” ½ ‰ café"
+    assert not pattern.search(text)
 
 
 @pytest.mark.parametrize(
@@ -115,7 +142,30 @@ def renders(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[dict[str, st
     ]
 
 
-def test_hostile_answers_come_out_as_plain_text_in_every_file(renders: list[tuple[dict[str, str], Path]]) -> None:
+def markdown_text(line: str) -> tuple[str, str]:
+    """(the only element, its text) of one line rendered as CommonMark."""
+    from markdown_it import MarkdownIt
+
+    tokens = MarkdownIt("commonmark").parse(line)
+    blocks = [t for t in tokens if t.nesting == 1]
+    inline = [t for t in tokens if t.type == "inline"]
+    assert len(blocks) == 1 and len(inline) == 1, [t.type for t in tokens]
+    children = inline[0].children or []
+    assert all(child.type in {"text", "softbreak"} for child in children), [c.type for c in children]
+    return blocks[0].tag, "".join(child.content for child in children)
+
+
+def markdown_headings(text: str) -> list[str]:
+    from markdown_it import MarkdownIt
+
+    tokens = MarkdownIt("commonmark").parse(text)
+    return [tokens[i + 1].content for i, t in enumerate(tokens) if t.type == "heading_open" and t.tag == "h2"]
+
+
+def test_hostile_answers_come_out_as_plain_text_in_every_file(
+    renders: list[tuple[dict[str, str], Path]], tmp_path: Path
+) -> None:
+    plain = render(tmp_path / "plain", git=False)
     for answers, project in renders:
         pyproject = tomllib.loads((project / "pyproject.toml").read_text())["project"]
         assert pyproject["description"] == answers["description"]
@@ -130,10 +180,12 @@ def test_hostile_answers_come_out_as_plain_text_in_every_file(renders: list[tupl
         assert page.meta == answers["description"]
         assert [script.get("src") for script in page.scripts] == ["/app.js"]  # no script came from an answer
 
-        readme = (project / "README.md").read_text().split("\n")
-        assert html.unescape(readme[0]) == f"# {answers['project_name']}"
-        assert html.unescape(readme[2]) == answers["description"]
-        assert "<" not in readme[0] + readme[2]
+        readme = (project / "README.md").read_text()
+        first, _, second = readme.split("\n")[:3]
+        # Read by a CommonMark parser: a heading and a paragraph of exactly the answers' text.
+        assert markdown_text(first) == ("h1", answers["project_name"])
+        assert markdown_text(second) == ("p", answers["description"])
+        assert markdown_headings(readme) == markdown_headings((plain / "README.md").read_text())
 
         recorded = yaml.safe_load((project / ".copier-answers.yml").read_text())
         assert {key: recorded[key] for key in answers} == answers

@@ -343,6 +343,32 @@ def test_inv_clean_removes_everything_the_builds_left(built: dict[str, Any], eng
     assert "Nothing to clean." in again.stdout + again.stderr
 
 
+def test_two_clones_of_one_project_never_remove_each_others_images(
+    tmp_path: Path, base_image: str, engine: Any
+) -> None:
+    """A found defect: clones share the slug (and its image label), and a build in one removed the
+    other's builder stage (its next build ran pip again), and `inv clean` in one removed both's."""
+    slug = f"cnd-clones-{uuid.uuid4().hex[:6]}"
+    first, second = (render(tmp_path / name, {"project_slug": slug, "base_image": base_image}) for name in "ab")
+    try:
+        run_in(first, "invoke", "build", capture=True)
+        first_images = {i.id for i in project_images(engine, slug, all_images=False)}
+        run_in(second, "invoke", "build", capture=True)
+        after = {i.id for i in project_images(engine, slug, all_images=False)}
+        assert first_images <= after, "the second clone's build removed the first clone's images"
+        second_image = engine.images.get(f"{slug}:latest").id  # the tag now names the second's
+        run_in(first, "invoke", "clean", capture=True)
+        assert engine.images.get(second_image)  # the other clone's image stays
+        left = {i.id for i in project_images(engine, slug, all_images=False)}
+        assert not left & first_images and second_image in left
+        (second / "api" / "routes.py").write_text((second / "api" / "routes.py").read_text() + "# edit\n")
+        lines = run_in(second, "invoke", "build", capture=True).stderr.splitlines()
+        step = next(i for i, line in enumerate(lines) if "pip install --no-cache-dir" in line)
+        assert "Using cache" in lines[step + 1], lines[step : step + 3]  # its builder stage was kept
+    finally:
+        remove_project(engine, slug)
+
+
 def test_unpullable_base_image_says_how_to_build_offline(project: Path, engine: Any) -> None:
     result = run_in(
         project, "invoke", "build", "--base-image", "registry.invalid/python:3.12-slim", capture=True, check=False

@@ -48,13 +48,18 @@ DEFAULT_BODY_TIMEOUT = 30.0
 DEFAULT_BODY_LIMIT = 1024 * 1024  # APP_MAX_REQUEST_BYTES's default (api/config.py)
 # The event loop buffers what each connection sends: its first HEAD_BUFFER_BYTES always (a
 # worker holds at most worker_connections of them). To read more (a large head, a body) a
-# connection reserves what it will need (its Content-Length; twice the limit for chunked bodies)
+# connection reserves what it will need (its Content-Length; four times the limit for chunked bodies)
 # out of BUFFER_BUDGET_BYTES per worker, and keeps its reservation until it is answered, so a
 # request that was let in always finishes: connections that cannot reserve wait, unread and in
 # arrival order, until others finish or their own deadline passes.
 HEAD_BUFFER_BYTES = 32 * 1024
 BUFFER_BUDGET_BYTES = 32 * 1024 * 1024
 READ_BYTES = 64 * 1024
+# The piece of an already-read request the parser gets per read, as from a socket (gunicorn's 8 KiB).
+PREFIX_PIECE = 8 * 1024
+# A chunked body may carry this many times the body limit in framing and data: 1-byte chunks take
+# 6 bytes each; past this the framing itself is refused (400), never a body under the limit (413).
+FRAMING_FACTOR = 4
 # After a 413 or 400 from the loop the rest of the body is read and dropped for up to this long
 # (and up to DRAIN_FACTOR x the limit, as the app does): answering and closing while a body is
 # still arriving resets the connection, and a proxy in front then reports 502 instead.
@@ -392,23 +397,32 @@ class Deadline:
     return EOF, so nothing reads on from a client that was already answered.
     """
 
-    def __init__(self, sock: Any, deadline: float, part: str, seconds: float) -> None:
+    def __init__(self, sock: Any, deadline: float, part: str, seconds: float, prefix: bytes = b"") -> None:
         self.sock = sock
         self.deadline = deadline
         self.part = part
         self.seconds = seconds
         self.fired = False
+        # What the event loop already read, served first, a socket-sized piece at a time. Handing
+        # it all to gunicorn's unreader at once made a body of many tiny chunks quadratic: its
+        # chunked reader takes the whole buffer and puts back the rest, once per chunk.
+        self.prefix = memoryview(prefix)
 
     def arm(self, deadline: float, part: str, seconds: float) -> None:
         self.deadline, self.part, self.seconds = deadline, part, seconds
 
     def recv(self, size: int, *flags: int) -> bytes:
+        if self.prefix:
+            piece = self.prefix[: max(1, min(size, PREFIX_PIECE))]
+            self.prefix = self.prefix[len(piece) :]
+            return bytes(piece)
         if self.fired:
             return b""
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
             self.fired = True
             raise RequestTimeout(self.part, self.seconds)
+        previous = self.sock.gettimeout()  # the send timeout the worker set, kept for the answer
         self.sock.settimeout(remaining)
         try:
             return bytes(self.sock.recv(size, *flags))
@@ -416,7 +430,7 @@ class Deadline:
             self.fired = True
             raise RequestTimeout(self.part, self.seconds) from None
         finally:
-            self.sock.settimeout(None)
+            self.sock.settimeout(previous)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.sock, name)
@@ -625,7 +639,13 @@ class ThreadWorker(_ApiWorker, gthread.ThreadWorker):
         if not self._buffer_requests or conn.is_http2:
             super().enqueue_req(conn)
             return
-        pending = conn.parser.unreader.take_buffered() if conn.parser is not None else b""
+        pending = b""
+        if conn.parser is not None:  # a kept-alive connection: what it read past the last request
+            pending = conn.parser.unreader.take_buffered()
+            sock = conn.parser.unreader.sock
+            if isinstance(sock, Deadline) and sock.prefix:
+                pending += bytes(sock.prefix)  # after the unreader's: it was read from the prefix first
+                sock.prefix = memoryview(b"")
         state = _Pending(bytearray(pending), time.monotonic() + self.header_timeout, self.header_timeout)
         self._pending[conn] = state
         self._charge(state, len(state.buf), 0)
@@ -700,8 +720,11 @@ class ThreadWorker(_ApiWorker, gthread.ThreadWorker):
                 return True
             return False
         found = scan_chunks(state, self.body_limit, self._max_line)
-        if found == _MORE and len(buf) - state.head_end > 2 * self.body_limit + READ_BYTES:
-            found = _TOO_LARGE  # chunk framing far bigger than the data it carries
+        if found == _MORE and len(buf) - state.head_end > FRAMING_FACTOR * self.body_limit + READ_BYTES:
+            # Chunk framing far bigger than the data it carries (many tiny chunks, long extensions):
+            # not a body over the limit, so not a 413, but more than the loop will hold.
+            self._refuse(conn, state, BodyRefused(400, f"chunk framing over {FRAMING_FACTOR}x the body limit"))
+            return True
         if found == _DONE:
             self._dispatch(conn, state)
         elif found == _TOO_LARGE:
@@ -807,7 +830,7 @@ class ThreadWorker(_ApiWorker, gthread.ThreadWorker):
             return self._max_head  # the rest of a large head; the body is reserved when it ends
         if state.need >= 0:
             return max(1, state.need - HEAD_BUFFER_BYTES)
-        return 2 * self.body_limit + READ_BYTES  # chunked: data plus framing, as _advance allows
+        return FRAMING_FACTOR * self.body_limit + READ_BYTES  # chunked: data plus framing, as _advance allows
 
     def _reserve(self, conn: Any, state: _Pending) -> bool:
         """Let ``conn`` read past HEAD_BUFFER_BYTES if the budget allows (one always may); else park it."""
@@ -916,19 +939,23 @@ class ThreadWorker(_ApiWorker, gthread.ThreadWorker):
         data = conn.__dict__.pop("_request_bytes", None)
         if data is not None:
             conn.data_ready = True
-            conn.sock.setblocking(True)
             try:
                 conn.init()
             except OSError as exc:
                 if exc.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
                     self.log.exception("socket error")
                 return False
-            conn.parser.unreader.unread(data)
             deadline, part, seconds = conn.__dict__.pop("_deadline")
-            conn.parser.unreader.sock = Deadline(conn.sock, deadline, part, seconds)
+            conn.parser.unreader.sock = Deadline(conn.sock, deadline, part, seconds, prefix=data)
         return super().handle(conn)
 
     def handle_request(self, req: Any, conn: Any) -> Any:
+        if self._buffer_requests and not conn.is_http2:
+            # Blocking (gunicorn's handle made it so), but not forever: a client that stops
+            # reading its answer (a large one, pipelined requests) would hold this thread for
+            # good. After GUNICORN_BODY_TIMEOUT seconds without progress the send fails and the
+            # connection is closed. (Reads past the loop's have their own deadline: Deadline.)
+            conn.sock.settimeout(self.body_timeout)
         if conn.__dict__.pop("_continued", False):
             req._expected_100_continue = False  # the loop sent "100 Continue" already
         return super().handle_request(req, conn)

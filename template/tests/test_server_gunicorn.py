@@ -811,3 +811,100 @@ def test_honest_uploads_over_the_buffer_budget_all_finish(tmp_path: Path) -> Non
         assert statuses == [200] * 60, {s: statuses.count(s) for s in set(statuses)}
         assert time.monotonic() - started < 15
         assert healthz_within(running.port, 1)
+
+
+def tiny_chunks(body: bytes, extension: bytes = b"") -> bytes:
+    """``body`` as one-byte chunks (each ``1<ext>\\r\\nX\\r\\n``), then the last chunk."""
+    return b"".join(b"1" + extension + b"\r\n" + body[i : i + 1] + b"\r\n" for i in range(len(body))) + b"0\r\n\r\n"
+
+
+def post_chunked(port: int, framed: bytes, timeout: float = 120) -> tuple[Answer, float]:
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(CHUNKED.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1) + framed)
+        answer = read_answer(sock)
+    return answer, time.monotonic() - started
+
+
+def test_a_body_of_many_tiny_chunks_costs_linear_time(threaded: Server) -> None:
+    """A found defect: 80,000 one-byte chunks took 28 s of a worker's CPU (20,000: 0.6 s), since
+    gunicorn's chunked reader copied the whole buffered rest once per chunk. Four times the
+    chunks must cost about four times as long, not sixteen."""
+    times = {}
+    for n in (20_000, 80_000):
+        body = b'"' + b"a" * (n - 2) + b'"'
+        answer, seconds = post_chunked(threaded.port, tiny_chunks(body))
+        assert answer.status == 200 and len(answer.json()["echo"]) == n - 2
+        times[n] = seconds
+    assert times[80_000] < 8 * times[20_000] + 1.0, times
+
+
+def test_chunk_framing_counts_against_its_own_allowance_not_the_body_limit(threaded: Server) -> None:
+    """A body under the limit is never a 413, however it is chunked; framing past four times the
+    limit is refused as framing (400), at once."""
+    body = b'"' + b"b" * 499_998 + b'"'  # 0.5 MB in 1-byte chunks: 3 MB of framing
+    answer, _ = post_chunked(threaded.port, tiny_chunks(body))
+    assert answer.status == 200 and len(answer.json()["echo"]) == len(body) - 2
+    small = b'"' + b"c" * 99_998 + b'"'  # 100 KB with a 23-byte extension on every chunk
+    answer, _ = post_chunked(threaded.port, tiny_chunks(small, b";x=" + b"y" * 20))
+    assert answer.status == 200
+    huge = b'"' + b"d" * 800_000 + b'"'  # 0.8 MB, each chunk with a 40-byte extension: 40 MB framed
+    with socket.create_connection(("127.0.0.1", threaded.port), timeout=30) as sock:
+        sock.sendall(CHUNKED)
+        framed = tiny_chunks(huge, b";x=" + b"z" * 37)
+        try:
+            for at in range(0, len(framed), 1 << 20):
+                sock.sendall(framed[at : at + (1 << 20)])
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        answer = read_answer(sock)
+    assert_json_error(answer, 400)
+    assert "chunk framing" not in answer.body.decode()  # the body never repeats what the client sent
+
+
+def test_pipelined_requests_after_a_chunked_one_are_all_answered(threaded: Server) -> None:
+    one = CHUNKED + b'3\r\n"a"\r\n0\r\n\r\n'
+    two = POST + b'Content-Length: 3\r\n\r\n"b"'
+    three = b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", threaded.port), timeout=10) as sock:
+        sock.sendall(one + two + three)
+        answers = [read_answer(sock) for _ in range(3)]
+    assert [a.status for a in answers] == [200, 200, 200]
+    assert [a.json().get("echo") for a in answers[:2]] == ["a", "b"]
+
+
+def test_clients_that_stop_reading_their_answers_do_not_hold_threads(tmp_path: Path) -> None:
+    """A found defect: 16 clients pipelining 1 MiB echoes and never reading held every thread in
+    send(), for good. Now a send that makes no progress for GUNICORN_BODY_TIMEOUT fails."""
+    env = {"WEB_CONCURRENCY": "1", "GUNICORN_THREADS": "2", "GUNICORN_BODY_TIMEOUT": "2", "APP_LOG_FLUSH_MS": "0"}
+    body = b'"' + b"e" * (LIMIT - 100) + b'"'
+    request = POST + b"Content-Length: %d\r\n\r\n" % len(body) + body
+    with gunicorn(tmp_path, **env) as running:
+        readers = []
+        try:
+            for _ in range(4):  # twice the threads
+                sock = socket.socket()
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                sock.connect(("127.0.0.1", running.port))
+                sock.setblocking(False)
+                sent = 0
+                data = request * 8
+                deadline = time.monotonic() + 2
+                while sent < len(data) and time.monotonic() < deadline:
+                    try:
+                        sent += sock.send(data[sent : sent + 65536])
+                    except BlockingIOError:
+                        time.sleep(0.01)
+                    except OSError:  # the server gave up on this client: what the fix does
+                        break
+                readers.append(sock)  # never read
+            time.sleep(5)  # past the send timeout: the threads gave up on them
+            for _ in range(5):
+                started = time.monotonic()
+                assert (
+                    raw(running.port, b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", 5).status == 200
+                )
+                assert time.monotonic() - started < 2
+        finally:
+            for sock in readers:
+                sock.close()

@@ -22,6 +22,9 @@ from ops.logs import LineSink
 
 # Set by the Dockerfile on every image a build of the project makes (value: the project slug).
 PROJECT_LABEL = "dev.copier-netlify-docker.project"
+# ... and the checkout that built it (ops.project.checkout_id): clones of one project share the
+# slug, and neither's `inv clean` or rebuild removes the other's images.
+CHECKOUT_LABEL = "dev.copier-netlify-docker.checkout"
 # On the containers of deployed releases (ops.release.rollout): `inv clean` leaves them alone.
 RELEASE_LABEL = "dev.copier-netlify-docker.app"
 PULL_HINT = (
@@ -195,9 +198,10 @@ def remove_leftovers(client: docker.DockerClient, image_id: str, untagged: Itera
     untagged parents that nothing else shares. Returns the short ids removed.
     """
     try:
-        slug = (client.images.get(image_id).labels or {}).get(PROJECT_LABEL, "")
+        built = client.images.get(image_id).labels or {}
     except docker.errors.NotFound:
         return []
+    slug, checkout = built.get(PROJECT_LABEL, ""), built.get(CHECKOUT_LABEL, "")
     if not slug:
         return []
     selector: dict[str, str | list[str] | bool] = {"label": f"{PROJECT_LABEL}={slug}", "dangling": True}
@@ -210,7 +214,8 @@ def remove_leftovers(client: docker.DockerClient, image_id: str, untagged: Itera
             found = client.images.get(candidate)
         except docker.errors.NotFound:
             continue
-        if found.tags or (found.labels or {}).get(PROJECT_LABEL) != slug:
+        labels = found.labels or {}
+        if found.tags or labels.get(PROJECT_LABEL) != slug or labels.get(CHECKOUT_LABEL, "") != checkout:
             continue
         if client.api.containers(all=True, quiet=True, filters={"ancestor": candidate}):
             continue
@@ -235,7 +240,9 @@ def _short(image_id: str) -> str:
     return image_id.removeprefix("sha256:")[:12]
 
 
-def clean_project(client: docker.DockerClient, slug: str, on_line: LineSink | None = None) -> Cleaned:
+def clean_project(
+    client: docker.DockerClient, slug: str, on_line: LineSink | None = None, checkout: str | None = None
+) -> Cleaned:
     """Remove every container and image this project's builds and runs left on the engine.
 
     Images: everything carrying ``PROJECT_LABEL=slug``, which the Dockerfile sets in both
@@ -245,14 +252,21 @@ def clean_project(client: docker.DockerClient, slug: str, on_line: LineSink | No
     its untagged parents, down to the base image, which is not the project's.
     Containers: those these tasks started, and stopped ones made from the project's images
     (exited runs, a failed build's step). A running container these tasks did not start is
-    left alone, and so is its image; both are reported in ``kept``.
+    left alone, and so is its image; both are reported in ``kept``. With ``checkout``, only what
+    this checkout built (its ``CHECKOUT_LABEL``), and what carries none (a `docker build .` here).
     """
     say = on_line or (lambda line: None)
+
+    def ours(labels: dict[str, str] | None) -> bool:
+        return checkout is None or (labels or {}).get(CHECKOUT_LABEL, "") in {"", checkout}
+
     done = Cleaned()
     selector: dict[str, str | list[str] | bool] = {"label": f"{PROJECT_LABEL}={slug}"}
     containers = {c.id: c for c in client.containers.list(all=True, filters=selector)}
     containers.update({c.id: c for c in managed_containers(client, slug)})
     for container in containers.values():
+        if not ours(container.labels):
+            continue
         if RELEASE_LABEL in container.labels:  # a deployed release: `inv deploy`'s, not a local run's
             continue
         if container.status == "running" and MANAGED_LABEL not in container.labels:
@@ -268,7 +282,7 @@ def clean_project(client: docker.DockerClient, slug: str, on_line: LineSink | No
     for _ in range(10):
         images = {i.id or "": i for i in client.images.list(filters=selector)}
         images.update({i.id or "": i for i in client.images.list(name=slug)})
-        pending = [(image_id, i) for image_id, i in images.items() if image_id not in refused]
+        pending = [(image_id, i) for image_id, i in images.items() if image_id not in refused and ours(i.labels)]
         if not pending:
             break
         for image_id, image in pending:
