@@ -234,8 +234,15 @@ class LocalNetlify:
         method = request.method
         body = await request.read()  # read once, before the lock (the middleware has it cached)
         with self._lock:
+            if parts == ["sites"] and method == "GET":  # listSites, as netlify-cli looks a site up by name
+                name = request.query.get("name", "")
+                found = [s for s in self.sites.values() if not name or s.name == name]
+                return web.json_response([json.loads(self._site_json(site).text or "{}") for site in found])
+            if parts == ["accounts"] and method == "GET":
+                return web.json_response([{"id": "account-1", "slug": "local", "name": "Local"}])
             if parts[0] == "sites" and len(parts) >= 2:
-                site = self.sites.get(unquote(parts[1]))
+                key = unquote(parts[1])  # an id, or (as netlify-cli asks first) a name
+                site = self.sites.get(key) or next((s for s in self.sites.values() if s.name == key), None)
                 if site is None:
                     return _error(404, "Not Found")
                 if len(parts) == 2 and method == "GET":
@@ -253,12 +260,20 @@ class LocalNetlify:
                     if len(parts) == 4 and method == "GET":
                         self._advance(deploy)
                         return web.json_response(deploy.as_json(self._base(request)))
+                    if len(parts) == 4 and method == "PUT":  # updateSiteDeploy: the files of a created deploy
+                        return self._update(site, deploy, _json_body(request, body))
                     if len(parts) == 5 and parts[4] == "restore" and method == "POST":
                         if deploy.state != "ready":
                             return _error(422, f"deploy is {deploy.state}, not ready")
                         site.published_deploy = deploy.id
                         deploy.published_at = _now()
                         return web.json_response(deploy.as_json(self._base(request)), status=201)
+            if parts[0] == "deploys" and len(parts) == 3 and parts[2] == "cancel" and method == "POST":
+                deploy = self.deploys.get(unquote(parts[1]))
+                if deploy is None:
+                    return _error(404, "Not Found")
+                deploy.state, deploy.error_message = "error", "canceled"
+                return web.json_response(deploy.as_json(f"http://127.0.0.1:{self.port}"), status=201)
             if parts[0] == "deploys" and len(parts) >= 4 and parts[2] == "files" and method == "PUT":
                 deploy = self.deploys.get(unquote(parts[1]))
                 if deploy is None:
@@ -283,7 +298,7 @@ class LocalNetlify:
     def _create(self, site: Site, query: Any, body: Any) -> web.Response:
         if not isinstance(body, dict):
             return _error(422, "body must be a JSON object")
-        files = body.get("files")
+        files = body.get("files", {})  # netlify-cli creates first ({"draft": ...}), then PUTs the files
         if not isinstance(files, dict):
             return _error(422, "files must be an object of paths to SHA1 digests")
         for path, sha in files.items():
@@ -311,6 +326,17 @@ class LocalNetlify:
             deploy.state = "preparing"  # required is listed once Netlify has looked at the digests
         else:
             deploy.state = "uploading" if deploy.required else "processing"
+        return web.json_response(deploy.as_json(f"http://127.0.0.1:{self.port}"))
+
+    def _update(self, site: Site, deploy: SiteDeploy, body: Any) -> web.Response:
+        if deploy.state not in {"new", "preparing", "uploading", "processing"} or deploy.uploaded:
+            return _error(422, f"deploy {deploy.id} is {deploy.state}; its files are set")
+        made = self._create(site, {"title": deploy.title}, {**(body or {}), "draft": deploy.draft})
+        if made.status != 200:
+            return made
+        fresh = self.deploys.pop(json.loads(made.text or "{}")["id"])
+        deploy.files, deploy.required, deploy.state = fresh.files, fresh.required, fresh.state
+        deploy.error_message = deploy.error_message or fresh.error_message
         return web.json_response(deploy.as_json(f"http://127.0.0.1:{self.port}"))
 
     def _advance(self, deploy: SiteDeploy) -> None:

@@ -1,0 +1,238 @@
+"""The deploy's figures for ``nox -s bench``: time by phase, failed requests during a switch under
+load, and the Netlify half on a 1,000-file site beside netlify-cli's ``netlify deploy``.
+
+All of it runs the generated project's own code (its ops/ and its strict local Netlify API,
+tests/netlify_api.py) against real parts: the engine, Debian's docker-registry, Caddy.
+``python -m tools.bench_deploy`` runs it alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from tools.generated import REPO, free_port, netlify_cli, offline_base_image, project_ops, render
+
+SLUG = "bench-deploy"
+TOKEN = "nfp_bench_token_0123456789abcdef"
+SITE_FILES = 1000
+
+
+def generated(module: str) -> Any:
+    """A module of the generated project's tests/ (its strict Netlify API, its fixtures' Dockerfile),
+    imported at run time: this repository has a tests/ package of its own."""
+    import importlib
+
+    return importlib.import_module(module)
+
+
+@contextlib.contextmanager
+def registry() -> Iterator[str]:
+    binary = shutil.which("docker-registry")
+    if binary is None:
+        raise SystemExit("bench: docker-registry is not installed; apt-get install -y docker-registry")
+    import httpx
+
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "config.yml"
+        config.write_text(
+            f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {tmp}/data\nhttp:\n  addr: 127.0.0.1:{port}\n"
+        )
+        proc = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            for _ in range(200):
+                with contextlib.suppress(httpx.TransportError):
+                    if httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=1).status_code == 200:
+                        break
+                time.sleep(0.1)
+            yield f"127.0.0.1:{port}"
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+def proxy_image(client: Any, base: str) -> str:
+    from ops.docker import images
+
+    caddy_from_debian = generated("tests.conftest").CADDY_FROM_DEBIAN
+
+    for candidate in (os.environ.get("PROXY_IMAGE", ""), "caddy:2", "local/caddy:2"):
+        if candidate and images.tagged_id(client, candidate):
+            return candidate
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "Dockerfile").write_text(caddy_from_debian.format(base=base))
+        images.build_image(client, Path(tmp), ["local/caddy:2"])
+    return "local/caddy:2"
+
+
+def wrk_counts(output: str) -> dict[str, int]:
+    total = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    socket_errors = sum(int(n) for n in errors.groups()) if errors else 0
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    return {"requests": total, "failed": socket_errors + (int(non_2xx.group(1)) if non_2xx else 0)}
+
+
+def bench_pipeline(project_root: Path, base: str, client: Any) -> dict[str, Any]:
+    """Two full deploys: the phases of the first, and failed requests while the second switches."""
+    from ops import project as proj
+    from ops import settings as settings_mod
+    from ops.docker import containers
+    from ops.release import deploy, lock, proxy, rollout
+
+    LocalNetlify = generated("tests.netlify_api").LocalNetlify
+
+    project = proj.load(project_root)
+    port = free_port()
+    name = f"cnd-proxy-bench-{uuid.uuid4().hex[:6]}"
+    figures: dict[str, Any] = {}
+    with registry() as address, LocalNetlify(TOKEN) as netlify:
+        environ = {
+            "IMAGE": f"{address}/bench/{project.slug}", "BASE_IMAGE": base, "BACKEND_URL": f"http://127.0.0.1:{port}",
+            "PROXY_IMAGE": proxy_image(client, base), "PROXY_NAME": name, "PROXY_HTTP_PORT": str(port),
+            "PROXY_HTTPS_PORT": str(free_port()), "KEEP_RELEASES": "1", "NETLIFY_AUTH_TOKEN": TOKEN,
+            "NETLIFY_SITE_ID": "site-1", "NETLIFY_API_URL": netlify.api_url,
+        }  # fmt: skip
+        settings = settings_mod.load(project_root, environ=environ)
+        try:
+            first = deploy.deploy(project, settings, deploy.Options(allow_dirty=True), say=lambda line: None)
+            figures["first_deploy_phases_s"] = {k: round(v, 3) for k, v in first.phases.items()}
+            figures["first_deploy_total_s"] = round(sum(first.phases.values()), 3)
+            load = subprocess.Popen(
+                ["wrk", "-t2", "-c8", "-d30s", f"http://127.0.0.1:{port}/api/version"],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            time.sleep(2)
+            second = deploy.deploy(project, settings, deploy.Options(allow_dirty=True), say=lambda line: None)
+            output, _ = load.communicate(timeout=120)
+            figures["second_deploy_phases_s"] = {k: round(v, 3) for k, v in second.phases.items()}
+            figures["under_load"] = {**wrk_counts(output), "window_s": 30, "connections": 8}
+        finally:
+            for release in rollout.releases(client, project.slug):
+                containers.remove(release.container)
+            found = proxy.get(client, name)
+            if found is not None:
+                containers.remove(found)
+            for volume in proxy.ProxySettings("", 0, 0, name=name).volumes:
+                with contextlib.suppress(Exception):
+                    client.volumes.get(volume).remove(force=True)
+            for network in client.networks.list(names=[proxy.network_name(project.slug)]):
+                network.remove()
+            lock.release(client, project.slug)
+    return figures
+
+
+def make_site(root: Path, rng: random.Random) -> None:
+    (root / "public" / "assets").mkdir(parents=True)
+    (root / "netlify.toml").write_text('[build]\n  publish = "public"\n')
+    for i in range(SITE_FILES):
+        folder = root / "public" / ("assets" if i % 3 else "")
+        (folder / f"file-{i:04d}.{rng.choice(['html', 'css', 'js', 'json'])}").write_bytes(
+            rng.randbytes(rng.randint(200, 6000))
+        )
+
+
+def bench_netlify(rounds: int = 3) -> dict[str, Any]:
+    """A 1,000-file site: first deploy, unchanged re-deploy, one changed file; ours and netlify-cli's."""
+    from ops.netlify import api, publish
+
+    LocalNetlify = generated("tests.netlify_api").LocalNetlify
+
+    figures: dict[str, Any] = {"files": SITE_FILES}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        make_site(root, random.Random(11))
+        changed = next((root / "public").rglob("file-0001.*"))
+        original = changed.read_bytes()
+
+        def ours() -> list[dict[str, Any]]:
+            steps = []
+            with LocalNetlify(TOKEN) as server, api.NetlifyClient(TOKEN, server.api_url) as client:
+                for step in ("first", "unchanged", "one_change"):
+                    if step == "one_change":
+                        changed.write_bytes(original + b"\n/* changed */\n")
+                    started = time.perf_counter()
+                    files = publish.site_files(root, "https://api.example.com")
+                    done = publish.deploy_draft(client, "site-1", files, poll_interval=0.05)
+                    steps.append({"step": step, "s": time.perf_counter() - started, "uploads": done.uploaded})
+            changed.write_bytes(original)
+            return steps
+
+        def cli(binary: str) -> list[dict[str, Any]]:
+            steps = []
+            with LocalNetlify(TOKEN) as server:
+                env = {**os.environ, "NETLIFY_API_URL": server.api_url, "NETLIFY_AUTH_TOKEN": TOKEN}
+                for step in ("first", "unchanged", "one_change"):
+                    if step == "one_change":
+                        changed.write_bytes(original + b"\n/* changed */\n")
+                    before = len(server.uploads())
+                    started = time.perf_counter()
+                    command = [
+                        binary,
+                        "deploy",
+                        "--no-build",
+                        "--dir",
+                        str(root / "public"),
+                        "--site",
+                        "my-site",
+                        "--json",
+                    ]
+                    subprocess.run(command, env=env, cwd=root, check=True, capture_output=True, timeout=600)
+                    steps.append(
+                        {"step": step, "s": time.perf_counter() - started, "uploads": len(server.uploads()) - before}
+                    )
+            changed.write_bytes(original)
+            return steps
+
+        runs = [ours() for _ in range(rounds)]
+        figures["ours"] = median_steps(runs)
+        binary = netlify_cli()
+        if binary:
+            figures["netlify_cli"] = median_steps([cli(binary) for _ in range(rounds)])
+            figures["first_over_cli"] = round(figures["ours"]["first"]["s"] / figures["netlify_cli"]["first"]["s"], 3)
+        else:
+            figures["netlify_cli"] = "not installed (npm install --prefix .cache/netlify-tools netlify-cli)"
+    return figures
+
+
+def median_steps(runs: list[list[dict[str, Any]]]) -> dict[str, dict[str, float]]:
+    out = {}
+    for index, step in enumerate(("first", "unchanged", "one_change")):
+        times = sorted(run[index]["s"] for run in runs)
+        out[step] = {"s": round(times[len(times) // 2], 3), "uploads": runs[-1][index]["uploads"]}
+    return out
+
+
+def bench(project_root: Path, base: str, client: Any) -> dict[str, Any]:
+    project_ops(project_root)
+    return {"pipeline": bench_pipeline(project_root, base, client), "netlify": bench_netlify()}
+
+
+def main() -> int:
+    base = offline_base_image("3.11")
+    target = render(REPO / ".cache" / "bench" / SLUG, {"project_slug": SLUG, "base_image": base})
+    project_ops(target)
+    from ops.docker import engine
+
+    results = bench(target, base, engine.connect())
+    print(json.dumps(results, indent=2))
+    (REPO / "bench-deploy-results.json").write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
