@@ -8,18 +8,15 @@ tests/netlify_api.py) against real parts: the engine, Debian's docker-registry, 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,32 +33,6 @@ def generated(module: str) -> Any:
     import importlib
 
     return importlib.import_module(module)
-
-
-@contextlib.contextmanager
-def registry() -> Iterator[str]:
-    binary = shutil.which("docker-registry")
-    if binary is None:
-        raise SystemExit("bench: docker-registry is not installed; apt-get install -y docker-registry")
-    import httpx
-
-    port = free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        config = Path(tmp) / "config.yml"
-        config.write_text(
-            f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {tmp}/data\nhttp:\n  addr: 127.0.0.1:{port}\n"
-        )
-        proc = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            for _ in range(200):
-                with contextlib.suppress(httpx.TransportError):
-                    if httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=1).status_code == 200:
-                        break
-                time.sleep(0.1)
-            yield f"127.0.0.1:{port}"
-        finally:
-            proc.terminate()
-            proc.wait(10)
 
 
 def proxy_image(client: Any, base: str) -> str:
@@ -90,7 +61,6 @@ def bench_pipeline(project_root: Path, base: str, client: Any) -> dict[str, Any]
     """Two full deploys: the phases of the first, and failed requests while the second switches."""
     from ops import project as proj
     from ops import settings as settings_mod
-    from ops.docker import containers
     from ops.release import deploy, lock, proxy, rollout
 
     LocalNetlify = generated("tests.netlify_api").LocalNetlify
@@ -99,7 +69,7 @@ def bench_pipeline(project_root: Path, base: str, client: Any) -> dict[str, Any]
     port = free_port()
     name = f"cnd-proxy-bench-{uuid.uuid4().hex[:6]}"
     figures: dict[str, Any] = {}
-    with registry() as address, LocalNetlify(TOKEN) as netlify:
+    with generated("tests.local_registry").serve() as address, LocalNetlify(TOKEN) as netlify:
         environ = {
             "IMAGE": f"{address}/bench/{project.slug}", "BASE_IMAGE": base, "BACKEND_URL": f"http://127.0.0.1:{port}",
             "PROXY_IMAGE": proxy_image(client, base), "PROXY_NAME": name, "PROXY_HTTP_PORT": str(port),
@@ -122,16 +92,8 @@ def bench_pipeline(project_root: Path, base: str, client: Any) -> dict[str, Any]
             figures["second_deploy_phases_s"] = {k: round(v, 3) for k, v in second.phases.items()}
             figures["under_load"] = {**wrk_counts(output), "window_s": 30, "connections": 8}
         finally:
-            for release in rollout.releases(client, project.slug):
-                containers.remove(release.container)
-            found = proxy.get(client, name)
-            if found is not None:
-                containers.remove(found)
-            for volume in proxy.ProxySettings("", 0, 0, name=name).volumes:
-                with contextlib.suppress(Exception):
-                    client.volumes.get(volume).remove(force=True)
-            for network in client.networks.list(names=[proxy.network_name(project.slug)]):
-                network.remove()
+            proxy.remove(client, deploy.target(project, settings).proxy)
+            rollout.remove_releases(client, project.slug)
             lock.release(client, project.slug)
     return figures
 

@@ -1,16 +1,12 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
-import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -50,35 +46,16 @@ def engine():  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="session")
 def registry() -> Iterator[str]:
-    """A registry on 127.0.0.1 (the engine pushes to loopback registries without TLS)."""
-    binary = shutil.which("docker-registry")
-    if binary is None:
+    """A registry on 127.0.0.1 (tests/local_registry.py); skipped without one, except under CI."""
+    from tests import local_registry
+
+    try:
+        with local_registry.serve() as address:
+            yield address
+    except local_registry.RegistryUnavailable as exc:
         if os.environ.get("CI"):
-            pytest.fail("CI needs Debian's docker-registry (apt-get install docker-registry)")
-        pytest.skip("docker-registry is not installed (apt-get install docker-registry)")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    with tempfile.TemporaryDirectory() as tmp:
-        config = Path(tmp) / "config.yml"
-        config.write_text(
-            f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {tmp}/data\nhttp:\n  addr: 127.0.0.1:{port}\n"
-        )
-        proc = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        try:
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.1)
-            else:
-                pytest.fail("docker-registry did not answer")
-            yield f"127.0.0.1:{port}"
-        finally:
-            proc.terminate()
-            proc.wait(10)
+            pytest.fail(f"CI needs Debian's docker-registry: {exc}")
+        pytest.skip(str(exc))
 
 
 CADDY_FROM_DEBIAN = """\

@@ -5,19 +5,16 @@ backend), published, and recorded on the host."""
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import docker.errors
 import httpx
 import pytest
 
 from ops import project as proj
 from ops import settings as settings_mod
-from ops.docker import containers
 from ops.netlify import api
 from ops.release import deploy, lock, proxy, records, rollout
 from tests.conftest import base_image, free_port
@@ -59,16 +56,8 @@ def stage(engine: Any, registry: str, proxy_image: str) -> Iterator[Stage]:
         try:
             yield Stage(project, settings, netlify, [])
         finally:
-            for release in rollout.releases(engine, project.slug):
-                containers.remove(release.container)
-            found = proxy.get(engine, name)
-            if found is not None:
-                containers.remove(found)
-            for volume in proxy.ProxySettings(proxy_image, 0, 0, name=name).volumes:
-                with contextlib.suppress(docker.errors.NotFound):
-                    engine.volumes.get(volume).remove(force=True)
-            for network in engine.networks.list(names=[proxy.network_name(project.slug)]):
-                network.remove()
+            proxy.remove(engine, deploy.target(project, settings).proxy)
+            rollout.remove_releases(engine, project.slug)
             lock.release(engine, project.slug)
 
 

@@ -8,7 +8,6 @@ through the proxy's port only.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import signal
 import subprocess
@@ -21,12 +20,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import docker.errors
 import httpx
 import pytest
 
 from ops import project
-from ops.docker import containers, images
+from ops.docker import images
 from ops.release import lock, proxy, rollout
 from tests.conftest import base_image, free_port
 
@@ -70,16 +68,8 @@ def host(engine: Any, proxy_image: str) -> Iterator[Host]:
     try:
         yield made
     finally:
-        for release in rollout.releases(engine, slug):
-            containers.remove(release.container)
-        found = proxy.get(engine, settings.name)
-        if found is not None:
-            containers.remove(found)
-        for name in settings.volumes:
-            with contextlib.suppress(docker.errors.NotFound):
-                engine.volumes.get(name).remove(force=True)
-        for network in engine.networks.list(names=[proxy.network_name(slug)]):
-            network.remove()
+        proxy.remove(engine, settings)
+        rollout.remove_releases(engine, slug)
 
 
 class Load:

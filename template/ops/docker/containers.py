@@ -21,6 +21,7 @@ import httpx
 from docker.models.containers import Container
 
 from ops import logs
+from ops.docker.engine import client_is_local
 from ops.errors import ImageMissing, NeverHealthy, OpsError
 from ops.logs import LineSink
 from ops.settings import is_server_variable
@@ -146,8 +147,6 @@ def start(
     depends on it. ``host_options`` and ``networking`` go to the engine as they are (limits,
     restart policy, networks), for the deploy's containers.
     """
-    from ops.docker.engine import client_is_local
-
     reachable = client_is_local(client)
     env = {"PORT": str(container_port), **(environment or {})}
     try:
@@ -207,11 +206,9 @@ def start(
     )
 
 
-def client_reachable(client: docker.DockerClient) -> bool:
-    """Whether ports the client's engine publishes on 127.0.0.1 are reachable from here."""
-    from ops.docker.engine import client_is_local
-
-    return client_is_local(client)
+def stop_timeout_of(container: Container) -> int:
+    """The seconds `docker stop` gives ``container`` (its own stop timeout, set by :func:`start`)."""
+    return int(container.attrs.get("Config", {}).get("StopTimeout") or GRACEFUL_DEFAULT + STOP_MARGIN)
 
 
 @contextmanager

@@ -102,6 +102,11 @@ def maintenance_body(retry_after: int) -> str:
     return json.dumps(body, separators=(",", ":"))
 
 
+def in_maintenance(text: str) -> bool:
+    """Whether a site file :func:`render_site` wrote answers with the maintenance 503."""
+    return "\trespond `" in text
+
+
 def render_site(site: Site) -> str:
     """The text of the project's file in sites/."""
     head = (

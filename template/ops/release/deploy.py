@@ -7,15 +7,17 @@ is kept for the closing table.
 
 from __future__ import annotations
 
-import time
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import docker
 
 from ops import project as proj
 from ops import smoke
 from ops.docker import containers, engine, images
+from ops.docker.engine import client_is_local
 from ops.errors import OpsError, SmokeFailed
 from ops.logs import LineSink
 from ops.netlify import api, publish
@@ -95,13 +97,12 @@ def deploy(
     revision = preflight(project, settings, options)
     report = Report(revision)
     phases = rollout.Timings(report.phases)
-    started = time.perf_counter()
-    client = (connect or (lambda address: engine.connect(address)))(settings["DOCKER_HOST"])
-    phases.measure("preflight", started)
+    with phases.phase("preflight"):
+        client = (connect or (lambda address: engine.connect(address)))(settings["DOCKER_HOST"])
     files = None
     if options.netlify:  # a bad site, a wrong token or an unknown site stops here, before anything changes
         files = publish.site_files(project.root, settings["BACKEND_URL"])
-        with api.NetlifyClient(settings["NETLIFY_AUTH_TOKEN"], settings["NETLIFY_API_URL"]) as netlify:
+        with netlify_client(settings) as netlify:
             netlify.get_site(settings["NETLIFY_SITE_ID"])
     with lock.held(client, project.slug, revision=revision):
         say(f"Deploy lock taken on {engine.engine_address(settings['DOCKER_HOST'])}")
@@ -109,25 +110,30 @@ def deploy(
             _backend(client, project, settings, revision, report, phases, say, on_line)
         if files is not None:
             _netlify(files, project, settings, revision, report, phases, say)
-        started = time.perf_counter()
-        gateway = proxy.get(client, settings["PROXY_NAME"])
-        if gateway is not None:
-            live = rollout.live_release(client, project.slug)
-            records.add(
-                gateway,
-                project.slug,
-                records.Record(
-                    version=project.version,
-                    revision=revision,
-                    image=report.image or (live.image if live else ""),
-                    container=report.release.name if report.release else (live.name if live else ""),
-                    netlify_deploy=report.netlify.deploy.id if report.netlify else "",
-                    netlify_url=report.netlify.deploy.url if report.netlify else "",
-                    who=lock.whoami(),
-                ),
-            )
-        phases.measure("record", started)
+        with phases.phase("record"):
+            _record(client, project, settings, revision, report)
     return report
+
+
+def _record(
+    client: docker.DockerClient, project: proj.Project, settings: Settings, revision: str, report: Report
+) -> None:
+    gateway = proxy.get(client, settings["PROXY_NAME"])
+    if gateway is not None:
+        live = rollout.live_release(client, project.slug)
+        records.add(
+            gateway,
+            project.slug,
+            records.Record(
+                version=project.version,
+                revision=revision,
+                image=report.image or (live.image if live else ""),
+                container=report.release.name if report.release else (live.name if live else ""),
+                netlify_deploy=report.netlify.deploy.id if report.netlify else "",
+                netlify_url=report.netlify.deploy.url if report.netlify else "",
+                who=lock.whoami(),
+            ),
+        )
 
 
 def _backend(
@@ -141,33 +147,30 @@ def _backend(
     on_line: LineSink | None,
 ) -> None:
     tag = revision.removesuffix("-dirty")[:12] + ("-dirty" if revision.endswith("-dirty") else "")
-    started = time.perf_counter()
-    built = images.build_project(
-        client, project, tag=tag, base_image=settings["BASE_IMAGE"], revision=revision, on_line=on_line, say=say
-    )
-    phases.measure("build", started)
+    with phases.phase("build"):
+        built = images.build_project(
+            client, project, tag=tag, base_image=settings["BASE_IMAGE"], revision=revision, on_line=on_line, say=say
+        )
     image = built.tags[0]
     environment = settings.runtime_environment()
-    started = time.perf_counter()
-    if containers.client_reachable(client):
-        say(f"Smoke-testing {image}")
-        smoke.smoke_image(project, client, image, environment=environment, on_line=on_line)
-    else:
-        say("Smoke suite skipped: it runs from this machine and the engine is elsewhere; the health gate still guards")
-    phases.measure("smoke", started)
-    started = time.perf_counter()
-    say(f"Pushing {settings['IMAGE']}:{tag}")
-    reference = images.push(
-        client,
-        image,
-        settings["IMAGE"],
-        tag,
-        username=settings["REGISTRY_USERNAME"],
-        password=settings["REGISTRY_PASSWORD"],
-        on_line=on_line,
-    )
+    with phases.phase("smoke"):
+        if client_is_local(client):
+            say(f"Smoke-testing {image}")
+            smoke.smoke_image(project, client, image, environment=environment, on_line=on_line)
+        else:
+            say("Smoke suite skipped: it runs from this machine and the engine is elsewhere; the health gate guards")
+    with phases.phase("push"):
+        say(f"Pushing {settings['IMAGE']}:{tag}")
+        reference = images.push(
+            client,
+            image,
+            settings["IMAGE"],
+            tag,
+            username=settings["REGISTRY_USERNAME"],
+            password=settings["REGISTRY_PASSWORD"],
+            on_line=on_line,
+        )
     report.image = reference
-    phases.measure("push", started)
     say(f"Pushed {reference}")
     report.release = rollout.roll_out(
         client,
@@ -191,26 +194,27 @@ def _netlify(
     phases: rollout.Timings,
     say: LineSink,
 ) -> None:
-    started = time.perf_counter()
-    with api.NetlifyClient(
-        settings["NETLIFY_AUTH_TOKEN"], settings["NETLIFY_API_URL"], on_retry=lambda line: say(f"Netlify: {line}")
-    ) as netlify:
-        done = publish.deploy_draft(
-            netlify, settings["NETLIFY_SITE_ID"], files, title=f"{project.slug} {revision[:12]}", on_progress=say
-        )
-        report.netlify = done
-        phases.measure("netlify", started)
-        started = time.perf_counter()
-        say(f"Smoke-testing the draft {done.deploy.url}")
-        try:
-            smoke.smoke_site(project, done.deploy.url, revision=revision if report.release else "")
-        except SmokeFailed as exc:
-            raise SmokeFailed(f"{exc}; the draft {done.deploy.url} was not published", detail=exc.detail) from None
-        phases.measure("draft smoke", started)
-        started = time.perf_counter()
-        publish.publish(netlify, settings["NETLIFY_SITE_ID"], done.deploy.id)
-        phases.measure("publish", started)
+    with netlify_client(settings, on_retry=lambda line: say(f"Netlify: {line}")) as netlify:
+        with phases.phase("netlify"):
+            done = publish.deploy_draft(
+                netlify, settings["NETLIFY_SITE_ID"], files, title=f"{project.slug} {revision[:12]}", on_progress=say
+            )
+            report.netlify = done
+        with phases.phase("draft smoke"):
+            say(f"Smoke-testing the draft {done.deploy.url}")
+            try:
+                smoke.smoke_site(project, done.deploy.url, revision=revision if report.release else "")
+            except SmokeFailed as exc:
+                message = f"{exc}; the draft {done.deploy.url} was not published"
+                raise SmokeFailed(message, detail=exc.detail) from None
+        with phases.phase("publish"):
+            publish.publish(netlify, settings["NETLIFY_SITE_ID"], done.deploy.id)
         say(f"Published Netlify deploy {done.deploy.id}")
+
+
+def netlify_client(settings: Settings, **options: Any) -> api.NetlifyClient:
+    """The Netlify API client for these settings (token, API URL); ``options`` go to the client."""
+    return api.NetlifyClient(settings["NETLIFY_AUTH_TOKEN"], settings["NETLIFY_API_URL"], **options)
 
 
 def _client(settings: Settings) -> docker.DockerClient:
@@ -232,7 +236,7 @@ def rollback(project: proj.Project, settings: Settings, revision: str = "", *, s
         record = records.find(history, back.revision)
         netlify_deploy = record.netlify_deploy if record else ""
         if netlify_deploy and settings["NETLIFY_AUTH_TOKEN"] and settings["NETLIFY_SITE_ID"]:
-            with api.NetlifyClient(settings["NETLIFY_AUTH_TOKEN"], settings["NETLIFY_API_URL"]) as netlify:
+            with netlify_client(settings) as netlify:
                 publish.publish(netlify, settings["NETLIFY_SITE_ID"], netlify_deploy)
             say(f"Netlify deploy {netlify_deploy} is live again")
         elif netlify_deploy:
@@ -258,14 +262,7 @@ def maintenance(project: proj.Project, settings: Settings, on: bool, retry_after
     gateway = proxy.get(client, settings["PROXY_NAME"])
     if gateway is None:
         raise OpsError("nothing is deployed on this Docker host yet (no proxy); run `inv deploy` first")
-    site = rollout.site(goal)
-    if on:
-        site = caddy_site_in_maintenance(site, retry_after)
-    proxy.apply_site(gateway, site)
-
-
-def caddy_site_in_maintenance(site: caddy.Site, retry_after: int) -> caddy.Site:
-    return caddy.Site(site.slug, site.backend_url, site.upstreams, maintenance=True, retry_after=retry_after)
+    proxy.apply_site(gateway, dataclasses.replace(rollout.site(goal), maintenance=on, retry_after=retry_after))
 
 
 @dataclass(frozen=True)
@@ -285,7 +282,7 @@ def status(project: proj.Project, settings: Settings) -> Status:
     health = containers.health(live.container)[0] if live else "not deployed"
     netlify_live = ""
     if settings["NETLIFY_AUTH_TOKEN"] and settings["NETLIFY_SITE_ID"]:
-        with api.NetlifyClient(settings["NETLIFY_AUTH_TOKEN"], settings["NETLIFY_API_URL"], retries=1) as netlify:
+        with netlify_client(settings, retries=1) as netlify:
             published = netlify.get_site(settings["NETLIFY_SITE_ID"]).get("published_deploy") or {}
             netlify_live = str(published.get("id") or "")
     site_text = ""
@@ -297,7 +294,7 @@ def status(project: proj.Project, settings: Settings) -> Status:
         lock_holder=lock.holder(client, project.slug),
         records=records.load(gateway, project.slug),
         netlify_live=netlify_live,
-        maintenance="respond `" in site_text,
+        maintenance=caddy.in_maintenance(site_text),
     )
 
 

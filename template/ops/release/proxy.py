@@ -203,3 +203,13 @@ def reload(proxy: Container) -> None:
     if code != 0:
         text = output.decode("utf-8", "replace") if isinstance(output, bytes) else str(output)
         raise ProxyError(f"Caddy refused the new configuration: {logs.short_tail(text)}")
+
+
+def remove(client: docker.DockerClient, settings: ProxySettings) -> None:
+    """Remove the proxy container and its volumes (its configuration, its certificates)."""
+    found = get(client, settings.name)
+    if found is not None:
+        containers.remove(found)
+    for volume in settings.volumes:
+        with contextlib.suppress(docker.errors.NotFound):
+            client.volumes.get(volume).remove(force=True)

@@ -20,7 +20,7 @@ import contextlib
 import datetime as dt
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,7 @@ import httpx
 from docker.models.containers import Container
 
 from ops.docker import containers
+from ops.docker.engine import client_is_local
 from ops.docker.images import RELEASE_LABEL
 from ops.errors import NeverHealthy, OpsError
 from ops.logs import LineSink
@@ -97,7 +98,11 @@ class Release:
 class Timings:
     phases: dict[str, float] = field(default_factory=dict)
 
-    def measure(self, name: str, started: float) -> None:
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Add the block's seconds to ``name`` when it completes (a failed phase is not timed)."""
+        started = time.perf_counter()
+        yield
         self.phases[name] = self.phases.get(name, 0.0) + time.perf_counter() - started
 
 
@@ -228,57 +233,53 @@ def roll_out(
     """Start ``image`` beside the live release, gate it on health, switch the proxy, drain the old one."""
     say = on_line or (lambda line: None)
     timings = timings or Timings()
-    started = time.perf_counter()
-    gateway = proxy.ensure(client, target.proxy, target.slug)
-    wanted = caddy.render_site(site(target))
-    if proxy.read_file(gateway, f"{caddy.SITES_DIR}/{caddy.site_file_name(target.slug)}") != wanted:
-        proxy.apply_site(gateway, site(target))  # the first deploy (or a template update): one reload
-    live = live_release(client, target.slug)
-    colour = COLOURS[1] if live is not None and live.colour == COLOURS[0] else COLOURS[0]
-    timings.measure("proxy", started)
+    with timings.phase("proxy"):
+        gateway = proxy.ensure(client, target.proxy, target.slug)
+        wanted = caddy.render_site(site(target))
+        if proxy.read_file(gateway, f"{caddy.SITES_DIR}/{caddy.site_file_name(target.slug)}") != wanted:
+            proxy.apply_site(gateway, site(target))  # the first deploy (or a template update): one reload
+        live = live_release(client, target.slug)
+        colour = COLOURS[1] if live is not None and live.colour == COLOURS[0] else COLOURS[0]
 
-    started = time.perf_counter()
-    say(f"Starting {colour} ({version}, {revision[:12]}) beside {live.name if live else 'nothing yet'}")
-    name = f"{target.slug}-{colour}-{revision[:12] or 'unknown'}-{uuid.uuid4().hex[:6]}"
-    new: containers.Running | None = None
-    try:
-        new = start_release(
-            client, target, image, version=version, revision=revision, digest=digest,
-            environment=environment or {}, colour=colour, name=name,
-        )  # fmt: skip
-        seconds = containers.wait_healthy(new, timeout=target.health_timeout)
-        warm(new)
-    except BaseException as exc:
-        # By name: a signal may land after the engine made the container and before it was returned.
-        logs = containers.container_logs(new.container, tail=40) if new is not None else ""
-        remove_named(client, name)
-        still = f"{live.name} keeps serving" if live else "nothing was serving before"
-        if isinstance(exc, OpsError):
-            raise RolloutFailed(f"{exc}; the new release was removed and {still}", detail=exc.detail or logs) from None
-        raise
-    timings.measure("health", started)
+    with timings.phase("health"):
+        say(f"Starting {colour} ({version}, {revision[:12]}) beside {live.name if live else 'nothing yet'}")
+        name = f"{target.slug}-{colour}-{revision[:12] or 'unknown'}-{uuid.uuid4().hex[:6]}"
+        new: containers.Running | None = None
+        try:
+            new = start_release(
+                client, target, image, version=version, revision=revision, digest=digest,
+                environment=environment or {}, colour=colour, name=name,
+            )  # fmt: skip
+            seconds = containers.wait_healthy(new, timeout=target.health_timeout)
+            warm(new)
+        except BaseException as exc:
+            # By name: a signal may land after the engine made the container and before it was returned.
+            logs = containers.container_logs(new.container, tail=40) if new is not None else ""
+            remove_named(client, name)
+            still = f"{live.name} keeps serving" if live else "nothing was serving before"
+            if isinstance(exc, OpsError):
+                message = f"{exc}; the new release was removed and {still}"
+                raise RolloutFailed(message, detail=exc.detail or logs) from None
+            raise
     say(f"{new.container.name} is healthy after {seconds:.1f}s")
 
-    started = time.perf_counter()
-    try:
-        if confirm_through is not None:
-            confirm_through(target.backend_url, revision)  # Caddy has it in rotation
-    except BaseException:
-        containers.stop(new.container, timeout=new.stop_timeout)
-        containers.remove(new.container)
-        raise
-    timings.measure("switch", started)
+    with timings.phase("switch"):
+        try:
+            if confirm_through is not None:
+                confirm_through(target.backend_url, revision)  # Caddy has it in rotation
+        except BaseException:
+            containers.stop(new.container, timeout=new.stop_timeout)
+            containers.remove(new.container)
+            raise
     say(f"{target.backend_url} answers with {revision[:12]}")
 
-    started = time.perf_counter()
-    for old in releases(client, target.slug):
-        if old.name != new.container.name and old.running:
-            say(f"Draining {old.name} (in-flight requests get its graceful timeout)")
-            old.container.reload()
-            timeout = int(old.container.attrs.get("Config", {}).get("StopTimeout") or 25)
-            containers.stop(old.container, timeout=timeout)
-    prune(client, target.slug, keep=target.keep_releases, on_line=say)
-    timings.measure("drain", started)
+    with timings.phase("drain"):
+        for old in releases(client, target.slug):
+            if old.name != new.container.name and old.running:
+                say(f"Draining {old.name} (in-flight requests get its graceful timeout)")
+                old.container.reload()
+                containers.stop(old.container, timeout=containers.stop_timeout_of(old.container))
+        prune(client, target.slug, keep=target.keep_releases, on_line=say)
     return releases(client, target.slug)[0]
 
 
@@ -316,8 +317,8 @@ def roll_back(
     live = live_release(client, target.slug)
     say(f"Starting {back.name} ({back.version}, {back.revision[:12]}) beside {live.name if live else 'nothing'}")
     back.container.start()
-    running = containers.Running(back.container, target.container_port, None, containers.client_reachable(client))
-    running.stop_timeout = int(back.container.attrs.get("Config", {}).get("StopTimeout") or running.stop_timeout)
+    running = containers.Running(back.container, target.container_port, None, client_is_local(client))
+    running.stop_timeout = containers.stop_timeout_of(back.container)
     try:
         containers.wait_healthy(running, timeout=target.health_timeout)
         warm(running)
@@ -331,5 +332,13 @@ def roll_back(
         raise
     if live is not None:
         say(f"Draining {live.name}")
-        containers.stop(live.container, timeout=int(live.container.attrs.get("Config", {}).get("StopTimeout") or 25))
+        containers.stop(live.container, timeout=containers.stop_timeout_of(live.container))
     return next(r for r in releases(client, target.slug) if r.name == back.name)
+
+
+def remove_releases(client: docker.DockerClient, slug: str) -> None:
+    """Remove every release container of ``slug`` and its network (after the proxy left it)."""
+    for release in releases(client, slug):
+        containers.remove(release.container)
+    for network in client.networks.list(names=[proxy.network_name(slug)]):
+        network.remove()
