@@ -31,6 +31,8 @@ from ops.release import deploy as deploy_ops
 # soft_wrap: rich inserts no line breaks of its own. A terminal wraps long lines itself, and
 # output redirected to a file or a CI log keeps each line (and each URL) whole.
 console = Console(stderr=True, highlight=False, soft_wrap=True)
+if not console.is_terminal:  # a CI log or a file: tables keep whole cells (rich would assume 80 columns)
+    console.width = 200
 ENV_HELP = "settings from .env.NAME as well as .env (staging, production); the environment still wins"
 
 
@@ -205,7 +207,14 @@ def smoke(c: Context, image: str = "", url: str = "", env: str = "") -> None:
             )
             _report_build(result)
             image = result.tags[0]
-        seconds = smoke_ops.smoke_image(project, client, image, environment=environment.variables, on_line=_print_line)
+        seconds = smoke_ops.smoke_image(
+            project,
+            client,
+            image,
+            environment=environment.variables,
+            on_line=_print_line,
+            docker_host=config["DOCKER_HOST"],
+        )
     console.print(f"[green]Smoke tests passed[/] against {image} (healthy after {seconds:.2f}s)")
 
 
@@ -460,6 +469,48 @@ def maintenance(c: Context, state: str, env: str = "") -> None:
     console.print(f"Maintenance is {state}.")
 
 
+@task(help={"yes": "really remove (without it, nothing is removed and the task says what would be)", "env": ENV_HELP})
+def remove(c: Context, yes: bool = False, env: str = "") -> None:
+    """Take the project off its Docker host: release containers, proxy site, records, network.
+
+    Other projects on the host keep serving (Caddy is not reloaded). Netlify, the registry's
+    images and the shared proxy stay.
+    """
+    project = proj.load()
+    with _failing_cleanly(), _stopping_on_signals(), _interrupted("Remove interrupted; run `inv remove --yes` again"):
+        config = _settings(env)
+        done = deploy_ops.remove(project, config, say=_say, dry_run=not yes)
+    if not yes:
+        where = engine.engine_address(config["DOCKER_HOST"])
+        raise Exit(
+            f"error: this removes {project.slug} from {where}: {len(done.containers)} release container(s), "
+            f"{'its proxy site, ' if done.site else ''}{done.records} release record(s), its network; "
+            "run `inv remove --yes` to do it",
+            code=2,
+        )
+    if not done.containers and not done.site:
+        console.print(f"Nothing of {project.slug} was on this Docker host.")
+        return
+    console.print(
+        f"[green]Removed[/] {project.slug}: {len(done.containers)} container(s), "
+        f"{'its proxy site, ' if done.site else ''}{done.records} release record(s)"
+    )
+
+
 ns = Collection(
-    build, run, smoke, clean, relock, dev, edge, check, deploy, releases, rollback, status, lock, maintenance
+    build,
+    run,
+    smoke,
+    clean,
+    relock,
+    dev,
+    edge,
+    check,
+    deploy,
+    releases,
+    rollback,
+    status,
+    lock,
+    maintenance,
+    remove,
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -11,6 +12,8 @@ from pathlib import Path
 import docker
 
 from ops.docker import containers
+from ops.docker.engine import client_is_local
+from ops.docker.forward import forward
 from ops.errors import SmokeFailed
 from ops.logs import LineSink
 from ops.project import Project
@@ -19,13 +22,20 @@ from ops.project import Project
 PORT_OFFSET = 1
 
 
-def run_suite(project: Project, base_url: str, container_id: str = "", extra: Sequence[str] = ()) -> int:
-    """Run pytest over tests/smoke against ``base_url``; return pytest's exit code."""
+def run_suite(
+    project: Project, base_url: str, container_id: str = "", extra: Sequence[str] = (), docker_host: str = ""
+) -> int:
+    """Run pytest over tests/smoke against ``base_url``; return pytest's exit code.
+
+    ``container_id`` (and the ``docker_host`` it runs on) lets the suite's container checks look
+    at the container through the same engine.
+    """
     env = {**os.environ, "SMOKE_BASE_URL": base_url}
+    env.pop("SMOKE_CONTAINER", None)
     if container_id:
         env["SMOKE_CONTAINER"] = container_id
-    else:
-        env.pop("SMOKE_CONTAINER", None)
+        if docker_host:
+            env["DOCKER_HOST"] = docker_host
     suite = str(Path(project.root, "tests", "smoke"))
     command = [sys.executable, "-m", "pytest", suite, "-p", "no:cacheprovider", *extra]
     return subprocess.run(command, cwd=project.root, env=env, check=False).returncode
@@ -45,25 +55,32 @@ def smoke_image(
     extra: Sequence[str] = (),
     environment: Mapping[str, str] | None = None,
     on_line: LineSink | None = None,
+    docker_host: str = "",
 ) -> float:
-    """Start ``image`` on a free port, wait for health, run the suite, always remove the container.
+    """Start ``image``, wait for health, run the suite, always remove the container.
 
-    Returns the seconds from start to healthy. On failure the container's logs are attached to
-    the error, so the reason is on screen without another command.
+    On an engine on this machine the container is published on a free loopback port; on a remote
+    one (``docker_host``: tcp://, ssh://) nothing is published and the suite reaches the
+    container through the Docker API (:mod:`ops.docker.forward`). Returns the seconds from start
+    to healthy. On failure the container's logs are attached to the error.
     """
     port = project.container_port + PORT_OFFSET
-    with containers.running(client, image, on_line=on_line, container_port=port, environment=environment) as running:
-        if not running.reachable:
-            raise SmokeFailed(
-                "the smoke suite runs from this machine, and the engine is on another one; "
-                "unset DOCKER_HOST for `inv smoke`, or test a deployed URL with `inv smoke --url`"
-            )
+    with containers.running(
+        client, image, on_line=on_line, container_port=port, environment=environment, publish=client_is_local(client)
+    ) as running:
         healthy_after = containers.wait_healthy(running, timeout=health_timeout)
-        code = run_suite(project, running.url, container_id=running.container.id or "", extra=extra)
+        with contextlib.ExitStack() as stack:
+            if running.reachable:
+                url, relayed = running.url, None
+            else:
+                relayed = stack.enter_context(forward(client, running.container, port))
+                url = relayed.url
+            code = run_suite(project, url, running.container.id or "", extra, docker_host=docker_host)
         if code != 0:
+            relay = f"\nrelay: {relayed.problems()}" if relayed is not None and relayed.errors else ""
             raise SmokeFailed(
                 f"smoke tests failed against {image} (pytest exit code {code})",
-                detail=containers.container_logs(running.container),
+                detail=containers.container_logs(running.container) + relay,
             )
         return healthy_after
 

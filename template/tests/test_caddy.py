@@ -91,15 +91,25 @@ def test_no_project_yet_is_a_valid_config(caddy_bin: str, tmp_path: Path) -> Non
     assert config["admin"]["listen"] == "localhost:2019"
 
 
-def test_maintenance_answers_json_503_with_retry_after(caddy_bin: str, tmp_path: Path) -> None:
-    site = caddy.Site("orders", "https://api.orders.example.com", ("orders-green:8080",), True, retry_after=120)
+def test_maintenance_is_a_file_the_site_looks_up_on_each_request(caddy_bin: str, tmp_path: Path) -> None:
+    """No reload turns maintenance on or off: the block matches when maintenance/<slug>.json exists
+    and serves it as a 503 with Retry-After; otherwise the request goes to the app."""
+    site = caddy.Site("orders", "https://api.orders.example.com", ("orders-green:8080",), retry_after=90)
     _, route = routes_by_host(adapt(caddy_bin, tmp_path, [site]))["api.orders.example.com"]
-    [response] = [h for h in handlers(route) if h["handler"] == "static_response"]
-    assert response["status_code"] == 503
-    assert json.loads(response["body"])["error"]["code"] == "maintenance"
-    headers = {k: v for h in handlers(route) if h["handler"] == "headers" for k, v in h["response"]["set"].items()}
-    assert headers["Retry-After"] == ["120"] and headers["Content-Type"] == ["application/json"]
-    assert not [h for h in handlers(route) if h["handler"] == "reverse_proxy"]
+    [guarded] = [r for h in route["handle"] for r in h["routes"] if r.get("match")]
+    [matcher] = guarded["match"]
+    assert matcher["file"] == {"root": caddy.MAINTENANCE_DIR, "try_files": ["orders.json"]}
+    assert caddy.maintenance_file("orders") == f"{caddy.MAINTENANCE_DIR}/orders.json"
+    inside = handlers(guarded)
+    [served] = [h for h in inside if h["handler"] == "file_server"]
+    assert served["status_code"] == 503
+    [rewrite] = [h for h in inside if h["handler"] == "rewrite"]
+    assert rewrite["uri"] == "/orders.json"
+    headers = {k: v for h in inside if h["handler"] == "headers" for k, v in h["response"].get("set", {}).items()}
+    assert headers["Retry-After"] == ["90"] and headers["Content-Type"] == ["application/json"]
+    assert not [h for h in inside if h["handler"] == "reverse_proxy"]
+    body = json.loads(caddy.maintenance_body(90))
+    assert body["error"]["code"] == "maintenance" and "90 s" in body["error"]["message"]
 
 
 HOSTILE_PIECES = [

@@ -5,18 +5,29 @@ backend), published, and recorded on the host."""
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
+import os
+import shutil
+import socket
+import subprocess
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import docker.errors
 import httpx
 import pytest
 
 from ops import project as proj
 from ops import settings as settings_mod
+from ops.docker.engine import client_is_local, connect
+from ops.errors import EngineUnavailable, SmokeFailed
 from ops.netlify import api
 from ops.release import deploy, lock, proxy, records, rollout
+from ops.wait import NotReady, poll
 from tests.conftest import base_image, free_port
 from tests.netlify_api import LocalNetlify
 
@@ -105,3 +116,82 @@ def test_missing_settings_are_each_named_before_anything_changes(engine: Any, st
     for name in ("BACKEND_URL", "NETLIFY_AUTH_TOKEN", "NETLIFY_SITE_ID"):
         assert f"{name} is not set" in message, message
     assert rollout.releases(engine, stage.project.slug) == []
+
+
+def test_a_draft_whose_smoke_test_fails_is_never_published(engine: Any, stage: Stage) -> None:
+    """The draft's /api/* rule proxies to a BACKEND_URL where nothing answers: the draft is ready
+    at Netlify, its smoke test fails, and it stays an unpublished draft; the lock is free."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    settings = settings_mod.load(
+        stage.project.root, environ={**stage.settings.values, "BACKEND_URL": dead, "HEALTH_TIMEOUT": "3"}
+    )
+    with pytest.raises(SmokeFailed, match=r"was not published") as caught:
+        deploy.deploy(stage.project, settings, deploy.Options(backend=False, allow_dirty=True), say=stage.lines.append)
+    assert "/api/version" in str(caught.value)
+    [draft] = stage.netlify.deploys.values()
+    assert draft.state == "ready" and stage.netlify.published() is None
+    assert lock.holder(engine, stage.project.slug) is None
+    assert records.load(proxy.get(engine, stage.settings["PROXY_NAME"]), stage.project.slug) == []
+
+
+@pytest.fixture
+def tcp_engine(engine: Any) -> Iterator[str]:
+    """The same engine as ``tcp://GATEWAY:PORT`` through socat, on the Docker bridge's address:
+    not a loopback address, so the tasks treat it as another machine (nothing they start is
+    reached through a published port)."""
+    if shutil.which("socat") is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI needs socat (apt-get install socat) for the tcp:// DOCKER_HOST test")
+        pytest.skip("socat is not installed (apt-get install socat)")
+    ipam = engine.networks.get("bridge").attrs["IPAM"]["Config"][0]
+    gateway = ipam.get("Gateway") or str(next(ipaddress.ip_network(ipam["Subnet"]).hosts()))  # the host's side
+    with socket.socket() as sock:
+        sock.bind((gateway, 0))
+        port = sock.getsockname()[1]
+    relay = subprocess.Popen(
+        ["socat", f"TCP-LISTEN:{port},bind={gateway},fork,reuseaddr", "UNIX-CONNECT:/var/run/docker.sock"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    address = f"tcp://{gateway}:{port}"
+    try:
+        poll(lambda: _answers(address), timeout=10, interval=0.1)
+        yield address
+    finally:
+        relay.terminate()
+        relay.wait(10)
+
+
+def _answers(address: str) -> None:
+    try:
+        connect(address, timeout=2)
+    except EngineUnavailable as exc:
+        raise NotReady(str(exc)) from None
+
+
+def test_a_deploy_to_a_tcp_docker_host_gates_and_smokes_through_the_api(
+    engine: Any, stage: Stage, tcp_engine: str
+) -> None:
+    settings = settings_mod.load(stage.project.root, environ={**stage.settings.values, "DOCKER_HOST": tcp_engine})
+    assert not client_is_local(connect(tcp_engine))
+    published: dict[str, Any] = {}  # every container started meanwhile: its port bindings
+    stream = engine.events(decode=True, filters={"type": "container", "event": "start"})
+
+    def watch() -> None:
+        for event in stream:
+            with contextlib.suppress(docker.errors.NotFound):
+                found = engine.containers.get(event["id"])
+                published[str(found.name)] = found.attrs["HostConfig"]["PortBindings"]
+
+    threading.Thread(target=watch, daemon=True).start()
+    try:
+        report = deploy.deploy(stage.project, settings, deploy.Options(allow_dirty=True), say=stage.lines.append)
+    finally:
+        stream.close()
+    said = "\n".join(stage.lines)
+    assert "reached through its API" in said, said  # the smoke suite ran, through docker exec
+    assert report.phases["smoke"] > 0 and report.phases["health"] > 0
+    assert httpx.get(f"{settings['BACKEND_URL']}/api/version").json()["revision"] == report.revision
+    assert len(published) >= 3, published  # the smoke container, the release, the proxy
+    for name, bindings in published.items():
+        if name != settings["PROXY_NAME"]:
+            assert not bindings, (name, bindings)  # nothing of the app reached through a published port

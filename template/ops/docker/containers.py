@@ -165,7 +165,7 @@ def start(
             detach=True,
             environment=env,
             name=name,
-            ports=[container_port] if publish else None,
+            ports=[container_port],  # exposed (inspect shows it); published only with `publish`
             labels={MANAGED_LABEL: image, **(labels or {})},
             stop_timeout=stop_timeout,
             healthcheck=healthcheck,

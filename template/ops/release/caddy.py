@@ -6,9 +6,15 @@ file alone: a site block keyed by its ``BACKEND_URL`` host, proxying to both col
 (``<slug>-blue`` and ``<slug>-green``, network aliases of the release containers) with active
 health checks on ``/readyz``. A colour that is not running does not resolve and is skipped, so a
 deploy switches by starting one colour and stopping the other: Caddy's configuration does not
-change and Caddy is not reloaded. A reload (first deploy, ``inv maintenance``, removing a
-project) is graceful, but closes idle keep-alive connections, which a client may be reusing at
-that instant; deploys therefore never reload.
+change and Caddy is not reloaded.
+
+A reload is graceful, but it closes idle keep-alive connections of *every* site, which a client
+may be reusing at that instant (a request lost on another project's connection). So Caddy is
+reloaded only when a project's site file appears or changes: its first deploy, a new
+``BACKEND_URL``, a template update that changes the block. Deploys, rollbacks and maintenance
+never reload: maintenance is a file (``maintenance/<slug>.json``) that the site block looks up
+on each request. Removing a project does not reload either: its block stays in Caddy's running
+configuration, answering 502 for its host, until the next reload.
 
 An ``https://`` BACKEND_URL gets Caddy's automatic HTTPS (certificates kept on the proxy's data
 volume); an ``http://`` one (tests, a private network) is served on plain HTTP.
@@ -27,6 +33,7 @@ PROXY_NAME = "cnd-proxy"  # the one proxy container of a Docker host
 PROXY_LABEL = "dev.copier-netlify-docker.proxy"
 CONFIG_DIR = "/etc/caddy"
 SITES_DIR = f"{CONFIG_DIR}/sites"
+MAINTENANCE_DIR = f"{CONFIG_DIR}/maintenance"
 MAIN = """\
 # The shared proxy of this Docker host, written by copier-netlify-docker. Each project owns one
 # file in sites/ and nothing else; edit those through `inv deploy`, `inv rollback`, `inv maintenance`.
@@ -49,8 +56,7 @@ class Site:
     slug: str
     backend_url: str
     upstreams: tuple[str, ...]  # host:port of each colour on the project's network, e.g. "orders-green:8080"
-    maintenance: bool = False
-    retry_after: int = 30
+    retry_after: int = 120  # the Retry-After of the maintenance 503
 
     @property
     def address(self) -> str:
@@ -91,6 +97,11 @@ def upstream(name: str, port: int) -> str:
     return f"{name}:{port}"
 
 
+def maintenance_file(slug: str) -> str:
+    """The file whose presence puts ``slug``'s site in maintenance (its body is the 503's)."""
+    return f"{MAINTENANCE_DIR}/{site_file_name(slug).removesuffix('.caddy')}.json"
+
+
 def maintenance_body(retry_after: int) -> str:
     body = {
         "error": {
@@ -102,40 +113,46 @@ def maintenance_body(retry_after: int) -> str:
     return json.dumps(body, separators=(",", ":"))
 
 
-def in_maintenance(text: str) -> bool:
-    """Whether a site file :func:`render_site` wrote answers with the maintenance 503."""
-    return "\trespond `" in text
-
-
 def render_site(site: Site) -> str:
     """The text of the project's file in sites/."""
     head = (
         f"# {site.slug}: written by copier-netlify-docker (inv deploy, rollback, maintenance); "
         "edits here are replaced.\n"
     )
-    if site.maintenance:
-        body = maintenance_body(site.retry_after)
-        assert "`" not in body
-        return (
-            f"{head}{site.address} " + BEGIN_BLOCK + "\n"
-            f"\theader Content-Type application/json\n"
-            f"\theader Retry-After {int(site.retry_after)}\n"
-            f"\theader Cache-Control no-store\n"
-            f"\trespond `{body}` 503\n"
-            "}\n"
-        )
+    marker = maintenance_file(site.slug)
+    directory, _, name = marker.rpartition("/")
     return (
         f"{head}{site.address} " + BEGIN_BLOCK + "\n"
-        f"\treverse_proxy {' '.join(site.upstreams)} " + BEGIN_BLOCK + "\n"
+        # Maintenance is a file, looked up on each request: switching it on or off needs no reload.
+        "\t@maintenance file " + BEGIN_BLOCK + "\n"
+        f"\t\troot {directory}\n"
+        f"\t\ttry_files {name}\n"
+        "\t}\n"
+        "\thandle @maintenance " + BEGIN_BLOCK + "\n"
+        f"\t\theader Content-Type application/json\n"
+        f"\t\theader Retry-After {int(site.retry_after)}\n"
+        "\t\theader Cache-Control no-store\n"
+        "\t\theader -Etag\n"
+        "\t\theader -Last-Modified\n"
+        "\t\theader -Accept-Ranges\n"
+        f"\t\troot * {directory}\n"
+        f"\t\trewrite * /{name}\n"
+        "\t\tfile_server " + BEGIN_BLOCK + "\n"
+        "\t\t\tstatus 503\n"
+        "\t\t}\n"
+        "\t}\n"
+        "\thandle " + BEGIN_BLOCK + "\n"
+        f"\t\treverse_proxy {' '.join(site.upstreams)} " + BEGIN_BLOCK + "\n"
         # Active checks: a colour is in rotation once its /readyz answers, out within a second
         # of stopping (or never started: its name does not resolve).
-        "\t\thealth_uri /readyz\n"
-        "\t\thealth_interval 1s\n"
-        "\t\thealth_timeout 2s\n"
+        "\t\t\thealth_uri /readyz\n"
+        "\t\t\thealth_interval 1s\n"
+        "\t\t\thealth_timeout 2s\n"
         # A request that finds an upstream down (stopping, not yet checked) is tried on another.
-        "\t\tlb_try_duration 10s\n"
-        "\t\tlb_try_interval 50ms\n"
-        "\t\tfail_duration 5s\n"
+        "\t\t\tlb_try_duration 10s\n"
+        "\t\t\tlb_try_interval 50ms\n"
+        "\t\t\tfail_duration 5s\n"
+        "\t\t}\n"
         "\t}\n"
         "}\n"
     )

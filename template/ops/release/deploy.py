@@ -7,7 +7,7 @@ is kept for the closing table.
 
 from __future__ import annotations
 
-import dataclasses
+import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +18,7 @@ from ops import project as proj
 from ops import smoke
 from ops.docker import containers, engine, images
 from ops.docker.engine import client_is_local
-from ops.errors import OpsError, SmokeFailed
+from ops.errors import Interrupted, OpsError, SmokeFailed
 from ops.logs import LineSink
 from ops.netlify import api, publish
 from ops.release import caddy, lock, proxy, records, rollout
@@ -43,6 +43,7 @@ class Report:
     image: str = ""
     netlify: publish.Published | None = None
     phases: dict[str, float] = field(default_factory=dict)
+    started: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
 
 
 def target(project: proj.Project, settings: Settings) -> rollout.Target:
@@ -106,10 +107,24 @@ def deploy(
             netlify.get_site(settings["NETLIFY_SITE_ID"])
     with lock.held(client, project.slug, revision=revision):
         say(f"Deploy lock taken on {engine.engine_address(settings['DOCKER_HOST'])}")
-        if options.backend:
-            _backend(client, project, settings, revision, report, phases, say, on_line)
-        if files is not None:
-            _netlify(files, project, settings, revision, report, phases, say)
+        try:
+            if options.backend:
+                _backend(client, project, settings, revision, report, phases, say, on_line)
+            if files is not None:
+                _netlify(files, project, settings, revision, report, phases, say)
+        except KeyboardInterrupt:
+            # Whatever went live is recorded (a backend switched before a drain or Netlify was cut short).
+            live = rollout.live_release(client, project.slug) if options.backend else None
+            if report.release is None and live is not None and live.created >= report.started:
+                report.release = live  # started by this deploy, and past the switch
+            if report.release is not None:
+                _record(client, project, settings, revision, report)
+            serving = f"{live.name} ({live.revision[:12]}) serves" if live else "the live release still serves"
+            raise Interrupted(f"Deploy interrupted; {serving}") from None
+        except OpsError:
+            if report.release is not None:
+                _record(client, project, settings, revision, report)
+            raise
         with phases.phase("record"):
             _record(client, project, settings, revision, report)
     return report
@@ -154,11 +169,11 @@ def _backend(
     image = built.tags[0]
     environment = settings.runtime_environment()
     with phases.phase("smoke"):
-        if client_is_local(client):
-            say(f"Smoke-testing {image}")
-            smoke.smoke_image(project, client, image, environment=environment, on_line=on_line)
-        else:
-            say("Smoke suite skipped: it runs from this machine and the engine is elsewhere; the health gate guards")
+        where = "" if client_is_local(client) else " (on the Docker host, reached through its API)"
+        say(f"Smoke-testing {image}{where}")
+        smoke.smoke_image(
+            project, client, image, environment=environment, on_line=on_line, docker_host=settings["DOCKER_HOST"]
+        )
     with phases.phase("push"):
         say(f"Pushing {settings['IMAGE']}:{tag}")
         reference = images.push(
@@ -199,16 +214,21 @@ def _netlify(
             done = publish.deploy_draft(
                 netlify, settings["NETLIFY_SITE_ID"], files, title=f"{project.slug} {revision[:12]}", on_progress=say
             )
-            report.netlify = done
         with phases.phase("draft smoke"):
             say(f"Smoke-testing the draft {done.deploy.url}")
             try:
-                smoke.smoke_site(project, done.deploy.url, revision=revision if report.release else "")
+                smoke.smoke_site(
+                    project,
+                    done.deploy.url,
+                    revision=revision if report.release else "",
+                    timeout=settings.number("HEALTH_TIMEOUT"),
+                )
             except SmokeFailed as exc:
                 message = f"{exc}; the draft {done.deploy.url} was not published"
                 raise SmokeFailed(message, detail=exc.detail) from None
         with phases.phase("publish"):
             publish.publish(netlify, settings["NETLIFY_SITE_ID"], done.deploy.id)
+        report.netlify = done  # published: what the record names
         say(f"Published Netlify deploy {done.deploy.id}")
 
 
@@ -255,14 +275,58 @@ def rollback(project: proj.Project, settings: Settings, revision: str = "", *, s
         return done
 
 
-def maintenance(project: proj.Project, settings: Settings, on: bool, retry_after: int = 120) -> None:
+def maintenance(project: proj.Project, settings: Settings, on: bool) -> None:
     """Make the proxy answer the project's API with a JSON 503 and Retry-After (``on``), or serve again."""
     client = _client(settings)
     goal = target(project, settings)
     gateway = proxy.get(client, settings["PROXY_NAME"])
     if gateway is None:
         raise OpsError("nothing is deployed on this Docker host yet (no proxy); run `inv deploy` first")
-    proxy.apply_site(gateway, dataclasses.replace(rollout.site(goal), maintenance=on, retry_after=retry_after))
+    site = rollout.site(goal)
+    if proxy.read_file(gateway, f"{caddy.SITES_DIR}/{site.file_name}") is None:
+        raise OpsError(f"{goal.backend_url} is not served by this Docker host's proxy yet; run `inv deploy` first")
+    proxy.set_maintenance(gateway, project.slug, on, site.retry_after)
+
+
+@dataclass(frozen=True)
+class Removed:
+    containers: list[str]
+    site: bool
+    records: int
+
+
+def remove(project: proj.Project, settings: Settings, *, say: LineSink, dry_run: bool = False) -> Removed:
+    """Take the project off the Docker host, under the deploy lock: its release containers
+    (the live one drained first), its site file, its release records, its network. With
+    ``dry_run``, only say what that would remove.
+
+    Caddy is not reloaded, so no other project's connection is touched: the removed site's block
+    stays in Caddy's running configuration (answering 502) until the next reload. The Netlify
+    site, the images in the registry and the shared proxy stay.
+    """
+    client = _client(settings)
+    gateway = proxy.get(client, settings["PROXY_NAME"])
+    site_path = f"{caddy.SITES_DIR}/{caddy.site_file_name(project.slug)}"
+    if dry_run:
+        has_site = gateway is not None and proxy.read_file(gateway, site_path) is not None
+        names = [release.name for release in rollout.releases(client, project.slug)]
+        return Removed(names, has_site, len(records.load(gateway, project.slug)))
+    with lock.held(client, project.slug, action="remove"):
+        history = records.load(gateway, project.slug)
+        removed = []
+        for release in rollout.releases(client, project.slug):
+            if release.running:
+                say(f"Draining {release.name}")
+                containers.stop(release.container, timeout=containers.stop_timeout_of(release.container))
+            containers.remove(release.container)
+            removed.append(release.name)
+        had_site = False
+        if gateway is not None:
+            had_site = proxy.read_file(gateway, site_path) is not None
+            proxy.remove_site(gateway, project.slug)
+            records.remove(gateway, project.slug)
+        proxy.leave_network(client, gateway, project.slug)
+    return Removed(removed, had_site, len(history))
 
 
 @dataclass(frozen=True)
@@ -285,16 +349,13 @@ def status(project: proj.Project, settings: Settings) -> Status:
         with netlify_client(settings, retries=1) as netlify:
             published = netlify.get_site(settings["NETLIFY_SITE_ID"]).get("published_deploy") or {}
             netlify_live = str(published.get("id") or "")
-    site_text = ""
-    if gateway is not None:
-        site_text = proxy.read_file(gateway, f"{caddy.SITES_DIR}/{caddy.site_file_name(project.slug)}") or ""
     return Status(
         live=live,
         health=health,
         lock_holder=lock.holder(client, project.slug),
         records=records.load(gateway, project.slug),
         netlify_live=netlify_live,
-        maintenance=caddy.in_maintenance(site_text),
+        maintenance=proxy.in_maintenance(gateway, project.slug),
     )
 
 

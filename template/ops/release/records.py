@@ -60,6 +60,10 @@ def add(gateway: Container, slug: str, record: Record) -> list[Record]:
     return records
 
 
+def remove(gateway: Container, slug: str) -> None:
+    gateway.exec_run(["rm", "-f", path(slug)])
+
+
 def find(records: list[Record], revision: str) -> Record | None:
     """The newest record whose revision starts with ``revision``."""
     return next((r for r in records if revision and r.revision.startswith(revision)), None)

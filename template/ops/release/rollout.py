@@ -115,7 +115,7 @@ def releases(client: docker.DockerClient, slug: str) -> list[Release]:
         out.append(
             Release(
                 container=container,
-                colour=labels.get(f"{PREFIX}.colour", ""),
+                colour=colour_of(container, slug),
                 version=labels.get(f"{PREFIX}.version", ""),
                 revision=labels.get(f"{PREFIX}.revision", ""),
                 image=labels.get(f"{PREFIX}.image", ""),
@@ -124,6 +124,22 @@ def releases(client: docker.DockerClient, slug: str) -> list[Release]:
             )
         )
     return sorted(out, key=lambda r: r.created, reverse=True)
+
+
+def colour_of(container: Container, slug: str) -> str:
+    """The colour a release answers as: its alias on the project's network (a rollback may have
+    moved it from the colour it was started as, which its label keeps)."""
+    networks = container.attrs.get("NetworkSettings", {}).get("Networks") or {}
+    aliases = (networks.get(proxy.network_name(slug)) or {}).get("Aliases") or []
+    found = [colour for colour in COLOURS if alias(slug, colour) in aliases]
+    return found[0] if found else str(container.labels.get(f"{PREFIX}.colour", ""))
+
+
+def recolour(client: docker.DockerClient, release: Release, slug: str, colour: str) -> None:
+    """Give a stopped release the other colour's alias, so it can start beside the live one."""
+    network = client.networks.get(proxy.network_name(slug))
+    network.disconnect(release.container, force=True)
+    network.connect(release.container, aliases=[alias(slug, colour)])
 
 
 def live_release(client: docker.DockerClient, slug: str) -> Release | None:
@@ -186,10 +202,23 @@ def start_release(
     )
 
 
-def remove_named(client: docker.DockerClient, name: str) -> None:
-    """Remove the container called ``name``, if the engine has it (made, started or not)."""
-    with contextlib.suppress(docker.errors.NotFound):
-        containers.remove(client.containers.get(name))
+def remove_named(client: docker.DockerClient, name: str, settle: float = 2.0) -> None:
+    """Remove the container called ``name``, made or started. Interrupted while the engine was
+    creating it, we may ask before it exists: look again for ``settle`` seconds."""
+    deadline = time.monotonic() + settle
+    while True:
+        try:
+            containers.remove(client.containers.get(name))
+            return
+        except docker.errors.NotFound:
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(0.2)
+
+
+def never_started(release: Release) -> bool:
+    """A release container the engine made but never started (a deploy killed in between)."""
+    return str(release.container.attrs.get("State", {}).get("StartedAt", "")).startswith("0001-")
 
 
 def warm(running: containers.Running) -> None:
@@ -233,6 +262,9 @@ def roll_out(
     """Start ``image`` beside the live release, gate it on health, switch the proxy, drain the old one."""
     say = on_line or (lambda line: None)
     timings = timings or Timings()
+    for leftover in [r for r in releases(client, target.slug) if never_started(r)]:
+        say(f"Removing {leftover.name}: a deploy that was killed made it and never started it")
+        containers.remove(leftover.container)
     with timings.phase("proxy"):
         gateway = proxy.ensure(client, target.proxy, target.slug)
         wanted = caddy.render_site(site(target))
@@ -274,13 +306,29 @@ def roll_out(
     say(f"{target.backend_url} answers with {revision[:12]}")
 
     with timings.phase("drain"):
-        for old in releases(client, target.slug):
-            if old.name != new.container.name and old.running:
-                say(f"Draining {old.name} (in-flight requests get its graceful timeout)")
-                old.container.reload()
-                containers.stop(old.container, timeout=containers.stop_timeout_of(old.container))
+        drain(client, target.slug, keep=str(new.container.name), on_line=say)
         prune(client, target.slug, keep=target.keep_releases, on_line=say)
     return releases(client, target.slug)[0]
+
+
+def drain(client: docker.DockerClient, slug: str, *, keep: str, on_line: LineSink) -> None:
+    """Stop every running release but ``keep`` (SIGTERM, then its graceful timeout).
+
+    Past the switch, an interrupt (Ctrl-C) does not leave two releases serving: the drain is
+    finished first (a second interrupt leaves it), then the interrupt goes on.
+    """
+    for old in releases(client, slug):
+        if old.name == keep or not old.running:
+            continue
+        on_line(f"Draining {old.name} (in-flight requests get its graceful timeout)")
+        try:
+            containers.stop(old.container, timeout=containers.stop_timeout_of(old.container))
+        except KeyboardInterrupt:
+            on_line(
+                f"Interrupted: {keep} serves; finishing the drain of {old.name} first (interrupt again to leave it)"
+            )
+            containers.stop(old.container, timeout=containers.stop_timeout_of(old.container))
+            raise
 
 
 def prune(client: docker.DockerClient, slug: str, *, keep: int, on_line: LineSink | None = None) -> list[str]:
@@ -306,15 +354,19 @@ def roll_back(
     """Start a kept release again (the newest stopped one, or the one of ``revision``), gate it on
     health, confirm it through the proxy, then drain the live one. The live one serves throughout."""
     say = on_line or (lambda line: None)
-    kept = [r for r in releases(client, target.slug) if not r.running]
+    live = live_release(client, target.slug)
+    kept = [r for r in releases(client, target.slug) if not r.running and not never_started(r)]
     if revision:
         kept = [r for r in kept if r.revision.startswith(revision)]
+    elif live is not None:  # the previous release is the newest of another revision (a re-deploy keeps one)
+        kept = [r for r in kept if r.revision != live.revision]
     if not kept:
         known = ", ".join(sorted({r.revision[:12] for r in releases(client, target.slug)})) or "none"
         wanted = f"of revision {revision}" if revision else "to roll back to"
         raise RolloutFailed(f"no stopped release {wanted} is kept on this host (releases here: {known})")
     back = kept[0]
-    live = live_release(client, target.slug)
+    if live is not None and back.colour == live.colour:  # both were started as the same colour
+        recolour(client, back, target.slug, COLOURS[1] if live.colour == COLOURS[0] else COLOURS[0])
     say(f"Starting {back.name} ({back.version}, {back.revision[:12]}) beside {live.name if live else 'nothing'}")
     back.container.start()
     running = containers.Running(back.container, target.container_port, None, client_is_local(client))
@@ -330,9 +382,7 @@ def roll_back(
         if isinstance(exc, OpsError):
             raise RolloutFailed(f"{exc}; {back.name} was stopped again and {still}", detail=exc.detail) from None
         raise
-    if live is not None:
-        say(f"Draining {live.name}")
-        containers.stop(live.container, timeout=containers.stop_timeout_of(live.container))
+    drain(client, target.slug, keep=back.name, on_line=say)
     return next(r for r in releases(client, target.slug) if r.name == back.name)
 
 

@@ -34,6 +34,6 @@ def container():  # type: ignore[no-untyped-def]
     container_id = os.environ.get("SMOKE_CONTAINER", "")
     if not container_id:
         pytest.skip("container checks need SMOKE_CONTAINER (set by `inv smoke`)")
-    import docker
+    from ops.docker.engine import connect  # DOCKER_HOST as the task passed it: unix, tcp:// or ssh://
 
-    return docker.from_env().containers.get(container_id)
+    return connect().containers.get(container_id)
