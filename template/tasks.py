@@ -8,12 +8,13 @@ from __future__ import annotations
 import shutil
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 
 from invoke import Collection, Context, Exit, task
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from ops import dev as dev_ops
@@ -362,6 +363,24 @@ def _phase_table(phases: dict[str, float]) -> None:
     console.print(table)
 
 
+@contextmanager
+def _progress_bars() -> Iterator[Callable[[str, int, int], None] | None]:
+    """Bars for the push and the Netlify uploads on a terminal; a log gets the step lines only."""
+    if not console.is_terminal:
+        yield None
+        return
+    bars: dict[str, TaskID] = {}
+    columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+
+        def update(what: str, done: int, total: int) -> None:
+            if what not in bars:
+                bars[what] = progress.add_task(what, total=total or None)
+            progress.update(bars[what], completed=done, total=total or None)
+
+        yield update
+
+
 @task(
     help={
         "env": ENV_HELP,
@@ -378,8 +397,15 @@ def deploy(
         raise Exit("error: give --backend-only or --netlify-only, not both", code=2)
     project = proj.load()
     options = deploy_ops.Options(backend=not netlify_only, netlify=not backend_only, allow_dirty=allow_dirty)
-    with _failing_cleanly(), _stopping_on_signals(), _interrupted("Deploy interrupted; the live release still serves"):
-        report = deploy_ops.deploy(project, _settings(env), options, say=_say, on_line=_print_line)
+    with (
+        _failing_cleanly(),
+        _stopping_on_signals(),
+        _interrupted("Deploy interrupted; the live release still serves"),
+        _progress_bars() as on_progress,
+    ):
+        report = deploy_ops.deploy(
+            project, _settings(env), options, say=_say, on_line=_print_line, on_progress=on_progress
+        )
     _phase_table(report.phases)
     console.print(f"[green]Deployed[/] {report.revision[:12]}")
 

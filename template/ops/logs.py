@@ -30,6 +30,8 @@ _CONTROLS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]"
 
 # Where a task's output lines go (the terminal, a test's list, a log file).
 LineSink = Callable[[str], None]
+# A step's progress: what (a label), how far, out of how much (bytes or files; total 0: unknown yet).
+Progress = Callable[[str, int, int], None]
 
 
 def clean_line(line: str) -> str:

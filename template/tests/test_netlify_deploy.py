@@ -201,8 +201,14 @@ def test_large_sites_deploy_async_and_files_with_odd_names_round_trip(
     for name in odd:
         (site / "public" / name).parent.mkdir(parents=True, exist_ok=True)
         (site / "public" / name).write_text(name)
-    done = deploy(client, site)
+    counts: list[tuple[str, int, int]] = []
+    files = publish.site_files(site, BACKEND)
+    done = publish.deploy_draft(
+        client, SITE, files, poll_interval=0, sleep=lambda s: None, on_count=lambda *a: counts.append(a)
+    )
     assert done.files > 130 and done.uploaded == done.files
+    assert [c[1] for c in counts] == list(range(1, done.uploaded + 1)), counts[:5]  # one count per file, in order
+    assert {c[2] for c in counts} == {done.uploaded}
     for name in odd:
         assert netlify.site_body(done.deploy.id, name) == name.encode()
 

@@ -29,8 +29,13 @@ def small_image(engine: Any) -> Iterator[str]:
 def test_push_returns_the_digest_the_registry_serves(engine: Any, registry: str, small_image: str) -> None:
     lines: list[str] = []
     repository = f"{registry}/acme/pushed"
-    reference = images.push(engine, small_image, repository, "rev1", on_line=lines.append)
+    progress: list[tuple[str, int, int]] = []
+    reference = images.push(
+        engine, small_image, repository, "rev1", on_line=lines.append, on_progress=lambda *a: progress.append(a)
+    )
     assert reference.startswith(f"{repository}@sha256:")
+    assert progress, "no byte counts reached the progress callback"
+    assert all(what == "push rev1" and 0 <= done <= total for what, done, total in progress), progress[:5]
     digest = reference.split("@", 1)[1]
     manifest = httpx.get(
         f"http://{registry}/v2/acme/pushed/manifests/rev1",

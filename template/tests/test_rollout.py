@@ -187,8 +187,9 @@ with lock.held(client, spec["slug"], revision="rev-two"):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGKILL])
-def test_a_deploy_killed_at_the_health_wait_leaves_v1_serving_and_a_releasable_lock(
-    engine: Any, host: Host, app_images: dict[str, str], signum: int
+@pytest.mark.parametrize("moment", ["health wait", "after the switch"])
+def test_a_deploy_killed_mid_rollout_leaves_a_release_serving_and_a_releasable_lock(
+    engine: Any, host: Host, app_images: dict[str, str], signum: int, moment: str
 ) -> None:
     target = host.target
     rollout.roll_out(engine, target, app_images["rev-one"], version="1", revision="rev-one")
@@ -197,26 +198,37 @@ def test_a_deploy_killed_at_the_health_wait_leaves_v1_serving_and_a_releasable_l
         "proxy": [target.proxy.image, target.proxy.http_port, target.proxy.https_port, target.proxy.name],
     }  # fmt: skip
     code = ROLL_OUT_IN_A_CHILD.format(root=str(project.ROOT))
+    cue = "Starting" if moment == "health wait" else "Draining"
     with Load(host.url) as load:
         child = subprocess.Popen(
             [sys.executable, "-c", code, json.dumps(spec)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
         assert child.stdout is not None
+        said = []
         for line in child.stdout:
-            if line.startswith("Starting"):
+            said.append(line)
+            if line.startswith(cue):
                 break
-        time.sleep(0.3)  # inside the health wait (the gate takes over a second)
+        if moment == "health wait":
+            time.sleep(0.3)  # inside the health wait (the gate takes over a second)
         child.send_signal(signum)
-        child.communicate(timeout=60)
-    assert load.failures == [], load.statuses
-    assert load.revisions["rev-one"] > 0
+        rest, _ = child.communicate(timeout=60)
+        said.append(rest)
+    assert load.failures == [], (load.statuses, said)
     holder = lock.holder(engine, target.slug)
+    running = [r.revision for r in rollout.releases(engine, target.slug) if r.running]
     if signum == signal.SIGINT:
         assert holder is None  # released on the way out
-        assert [r.revision for r in rollout.releases(engine, target.slug)] == ["rev-one"]  # the new one removed
+        if moment == "health wait":
+            assert [r.revision for r in rollout.releases(engine, target.slug)] == ["rev-one"]  # the new one removed
+            assert load.revisions["rev-one"] > 0
+        else:
+            assert running == ["rev-two"], said  # the drain was finished before the interrupt went on
+            assert "draining" in "".join(said)
     else:
         assert holder is not None and f"pid {child.pid}" in holder.who  # says whose it was
         assert lock.release(engine, target.slug) is not None
+        assert running, "nothing serves"
     assert httpx.get(host.url + "/api/version").status_code == 200
     # Whatever the kill left, the next deploy takes over cleanly.
     final = rollout.roll_out(engine, target, app_images["rev-two"], version="2", revision="rev-two")

@@ -18,7 +18,7 @@ from ops import logs, source
 from ops import project as proj
 from ops.docker.containers import MANAGED_LABEL, managed_containers, remove
 from ops.errors import BuildFailed, Interrupted, OpsError
-from ops.logs import LineSink
+from ops.logs import LineSink, Progress
 
 # Set by the Dockerfile on every image a build of the project makes (value: the project slug).
 PROJECT_LABEL = "dev.copier-netlify-docker.project"
@@ -374,16 +374,19 @@ def push(
     username: str = "",
     password: str = "",
     on_line: LineSink | None = None,
+    on_progress: Progress | None = None,
 ) -> str:
     """Push ``image`` as ``repository:tag``; return the pushed digest reference ``repository@sha256:...``.
 
-    Progress goes to ``on_line`` a line per layer and state (not every byte count). The password
-    is passed to the engine only, never printed.
+    Progress goes to ``on_line`` a line per layer and state (not every byte count), and to
+    ``on_progress`` as bytes sent of the layers being uploaded. The password is passed to the
+    engine only, never printed.
     """
     client.api.tag(image, repository, tag)
     auth = {"username": username, "password": password} if username or password else None
     digest = ""
     seen: set[tuple[str, str]] = set()
+    layers: dict[str, tuple[int, int]] = {}  # bytes sent and size of each layer being uploaded
     try:
         for chunk in client.api.push(repository, tag=tag, stream=True, decode=True, auth_config=auth):
             if "error" in chunk or "errorDetail" in chunk:
@@ -397,6 +400,11 @@ def push(
                     hint = "; check IMAGE's registry host, and that it is reachable from the Docker host"
                 raise PushFailed(f"docker push {repository}:{tag} failed: {message}{hint}")
             status, layer = str(chunk.get("status", "")), str(chunk.get("id", ""))
+            detail = chunk.get("progressDetail") or {}
+            if on_progress and status == "Pushing" and detail.get("total"):
+                total = int(detail["total"])  # the engine's count can pass a small layer's size: capped
+                layers[layer] = (min(int(detail.get("current") or 0), total), total)
+                on_progress(f"push {tag}", sum(c for c, _ in layers.values()), sum(t for _, t in layers.values()))
             if status and (layer, status) not in seen and not status.startswith("Pushing"):
                 seen.add((layer, status))
                 if on_line:

@@ -114,6 +114,7 @@ def deploy_draft(
     ready_timeout: float = READY_TIMEOUT,
     poll_interval: float = 1.0,
     on_progress: Progress | None = None,
+    on_count: Callable[[str, int, int], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Published:
     """Create a draft deploy of ``files``, upload what Netlify asks for, and wait until it is ready.
@@ -144,6 +145,8 @@ def deploy_draft(
                     future.result()
                     done += 1
                     uploaded_bytes += len(files.bodies[futures[future]])
+                    if on_count:
+                        on_count("Netlify uploads", done, len(paths))
                     if done == len(paths) or done % 50 == 0:
                         say(f"uploaded {done}/{len(paths)}")
             except BaseException:

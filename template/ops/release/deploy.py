@@ -19,7 +19,7 @@ from ops import smoke
 from ops.docker import containers, engine, images
 from ops.docker.engine import client_is_local
 from ops.errors import Interrupted, OpsError, SmokeFailed
-from ops.logs import LineSink
+from ops.logs import LineSink, Progress
 from ops.netlify import api, publish
 from ops.release import caddy, lock, proxy, records, rollout
 from ops.settings import Settings
@@ -92,9 +92,11 @@ def deploy(
     *,
     say: LineSink,
     on_line: LineSink | None = None,
+    on_progress: Progress | None = None,
     connect: Callable[[str], docker.DockerClient] | None = None,
 ) -> Report:
-    """The whole pipeline. ``say`` gets a line per step, ``on_line`` the build and push output."""
+    """The whole pipeline. ``say`` gets a line per step, ``on_line`` the build and push output,
+    ``on_progress`` the bytes pushed and the files uploaded to Netlify as they go."""
     revision = preflight(project, settings, options)
     report = Report(revision)
     phases = rollout.Timings(report.phases)
@@ -109,9 +111,9 @@ def deploy(
         say(f"Deploy lock taken on {engine.engine_address(settings['DOCKER_HOST'])}")
         try:
             if options.backend:
-                _backend(client, project, settings, revision, report, phases, say, on_line)
+                _backend(client, project, settings, revision, report, phases, say, on_line, on_progress)
             if files is not None:
-                _netlify(files, project, settings, revision, report, phases, say)
+                _netlify(files, project, settings, revision, report, phases, say, on_progress)
         except KeyboardInterrupt:
             # Whatever went live is recorded (a backend switched before a drain or Netlify was cut short).
             live = rollout.live_release(client, project.slug) if options.backend else None
@@ -160,6 +162,7 @@ def _backend(
     phases: rollout.Timings,
     say: LineSink,
     on_line: LineSink | None,
+    on_progress: Progress | None = None,
 ) -> None:
     tag = revision.removesuffix("-dirty")[:12] + ("-dirty" if revision.endswith("-dirty") else "")
     with phases.phase("build"):
@@ -184,6 +187,7 @@ def _backend(
             username=settings["REGISTRY_USERNAME"],
             password=settings["REGISTRY_PASSWORD"],
             on_line=on_line,
+            on_progress=on_progress,
         )
     report.image = reference
     say(f"Pushed {reference}")
@@ -208,11 +212,17 @@ def _netlify(
     report: Report,
     phases: rollout.Timings,
     say: LineSink,
+    on_progress: Progress | None = None,
 ) -> None:
     with netlify_client(settings, on_retry=lambda line: say(f"Netlify: {line}")) as netlify:
         with phases.phase("netlify"):
             done = publish.deploy_draft(
-                netlify, settings["NETLIFY_SITE_ID"], files, title=f"{project.slug} {revision[:12]}", on_progress=say
+                netlify,
+                settings["NETLIFY_SITE_ID"],
+                files,
+                title=f"{project.slug} {revision[:12]}",
+                on_progress=say,
+                on_count=on_progress,
             )
         with phases.phase("draft smoke"):
             say(f"Smoke-testing the draft {done.deploy.url}")

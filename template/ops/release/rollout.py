@@ -317,18 +317,19 @@ def drain(client: docker.DockerClient, slug: str, *, keep: str, on_line: LineSin
     Past the switch, an interrupt (Ctrl-C) does not leave two releases serving: the drain is
     finished first (a second interrupt leaves it), then the interrupt goes on.
     """
+    try:
+        _stop_others(client, slug, keep, on_line)
+    except KeyboardInterrupt:
+        on_line(f"Interrupted: {keep} serves; draining the old release first (interrupt again to leave it running)")
+        _stop_others(client, slug, keep, on_line)
+        raise
+
+
+def _stop_others(client: docker.DockerClient, slug: str, keep: str, on_line: LineSink) -> None:
     for old in releases(client, slug):
-        if old.name == keep or not old.running:
-            continue
-        on_line(f"Draining {old.name} (in-flight requests get its graceful timeout)")
-        try:
+        if old.name != keep and old.running:
+            on_line(f"Draining {old.name} (in-flight requests get its graceful timeout)")
             containers.stop(old.container, timeout=containers.stop_timeout_of(old.container))
-        except KeyboardInterrupt:
-            on_line(
-                f"Interrupted: {keep} serves; finishing the drain of {old.name} first (interrupt again to leave it)"
-            )
-            containers.stop(old.container, timeout=containers.stop_timeout_of(old.container))
-            raise
 
 
 def prune(client: docker.DockerClient, slug: str, *, keep: int, on_line: LineSink | None = None) -> list[str]:
