@@ -154,10 +154,10 @@ def host(engine: Any, base_image: str, tmp_path_factory: pytest.TempPathFactory)
         name: render(tmp_path_factory.mktemp(name) / slug, {"project_slug": slug, "base_image": base_image})
         for name, slug in slugs.items()
     }
+    stage_command = [sys.executable, str(REPO / "tools" / "deploy_stage.py"), str(paths["orders"]), TOKEN]
     stage = subprocess.Popen(
-        [sys.executable, str(REPO / "tools" / "deploy_stage.py"), str(paths["orders"]), TOKEN, "site-orders", "site-billing"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [*stage_command, "site-orders", "site-billing"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     assert stage.stdout is not None
     outside = json.loads(stage.stdout.readline())
     if "error" in outside:
@@ -185,7 +185,7 @@ def host(engine: Any, base_image: str, tmp_path_factory: pytest.TempPathFactory)
                 "BACKEND_URL": hosts[name],
                 "NETLIFY_SITE_ID": f"site-{name}",
             },
-        )  # fmt: skip
+        )
         for name, slug in slugs.items()
     }
     try:
