@@ -96,6 +96,21 @@ def test_a_deploy_ships_both_halves_and_records_them(engine: Any, stage: Stage) 
     assert again.netlify is not None and again.netlify.uploaded == 0  # the site did not change
     assert len(records.load(gateway, stage.project.slug)) == 2
 
+    # A release the smoke gate catches (it answers 400, not 413, to a 2 MiB body): nothing past
+    # the smoke step happens, and the live release and Netlify deploy stay.
+    live = rollout.live_release(engine, stage.project.slug)
+    deploys = dict(stage.netlify.deploys)
+    broken = settings_mod.load(
+        stage.project.root, environ={**stage.settings.values, "APP_MAX_REQUEST_BYTES": str(8 * 1024 * 1024)}
+    )
+    with pytest.raises(SmokeFailed, match=r"smoke tests failed") as caught:
+        deploy.deploy(stage.project, broken, deploy.Options(allow_dirty=True), say=stage.lines.append)
+    assert caught.value.detail  # the container's log comes with it
+    assert rollout.live_release(engine, stage.project.slug) == live and live is not None
+    assert [r.name for r in rollout.releases(engine, stage.project.slug) if r.running] == [live.name]
+    assert stage.netlify.deploys == deploys and lock.holder(engine, stage.project.slug) is None
+    assert len(records.load(gateway, stage.project.slug)) == 2
+
 
 def test_a_refused_token_stops_before_anything_changes(engine: Any, stage: Stage) -> None:
     bad = settings_mod.load(
