@@ -119,8 +119,11 @@ class Project:
     def url(self) -> str:
         return self.env["BACKEND_URL"]
 
-    def inv(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        done = run_in(self.path, sys.executable, "-m", "invoke", *args, env=self.env, check=False, capture=True,
+    def inv(
+        self, *args: str, check: bool = True, timeout: float = 600, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        environ = {**self.env, **(env or {})}
+        done = run_in(self.path, sys.executable, "-m", "invoke", *args, env=environ, check=False, capture=True,
                       timeout=timeout)  # fmt: skip
         if check and done.returncode != 0:
             raise AssertionError(f"inv {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
@@ -245,6 +248,10 @@ def test_two_projects_share_a_host_and_never_drop_each_others_requests(host: dic
     assert live_revision(orders.url) == v1
     netlify_v1 = published_deploy(orders)
     orders.load = Load(orders.url).start()
+
+    # A project that disagrees with the shared proxy's ports is stopped before it builds anything.
+    wrong = billing.inv("deploy", "--backend-only", check=False, env={"PROXY_HTTP_PORT": str(free_port())})
+    assert wrong.returncode == 1 and "PROXY_HTTP_PORT=" in wrong.stderr and "Building" not in wrong.stderr, wrong.stderr
 
     # billing's first deploy adds its site to the same proxy: one Caddy reload, the only one here.
     # That closes idle keep-alive connections (orders' too): at most one per connection is sent again.

@@ -102,6 +102,9 @@ def deploy(
     phases = rollout.Timings(report.phases)
     with phases.phase("preflight"):
         client = (connect or (lambda address: engine.connect(address)))(settings["DOCKER_HOST"])
+        shared = proxy.get(client, settings["PROXY_NAME"])
+        if options.backend and shared is not None:  # another project's proxy, on other ports: say so now
+            proxy.check_matches(shared, target(project, settings).proxy)
     files = None
     if options.netlify:  # a bad site, a wrong token or an unknown site stops here, before anything changes
         files = publish.site_files(project.root, settings["BACKEND_URL"])

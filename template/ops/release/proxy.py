@@ -77,7 +77,7 @@ def ensure(client: docker.DockerClient, settings: ProxySettings, slug: str) -> C
     """The running proxy, created (or started) if need be, connected to ``slug``'s network."""
     proxy = get(client, settings.name)
     if proxy is not None:
-        _check_matches(proxy, settings)
+        check_matches(proxy, settings)
     network = ensure_network(client, slug)
     if proxy is None:
         proxy = _create(client, settings)
@@ -97,7 +97,7 @@ def published_ports(proxy: Container) -> dict[str, int]:
     return {port: int(found[0]["HostPort"]) for port, found in bindings.items() if found and found[0].get("HostPort")}
 
 
-def _check_matches(proxy: Container, settings: ProxySettings) -> None:
+def check_matches(proxy: Container, settings: ProxySettings) -> None:
     """The host's proxy is shared: a project whose PROXY_* settings disagree with it is told so,
     before its site is served on a port nobody listens on."""
     ports = published_ports(proxy)
