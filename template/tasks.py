@@ -11,6 +11,8 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 
+import docker.errors
+import requests.exceptions
 from invoke import Collection, Context, Exit, task
 from rich.console import Console
 from rich.markup import escape
@@ -32,8 +34,11 @@ from ops.release import deploy as deploy_ops
 # soft_wrap: rich inserts no line breaks of its own. A terminal wraps long lines itself, and
 # output redirected to a file or a CI log keeps each line (and each URL) whole.
 console = Console(stderr=True, highlight=False, soft_wrap=True)
-if not console.is_terminal:  # a CI log or a file: tables keep whole cells (rich would assume 80 columns)
-    console.width = 200
+# What a task reports as its result (tables, status) goes to stdout, so `inv releases > file` works.
+out = Console(highlight=False, soft_wrap=True)
+for _console in (console, out):
+    if not _console.is_terminal:  # a CI log or a file: tables keep whole cells (rich would assume 80 columns)
+        _console.width = 200
 ENV_HELP = "settings from .env.NAME as well as .env (staging, production); the environment still wins"
 
 
@@ -64,6 +69,8 @@ def _failing_cleanly() -> Iterator[None]:
         yield
     except Interrupted as exc:
         raise Exit(str(exc), code=Interrupted.exit_code) from None
+    except (requests.exceptions.ConnectionError, docker.errors.DockerException) as exc:  # the engine went away
+        raise Exit(f"error: {engine.lost(exc)}", code=1) from None
     except OpsError as exc:
         if exc.detail:
             console.rule("[dim]log tail[/]")
@@ -387,16 +394,24 @@ def _progress_bars() -> Iterator[Callable[[str, int, int], None] | None]:
         "backend_only": "deploy the container only (Netlify keeps its live deploy)",
         "netlify_only": "deploy public/ to Netlify only (the container stays as it is)",
         "allow_dirty": "deploy a working tree with uncommitted changes (its revision says -dirty)",
+        "new_host": "move the project to a new BACKEND_URL host on its Docker host (the old host stops being served)",
     }
 )
 def deploy(
-    c: Context, env: str = "", backend_only: bool = False, netlify_only: bool = False, allow_dirty: bool = False
+    c: Context,
+    env: str = "",
+    backend_only: bool = False,
+    netlify_only: bool = False,
+    allow_dirty: bool = False,
+    new_host: bool = False,
 ) -> None:
     """Ship both halves: build, smoke, push, blue/green behind Caddy, then Netlify draft, smoke, publish."""
     if backend_only and netlify_only:
         raise Exit("error: give --backend-only or --netlify-only, not both", code=2)
     project = proj.load()
-    options = deploy_ops.Options(backend=not netlify_only, netlify=not backend_only, allow_dirty=allow_dirty)
+    options = deploy_ops.Options(
+        backend=not netlify_only, netlify=not backend_only, allow_dirty=allow_dirty, new_host=new_host
+    )
     with (
         _failing_cleanly(),
         _stopping_on_signals(),
@@ -417,22 +432,22 @@ def releases(c: Context, env: str = "") -> None:
     with _failing_cleanly():
         state = deploy_ops.status(project, _settings(env))
     if not state.records:
-        console.print("No releases recorded yet: run `inv deploy`.")
+        out.print("No releases recorded yet: run `inv deploy`.")
         return
     table = Table(show_header=True, header_style="bold")
     for column in ("time", "version", "revision", "backend", "netlify", "image", "by"):
         table.add_column(column)
-    live_revision = state.live.revision if state.live else ""
+    live_container = state.live.name if state.live else ""
+    marked: set[str] = set()  # "live" once per half: on the newest record of what is live
     for record in state.records:
-        backend = (
-            "live" if record.revision == live_revision and record.container == getattr(state.live, "name", "") else ""
-        )
-        netlify = "live" if record.netlify_deploy and record.netlify_deploy == state.netlify_live else ""
+        backend = "live" if record.container == live_container and "backend" not in marked else ""
+        netlify = "live" if record.netlify_deploy == state.netlify_live != "" and "netlify" not in marked else ""
+        marked |= {half for half, mark in (("backend", backend), ("netlify", netlify)) if mark}
         table.add_row(
             record.time, record.version, record.revision[:12], backend, netlify or record.netlify_deploy[:12],
             record.image.rsplit("@", 1)[-1][:19], record.who,
         )  # fmt: skip
-    console.print(table)
+    out.print(table)
 
 
 @task(help={"revision": "the release to go back to (default: the previous one)", "env": ENV_HELP})
@@ -455,19 +470,17 @@ def status(c: Context, env: str = "") -> None:
     with _failing_cleanly():
         state = deploy_ops.status(project, _settings(env))
     if state.live is None:
-        console.print("Backend: nothing deployed on this Docker host")
+        out.print("Backend: nothing deployed on this Docker host")
     else:
         live = state.live
         started = str(live.container.attrs.get("State", {}).get("StartedAt", ""))[:19].replace("T", " ")
-        console.print(f"Backend: {live.name}  version {live.version}  revision {live.revision[:12]}")
-        console.print(f"  health {state.health}, up since {started} UTC, image {live.image or live.digest}")
-    console.print(
-        f"Netlify: live deploy {state.netlify_live or '(unknown: NETLIFY_AUTH_TOKEN/NETLIFY_SITE_ID not set)'}"
-    )
+        out.print(f"Backend: {live.name}  version {live.version}  revision {live.revision[:12]}")
+        out.print(f"  health {state.health}, up since {started} UTC, image {live.digest or live.image}")
+    out.print(f"Netlify: live deploy {state.netlify_live or '(unknown: NETLIFY_AUTH_TOKEN/NETLIFY_SITE_ID not set)'}")
     if state.maintenance:
-        console.print("[yellow]Maintenance is on[/] (`inv maintenance off` ends it)")
+        out.print("[yellow]Maintenance is on[/] (`inv maintenance off` ends it)")
     holder = state.lock_holder
-    console.print(f"Deploy lock: {holder.describe() if holder else 'free'}")
+    out.print(f"Deploy lock: {holder.describe() if holder else 'free'}")
 
 
 @task(help={"release": "clear the lock a dead deploy left (says whose it was)", "env": ENV_HELP})
@@ -478,10 +491,10 @@ def lock(c: Context, release: bool = False, env: str = "") -> None:
         settings = _settings(env)
         if release:
             cleared = deploy_ops.release_lock(project, settings)
-            console.print(f"Released the lock of {cleared.describe()}" if cleared else "The deploy lock was free.")
+            out.print(f"Released the lock of {cleared.describe()}" if cleared else "The deploy lock was free.")
             return
         holder = deploy_ops.lock_holder(project, settings)
-    console.print(f"Held by {holder.describe()}" if holder else "The deploy lock is free.")
+    out.print(f"Held by {holder.describe()}" if holder else "The deploy lock is free.")
 
 
 @task(help={"state": "on (JSON 503 with Retry-After) or off", "env": ENV_HELP})

@@ -297,7 +297,7 @@ def test_two_projects_share_a_host_and_never_drop_each_others_requests(host: dic
     # The next deploy of orders finishes the job the interrupted one left.
     orders.inv("deploy")
     assert live_revision(orders.url) == v2
-    status = orders.inv("status").stderr
+    status = orders.inv("status").stdout
     assert "revision " + v2[:12] in status and "health healthy" in status and "Deploy lock: free" in status, status
 
     # billing in maintenance: a JSON 503 with Retry-After for billing only; no reload.
@@ -307,7 +307,7 @@ def test_two_projects_share_a_host_and_never_drop_each_others_requests(host: dic
     answer = httpx.get(f"{billing.url}/api/greeting")
     assert answer.status_code == 503 and answer.headers["Retry-After"].isdigit()
     assert answer.headers["Content-Type"] == "application/json" and answer.json()["error"]["code"] == "maintenance"
-    assert "Maintenance is on" in billing.inv("status").stderr
+    assert "Maintenance is on" in billing.inv("status").stdout
     assert live_revision(orders.url) == v2
     billing.inv("maintenance", "off")
     assert httpx.get(f"{billing.url}/api/greeting").status_code == 200
@@ -317,7 +317,7 @@ def test_two_projects_share_a_host_and_never_drop_each_others_requests(host: dic
     back = orders.inv("rollback")
     assert "Rolled back" in back.stderr
     assert live_revision(orders.url) == v1 and published_deploy(orders) == netlify_v1
-    releases = orders.inv("releases").stderr
+    releases = orders.inv("releases").stdout
     assert v1[:12] in releases and v2[:12] in releases and "live" in releases, releases
     assert orders.load.failures() == {} and billing.load.failures() == {}
 
@@ -332,5 +332,5 @@ def test_two_projects_share_a_host_and_never_drop_each_others_requests(host: dic
     outcomes, _ = billing.load.snapshot()
     assert billing.load.failures() == {}, outcomes
     assert outcomes["200"] >= 500, outcomes
-    assert "nothing deployed" in orders.inv("status").stderr
+    assert "nothing deployed" in orders.inv("status").stdout
     assert live_revision(billing.url) == head(billing.path)

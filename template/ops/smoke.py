@@ -66,7 +66,14 @@ def smoke_image(
     """
     port = project.container_port + PORT_OFFSET
     with containers.running(
-        client, image, on_line=on_line, container_port=port, environment=environment, publish=client_is_local(client)
+        client,
+        image,
+        on_line=on_line,
+        container_port=port,
+        environment=environment,
+        publish=client_is_local(client),
+        host_options=containers.HARDENED,  # as the deploy runs it
+        quick_stop_on_interrupt=True,
     ) as running:
         healthy_after = containers.wait_healthy(running, timeout=health_timeout)
         with contextlib.ExitStack() as stack:

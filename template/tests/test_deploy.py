@@ -6,6 +6,7 @@ backend), published, and recorded on the host."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import ipaddress
 import os
 import shutil
@@ -15,6 +16,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import docker.errors
@@ -23,10 +25,11 @@ import pytest
 
 from ops import project as proj
 from ops import settings as settings_mod
+from ops.docker import engine as engine_mod
 from ops.docker.engine import client_is_local, connect
 from ops.errors import EngineUnavailable, SmokeFailed
 from ops.netlify import api
-from ops.release import deploy, lock, proxy, records, rollout
+from ops.release import caddy, deploy, lock, proxy, records, rollout
 from ops.wait import NotReady, poll
 from tests.conftest import base_image, free_port
 from tests.netlify_api import LocalNetlify
@@ -210,3 +213,62 @@ def test_a_deploy_to_a_tcp_docker_host_gates_and_smokes_through_the_api(
     for name, bindings in published.items():
         if name != settings["PROXY_NAME"]:
             assert not bindings, (name, bindings)  # nothing of the app reached through a published port
+
+
+def test_a_backend_url_host_is_one_projects_and_moving_it_is_asked_for(engine: Any, proxy_image: str) -> None:
+    """Preflight reads the host's site files: another project's host is refused, and so is a new
+    host for this project (a staging target on production's Docker host) unless --new-host."""
+    settings = proxy.ProxySettings(
+        proxy_image, free_port(), free_port(), name=f"cnd-proxy-sites-{uuid.uuid4().hex[:6]}"
+    )
+    try:
+        gateway = proxy.ensure(engine, settings, "sites-a")
+        proxy.put_file(gateway, f"{caddy.SITES_DIR}/sites-a.caddy", caddy.render_site(
+            caddy.Site("sites-a", "https://api.a.example.net", ("sites-a-blue:8080",))
+        ))  # fmt: skip
+        deploy.check_site(gateway, "sites-a", "https://api.a.example.net")  # its own: fine
+        deploy.check_site(gateway, "sites-b", "https://api.b.example.net")  # a new project: fine
+        with pytest.raises(deploy.PreflightFailed, match=r"served on this Docker host by the project sites-a"):
+            deploy.check_site(gateway, "sites-b", "https://API.A.example.net/")
+        with pytest.raises(deploy.PreflightFailed, match=r"serves sites-a at api.a.example.net.*--new-host"):
+            deploy.check_site(gateway, "sites-a", "https://staging.a.example.net")
+        deploy.check_site(gateway, "sites-a", "https://staging.a.example.net", new_host=True)
+    finally:
+        proxy.remove(engine, settings)
+        for network in engine.networks.list(names=[proxy.network_name("sites-a")]):
+            network.remove()
+
+
+def test_files_git_does_not_track_stop_a_deploy(tmp_path: Path) -> None:
+    """They would reach the image or the site without a commit naming them."""
+    for name in ("pyproject.toml", "netlify.toml"):
+        (tmp_path / name).write_bytes((proj.ROOT / name).read_bytes())
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run([*git, "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], cwd=tmp_path, check=True)
+    here = dataclasses.replace(proj.load(), root=tmp_path)
+    environ = {"BACKEND_URL": "https://api.acme.dev", "IMAGE": "registry.acme.dev/acme/x"}
+    settings = settings_mod.load(tmp_path, environ=environ, defaults={})
+    options = deploy.Options(netlify=False)
+    assert deploy.preflight(here, settings, options)  # clean
+    (tmp_path / "api").mkdir()
+    for name in ("api/notes.txt", "public.txt", "x y.txt"):
+        (tmp_path / name).write_text("not committed")
+    with pytest.raises(deploy.PreflightFailed, match=r"files git does not track") as caught:
+        deploy.preflight(here, settings, options)
+    assert all(name in str(caught.value) for name in ("api/notes.txt", "public.txt", "x y.txt"))
+    (tmp_path / ".gitignore").write_text("*.txt\n")
+    subprocess.run([*git, "add", ".gitignore"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-qm", "ignore"], cwd=tmp_path, check=True)
+    assert deploy.preflight(here, settings, options)  # ignored files are not shipped by accident
+    assert deploy.preflight(here, settings, dataclasses.replace(options, allow_dirty=True))
+
+
+def test_an_engine_lost_mid_task_is_one_line_with_what_to_do() -> None:
+    import requests
+
+    error = engine_mod.lost(requests.exceptions.ConnectionError(ConnectionRefusedError(111, "Connection refused")))
+    message = str(error)
+    assert "stopped answering" in message and "connection refused" in message and "inv lock --release" in message
+    assert "\n" not in message

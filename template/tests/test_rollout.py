@@ -8,6 +8,7 @@ through the proxy's port only.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import subprocess
@@ -25,7 +26,7 @@ import pytest
 
 from ops import project
 from ops.docker import images
-from ops.release import lock, proxy, rollout
+from ops.release import caddy, lock, proxy, rollout
 from tests.conftest import base_image, free_port
 
 pytestmark = pytest.mark.docker
@@ -168,7 +169,7 @@ def test_v1_then_v2_under_load_then_a_bad_v3_changes_nothing(
     assert load.revisions["rev-one"] > 0 and load.revisions["rev-two"] > 0, load.revisions
     states = {r.revision: r.running for r in rollout.releases(engine, target.slug)}
     assert states == {"rev-one": True, "rev-two": False}
-    with pytest.raises(rollout.RolloutFailed, match=r"no stopped release of revision nope is kept on this host"):
+    with pytest.raises(rollout.RolloutFailed, match=r"no other release of revision nope is kept on this host"):
         rollout.roll_back(engine, target, "nope")
 
 
@@ -234,3 +235,77 @@ def test_a_deploy_killed_mid_rollout_leaves_a_release_serving_and_a_releasable_l
     final = rollout.roll_out(engine, target, app_images["rev-two"], version="2", revision="rev-two")
     assert [r.revision for r in rollout.releases(engine, target.slug) if r.running] == ["rev-two"]
     assert final.revision == "rev-two"
+
+
+def test_a_new_backend_url_is_applied_only_at_the_switch_and_undone_when_it_fails(
+    engine: Any, host: Host, app_images: dict[str, str]
+) -> None:
+    """The proxy's site for the project changes (a new BACKEND_URL host) only once the new release
+    is healthy, and goes back as it was when the release fails before or at the switch."""
+    target = host.target
+    rollout.roll_out(engine, target, app_images["rev-one"], version="1", revision="rev-one")
+    gateway = proxy.get(engine, target.proxy.name)
+    assert gateway is not None
+    site_path = f"{caddy.SITES_DIR}/{caddy.site_file_name(target.slug)}"
+    before = proxy.read_file(gateway, site_path)
+    moved = dataclasses.replace(target, backend_url=target.backend_url.replace("127.0.0.1", "localhost"))
+
+    def refuse(url: str, revision: str) -> None:
+        raise rollout.RolloutFailed(f"{url} is not reachable from here (as a DNS record not yet made)")
+
+    with Load(host.url) as load, pytest.raises(rollout.RolloutFailed, match="keeps serving"):
+        rollout.roll_out(
+            engine, moved, app_images["rev-two"], version="2", revision="rev-two",
+            environment={"WEB_CONCURRENCY": "abc"},
+        )  # fmt: skip
+    assert proxy.read_file(gateway, site_path) == before  # never healthy: the site was never touched
+    assert load.failures == [] and set(load.revisions) == {"rev-one"}, load.statuses
+    # Healthy, but the new address does not answer: the move is undone, the old address serves.
+    with pytest.raises(rollout.RolloutFailed, match="not reachable"):
+        rollout.roll_out(engine, moved, app_images["rev-two"], version="2", revision="rev-two", confirm_through=refuse)
+    assert proxy.read_file(gateway, site_path) == before
+    assert httpx.get(host.url + "/api/version").json()["revision"] == "rev-one"
+    # Moved for real: the new host answers, the old one no longer does.
+    rollout.roll_out(engine, moved, app_images["rev-two"], version="2", revision="rev-two")
+    assert httpx.get(moved.backend_url + "/api/version").json()["revision"] == "rev-two"
+    assert caddy.served_address(proxy.read_file(gateway, site_path) or "") == "http://localhost"
+
+
+def test_maintenance_rollback_of_a_release_left_running_and_prune_by_revision(
+    engine: Any, host: Host, app_images: dict[str, str]
+) -> None:
+    target = dataclasses.replace(host.target, keep_releases=1)
+    gateway_image = app_images["rev-one"]
+    rollout.roll_out(engine, target, gateway_image, version="1", revision="rev-one")
+    gateway = proxy.get(engine, target.proxy.name)
+    assert gateway is not None
+
+    # A deploy during maintenance: the proxy answers 503, so the switch is not confirmed through it.
+    proxy.set_maintenance(gateway, target.slug, True, 120)
+    lines: list[str] = []
+    rollout.roll_out(engine, target, app_images["rev-two"], version="2", revision="rev-two", on_line=lines.append)
+    assert any("Maintenance is on" in line for line in lines), lines
+    assert httpx.get(host.url + "/api/version").status_code == 503
+    proxy.set_maintenance(gateway, target.slug, False, 120)
+    assert httpx.get(host.url + "/api/version").json()["revision"] == "rev-two"
+
+    # Re-deploys of one revision keep one stopped copy of each other revision, not KEEP_RELEASES copies.
+    for _ in range(2):
+        rollout.roll_out(engine, target, app_images["rev-two"], version="2", revision="rev-two")
+    kept = [(r.revision, r.running) for r in rollout.releases(engine, target.slug)]
+    assert sorted(kept) == [("rev-one", False), ("rev-two", True)], kept
+
+    # A deploy killed after starting its colour can leave two releases running: rollback keeps
+    # the older one running and drains the newer, with no failed request.
+    [older] = [r for r in rollout.releases(engine, target.slug) if not r.running]
+    live = rollout.live_release(engine, target.slug)
+    assert live is not None
+    if older.colour == live.colour:
+        rollout.recolour(engine, older, target.slug, "green" if live.colour == "blue" else "blue")
+    older.container.start()
+    with Load(host.url) as load:
+        time.sleep(1)
+        back = rollout.roll_back(engine, target, on_line=host.lines.append)
+    assert back.revision == "rev-one" and back.name == older.name
+    assert load.failures == [], load.statuses
+    assert [r.revision for r in rollout.releases(engine, target.slug) if r.running] == ["rev-one"]

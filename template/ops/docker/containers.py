@@ -8,8 +8,10 @@ reachable from here (an engine on this machine), an HTTP probe answers sooner.
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,6 +30,14 @@ from ops.settings import is_server_variable
 from ops.wait import NotReady, TimedOut, http_ok, poll
 
 MANAGED_LABEL = "dev.copier-netlify-docker.managed"
+# How production runs the image (docker run --read-only --tmpfs /tmp ...): the deploy's releases,
+# and the smoke run, so that what the smoke suite passes is what the rollout will start.
+HARDENED: dict[str, Any] = {
+    "read_only": True,
+    "tmpfs": {"/tmp": "rw,noexec,nosuid,size=64m"},
+    "security_opt": ["no-new-privileges:true"],
+    "cap_drop": ["ALL"],
+}
 
 
 # gunicorn.conf.py's default and accepted range for GUNICORN_GRACEFUL_TIMEOUT; tests hold the two
@@ -157,13 +167,43 @@ def start(
     if health_interval is None and not reachable:
         health_interval = REMOTE_HEALTH_INTERVAL
     healthcheck = {"interval": int(health_interval * 1e9)} if health_interval else None
+    # Named always: interrupted while the engine creates it, we can still find and remove it.
+    name = name or f"{re.sub(r'[^a-zA-Z0-9_.-]+', '-', image.rpartition('/')[2])[:40]}-{uuid.uuid4().hex[:8]}"
+    try:
+        return _create_and_start(
+            client, image, container_port=container_port, host_port=host_port, publish=publish, env=env,
+            name=name, volumes=volumes, labels=labels, stop_timeout=stop_timeout, healthcheck=healthcheck,
+            host_options=host_options, networking=networking, reachable=reachable,
+        )  # fmt: skip
+    except BaseException:
+        remove_named(client, name)
+        raise
+
+
+def _create_and_start(
+    client: docker.DockerClient,
+    image: str,
+    *,
+    container_port: int,
+    host_port: int | None,
+    publish: bool,
+    env: Mapping[str, str],
+    name: str,
+    volumes: Mapping[str, Mapping[str, str]] | None,
+    labels: Mapping[str, str] | None,
+    stop_timeout: int,
+    healthcheck: dict[str, int] | None,
+    host_options: Mapping[str, Any] | None,
+    networking: Mapping[str, Any] | None,
+    reachable: bool,
+) -> Running:
     api = client.api
     try:
         # The low-level API: the high-level `containers.run` cannot set the stop timeout.
         created = api.create_container(
             image,
             detach=True,
-            environment=env,
+            environment=dict(env),
             name=name,
             ports=[container_port],  # exposed (inspect shows it); published only with `publish`
             labels={MANAGED_LABEL: image, **(labels or {})},
@@ -211,18 +251,43 @@ def stop_timeout_of(container: Container) -> int:
     return int(container.attrs.get("Config", {}).get("StopTimeout") or GRACEFUL_DEFAULT + STOP_MARGIN)
 
 
+def remove_named(client: docker.DockerClient, name: str, settle: float = 2.0) -> None:
+    """Remove the container called ``name``, made or started. Interrupted while the engine was
+    creating it, we may ask before it exists: look again for ``settle`` seconds."""
+    deadline = time.monotonic() + settle
+    while True:
+        try:
+            remove(client.containers.get(name))
+            return
+        except docker.errors.NotFound:
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(0.2)
+
+
 @contextmanager
 def running(
-    client: docker.DockerClient, image: str, *, on_line: LineSink | None = None, **options: Any
+    client: docker.DockerClient,
+    image: str,
+    *,
+    on_line: LineSink | None = None,
+    quick_stop_on_interrupt: bool = False,
+    **options: Any,
 ) -> Iterator[Running]:
     """:func:`start` ``image``; on leaving, however that happens, :func:`shutdown` it (drain, then remove).
 
     The one lifecycle of the containers the tasks run (`inv run`, `inv dev`, `inv smoke`, the
-    template's tests and benchmark): nothing they start is left behind.
+    template's tests and benchmark): nothing they start is left behind. With
+    ``quick_stop_on_interrupt`` (a smoke run: no request worth waiting for), Ctrl-C stops the
+    container at once instead of after its graceful timeout.
     """
     container = start(client, image, **options)
     try:
         yield container
+    except KeyboardInterrupt:
+        if quick_stop_on_interrupt:
+            container.stop_timeout = 1
+        raise
     finally:
         shutdown(container, on_line=on_line)
 

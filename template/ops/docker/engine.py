@@ -84,6 +84,15 @@ def connect(address: str | None = None, timeout: float = 60) -> docker.DockerCli
     return client
 
 
+def lost(exc: BaseException) -> EngineUnavailable:
+    """The error for an engine that stopped answering in the middle of a task (not at connect)."""
+    reason = unreachable_reason(exc, engine_address(), 60)
+    return EngineUnavailable(
+        f"the Docker engine stopped answering during the task: {reason}. Once it answers, `inv status` shows what "
+        "serves; a deploy cut short this way keeps its lock until `inv lock --release`"
+    )
+
+
 def _causes(exc: BaseException) -> Iterator[BaseException]:
     """``exc`` and every exception it wraps (causes, contexts, and exceptions held in ``args``)."""
     seen: set[int] = set()

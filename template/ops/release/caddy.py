@@ -113,6 +113,14 @@ def maintenance_body(retry_after: int) -> str:
     return json.dumps(body, separators=(",", ":"))
 
 
+def served_address(text: str) -> str:
+    """The site address a file :func:`render_site` wrote serves ("" if it is not one of ours)."""
+    for line in text.splitlines():
+        if line and not line.startswith(("#", "\t", " ")) and line.endswith(" " + BEGIN_BLOCK):
+            return line.removesuffix(" " + BEGIN_BLOCK)
+    return ""
+
+
 def render_site(site: Site) -> str:
     """The text of the project's file in sites/."""
     head = (

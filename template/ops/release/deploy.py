@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import docker
+from docker.models.containers import Container
 
 from ops import project as proj
 from ops import smoke
@@ -34,6 +35,7 @@ class Options:
     backend: bool = True
     netlify: bool = True
     allow_dirty: bool = False
+    new_host: bool = False  # the project moves to another BACKEND_URL host on this Docker host
 
 
 @dataclass
@@ -80,9 +82,38 @@ def preflight(project: proj.Project, settings: Settings, options: Options) -> st
         problems.append("this is not a git repository with a commit: `git init && git add -A && git commit`")
     elif revision.endswith("-dirty") and not options.allow_dirty:
         problems.append("the working tree has uncommitted changes: commit them, or deploy anyway with --allow-dirty")
+    elif not options.allow_dirty and (untracked := proj.untracked_files(project.root)):
+        shown = ", ".join(untracked[:5]) + (f" and {len(untracked) - 5} more" if len(untracked) > 5 else "")
+        problems.append(
+            f"files git does not track would ship with this revision ({shown}): "
+            "commit, delete or git-ignore them, or deploy anyway with --allow-dirty"
+        )
     if problems:
         raise PreflightFailed("cannot deploy yet:\n  - " + "\n  - ".join(problems))
     return revision
+
+
+def check_site(shared: Container, slug: str, backend_url: str, *, new_host: bool = False) -> None:
+    """The BACKEND_URL host is this project's on the shared proxy: not another project's, and not
+    a new one for this project unless asked (``new_host``), since moving it takes the old one off."""
+    address = caddy.site_address(backend_url)
+    mine = caddy.site_file_name(slug)
+    sites = proxy.read_sites(shared)
+    for name, text in sorted(sites.items()):
+        if name != mine and caddy.served_address(text) == address:
+            other = name.removesuffix(".caddy")
+            raise PreflightFailed(
+                f"{backend_url} is served on this Docker host by the project {other}: "
+                "each project needs a BACKEND_URL host of its own"
+            )
+    current = caddy.served_address(sites.get(mine, ""))
+    if current and current != address and not new_host:
+        raise PreflightFailed(
+            f"this Docker host serves {slug} at {current}, and this deploy's BACKEND_URL is {backend_url}, "
+            f"which would take {current} off the air. A second target of the project (staging beside production) "
+            "needs a Docker host of its own: containers, records and the lock are the project's on a host. "
+            f"To move {slug} to the new address, deploy with --new-host"
+        )
 
 
 def deploy(
@@ -103,8 +134,9 @@ def deploy(
     with phases.phase("preflight"):
         client = (connect or (lambda address: engine.connect(address)))(settings["DOCKER_HOST"])
         shared = proxy.get(client, settings["PROXY_NAME"])
-        if options.backend and shared is not None:  # another project's proxy, on other ports: say so now
+        if options.backend and shared is not None:  # the host's proxy, as this project would use it
             proxy.check_matches(shared, target(project, settings).proxy)
+            check_site(shared, project.slug, settings["BACKEND_URL"], new_host=options.new_host)
     files = None
     if options.netlify:  # a bad site, a wrong token or an unknown site stops here, before anything changes
         files = publish.site_files(project.root, settings["BACKEND_URL"])
@@ -125,6 +157,8 @@ def deploy(
             if report.release is not None:
                 _record(client, project, settings, revision, report)
             serving = f"{live.name} ({live.revision[:12]}) serves" if live else "the live release still serves"
+            if report.release is not None and files is not None and report.netlify is None:
+                serving += "; Netlify keeps its previous deploy (`inv deploy --netlify-only` ships this one)"
             raise Interrupted(f"Deploy interrupted; {serving}") from None
         except OpsError:
             if report.release is not None:
@@ -238,6 +272,11 @@ def _netlify(
                 )
             except SmokeFailed as exc:
                 message = f"{exc}; the draft {done.deploy.url} was not published"
+                if report.release is not None:
+                    message += (
+                        f". The backend already serves {revision[:12]} and Netlify its previous deploy: "
+                        "fix the site and run `inv deploy --netlify-only`, or go back with `inv rollback`"
+                    )
                 raise SmokeFailed(message, detail=exc.detail) from None
         with phases.phase("publish"):
             publish.publish(netlify, settings["NETLIFY_SITE_ID"], done.deploy.id)
@@ -274,10 +313,12 @@ def rollback(project: proj.Project, settings: Settings, revision: str = "", *, s
             say(f"Netlify deploy {netlify_deploy} is live again")
         elif netlify_deploy:
             say("Netlify left as it is: NETLIFY_AUTH_TOKEN or NETLIFY_SITE_ID is not set")
+        else:
+            say(f"Netlify left as it is: no Netlify deploy is recorded with {back.revision[:12]}")
         done = records.Record(
             version=back.version,
             revision=back.revision,
-            image=back.image,
+            image=back.digest or back.image,
             container=back.name,
             netlify_deploy=netlify_deploy,
             netlify_url=record.netlify_url if record else "",

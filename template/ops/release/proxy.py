@@ -100,6 +100,11 @@ def published_ports(proxy: Container) -> dict[str, int]:
 def check_matches(proxy: Container, settings: ProxySettings) -> None:
     """The host's proxy is shared: a project whose PROXY_* settings disagree with it is told so,
     before its site is served on a port nobody listens on."""
+    if caddy.PROXY_LABEL not in (proxy.labels or {}):
+        raise ProxyError(
+            f"PROXY_NAME={settings.name} names a container on this Docker host that is not a proxy these tasks "
+            "made; set PROXY_NAME to another name (the default is cnd-proxy)"
+        )
     ports = published_ports(proxy)
     wanted = {"80/tcp": settings.http_port, "443/tcp": settings.https_port}
     names = {"80/tcp": "PROXY_HTTP_PORT", "443/tcp": "PROXY_HTTPS_PORT"}
@@ -201,6 +206,22 @@ def put_file(container: Container, path: str, text: str) -> None:
         raise ProxyError(f"could not write {path} in {container.name}")
 
 
+def read_sites(proxy: Container) -> dict[str, str]:
+    """Every project's site file in the proxy: file name -> text."""
+    try:
+        stream, _ = proxy.get_archive(caddy.SITES_DIR)
+    except docker.errors.NotFound:
+        return {}
+    found = {}
+    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
+        for member in archive.getmembers():
+            name = member.name.rpartition("/")[2]
+            extracted = archive.extractfile(member) if member.isfile() and name.endswith(".caddy") else None
+            if extracted is not None:
+                found[name] = extracted.read().decode("utf-8", "replace")
+    return found
+
+
 def read_file(container: Container, path: str) -> str | None:
     try:
         stream, _ = container.get_archive(path)
@@ -228,6 +249,16 @@ def apply_site(proxy: Container, site: caddy.Site) -> None:
         else:
             put_file(proxy, path, before)
         raise
+
+
+def restore_site(proxy: Container, slug: str, text: str | None) -> None:
+    """Put the project's site file back as it was (``None``: there was none) and reload."""
+    path = f"{caddy.SITES_DIR}/{caddy.site_file_name(slug)}"
+    if text is None:
+        proxy.exec_run(["rm", "-f", path])
+    else:
+        put_file(proxy, path, text)
+    reload(proxy)
 
 
 def remove_site(proxy: Container, slug: str) -> None:

@@ -40,18 +40,17 @@ APP_LABEL = RELEASE_LABEL
 PREFIX = "dev.copier-netlify-docker.release"
 COLOURS = ("blue", "green")
 # A container of a release: limits and hardening (docker run --read-only --tmpfs /tmp ...).
-HARDENING: dict[str, Any] = {
-    "read_only": True,
-    "tmpfs": {"/tmp": "rw,noexec,nosuid,size=64m"},
-    "security_opt": ["no-new-privileges:true"],
-    "cap_drop": ["ALL"],
-    "restart_policy": {"Name": "unless-stopped"},
-}
+HARDENING: dict[str, Any] = {**containers.HARDENED, "restart_policy": {"Name": "unless-stopped"}}
 WARM_SCRIPT = (
-    "import os, urllib.request\n"
+    "import os, sys, urllib.error, urllib.request\n"
     "port = os.environ.get('PORT', '8080')\n"
     "for path in ['/readyz', '/healthz', '/api/version', '/api/greeting'] * 3:\n"
-    "    urllib.request.urlopen(f'http://127.0.0.1:{port}{path}', timeout=5).read()\n"
+    "    try:\n"
+    "        urllib.request.urlopen(f'http://127.0.0.1:{port}{path}', timeout=5).read()\n"
+    "    except urllib.error.HTTPError as exc:\n"
+    "        sys.exit(f'GET {path} answered {exc.code}: {exc.read(300).decode(errors=\"replace\")}')\n"
+    "    except OSError as exc:\n"
+    "        sys.exit(f'GET {path} failed: {exc}')\n"
 )
 
 
@@ -202,20 +201,6 @@ def start_release(
     )
 
 
-def remove_named(client: docker.DockerClient, name: str, settle: float = 2.0) -> None:
-    """Remove the container called ``name``, made or started. Interrupted while the engine was
-    creating it, we may ask before it exists: look again for ``settle`` seconds."""
-    deadline = time.monotonic() + settle
-    while True:
-        try:
-            containers.remove(client.containers.get(name))
-            return
-        except docker.errors.NotFound:
-            if time.monotonic() >= deadline:
-                return
-            time.sleep(0.2)
-
-
 def never_started(release: Release) -> bool:
     """A release container the engine made but never started (a deploy killed in between)."""
     return str(release.container.attrs.get("State", {}).get("StartedAt", "")).startswith("0001-")
@@ -246,6 +231,24 @@ def confirm(backend_url: str, revision: str, timeout: float = 20) -> None:
     raise RolloutFailed(f"{backend_url}/api/version did not show revision {revision[:12]} ({seen})")
 
 
+def confirm_switch(
+    gateway: Container,
+    target: Target,
+    revision: str,
+    confirm_through: Callable[[str, str], None] | None,
+    say: LineSink,
+) -> None:
+    """Ask the proxy for ``revision`` through BACKEND_URL, unless the project is in maintenance
+    (the proxy answers 503 then: the health gate and the warm-up stand for it)."""
+    if confirm_through is None:
+        return
+    if proxy.in_maintenance(gateway, target.slug):
+        say(f"Maintenance is on, so {target.backend_url} answers 503: not confirmed through the proxy")
+        return
+    confirm_through(target.backend_url, revision)
+    say(f"{target.backend_url} answers with {revision[:12]}")
+
+
 def roll_out(
     client: docker.DockerClient,
     target: Target,
@@ -267,9 +270,11 @@ def roll_out(
         containers.remove(leftover.container)
     with timings.phase("proxy"):
         gateway = proxy.ensure(client, target.proxy, target.slug)
-        wanted = caddy.render_site(site(target))
-        if proxy.read_file(gateway, f"{caddy.SITES_DIR}/{caddy.site_file_name(target.slug)}") != wanted:
-            proxy.apply_site(gateway, site(target))  # the first deploy (or a template update): one reload
+        wanted = site(target)
+        before = proxy.read_file(gateway, f"{caddy.SITES_DIR}/{wanted.file_name}")
+        # A new or changed site (a first deploy, a new BACKEND_URL, a template update) is applied
+        # at the switch, once the new release is healthy: until then the live one serves as it did.
+        changed = before != caddy.render_site(wanted)
         live = live_release(client, target.slug)
         colour = COLOURS[1] if live is not None and live.colour == COLOURS[0] else COLOURS[0]
 
@@ -287,7 +292,7 @@ def roll_out(
         except BaseException as exc:
             # By name: a signal may land after the engine made the container and before it was returned.
             logs = containers.container_logs(new.container, tail=40) if new is not None else ""
-            remove_named(client, name)
+            containers.remove_named(client, name)
             still = f"{live.name} keeps serving" if live else "nothing was serving before"
             if isinstance(exc, OpsError):
                 message = f"{exc}; the new release was removed and {still}"
@@ -297,13 +302,16 @@ def roll_out(
 
     with timings.phase("switch"):
         try:
-            if confirm_through is not None:
-                confirm_through(target.backend_url, revision)  # Caddy has it in rotation
+            if changed:
+                say(f"{'Adding' if before is None else 'Updating'} {target.backend_url} in the shared proxy (a reload)")
+                proxy.apply_site(gateway, wanted)
+            confirm_switch(gateway, target, revision, confirm_through, say)
         except BaseException:
+            if changed:  # first: the old site serves again at once
+                proxy.restore_site(gateway, wanted.slug, before)
             containers.stop(new.container, timeout=new.stop_timeout)
             containers.remove(new.container)
             raise
-    say(f"{target.backend_url} answers with {revision[:12]}")
 
     with timings.phase("drain"):
         drain(client, target.slug, keep=str(new.container.name), on_line=say)
@@ -333,10 +341,18 @@ def _stop_others(client: docker.DockerClient, slug: str, keep: str, on_line: Lin
 
 
 def prune(client: docker.DockerClient, slug: str, *, keep: int, on_line: LineSink | None = None) -> list[str]:
-    """Remove stopped releases beyond the newest ``keep``; the running one is never counted or removed."""
-    stopped = [r for r in releases(client, slug) if not r.running]
+    """Keep the newest stopped release of each of the newest ``keep`` revisions other than the
+    live one; remove the rest (older copies of a re-deployed revision too). Running releases are
+    never counted or removed."""
+    everything = releases(client, slug)
+    running = {r.revision for r in everything if r.running}
+    kept_revisions: list[str] = []
     removed = []
-    for old in stopped[keep:]:
+    for old in [r for r in everything if not r.running]:
+        wanted = old.revision not in running and old.revision not in kept_revisions and len(kept_revisions) < keep
+        if wanted:
+            kept_revisions.append(old.revision)
+            continue
         containers.remove(old.container)
         removed.append(old.name)
         if on_line:
@@ -353,10 +369,14 @@ def roll_back(
     confirm_through: Callable[[str, str], None] | None = confirm,
 ) -> Release:
     """Start a kept release again (the newest stopped one, or the one of ``revision``), gate it on
-    health, confirm it through the proxy, then drain the live one. The live one serves throughout."""
+    health, confirm it through the proxy, then drain the live one. The live one serves throughout.
+
+    A release still running beside the live one (a deploy killed after it started the new colour)
+    is a candidate too: it is gated, kept running, and the live one drained."""
     say = on_line or (lambda line: None)
     live = live_release(client, target.slug)
-    kept = [r for r in releases(client, target.slug) if not r.running and not never_started(r)]
+    kept = [r for r in releases(client, target.slug) if not never_started(r)]
+    kept = [r for r in kept if live is None or r.name != live.name]
     if revision:
         kept = [r for r in kept if r.revision.startswith(revision)]
     elif live is not None:  # the previous release is the newest of another revision (a re-deploy keeps one)
@@ -364,24 +384,31 @@ def roll_back(
     if not kept:
         known = ", ".join(sorted({r.revision[:12] for r in releases(client, target.slug)})) or "none"
         wanted = f"of revision {revision}" if revision else "to roll back to"
-        raise RolloutFailed(f"no stopped release {wanted} is kept on this host (releases here: {known})")
+        raise RolloutFailed(f"no other release {wanted} is kept on this host (releases here: {known})")
     back = kept[0]
-    if live is not None and back.colour == live.colour:  # both were started as the same colour
-        recolour(client, back, target.slug, COLOURS[1] if live.colour == COLOURS[0] else COLOURS[0])
-    say(f"Starting {back.name} ({back.version}, {back.revision[:12]}) beside {live.name if live else 'nothing'}")
-    back.container.start()
+    was_running = back.running
+    if not was_running:
+        if live is not None and back.colour == live.colour:  # both were started as the same colour
+            recolour(client, back, target.slug, COLOURS[1] if live.colour == COLOURS[0] else COLOURS[0])
+        say(f"Starting {back.name} ({back.version}, {back.revision[:12]}) beside {live.name if live else 'nothing'}")
+        back.container.start()
+    else:
+        say(f"{back.name} ({back.version}, {back.revision[:12]}) still runs beside {live.name if live else 'nothing'}")
     running = containers.Running(back.container, target.container_port, None, client_is_local(client))
     running.stop_timeout = containers.stop_timeout_of(back.container)
     try:
         containers.wait_healthy(running, timeout=target.health_timeout)
         warm(running)
-        if confirm_through is not None:
-            confirm_through(target.backend_url, back.revision)
+        gateway = proxy.get(client, target.proxy.name)
+        if gateway is not None:
+            confirm_switch(gateway, target, back.revision, confirm_through, say)
     except BaseException as exc:
-        containers.stop(back.container, timeout=running.stop_timeout)
+        if not was_running:
+            containers.stop(back.container, timeout=running.stop_timeout)
         still = f"{live.name} keeps serving" if live else "nothing serves"
         if isinstance(exc, OpsError):
-            raise RolloutFailed(f"{exc}; {back.name} was stopped again and {still}", detail=exc.detail) from None
+            what = "was left running as it was" if was_running else "was stopped again"
+            raise RolloutFailed(f"{exc}; {back.name} {what} and {still}", detail=exc.detail) from None
         raise
     drain(client, target.slug, keep=back.name, on_line=say)
     return next(r for r in releases(client, target.slug) if r.name == back.name)
