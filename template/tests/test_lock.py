@@ -86,8 +86,10 @@ def test_a_killed_deploy_leaves_a_lock_that_says_whose_and_can_be_released(engin
     proc.wait(10)
     stale = lock.holder(engine, slug)
     assert stale is not None and f"pid {proc.pid}" in stale.who and stale.revision == "abc123"
-    with pytest.raises(lock.LockHeld, match=rf"pid {proc.pid} \(deploy of abc123, for \d+s"):
+    with pytest.raises(lock.LockHeld, match=rf"pid {proc.pid} \(deploy of abc123, for \d+s.*process is gone"):
         lock.acquire(engine, slug)
+    with lock.held(engine, f"{slug}-alive") as alive:  # a holder that still runs is not called gone
+        assert not alive.dead_here() and "gone" not in alive.describe()
     assert lock.release(engine, slug, token="not-the-holder") is None
     assert lock.holder(engine, slug) is not None  # only its holder, or a forced release, clears it
     released = lock.release(engine, slug)

@@ -15,6 +15,7 @@ import contextlib
 import datetime as dt
 import getpass
 import os
+import re
 import socket
 import uuid
 from collections.abc import Iterator
@@ -57,7 +58,21 @@ class Holder:
     def describe(self, now: dt.datetime | None = None) -> str:
         age = ((now or dt.datetime.now(dt.UTC)) - self.since).total_seconds()
         revision = f" of {self.revision[:12]}" if self.revision else ""
-        return f"{self.who} ({self.action}{revision}, for {_age(age)}, since {self.since:%Y-%m-%d %H:%M:%S} UTC)"
+        gone = "; that process is gone, so `inv lock --release` is safe" if self.dead_here() else ""
+        return f"{self.who} ({self.action}{revision}, for {_age(age)}, since {self.since:%Y-%m-%d %H:%M:%S} UTC){gone}"
+
+    def dead_here(self) -> bool:
+        """The holder ran on this machine (``user@host pid N``) and its process no longer exists."""
+        found = re.fullmatch(r"[^@]*@(?P<host>\S+) pid (?P<pid>\d+)", self.who)
+        if found is None or found["host"] != socket.gethostname():
+            return False
+        try:
+            os.kill(int(found["pid"]), 0)
+        except ProcessLookupError:
+            return True
+        except (PermissionError, OverflowError):
+            return False
+        return False
 
 
 def volume_name(slug: str) -> str:
