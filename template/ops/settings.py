@@ -2,9 +2,12 @@
 
 The first place that sets a name wins: a value in the environment (a CI secret, a one-off
 ``IMAGE=... inv deploy``) beats `.env.NAME` (``--env NAME``: staging, production), which beats
-`.env` (this machine's defaults). Neither file is committed (.gitignore) and neither reaches the
-image (.dockerignore). Secrets (the Netlify token, the registry password) are held apart from
-everything that prints: ``repr``, :meth:`Settings.describe` and error messages never show them.
+`.env` (this machine's defaults). An empty variable in the environment (``BACKEND_URL= inv
+deploy``, or a CI secret that is not defined) and a bare ``NAME`` line without ``=`` in a file
+count as unset: the next place decides, and a warning says which (``NAME=`` in a file is a
+value). Neither file is committed (.gitignore) and neither reaches the image (.dockerignore).
+Secrets (the Netlify token, the registry password) are held apart from everything that prints:
+``repr``, :meth:`Settings.describe` and error messages never show them.
 
 python-dotenv reads the files (the de facto format: ``export``, quotes, ``#`` comments, ``${VAR}``
 expansion off), so what works with docker compose's ``env_file`` or direnv works here.
@@ -48,7 +51,7 @@ class Setting:
     default: str
     help: str
     secret: bool = False
-    kind: str = "text"  # text, int, port, url, image
+    kind: str = "text"  # text, int, port, url, image, token, name (of a container)
     low: int = 0
     high: int = 0
 
@@ -63,7 +66,7 @@ SETTINGS: tuple[Setting, ...] = (
         "BACKEND_URL", "", "public origin of the API Netlify proxies /api/* to (default: netlify.toml's)", kind="url"
     ),
     Setting("PROXY_IMAGE", "caddy:2", "image of the host's shared Caddy", kind="image"),
-    Setting("PROXY_NAME", "cnd-proxy", "container name of the host's shared proxy (one per host)", kind="image"),
+    Setting("PROXY_NAME", "cnd-proxy", "container name of the host's shared proxy (one per host)", kind="name"),
     Setting("PROXY_HTTP_PORT", "80", "host port Caddy answers HTTP on", kind="port", low=1, high=65535),
     Setting("PROXY_HTTPS_PORT", "443", "host port Caddy answers HTTPS on", kind="port", low=1, high=65535),
     Setting("KEEP_RELEASES", "3", "stopped releases kept for `inv rollback`", kind="int", low=0, high=100),
@@ -75,17 +78,30 @@ SETTINGS: tuple[Setting, ...] = (
         low=1,
         high=3600,
     ),
-    Setting("NETLIFY_AUTH_TOKEN", "", "Netlify personal access token", secret=True),
+    Setting("NETLIFY_AUTH_TOKEN", "", "Netlify personal access token", secret=True, kind="token"),
     Setting("NETLIFY_SITE_ID", "", "the Netlify site's API id"),
     Setting("NETLIFY_API_URL", "https://api.netlify.com/api/v1", "Netlify's API (a local server in tests)", kind="url"),
     Setting("APP_ENV", "", "more variable names, comma-separated, that a deploy passes to the app"),
 )
 BY_NAME = {setting.name: setting for setting in SETTINGS}
+# Docker's container names, kept short: the proxy's network and volumes are named after it.
+_CONTAINER_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,59}\Z")
 _IMAGE = re.compile(
     r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?"  # registry host (and port) or first path part
     r"(/[a-z0-9]+([._-][a-z0-9]+)*)*"  # path
     r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?\Z"  # tag
 )
+# Names reserved for documentation and tests (RFC 2606, RFC 6761): never a deploy's API.
+RESERVED_DOMAINS = ("example.com", "example.org", "example.net")
+RESERVED_TLDS = ("test", "invalid", "example")
+
+
+def reserved_host(host: str) -> bool:
+    """Whether ``host`` is a documentation name (api.example.com, x.test) rather than a real one."""
+    host = host.lower().rstrip(".")
+    return host.rpartition(".")[2] in RESERVED_TLDS or any(
+        host == domain or host.endswith("." + domain) for domain in RESERVED_DOMAINS
+    )
 
 
 @dataclass(frozen=True)
@@ -112,6 +128,34 @@ class Settings:
             if not self.values.get(name)
         ]
 
+    def deploy_problems(self, names: Iterable[str] = ("BACKEND_URL", "IMAGE")) -> list[str]:
+        """A line per setting among ``names`` that is valid but cannot be deployed to: a BACKEND_URL
+        on a reserved example host (netlify.toml's placeholder), an IMAGE with a tag or digest.
+        Empty values are :meth:`missing`'s to report. ``inv dev``, ``inv edge`` and ``inv check``
+        run with the placeholder; only a deploy's preflight asks this."""
+        where = f".env.{self.env_name}" if self.env_name else ".env"
+        problems = []
+        wanted = set(names)
+        url = self.values.get("BACKEND_URL", "")
+        if "BACKEND_URL" in wanted and url:
+            try:
+                host = urlsplit(url).hostname or ""
+            except ValueError:
+                host = ""
+            if reserved_host(host):
+                problems.append(
+                    f"BACKEND_URL={url!r} ({self.sources.get('BACKEND_URL', 'default')}) is a reserved example "
+                    f"host, not your API: set BACKEND_URL to the API's public origin (export it, or add "
+                    f"BACKEND_URL=https://... to {where})"
+                )
+        image = self.values.get("IMAGE", "")
+        if "IMAGE" in wanted and image and ("@" in image or ":" in image.rpartition("/")[2]):
+            problems.append(
+                f"IMAGE={image!r} ({self.sources.get('IMAGE', 'default')}) has a tag or digest: give the registry "
+                "path alone (e.g. ghcr.io/acme/service); each deploy tags the image with its revision"
+            )
+        return problems
+
     def describe(self) -> list[str]:
         """``NAME = value  (source)`` for each setting; secrets say only whether they are set."""
         lines = []
@@ -132,20 +176,31 @@ class Settings:
 
 
 def read_env_file(path: Path) -> dict[str, tuple[str, int]]:
-    """``NAME -> (value, line)`` from a dotenv file; a line it cannot read is a :class:`SettingsError`."""
+    """``NAME -> (value, line)`` from a dotenv file; a line it cannot read is a :class:`SettingsError`.
+    A bare ``NAME`` (no ``=``) sets nothing: it counts as unset."""
+    return _read_env_file(path)[0]
+
+
+def _read_env_file(path: Path) -> tuple[dict[str, tuple[str, int]], list[tuple[str, int]]]:
+    """The values, and ``(NAME, line)`` of each bare ``NAME`` line."""
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise SettingsError(f"{path.name}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     values: dict[str, tuple[str, int]] = {}
+    bare: list[tuple[str, int]] = []
     for binding in parse_stream(io.StringIO(text)):
         if binding.error:
             line = binding.original.line
             message = f"{path.name}:{line}: cannot read this line; write NAME=value (quote values with spaces)"
             raise SettingsError(message)
-        if binding.key is not None:
-            values[binding.key] = (binding.value or "", binding.original.line)
-    return values
+        if binding.key is None:
+            continue
+        if binding.value is None:  # `NAME` alone: python-dotenv and docker compose set nothing either
+            bare.append((binding.key, binding.original.line))
+        else:
+            values[binding.key] = (binding.value, binding.original.line)
+    return values, bare
 
 
 def _check(setting: Setting, value: str, source: str) -> None:
@@ -154,15 +209,33 @@ def _check(setting: Setting, value: str, source: str) -> None:
     where = f"{setting.name}={value!r} ({source})"
     if any(ord(c) < 32 or ord(c) == 127 for c in value):
         raise SettingsError(f"{setting.name} ({source}) contains a control character; use plain text")
+    if setting.kind == "token" and not all("!" <= c <= "~" for c in value):
+        # Never the value, nor the character: a token is secret, and a part of it is too.
+        raise SettingsError(
+            f"{setting.name} ({source}) has a character no token has: only printable ASCII without spaces "
+            "is allowed; copy the token again"
+        )
     if setting.kind in {"int", "port"}:
         if not (value.isascii() and value.isdigit()) or not setting.low <= int(value) <= setting.high:
             raise SettingsError(f"{where} is not a whole number in {setting.low}..{setting.high}")
     elif setting.kind == "url":
+        if any(c.isspace() for c in value):
+            raise SettingsError(f"{where} contains whitespace; remove it (a URL has no spaces, at either end too)")
         parts = urlsplit(value)
         if parts.scheme not in {"http", "https"} or not parts.hostname:
             raise SettingsError(f"{where} is not an http(s) URL, for example https://api.example.com")
+        try:
+            port = parts.port
+        except ValueError:  # not a number, or over 65535
+            port = 0
+        if port == 0:
+            raise SettingsError(f"{where} has a port that is not a number in 1..65535; fix the port, or leave it out")
     elif setting.kind == "image" and not _IMAGE.match(value):
         raise SettingsError(f"{where} is not an image reference, for example ghcr.io/acme/service")
+    elif setting.kind == "name" and not _CONTAINER_NAME.match(value):
+        raise SettingsError(
+            f"{where} is not a container name: 1-60 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
 
 
 def project_defaults(root: Path) -> dict[str, tuple[str, str]]:
@@ -192,6 +265,8 @@ def load(
     ``.env``, then ``defaults`` (see :func:`project_defaults`), then each setting's own default."""
     environ = os.environ if environ is None else environ
     layers: list[tuple[str, dict[str, tuple[str, int]]]] = []
+    bare: list[tuple[str, str, int]] = []  # (file, NAME, line) of each bare NAME line
+    files: list[Path] = []
     if env_name:
         if not ENV_NAME.match(env_name):
             raise SettingsError(f"--env {env_name!r}: use a short lowercase name such as staging or production")
@@ -199,9 +274,13 @@ def load(
         if not named.is_file():
             message = f"--env {env_name}: {named.name} does not exist; create it with the settings for {env_name}"
             raise SettingsError(message)
-        layers.append((named.name, read_env_file(named)))
+        files.append(named)
     if (root / ".env").is_file():
-        layers.append((".env", read_env_file(root / ".env")))
+        files.append(root / ".env")
+    for path in files:
+        entries, bare_lines = _read_env_file(path)
+        layers.append((path.name, entries))
+        bare += [(path.name, name, line) for name, line in bare_lines]
 
     values: dict[str, str] = {}
     sources: dict[str, str] = {}
@@ -209,8 +288,12 @@ def load(
         for name, (value, line) in entries.items():
             values[name] = value
             sources[name] = f"{file_name}:{line}"
+    empty_in_environment = []
     for name, value in environ.items():
         if name in BY_NAME or is_server_variable(name):
+            if value == "":  # how CI passes a secret that is not defined: not a choice to blank the files
+                empty_in_environment.append(name)
+                continue
             values[name] = value
             sources[name] = "environment"
     for setting in SETTINGS:
@@ -221,9 +304,24 @@ def load(
                 sources[setting.name] = source
         _check(setting, values[setting.name], sources[setting.name])
 
-    warnings = []
+    def instead(name: str) -> str:
+        if not values.get(name):
+            return f"{name} stays unset"
+        source = sources[name]
+        return f"{name} comes from {'its default' if source == 'default' else source} instead"
+
+    warnings = [
+        f"{name} is empty in the environment, which counts as unset; {instead(name)}"
+        for name in sorted(empty_in_environment)
+        if values.get(name)  # else nothing changes: unset either way
+    ]
+    warnings += [
+        f"{file_name}:{line}: {name} has no =, which counts as unset; {instead(name)}" for file_name, name, line in bare
+    ]
     for file_name, entries in layers:
-        for name, (_, line) in entries.items():
+        names = [(name, line) for name, (_, line) in entries.items()]
+        names += [(name, line) for bare_file, name, line in bare if bare_file == file_name]
+        for name, line in names:
             if name in BY_NAME or is_server_variable(name):
                 continue
             close = difflib.get_close_matches(name, BY_NAME, n=1, cutoff=0.8)

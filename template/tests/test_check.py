@@ -481,3 +481,91 @@ def test_a_broken_generated_block_is_named_by_check(tmp_path: Path) -> None:
     assert [m.split(" has no")[0] for m in messages(root)] == [
         "public/_redirects:2: the block that starts '# BEGIN ops.netlify.redirects'"
     ]
+
+
+# Links out of the publish directory (to a file, a folder, nothing, a dotfile inside, itself) and
+# names Netlify cannot serve (control characters, backslash, #, ?): as they appear in `inv check`.
+CHECK_LINKS = [
+    ("settings.txt", "../.env", "a link to '../.env', outside public/"),
+    ("passwd.txt", "/etc/passwd", "a link to '/etc/passwd', outside public/"),
+    ("private", "../secrets", "a link to '../secrets', outside public/"),
+    ("gone.txt", "/nonexistent/x", "a link to '/nonexistent/x', outside public/"),
+    ("hidden.txt", ".env", "a link to '.env', a file Netlify does not deploy"),
+    ("sub/loop", "..", "a link to a folder that contains it (a loop)"),
+]
+CHECK_NAMES = [
+    ("new\nline.html", "new\\nline.html", "a control character"),
+    ("tab\t.html", "tab\\t.html", "a control character"),
+    ("esc\x1b.txt", "esc\\x1b.txt", "a control character"),
+    ("c1\x9b.txt", "c1\\x9b.txt", "a control character"),
+    ("back\\slash.html", "back\\\\slash.html", "a backslash"),
+    ("a#b.html", "a#b.html", "#"),
+    ("what?.html", "what?.html", "?"),
+    ("x#?.html", "x#?.html", "# and ?"),
+]
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_links_out_of_public_and_unservable_names_are_check_errors(tmp_path: Path, seed: int) -> None:
+    """What would make a deploy publish a secret, or fail half-way, fails `inv check` first: each
+    path on its own file:line line, escaped so that a newline in a name cannot split it."""
+    import random
+
+    root = make_site(tmp_path, '[build]\n  publish = "public"\n')
+    (root / ".env").write_text("NETLIFY_AUTH_TOKEN=nfp_secret\n")
+    (root / "secrets").mkdir()
+    (root / "public" / ".env").write_text("x")
+    (root / "public" / "index.html").write_text("<p>hi</p>")
+    (root / "public" / "alias.html").symlink_to("index.html")  # inside: fine
+    rng = random.Random(seed)
+    links = rng.sample(CHECK_LINKS, rng.randint(0, len(CHECK_LINKS)))
+    names = rng.sample(CHECK_NAMES, rng.randint(0 if links else 1, len(CHECK_NAMES)))
+    expected = []
+    for link, target, why in links:
+        (root / "public" / link).parent.mkdir(exist_ok=True)
+        (root / "public" / link).symlink_to(target)
+        expected.append(f"public/{link}:1: {why}: a deploy refuses it; replace the link with a real file, or remove it")
+    for name, escaped, what in names:
+        (root / "public" / name).write_text("x")
+        expected.append(f"public/{escaped}:1: Netlify cannot serve a file name with {what}; rename it")
+    found = messages(root)
+    assert sorted(found) == sorted(expected)
+    assert all("\n" not in line for line in found)
+    result = subprocess.run(
+        [sys.executable, "-m", "ops.netlify.check", str(root)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 1 and f"{len(expected)} error(s)" in result.stderr
+    assert len(result.stderr.splitlines()) == len(expected) + 1  # one line each, and the count
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_check_and_the_deploy_refuse_the_same_paths(tmp_path: Path, seed: int) -> None:
+    """`inv check` passes exactly when the deploy's file walk does: the same walk, the same paths."""
+    import random
+
+    from ops.errors import ConfigError
+    from ops.netlify import publish
+
+    rng = random.Random(seed)
+    root = make_site(tmp_path, '[build]\n  publish = "public"\n')
+    (root / "secrets").mkdir()
+    (root / "public" / "index.html").write_text("x")
+    (root / "public" / ".env").write_text("x")
+    pool = [("link", *item[:2]) for item in CHECK_LINKS] + [("name", item[0], "") for item in CHECK_NAMES]
+    pool += [("link", "ok.html", "index.html"), ("name", "fine name.html", ""), ("name", "ünï.txt", "")]
+    for kind, name, target in rng.sample(pool, rng.randint(1, 6)):
+        (root / "public" / name).parent.mkdir(exist_ok=True)
+        if kind == "link":
+            (root / "public" / name).symlink_to(target)
+        else:
+            (root / "public" / name).write_text("x")
+    errors = [p for p in check_project(root) if p.severity == "error"]
+    try:
+        publish.site_files(root, "https://api.example.com")
+    except ConfigError as exc:
+        refused = str(exc)
+        assert errors, refused
+        for problem in errors:
+            assert repr(problem.origin.file.removeprefix("public/").encode().decode("unicode_escape")) in refused
+    else:
+        assert errors == []

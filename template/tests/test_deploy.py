@@ -264,6 +264,16 @@ def test_files_git_does_not_track_stop_a_deploy(tmp_path: Path) -> None:
     assert deploy.preflight(here, settings, options)  # ignored files are not shipped by accident
     assert deploy.preflight(here, settings, dataclasses.replace(options, allow_dirty=True))
 
+    # netlify.toml's placeholder host, and an IMAGE with a tag, are refused before anything runs.
+    for name, value, expected in [
+        ("BACKEND_URL", "https://api.example.com", "BACKEND_URL"),
+        ("BACKEND_URL", "https://staging.example.org", "BACKEND_URL"),
+        ("IMAGE", "registry.acme.dev/acme/x:v1", "IMAGE"),
+    ]:
+        wrong = settings_mod.load(tmp_path, environ={**environ, name: value}, defaults={})
+        with pytest.raises(deploy.PreflightFailed, match=expected):
+            deploy.preflight(here, wrong, options)
+
 
 def test_an_engine_lost_mid_task_is_one_line_with_what_to_do() -> None:
     import requests

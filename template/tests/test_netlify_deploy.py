@@ -7,6 +7,7 @@ server (tests/netlify_api.py) answers as Netlify's API does and refuses what it 
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import shutil
 from collections.abc import Iterator
@@ -100,11 +101,139 @@ def test_dotfiles_are_not_deployed_and_well_known_is(site: Path) -> None:
     assert not {n for n in names if n.startswith((".env", ".git", "__MACOSX"))}
 
 
-@pytest.mark.parametrize("name", ["a#b.html", "what?.html"])
-def test_names_netlify_cannot_deploy_are_refused_before_any_call(site: Path, name: str) -> None:
-    (site / "public" / name).write_text("x")
-    with pytest.raises(ConfigError, match="cannot deploy a file name with # or"):
+# Links that would publish what they point at, as (link in public/, target as written): out of
+# public/ by a relative or an absolute path, to a file, a folder, nothing, or a dotfile inside.
+LINKS_OUT = [
+    ("settings.txt", "../.env"),
+    ("passwd.txt", "/etc/passwd"),
+    ("deep/er/up.txt", "../../../.env"),
+    ("private", "../secrets"),
+    ("gone.txt", "/nonexistent/file"),
+    ("hidden.txt", ".env"),
+    ("loop/self", ".."),
+]
+# Names Netlify cannot serve: control characters (C0, DEL, C1), backslash, # and ?, and not UTF-8.
+BAD_NAMES = [
+    "new\nline.html",
+    "tab\there.html",
+    "bell\x07.txt",
+    "del\x7f.txt",
+    "c1\x85.txt",
+    "back\\slash.html",
+    "a#b.html",
+    "what?.html",
+    "dir#x/inner.html",
+    "cr\r.css",
+]
+
+
+def plant_link(public: Path, link: str, target: str) -> None:
+    (public / link).parent.mkdir(parents=True, exist_ok=True)
+    (public / link).symlink_to(target)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_links_out_of_public_are_all_refused_in_one_error(site: Path, seed: int) -> None:
+    """``ln -s ../.env public/settings.txt`` would put the token on the public site: every link that
+    leads out of public/ (or to a file Netlify does not deploy) is named in one line, before any call."""
+    (site / ".env").write_text(f"NETLIFY_AUTH_TOKEN={TOKEN}\n")
+    (site / "secrets").mkdir()
+    (site / "secrets" / "key.txt").write_text(TOKEN)
+    (site / "public" / ".env").write_text(TOKEN)
+    rng = random.Random(seed)
+    chosen = rng.sample(LINKS_OUT, rng.randint(1, len(LINKS_OUT)))
+    for link, target in chosen:
+        plant_link(site / "public", link, target)
+    plant_link(site / "public", "alias.css", "styles.css")  # inside: fine
+    with pytest.raises(ConfigError) as caught:
         publish.site_files(site, BACKEND)
+    message = str(caught.value)
+    assert "\n" not in message and TOKEN not in message
+    for link, _ in chosen:
+        assert f"public/{link!r}" in message, (link, message)
+    assert "alias.css" not in message
+    assert (
+        f"{len(chosen)} link(s) in public/" in message and "replace each link with a real file, or remove it" in message
+    )
+
+
+def test_links_inside_public_deploy_their_targets_bytes(site: Path) -> None:
+    public = site / "public"
+    (public / "docs").mkdir()
+    (public / "docs" / "guide.html").write_text("<p>guide</p>")
+    plant_link(public, "alias.css", "styles.css")
+    plant_link(public, "manual", "docs")  # a folder inside: its files, under the link's name
+    plant_link(public, "docs/up.css", "../styles.css")
+    plant_link(public, "dangling.txt", "not-there.txt")  # inside, but nothing to deploy
+    files = publish.site_files(site, BACKEND)
+    styles = (public / "styles.css").read_bytes()
+    assert files.bodies["alias.css"] == styles and files.bodies["docs/up.css"] == styles
+    assert files.bodies["manual/guide.html"] == b"<p>guide</p>" and files.bodies["manual/up.css"] == styles
+    assert "dangling.txt" not in files.bodies
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_every_name_netlify_cannot_serve_is_refused_in_one_error(site: Path, seed: int) -> None:
+    """A newline, any control character, a backslash, # or ?: all of them named, escaped to stay on one line."""
+    rng = random.Random(seed)
+    chosen = rng.sample(BAD_NAMES, rng.randint(1, len(BAD_NAMES)))
+    fine = ["with space.html", "ünï/cødé.txt", "100%.txt", "a+b=c&d.css"]
+    for name in chosen + fine:
+        (site / "public" / name).parent.mkdir(parents=True, exist_ok=True)
+        (site / "public" / name).write_text("x")
+    with pytest.raises(ConfigError) as caught:
+        publish.site_files(site, BACKEND)
+    message = str(caught.value)
+    assert "\n" not in message and "\r" not in message
+    assert f"Netlify cannot serve {len(chosen)} file name(s) in public/" in message
+    for name in chosen:
+        assert f"public/{name!r}" in message, (name, message)
+    assert not any(name in message for name in fine)
+
+
+def test_a_name_that_is_not_utf8_is_refused_with_the_others(site: Path) -> None:
+    public = bytes(site / "public")
+    for raw in (b"bad\xff.html", b"half\xc3.txt"):
+        os.close(os.open(os.path.join(public, raw), os.O_CREAT | os.O_WRONLY))
+    (site / "public" / "a?b.html").write_text("x")
+    with pytest.raises(ConfigError) as caught:
+        publish.site_files(site, BACKEND)
+    message = str(caught.value)
+    assert "3 file name(s)" in message and "bytes that are not UTF-8" in message and "'a?b.html' (?)" in message
+    assert "\\udcff" in message and "\\udcc3" in message  # escaped: printable, one line
+
+
+def test_links_and_bad_names_together_are_one_error(site: Path) -> None:
+    plant_link(site / "public", "settings.txt", "../.env")
+    (site / "public" / "new\nline.html").write_text("x")
+    with pytest.raises(ConfigError) as caught:
+        publish.site_files(site, BACKEND)
+    message = str(caught.value)
+    assert "'settings.txt'" in message and "'new\\nline.html'" in message and "\n" not in message
+
+
+@pytest.mark.filterwarnings("ignore:returning HTTPException object is deprecated:DeprecationWarning")
+@pytest.mark.parametrize("path", ["new\nline.html", "tab\tx.css", "plain.html", "ünï/cødé.txt", "a b/c.js"])
+def test_an_upload_404_is_one_line_with_advice_for_an_upload(client: api.NetlifyClient, path: str) -> None:
+    """Not "Netlify has no the upload of ...; check NETLIFY_SITE_ID": the site exists; the draft or file does not."""
+    with pytest.raises(api.NotFound) as caught:
+        client.upload_file("no-such-draft", path, b"x")
+    message = str(caught.value)
+    assert "\n" not in message and "\t" not in message
+    assert f"the upload of {path!r} to draft deploy 'no-such-draft'" in message
+    assert "NETLIFY_SITE_ID" not in message and "has no the" not in message
+    assert "HTTP 404" in message and "run the deploy again" in message
+
+
+@pytest.mark.parametrize(
+    "token", ["nfp_SECRET€x", "nfp_with space", "nfp_ÄÖÜ", "nfp_\u200bzero", "nfp_\u00a0x", "\uff4e\uff46\uff50"]
+)
+def test_a_token_no_header_can_carry_is_a_clear_error_without_its_characters(token: str) -> None:
+    with pytest.raises(api.AuthError) as caught:
+        api.NetlifyClient(token)
+    message = str(caught.value)
+    assert "NETLIFY_AUTH_TOKEN" in message and "printable ASCII" in message
+    assert token not in message and not any(c in message for c in token if not c.isascii())
 
 
 def test_a_config_error_stops_before_any_call(site: Path) -> None:

@@ -137,6 +137,11 @@ class NetlifyClient:
                 "NETLIFY_AUTH_TOKEN is not set: create a personal access token in Netlify "
                 "(User settings > Applications) and export it, or put it in .env"
             )
+        if not all("!" <= c <= "~" for c in token):
+            raise AuthError(
+                "NETLIFY_AUTH_TOKEN has a character no Netlify token has: a token is printable ASCII "
+                "without spaces; copy it again from Netlify (User settings > Applications)"
+            )
         self._token = token
         self.api_url = api_url.rstrip("/")
         self.retries = retries
@@ -166,7 +171,9 @@ class NetlifyClient:
 
     def get_site(self, site_id: str) -> dict[str, Any]:
         """``getSite``: the site, with ``published_deploy`` and its URLs."""
-        data: dict[str, Any] = self._json("GET", f"/sites/{_segment(site_id)}", what=f"site {site_id}")
+        data: dict[str, Any] = self._json(
+            "GET", f"/sites/{_segment(site_id)}", what=f"site {site_id!r}", missing=_no_site(site_id)
+        )
         return data
 
     def create_deploy(
@@ -178,16 +185,18 @@ class NetlifyClient:
             body["branch"] = branch
         query = f"?title={urllib.parse.quote(title)}" if title else ""
         path = f"/sites/{_segment(site_id)}/deploys{query}"
-        return Deploy.from_json(self._json("POST", path, json=body, what=f"a deploy of site {site_id}"))
+        what = f"a deploy of site {site_id!r}"
+        return Deploy.from_json(self._json("POST", path, json=body, what=what, missing=_no_site(site_id)))
 
     def get_deploy(self, site_id: str, deploy_id: str) -> Deploy:
         """``getSiteDeploy``."""
         path = f"/sites/{_segment(site_id)}/deploys/{_segment(deploy_id)}"
-        return Deploy.from_json(self._json("GET", path, what=f"deploy {deploy_id}"))
+        return Deploy.from_json(self._json("GET", path, what=f"deploy {deploy_id!r}", missing=_no_deploy(deploy_id)))
 
     def list_deploys(self, site_id: str, per_page: int = 20) -> list[Deploy]:
         """``listSiteDeploys``, newest first."""
-        data = self._json("GET", f"/sites/{_segment(site_id)}/deploys?per_page={per_page}", what=f"site {site_id}")
+        path = f"/sites/{_segment(site_id)}/deploys?per_page={per_page}"
+        data = self._json("GET", path, what=f"the deploys of site {site_id!r}", missing=_no_site(site_id))
         return [Deploy.from_json(item) for item in data or ()]
 
     def upload_file(self, deploy_id: str, path: str, body: bytes) -> None:
@@ -198,18 +207,26 @@ class NetlifyClient:
             f"/deploys/{_segment(deploy_id)}/files/{encoded}",
             content=body,
             headers={"Content-Type": "application/octet-stream"},
-            what=f"the upload of {path}",
+            what=f"the upload of {path!r}",
+            missing=(
+                f"Netlify refused the upload of {path!r} to draft deploy {deploy_id!r} as not found",
+                "the draft expired or was deleted, or it does not expect this file: run the deploy again, "
+                "and rename the file if it fails again",
+            ),
         )
 
     def restore_deploy(self, site_id: str, deploy_id: str) -> Deploy:
         """``restoreSiteDeploy``: make ``deploy_id`` the live deploy (publishes a draft, or rolls back)."""
         path = f"/sites/{_segment(site_id)}/deploys/{_segment(deploy_id)}/restore"
-        return Deploy.from_json(self._json("POST", path, what=f"publishing deploy {deploy_id}"))
+        what = f"publishing deploy {deploy_id!r}"
+        return Deploy.from_json(self._json("POST", path, what=what, missing=_no_deploy(deploy_id)))
 
     # -- the transport --------------------------------------------------------------------
 
-    def _json(self, method: str, path: str, *, what: str, json: Any = None) -> Any:
-        response = self._request(method, path, json=json, what=what)
+    def _json(
+        self, method: str, path: str, *, what: str, missing: tuple[str, str] | None = None, json: Any = None
+    ) -> Any:
+        response = self._request(method, path, json=json, what=what, missing=missing)
         try:
             return response.json()
         except ValueError:
@@ -222,10 +239,12 @@ class NetlifyClient:
         path: str,
         *,
         what: str,
+        missing: tuple[str, str] | None = None,
         json: Any = None,
         content: bytes | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
+        """``missing``: what a 404 means for this call and what to do, ``(statement, advice)``."""
         url = self.api_url + path
         attempt = 0
         while True:
@@ -251,7 +270,7 @@ class NetlifyClient:
                 delay = min(MAX_RETRY_AFTER, delay) if delay is not None else self._backoff(attempt)
                 self._wait(delay, f"{what}: HTTP {status}", attempt)
                 continue
-            raise self._error(status, response, what, attempt)
+            raise self._error(status, response, what, attempt, missing)
 
     def _backoff(self, attempt: int) -> float:
         base: float = self.backoff * 2 ** (attempt - 1)
@@ -262,7 +281,9 @@ class NetlifyClient:
             self.on_retry(f"{why}; retry {attempt} of {self.retries} in {seconds:.1f}s")
         self._sleep(seconds)
 
-    def _error(self, status: int, response: httpx.Response, what: str, attempt: int) -> NetlifyError:
+    def _error(
+        self, status: int, response: httpx.Response, what: str, attempt: int, missing: tuple[str, str] | None = None
+    ) -> NetlifyError:
         said = _message(response)
         detail = f" ({said})" if said else ""
         if status in {401, 403}:
@@ -274,10 +295,8 @@ class NetlifyClient:
                 status,
             )
         if status == 404:
-            return NotFound(
-                self._mask(f"Netlify has no {what} (HTTP 404{detail}); check NETLIFY_SITE_ID (the site's API ID)"),
-                status,
-            )
+            statement, advice = missing or (f"Netlify found nothing for {what}", "check NETLIFY_SITE_ID")
+            return NotFound(self._mask(f"{statement} (HTTP 404{detail}); {advice}"), status)
         if status == 429:
             return RateLimited(
                 self._mask(f"Netlify kept rate-limiting {what} after {attempt} tries{detail}; wait a minute and retry"),
@@ -295,6 +314,14 @@ class NetlifyClient:
 
     def _mask(self, text: str) -> str:
         return text.replace(self._token, "[token]") if self._token else text
+
+
+def _no_site(site_id: str) -> tuple[str, str]:
+    return f"Netlify has no site {site_id!r}", "check NETLIFY_SITE_ID (the site's API ID, in Site configuration)"
+
+
+def _no_deploy(deploy_id: str) -> tuple[str, str]:
+    return f"Netlify has no deploy {deploy_id!r}", "check NETLIFY_SITE_ID and the deploy's id"
 
 
 def _segment(text: str) -> str:

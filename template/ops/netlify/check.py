@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 import re
 import sys
+import unicodedata
+from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from pathlib import Path
 
@@ -182,10 +185,135 @@ def check_open_redirects(rule: Redirect) -> list[Problem]:
     return []
 
 
+# ---------------------------------------------------------------------------------------------
+# The publish directory's files, as a deploy reads them (ops.netlify.publish uses the same walk)
+
+
+def deployed_name(name: str) -> bool:
+    """Whether Netlify's deploy filter (and netlify-cli's) keeps a file or folder of this name: not
+    dotfiles (but .well-known), not macOS archive folders."""
+    return not ((name.startswith(".") and name != ".well-known") or name.startswith("__MACOSX"))
+
+
+def shown(text: str) -> str:
+    """``text`` on one line: control and other unprintable characters (and backslashes) escaped
+    as Python would write them, everything else as it is."""
+    return "".join(c if c.isprintable() and c != "\\" else repr(c)[1:-1] for c in text)
+
+
+def unservable(relative: str) -> list[str]:
+    """What in the path ``relative`` Netlify cannot serve: # and ? end the URL's path, a backslash
+    is a separator to some clients, control characters and bytes that are not UTF-8 have no URL."""
+    found = []
+    if any(unicodedata.category(c) == "Cc" for c in relative):
+        found.append("a control character")
+    if any(unicodedata.category(c) == "Cs" for c in relative):
+        found.append("bytes that are not UTF-8")
+    found += [name for mark, name in (("\\", "a backslash"), ("#", "#"), ("?", "?")) if mark in relative]
+    return found
+
+
+@dataclass(frozen=True)
+class PublishTree:
+    """What a deploy of the publish directory would send, and what must stop it.
+
+    ``files`` maps each deployed path (posix, no leading slash) to the file to read: a link to a
+    file inside the directory is deployed as that file. ``links`` are the links that must not be
+    deployed (path, why), ``names`` the paths Netlify cannot serve (path, what is wrong).
+    """
+
+    files: dict[str, Path] = field(default_factory=dict)
+    links: list[tuple[str, str]] = field(default_factory=list)
+    names: list[tuple[str, str]] = field(default_factory=list)
+
+
+def publish_tree(publish: Path) -> PublishTree:
+    """Walk ``publish`` as a deploy does. Links are followed only while they stay inside it:
+    a link (to a file or a folder, or dangling) that resolves outside would publish whatever it
+    points at (``ln -s ../.env public/x`` publishes the token), so it is listed in ``links``."""
+    tree = PublishTree()
+    try:
+        top = publish.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return tree
+
+    def inside(path: Path) -> bool:
+        return path == top or top in path.parents
+
+    def visit(directory: Path, prefix: str, real: Path, stack: frozenset[Path]) -> None:
+        try:
+            with os.scandir(directory) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name)
+        except OSError:
+            return
+        for entry in entries:
+            if not deployed_name(entry.name):
+                continue
+            relative = prefix + entry.name
+            path = directory / entry.name
+            if entry.is_symlink():
+                try:
+                    target = path.resolve()
+                    pointed = os.readlink(path)
+                except (OSError, RuntimeError):  # a loop of links: it resolves nowhere
+                    tree.links.append((relative, "a link that loops back on itself"))
+                    continue
+                if not inside(target):
+                    tree.links.append((relative, f"a link to {pointed!r}, outside {publish.name}/"))
+                elif not all(deployed_name(part) for part in target.relative_to(top).parts):
+                    tree.links.append((relative, f"a link to {pointed!r}, a file Netlify does not deploy"))
+                elif target.is_dir():
+                    if target in stack:
+                        tree.links.append((relative, "a link to a folder that contains it (a loop)"))
+                    else:
+                        visit(path, relative + "/", target, stack | {target})
+                elif target.is_file():
+                    _add_file(tree, relative, path)
+            elif entry.is_dir(follow_symlinks=False):
+                visit(path, relative + "/", real / entry.name, stack | {real / entry.name})
+            elif entry.is_file(follow_symlinks=False):
+                _add_file(tree, relative, path)
+
+    visit(publish, "", top, frozenset({top}))
+    return tree
+
+
+def _add_file(tree: PublishTree, relative: str, path: Path) -> None:
+    wrong = unservable(relative)
+    if wrong:
+        tree.names.append((relative, " and ".join(wrong)))
+    else:
+        tree.files[relative] = path
+
+
+def check_publish_files(config: NetlifyConfig) -> list[Problem]:
+    """Links out of the publish directory and file names Netlify cannot serve: each would make
+    the deploy publish what it must not, or fail half-way."""
+    if not config.publish.is_dir():
+        return []
+    try:
+        folder = config.publish.relative_to(config.root).as_posix()
+    except ValueError:
+        folder = config.publish.name
+    tree = publish_tree(config.publish)
+    problems = [
+        Problem(
+            Origin(f"{folder}/{shown(path)}", 1),
+            f"{why}: a deploy refuses it; replace the link with a real file, or remove it",
+        )
+        for path, why in tree.links
+    ]
+    problems += [
+        Problem(Origin(f"{folder}/{shown(path)}", 1), f"Netlify cannot serve a file name with {what}; rename it")
+        for path, what in tree.names
+    ]
+    return problems
+
+
 def check_config(config: NetlifyConfig) -> list[Problem]:
     """Every problem in the configuration, errors and warnings, in file order."""
     problems = list(config.problems) + check_keys(config) + check_toml_for_netlify(config)
-    problems += check_backend_urls(config)
+    problems += check_backend_urls(config) + check_publish_files(config)
     if not config.publish.is_dir():
         name = config.build.get("publish", "public")
         problems.append(

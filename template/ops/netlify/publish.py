@@ -23,9 +23,12 @@ from pathlib import Path
 from ops.errors import ConfigError
 from ops.netlify import config, redirects
 from ops.netlify.api import Deploy, NetlifyClient, NetlifyError
+from ops.netlify.check import deployed_name, publish_tree
 
 # Netlify's own deploy filter (and netlify-cli's): dotfiles are not deployed, except .well-known;
-# nor are macOS archive folders. File names with # or ? cannot be deployed at all.
+# nor are macOS archive folders (ops.netlify.check.deployed_name). Links out of the publish
+# directory and names Netlify cannot serve (#, ?, backslashes, control characters) stop a deploy
+# (ops.netlify.check.publish_tree).
 UPLOAD_PARALLELISM = 5
 READY_TIMEOUT = 600.0
 # States in which the files are in place and Netlify is finishing the deploy.
@@ -63,10 +66,7 @@ class Published:
 
 def deployable(relative: str) -> bool:
     """Whether Netlify deploys the file at ``relative`` (a posix path inside the publish directory)."""
-    parts = relative.split("/")
-    return all(
-        not (part.startswith(".") and part != ".well-known") and not part.startswith("__MACOSX") for part in parts
-    )
+    return all(deployed_name(part) for part in relative.split("/"))
 
 
 def site_files(root: Path, backend_url: str) -> SiteFiles:
@@ -76,7 +76,8 @@ def site_files(root: Path, backend_url: str) -> SiteFiles:
     this machine's loopback (a local stack, the tests).
 
     Raises :class:`ConfigError` for a configuration ``inv check`` would refuse, a publish
-    directory that is missing, or a file name Netlify cannot deploy.
+    directory that is missing, a link that leads out of it (every one named), or file names
+    Netlify cannot serve (every one named). A link to a file inside it is deployed as that file.
     """
     site = config.load(root)
     if site.errors:
@@ -84,14 +85,23 @@ def site_files(root: Path, backend_url: str) -> SiteFiles:
     publish = site.publish
     if not publish.is_dir():
         raise ConfigError(f"publish directory {publish.name}/ does not exist; create it or fix netlify.toml [build]")
-    bodies: dict[str, bytes] = {}
-    for path in sorted(publish.rglob("*")):
-        relative = path.relative_to(publish).as_posix()
-        if not path.is_file() or not deployable(relative):
-            continue
-        if "#" in relative or "?" in relative:
-            raise ConfigError(f"{publish.name}/{relative}: Netlify cannot deploy a file name with # or ?; rename it")
-        bodies[relative] = path.read_bytes()
+    tree = publish_tree(publish)
+    refused = []
+    if tree.links:
+        listed = ", ".join(f"{publish.name}/{path!r} ({why})" for path, why in tree.links)
+        refused.append(
+            f"{len(tree.links)} link(s) in {publish.name}/ would publish what they point at: {listed}; "
+            "replace each link with a real file, or remove it"
+        )
+    if tree.names:
+        listed = ", ".join(f"{publish.name}/{path!r} ({what})" for path, what in tree.names)
+        refused.append(
+            f"Netlify cannot serve {len(tree.names)} file name(s) in {publish.name}/: {listed}; "
+            "rename them without #, ?, backslashes or control characters"
+        )
+    if refused:
+        raise ConfigError("; ".join(refused) + " (nothing was deployed)")
+    bodies = {relative: path.read_bytes() for relative, path in tree.files.items()}
     try:
         existing = bodies.get("_redirects", b"").decode("utf-8")
     except UnicodeDecodeError:

@@ -72,6 +72,7 @@ def preflight(project: proj.Project, settings: Settings, options: Options) -> st
     if options.netlify:
         needed += ["NETLIFY_AUTH_TOKEN", "NETLIFY_SITE_ID"]
     problems = settings.missing(needed)
+    problems += settings.deploy_problems(needed)  # the netlify.toml placeholder host, a tagged IMAGE
     if options.backend and settings["BACKEND_URL"]:
         try:
             caddy.site_address(settings["BACKEND_URL"])
