@@ -136,10 +136,10 @@ def _relative(path: str, app_root: str) -> str:
     return path.removeprefix(prefix)
 
 
-def first_error(log: str, app_root: str = "/app") -> str:
+def first_error(log: str, app_root: str = "/app", *, fallback: bool = True) -> str:
     """The first error in ``log`` as one line: ``file:line: Exception: message`` when a traceback
     names it (paths under ``app_root`` are shown relative to the project), else the first line
-    that reads as an error, else the last line. Empty when the log is empty.
+    that reads as an error, else (with ``fallback``) the last line. Empty when there is none.
     """
     lines = [line for line in _expand_json(clean_lines(log)) if line.strip()]
     for tb in _tracebacks(lines):
@@ -157,7 +157,7 @@ def first_error(log: str, app_root: str = "/app") -> str:
         if re.search(r"\[(ERROR|CRITICAL)\]|^(error|fatal)\b|^\S+\.py: ", line, re.IGNORECASE):
             # serve.py (the image's command) says which file, line or variable; its prefix is noise here.
             return re.sub(r"^(?:\[[^]]*\] \[\d+\] )?(?:\[[A-Z]+\] )?", "", line).strip().removeprefix("serve.py: ")
-    return lines[-1].strip() if lines else ""
+    return lines[-1].strip() if lines and fallback else ""
 
 
 def short_tail(log: str, lines: int = 15) -> str:

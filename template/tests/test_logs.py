@@ -189,3 +189,18 @@ def test_first_error_without_a_traceback(log: str, expected: str) -> None:
     error = logs.first_error(log)
     assert error.startswith(expected) if expected else error == ""
     assert "\x1b" not in error
+
+
+@pytest.mark.parametrize(
+    ("log", "expected"),
+    [
+        ('{"level": "INFO", "message": "request", "status": 200}\n', ""),
+        ("[2026-01-01 00:00:00 +0000] [1] [INFO] Booting worker with pid: 7\n", ""),
+        ("[INFO] Listening\n[ERROR] Worker failed to boot.\n", "Worker failed to boot."),
+        ("", ""),
+    ],
+)
+def test_without_fallback_only_an_error_is_named(log: str, expected: str) -> None:
+    """A health gate that timed out quotes the log only when it holds an error: the last access
+    line of a slow but healthy start is not a reason."""
+    assert logs.first_error(log, fallback=False) == expected

@@ -360,10 +360,10 @@ def wait_healthy(running: Running, *, timeout: float = 30, path: str = "/readyz"
         return poll(probe, timeout=timeout, interval=0.02, max_interval=0.25)
     except TimedOut as exc:
         output = container_logs(container, tail=1000)
-        cause = logs.first_error(output)
+        cause = logs.first_error(output, fallback=False)
+        said = f"; its log says: {cause}" if cause else "; its log shows no error, so it may only need longer to start"
         raise NeverHealthy(
-            f"container {container.short_id} was not healthy after {timeout:.0f}s ({exc.reason})"
-            + (f"; its log says: {cause}" if cause else ""),
+            f"container {container.short_id} was not healthy after {timeout:.0f}s ({exc.reason}){said}",
             detail=logs.short_tail(output),
         ) from None
     finally:
