@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import unavailable
+from tests.helpers import PROJECT_LABEL, unavailable
 from tools.generated import free_port, render
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -172,12 +172,14 @@ def test_saved_change_in_api_is_served_without_restart(dev: Dev, dev_project: Pa
 @pytest.mark.docker
 @pytest.mark.parametrize("ignore_sigint", [False, True], ids=["sigint", "started-with-sigint-ignored"])
 def test_ctrl_c_stops_and_removes_everything(dev_project: Path, engine: Any, ignore_sigint: bool) -> None:
-    before = {c.id for c in engine.containers.list(all=True)}
+    # Only this project's containers (they carry its image's label): other work may share the engine.
+    mine = {"label": f"{PROJECT_LABEL}=cnd-dev-svc"}
+    before = {c.id for c in engine.containers.list(all=True, filters=mine)}
     running = Dev(dev_project, "dev", ignore_sigint=ignore_sigint)
     try:
         running.wait_serving()
-        started = {c.id for c in engine.containers.list(all=True)} - before
-        assert len(started) == 1
+        started = {c.id for c in engine.containers.list(all=True, filters=mine)} - before
+        assert len(started) == 1, started
         output = running.stop()
     finally:
         running.stop()
