@@ -222,6 +222,8 @@ def _check(setting: Setting, value: str, source: str) -> None:
         if any(c.isspace() for c in value):
             raise SettingsError(f"{where} contains whitespace; remove it (a URL has no spaces, at either end too)")
         parts = urlsplit(value)
+        if not value.startswith(("http://", "https://")) and parts.scheme in {"http", "https"}:
+            raise SettingsError(f"{where} has its scheme in capitals; write it as {parts.scheme}://")
         if parts.scheme not in {"http", "https"} or not parts.hostname:
             raise SettingsError(f"{where} is not an http(s) URL, for example https://api.example.com")
         try:

@@ -38,7 +38,9 @@ def run_suite(
             env["DOCKER_HOST"] = docker_host
     suite = str(Path(project.root, "tests", "smoke"))
     command = [sys.executable, "-m", "pytest", suite, "-p", "no:cacheprovider", *extra]
-    return subprocess.run(command, cwd=project.root, env=env, check=False).returncode
+    # A session of its own: a terminal's Ctrl-C reaches this process, which stops the suite (and
+    # the container) without pytest's own KeyboardInterrupt report in the middle of the task's output.
+    return subprocess.run(command, cwd=project.root, env=env, check=False, start_new_session=True).returncode
 
 
 def smoke_url(project: Project, url: str, extra: Sequence[str] = ()) -> None:
@@ -92,9 +94,10 @@ def smoke_image(
         return healthy_after
 
 
-def smoke_site(project: Project, url: str, *, revision: str = "", timeout: float = 30) -> None:
+def smoke_site(project: Project, url: str, *, revision: str = "", timeout: float = 30, api: bool = True) -> None:
     """Check a deployed site (a Netlify draft, production) as a visitor: the page loads, and the
-    API answers through the site's /api/* proxy rule (with ``revision``, when it is given)."""
+    API answers through the site's /api/* proxy rule (with ``revision``, when it is given).
+    ``api=False`` (the backend is in maintenance, answering 503) checks the page only."""
     import time
 
     import httpx
@@ -112,6 +115,8 @@ def smoke_site(project: Project, url: str, *, revision: str = "", timeout: float
                 raise NotReady(type(exc).__name__) from None
             if page.status_code != 200 or "html" not in page.headers.get("content-type", ""):
                 raise NotReady(f"/ answered {page.status_code} {page.headers.get('content-type', '')}")
+            if not api:
+                return
             try:
                 body = version.json()
             except ValueError:

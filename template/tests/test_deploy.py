@@ -114,6 +114,19 @@ def test_a_deploy_ships_both_halves_and_records_them(engine: Any, stage: Stage) 
     assert stage.netlify.deploys == deploys and lock.holder(engine, stage.project.slug) is None
     assert len(records.load(gateway, stage.project.slug)) == 2
 
+    # During maintenance the proxy answers 503: the deploy still goes through, checking the
+    # draft's page only and saying so, and the project stays in maintenance.
+    assert gateway is not None
+    proxy.set_maintenance(gateway, stage.project.slug, True, 120)
+    stage.lines.clear()
+    during = deploy.deploy(stage.project, stage.settings, deploy.Options(allow_dirty=True), say=stage.lines.append)
+    said = "\n".join(stage.lines)
+    assert "not confirmed through the proxy" in said and "its page only: maintenance is on" in said, said
+    assert during.netlify is not None and stage.netlify.published().id == during.netlify.deploy.id  # type: ignore[union-attr]
+    assert httpx.get(f"{backend}/api/version").status_code == 503
+    proxy.set_maintenance(gateway, stage.project.slug, False, 120)
+    assert httpx.get(f"{backend}/api/version").json()["revision"] == revision
+
 
 def test_a_refused_token_stops_before_anything_changes(engine: Any, stage: Stage) -> None:
     bad = settings_mod.load(
@@ -258,6 +271,8 @@ def test_files_git_does_not_track_stop_a_deploy(tmp_path: Path) -> None:
     with pytest.raises(deploy.PreflightFailed, match=r"files git does not track") as caught:
         deploy.preflight(here, settings, options)
     assert all(name in str(caught.value) for name in ("api/notes.txt", "public.txt", "x y.txt"))
+    # Deployed anyway, the revision says that what ships is not what the commit holds.
+    assert deploy.preflight(here, settings, dataclasses.replace(options, allow_dirty=True)).endswith("-dirty")
     (tmp_path / ".gitignore").write_text("*.txt\n")
     subprocess.run([*git, "add", ".gitignore"], cwd=tmp_path, check=True)
     subprocess.run([*git, "commit", "-qm", "ignore"], cwd=tmp_path, check=True)

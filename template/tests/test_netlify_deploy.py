@@ -372,3 +372,20 @@ def test_retry_after_reads_seconds_and_dates() -> None:
     assert api.retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412490.0) == 0.0
     for bad in ["", None, "soon", "-1", "1.5"]:
         assert api.retry_after(bad) is None
+
+
+def test_files_with_the_same_bytes_are_uploaded_once_and_all_served(
+    netlify: LocalNetlify, client: api.NetlifyClient, site: Path
+) -> None:
+    """Netlify stores files by SHA1: a repeated file (empty ones, a copied image) is one upload,
+    and the deploy serves it at every path."""
+    copies = {"a.txt": b"same", "b/a.txt": b"same", "c.txt": b"same", "empty1": b"", "empty2": b"", "d/empty3": b""}
+    for name, body in copies.items():
+        (site / "public" / name).parent.mkdir(parents=True, exist_ok=True)
+        (site / "public" / name).write_bytes(body)
+    done = deploy(client, site)
+    shas = {hashlib.sha1(body).hexdigest() for body in copies.values()}
+    uploaded = [path for path in netlify.uploads() if path.lstrip("/") in copies]
+    assert len(uploaded) == len(shas) == 2, uploaded
+    for name, body in copies.items():
+        assert netlify.site_body(done.deploy.id, name) == body

@@ -261,7 +261,7 @@ def test_a_new_backend_url_is_applied_only_at_the_switch_and_undone_when_it_fail
     assert proxy.read_file(gateway, site_path) == before  # never healthy: the site was never touched
     assert load.failures == [] and set(load.revisions) == {"rev-one"}, load.statuses
     # Healthy, but the new address does not answer: the move is undone, the old address serves.
-    with pytest.raises(rollout.RolloutFailed, match="not reachable"):
+    with pytest.raises(rollout.RolloutFailed, match=r"not reachable.*site was put back.*keeps serving"):
         rollout.roll_out(engine, moved, app_images["rev-two"], version="2", revision="rev-two", confirm_through=refuse)
     assert proxy.read_file(gateway, site_path) == before
     assert httpx.get(host.url + "/api/version").json()["revision"] == "rev-one"

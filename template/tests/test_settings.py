@@ -482,3 +482,10 @@ def test_a_proxy_name_that_cannot_name_a_container_says_so(tmp_path: Path, name:
 @pytest.mark.parametrize("name", ["cnd-proxy", "edge.1", "Proxy_2"])
 def test_container_names_are_accepted(tmp_path: Path, name: str) -> None:
     assert load(tmp_path, environ={"PROXY_NAME": name})["PROXY_NAME"] == name
+
+
+@pytest.mark.parametrize("url", ["HTTP://127.0.0.1:8080", "Https://api.acme.dev", "hTTps://api.acme.dev"])
+def test_a_scheme_in_capitals_is_refused(tmp_path: Path, url: str) -> None:
+    """Netlify's _redirects (and the local edge) take only http:// and https:// as written."""
+    with pytest.raises(SettingsError, match=r"scheme in capitals"):
+        load(tmp_path, environ={"BACKEND_URL": url})

@@ -401,7 +401,11 @@ def shutdown(running: Running, on_line: LineSink | None = None) -> None:
         if container.status == "running":  # as of the last reload; an exited one needs no stop
             if on_line:
                 grace = running.stop_timeout - STOP_MARGIN
-                on_line(f"Stopping {container.short_id}: in-flight requests get up to {grace}s (Ctrl-C again: now)")
+                on_line(
+                    f"Stopping {container.short_id}: in-flight requests get up to {grace}s (Ctrl-C again: now)"
+                    if grace > 0
+                    else f"Stopping {container.short_id} now"
+                )
             stop(container, timeout=running.stop_timeout)
     finally:
         remove(container)

@@ -143,7 +143,13 @@ def deploy_draft(
     unknown = wanted - set(files.digests.values())
     if unknown:
         raise NetlifyError(f"Netlify asked for {len(unknown)} file(s) this deploy does not have (deploy {deploy.id})")
-    paths = [path for path, sha in files.digests.items() if sha in wanted]
+    # One path per SHA1: Netlify stores files by content, and a deploy stops taking uploads once
+    # every required SHA1 has arrived, so a second copy (an empty file, a repeated image) is refused.
+    first_path: dict[str, str] = {}
+    for path, sha in files.digests.items():
+        if sha in wanted:
+            first_path.setdefault(sha, path)
+    paths = list(first_path.values())
     say(f"Netlify draft {deploy.id}: {len(files.digests)} files, {len(paths)} to upload")
     uploaded_bytes = 0
     if paths:
@@ -186,6 +192,10 @@ def _wait(
     while True:
         deploy = client.get_deploy(site_id, deploy_id)
         if deploy.state in until:
+            if deploy.state == "ready" and not deploy.url:
+                raise NetlifyError(
+                    f"Netlify says deploy {deploy_id} is ready but gives no URL for it; nothing was published"
+                )
             return deploy
         if deploy.state == "error":
             reason = deploy.error_message or "no reason given"

@@ -14,7 +14,7 @@ reloaded only when a project's site file appears or changes: its first deploy, a
 ``BACKEND_URL``, a template update that changes the block. Deploys, rollbacks and maintenance
 never reload: maintenance is a file (``maintenance/<slug>.json``) that the site block looks up
 on each request. Removing a project does not reload either: its block stays in Caddy's running
-configuration, answering 502 for its host, until the next reload.
+configuration, answering an error for its host, until the next reload.
 
 An ``https://`` BACKEND_URL gets Caddy's automatic HTTPS (certificates kept on the proxy's data
 volume); an ``http://`` one (tests, a private network) is served on plain HTTP.

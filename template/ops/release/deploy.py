@@ -83,6 +83,8 @@ def preflight(project: proj.Project, settings: Settings, options: Options) -> st
         problems.append("this is not a git repository with a commit: `git init && git add -A && git commit`")
     elif revision.endswith("-dirty") and not options.allow_dirty:
         problems.append("the working tree has uncommitted changes: commit them, or deploy anyway with --allow-dirty")
+    elif options.allow_dirty and not revision.endswith("-dirty") and proj.untracked_files(project.root):
+        revision += "-dirty"  # what ships is not what the commit holds
     elif not options.allow_dirty and (untracked := proj.untracked_files(project.root)):
         shown = ", ".join(untracked[:5]) + (f" and {len(untracked) - 5} more" if len(untracked) > 5 else "")
         problems.append(
@@ -149,7 +151,8 @@ def deploy(
             if options.backend:
                 _backend(client, project, settings, revision, report, phases, say, on_line, on_progress)
             if files is not None:
-                _netlify(files, project, settings, revision, report, phases, say, on_progress)
+                in_maintenance = proxy.in_maintenance(proxy.get(client, settings["PROXY_NAME"]), project.slug)
+                _netlify(files, project, settings, revision, report, phases, say, on_progress, in_maintenance)
         except KeyboardInterrupt:
             # Whatever went live is recorded (a backend switched before a drain or Netlify was cut short).
             live = rollout.live_release(client, project.slug) if options.backend else None
@@ -251,6 +254,7 @@ def _netlify(
     phases: rollout.Timings,
     say: LineSink,
     on_progress: Progress | None = None,
+    maintenance_on: bool = False,
 ) -> None:
     with netlify_client(settings, on_retry=lambda line: say(f"Netlify: {line}")) as netlify:
         with phases.phase("netlify"):
@@ -263,13 +267,18 @@ def _netlify(
                 on_count=on_progress,
             )
         with phases.phase("draft smoke"):
-            say(f"Smoke-testing the draft {done.deploy.url}")
+            api_check = not maintenance_on
+            say(
+                f"Smoke-testing the draft {done.deploy.url}"
+                + ("" if api_check else " (its page only: maintenance is on)")
+            )
             try:
                 smoke.smoke_site(
                     project,
                     done.deploy.url,
                     revision=revision if report.release else "",
                     timeout=settings.number("HEALTH_TIMEOUT"),
+                    api=api_check,
                 )
             except SmokeFailed as exc:
                 message = f"{exc}; the draft {done.deploy.url} was not published"
@@ -305,6 +314,13 @@ def rollback(project: proj.Project, settings: Settings, revision: str = "", *, s
     with lock.held(client, project.slug, revision=revision, action="rollback"):
         gateway = proxy.get(client, settings["PROXY_NAME"])
         history = records.load(gateway, project.slug)
+        if not revision:  # the previous release: the newest recorded one of another revision still kept here
+            live = rollout.live_release(client, project.slug)
+            kept = {r.revision for r in rollout.releases(client, project.slug) if live is None or r.name != live.name}
+            others = (
+                r.revision for r in history if r.revision in kept and (live is None or r.revision != live.revision)
+            )
+            revision = next(others, "")
         back = rollout.roll_back(client, goal, revision, on_line=say)
         record = records.find(history, back.revision)
         netlify_deploy = record.netlify_deploy if record else ""

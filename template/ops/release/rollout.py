@@ -306,11 +306,16 @@ def roll_out(
                 say(f"{'Adding' if before is None else 'Updating'} {target.backend_url} in the shared proxy (a reload)")
                 proxy.apply_site(gateway, wanted)
             confirm_switch(gateway, target, revision, confirm_through, say)
-        except BaseException:
+        except BaseException as exc:
             if changed:  # first: the old site serves again at once
                 proxy.restore_site(gateway, wanted.slug, before)
             containers.stop(new.container, timeout=new.stop_timeout)
             containers.remove(new.container)
+            if isinstance(exc, OpsError):
+                still = f"{live.name} keeps serving" if live else "nothing was serving before"
+                put_back = " the proxy's site was put back as it was," if changed and before is not None else ""
+                message = f"{exc}; the new release was removed,{put_back} and {still}"
+                raise RolloutFailed(message, detail=exc.detail) from None
             raise
 
     with timings.phase("drain"):
