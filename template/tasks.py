@@ -30,6 +30,7 @@ from ops.errors import Interrupted, OpsError
 from ops.netlify import check as check_ops
 from ops.netlify.config import NetlifyConfig
 from ops.release import deploy as deploy_ops
+from ops.release import swarm
 
 # soft_wrap: rich inserts no line breaks of its own. A terminal wraps long lines itself, and
 # output redirected to a file or a CI log keeps each line (and each URL) whole.
@@ -395,6 +396,7 @@ def _progress_bars() -> Iterator[Callable[[str, int, int], None] | None]:
         "netlify_only": "deploy public/ to Netlify only (the container stays as it is)",
         "allow_dirty": "deploy a working tree with uncommitted changes (its revision says -dirty)",
         "new_host": "move the project to a new BACKEND_URL host on its Docker host (the old host stops being served)",
+        "target": "host (one Docker host, blue/green) or swarm (a Swarm service, rolling); default: DEPLOY_TARGET",
     }
 )
 def deploy(
@@ -404,8 +406,9 @@ def deploy(
     netlify_only: bool = False,
     allow_dirty: bool = False,
     new_host: bool = False,
+    target: str = "",
 ) -> None:
-    """Ship both halves: build, smoke, push, blue/green behind Caddy, then Netlify draft, smoke, publish."""
+    """Ship both halves: build, smoke, push, roll out behind Caddy, then Netlify draft, smoke, publish."""
     if backend_only and netlify_only:
         raise Exit("error: give --backend-only or --netlify-only, not both", code=2)
     project = proj.load()
@@ -418,9 +421,10 @@ def deploy(
         _interrupted("Deploy interrupted; the live release still serves"),
         _progress_bars() as on_progress,
     ):
-        report = deploy_ops.deploy(
-            project, _settings(env), options, say=_say, on_line=_print_line, on_progress=on_progress
-        )
+        config = _settings(env)
+        if target:
+            config = config.override("DEPLOY_TARGET", target, "--target")
+        report = deploy_ops.deploy(project, config, options, say=_say, on_line=_print_line, on_progress=on_progress)
     _phase_table(report.phases)
     console.print(f"[green]Deployed[/] {report.revision[:12]}")
 
@@ -437,10 +441,11 @@ def releases(c: Context, env: str = "") -> None:
     table = Table(show_header=True, header_style="bold")
     for column in ("time", "version", "revision", "backend", "netlify", "image", "by"):
         table.add_column(column)
-    live_container = state.live.name if state.live else ""
+    live = state.live
     marked: set[str] = set()  # "live" once per half: on the newest record of what is live
     for record in state.records:
-        backend = "live" if record.container == live_container and "backend" not in marked else ""
+        serves = live is not None and record.container == live.name and record.revision == live.revision
+        backend = "live" if serves and "backend" not in marked else ""
         netlify = "live" if record.netlify_deploy == state.netlify_live != "" and "netlify" not in marked else ""
         marked |= {half for half, mark in (("backend", backend), ("netlify", netlify)) if mark}
         table.add_row(
@@ -471,6 +476,17 @@ def status(c: Context, env: str = "") -> None:
         state = deploy_ops.status(project, _settings(env))
     if state.live is None:
         out.print("Backend: nothing deployed on this Docker host")
+    elif isinstance(state.live, swarm.SwarmRelease):
+        live = state.live
+        out.print(f"Backend: service {live.name}  version {live.version}  revision {live.revision[:12]}")
+        out.print(f"  {state.health}, last update {state.update or 'none'}, image {live.digest or live.image}")
+        for one in state.tasks:
+            error = f"  ({one.error})" if one.error else ""
+            out.print(
+                f"  task {one.slot} on {one.node}: {one.state}, {one.health}, revision {one.revision[:12]}, "
+                f"since {one.since} UTC{error}",
+                markup=False,
+            )
     else:
         live = state.live
         started = str(live.container.attrs.get("State", {}).get("StartedAt", ""))[:19].replace("T", " ")
@@ -536,6 +552,45 @@ def remove(c: Context, yes: bool = False, env: str = "") -> None:
     )
 
 
+@task(help={"replicas": "the number of tasks, 1-100", "env": ENV_HELP})
+def scale(c: Context, replicas: str, env: str = "") -> None:
+    """Run N tasks of the app on the swarm (DEPLOY_TARGET=swarm); waits until exactly N are up."""
+    project = proj.load()
+    with _failing_cleanly(), _stopping_on_signals(), _interrupted("Scale interrupted; Swarm goes on to the new count"):
+        count = options.whole_number(replicas, "replicas", 1, 100)
+        config = _settings(env)
+        done = deploy_ops.scale(project, config, count, say=_say)
+    console.print(f"[green]Scaled[/] {done.name} to {done.running} tasks")
+    if config.sources.get("REPLICAS", "default") == "default":
+        console.print(f"The next `inv deploy` keeps {count} tasks (REPLICAS is not set).")
+    else:
+        console.print(
+            f"Note: REPLICAS={config['REPLICAS']} ({config.sources['REPLICAS']}) sets the count at the next deploy"
+        )
+
+
+@task(
+    name="swarm-init",
+    help={
+        "advertise_addr": "the address other nodes reach this one at (default 127.0.0.1: a one-node swarm to try it)",
+        "env": ENV_HELP,
+    },
+)
+def swarm_init(c: Context, advertise_addr: str = "", env: str = "") -> None:
+    """Make DOCKER_HOST's engine a one-node swarm (its manager), for DEPLOY_TARGET=swarm."""
+    with _failing_cleanly():
+        client = engine.connect(_settings(env)["DOCKER_HOST"])
+        done = swarm.init(client, advertise_addr)
+    if done.created:
+        console.print(f"[green]Swarm initialised[/]: this engine is its manager (node {done.node[:12]}).")
+    else:
+        console.print(f"This engine is already a manager of a swarm of {done.nodes} node(s) (node {done.node[:12]}).")
+    console.print(
+        "Deploy to it with `DEPLOY_TARGET=swarm` in .env (or `inv deploy --target swarm`). To add nodes, run "
+        "`docker swarm join-token worker` here and the command it prints on each new node."
+    )
+
+
 ns = Collection(
     build,
     run,
@@ -552,4 +607,6 @@ ns = Collection(
     lock,
     maintenance,
     remove,
+    scale,
+    swarm_init,
 )

@@ -27,3 +27,12 @@ def port(raw: str | int, option: str = "--port") -> int:
     else:
         shown = repr(str(raw)[:40]) + ("..." if len(str(raw)) > 40 else "")
     raise OpsError(f"{option} {shown} is not a port; use {low}-{high} (or 0 for a free one)")
+
+
+def whole_number(raw: str | int, name: str, low: int, high: int) -> int:
+    """A whole number in ``low..high`` from ``raw``; :class:`OpsError` naming ``name`` otherwise."""
+    text = str(raw).strip()
+    if re.fullmatch(r"[0-9]{1,6}", text) and low <= int(text) <= high:
+        return int(text)
+    shown = repr(str(raw)[:40]) + ("..." if len(str(raw)) > 40 else "")
+    raise OpsError(f"{name} {shown} is not a whole number in {low}..{high}")

@@ -15,6 +15,7 @@ expansion off), so what works with docker compose's ``env_file`` or direnv works
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import io
 import os
@@ -51,13 +52,29 @@ class Setting:
     default: str
     help: str
     secret: bool = False
-    kind: str = "text"  # text, int, port, url, image, token, name (of a container)
+    kind: str = "text"  # text, int, port, url, image, token, name (of a container), choice
     low: int = 0
     high: int = 0
+    choices: tuple[str, ...] = ()
 
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("DOCKER_HOST", "", "Docker engine the tasks use (unix://, tcp://, ssh://); empty: the local socket"),
+    Setting(
+        "DEPLOY_TARGET",
+        "host",
+        "where `inv deploy` runs the app: host (one Docker host, blue/green) or swarm (a Docker Swarm service)",
+        kind="choice",
+        choices=("host", "swarm"),
+    ),
+    Setting(
+        "REPLICAS",
+        "2",
+        "tasks of the app on a swarm; a deploy keeps the current count unless this is set",
+        kind="int",
+        low=1,
+        high=100,
+    ),
     Setting("IMAGE", "", "registry path the image is pushed to, no tag (default: your Copier answer)", kind="image"),
     Setting("BASE_IMAGE", "", "base image for builds (default: the Dockerfile's)", kind="image"),
     Setting("REGISTRY_USERNAME", "", "registry login, when the registry needs one"),
@@ -156,6 +173,12 @@ class Settings:
             )
         return problems
 
+    def override(self, name: str, value: str, source: str) -> Settings:
+        """These settings with ``name`` set to ``value`` (checked like any other), from ``source``
+        (a task's option, e.g. ``--target``)."""
+        _check(BY_NAME[name], value, source)
+        return dataclasses.replace(self, values={**self.values, name: value}, sources={**self.sources, name: source})
+
     def describe(self) -> list[str]:
         """``NAME = value  (source)`` for each setting; secrets say only whether they are set."""
         lines = []
@@ -232,6 +255,8 @@ def _check(setting: Setting, value: str, source: str) -> None:
             port = 0
         if port == 0:
             raise SettingsError(f"{where} has a port that is not a number in 1..65535; fix the port, or leave it out")
+    elif setting.kind == "choice" and value not in setting.choices:
+        raise SettingsError(f"{where} is not one of {', '.join(setting.choices)}")
     elif setting.kind == "image" and not _IMAGE.match(value):
         raise SettingsError(f"{where} is not an image reference, for example ghcr.io/acme/service")
     elif setting.kind == "name" and not _CONTAINER_NAME.match(value):

@@ -57,6 +57,10 @@ class Site:
     backend_url: str
     upstreams: tuple[str, ...]  # host:port of each colour on the project's network, e.g. "orders-green:8080"
     retry_after: int = 120  # the Retry-After of the maintenance 503
+    # On a swarm: the DNS name whose A records are the app's tasks (``tasks.<service>``); Caddy
+    # looks it up every second, so tasks that start, stop or move are followed with no reload.
+    # ``upstreams`` then holds the one port ("8080").
+    dynamic: str = ""
 
     @property
     def address(self) -> str:
@@ -149,13 +153,7 @@ def render_site(site: Site) -> str:
         "\t\t\tstatus 503\n"
         "\t\t}\n"
         "\t}\n"
-        "\thandle " + BEGIN_BLOCK + "\n"
-        f"\t\treverse_proxy {' '.join(site.upstreams)} " + BEGIN_BLOCK + "\n"
-        # Active checks: a colour is in rotation once its /readyz answers, out within a second
-        # of stopping (or never started: its name does not resolve).
-        "\t\t\thealth_uri /readyz\n"
-        "\t\t\thealth_interval 1s\n"
-        "\t\t\thealth_timeout 2s\n"
+        "\thandle " + BEGIN_BLOCK + "\n" + (_dynamic_upstreams(site) if site.dynamic else _colour_upstreams(site)) +
         # A request that finds an upstream down (stopping, not yet checked) is tried on another.
         "\t\t\tlb_try_duration 10s\n"
         "\t\t\tlb_try_interval 50ms\n"
@@ -163,4 +161,37 @@ def render_site(site: Site) -> str:
         "\t\t}\n"
         "\t}\n"
         "}\n"
+    )
+
+
+def _colour_upstreams(site: Site) -> str:
+    return (
+        f"\t\treverse_proxy {' '.join(site.upstreams)} " + BEGIN_BLOCK + "\n"
+        # Active checks: a colour is in rotation once its /readyz answers, out within a second
+        # of stopping (or never started: its name does not resolve).
+        "\t\t\thealth_uri /readyz\n"
+        "\t\t\thealth_interval 1s\n"
+        "\t\t\thealth_timeout 2s\n"
+    )
+
+
+def _dynamic_upstreams(site: Site) -> str:
+    """A swarm service's tasks, found by DNS. Swarm puts a task in the name's answers once its
+    health check passes and takes it out before it stops it, so the name is the health gate;
+    Caddy's passive checks (a task that refuses or resets a connection is left out for 5 s) and
+    retries cover the second between a change and the next lookup."""
+    (port,) = site.upstreams
+    if not _NAME.match(site.dynamic) or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise OpsError(f"{site.dynamic}:{port} is not an upstream address")
+    return (
+        "\t\treverse_proxy " + BEGIN_BLOCK + "\n"
+        "\t\t\tdynamic a " + BEGIN_BLOCK + "\n"
+        f"\t\t\t\tname {site.dynamic}\n"
+        f"\t\t\t\tport {port}\n"
+        "\t\t\t\trefresh 1s\n"
+        "\t\t\t}\n"
+        "\t\t\ttransport http " + BEGIN_BLOCK + "\n"
+        # A killed task's address answers nothing at all: give up on it quickly and try another.
+        "\t\t\t\tdial_timeout 2s\n"
+        "\t\t\t}\n"
     )

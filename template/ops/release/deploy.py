@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import docker
+import docker.errors
 from docker.models.containers import Container
 
 from ops import project as proj
@@ -22,7 +23,7 @@ from ops.docker.engine import client_is_local
 from ops.errors import Interrupted, OpsError, SmokeFailed
 from ops.logs import LineSink, Progress
 from ops.netlify import api, publish
-from ops.release import caddy, lock, proxy, records, rollout
+from ops.release import caddy, lock, proxy, records, rollout, swarm
 from ops.settings import Settings
 
 
@@ -38,10 +39,13 @@ class Options:
     new_host: bool = False  # the project moves to another BACKEND_URL host on this Docker host
 
 
+Live = rollout.Release | swarm.SwarmRelease  # what serves: a release container, or a swarm service
+
+
 @dataclass
 class Report:
     revision: str
-    release: rollout.Release | None = None
+    release: Live | None = None
     image: str = ""
     netlify: publish.Published | None = None
     phases: dict[str, float] = field(default_factory=dict)
@@ -62,6 +66,24 @@ def target(project: proj.Project, settings: Settings) -> rollout.Target:
         health_timeout=settings.number("HEALTH_TIMEOUT"),
         keep_releases=settings.number("KEEP_RELEASES"),
     )
+
+
+def on_swarm(settings: Settings) -> bool:
+    return settings["DEPLOY_TARGET"] == "swarm"
+
+
+def gateway_of(client: docker.DockerClient, settings: Settings) -> Container | None:
+    """The shared proxy's container (on a swarm, its task's), where sites and records are kept."""
+    if on_swarm(settings):
+        return swarm.proxy_container(client, settings["PROXY_NAME"])
+    return proxy.get(client, settings["PROXY_NAME"])
+
+
+def live_of(client: docker.DockerClient, settings: Settings, slug: str) -> Live | None:
+    """What serves the project's backend now: the live release container, or the swarm service."""
+    if on_swarm(settings):
+        return swarm.current(client, slug)
+    return rollout.live_release(client, slug)
 
 
 def preflight(project: proj.Project, settings: Settings, options: Options) -> str:
@@ -136,9 +158,19 @@ def deploy(
     phases = rollout.Timings(report.phases)
     with phases.phase("preflight"):
         client = (connect or (lambda address: engine.connect(address)))(settings["DOCKER_HOST"])
-        shared = proxy.get(client, settings["PROXY_NAME"])
+        node = ""
+        if on_swarm(settings):
+            node = swarm.manager_node(client)
+            if options.backend:
+                service = swarm.proxy_service(client, settings["PROXY_NAME"])
+                if service is None:
+                    swarm.refuse_single_host_proxy(client, target(project, settings).proxy)
+                else:
+                    swarm.check_proxy_matches(service, target(project, settings).proxy)
+        shared = gateway_of(client, settings)
         if options.backend and shared is not None:  # the host's proxy, as this project would use it
-            proxy.check_matches(shared, target(project, settings).proxy)
+            if not on_swarm(settings):
+                proxy.check_matches(shared, target(project, settings).proxy)
             check_site(shared, project.slug, settings["BACKEND_URL"], new_host=options.new_host)
     files = None
     if options.netlify:  # a bad site, a wrong token or an unknown site stops here, before anything changes
@@ -149,13 +181,13 @@ def deploy(
         say(f"Deploy lock taken on {engine.engine_address(settings['DOCKER_HOST'])}")
         try:
             if options.backend:
-                _backend(client, project, settings, revision, report, phases, say, on_line, on_progress)
+                _backend(client, project, settings, revision, report, phases, say, on_line, on_progress, node=node)
             if files is not None:
-                in_maintenance = proxy.in_maintenance(proxy.get(client, settings["PROXY_NAME"]), project.slug)
+                in_maintenance = proxy.in_maintenance(gateway_of(client, settings), project.slug)
                 _netlify(files, project, settings, revision, report, phases, say, on_progress, in_maintenance)
         except KeyboardInterrupt:
             # Whatever went live is recorded (a backend switched before a drain or Netlify was cut short).
-            live = rollout.live_release(client, project.slug) if options.backend else None
+            live = live_of(client, settings, project.slug) if options.backend else None
             if report.release is None and live is not None and live.created >= report.started:
                 report.release = live  # started by this deploy, and past the switch
             if report.release is not None:
@@ -176,9 +208,9 @@ def deploy(
 def _record(
     client: docker.DockerClient, project: proj.Project, settings: Settings, revision: str, report: Report
 ) -> None:
-    gateway = proxy.get(client, settings["PROXY_NAME"])
+    gateway = gateway_of(client, settings)
     if gateway is not None:
-        live = rollout.live_release(client, project.slug)
+        live = live_of(client, settings, project.slug)
         records.add(
             gateway,
             project.slug,
@@ -204,6 +236,8 @@ def _backend(
     say: LineSink,
     on_line: LineSink | None,
     on_progress: Progress | None = None,
+    *,
+    node: str = "",
 ) -> None:
     tag = revision.removesuffix("-dirty")[:12] + ("-dirty" if revision.endswith("-dirty") else "")
     with phases.phase("build"):
@@ -232,6 +266,22 @@ def _backend(
         )
     report.image = reference
     say(f"Pushed {reference}")
+    if on_swarm(settings):
+        login(client, settings)
+        report.release = swarm.roll_out(
+            client,
+            target(project, settings),
+            image,
+            reference=reference,
+            version=project.version,
+            revision=revision,
+            environment=environment,
+            replicas=replicas(settings),
+            node=node,
+            on_line=say,
+            timings=phases,
+        )
+        return
     report.release = rollout.roll_out(
         client,
         target(project, settings),
@@ -294,6 +344,24 @@ def _netlify(
         say(f"Published Netlify deploy {done.deploy.id}")
 
 
+def replicas(settings: Settings) -> int | None:
+    """REPLICAS when it is set (environment, .env): a deploy without it keeps the current count."""
+    return settings.number("REPLICAS") if settings.sources.get("REPLICAS", "default") != "default" else None
+
+
+def login(client: docker.DockerClient, settings: Settings) -> None:
+    """Log the client in to IMAGE's registry (when a username is set): the service's create and
+    update then pass the credentials with them, so every node can pull (``--with-registry-auth``)."""
+    if not settings["REGISTRY_USERNAME"]:
+        return
+    registry = settings["IMAGE"].partition("/")[0]
+    try:
+        client.login(settings["REGISTRY_USERNAME"], settings["REGISTRY_PASSWORD"], registry=registry)
+    except docker.errors.APIError as exc:
+        message = str(exc.explanation or exc).replace(settings["REGISTRY_PASSWORD"] or "\0", "[password]")
+        raise images.PushFailed(f"registry login to {registry} failed: {message}") from None
+
+
 def netlify_client(settings: Settings, **options: Any) -> api.NetlifyClient:
     """The Netlify API client for these settings (token, API URL); ``options`` go to the client."""
     return api.NetlifyClient(settings["NETLIFY_AUTH_TOKEN"], settings["NETLIFY_API_URL"], **options)
@@ -306,22 +374,29 @@ def _client(settings: Settings) -> docker.DockerClient:
 def rollback(project: proj.Project, settings: Settings, revision: str = "", *, say: LineSink) -> records.Record:
     """Back to the previous (or the named) release on both halves, under the deploy lock.
 
-    The backend: a kept release started, gated, confirmed, and the live one drained. Netlify: the
-    deploy recorded with that release is made live again (when the release has one).
+    The backend: a kept release started, gated, confirmed, and the live one drained (on a swarm:
+    the service rolled to the release's image). Netlify: the deploy recorded with that release is
+    made live again (when the release has one).
     """
     client = _client(settings)
     goal = target(project, settings)
     with lock.held(client, project.slug, revision=revision, action="rollback"):
-        gateway = proxy.get(client, settings["PROXY_NAME"])
+        gateway = gateway_of(client, settings)
         history = records.load(gateway, project.slug)
-        if not revision:  # the previous release: the newest recorded one of another revision still kept here
-            live = rollout.live_release(client, project.slug)
-            kept = {r.revision for r in rollout.releases(client, project.slug) if live is None or r.name != live.name}
-            others = (
-                r.revision for r in history if r.revision in kept and (live is None or r.revision != live.revision)
-            )
-            revision = next(others, "")
-        back = rollout.roll_back(client, goal, revision, on_line=say)
+        back: Live
+        if on_swarm(settings):
+            back = _swarm_back(client, goal, settings, history, revision, say)
+        else:
+            if not revision:  # the previous release: the newest recorded one of another revision still kept here
+                live = rollout.live_release(client, project.slug)
+                kept = {
+                    r.revision for r in rollout.releases(client, project.slug) if live is None or r.name != live.name
+                }
+                others = (
+                    r.revision for r in history if r.revision in kept and (live is None or r.revision != live.revision)
+                )
+                revision = next(others, "")
+            back = rollout.roll_back(client, goal, revision, on_line=say)
         record = records.find(history, back.revision)
         netlify_deploy = record.netlify_deploy if record else ""
         if netlify_deploy and settings["NETLIFY_AUTH_TOKEN"] and settings["NETLIFY_SITE_ID"]:
@@ -346,11 +421,44 @@ def rollback(project: proj.Project, settings: Settings, revision: str = "", *, s
         return done
 
 
+def _swarm_back(
+    client: docker.DockerClient,
+    goal: rollout.Target,
+    settings: Settings,
+    history: list[records.Record],
+    revision: str,
+    say: LineSink,
+) -> swarm.SwarmRelease:
+    """Roll the service to a recorded release's image (by digest, from the registry), with the same
+    rolling update and automatic rollback as a deploy; the task count stays as it is.
+
+    Not Swarm's own `docker service rollback`: its "previous spec" is whatever changed last, which
+    after `inv scale` is the old task count, not the previous release."""
+    live = swarm.current(client, goal.slug)
+    if live is None:
+        raise OpsError(f"{goal.slug} does not run on this swarm: nothing to roll back (run `inv deploy`)")
+    pushed = [r for r in history if "@sha256:" in r.image]
+    if revision:
+        pick = next((r for r in pushed if r.revision.startswith(revision)), None)
+    else:  # the previous release: the newest recorded one of another revision
+        pick = next((r for r in pushed if r.revision != live.revision), None)
+    if pick is None:
+        known = ", ".join(dict.fromkeys(r.revision[:12] for r in pushed)) or "none"
+        wanted = f"of revision {revision}" if revision else "to roll back to"
+        raise rollout.RolloutFailed(f"no other release {wanted} is recorded for this swarm (recorded: {known})")
+    say(f"Rolling back to {pick.revision[:12]} ({pick.version}): {pick.image}")
+    login(client, settings)
+    return swarm.roll_out(
+        client, goal, pick.image, reference=pick.image, version=pick.version, revision=pick.revision,
+        environment=settings.runtime_environment(), on_line=say,
+    )  # fmt: skip
+
+
 def maintenance(project: proj.Project, settings: Settings, on: bool) -> None:
     """Make the proxy answer the project's API with a JSON 503 and Retry-After (``on``), or serve again."""
     client = _client(settings)
     goal = target(project, settings)
-    gateway = proxy.get(client, settings["PROXY_NAME"])
+    gateway = gateway_of(client, settings)
     if gateway is None:
         raise OpsError("nothing is deployed on this Docker host yet (no proxy); run `inv deploy` first")
     site = rollout.site(goal)
@@ -376,15 +484,27 @@ def remove(project: proj.Project, settings: Settings, *, say: LineSink, dry_run:
     site, the images in the registry and the shared proxy stay.
     """
     client = _client(settings)
-    gateway = proxy.get(client, settings["PROXY_NAME"])
+    gateway = gateway_of(client, settings)
     site_path = f"{caddy.SITES_DIR}/{caddy.site_file_name(project.slug)}"
+    service = swarm.current(client, project.slug) if on_swarm(settings) else None
     if dry_run:
         has_site = gateway is not None and proxy.read_file(gateway, site_path) is not None
-        names = [release.name for release in rollout.releases(client, project.slug)]
+        names = [release.name for release in rollout.releases(client, project.slug)] if service is None else []
+        names += [f"service {service.name} ({service.desired} tasks)"] if service else []
         return Removed(names, has_site, len(records.load(gateway, project.slug)))
     with lock.held(client, project.slug, action="remove"):
         history = records.load(gateway, project.slug)
         removed = []
+        if on_swarm(settings):
+            if service is not None:
+                say(f"Removing the service {service.name} (its tasks drain)")
+                swarm.remove_service(client, project.slug)
+                removed.append(f"service {service.name} ({service.desired} tasks)")
+            if gateway is not None:
+                had_site = proxy.read_file(gateway, site_path) is not None
+                proxy.remove_site(gateway, project.slug)
+                records.remove(gateway, project.slug)
+            return Removed(removed, gateway is not None and had_site, len(history))
         for release in rollout.releases(client, project.slug):
             if release.running:
                 say(f"Draining {release.name}")
@@ -402,19 +522,28 @@ def remove(project: proj.Project, settings: Settings, *, say: LineSink, dry_run:
 
 @dataclass(frozen=True)
 class Status:
-    live: rollout.Release | None
+    live: Live | None
     health: str
     lock_holder: lock.Holder | None
     records: list[records.Record]
     netlify_live: str  # the published Netlify deploy id, "" when unknown
     maintenance: bool
+    tasks: list[swarm.Task] = field(default_factory=list)  # on a swarm: each task, its node and health
+    update: str = ""  # on a swarm: the state of the service's last update (completed, rollback_completed ...)
 
 
 def status(project: proj.Project, settings: Settings) -> Status:
     client = _client(settings)
-    gateway = proxy.get(client, settings["PROXY_NAME"])
-    live = rollout.live_release(client, project.slug)
-    health = containers.health(live.container)[0] if live else "not deployed"
+    gateway = gateway_of(client, settings)
+    live = live_of(client, settings, project.slug)
+    tasks: list[swarm.Task] = []
+    update = ""
+    if isinstance(live, swarm.SwarmRelease):
+        tasks = swarm.tasks(client, project.slug)
+        health = f"{live.running} of {live.desired} tasks up"
+        update = str((live.service.attrs.get("UpdateStatus") or {}).get("State", ""))
+    else:
+        health = containers.health(live.container)[0] if live else "not deployed"
     netlify_live = ""
     if settings["NETLIFY_AUTH_TOKEN"] and settings["NETLIFY_SITE_ID"]:
         with netlify_client(settings, retries=1) as netlify:
@@ -427,7 +556,22 @@ def status(project: proj.Project, settings: Settings) -> Status:
         records=records.load(gateway, project.slug),
         netlify_live=netlify_live,
         maintenance=proxy.in_maintenance(gateway, project.slug),
+        tasks=tasks,
+        update=update,
     )
+
+
+def scale(project: proj.Project, settings: Settings, count: int, *, say: LineSink) -> swarm.SwarmRelease:
+    """Set the number of the service's tasks, under the deploy lock (swarm only)."""
+    if not on_swarm(settings):
+        raise OpsError(
+            "inv scale is for DEPLOY_TARGET=swarm: on one host the app runs as one release container "
+            "(raise WEB_CONCURRENCY for more workers)"
+        )
+    client = _client(settings)
+    swarm.manager_node(client)
+    with lock.held(client, project.slug, action="scale"):
+        return swarm.scale(client, project.slug, count, settings.number("HEALTH_TIMEOUT"), say)
 
 
 def release_lock(project: proj.Project, settings: Settings) -> lock.Holder | None:

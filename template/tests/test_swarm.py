@@ -1,0 +1,267 @@
+"""DEPLOY_TARGET=swarm on a real one-node Docker Swarm, behind a real Caddy service, images pulled
+by digest from a real registry, with a bounded loopback load through Caddy throughout.
+
+The swarm: the engine's own when it is in one already (left as it was), else a one-node swarm
+made for these tests and left afterwards. Everything a test makes (services, the proxy, its
+configs, volumes and network) is removed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import docker.errors
+import httpx
+import pytest
+
+from ops import project
+from ops import settings as settings_mod
+from ops.docker import images
+from ops.release import deploy, lock, proxy, records, rollout, swarm
+from tests.conftest import base_image, free_port
+from tests.netlify_api import LocalNetlify
+from tests.test_rollout import Load
+
+pytestmark = pytest.mark.docker
+TOKEN = "nfp_swarm_test_token_abcdef0123456789"
+
+
+def test_a_swarm_target_on_an_engine_that_is_no_manager_is_refused_before_anything(engine: Any) -> None:
+    """First in the module: before its fixture makes the engine a swarm."""
+    if (engine.info().get("Swarm") or {}).get("LocalNodeState") == "active":
+        pytest.skip("the engine is in a swarm (the module's fixture or the machine's own)")
+    with pytest.raises(swarm.SwarmError, match=r"not in swarm mode: run `inv swarm-init`"):
+        swarm.manager_node(engine)
+
+
+@pytest.fixture(scope="module")
+def node(engine: Any) -> Iterator[str]:
+    """The manager node's id; the swarm made for the module if the engine was in none."""
+    state = (engine.info().get("Swarm") or {}).get("LocalNodeState")
+    if state not in {"active", "inactive"}:
+        pytest.fail(f"the engine's swarm state is {state!r}: neither in a swarm nor out of one")
+    bridges = {n.name for n in engine.networks.list(names=["docker_gwbridge"])}
+    made = swarm.init(engine, "127.0.0.1")
+    assert made.created == (state == "inactive")
+    try:
+        yield swarm.manager_node(engine)
+    finally:
+        if made.created:
+            engine.swarm.leave(force=True)
+            if "docker_gwbridge" not in bridges:  # made by `swarm init`, and left behind by `leave`
+                for network in engine.networks.list(names=["docker_gwbridge"]):
+                    network.remove()
+
+
+@pytest.fixture(scope="module")
+def pushed(engine: Any, registry: str) -> dict[str, tuple[str, str]]:
+    """The project's image built with two revisions and pushed: revision -> (local tag, digest reference)."""
+    me = project.load()
+    out = {}
+    for revision in ("rev-one", "rev-two"):
+        tag = f"{me.slug}-rollout-test:{revision}"
+        images.build_image(engine, me.root, [tag], project.build_args(me, base_image(engine), revision=revision))
+        out[revision] = (tag, images.push(engine, tag, f"{registry}/swarmtest/{me.slug}", revision))
+    return out
+
+
+@dataclass
+class Cluster:
+    target: rollout.Target
+    node: str
+    settings: settings_mod.Settings
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return self.target.backend_url
+
+
+def _environ(slug: str, port: int, name: str, proxy_image: str, **more: str) -> dict[str, str]:
+    return {
+        "DEPLOY_TARGET": "swarm",
+        "BACKEND_URL": f"http://127.0.0.1:{port}",
+        "PROXY_IMAGE": proxy_image,
+        "PROXY_NAME": name,
+        "PROXY_HTTP_PORT": str(port),
+        "PROXY_HTTPS_PORT": str(free_port()),
+        "HEALTH_TIMEOUT": "40",
+        **more,
+    }
+
+
+@pytest.fixture
+def cluster(engine: Any, node: str, proxy_image: str) -> Iterator[Cluster]:
+    me = project.load()
+    slug = f"swarm-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    environ = _environ(slug, port, f"cnd-swarm-test-{uuid.uuid4().hex[:6]}", proxy_image)
+    settings = settings_mod.load(me.root, environ=environ, defaults={})
+    target = dataclasses.replace(deploy.target(me, settings), slug=slug, health_timeout=40)
+    try:
+        yield Cluster(target, node, settings)
+    finally:
+        swarm.remove_service(engine, slug)
+        swarm.remove_proxy(engine, target.proxy)
+        lock.release(engine, slug)
+
+
+def _record(engine: Any, cluster: Cluster, release: swarm.SwarmRelease) -> None:
+    """What the deploy pipeline records after a roll-out (rollback reads it)."""
+    gateway = swarm.proxy_container(engine, cluster.target.proxy.name)
+    assert gateway is not None
+    records.add(
+        gateway,
+        cluster.target.slug,
+        records.Record(release.version, release.revision, release.digest, release.name),
+    )
+
+
+def _wait_tasks(engine: Any, slug: str, count: int, timeout: float = 60) -> float:
+    """Seconds until ``count`` tasks run again (after one was killed)."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        live = swarm.current(engine, slug)
+        if live is not None and live.running == count:
+            return time.monotonic() - started
+        time.sleep(0.1)
+    raise AssertionError(f"{slug} did not get back to {count} tasks in {timeout}s")
+
+
+def test_rolling_update_automatic_rollback_scale_rollback_and_a_killed_task_under_load(
+    engine: Any, cluster: Cluster, pushed: dict[str, tuple[str, str]]
+) -> None:
+    target, say = cluster.target, cluster.lines.append
+    (tag_one, ref_one), (tag_two, ref_two) = pushed["rev-one"], pushed["rev-two"]
+
+    first = swarm.roll_out(
+        engine, target, tag_one, reference=ref_one, version="1", revision="rev-one", replicas=2, node=cluster.node,
+        on_line=say,
+    )  # fmt: skip
+    assert (first.revision, first.desired, first.running) == ("rev-one", 2, 2)
+    assert httpx.get(cluster.url + "/api/version").json()["revision"] == "rev-one"
+    _record(engine, cluster, first)
+    spec = first.service.attrs["Spec"]
+    container = spec["TaskTemplate"]["ContainerSpec"]
+    assert container["Image"] == ref_one and "@sha256:" in container["Image"]  # pinned: every node, the same bytes
+    assert container["ReadOnly"] and container["CapabilityDrop"] == ["ALL"]
+    assert [m["Type"] for m in container["Mounts"]] == ["tmpfs"]
+    assert container["Healthcheck"]["Interval"] == swarm.SECOND and "Test" not in container["Healthcheck"]
+    assert container["StopGracePeriod"] >= 20 * swarm.SECOND
+    limits = spec["TaskTemplate"]["Resources"]["Limits"]
+    assert limits["MemoryBytes"] > 0 and limits["NanoCPUs"] > 0
+    assert spec["EndpointSpec"]["Mode"] == "dnsrr" and not spec["EndpointSpec"].get("Ports")
+    update = spec["UpdateConfig"]
+    assert (update["Order"], update["FailureAction"], update["Parallelism"]) == ("start-first", "rollback", 1)
+    proxy_spec = swarm.proxy_service(engine, target.proxy.name).attrs["Spec"]  # type: ignore[union-attr]
+    assert {p["PublishMode"] for p in proxy_spec["EndpointSpec"]["Ports"]} == {"host"}
+    assert proxy_spec["TaskTemplate"]["ContainerSpec"]["Configs"][0]["File"]["Name"] == "/etc/caddy/Caddyfile"
+
+    with Load(cluster.url) as load:
+        time.sleep(1)
+        second = swarm.roll_out(
+            engine, target, tag_two, reference=ref_two, version="2", revision="rev-two", node=cluster.node,
+            on_line=say,
+        )  # fmt: skip
+    assert load.failures == [], (load.statuses, cluster.lines)
+    assert load.revisions["rev-one"] > 0 and load.revisions["rev-two"] > 0, load.revisions  # the switch, seen
+    assert load.total >= 200 and (second.revision, second.running) == ("rev-two", 2)
+    assert "Swarm: completed (update completed)" in cluster.lines
+    _record(engine, cluster, second)
+
+    # A v3 whose runtime setting is bad never turns healthy: Swarm rolls it back by itself.
+    with Load(cluster.url) as load, pytest.raises(rollout.RolloutFailed) as caught:
+        swarm.roll_out(
+            engine, target, tag_one, reference=ref_one, version="3", revision="rev-three", node=cluster.node,
+            environment={"WEB_CONCURRENCY": "abc"}, on_line=say,
+        )  # fmt: skip
+    assert "Swarm rolled the update back" in str(caught.value) and "rev-two serves" in str(caught.value)
+    assert "WEB_CONCURRENCY" in caught.value.detail, caught.value.detail
+    assert load.failures == [] and set(load.revisions) == {"rev-two"}, load.statuses
+    back = swarm.current(engine, target.slug)
+    assert back is not None and (back.revision, back.running) == ("rev-two", 2)
+
+    for count in (4, 1):
+        with Load(cluster.url) as load:
+            time.sleep(0.5)
+            scaled = swarm.scale(engine, target.slug, count, 40, say)
+        assert load.failures == [] and scaled.running == count, (count, load.statuses)
+        assert len(swarm.tasks(engine, target.slug)) == count
+
+    # `inv rollback`: the previous recorded release, from the registry, at the current task count.
+    me = dataclasses.replace(project.load(), slug=target.slug)
+    with Load(cluster.url) as load:
+        time.sleep(0.5)
+        done = deploy.rollback(me, cluster.settings, say=say)
+    assert done.revision == "rev-one" and done.image == ref_one
+    assert load.failures == [], (load.statuses, cluster.lines)
+    assert load.revisions["rev-one"] > 0, load.revisions
+    live = swarm.current(engine, target.slug)
+    assert live is not None and (live.revision, live.desired, live.running) == ("rev-one", 1, 1)
+    assert records.load(swarm.proxy_container(engine, target.proxy.name), target.slug)[0].revision == "rev-one"
+    with pytest.raises(rollout.RolloutFailed, match=r"no other release of revision nope is recorded"):
+        deploy.rollback(me, cluster.settings, "nope", say=say)
+
+    # A task killed outright (SIGKILL): Swarm replaces it; only requests in flight on it may fail.
+    swarm.scale(engine, target.slug, 2, 40, say)
+    [victim, *_] = [
+        t["Status"]["ContainerStatus"]["ContainerID"]
+        for t in live.service.tasks(filters={"desired-state": "running"})
+        if t["Status"]["State"] == "running"
+    ]
+    with Load(cluster.url) as load:
+        time.sleep(0.5)
+        engine.containers.get(victim).kill()
+        time.sleep(0.2)
+        replaced = _wait_tasks(engine, target.slug, 2)
+    print(f"\nkilled task: {len(load.failures)} of {load.total} requests failed; replaced in {replaced:.1f}s")
+    assert len(load.failures) <= 6, load.statuses  # at most one in flight per client
+    assert lock.holder(engine, target.slug) is None
+
+
+def test_a_swarm_deploy_runs_the_whole_pipeline_and_status_shows_the_tasks(
+    engine: Any, node: str, registry: str, proxy_image: str
+) -> None:
+    """`inv deploy` with DEPLOY_TARGET=swarm: build, smoke, push, service, Netlify; status, remove."""
+    me = project.load()
+    port = free_port()
+    name = f"cnd-swarm-test-{uuid.uuid4().hex[:6]}"
+    with LocalNetlify(TOKEN) as netlify:
+        environ = _environ(
+            me.slug, port, name, proxy_image,
+            IMAGE=f"{registry}/acme/{me.slug}", BASE_IMAGE=base_image(engine), REPLICAS="2",
+            NETLIFY_AUTH_TOKEN=TOKEN, NETLIFY_SITE_ID="site-1", NETLIFY_API_URL=netlify.api_url,
+        )  # fmt: skip
+        settings = settings_mod.load(me.root, environ=environ)
+        lines: list[str] = []
+        try:
+            report = deploy.deploy(me, settings, deploy.Options(allow_dirty=True), say=lines.append)
+            assert isinstance(report.release, swarm.SwarmRelease)
+            assert (report.release.running, report.release.digest) == (2, report.image)
+            backend = settings["BACKEND_URL"]
+            assert httpx.get(f"{backend}/api/version").json()["revision"] == report.revision
+            assert httpx.get(f"{netlify.site_url()}api/version").json()["revision"] == report.revision
+            for phase in ("build", "smoke", "push", "rolling update", "switch", "netlify", "publish"):
+                assert report.phases.get(phase, -1) >= 0, report.phases
+            state = deploy.status(me, settings)
+            assert state.health == "2 of 2 tasks up" and len(state.tasks) == 2
+            assert {t.health for t in state.tasks} == {"healthy"} and all(t.node for t in state.tasks)
+            [record] = state.records
+            assert (record.image, record.container, record.netlify_deploy) == (
+                report.image, me.slug, report.netlify.deploy.id  # type: ignore[union-attr]
+            )  # fmt: skip
+            with pytest.raises(deploy.OpsError, match=r"inv scale is for DEPLOY_TARGET=swarm"):
+                deploy.scale(me, settings.override("DEPLOY_TARGET", "host", "test"), 3, say=lines.append)
+            removed = deploy.remove(me, settings, say=lines.append)
+            assert removed.containers == [f"service {me.slug} (2 tasks)"] and removed.site and removed.records == 1
+            assert swarm.current(engine, me.slug) is None
+            assert lock.holder(engine, me.slug) is None
+        finally:
+            swarm.remove_service(engine, me.slug)
+            swarm.remove_proxy(engine, deploy.target(me, settings).proxy)
+            lock.release(engine, me.slug)
