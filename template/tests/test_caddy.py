@@ -86,6 +86,21 @@ def test_projects_each_own_a_site_proxied_to_their_live_colour(caddy_bin: str, t
     assert proxies == [[{"dial": "billing-blue:9000"}]]
 
 
+def test_a_swarm_site_follows_its_service_tasks_by_dns_with_passive_checks(caddy_bin: str, tmp_path: Path) -> None:
+    site = caddy.Site("orders", "https://api.orders.example.com", ("8080",), dynamic="tasks.orders")
+    _, route = routes_by_host(adapt(caddy_bin, tmp_path, [site]))["api.orders.example.com"]
+    [proxy] = [h for h in handlers(route) if h["handler"] == "reverse_proxy"]
+    dynamic = {"source": "a", "name": "tasks.orders", "port": "8080", "refresh": 1_000_000_000}
+    assert proxy["dynamic_upstreams"] == dynamic
+    assert "upstreams" not in proxy and "active" not in proxy.get("health_checks", {})
+    assert proxy["health_checks"]["passive"]["fail_duration"] == 5_000_000_000
+    assert proxy["transport"]["dial_timeout"] == 2_000_000_000
+    assert proxy["load_balancing"]["try_duration"] == 10_000_000_000
+    for name, port in [("tasks.orders;x", "8080"), ("tasks.orders", "80 80"), ("tasks.orders", "0")]:
+        with pytest.raises(OpsError, match=r"is not an upstream address"):
+            caddy.render_site(caddy.Site("orders", "https://api.orders.example.com", (port,), dynamic=name))
+
+
 def test_no_project_yet_is_a_valid_config(caddy_bin: str, tmp_path: Path) -> None:
     config = adapt(caddy_bin, tmp_path, [])
     assert config["admin"]["listen"] == "localhost:2019"

@@ -65,6 +65,9 @@ def test_missing_settings_say_how_to_set_them(tmp_path: Path) -> None:
         ('IMAGE="ghcr.io/acme/x\n', ".env:1: cannot read this line"),
         ("x\nIMAGE ghcr.io/acme/x\n", ".env:2: cannot read this line"),
         ('BACKEND_URL="https://a.example\\n"\n', "contains a control character"),
+        ("DEPLOY_TARGET=Swarm\n", "DEPLOY_TARGET='Swarm' (.env:1) is not one of host, swarm"),
+        ("DEPLOY_TARGET=kubernetes\n", "is not one of host, swarm"),
+        ("REPLICAS=0\n", "REPLICAS='0' (.env:1) is not a whole number in 1..100"),
     ],
 )
 def test_a_bad_line_or_value_is_one_message_naming_it(tmp_path: Path, text: str, message: str) -> None:
@@ -489,3 +492,13 @@ def test_a_scheme_in_capitals_is_refused(tmp_path: Path, url: str) -> None:
     """Netlify's _redirects (and the local edge) take only http:// and https:// as written."""
     with pytest.raises(SettingsError, match=r"scheme in capitals"):
         load(tmp_path, environ={"BACKEND_URL": url})
+
+
+def test_a_task_option_overrides_a_setting_and_is_checked_like_one(tmp_path: Path) -> None:
+    write(tmp_path, ".env", "DEPLOY_TARGET=host\n")
+    loaded = load(tmp_path, environ={})
+    swarm = loaded.override("DEPLOY_TARGET", "swarm", "--target")
+    assert (swarm["DEPLOY_TARGET"], swarm.sources["DEPLOY_TARGET"]) == ("swarm", "--target")
+    assert loaded["DEPLOY_TARGET"] == "host"  # the loaded settings are left as they were
+    with pytest.raises(SettingsError, match=r"DEPLOY_TARGET='nomad' \(--target\) is not one of host, swarm"):
+        loaded.override("DEPLOY_TARGET", "nomad", "--target")

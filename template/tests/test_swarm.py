@@ -15,14 +15,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import docker.errors
 import httpx
 import pytest
 
 from ops import project
 from ops import settings as settings_mod
 from ops.docker import images
-from ops.release import deploy, lock, proxy, records, rollout, swarm
+from ops.release import deploy, lock, records, rollout, swarm
 from tests.conftest import base_image, free_port
 from tests.netlify_api import LocalNetlify
 from tests.test_rollout import Load
