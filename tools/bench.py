@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tools import bench_deploy
+from tools import bench_deploy, bench_swarm
 from tools.generated import REPO, free_port, netlify_cli, offline_base_image, project_ops, render
 
 SLUG = "bench-svc"
@@ -54,6 +54,13 @@ TARGETS = {
     "deploy.netlify.ours.unchanged.s": ("<", 1.0),
     "deploy.netlify.ours.unchanged.uploads": ("<=", 0),
     "deploy.netlify.ours.one_change.uploads": ("<=", 1),
+    # The Swarm target (issue 9): no failed request during updates, scaling and a rollback.
+    "swarm.rolling_update.2.failed": ("<=", 0),
+    "swarm.rolling_update.4.failed": ("<=", 0),
+    "swarm.scale.to_1.failed": ("<=", 0),
+    "swarm.scale.to_2.failed": ("<=", 0),
+    "swarm.scale.to_4.failed": ("<=", 0),
+    "swarm.rollback.failed": ("<=", 0),
 }
 
 
@@ -215,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     results["load"] = load
     results["edge"] = bench_edge(client, containers, project, target, tags[0], args)
     results["deploy"] = bench_deploy.bench(target, base, client)
+    results["swarm"] = bench_swarm.bench(target, base, client)
     results["healthz_rps_over_bare"] = round(load["flask_healthz"]["rps"] / load["bare_healthz"]["rps"], 3)
     results["api_rps_over_bare"] = round(load["flask_api"]["rps"] / load["bare_healthz"]["rps"], 3)
     results["flaskmin_rps_over_bare"] = round(load["flaskmin_healthz"]["rps"] / load["bare_healthz"]["rps"], 3)
@@ -405,6 +413,29 @@ def print_table(results: dict[str, Any]) -> None:
         rows.append(("first deploy (both halves)", f"{pipeline['first_deploy_total_s']:.1f} s", phases))
         load = pipeline["under_load"]
         rows.append(("failed requests during a deploy", f"{load['failed']}", f"of {load['requests']} through Caddy"))
+    swarm = results.get("swarm", {})
+    if swarm:
+        for replicas, figure in swarm["rolling_update"].items():
+            label = f"Swarm rolling update, {replicas} replicas"
+            rows.append((label, f"{figure['seconds']:.1f} s", f"{figure['failed']} of {figure['requests']} failed"))
+        for count in (1, 2, 4):
+            figure = swarm["scale"][f"to_{count}"]
+            label = f"Swarm scale to {count}"
+            rows.append((label, f"{figure['seconds']:.1f} s", f"{figure['failed']} of {figure['requests']} failed"))
+        figure = swarm["rollback"]
+        rows.append(
+            ("Swarm rollback", f"{figure['seconds']:.1f} s", f"{figure['failed']} of {figure['requests']} failed")
+        )
+        figure = swarm["killed_task"]
+        rows.append(
+            (
+                "Swarm killed task to replacement",
+                f"{figure['replaced_s']:.1f} s",
+                f"{figure['failed']} of {figure['requests']} failed",
+            )
+        )
+        through = ", ".join(f"{n} replicas {swarm['scale'][f'rps_{n}']:.0f}" for n in (1, 2, 4))
+        rows.append(("req/s through Caddy (swarm)", through, f"single host {swarm['rps_single_host']:.0f}"))
     for who in ("ours", "netlify_cli"):
         steps = netlify.get(who)
         if isinstance(steps, dict):

@@ -368,7 +368,11 @@ def netlify_client(settings: Settings, **options: Any) -> api.NetlifyClient:
 
 
 def _client(settings: Settings) -> docker.DockerClient:
-    return engine.connect(settings["DOCKER_HOST"])
+    """The engine of DOCKER_HOST; on a swarm target, one that is a swarm manager (else a clear error)."""
+    client = engine.connect(settings["DOCKER_HOST"])
+    if on_swarm(settings):
+        swarm.manager_node(client)
+    return client
 
 
 def rollback(project: proj.Project, settings: Settings, revision: str = "", *, say: LineSink) -> records.Record:
@@ -569,7 +573,6 @@ def scale(project: proj.Project, settings: Settings, count: int, *, say: LineSin
             "(raise WEB_CONCURRENCY for more workers)"
         )
     client = _client(settings)
-    swarm.manager_node(client)
     with lock.held(client, project.slug, action="scale"):
         return swarm.scale(client, project.slug, count, settings.number("HEALTH_TIMEOUT"), say)
 
