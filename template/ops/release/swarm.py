@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
-import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -58,6 +57,7 @@ from ops.docker import containers
 from ops.errors import OpsError
 from ops.logs import LineSink
 from ops.release import caddy, proxy, rollout
+from ops.wait import NotReady, TimedOut, poll
 
 SECOND = 1_000_000_000  # the API's durations are in nanoseconds
 MONITOR = 5  # seconds Swarm watches each updated task before it counts it (and the update) good
@@ -273,29 +273,29 @@ def _create_proxy(client: docker.DockerClient, settings: proxy.ProxySettings, no
 
 
 def _wait_proxy(client: docker.DockerClient, service: Service, timeout: float = 60) -> Container:
-    deadline = time.monotonic() + timeout
-    error = ""
-    while time.monotonic() < deadline:
+    errors: list[str] = []
+
+    def probe() -> Container:
         found = task_container(client, service)
-        if found is not None:
-            code, _ = found.exec_run(["caddy", "version"])
-            if code == 0:
-                if proxy.read_file(found, f"{caddy.SITES_DIR}/.keep") is None:
-                    proxy.put_file(found, f"{caddy.SITES_DIR}/.keep", "")
-                return found
-        for task in _tasks(service):
-            status = task.get("Status", {})
-            if status.get("State") in {"rejected", "failed"} and status.get("Err"):
-                error = str(status["Err"])
+        if found is not None and found.exec_run(["caddy", "version"])[0] == 0:
+            if proxy.read_file(found, f"{caddy.SITES_DIR}/.keep") is None:
+                proxy.put_file(found, f"{caddy.SITES_DIR}/.keep", "")
+            return found
+        error = _task_error([t for t in _tasks(service) if _state(t) in {"rejected", "failed"}])
         if "port" in error and ("in use" in error or "allocated" in error):
             raise proxy.ProxyError(
                 f"the proxy service cannot start: {error}; something else uses PROXY_HTTP_PORT/PROXY_HTTPS_PORT "
                 f"on this node (`docker service rm {service.name}`, then set other ports)"
             )
-        time.sleep(0.3)
-    raise proxy.ProxyError(
-        f"the proxy service {service.name} was not running after {timeout:.0f}s ({error or 'no error'})"
-    )
+        errors[:] = [error] if error else errors
+        raise NotReady(error or "its task is not running yet")
+
+    try:
+        return poll(probe, timeout=timeout, interval=0.1)
+    except TimedOut as exc:
+        raise proxy.ProxyError(
+            f"the proxy service {service.name} was not running after {timeout:.0f}s ({exc.reason})"
+        ) from None
 
 
 def remove_proxy(client: docker.DockerClient, settings: proxy.ProxySettings) -> None:
@@ -312,35 +312,35 @@ def remove_proxy(client: docker.DockerClient, settings: proxy.ProxySettings) -> 
     _remove_network(client, edge_network(settings))
 
 
-def _remove_volume(client: docker.DockerClient, name: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while True:  # a removed task's container lets go of its volume a moment later
+def _remove_volume(client: docker.DockerClient, name: str) -> None:
+    def remove() -> None:
+        client.volumes.get(name).remove(force=True)
+
+    _until_removed(remove)
+
+
+def _remove_network(client: docker.DockerClient, name: str) -> None:
+    for network in client.networks.list(names=[name]):
+        if network.name == name:
+            _until_removed(network.remove)
+
+
+def _until_removed(remove: Callable[[], Any], timeout: float = 20) -> None:
+    """Call ``remove`` until the engine lets it go: a removed task's container lets go of its
+    volume and network a moment after the service is gone."""
+
+    def probe() -> None:
         try:
-            client.volumes.get(name).remove(force=True)
-            return
+            remove()
         except docker.errors.NotFound:
             return
-        except docker.errors.APIError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.3)
+        except docker.errors.APIError as exc:
+            raise NotReady(logs.clean_line(str(exc.explanation or exc))) from None
 
-
-def _remove_network(client: docker.DockerClient, name: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    for network in client.networks.list(names=[name]):
-        if network.name != name:
-            continue
-        while True:
-            try:
-                network.remove()
-                break
-            except docker.errors.NotFound:
-                break
-            except docker.errors.APIError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.3)
+    try:
+        poll(probe, timeout=timeout, interval=0.1)
+    except TimedOut as exc:
+        raise SwarmError(f"could not remove it after {timeout:.0f}s: {exc.reason}") from None
 
 
 # --- the app service --------------------------------------------------------------------------
@@ -528,27 +528,36 @@ def _create(client: docker.DockerClient, target: rollout.Target, options: dict[s
 
 def _wait_first(client: docker.DockerClient, service: Service, count: int, timeout: float, say: LineSink) -> None:
     """Until ``count`` tasks are up; a service that does not get there is removed with a task's logs."""
-    deadline = time.monotonic() + timeout
+
+    def probe() -> int:
+        tasks = _tasks(service)
+        up = [t for t in tasks if _state(t) == "running" and t.get("DesiredState") == "running"]
+        if len(up) >= count:
+            return len(up)
+        rejected = [t for t in tasks if _state(t) == "rejected"]
+        failed = [t for t in tasks if _state(t) in {"failed", "rejected"}]
+        if rejected or len(failed) >= 2 * count:  # an image that cannot be pulled; tasks that keep failing
+            raise rollout.RolloutFailed(
+                f"the new service never turned healthy ({_task_error(rejected or failed)}); "
+                "it was removed and nothing serves",
+                detail=_failed_logs(client, failed),
+            )
+        raise NotReady(f"{len(up)} of {count} tasks up")
+
     try:
-        while True:
-            tasks = _tasks(service)
-            up = [t for t in tasks if _state(t) == "running" and t.get("DesiredState") == "running"]
-            if len(up) >= count:
-                say(f"{len(up)} of {count} tasks are up")
-                return
-            rejected = [t for t in tasks if _state(t) == "rejected"]
-            failed = [t for t in tasks if _state(t) in {"failed", "rejected"}]
-            if rejected or len(failed) >= 2 * count or time.monotonic() > deadline:
-                why = _task_error(rejected or failed) or f"{len(up)} of {count} up after {timeout:.0f}s"
-                detail = _failed_logs(client, failed)
-                raise rollout.RolloutFailed(
-                    f"the new service never turned healthy ({why}); it was removed and nothing serves",
-                    detail=detail,
-                )
-            time.sleep(0.5)
+        up = poll(probe, timeout=timeout, interval=0.1)
+    except TimedOut as exc:
+        detail = _failed_logs(client, [t for t in _tasks(service) if _state(t) in {"failed", "rejected"}])
+        remove_service(client, service.name)
+        raise rollout.RolloutFailed(
+            f"the new service never turned healthy ({exc.reason} after {timeout:.0f}s); "
+            "it was removed and nothing serves",
+            detail=detail,
+        ) from None
     except BaseException:
         remove_service(client, service.name)
         raise
+    say(f"{up} of {count} tasks are up")
 
 
 def _update(
@@ -580,15 +589,15 @@ def wait_update(
     client: docker.DockerClient, service: Service, before: str, limit: float, live: SwarmRelease, say: LineSink
 ) -> None:
     """Follow Swarm's update status (the one started after ``before``) to its end; say each state."""
-    deadline = time.monotonic() + limit
-    seen = ""
-    while True:
+    seen: list[str] = []
+
+    def probe() -> None:
         service.reload()
         status = service.attrs.get("UpdateStatus") or {}
         state = str(status.get("State", "")) if status.get("StartedAt", "") != before else ""
         message = str(status.get("Message", ""))
-        if state and state != seen:
-            seen = state
+        if state and state not in seen[-1:]:
+            seen.append(state)
             say(f"Swarm: {state.replace('_', ' ')} ({message})")
         if state == "completed":
             return
@@ -599,14 +608,17 @@ def wait_update(
             else:
                 what = f"Swarm {state.replace('_', ' ')} the update ({message}); see `inv status`"
             raise rollout.RolloutFailed(f"the new release did not take: {what}", detail=_failed_logs(client, failed))
-        if time.monotonic() > deadline:
-            if state != "rollback_started":
-                request_rollback(client, service)
-            raise rollout.RolloutFailed(
-                f"Swarm's update of {service.name} did not finish in {limit:.0f}s ({seen or 'not started'}); "
-                f"Swarm was asked to roll it back to {live.revision[:12]}: see `inv status`"
-            )
-        time.sleep(0.5)
+        raise NotReady(state or "not started")
+
+    try:
+        poll(probe, timeout=limit, interval=0.1)
+    except TimedOut as exc:
+        if exc.reason != "rollback_started":
+            request_rollback(client, service)
+        raise rollout.RolloutFailed(
+            f"Swarm's update of {service.name} did not finish in {limit:.0f}s ({exc.reason}); "
+            f"Swarm was asked to roll it back to {live.revision[:12]}: see `inv status`"
+        ) from None
 
 
 def request_rollback(client: docker.DockerClient, service: Service) -> None:
@@ -627,19 +639,22 @@ def scale(client: docker.DockerClient, slug: str, count: int, timeout: float, sa
         raise SwarmError(f"{slug} is not deployed on this swarm yet; run `inv deploy`")
     say(f"Scaling {live.name} from {live.desired} to {count} tasks")
     live.service.scale(count)
-    deadline = time.monotonic() + timeout * max(count, 1) + 30
-    while True:
+
+    def probe() -> None:
         tasks = _tasks(live.service)
         up = [t for t in tasks if _state(t) == "running" and t.get("DesiredState") == "running"]
         stopping = [t for t in tasks if t.get("DesiredState") != "running" and _state(t) not in ENDED]
-        if len(up) == count and not stopping:
-            break
-        if time.monotonic() > deadline:
-            raise SwarmError(
-                f"{live.name} has {len(up)} of {count} tasks up after {timeout:.0f}s: see `inv status`",
-                detail=_failed_logs(client, [t for t in tasks if _state(t) in {"failed", "rejected"}]),
-            )
-        time.sleep(0.5)
+        if len(up) != count or stopping:
+            raise NotReady(f"{len(up)} of {count} tasks up, {len(stopping)} stopping")
+
+    limit = timeout * max(count, 1) + 30
+    try:
+        poll(probe, timeout=limit, interval=0.1)
+    except TimedOut as exc:
+        raise SwarmError(
+            f"{live.name} did not reach {count} tasks in {limit:.0f}s ({exc.reason}): see `inv status`",
+            detail=_failed_logs(client, [t for t in _tasks(live.service) if _state(t) in {"failed", "rejected"}]),
+        ) from None
     done = current(client, slug)
     assert done is not None
     return done
@@ -690,12 +705,16 @@ def remove_service(client: docker.DockerClient, slug: str) -> bool:
 
 def _wait_gone(client: docker.DockerClient, name: str, timeout: float = 120) -> None:
     """Until the removed service's task containers on this node are gone (drained)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def probe() -> None:
         left = client.containers.list(all=True, filters={"label": f"com.docker.swarm.service.name={name}"})
-        if not left:
-            return
-        time.sleep(0.3)
+        if left:
+            raise NotReady(f"{len(left)} task container(s) still stopping")
+
+    try:
+        poll(probe, timeout=timeout, interval=0.1)
+    except TimedOut as exc:
+        raise SwarmError(f"the service {name} was removed, but {exc.reason} after {timeout:.0f}s") from None
 
 
 def _tasks(service: Service, filters: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
