@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -253,6 +255,12 @@ def relock(c: Context) -> None:
     c.run("uv pip compile pyproject.toml --generate-hashes --universal --python-version 3.11 -o requirements.lock")
 
 
+def _help_if_asked(c: Context, value: str, name: str) -> None:
+    """`inv NAME --help` where NAME's first argument is positional: Invoke hands it "--help" as the value."""
+    if value in {"--help", "-h"}:
+        raise Exit(code=subprocess.run([sys.executable, "-m", "invoke", "--help", name], check=False).returncode)
+
+
 def _wait_for_ctrl_c() -> None:
     """Wait for a signal (see `_stopping_on_signals`, which the caller has installed)."""
     try:
@@ -492,6 +500,8 @@ def status(c: Context, env: str = "") -> None:
         started = str(live.container.attrs.get("State", {}).get("StartedAt", ""))[:19].replace("T", " ")
         out.print(f"Backend: {live.name}  version {live.version}  revision {live.revision[:12]}")
         out.print(f"  health {state.health}, up since {started} UTC, image {live.digest or live.image}")
+    for note in state.notes:
+        out.print(f"  [yellow]note[/] {escape(note)}")
     out.print(f"Netlify: live deploy {state.netlify_live or '(unknown: NETLIFY_AUTH_TOKEN/NETLIFY_SITE_ID not set)'}")
     if state.maintenance:
         out.print("[yellow]Maintenance is on[/] (`inv maintenance off` ends it)")
@@ -516,6 +526,7 @@ def lock(c: Context, release: bool = False, env: str = "") -> None:
 @task(help={"state": "on (JSON 503 with Retry-After) or off", "env": ENV_HELP})
 def maintenance(c: Context, state: str, env: str = "") -> None:
     """Answer the API with a JSON 503 and Retry-After while you work on it (on), or serve again (off)."""
+    _help_if_asked(c, state, "maintenance")
     if state not in {"on", "off"}:
         raise Exit(f"error: inv maintenance takes on or off, not {state!r}", code=2)
     project = proj.load()
@@ -555,6 +566,7 @@ def remove(c: Context, yes: bool = False, env: str = "") -> None:
 @task(help={"replicas": "the number of tasks, 1-100", "env": ENV_HELP})
 def scale(c: Context, replicas: str, env: str = "") -> None:
     """Run N tasks of the app on the swarm (DEPLOY_TARGET=swarm); waits until exactly N are up."""
+    _help_if_asked(c, replicas, "scale")
     project = proj.load()
     with _failing_cleanly(), _stopping_on_signals(), _interrupted("Scale interrupted; Swarm goes on to the new count"):
         count = options.whole_number(replicas, "replicas", 1, 100)

@@ -94,7 +94,7 @@ def test_a_swarm_site_follows_its_service_tasks_by_dns_with_passive_checks(caddy
     assert proxy["dynamic_upstreams"] == dynamic
     assert "upstreams" not in proxy and "active" not in proxy.get("health_checks", {})
     assert proxy["health_checks"]["passive"]["fail_duration"] == 5_000_000_000
-    assert proxy["transport"]["dial_timeout"] == 2_000_000_000
+    assert proxy["transport"]["dial_timeout"] == 500_000_000
     assert proxy["load_balancing"]["try_duration"] == 10_000_000_000
     for name, port in [("tasks.orders;x", "8080"), ("tasks.orders", "80 80"), ("tasks.orders", "0")]:
         with pytest.raises(OpsError, match=r"is not an upstream address"):

@@ -9,6 +9,10 @@ configs, volumes and network) is removed.
 from __future__ import annotations
 
 import dataclasses
+import json
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,7 +25,7 @@ import pytest
 from ops import project
 from ops import settings as settings_mod
 from ops.docker import images
-from ops.release import deploy, lock, records, rollout, swarm
+from ops.release import deploy, lock, proxy, records, rollout, swarm
 from tests.conftest import base_image, free_port
 from tests.netlify_api import LocalNetlify
 from tests.test_rollout import Load
@@ -179,8 +183,9 @@ def test_rolling_update_automatic_rollback_scale_rollback_and_a_killed_task_unde
             engine, target, tag_one, reference=ref_one, version="3", revision="rev-three", node=cluster.node,
             environment={"WEB_CONCURRENCY": "abc"}, on_line=say,
         )  # fmt: skip
-    assert "Swarm rolled the update back" in str(caught.value) and "rev-two serves" in str(caught.value)
-    assert "WEB_CONCURRENCY" in caught.value.detail, caught.value.detail
+    message = str(caught.value)
+    assert "Swarm rolled the update back: " in message and "rev-two serves" in message, message
+    assert "WEB_CONCURRENCY" in message and "WEB_CONCURRENCY" in caught.value.detail, message  # the cause, and the log
     assert load.failures == [] and set(load.revisions) == {"rev-two"}, load.statuses
     back = swarm.current(engine, target.slug)
     assert back is not None and (back.revision, back.running) == ("rev-two", 2)
@@ -255,8 +260,17 @@ def test_a_swarm_deploy_runs_the_whole_pipeline_and_status_shows_the_tasks(
             assert (record.image, record.container, record.netlify_deploy) == (
                 report.image, me.slug, report.netlify.deploy.id  # type: ignore[union-attr]
             )  # fmt: skip
+            host = settings.override("DEPLOY_TARGET", "host", "test")
             with pytest.raises(deploy.OpsError, match=r"inv scale is for DEPLOY_TARGET=swarm"):
-                deploy.scale(me, settings.override("DEPLOY_TARGET", "host", "test"), 3, say=lines.append)
+                deploy.scale(me, host, 3, say=lines.append)
+            lines.clear()
+            with pytest.raises(swarm.SwarmError, match=r"runs the swarm proxy service"):
+                deploy.deploy(me, host, deploy.Options(allow_dirty=True, netlify=False), say=lines.append)
+            assert not any(line.startswith("Building") for line in lines), lines  # refused in the preflight
+            assert not engine.networks.list(names=[f"{me.slug}-net"])
+            assert deploy.status(me, host).notes == [
+                f"a swarm service of {me.slug} runs on this engine: DEPLOY_TARGET=swarm's"
+            ]
             removed = deploy.remove(me, settings, say=lines.append)
             assert removed.containers == [f"service {me.slug} (2 tasks)"] and removed.site and removed.records == 1
             assert swarm.current(engine, me.slug) is None
@@ -265,3 +279,82 @@ def test_a_swarm_deploy_runs_the_whole_pipeline_and_status_shows_the_tasks(
             swarm.remove_service(engine, me.slug)
             swarm.remove_proxy(engine, deploy.target(me, settings).proxy)
             lock.release(engine, me.slug)
+
+
+ROLL_OUT_IN_A_CHILD = """
+import sys, json
+sys.path.insert(0, {root!r})
+from ops.docker.engine import connect
+from ops.release import lock, proxy, rollout, swarm
+spec = json.loads(sys.argv[1])
+target = rollout.Target(spec["slug"], spec["url"], spec["port"], proxy.ProxySettings(*spec["proxy"]), 40, 1)
+client = connect()
+with lock.held(client, spec["slug"], revision="rev-two"):
+    swarm.roll_out(client, target, spec["image"], reference=spec["reference"], version="2", revision="rev-two",
+                   on_line=lambda line: print(line, flush=True))
+"""
+
+
+def test_ctrl_c_in_a_rolling_update_asks_swarm_to_roll_back_and_frees_the_lock(
+    engine: Any, cluster: Cluster, pushed: dict[str, tuple[str, str]]
+) -> None:
+    target = cluster.target
+    (tag_one, ref_one), (tag_two, ref_two) = pushed["rev-one"], pushed["rev-two"]
+    swarm.roll_out(engine, target, tag_one, reference=ref_one, version="1", revision="rev-one", replicas=2)
+    spec = {
+        "slug": target.slug, "url": target.backend_url, "port": target.container_port, "image": tag_two,
+        "reference": ref_two,
+        "proxy": [target.proxy.image, target.proxy.http_port, target.proxy.https_port, target.proxy.name],
+    }  # fmt: skip
+    code = ROLL_OUT_IN_A_CHILD.format(root=str(project.ROOT))
+    with Load(cluster.url) as load:
+        child = subprocess.Popen(
+            [sys.executable, "-c", code, json.dumps(spec)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        assert child.stdout is not None
+        said = []
+        for line in child.stdout:
+            said.append(line)
+            if line.startswith("Swarm: updating"):
+                break
+        time.sleep(1)  # the first new task is starting
+        child.send_signal(signal.SIGINT)
+        rest, _ = child.communicate(timeout=60)
+        said.append(rest)
+        assert "asking Swarm to roll" in rest, said
+
+        def rolled_back() -> str:
+            live = swarm.current(engine, target.slug)
+            assert live is not None
+            return str((live.service.attrs.get("UpdateStatus") or {}).get("State", ""))
+
+        deadline = time.monotonic() + 90
+        while rolled_back() != "rollback_completed" and time.monotonic() < deadline:
+            time.sleep(0.3)
+    assert rolled_back() == "rollback_completed"
+    assert load.failures == [], (load.statuses, said)
+    assert lock.holder(engine, target.slug) is None  # released on the way out
+    live = swarm.current(engine, target.slug)
+    assert live is not None and (live.revision, live.running) == ("rev-one", 2)
+    assert {t.revision for t in swarm.tasks(engine, target.slug)} == {"rev-one"}
+
+
+def test_a_host_serves_one_target_and_says_how_to_move(engine: Any, cluster: Cluster) -> None:
+    """A single-host proxy of the same name is refused for the swarm, naming the projects on it,
+    and the swarm's proxy for a single-host deploy, before anything is built."""
+    settings = cluster.target.proxy
+    single = proxy.ensure(engine, settings, cluster.target.slug)
+    try:
+        proxy.put_file(single, f"/etc/caddy/sites/{cluster.target.slug}.caddy", "# a project's site\n")
+        with pytest.raises(swarm.SwarmError, match=r"runs the single-host proxy container") as caught:
+            swarm.ensure_proxy(engine, settings, cluster.node)
+        message = str(caught.value)
+        assert f"projects still on it: {cluster.target.slug}" in message and f"docker rm -f {settings.name}" in message
+        assert swarm.proxy_service(engine, settings.name) is None
+    finally:
+        proxy.remove(engine, settings)
+        for network in engine.networks.list(names=[f"{cluster.target.slug}-net"]):
+            network.remove()
+    swarm.ensure_proxy(engine, settings, cluster.node)
+    with pytest.raises(swarm.SwarmError, match=rf"runs the swarm proxy service {settings.name}.*docker service rm"):
+        swarm.refuse_swarm_proxy(engine, settings)

@@ -192,6 +192,6 @@ def _dynamic_upstreams(site: Site) -> str:
         "\t\t\t}\n"
         "\t\t\ttransport http " + BEGIN_BLOCK + "\n"
         # A killed task's address answers nothing at all: give up on it quickly and try another.
-        "\t\t\t\tdial_timeout 2s\n"
+        "\t\t\t\tdial_timeout 500ms\n"
         "\t\t\t}\n"
     )

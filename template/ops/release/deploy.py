@@ -167,6 +167,8 @@ def deploy(
                     swarm.refuse_single_host_proxy(client, target(project, settings).proxy)
                 else:
                     swarm.check_proxy_matches(service, target(project, settings).proxy)
+        elif options.backend:
+            swarm.refuse_swarm_proxy(client, target(project, settings).proxy)
         shared = gateway_of(client, settings)
         if options.backend and shared is not None:  # the host's proxy, as this project would use it
             if not on_swarm(settings):
@@ -534,6 +536,7 @@ class Status:
     maintenance: bool
     tasks: list[swarm.Task] = field(default_factory=list)  # on a swarm: each task, its node and health
     update: str = ""  # on a swarm: the state of the service's last update (completed, rollback_completed ...)
+    notes: list[str] = field(default_factory=list)  # what else of the project is on the engine
 
 
 def status(project: proj.Project, settings: Settings) -> Status:
@@ -553,16 +556,39 @@ def status(project: proj.Project, settings: Settings) -> Status:
         with netlify_client(settings, retries=1) as netlify:
             published = netlify.get_site(settings["NETLIFY_SITE_ID"]).get("published_deploy") or {}
             netlify_live = str(published.get("id") or "")
+    history = records.load(gateway, project.slug)
     return Status(
         live=live,
         health=health,
         lock_holder=lock.holder(client, project.slug),
-        records=records.load(gateway, project.slug),
+        records=history,
         netlify_live=netlify_live,
         maintenance=proxy.in_maintenance(gateway, project.slug),
         tasks=tasks,
         update=update,
+        notes=_other_target_notes(client, settings, project.slug, live, history),
     )
+
+
+def _other_target_notes(
+    client: docker.DockerClient, settings: Settings, slug: str, live: Live | None, history: list[records.Record]
+) -> list[str]:
+    """When nothing serves for this target: what the other target runs here, or what the records say."""
+    if live is not None:
+        return []
+    notes = []
+    if on_swarm(settings):
+        other = rollout.live_release(client, slug)
+        if other is not None:
+            notes.append(f"a single-host release of {slug} runs on this engine ({other.name}): DEPLOY_TARGET=host's")
+    elif (client.info().get("Swarm") or {}).get("ControlAvailable") and swarm.current(client, slug) is not None:
+        notes.append(f"a swarm service of {slug} runs on this engine: DEPLOY_TARGET=swarm's")
+    if history and not notes:
+        notes.append(
+            f"the records name {history[0].revision[:12]} as the last release, but it does not run: it was "
+            "removed outside these tasks; `inv deploy` (or `inv rollback`) starts it again"
+        )
+    return notes
 
 
 def scale(project: proj.Project, settings: Settings, count: int, *, say: LineSink) -> swarm.SwarmRelease:

@@ -211,12 +211,32 @@ def check_proxy_matches(service: Service, settings: proxy.ProxySettings) -> None
 def refuse_single_host_proxy(client: docker.DockerClient, settings: proxy.ProxySettings) -> None:
     """A single-host proxy container of the same name holds the ports: one target per Docker host."""
     found = proxy.get(client, settings.name)
-    if found is not None and "com.docker.swarm.service.id" not in (found.labels or {}):
-        raise SwarmError(
-            f"this Docker host runs the single-host proxy container {settings.name} (DEPLOY_TARGET=host): "
-            "a host serves one deploy target. Remove those projects from it (`inv remove --yes` with "
-            "DEPLOY_TARGET=host), or give the swarm's proxy another PROXY_NAME and ports"
-        )
+    if found is None or "com.docker.swarm.service.id" in (found.labels or {}):
+        return
+    sites = sorted(name.removesuffix(".caddy") for name in proxy.read_sites(found))
+    left = f" (projects still on it: {', '.join(sites)})" if sites else " (no project is on it any more)"
+    raise SwarmError(
+        f"this Docker host runs the single-host proxy container {settings.name}{left}, and a host serves one "
+        "deploy target. Deploy with DEPLOY_TARGET=host, or move the host to Swarm: remove each project from it "
+        f"(`inv remove --yes` with DEPLOY_TARGET=host), then the proxy (`docker rm -f {settings.name} && "
+        f"docker network rm 0-{settings.name}`; its volumes {settings.volumes[0]} and {settings.volumes[1]} keep its "
+        "certificates and release records until you remove them). Or give the swarm's proxy another PROXY_NAME "
+        "and other ports"
+    )
+
+
+def refuse_swarm_proxy(client: docker.DockerClient, settings: proxy.ProxySettings) -> None:
+    """The other way round: a swarm proxy service of the same name holds the ports."""
+    if not (client.info().get("Swarm") or {}).get("ControlAvailable"):
+        return
+    if proxy_service(client, settings.name) is None:
+        return
+    raise SwarmError(
+        f"this Docker host runs the swarm proxy service {settings.name}, and a host serves one deploy target. "
+        "Deploy with DEPLOY_TARGET=swarm, or move the host back: remove each project from the swarm "
+        f"(`inv remove --yes` with DEPLOY_TARGET=swarm), then the proxy (`docker service rm {settings.name}`). "
+        "Or give the single-host proxy another PROXY_NAME and other ports"
+    )
 
 
 def ensure_proxy(client: docker.DockerClient, settings: proxy.ProxySettings, node: str) -> Container:
@@ -281,7 +301,7 @@ def _wait_proxy(client: docker.DockerClient, service: Service, timeout: float = 
             if proxy.read_file(found, f"{caddy.SITES_DIR}/.keep") is None:
                 proxy.put_file(found, f"{caddy.SITES_DIR}/.keep", "")
             return found
-        error = _task_error([t for t in _tasks(service) if _state(t) in {"rejected", "failed"}])
+        error = _why(client, _ended_badly(_tasks(service)))[0]
         if "port" in error and ("in use" in error or "allocated" in error):
             raise proxy.ProxyError(
                 f"the proxy service cannot start: {error}; something else uses PROXY_HTTP_PORT/PROXY_HTTPS_PORT "
@@ -493,7 +513,16 @@ def roll_out(
                 f"Rolling {live.name} from {live.revision[:12]} to {revision[:12]}: {count} tasks, one at a time, "
                 "each healthy before an old one stops"
             )
-            _update(client, live.service, options, count, target.health_timeout, live, say)
+            _update(
+                client,
+                live.service,
+                options,
+                count,
+                target.health_timeout,
+                live,
+                say,
+                labels[f"{rollout.PREFIX}.deploy"],
+            )
     with timings.phase("switch"):
         try:
             if changed:
@@ -535,23 +564,25 @@ def _wait_first(client: docker.DockerClient, service: Service, count: int, timeo
         if len(up) >= count:
             return len(up)
         rejected = [t for t in tasks if _state(t) == "rejected"]
-        failed = [t for t in tasks if _state(t) in {"failed", "rejected"}]
+        failed = _ended_badly(tasks)
         if rejected or len(failed) >= 2 * count:  # an image that cannot be pulled; tasks that keep failing
+            reason, detail = _why(client, rejected or failed)
             raise rollout.RolloutFailed(
-                f"the new service never turned healthy ({_task_error(rejected or failed)}); "
+                f"the new service never turned healthy ({reason or 'its tasks kept failing'}); "
                 "it was removed and nothing serves",
-                detail=_failed_logs(client, failed),
+                detail=detail,
             )
         raise NotReady(f"{len(up)} of {count} tasks up")
 
     try:
         up = poll(probe, timeout=timeout, interval=0.1)
     except TimedOut as exc:
-        detail = _failed_logs(client, [t for t in _tasks(service) if _state(t) in {"failed", "rejected"}])
+        reason, detail = _why(client, _tasks(service))
         remove_service(client, service.name)
         raise rollout.RolloutFailed(
-            f"the new service never turned healthy ({exc.reason} after {timeout:.0f}s); "
-            "it was removed and nothing serves",
+            f"the new service never turned healthy ({exc.reason} after {timeout:.0f}s"
+            + (f"; {reason}" if reason else "")
+            + "); it was removed and nothing serves",
             detail=detail,
         ) from None
     except BaseException:
@@ -568,6 +599,7 @@ def _update(
     timeout: float,
     live: SwarmRelease,
     say: LineSink,
+    deploy_id: str,
 ) -> None:
     service.reload()
     before = (service.attrs.get("UpdateStatus") or {}).get("StartedAt", "")
@@ -578,17 +610,27 @@ def _update(
     # Each task: start, turn healthy, be watched; then the next. Past that, Swarm is stuck.
     limit = (timeout + MONITOR + 5) * max(count, 1) + 30
     try:
-        wait_update(client, service, before, limit, live, say)
+        wait_update(client, service, before, limit, live, say, deploy_id)
     except KeyboardInterrupt:
-        say(f"Interrupted: asking Swarm to roll {service.name} back to {live.revision[:12]}")
+        say(
+            f"Interrupted: asking Swarm to roll {service.name} back to {live.revision[:12]} "
+            "(it goes on after this exits; `inv status` shows it)"
+        )
         request_rollback(client, service)
         raise
 
 
 def wait_update(
-    client: docker.DockerClient, service: Service, before: str, limit: float, live: SwarmRelease, say: LineSink
+    client: docker.DockerClient,
+    service: Service,
+    before: str,
+    limit: float,
+    live: SwarmRelease,
+    say: LineSink,
+    deploy_id: str = "",
 ) -> None:
-    """Follow Swarm's update status (the one started after ``before``) to its end; say each state."""
+    """Follow Swarm's update status (the one started after ``before``) to its end; say each state.
+    ``deploy_id``: the new release's deploy label, whose tasks say why an update was rolled back."""
     seen: list[str] = []
 
     def probe() -> None:
@@ -602,12 +644,15 @@ def wait_update(
         if state == "completed":
             return
         if state in {"rollback_completed", "rollback_paused", "paused"}:
-            failed = [t for t in _tasks(service) if _state(t) in {"failed", "rejected"}]
+            # The new release's tasks (this deploy's label): how they ended, whatever their state.
+            mine = [t for t in _tasks(service) if _deploy_of(t) == deploy_id] if deploy_id else _tasks(service)
+            reason, detail = _why(client, mine)
+            because = f": {reason}" if reason else ""
             if state == "rollback_completed":
-                what = f"Swarm rolled the update back ({message}); {live.revision[:12]} serves"
+                what = f"Swarm rolled the update back{because}; {live.revision[:12]} serves"
             else:
-                what = f"Swarm {state.replace('_', ' ')} the update ({message}); see `inv status`"
-            raise rollout.RolloutFailed(f"the new release did not take: {what}", detail=_failed_logs(client, failed))
+                what = f"Swarm {state.replace('_', ' ')} the update ({message}){because}; see `inv status`"
+            raise rollout.RolloutFailed(f"the new release did not take: {what}", detail=detail)
         raise NotReady(state or "not started")
 
     try:
@@ -653,7 +698,7 @@ def scale(client: docker.DockerClient, slug: str, count: int, timeout: float, sa
     except TimedOut as exc:
         raise SwarmError(
             f"{live.name} did not reach {count} tasks in {limit:.0f}s ({exc.reason}): see `inv status`",
-            detail=_failed_logs(client, [t for t in _tasks(live.service) if _state(t) in {"failed", "rejected"}]),
+            detail=_why(client, _ended_badly(_tasks(live.service)))[1],
         ) from None
     done = current(client, slug)
     assert done is not None
@@ -722,24 +767,40 @@ def _tasks(service: Service, filters: Mapping[str, str] | None = None) -> list[d
     return list(found)
 
 
+def _deploy_of(task: Mapping[str, Any]) -> str:
+    """The deploy label of a task: which deploy's spec it runs."""
+    labels = task.get("Spec", {}).get("ContainerSpec", {}).get("Labels") or {}
+    return str(labels.get(f"{rollout.PREFIX}.deploy", ""))
+
+
 def _state(task: Mapping[str, Any]) -> str:
     return str(task.get("Status", {}).get("State", ""))
 
 
-def _task_error(tasks: Sequence[Mapping[str, Any]]) -> str:
+def _why(client: docker.DockerClient, tasks: Sequence[Mapping[str, Any]]) -> tuple[str, str]:
+    """Why the newest of ``tasks`` did not stay up: a reason for the message (Swarm's error, the
+    last failed health check, the app's first error) and its log tail ("", "" if nothing says)."""
     for task in sorted(tasks, key=lambda t: str(t.get("UpdatedAt", "")), reverse=True):
-        error = str(task.get("Status", {}).get("Err", ""))
-        if error:
-            return logs.clean_line(error)
-    return ""
+        status = task.get("Status", {})
+        reasons = [logs.clean_line(str(status.get("Err", "")))]
+        detail = ""
+        container_id = status.get("ContainerStatus", {}).get("ContainerID")
+        container = None
+        if container_id:
+            with contextlib.suppress(docker.errors.NotFound):
+                container = client.containers.get(container_id)
+        if container is not None:
+            detail = containers.container_logs(container, tail=40)
+            checks = (container.attrs.get("State", {}).get("Health") or {}).get("Log") or []
+            if checks and checks[-1].get("ExitCode"):
+                output = logs.clean_line(" ".join(str(checks[-1].get("Output", "")).split()))[:200]
+                reasons.append(f"its health check failed: {output or 'exit code ' + str(checks[-1]['ExitCode'])}")
+            reasons.append(logs.first_error(detail))
+        reason = "; ".join(r for r in reasons if r)
+        if reason or detail:
+            return reason, detail
+    return "", ""
 
 
-def _failed_logs(client: docker.DockerClient, tasks: Sequence[Mapping[str, Any]]) -> str:
-    """The log tail of the newest failed task whose container is on this node ("" if none is)."""
-    for task in sorted(tasks, key=lambda t: str(t.get("UpdatedAt", "")), reverse=True):
-        container_id = task.get("Status", {}).get("ContainerStatus", {}).get("ContainerID")
-        if not container_id:
-            continue
-        with contextlib.suppress(docker.errors.NotFound):
-            return containers.container_logs(client.containers.get(container_id), tail=40)
-    return ""
+def _ended_badly(tasks: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    return [t for t in tasks if _state(t) in {"failed", "rejected"}]
