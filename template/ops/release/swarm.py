@@ -248,7 +248,24 @@ def ensure_proxy(client: docker.DockerClient, settings: proxy.ProxySettings, nod
         service = _create_proxy(client, settings, node)
     else:
         check_proxy_matches(service, settings)
+        elsewhere = [
+            t.get("NodeID", "")
+            for t in _tasks(service, {"desired-state": "running"})
+            if t.get("NodeID") and t.get("NodeID") != node
+        ]
+        if elsewhere:
+            raise proxy.ProxyError(
+                f"this swarm's proxy {settings.name} runs on the node {_hostname(client, elsewhere[0])}, not on the "
+                "manager DOCKER_HOST names: point DOCKER_HOST at that node (its sites, records and lock are there)"
+            )
     return _wait_proxy(client, service)
+
+
+def _hostname(client: docker.DockerClient, node_id: str) -> str:
+    try:
+        return str(client.nodes.get(node_id).attrs.get("Description", {}).get("Hostname") or node_id[:12])
+    except docker.errors.APIError:
+        return node_id[:12]
 
 
 def _ensure_network(client: docker.DockerClient, name: str, labels: Mapping[str, str]) -> None:
