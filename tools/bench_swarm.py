@@ -11,6 +11,7 @@ one, else one made here and left afterwards), with images pushed to Debian's doc
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import signal
 import subprocess
@@ -103,14 +104,14 @@ def bench(project_root: Path, base: str, client: Any) -> dict[str, Any]:
                 if replicas == 4:
                     swarm.scale(client, SLUG, 4, 60, say)
                 with wrk_load(url) as load:
-                    seconds = timed(lambda revision=revision: roll(revision))
+                    seconds = timed(functools.partial(roll, revision))
                 updates[str(replicas)] = {"seconds": seconds, **load}
             figures["rolling_update"] = updates
 
             scaling: dict[str, Any] = {}
             for count in (1, 2, 4):
                 with wrk_load(url) as load:
-                    seconds = timed(lambda count=count: swarm.scale(client, SLUG, count, 60, say))
+                    seconds = timed(functools.partial(swarm.scale, client, SLUG, count, 60, say))
                 scaling[f"to_{count}"] = {"seconds": seconds, **load}
                 time.sleep(2)
                 scaling[f"rps_{count}"] = rps(url)
