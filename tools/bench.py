@@ -434,8 +434,10 @@ def print_table(results: dict[str, Any]) -> None:
                 f"{figure['failed']} of {figure['requests']} failed",
             )
         )
-        through = ", ".join(f"{n} replicas {swarm['scale'][f'rps_{n}']:.0f}" for n in (1, 2, 4))
-        rows.append(("req/s through Caddy (swarm)", through, f"single host {swarm['rps_single_host']:.0f}"))
+        through = ", ".join(f"{n}: {swarm['scale'][f'rps_{n}']:.0f}" for n in (1, 2, 4))
+        rows.append(
+            ("req/s through Caddy (swarm), by replicas", through, f"single host {swarm['rps_single_host']:.0f}")
+        )
     for who in ("ours", "netlify_cli"):
         steps = netlify.get(who)
         if isinstance(steps, dict):
