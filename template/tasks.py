@@ -443,6 +443,8 @@ def releases(c: Context, env: str = "") -> None:
     project = proj.load()
     with _failing_cleanly():
         state = deploy_ops.status(project, _settings(env))
+    for note in state.notes:
+        out.print(f"[yellow]note[/] {escape(note)}")
     if not state.records:
         out.print("No releases recorded yet: run `inv deploy`.")
         return
@@ -487,7 +489,8 @@ def status(c: Context, env: str = "") -> None:
     elif isinstance(state.live, swarm.SwarmRelease):
         live = state.live
         out.print(f"Backend: service {live.name}  version {live.version}  revision {live.revision[:12]}")
-        out.print(f"  {state.health}, last update {state.update or 'none'}, image {live.digest or live.image}")
+        update = f", last update {state.update.replace('_', ' ')}" if state.update else ""
+        out.print(f"  {state.health}{update}, image {live.digest or live.image}")
         for one in state.tasks:
             error = f"  ({one.error})" if one.error else ""
             out.print(
@@ -517,7 +520,9 @@ def lock(c: Context, release: bool = False, env: str = "") -> None:
         settings = _settings(env)
         if release:
             cleared = deploy_ops.release_lock(project, settings)
-            out.print(f"Released the lock of {cleared.describe()}" if cleared else "The deploy lock was free.")
+            out.print(
+                f"Released the lock of {cleared.describe(hint=False)}" if cleared else "The deploy lock was free."
+            )
             return
         holder = deploy_ops.lock_holder(project, settings)
     out.print(f"Held by {holder.describe()}" if holder else "The deploy lock is free.")
@@ -572,9 +577,9 @@ def scale(c: Context, replicas: str, env: str = "") -> None:
         count = options.whole_number(replicas, "replicas", 1, 100)
         config = _settings(env)
         done = deploy_ops.scale(project, config, count, say=_say)
-    console.print(f"[green]Scaled[/] {done.name} to {done.running} tasks")
+    console.print(f"[green]Scaled[/] {done.name} to {done.running} task{'s' if done.running != 1 else ''}")
     if config.sources.get("REPLICAS", "default") == "default":
-        console.print(f"The next `inv deploy` keeps {count} tasks (REPLICAS is not set).")
+        console.print(f"The next `inv deploy` keeps {count} task{'s' if count != 1 else ''} (REPLICAS is not set).")
     else:
         console.print(
             f"Note: REPLICAS={config['REPLICAS']} ({config.sources['REPLICAS']}) sets the count at the next deploy"

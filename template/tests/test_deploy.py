@@ -297,3 +297,11 @@ def test_an_engine_lost_mid_task_is_one_line_with_what_to_do() -> None:
     message = str(error)
     assert "stopped answering" in message and "connection refused" in message and "inv lock --release" in message
     assert "\n" not in message
+    # An engine that answers, refusing what the task expected to find (removed by hand meanwhile):
+    # its own reason, not an address problem.
+    response = requests.Response()
+    response.status_code = 404
+    gone = docker.errors.NotFound("404 Client Error", response=response, explanation="No such container: abc123")
+    message = str(engine_mod.lost(gone))
+    assert "refused a request during the task: No such container: abc123 (HTTP 404;" in message, message
+    assert "HTTP_PROXY" not in message and "inv lock --release" in message

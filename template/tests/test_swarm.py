@@ -358,3 +358,30 @@ def test_a_host_serves_one_target_and_says_how_to_move(engine: Any, cluster: Clu
     swarm.ensure_proxy(engine, settings, cluster.node)
     with pytest.raises(swarm.SwarmError, match=rf"runs the swarm proxy service {settings.name}.*docker service rm"):
         swarm.refuse_swarm_proxy(engine, settings)
+
+
+def test_a_proxy_removed_by_hand_comes_back_and_remove_takes_everything(
+    engine: Any, cluster: Cluster, pushed: dict[str, tuple[str, str]]
+) -> None:
+    """The proxy service removed outside these tasks: status says so, the next roll-out makes it
+    again (its volume kept the sites and records), and `inv remove` then takes the project off."""
+    target = cluster.target
+    me = dataclasses.replace(project.load(), slug=target.slug)
+    tag, ref = pushed["rev-one"]
+    first = swarm.roll_out(engine, target, tag, reference=ref, version="1", revision="rev-one", replicas=1)
+    assert deploy.status(me, cluster.settings).notes[0].startswith("the live release rev-one has no record")
+    _record(engine, cluster, first)
+    gone = swarm.proxy_service(engine, target.proxy.name)
+    assert gone is not None
+    gone.remove()
+    swarm._wait_gone(engine, target.proxy.name)
+    assert deploy.status(me, cluster.settings).notes == [
+        f"the proxy {target.proxy.name} is gone, so {target.backend_url} answers nothing: `inv deploy` creates it again"
+    ]
+    swarm.roll_out(engine, target, tag, reference=ref, version="1", revision="rev-one")
+    assert httpx.get(cluster.url + "/api/version").json()["revision"] == "rev-one"
+    removed = deploy.remove(me, cluster.settings, say=cluster.lines.append)
+    assert (removed.containers, removed.site, removed.records) == ([f"service {target.slug} (1 tasks)"], True, 1)
+    gateway = swarm.proxy_container(engine, target.proxy.name)
+    assert records.load(gateway, target.slug) == [] and swarm.current(engine, target.slug) is None
+    assert proxy.read_file(gateway, f"/etc/caddy/sites/{target.slug}.caddy") is None  # type: ignore[arg-type]

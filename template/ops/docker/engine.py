@@ -85,7 +85,16 @@ def connect(address: str | None = None, timeout: float = 60) -> docker.DockerCli
 
 
 def lost(exc: BaseException) -> EngineUnavailable:
-    """The error for an engine that stopped answering in the middle of a task (not at connect)."""
+    """The error for an engine that stopped answering in the middle of a task (not at connect),
+    or that refused a request the task did not expect to fail (its reason, from the engine)."""
+    refused = next((c for c in _causes(exc) if isinstance(c, docker.errors.APIError) and c.explanation), None)
+    if refused is not None:  # the engine answered: something changed under the task
+        status = getattr(getattr(refused, "response", None), "status_code", None) or "error"
+        return EngineUnavailable(
+            f"the Docker engine refused a request during the task: {_one_line(Exception(refused.explanation))} "
+            f"(HTTP {status}; was something changed on the engine meanwhile, by hand or another task?). "
+            "`inv status` shows what serves; a deploy cut short this way keeps its lock until `inv lock --release`"
+        )
     reason = unreachable_reason(exc, engine_address(), 60)
     return EngineUnavailable(
         f"the Docker engine stopped answering during the task: {reason}. Once it answers, `inv status` shows what "

@@ -195,6 +195,10 @@ def deploy(
             if report.release is not None:
                 _record(client, project, settings, revision, report)
             serving = f"{live.name} ({live.revision[:12]}) serves" if live else "the live release still serves"
+            if isinstance(live, swarm.SwarmRelease) and swarm.update_state(live).startswith("rollback"):
+                serving = (
+                    f"Swarm is rolling {live.name} back to {live.revision[:12]} (`inv status` shows when it is done)"
+                )
             if report.release is not None and files is not None and report.netlify is None:
                 serving += "; Netlify keeps its previous deploy (`inv deploy --netlify-only` ships this one)"
             raise Interrupted(f"Deploy interrupted; {serving}") from None
@@ -247,7 +251,7 @@ def _backend(
             client, project, tag=tag, base_image=settings["BASE_IMAGE"], revision=revision, on_line=on_line, say=say
         )
     image = built.tags[0]
-    environment = settings.runtime_environment()
+    environment = release_environment(settings)
     with phases.phase("smoke"):
         where = "" if client_is_local(client) else " (on the Docker host, reached through its API)"
         say(f"Smoke-testing {image}{where}")
@@ -344,6 +348,13 @@ def _netlify(
             publish.publish(netlify, settings["NETLIFY_SITE_ID"], done.deploy.id)
         report.netlify = done  # published: what the record names
         say(f"Published Netlify deploy {done.deploy.id}")
+
+
+def release_environment(settings: Settings) -> dict[str, str]:
+    """What a release gets, the smoke run too: the server's variables and APP_ENV's names, and
+    FORWARDED_ALLOW_IPS open to the proxy in front (only it reaches the app) unless set."""
+    environment = settings.runtime_environment()
+    return {**environment, "FORWARDED_ALLOW_IPS": environment.get("FORWARDED_ALLOW_IPS", "*")}
 
 
 def replicas(settings: Settings) -> int | None:
@@ -456,7 +467,7 @@ def _swarm_back(
     login(client, settings)
     return swarm.roll_out(
         client, goal, pick.image, reference=pick.image, version=pick.version, revision=pick.revision,
-        environment=settings.runtime_environment(), on_line=say,
+        environment=release_environment(settings), on_line=say,
     )  # fmt: skip
 
 
@@ -548,7 +559,7 @@ def status(project: proj.Project, settings: Settings) -> Status:
     if isinstance(live, swarm.SwarmRelease):
         tasks = swarm.tasks(client, project.slug)
         health = f"{live.running} of {live.desired} tasks up"
-        update = str((live.service.attrs.get("UpdateStatus") or {}).get("State", ""))
+        update = swarm.update_state(live)
     else:
         health = containers.health(live.container)[0] if live else "not deployed"
     netlify_live = ""
@@ -566,16 +577,28 @@ def status(project: proj.Project, settings: Settings) -> Status:
         maintenance=proxy.in_maintenance(gateway, project.slug),
         tasks=tasks,
         update=update,
-        notes=_other_target_notes(client, settings, project.slug, live, history),
+        notes=_notes(client, settings, project.slug, live, history),
     )
 
 
-def _other_target_notes(
+def _notes(
     client: docker.DockerClient, settings: Settings, slug: str, live: Live | None, history: list[records.Record]
 ) -> list[str]:
-    """When nothing serves for this target: what the other target runs here, or what the records say."""
+    """What does not add up: a live release without a record (its deploy was killed), a release
+    without its proxy; when nothing serves, what the other target runs here, or what the records say."""
     if live is not None:
-        return []
+        notes = []
+        if gateway_of(client, settings) is None:  # the records are in its volume: none can be read
+            notes.append(
+                f"the proxy {settings['PROXY_NAME']} is gone, so {settings['BACKEND_URL']} answers nothing: "
+                "`inv deploy` creates it again"
+            )
+        elif not any(r.revision == live.revision for r in history):
+            notes.append(
+                f"the live release {live.revision[:12]} has no record (its deploy was killed before it recorded it): "
+                "`inv rollback` goes to the newest recorded one; the next `inv deploy` records its release"
+            )
+        return notes
     notes = []
     if on_swarm(settings):
         other = rollout.live_release(client, slug)

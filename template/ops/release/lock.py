@@ -55,10 +55,11 @@ class Holder:
             action=labels.get(f"{LABEL}.action", "deploy"),
         )
 
-    def describe(self, now: dt.datetime | None = None) -> str:
+    def describe(self, now: dt.datetime | None = None, *, hint: bool = True) -> str:
+        """Who, what, for how long; with ``hint``, that `inv lock --release` is safe when the holder is dead."""
         age = ((now or dt.datetime.now(dt.UTC)) - self.since).total_seconds()
         revision = f" of {self.revision[:12]}" if self.revision else ""
-        gone = "; that process is gone, so `inv lock --release` is safe" if self.dead_here() else ""
+        gone = "; that process is gone, so `inv lock --release` is safe" if hint and self.dead_here() else ""
         return f"{self.who} ({self.action}{revision}, for {_age(age)}, since {self.since:%Y-%m-%d %H:%M:%S} UTC){gone}"
 
     def dead_here(self) -> bool:

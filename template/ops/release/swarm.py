@@ -779,6 +779,11 @@ def _wait_gone(client: docker.DockerClient, name: str, timeout: float = 120) -> 
         raise SwarmError(f"the service {name} was removed, but {exc.reason} after {timeout:.0f}s") from None
 
 
+def update_state(release: SwarmRelease) -> str:
+    """The state of the service's last update (``completed``, ``rollback_started`` ...), "" if none."""
+    return str((release.service.attrs.get("UpdateStatus") or {}).get("State", ""))
+
+
 def _tasks(service: Service, filters: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
     found = service.tasks(filters=dict(filters or {}))  # type: ignore[no-untyped-call]
     return list(found)
@@ -812,7 +817,7 @@ def _why(client: docker.DockerClient, tasks: Sequence[Mapping[str, Any]]) -> tup
             if checks and checks[-1].get("ExitCode"):
                 output = logs.clean_line(" ".join(str(checks[-1].get("Output", "")).split()))[:200]
                 reasons.append(f"its health check failed: {output or 'exit code ' + str(checks[-1]['ExitCode'])}")
-            reasons.append(logs.first_error(detail))
+            reasons.append(logs.first_error(detail, fallback=False))  # an error line, not the last line
         reason = "; ".join(r for r in reasons if r)
         if reason or detail:
             return reason, detail
