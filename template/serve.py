@@ -86,6 +86,8 @@ def check_app() -> None:
     pid = os.fork()
     if pid == 0:
         code = EXIT_APP
+        # The check counts no metrics: its process would leave files among the workers'.
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
         try:
             code = _check_app_here()
         finally:
@@ -99,9 +101,33 @@ def check_app() -> None:
         sys.exit(code)  # the child printed the line
 
 
+def prepare_metrics() -> None:
+    """The workers share their Prometheus values through files in PROMETHEUS_MULTIPROC_DIR (the
+    image: /tmp/metrics, on tmpfs; elsewhere a new temporary directory). Files a previous run
+    left there would add its counts to this one's: they go before any worker starts."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip()
+    if not path:  # outside the image: a directory of this run's own, removed when it ends
+        import atexit
+        import shutil
+        import tempfile
+
+        path = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="metrics-")
+        master = os.getpid()
+        # Workers are forked from this process and run its exit hooks too: only the master removes it.
+        atexit.register(lambda: os.getpid() == master and shutil.rmtree(path, ignore_errors=True))
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        for name in os.listdir(path):
+            if name.endswith(".db"):
+                os.remove(os.path.join(path, name))
+    except OSError as exc:
+        fail(f"PROMETHEUS_MULTIPROC_DIR={path!r}: {exc.strerror or exc}; it must be a writable directory", EXIT_CONFIG)
+
+
 if __name__ == "__main__":
     check_settings()
     check_app()
+    prepare_metrics()
     from gunicorn.app.wsgiapp import run
 
     sys.argv = ["gunicorn", "--config", str(CONFIG), *sys.argv[1:]]

@@ -43,6 +43,7 @@ def test_no_secret_is_asked() -> None:
         ({"base_image": "Python 3.12"}, 'base_image "Python 3.12" is not an image reference'),
         ({"port": 80}, "port must be between 1024 and 65535, not 80: the app runs as a non-root user"),
         ({"port": 70000}, "port must be between 1024 and 65535"),
+        ({"port": 9101}, "port 9101 is the app's metrics listener (METRICS_PORT"),
         ({"web_concurrency": 0}, "web_concurrency must be between 1 and 64"),
         ({"threads": 0}, "threads must be between 1 and 64"),
         ({"timeout": 0}, "timeout must be between 1 and 3600"),

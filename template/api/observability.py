@@ -11,8 +11,10 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, request
+from flask import Flask, Request, request
+from werkzeug.routing import Rule
 
+from api import metrics
 from api.jsonlines import IN_FLIGHT, REQUEST_ID_HEADER, JsonFormatter, request_id_from
 from api.jsonlines import timestamp as _timestamp
 
@@ -20,6 +22,22 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 REQUEST_ID_KEY = "api.request_id"  # where the middleware leaves the id in the WSGI environ
+ROUTE_KEY = "api.route"  # where the request leaves its matched URL rule, for the metrics
+
+
+class RoutedRequest(Request):
+    """Flask's request, noting its matched URL rule in the environ as Flask matches it: Flask
+    clears its own reference to the request when the view is done, before the middleware counts."""
+
+    @property
+    def url_rule(self) -> Rule | None:  # type: ignore[override]
+        return self.__dict__.get("_url_rule")
+
+    @url_rule.setter
+    def url_rule(self, rule: Rule | None) -> None:
+        self.__dict__["_url_rule"] = rule
+        if rule is not None:
+            self.environ[ROUTE_KEY] = rule.rule
 
 
 class BatchedStdoutHandler(logging.Handler):
@@ -105,18 +123,41 @@ def current_request_id() -> str | None:
 
 
 class RequestMiddleware:
-    """WSGI middleware: request id in and out, ``X-App-Version``, one JSON log line per request.
+    """WSGI middleware: request id in and out, ``X-App-Version``, one JSON log line and the
+    Prometheus counts (api.metrics) per request, and ``/metrics`` itself.
 
     Plain WSGI rather than Flask hooks: it runs for every request (404s and errors included) and
-    costs less per request than ``before_request``/``after_request`` with ``g``.
+    costs less per request than ``before_request``/``after_request`` with ``g``. Counting here
+    rather than in a second middleware reuses the timing and status the log line needs.
     """
 
-    def __init__(self, app: WSGIApplication, version: str, log: BatchedStdoutHandler | None) -> None:
+    def __init__(
+        self,
+        app: WSGIApplication,
+        version: str,
+        log: BatchedStdoutHandler | None,
+        access: metrics.Access | None = None,
+    ) -> None:
         self.app = app
         self.version = version
         self.log = log
+        self.access = access or metrics.Access(0, "")
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO")
+        if self.access.on_metrics_port(environ):
+            # The metrics listener serves /metrics and nothing else; scrapes are not counted.
+            if path == "/metrics":
+                return metrics.serve(environ, start_response)
+            start_response("404 Not Found", [("Content-Type", "text/plain"), ("Content-Length", "0")])
+            return [b""]
+        app = self.app
+        if path == "/metrics":
+            allowed = self.access.bearer_allowed(environ)
+            if allowed:
+                return metrics.serve(environ, start_response)
+            if allowed is False:  # a token is configured and this request lacks it: counted and logged
+                app = _unauthorized
         started = time.perf_counter()
         request_id = request_id_from(environ.get("HTTP_X_REQUEST_ID"))
         environ[REQUEST_ID_KEY] = request_id
@@ -129,12 +170,18 @@ class RequestMiddleware:
             return start_response(status_line, headers, exc_info)
 
         key = id(environ)
-        method, path = environ.get("REQUEST_METHOD"), environ.get("PATH_INFO")
+        method = environ.get("REQUEST_METHOD")
         IN_FLIGHT[key] = (request_id, method, path, time.time(), environ.get("REMOTE_ADDR"))
+        metrics.IN_FLIGHT.inc()
         try:
-            body = self.app(environ, start)
+            body = app(environ, start)
         finally:
             del IN_FLIGHT[key]
+            metrics.IN_FLIGHT.dec()
+        seconds = time.perf_counter() - started
+        code = status[0][:3]
+        route = environ.get(ROUTE_KEY, metrics.UNMATCHED)
+        metrics.observe(metrics.method_label(method), route, code, seconds)
         if self.log is not None:
             entry = {
                 "ts": _timestamp(time.time()),
@@ -144,12 +191,32 @@ class RequestMiddleware:
                 "request_id": request_id,
                 "method": method,
                 "path": path,
-                "status": int(status[0][:3]),
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                "status": int(code),
+                "duration_ms": round(seconds * 1000, 2),
                 "remote_addr": environ.get("REMOTE_ADDR"),
             }
             self.log.write(json.dumps(entry))
         return body
+
+
+def _unauthorized(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+    body = json.dumps(
+        {
+            "error": {
+                "status": 401,
+                "code": "unauthorized",
+                "message": "/metrics needs Authorization: Bearer <the metrics token>",
+                "request_id": environ.get(REQUEST_ID_KEY),
+            }
+        }
+    ).encode()
+    headers = [
+        ("Content-Type", "application/json"),
+        ("Content-Length", str(len(body))),
+        ("WWW-Authenticate", 'Bearer realm="metrics"'),
+    ]
+    start_response("401 Unauthorized", headers)
+    return [body]
 
 
 def register_request_hooks(app: Flask) -> None:
@@ -157,4 +224,7 @@ def register_request_hooks(app: Flask) -> None:
     # The request log is a hot path: it skips the logging machinery (a LogRecord per request)
     # and writes straight to the batching handler, unless the level hides INFO.
     log = handler if logging.getLogger("api.request").isEnabledFor(logging.INFO) else None
-    app.wsgi_app = RequestMiddleware(app.wsgi_app, app.config["VERSION"], log)  # type: ignore[method-assign]
+    app.request_class = RoutedRequest
+    access = metrics.Access(app.config["METRICS_PORT"], app.config["METRICS_TOKEN_SHA256"])
+    metrics.set_info(app.config["APP_NAME"], app.config["VERSION"], app.config["REVISION"])
+    app.wsgi_app = RequestMiddleware(app.wsgi_app, app.config["VERSION"], log, access)  # type: ignore[method-assign]

@@ -367,6 +367,10 @@ def report_in_flight(reason: str) -> int:
 
 def log_rejection(status: int, code: str, exc: BaseException, remote_addr: str, request_id: str, req: Any) -> None:
     detail = str(exc)[:200]
+    with contextlib.suppress(Exception):  # never fail an answer over a count
+        from api import metrics  # the worker's (it has loaded the app); the master never gets here
+
+        metrics.observe(metrics.method_label(getattr(req, "method", None)), metrics.REJECTED, str(status), 0.0)
     _request_log.info(
         "rejected",
         extra={

@@ -99,6 +99,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("NETLIFY_SITE_ID", "", "the Netlify site's API id"),
     Setting("NETLIFY_API_URL", "https://api.netlify.com/api/v1", "Netlify's API (a local server in tests)", kind="url"),
     Setting("APP_ENV", "", "more variable names, comma-separated, that a deploy passes to the app"),
+    Setting(
+        "METRICS_TOKEN",
+        "",
+        "lets /metrics through the public API origin with Authorization: Bearer <it> (32+ characters; "
+        "empty: only the internal metrics port); the release gets its SHA-256, never the token",
+        secret=True,
+        kind="token",
+        low=32,
+    ),
 )
 BY_NAME = {setting.name: setting for setting in SETTINGS}
 # Docker's container names, kept short: the proxy's network and volumes are named after it.
@@ -237,6 +246,11 @@ def _check(setting: Setting, value: str, source: str) -> None:
         raise SettingsError(
             f"{setting.name} ({source}) has a character no token has: only printable ASCII without spaces "
             "is allowed; copy the token again"
+        )
+    if setting.kind == "token" and len(value) < setting.low:
+        raise SettingsError(
+            f"{setting.name} ({source}) is {len(value)} characters; use at least {setting.low} "
+            "(for example `openssl rand -hex 32`)"
         )
     if setting.kind in {"int", "port"}:
         if not (value.isascii() and value.isdigit()) or not setting.low <= int(value) <= setting.high:

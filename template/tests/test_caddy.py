@@ -29,9 +29,12 @@ def caddy_bin() -> str:
 def adapt(caddy_bin: str, tmp_path: Path, sites: list[caddy.Site]) -> dict[str, Any]:
     """What Caddy makes of the main Caddyfile and these sites' files: its JSON config."""
     (tmp_path / "sites").mkdir(exist_ok=True)
+    (tmp_path / "metrics").mkdir(exist_ok=True)
     (tmp_path / "Caddyfile").write_text(caddy.MAIN)
     for site in sites:
-        (tmp_path / "sites" / site.file_name).write_text(caddy.render_site(site))
+        site_text, metrics_text = caddy.render(site)
+        (tmp_path / "sites" / site.file_name).write_text(site_text)
+        (tmp_path / "metrics" / caddy.metrics_file_name(site.slug)).write_text(metrics_text)
     result = subprocess.run(
         [caddy_bin, "adapt", "--config", str(tmp_path / "Caddyfile"), "--adapter", "caddyfile"],
         capture_output=True,
@@ -48,7 +51,7 @@ def routes_by_host(config: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any
     found = {}
     for server in config["apps"]["http"]["servers"].values():
         for route in server["routes"]:
-            for host in route["match"][0]["host"]:
+            for host in route.get("match", [{}])[0].get("host", []):
                 found[host] = (",".join(server["listen"]), route)
     return found
 
@@ -165,3 +168,34 @@ def test_every_backend_url_renders_to_a_config_caddy_accepts_or_is_refused(
 def test_a_site_file_name_is_always_a_plain_name(slug: str) -> None:
     with pytest.raises(OpsError):
         caddy.site_file_name(slug)
+
+
+def test_every_projects_metrics_are_on_the_internal_port_under_its_name(caddy_bin: str, tmp_path: Path) -> None:
+    sites = [
+        caddy.Site("orders", "https://api.orders.example.com", ("orders-blue:8080", "orders-green:8080")),
+        caddy.Site("order", "http://order.internal", ("order-blue:8000", "order-green:8000")),
+        caddy.Site("shop", "https://shop.example.com", ("8080",), dynamic="tasks.shop"),
+    ]
+    config = adapt(caddy_bin, tmp_path, sites)
+    servers = config["apps"]["http"]["servers"].values()
+    (metrics,) = [s for s in servers if s["listen"] == [f":{caddy.METRICS_PORT}"]]
+    by_path = {}
+    for route in metrics["routes"]:
+        paths = route.get("match", [{}])[0].get("path", ["(fallback)"])
+        by_path[paths[0]] = route
+    assert set(by_path) == {"/orders/*", "/order/*", "/shop/*", "(fallback)"}
+    for site in sites:
+        found = handlers(by_path[f"/{site.slug}/*"])
+        assert {"handler": "rewrite", "strip_path_prefix": f"/{site.slug}"} in found
+        (proxying,) = [h for h in found if h["handler"] == "reverse_proxy"]
+        if site.dynamic:
+            assert proxying["dynamic_upstreams"]["name"] == site.dynamic
+            assert proxying["dynamic_upstreams"]["port"] == str(caddy.APP_METRICS_PORT)
+        else:
+            dials = [u["dial"] for u in proxying["upstreams"]]
+            assert dials == [f"{site.slug}-{c}:{caddy.APP_METRICS_PORT}" for c in ("blue", "green")]
+    fallback = handlers(by_path["(fallback)"])
+    assert any(h.get("status_code") == 404 for h in fallback)
+    # The public sites never reach the metrics listener.
+    public = json.dumps([s for s in servers if s["listen"] != [f":{caddy.METRICS_PORT}"]])
+    assert f":{caddy.APP_METRICS_PORT}" not in public and '"port": "9101"' not in public

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import ipaddress
+import json
 import os
 import shutil
 import socket
@@ -126,6 +127,54 @@ def test_a_deploy_ships_both_halves_and_records_them(engine: Any, stage: Stage) 
     assert httpx.get(f"{backend}/api/version").status_code == 503
     proxy.set_maintenance(gateway, stage.project.slug, False, 120)
     assert httpx.get(f"{backend}/api/version").json()["revision"] == revision
+
+
+def test_metrics_reach_a_scraper_through_the_proxys_internal_port_and_the_public_only_with_the_token(
+    engine: Any, stage: Stage
+) -> None:
+    metrics_token = "m" * 20 + uuid.uuid4().hex
+    settings = settings_mod.load(stage.project.root, environ={**stage.settings.values, "METRICS_TOKEN": metrics_token})
+    report = deploy.deploy(stage.project, settings, deploy.Options(allow_dirty=True), say=stage.lines.append)
+    backend = settings["BACKEND_URL"]
+    for _ in range(7):
+        assert httpx.get(f"{backend}/api/version").status_code == 200
+    # Public: the API origin answers /metrics only to the token's bearer; Netlify's site never.
+    assert httpx.get(f"{backend}/metrics").status_code == 401
+    assert httpx.get(f"{backend}/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    public = httpx.get(f"{backend}/metrics", headers={"Authorization": f"Bearer {metrics_token}"})
+    assert public.status_code == 200 and f'revision="{report.revision}"' in public.text
+    assert httpx.get(f"{stage.netlify.site_url()}metrics").status_code == 404
+    assert httpx.get(f"{stage.netlify.site_url()}api/../metrics").status_code == 404
+    # The token reaches no container: the release holds its SHA-256.
+    live = rollout.live_release(engine, stage.project.slug)
+    assert live is not None and metrics_token not in json.dumps(live.container.attrs)
+    # Internal: a scraper on the proxy's network reads /<project>/metrics on the proxy's port 9180.
+    target = deploy.target(stage.project, settings)
+    gateway = proxy.get(engine, target.proxy.name)
+    assert gateway is not None
+
+    def scrape() -> str:
+        url = f"http://{target.proxy.name}:{caddy.METRICS_PORT}/{stage.project.slug}/metrics"
+        fetch = f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=5).read().decode())"
+        out = engine.containers.run(
+            report.image, ["python", "-c", fetch], network=target.proxy.network, remove=True, read_only=True
+        )
+        return out.decode() if isinstance(out, bytes) else str(out)
+
+    text = scrape()
+    assert f'revision="{report.revision}"' in text
+    counted = [
+        line for line in text.splitlines() if line.startswith("http_requests_total{") and '"/api/version"' in line
+    ]
+    assert counted and float(counted[0].rsplit(" ", 1)[1]) >= 7, counted
+    # A proxy made by an older template (no metrics port) is brought up to date, with one reload.
+    old_main = caddy.MAIN.partition("\n# Prometheus")[0] + "\n"
+    proxy.put_file(gateway, f"{caddy.CONFIG_DIR}/Caddyfile", old_main)
+    proxy.reload(gateway)
+    with pytest.raises(docker.errors.ContainerError):
+        scrape()
+    assert proxy.upgrade_main(gateway) and not proxy.upgrade_main(gateway)
+    assert f'revision="{report.revision}"' in scrape()
 
 
 def test_a_refused_token_stops_before_anything_changes(engine: Any, stage: Stage) -> None:

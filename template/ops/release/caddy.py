@@ -34,14 +34,30 @@ PROXY_LABEL = "dev.copier-netlify-docker.proxy"
 CONFIG_DIR = "/etc/caddy"
 SITES_DIR = f"{CONFIG_DIR}/sites"
 MAINTENANCE_DIR = f"{CONFIG_DIR}/maintenance"
-MAIN = """\
+METRICS_DIR = f"{CONFIG_DIR}/metrics"
+# Where Prometheus reads every project's /metrics through the proxy, as /<project>/metrics: on the
+# proxy's Docker networks only (nothing publishes it). The app's own metrics listener (METRICS_PORT
+# in the image) is what it forwards to.
+METRICS_PORT = 9180
+APP_METRICS_PORT = 9101
+MAIN = f"""\
 # The shared proxy of this Docker host, written by copier-netlify-docker. Each project owns one
-# file in sites/ and nothing else; edit those through `inv deploy`, `inv rollback`, `inv maintenance`.
-{
+# file in sites/ and one in metrics/, and nothing else; edit those through `inv deploy`,
+# `inv rollback`, `inv maintenance`.
+{{
 \tadmin localhost:2019
-}
+}}
 
 import sites/*.caddy
+
+# Prometheus scrapes http://<this proxy>:{METRICS_PORT}/<project>/metrics from a container on one of
+# the proxy's networks; the port is not published on the host.
+:{METRICS_PORT} {{
+\timport metrics/*.caddy
+\thandle {{
+\t\trespond 404
+\t}}
+}}
 """
 # Hostnames and IP addresses, as they may appear in a site address: nothing Caddyfile syntax means.
 _HOST = re.compile(r"^(\[[0-9a-f:.]+\]|[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*)$")
@@ -93,6 +109,41 @@ def site_address(backend_url: str) -> str:
     if not _HOST.match(shown) or parts.path not in {"", "/"} or parts.query or parts.fragment or parts.username:
         raise OpsError(f"BACKEND_URL={backend_url!r} is not a plain origin (scheme, host, optional port)")
     return shown if parts.scheme == "https" else f"http://{shown}"
+
+
+def metrics_file_name(slug: str) -> str:
+    return site_file_name(slug)
+
+
+def render_metrics(site: Site) -> str:
+    """The text of the project's file in metrics/: ``/<slug>/metrics`` on the proxy's metrics port,
+    forwarded to the app's metrics listener (a release's, or on a swarm any task's)."""
+    head = f"# {site.slug}: /{site.slug}/metrics for Prometheus; written by copier-netlify-docker (inv deploy).\n"
+    if site.dynamic:
+        upstreams = (
+            "\treverse_proxy " + BEGIN_BLOCK + "\n"
+            "\t\tdynamic a " + BEGIN_BLOCK + "\n"
+            f"\t\t\tname {site.dynamic}\n"
+            f"\t\t\tport {APP_METRICS_PORT}\n"
+            "\t\t\trefresh 1s\n"
+            "\t\t}\n"
+        )
+    else:
+        hosts = " ".join(f"{u.rpartition(':')[0]}:{APP_METRICS_PORT}" for u in site.upstreams)
+        upstreams = f"\treverse_proxy {hosts} " + BEGIN_BLOCK + "\n"
+    return (
+        f"{head}handle_path /{site.slug}/* " + BEGIN_BLOCK + "\n" + upstreams +
+        # A stopped colour does not resolve: the scrape goes to the one that runs.
+        "\t\tlb_try_duration 2s\n"
+        "\t\tfail_duration 5s\n"
+        "\t}\n"
+        "}\n"
+    )
+
+
+def render(site: Site) -> tuple[str, str]:
+    """The project's two files in the proxy: its site, and its metrics route."""
+    return render_site(site), render_metrics(site)
 
 
 def upstream(name: str, port: int) -> str:

@@ -8,6 +8,7 @@ is kept for the closing table.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -354,7 +355,10 @@ def release_environment(settings: Settings) -> dict[str, str]:
     """What a release gets, the smoke run too: the server's variables and APP_ENV's names, and
     FORWARDED_ALLOW_IPS open to the proxy in front (only it reaches the app) unless set."""
     environment = settings.runtime_environment()
-    return {**environment, "FORWARDED_ALLOW_IPS": environment.get("FORWARDED_ALLOW_IPS", "*")}
+    environment = {**environment, "FORWARDED_ALLOW_IPS": environment.get("FORWARDED_ALLOW_IPS", "*")}
+    if settings["METRICS_TOKEN"]:  # the app compares a bearer's digest with this (api/metrics.py)
+        environment["APP_METRICS_TOKEN_SHA256"] = hashlib.sha256(settings["METRICS_TOKEN"].encode()).hexdigest()
+    return environment
 
 
 def replicas(settings: Settings) -> int | None:

@@ -85,10 +85,28 @@ def ensure(client: docker.DockerClient, settings: ProxySettings, slug: str) -> C
         proxy.start()
         _wait_running(proxy)
     proxy.reload()
+    upgrade_main(proxy)
     attached = proxy.attrs.get("NetworkSettings", {}).get("Networks", {}) or {}
     if network not in attached:
         client.networks.get(network).connect(proxy)
     return proxy
+
+
+def upgrade_main(proxy: Container) -> bool:
+    """A proxy made by an older template gets this one's main Caddyfile (the metrics port), with
+    one graceful reload; put back as it was if Caddy refuses it. Whether it changed."""
+    path = f"{caddy.CONFIG_DIR}/Caddyfile"
+    before = read_file(proxy, path)
+    if before == caddy.MAIN:
+        return False
+    put_file(proxy, path, caddy.MAIN)
+    try:
+        reload(proxy)
+    except ProxyError:
+        if before is not None:
+            put_file(proxy, path, before)
+        raise
+    return True
 
 
 def published_ports(proxy: Container) -> dict[str, int]:
@@ -235,35 +253,46 @@ def read_file(container: Container, path: str) -> str | None:
         return extracted.read().decode("utf-8") if extracted else None
 
 
+def read_site(proxy: Container, slug: str) -> tuple[str | None, str | None]:
+    """The project's site file and metrics file as they are in the proxy (``None``: missing)."""
+    name = caddy.site_file_name(slug)
+    return read_file(proxy, f"{caddy.SITES_DIR}/{name}"), read_file(proxy, f"{caddy.METRICS_DIR}/{name}")
+
+
 def apply_site(proxy: Container, site: caddy.Site) -> None:
-    """Write the project's site file and reload Caddy gracefully. A configuration Caddy refuses is
-    put back as it was, and raises :class:`ProxyError` with Caddy's reason: nothing switched."""
-    path = f"{caddy.SITES_DIR}/{site.file_name}"
-    before = read_file(proxy, path)
-    put_file(proxy, path, caddy.render_site(site))
+    """Write the project's site and metrics files and reload Caddy gracefully. A configuration
+    Caddy refuses is put back as it was, and raises :class:`ProxyError` with Caddy's reason:
+    nothing switched."""
+    before = read_site(proxy, site.slug)
+    _write_site(proxy, site.slug, caddy.render(site))
     try:
         reload(proxy)
     except ProxyError:
-        if before is None:
-            proxy.exec_run(["rm", "-f", path])
-        else:
-            put_file(proxy, path, before)
+        _write_site(proxy, site.slug, before)
         raise
 
 
-def restore_site(proxy: Container, slug: str, text: str | None) -> None:
-    """Put the project's site file back as it was (``None``: there was none) and reload."""
-    path = f"{caddy.SITES_DIR}/{caddy.site_file_name(slug)}"
-    if text is None:
-        proxy.exec_run(["rm", "-f", path])
-    else:
-        put_file(proxy, path, text)
+def _write_site(proxy: Container, slug: str, texts: tuple[str | None, str | None]) -> None:
+    name = caddy.site_file_name(slug)
+    for directory, text in zip((caddy.SITES_DIR, caddy.METRICS_DIR), texts, strict=True):
+        if text is None:
+            proxy.exec_run(["rm", "-f", f"{directory}/{name}"])
+        else:
+            put_file(proxy, f"{directory}/{name}", text)
+
+
+def restore_site(proxy: Container, slug: str, texts: tuple[str | None, str | None]) -> None:
+    """Put the project's site and metrics files back as they were (``None``: there was none) and reload."""
+    _write_site(proxy, slug, texts)
     reload(proxy)
 
 
 def remove_site(proxy: Container, slug: str) -> None:
     """Delete the project's site file (and maintenance file), without a reload: see :mod:`ops.release.caddy`."""
-    proxy.exec_run(["rm", "-f", f"{caddy.SITES_DIR}/{caddy.site_file_name(slug)}", caddy.maintenance_file(slug)])
+    name = caddy.site_file_name(slug)
+    proxy.exec_run(
+        ["rm", "-f", f"{caddy.SITES_DIR}/{name}", f"{caddy.METRICS_DIR}/{name}", caddy.maintenance_file(slug)]
+    )
 
 
 def set_maintenance(proxy: Container, slug: str, on: bool, retry_after: int) -> None:

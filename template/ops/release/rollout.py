@@ -271,10 +271,10 @@ def roll_out(
     with timings.phase("proxy"):
         gateway = proxy.ensure(client, target.proxy, target.slug)
         wanted = site(target)
-        before = proxy.read_file(gateway, f"{caddy.SITES_DIR}/{wanted.file_name}")
+        before = proxy.read_site(gateway, wanted.slug)
         # A new or changed site (a first deploy, a new BACKEND_URL, a template update) is applied
         # at the switch, once the new release is healthy: until then the live one serves as it did.
-        changed = before != caddy.render_site(wanted)
+        changed = before != caddy.render(wanted)
         live = live_release(client, target.slug)
         colour = COLOURS[1] if live is not None and live.colour == COLOURS[0] else COLOURS[0]
 
@@ -303,7 +303,8 @@ def roll_out(
     with timings.phase("switch"):
         try:
             if changed:
-                say(f"{'Adding' if before is None else 'Updating'} {target.backend_url} in the shared proxy (a reload)")
+                verb = "Adding" if before[0] is None else "Updating"
+                say(f"{verb} {target.backend_url} in the shared proxy (a reload)")
                 proxy.apply_site(gateway, wanted)
             confirm_switch(gateway, target, revision, confirm_through, say)
         except BaseException as exc:
@@ -313,7 +314,7 @@ def roll_out(
             containers.remove(new.container)
             if isinstance(exc, OpsError):
                 still = f"{live.name} keeps serving" if live else "nothing was serving before"
-                put_back = " the proxy's site was put back as it was," if changed and before is not None else ""
+                put_back = " the proxy's site was put back as it was," if changed and before[0] is not None else ""
                 message = f"{exc}; the new release was removed,{put_back} and {still}"
                 raise RolloutFailed(message, detail=exc.detail) from None
             raise

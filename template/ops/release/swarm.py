@@ -498,8 +498,8 @@ def roll_out(
     with timings.phase("proxy"):
         gateway = ensure_proxy(client, target.proxy, node)
         wanted = site(target)
-        before = proxy.read_file(gateway, f"{caddy.SITES_DIR}/{wanted.file_name}")
-        changed = before != caddy.render_site(wanted)
+        before = proxy.read_site(gateway, wanted.slug)
+        changed = before != caddy.render(wanted)
     live = current(client, target.slug)
     labels = {
         SERVICE_LABEL: target.slug,
@@ -543,7 +543,8 @@ def roll_out(
     with timings.phase("switch"):
         try:
             if changed:
-                say(f"{'Adding' if before is None else 'Updating'} {target.backend_url} in the shared proxy (a reload)")
+                verb = "Adding" if before[0] is None else "Updating"
+                say(f"{verb} {target.backend_url} in the shared proxy (a reload)")
                 proxy.apply_site(gateway, wanted)
             rollout.confirm_switch(gateway, target, revision, confirm_through, say)
         except BaseException as exc:

@@ -64,6 +64,34 @@ def exec_output(container, command: list[str]) -> str:  # type: ignore[no-untype
     return text
 
 
+def greetings_counted(container) -> float:  # type: ignore[no-untyped-def]
+    """/api/greeting requests in the container's /metrics, read on its metrics listener (nothing publishes it)."""
+    env = dict(e.split("=", 1) for e in container.attrs["Config"]["Env"])
+    probe = (
+        "import urllib.request\n"
+        f"text = urllib.request.urlopen('http://127.0.0.1:{env.get('METRICS_PORT', '9101')}/metrics').read().decode()\n"
+        "print(sum(float(line.rsplit(' ', 1)[1]) for line in text.splitlines()"
+        " if line.startswith('http_requests_total{') and 'route=\"/api/greeting\"' in line))"
+    )
+    return float(exec_output(container, ["python", "-c", probe]))
+
+
+def test_metrics_are_not_public(http: httpx.Client) -> None:
+    """Only the metrics listener, or a bearer of the metrics token, reads /metrics."""
+    for path in ["/metrics", "/api/../metrics", "/%6detrics"]:
+        response = http.get(path)
+        assert response.status_code in {401, 404}, path
+        assert "http_requests_total" not in response.text
+
+
+def test_metrics_count_requests_on_the_metrics_port(container, http: httpx.Client) -> None:  # type: ignore[no-untyped-def]
+    """On a read-only root with /tmp as tmpfs, as the deploy runs it: the workers' shared counts live there."""
+    before = greetings_counted(container)
+    for _ in range(25):
+        assert http.get("/api/greeting", headers={"Connection": "close"}).status_code == 200
+    assert greetings_counted(container) - before == 25
+
+
 def test_runs_as_non_root(container) -> None:  # type: ignore[no-untyped-def]
     uid = exec_output(container, ["python", "-c", "import os; print(os.getuid())"])
     assert int(uid) != 0

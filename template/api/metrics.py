@@ -1,0 +1,149 @@
+"""Prometheus metrics of the HTTP API, counted by the request middleware (api.observability).
+
+- ``http_requests_total{method, route, status}``: every answered request. ``route`` is the
+  matched URL rule (``/api/greeting``, ``/items/<int:id>``), ``<unmatched>`` for a path no rule
+  matches and ``<rejected>`` for what gunicorn refused before the app ran (414, 431, 408, ...);
+  ``method`` is a standard method or ``OTHER``. A client can therefore not add series.
+- ``http_request_duration_seconds{method, route}``: a histogram of the time to the answer's head.
+- ``http_requests_in_flight``: requests being handled, over the live workers.
+- ``app_info{name, version, revision}``: 1, naming the release.
+
+gunicorn runs several worker processes. With ``PROMETHEUS_MULTIPROC_DIR`` set (the image sets it
+to ``/tmp/metrics``, on the container's tmpfs; ``serve.py`` empties it at start), each worker
+writes its values to memory-mapped files there and a scrape adds them up, so every worker
+counts whichever one answers the scrape. Without it (tests that build the app in-process),
+the values are this process's.
+
+Where ``/metrics`` answers (see :class:`Access`):
+- on ``METRICS_PORT`` (gunicorn's second listener, 9101 by default), for a scraper on the
+  container's network: only ``/metrics`` is served there;
+- on the public port only with ``Authorization: Bearer <token>``, when
+  ``APP_METRICS_TOKEN_SHA256`` holds the SHA-256 of that token (the deploy sets it from the
+  ``METRICS_TOKEN`` setting; the token itself never reaches the container). Otherwise the public
+  port answers 404, as for any unknown path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+    multiprocess,
+)
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
+MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+UNMATCHED = "<unmatched>"
+REJECTED = "<rejected>"
+# Seconds; the p95/p99 latency of an API answering in tens of milliseconds falls between them.
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+disable_created_metrics()  # no *_created series: Prometheus does not need them, and they double the output
+
+# The metrics live in a registry of their own: in multiprocess mode a scrape reads the workers'
+# files instead (through a MultiProcessCollector), never this process's objects.
+_OWN = CollectorRegistry(auto_describe=True)
+REQUESTS = Counter("http_requests", "HTTP requests answered", ["method", "route", "status"], registry=_OWN)
+LATENCY = Histogram(
+    "http_request_duration_seconds",
+    "Time from the request to the answer's head",
+    ["method", "route"],
+    buckets=BUCKETS,
+    registry=_OWN,
+)
+IN_FLIGHT = Gauge("http_requests_in_flight", "Requests being handled", registry=_OWN, multiprocess_mode="livesum")
+INFO = Gauge(
+    "app_info",
+    "The release this process runs (always 1)",
+    ["name", "version", "revision"],
+    registry=_OWN,
+    multiprocess_mode="max",
+)
+
+if MULTIPROCESS:
+    _SCRAPED = CollectorRegistry()
+    multiprocess.MultiProcessCollector(_SCRAPED)
+else:
+    _SCRAPED = _OWN
+
+# (method, route, status) -> the counter's and the histogram's series: looking a series up by its
+# labels is the costly part of counting, so each is looked up once per process.
+_series: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
+
+
+def method_label(method: str | None) -> str:
+    return method if method in METHODS else "OTHER"
+
+
+def observe(method: str, route: str, status: str, seconds: float) -> None:
+    """Count one answered request (``status``: its three digits)."""
+    key = (method, route, status)
+    series = _series.get(key)
+    if series is None:
+        series = _series[key] = (REQUESTS.labels(method, route, status), LATENCY.labels(method, route))
+    series[0].inc()
+    series[1].observe(seconds)
+
+
+def set_info(name: str, version: str, revision: str) -> None:
+    INFO.labels(name, version, revision).set(1)
+
+
+def exposition() -> bytes:
+    return generate_latest(_SCRAPED)
+
+
+def token_digest(token: str) -> str:
+    """What ``APP_METRICS_TOKEN_SHA256`` holds for ``token``."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+class Access:
+    """Who may read ``/metrics``: requests on the metrics listener, or bearers of the token."""
+
+    def __init__(self, metrics_port: int, token_sha256: str) -> None:
+        self.port = str(metrics_port) if metrics_port else ""
+        self.token_sha256 = token_sha256.lower()
+
+    def on_metrics_port(self, environ: WSGIEnvironment) -> bool:
+        # gunicorn sets SERVER_PORT from the listener that accepted the connection, not from the
+        # Host header (that is only used for unix sockets, which the image does not bind).
+        return bool(self.port) and environ.get("SERVER_PORT") == self.port
+
+    def bearer_allowed(self, environ: WSGIEnvironment) -> bool | None:
+        """None: no token is configured (the public port has no /metrics); else whether the
+        request carries the token."""
+        if not self.token_sha256:
+            return None
+        scheme, _, credentials = str(environ.get("HTTP_AUTHORIZATION", "")).partition(" ")
+        if scheme.lower() != "bearer" or not credentials.strip():
+            return False
+        digest = token_digest(credentials.strip())
+        return hmac.compare_digest(digest, self.token_sha256)
+
+
+def serve(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+    """The exposition, for GET and HEAD."""
+    if environ.get("REQUEST_METHOD") not in {"GET", "HEAD"}:
+        start_response("405 Method Not Allowed", [("Allow", "GET, HEAD"), ("Content-Length", "0")])
+        return [b""]
+    body = exposition()
+    start_response(
+        "200 OK",
+        [("Content-Type", CONTENT_TYPE_LATEST), ("Content-Length", str(len(body))), ("Cache-Control", "no-store")],
+    )
+    return [b""] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
