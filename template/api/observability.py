@@ -137,11 +137,13 @@ class RequestMiddleware:
         version: str,
         log: BatchedStdoutHandler | None,
         access: metrics.Access | None = None,
+        count: bool = True,
     ) -> None:
         self.app = app
         self.version = version
         self.log = log
         self.access = access or metrics.Access(0, "")
+        self.count = count
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO")
@@ -172,16 +174,18 @@ class RequestMiddleware:
         key = id(environ)
         method = environ.get("REQUEST_METHOD")
         IN_FLIGHT[key] = (request_id, method, path, time.time(), environ.get("REMOTE_ADDR"))
-        metrics.IN_FLIGHT.inc()
+        if self.count:
+            metrics.IN_FLIGHT.inc()
         try:
             body = app(environ, start)
         finally:
             del IN_FLIGHT[key]
-            metrics.IN_FLIGHT.dec()
+            if self.count:
+                metrics.IN_FLIGHT.dec()
         seconds = time.perf_counter() - started
         code = status[0][:3]
-        route = environ.get(ROUTE_KEY, metrics.UNMATCHED)
-        metrics.observe(metrics.method_label(method), route, code, seconds)
+        if self.count:
+            metrics.observe(metrics.method_label(method), environ.get(ROUTE_KEY, metrics.UNMATCHED), code, seconds)
         if self.log is not None:
             entry = {
                 "ts": _timestamp(time.time()),
@@ -227,4 +231,6 @@ def register_request_hooks(app: Flask) -> None:
     app.request_class = RoutedRequest
     access = metrics.Access(app.config["METRICS_PORT"], app.config["METRICS_TOKEN_SHA256"])
     metrics.set_info(app.config["APP_NAME"], app.config["VERSION"], app.config["REVISION"])
-    app.wsgi_app = RequestMiddleware(app.wsgi_app, app.config["VERSION"], log, access)  # type: ignore[method-assign]
+    app.wsgi_app = RequestMiddleware(  # type: ignore[method-assign]
+        app.wsgi_app, app.config["VERSION"], log, access, count=app.config["METRICS"]
+    )

@@ -291,6 +291,17 @@ def test_config_reads_the_metrics_settings() -> None:
         load_config({"METRICS_PORT": "-1"})
 
 
+def test_app_metrics_off_counts_nothing() -> None:
+    from api import metrics
+
+    client = create_app({"LOG_LEVEL": "WARNING", "METRICS": False}).test_client()
+    before = total(parse(metrics.exposition().decode()), "http_requests_total", route="/api/version")
+    assert client.get("/api/version").status_code == 200
+    assert total(parse(metrics.exposition().decode()), "http_requests_total", route="/api/version") == before
+    with pytest.raises(ConfigError, match="APP_METRICS='maybe' is not a boolean"):
+        load_config({"APP_METRICS": "maybe"})
+
+
 def test_without_a_token_or_listener_the_app_has_no_metrics_route() -> None:
     client = create_app({"LOG_LEVEL": "WARNING"}).test_client()
     assert client.get("/metrics").status_code == 404
