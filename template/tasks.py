@@ -22,6 +22,7 @@ from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextC
 from rich.table import Table
 
 from ops import dev as dev_ops
+from ops import monitor as monitor_ops
 from ops import options, settings
 from ops import project as proj
 from ops import run as run_ops
@@ -31,8 +32,8 @@ from ops.edge.server import load_site, serve_in_thread
 from ops.errors import Interrupted, OpsError
 from ops.netlify import check as check_ops
 from ops.netlify.config import NetlifyConfig
+from ops.release import applogs, swarm
 from ops.release import deploy as deploy_ops
-from ops.release import swarm
 
 # soft_wrap: rich inserts no line breaks of its own. A terminal wraps long lines itself, and
 # output redirected to a file or a CI log keeps each line (and each URL) whole.
@@ -483,7 +484,8 @@ def status(c: Context, env: str = "") -> None:
     """What is live on each half: release, health, uptime, digest, lock holder, maintenance."""
     project = proj.load()
     with _failing_cleanly():
-        state = deploy_ops.status(project, _settings(env))
+        config = _settings(env)
+        state = deploy_ops.status(project, config)
     if state.live is None:
         out.print("Backend: nothing deployed on this Docker host")
     elif isinstance(state.live, swarm.SwarmRelease):
@@ -503,6 +505,8 @@ def status(c: Context, env: str = "") -> None:
         started = str(live.container.attrs.get("State", {}).get("StartedAt", ""))[:19].replace("T", " ")
         out.print(f"Backend: {live.name}  version {live.version}  revision {live.revision[:12]}")
         out.print(f"  health {state.health}, up since {started} UTC, image {live.digest or live.image}")
+    if state.live is not None:
+        out.print(f"  traffic {deploy_ops.traffic(project, config)}", markup=False)
     for note in state.notes:
         out.print(f"  [yellow]note[/] {escape(note)}")
     out.print(f"Netlify: live deploy {state.netlify_live or '(unknown: NETLIFY_AUTH_TOKEN/NETLIFY_SITE_ID not set)'}")
@@ -608,6 +612,123 @@ def swarm_init(c: Context, advertise_addr: str = "", env: str = "") -> None:
     )
 
 
+@task(
+    name="logs",
+    help={
+        "follow": "keep printing lines as they come (Ctrl-C stops)",
+        "since": "only lines after this: a duration (30s, 10m, 2h, 1d) or a time (2026-12-03T10:00:00Z)",
+        "service": "app (the live and the previous release), proxy (the shared Caddy), or all",
+        "json": "the JSON lines as the app wrote them (other lines wrapped as JSON)",
+        "lines": "the last N lines, merged (default 200; 0: all)",
+        "env": ENV_HELP,
+    },
+)
+def logs_(
+    c: Context,
+    follow: bool = False,
+    since: str = "",
+    service: str = "app",
+    json: bool = False,
+    lines: str = "200",
+    env: str = "",
+) -> None:
+    """The live and the previous release's logs from the target host, merged in time order."""
+    project = proj.load()
+    with _failing_cleanly():
+        config = _settings(env)
+        count = options.whole_number(lines, "lines", 0, 1_000_000)
+        after = applogs.since_of(since)
+        client, on_swarm = deploy_ops.monitor_target(config)
+        found = applogs.sources(client, project.slug, swarm=on_swarm, service=service, proxy_name=config["PROXY_NAME"])
+        if not found:
+            console.print(f"No {service} containers of {project.slug} on this Docker host: run `inv deploy`.")
+            return
+        console.print(f"[dim]{', '.join(c.name or '' for c in found)}[/]")
+        if not follow:
+            for line in applogs.read(found, after, count):
+                out.print(applogs.show(line, json), markup=False, highlight=False)
+            return
+        stop = threading.Event()
+        with _stopping_on_signals():
+            try:
+                for line in applogs.follow(found, after, stop, count):
+                    out.print(applogs.show(line, json), markup=False, highlight=False)
+            except KeyboardInterrupt:
+                pass
+            finally:
+                stop.set()
+
+
+@task(
+    help={
+        "once": "one look, then exit: non-zero when something is wrong (for cron or CI)",
+        "json": "JSON: one object per alert, or with --once one status object",
+        "env": ENV_HELP,
+    }
+)
+def monitor(c: Context, once: bool = False, json: bool = False, env: str = "") -> None:
+    """Watch the live releases: deaths, OOM kills, failing health checks, restart loops, CPU and
+    memory near their limits. Each alert once, to the terminal and ALERT_WEBHOOK_URL, and when it resolves."""
+    import json as jsonlib
+
+    project = proj.load()
+    with _failing_cleanly():
+        config = _settings(env)
+        client, on_swarm = deploy_ops.monitor_target(config)
+        thresholds = monitor_ops.Thresholds(
+            cpu=config.number("MONITOR_CPU_PERCENT") / 100, memory=config.number("MONITOR_MEMORY_PERCENT") / 100
+        )
+        if once:
+            found = monitor_ops.snapshot(client, project.slug, swarm=on_swarm, thresholds=thresholds)
+            if json:
+                out.print_json(jsonlib.dumps(found.as_json(project.slug)))
+            else:
+                for row in found.containers:
+                    out.print(
+                        f"{row['name']}: {row['status']}, health {row['health']}, restarts {row['restarts']}"
+                        + (f", CPU {row['cpu']:.0%}" if row.get("cpu") is not None else "")
+                        + (f", memory {row['memory']:.0%}" if row.get("memory") is not None else ""),
+                        markup=False,
+                    )
+                for problem in found.problems:
+                    out.print(f"[red]problem[/] {escape(problem)}")
+                if found.ok:
+                    out.print("[green]OK[/]")
+            if not found.ok:
+                raise Exit(code=1)
+            return
+        webhook = (
+            monitor_ops.Webhook(config["ALERT_WEBHOOK_URL"], project.slug, warn=_warn)
+            if config["ALERT_WEBHOOK_URL"]
+            else None
+        )
+
+        def alert(found: monitor_ops.Alert) -> None:
+            if json:
+                out.print(jsonlib.dumps(found.as_json(project.slug)), markup=False, highlight=False)
+            else:
+                colour = "green" if found.resolved else "red" if found.severity == "critical" else "yellow"
+                out.print(f"[{colour}]{escape(found.text(project.slug))}[/]")
+            if webhook is not None:
+                webhook.send(found)
+
+        watcher = monitor_ops.Monitor(client, project.slug, swarm=on_swarm, on_alert=alert, thresholds=thresholds)
+        where = "no webhook (ALERT_WEBHOOK_URL is not set)" if webhook is None else "the webhook"
+        console.print(
+            f"Watching {project.slug}'s releases on {config['DOCKER_HOST'] or 'the local engine'}; "
+            f"alerts here and to {where}. Ctrl-C stops."
+        )
+        with _stopping_on_signals():
+            try:
+                watcher.run()
+            except KeyboardInterrupt:
+                console.print("Stopped watching.")
+            finally:
+                watcher.stop()
+                if webhook is not None:
+                    webhook.close()
+
+
 ns = Collection(
     build,
     run,
@@ -626,4 +747,6 @@ ns = Collection(
     remove,
     scale,
     swarm_init,
+    logs_,
+    monitor,
 )

@@ -100,6 +100,29 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("NETLIFY_API_URL", "https://api.netlify.com/api/v1", "Netlify's API (a local server in tests)", kind="url"),
     Setting("APP_ENV", "", "more variable names, comma-separated, that a deploy passes to the app"),
     Setting(
+        "ALERT_WEBHOOK_URL",
+        "",
+        'where `inv monitor` posts alerts (Slack-compatible JSON, {"text": ...}); secret: the URL holds the key',
+        secret=True,
+        kind="url",
+    ),
+    Setting(
+        "MONITOR_CPU_PERCENT",
+        "90",
+        "`inv monitor` alerts at this share of a release's CPU limit",
+        kind="int",
+        low=1,
+        high=100,
+    ),
+    Setting(
+        "MONITOR_MEMORY_PERCENT",
+        "90",
+        "`inv monitor` alerts at this share of a release's memory limit",
+        kind="int",
+        low=1,
+        high=100,
+    ),
+    Setting(
         "METRICS_TOKEN",
         "",
         "lets /metrics through the public API origin with Authorization: Bearer <it> (32+ characters; "
@@ -238,7 +261,7 @@ def _read_env_file(path: Path) -> tuple[dict[str, tuple[str, int]], list[tuple[s
 def _check(setting: Setting, value: str, source: str) -> None:
     if not value:
         return
-    where = f"{setting.name}={value!r} ({source})"
+    where = f"{setting.name} ({source})" if setting.secret else f"{setting.name}={value!r} ({source})"
     if any(ord(c) < 32 or ord(c) == 127 for c in value):
         raise SettingsError(f"{setting.name} ({source}) contains a control character; use plain text")
     if setting.kind == "token" and not all("!" <= c <= "~" for c in value):

@@ -163,6 +163,22 @@ def test_metrics_reach_a_scraper_through_the_proxys_internal_port_and_the_public
 
     text = scrape()
     assert f'revision="{report.revision}"' in text
+    # inv status's figures, from the release's own /metrics, while requests come.
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client() as client:
+            while not stop.is_set():
+                client.get(f"{backend}/api/version")
+
+    loader = threading.Thread(target=load, daemon=True)
+    loader.start()
+    try:
+        figures = deploy.traffic(stage.project, settings, window=1.0)
+    finally:
+        stop.set()
+        loader.join(5)
+    assert "req/s, 5xx 0.0%, p95" in figures, figures
     counted = [
         line for line in text.splitlines() if line.startswith("http_requests_total{") and '"/api/version"' in line
     ]

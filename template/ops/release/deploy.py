@@ -17,6 +17,7 @@ import docker
 import docker.errors
 from docker.models.containers import Container
 
+from ops import logs
 from ops import project as proj
 from ops import smoke
 from ops.docker import containers, engine, images
@@ -25,6 +26,7 @@ from ops.errors import Interrupted, OpsError, SmokeFailed
 from ops.logs import LineSink, Progress
 from ops.netlify import api, publish
 from ops.release import caddy, lock, proxy, records, rollout, swarm
+from ops.release import traffic as traffic_mod
 from ops.settings import Settings
 
 
@@ -628,6 +630,29 @@ def scale(project: proj.Project, settings: Settings, count: int, *, say: LineSin
     client = _client(settings)
     with lock.held(client, project.slug, action="scale"):
         return swarm.scale(client, project.slug, count, settings.number("HEALTH_TIMEOUT"), say)
+
+
+def traffic(project: proj.Project, settings: Settings, window: float = 2.0) -> str:
+    """The live release's request rate, 5xx ratio and p95 latency, from its /metrics; or why not."""
+    client = _client(settings)
+    label = f"{swarm.SERVICE_LABEL if on_swarm(settings) else rollout.APP_LABEL}={project.slug}"
+    running = client.containers.list(filters={"label": label, "status": "running"})
+    if not on_swarm(settings):
+        live = rollout.live_release(client, project.slug)
+        running = [live.container] if live is not None else []
+    if not running:
+        return "no running release to read /metrics from"
+    try:
+        found = traffic_mod.measure(running, window)
+    except Exception as exc:  # an image from before /metrics, a stopped container: say so, never fail status
+        return f"unavailable ({logs.clean_line(str(exc))[:120]})"
+    where = f" (the {len(running)} task(s) on this node)" if on_swarm(settings) else ""
+    return found.describe() + where
+
+
+def monitor_target(settings: Settings) -> tuple[docker.DockerClient, bool]:
+    """The engine `inv monitor` watches, and whether the project runs there as a swarm service."""
+    return _client(settings), on_swarm(settings)
 
 
 def release_lock(project: proj.Project, settings: Settings) -> lock.Holder | None:

@@ -1,0 +1,200 @@
+"""`inv logs`: the live and the previous release's logs (and the proxy's), merged in time order.
+
+Read through the Docker API, so any ``DOCKER_HOST`` works: one host's release containers (the
+two newest: the live one and the one before it), a swarm's task containers on that node (the
+tasks of the two newest deploys), and the shared Caddy. Docker prefixes each line with its
+time (``timestamps=True``); lines from every source are merged on it. The app writes JSON lines
+(``api.observability``): they are shown as time, level, status, method, path, duration and
+request id, or passed through as they are with ``--json``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import heapq
+import json
+import queue
+import re
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, cast
+
+import docker
+import docker.errors
+from docker.models.containers import Container
+
+from ops import logs
+from ops.errors import OpsError
+from ops.release import proxy as proxy_mod
+from ops.release import rollout
+
+SERVICES = ("app", "proxy", "all")
+_SINCE = re.compile(r"^(\d+)([smhd])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+@dataclass(frozen=True)
+class Line:
+    ts: str  # RFC 3339, UTC, nanoseconds: sorts as text
+    source: str  # the container's name
+    text: str  # the line as the container wrote it
+
+
+def since_of(value: str, now: dt.datetime | None = None) -> dt.datetime | None:
+    """``10m``, ``2h``, ``1d``, ``45s`` ago, or an RFC 3339 time; empty: from the start."""
+    value = value.strip()
+    if not value:
+        return None
+    now = now or dt.datetime.now(dt.UTC)
+    found = _SINCE.match(value)
+    if found:
+        return now - dt.timedelta(seconds=int(found[1]) * _UNITS[found[2]])
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise OpsError(
+            f"--since {value!r} is neither a duration (30s, 10m, 2h, 1d) nor a time (2026-12-03T10:00:00Z)"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def _normal(ts: str) -> str:
+    """Docker's RFC 3339 (UTC) with its fraction trimmed of zeros, as fixed-width text (9 digits)."""
+    head, _, fraction = ts.rstrip("Z").partition(".")
+    return f"{head}.{fraction.ljust(9, '0')[:9]}Z"
+
+
+def split(raw: bytes, source: str) -> list[Line]:
+    """Lines of ``docker logs --timestamps`` output."""
+    out = []
+    for piece in raw.decode("utf-8", "replace").splitlines():
+        ts, _, text = piece.partition(" ")
+        if ts[:1].isdigit():
+            out.append(Line(_normal(ts), source, text))
+        elif out:  # a continuation Docker did not stamp
+            out.append(Line(out[-1].ts, source, piece))
+    return out
+
+
+def release_containers(client: docker.DockerClient, slug: str, swarm: bool) -> list[Container]:
+    """The live and the previous release's containers on this engine."""
+    if not swarm:
+        return [release.container for release in rollout.releases(client, slug)[:2]]
+    from ops.release import swarm as swarm_mod
+
+    found = client.containers.list(all=True, filters={"label": f"{swarm_mod.SERVICE_LABEL}={slug}"})
+    deploys = sorted(
+        {(c.labels.get(f"{rollout.PREFIX}.created", ""), c.labels.get(f"{rollout.PREFIX}.deploy", "")) for c in found},
+        reverse=True,
+    )[:2]
+    wanted = {deploy for _, deploy in deploys}
+    return [c for c in found if c.labels.get(f"{rollout.PREFIX}.deploy", "") in wanted]
+
+
+def proxy_container(client: docker.DockerClient, name: str, swarm: bool) -> Container | None:
+    if not swarm:
+        return proxy_mod.get(client, name)
+    from ops.release import swarm as swarm_mod
+
+    service = swarm_mod.proxy_service(client, name)
+    return swarm_mod.task_container(client, service) if service is not None else None
+
+
+def read(containers: Iterable[Container], since: dt.datetime | None, lines: int) -> list[Line]:
+    """The last ``lines`` lines of all of them, merged in time order."""
+    per_source = []
+    for container in containers:
+        try:
+            raw = container.logs(stdout=True, stderr=True, timestamps=True, since=since, tail=lines or "all")
+        except docker.errors.NotFound:
+            continue  # removed meanwhile
+        per_source.append(split(raw, container.name or ""))
+    merged = list(heapq.merge(*per_source, key=lambda line: (line.ts, line.source)))
+    return merged[-lines:] if lines else merged
+
+
+def follow(
+    containers: Iterable[Container],
+    since: dt.datetime | None,
+    stop: threading.Event,
+    lines: int = 0,
+    settle: float = 0.5,
+) -> Iterator[Line]:
+    """Lines as they come, from each container (history since ``since`` first, in time order)."""
+    waiting: queue.Queue[Line] = queue.Queue()
+
+    def pump(container: Container) -> None:
+        try:
+            stream = container.logs(
+                stdout=True, stderr=True, timestamps=True, since=since, stream=True, follow=True, tail=lines or "all"
+            )
+            pending = b""
+            for chunk in cast(Iterator[bytes], stream):
+                if stop.is_set():
+                    return
+                pending += chunk
+                *complete, pending = pending.split(b"\n")
+                for line in split(b"\n".join(complete), container.name or ""):
+                    waiting.put(line)
+        except (docker.errors.DockerException, OSError):
+            return
+
+    for container in containers:
+        threading.Thread(target=pump, args=(container,), daemon=True).start()
+    # The history arrives in a burst: gather it, then hand it over in time order.
+    first: list[Line] = []
+    deadline = threading.Event()
+    deadline.wait(settle)
+    while not waiting.empty():
+        first.append(waiting.get_nowait())
+    first.sort(key=lambda line: (line.ts, line.source))
+    yield from first[-lines:] if lines else first
+    while not stop.is_set():
+        try:
+            yield waiting.get(timeout=0.2)
+        except queue.Empty:
+            continue
+
+
+def show(line: Line, as_json: bool) -> str:
+    """The line for a person (or, ``as_json``, the app's own JSON as it wrote it)."""
+    try:
+        entry = json.loads(line.text)
+    except ValueError:
+        entry = None
+    if as_json:
+        if isinstance(entry, dict):
+            return line.text
+        return json.dumps({"ts": line.ts, "source": line.source, "raw": logs.clean_line(line.text)})
+    when = line.ts[11:23]
+    if not isinstance(entry, dict):
+        return f"{when} {line.source}  {logs.clean_line(line.text)}"
+    level = str(entry.get("level", "")).upper()[:5]
+    found = entry.get("request")
+    request: dict[str, Any] = found if isinstance(found, dict) else {}
+    parts = [
+        str(entry.get("status", "")),
+        str(entry.get("method") or request.get("method") or ""),
+        str(entry.get("path") or request.get("uri") or ""),
+        f"{entry['duration_ms']} ms" if "duration_ms" in entry else "",
+        str(entry.get("request_id", "")),
+    ]
+    message = str(entry.get("msg", ""))
+    detail = " ".join(p for p in parts if p)
+    text = f"{message} {detail}" if detail and message not in {"request", ""} else (detail or message)
+    extra = f"  {entry['exc'].splitlines()[-1]}" if isinstance(entry.get("exc"), str) and entry["exc"] else ""
+    return logs.clean_line(f"{when} {line.source}  {level:<5} {text}{extra}")
+
+
+def sources(client: docker.DockerClient, slug: str, *, swarm: bool, service: str, proxy_name: str) -> list[Container]:
+    if service not in SERVICES:
+        raise OpsError(f"--service {service!r} is not one of {', '.join(SERVICES)}")
+    found: list[Container] = []
+    if service in {"app", "all"}:
+        found += release_containers(client, slug, swarm)
+    if service in {"proxy", "all"}:
+        gateway = proxy_container(client, proxy_name, swarm)
+        if gateway is not None:
+            found.append(gateway)
+    return found

@@ -1,0 +1,232 @@
+"""ops.monitor: the alert state machine, the webhook sender, and a real deploy watched while its
+release is killed, restarted and OOM-killed, with a local webhook receiver."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from ops import monitor
+from ops.release import deploy, rollout
+from tests.test_deploy import Stage, stage  # noqa: F401 (the fixture)
+
+
+def event(action: str, name: str = "svc-blue-abc", container: str = "c1", **attributes: str) -> dict[str, Any]:
+    return {
+        "Type": "container",
+        "Action": action,
+        "Actor": {"ID": container, "Attributes": {"name": name, **attributes}},
+    }
+
+
+def test_a_stop_a_deploy_makes_is_no_alert_and_a_kill_is_one() -> None:
+    tracker = monitor.Tracker()
+    assert tracker.event(event("kill", signal="15")) == []
+    assert tracker.event(event("die", exitCode="0")) == []
+    assert tracker.event(event("kill", container="c2", signal="15")) == []
+    assert tracker.event(event("die", container="c2", exitCode="137")) == []  # stopped, then SIGKILLed at the timeout
+    assert tracker.event(event("kill", container="c3", signal="9")) == []
+    [alert] = tracker.event(event("die", container="c3", exitCode="137"))
+    assert alert.kind == "died" and "exit code 137, SIGKILL" in alert.message and not alert.resolved
+    assert tracker.event(event("die", container="c3", exitCode="137")) == []  # once
+    [resolved] = tracker.event(event("health_status: healthy"))
+    assert resolved.resolved and resolved.key == alert.key
+    assert tracker.event(event("health_status: healthy")) == []  # resolved once
+
+
+def test_an_oom_kill_is_named_as_such() -> None:
+    tracker = monitor.Tracker()
+    [first] = tracker.event(event("oom"))
+    assert first.kind == "oom" and "OOM-killed a process" in first.message
+    assert tracker.event(event("die", exitCode="137")) == []  # the same OOM: raised once
+    # A death with no OOM event seen before it (the watcher started late) is still named.
+    late = monitor.Tracker()
+    late.event(event("oom", container="c9", name="other"))
+    late.active.clear()
+    [named] = late.event(event("die", container="c9", name="other", exitCode="137"))
+    assert named.kind == "oom" and "was OOM-killed (exit code 137)" in named.message
+    # A worker killed while the container lives on: the OOM alert resolves when health says so.
+    assert [a.resolved for a in tracker.event(event("health_status: healthy"))] == [True]
+
+
+def test_a_restart_loop_and_unhealthy_and_swarm_slots() -> None:
+    now = [1000.0]
+    tracker = monitor.Tracker(monitor.Thresholds(restarts=3, window=60), clock=lambda: now[0])
+    task = {"com.docker.swarm.task.name": "svc.2.x1"}
+    kinds = []
+    for i in range(3):  # three tasks of slot 2 die within a minute: each a new container
+        now[0] += 10
+        kinds += [
+            a.kind for a in tracker.event(event("die", name=f"svc.2.x{i}", container=f"t{i}", exitCode="1", **task))
+        ]
+    assert kinds == ["died", "restart_loop"]
+    [unhealthy] = tracker.event(
+        event("health_status: unhealthy", name="svc.1.y", **{"com.docker.swarm.task.name": "svc.1.y"})
+    )
+    assert unhealthy.subject == "svc.1" and unhealthy.kind == "unhealthy"
+    # Far apart, deaths are no loop.
+    spaced = monitor.Tracker(monitor.Thresholds(restarts=3, window=60), clock=lambda: now[0])
+    for i in range(3):
+        now[0] += 100
+        found = spaced.event(event("die", container=f"s{i}", exitCode="1"))
+        spaced.event(event("health_status: healthy"))
+        assert [a.kind for a in found] == ["died"]
+
+
+def test_resources_alert_after_a_streak_and_resolve_after_one() -> None:
+    tracker = monitor.Tracker(monitor.Thresholds(memory=0.9, samples=3))
+    shares = [0.95, 0.95, 0.5, 0.95, 0.95, 0.95, 0.97, 0.5, 0.5, 0.5]
+    out = [(a.kind, a.resolved) for s in shares for a in tracker.sample("svc-blue", "memory", s)]
+    assert out == [("memory", False), ("memory", True)]
+
+
+def test_generated_event_streams_fire_and_resolve_each_alert_once() -> None:
+    rng = random.Random(20261203)
+    actions = ["die", "kill", "oom", "health_status: healthy", "health_status: unhealthy", "destroy", "start"]
+    for _ in range(200):
+        tracker = monitor.Tracker(monitor.Thresholds(restarts=2, window=1e9))
+        open_keys: set[str] = set()
+        for _ in range(60):
+            action = rng.choice(actions)
+            extra = {"exitCode": rng.choice(["0", "1", "137", "143"])} if action == "die" else {}
+            if action == "kill":
+                extra = {"signal": rng.choice(["9", "15"])}
+            name = rng.choice(["a", "b"])
+            for alert in tracker.event(event(action, name=name, container=rng.choice(["1", "2", "3"]), **extra)):
+                if alert.resolved:
+                    assert alert.key in open_keys, alert
+                    open_keys.remove(alert.key)
+                else:
+                    assert alert.key not in open_keys, alert
+                    open_keys.add(alert.key)
+        assert open_keys == set(tracker.active)
+
+
+class Receiver:
+    """A local webhook: records (time, JSON body); answers ``statuses`` in turn, then 200."""
+
+    def __init__(self, statuses: list[int] | None = None, delay: float = 0.0) -> None:
+        self.received: list[tuple[float, dict[str, Any]]] = []
+        self.statuses = list(statuses or [])
+        self.delay = delay
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                time.sleep(receiver.delay)
+                status = receiver.statuses.pop(0) if receiver.statuses else 200
+                if status == 200:
+                    receiver.received.append((time.monotonic(), body))
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook/secret-part"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def texts(self) -> list[str]:
+        return [body["text"] for _, body in self.received]
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    found = Receiver()
+    yield found
+    found.close()
+
+
+def wait(predicate: Any, seconds: float = 10) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_the_webhook_retries_and_never_blocks_the_watcher() -> None:
+    flaky = Receiver(statuses=[500, 503])
+    warnings: list[str] = []
+    hook = monitor.Webhook(flaky.url, "svc", backoff=0.05, warn=warnings.append)
+    alert = monitor.Alert("died:x", "died", "x", "x died (exit code 1)", "critical")
+    hook.send(alert)
+    assert wait(lambda: flaky.texts() == ["[svc] CRITICAL: x died (exit code 1)"])
+    hook.close()
+    flaky.close()
+    assert warnings == []
+    # A webhook that hangs: sending returns at once, and the failure is a warning without the URL.
+    slow = Receiver(delay=3)
+    hook = monitor.Webhook(slow.url, "svc", timeout=0.3, attempts=2, backoff=0.05, warn=warnings.append)
+    started = time.monotonic()
+    for _ in range(50):
+        hook.send(alert)
+    assert time.monotonic() - started < 0.1
+    assert wait(lambda: len(warnings) >= 1, 5)
+    assert "not delivered after 2 attempt(s) (ReadTimeout)" in warnings[0] and "secret-part" not in warnings[0]
+    hook.close(wait=0.1)
+    slow.close()
+    # A refusal (4xx) is not asked again.
+    refusing = Receiver(statuses=[404, 404, 404])
+    hook = monitor.Webhook(refusing.url, "svc", backoff=0.05, warn=warnings.append)
+    hook.send(alert)
+    assert wait(lambda: any("(HTTP 404)" in w and "1 attempt" in w for w in warnings), 5)
+    hook.close()
+    refusing.close()
+
+
+@pytest.mark.docker
+def test_a_killed_release_alerts_within_2_s_resolves_and_an_oom_kill_is_named(
+    engine: Any,
+    stage: Stage,  # noqa: F811 (the fixture)
+    receiver: Receiver,
+) -> None:
+    deploy.deploy(stage.project, stage.settings, deploy.Options(allow_dirty=True), say=stage.lines.append)
+    live = rollout.live_release(engine, stage.project.slug)
+    assert live is not None
+    hook = monitor.Webhook(receiver.url, stage.project.slug)
+    seen: list[monitor.Alert] = []
+
+    def on_alert(alert: monitor.Alert) -> None:
+        seen.append(alert)
+        hook.send(alert)
+
+    watcher = monitor.Monitor(engine, stage.project.slug, swarm=False, on_alert=on_alert)
+    thread = threading.Thread(target=watcher.run, daemon=True)
+    thread.start()
+    try:
+        time.sleep(1)  # the event stream is open
+        assert monitor.snapshot(engine, stage.project.slug, swarm=False).ok
+        killed = time.monotonic()
+        live.container.kill()
+        assert wait(lambda: any("died (exit code 137, SIGKILL)" in t for t in receiver.texts()), 10), receiver.texts()
+        latency = next(at for at, body in receiver.received if "died" in body["text"]) - killed
+        assert latency < 2, f"the alert reached the webhook {latency:.2f} s after the kill"
+        down = monitor.snapshot(engine, stage.project.slug, swarm=False)
+        assert not down.ok and "no release of" in down.problems[0] and "exit code 137" in down.problems[0]
+        # Recovery: the release runs again and turns healthy; the alert resolves, once.
+        live.container.start()
+        assert wait(lambda: any("RESOLVED" in t and "healthy again" in t for t in receiver.texts()), 60)
+        # An OOM kill: a process in the release allocates past the container's memory limit.
+        live.container.exec_run(["python", "-c", "b = bytearray(900 * 1024 * 1024)"])
+        assert wait(lambda: any("OOM-killed" in t for t in receiver.texts()), 10), receiver.texts()
+        died = [t for t in receiver.texts() if "died" in t]
+        assert len(died) == 1  # de-duplicated
+    finally:
+        watcher.stop()
+        hook.close()
+        thread.join(5)
