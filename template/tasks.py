@@ -438,6 +438,22 @@ def deploy(
     console.print(f"[green]Deployed[/] {report.revision[:12]}")
 
 
+@task(help={"env": ENV_HELP, "title": "the draft's title at Netlify (default: the project and revision)"})
+def preview(c: Context, env: str = "", title: str = "") -> None:
+    """A draft Netlify deploy of public/ against BACKEND_URL (use --env staging), smoke-tested, never
+    published: prints its URL (and writes url=... to $GITHUB_OUTPUT in a GitHub Actions job)."""
+    import os
+
+    project = proj.load()
+    with _failing_cleanly(), _stopping_on_signals(), _interrupted("Preview interrupted; nothing was published"):
+        done = deploy_ops.preview(project, _settings(env), title=title, say=_say)
+    out.print(done.deploy.url, markup=False)
+    github_output = os.environ.get("GITHUB_OUTPUT", "")
+    if github_output:
+        with open(github_output, "a", encoding="utf-8") as handle:
+            handle.write(f"url={done.deploy.url}\n")
+
+
 @task(help={"env": ENV_HELP})
 def releases(c: Context, env: str = "") -> None:
     """The releases recorded on the Docker host, newest first, and which is live on each half."""
@@ -749,4 +765,5 @@ ns = Collection(
     swarm_init,
     logs_,
     monitor,
+    preview,
 )

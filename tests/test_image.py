@@ -194,7 +194,7 @@ def test_smoke_passes_against_the_image(built: dict[str, Any], engine: Any) -> N
     result = run_in(built["project"], "invoke", "smoke", "--image", built["image"], capture=True, check=False)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
-    assert "10 passed" in output
+    assert "12 passed" in output
     assert "Smoke tests passed" in output
     assert not engine.containers.list(all=True, filters={"ancestor": built["image"]})
 

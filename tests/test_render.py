@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import py_compile
+import re
 import shutil
 import subprocess
 import sys
@@ -73,6 +74,9 @@ def test_expected_files(project: Path) -> None:
 def test_no_template_syntax_left(project: Path) -> None:
     for path in generated_files(project):
         text = path.read_text()
+        if path.parent.name == "workflows":
+            # GitHub's own expressions, ${{ ... }}, belong there: no other braces may.
+            text = re.sub(r"\$\{\{[^{}]*\}\}", "", text)
         assert "{{" not in text and "{%" not in text, path
         assert not path.name.endswith(".jinja"), path
 

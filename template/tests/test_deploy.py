@@ -28,7 +28,7 @@ from ops import project as proj
 from ops import settings as settings_mod
 from ops.docker import engine as engine_mod
 from ops.docker.engine import client_is_local, connect
-from ops.errors import EngineUnavailable, SmokeFailed
+from ops.errors import EngineUnavailable, OpsError, SmokeFailed
 from ops.netlify import api
 from ops.release import caddy, deploy, lock, proxy, records, rollout
 from ops.wait import NotReady, poll
@@ -228,6 +228,27 @@ def test_a_draft_whose_smoke_test_fails_is_never_published(engine: Any, stage: S
     assert draft.state == "ready" and stage.netlify.published() is None
     assert lock.holder(engine, stage.project.slug) is None
     assert records.load(proxy.get(engine, stage.settings["PROXY_NAME"]), stage.project.slug) == []
+
+
+def test_a_preview_is_a_smoke_tested_draft_that_touches_no_engine_and_is_never_published(
+    engine: Any, stage: Stage
+) -> None:
+    deploy.deploy(stage.project, stage.settings, deploy.Options(allow_dirty=True), say=stage.lines.append)
+    published = stage.netlify.published()
+    assert published is not None
+    # No Docker engine answers at DOCKER_HOST: a preview (a pull request's, in CI) needs none.
+    nowhere = {**stage.settings.values, "DOCKER_HOST": f"tcp://127.0.0.1:{free_port()}"}
+    done = deploy.preview(stage.project, settings_mod.load(stage.project.root, environ=nowhere), say=stage.lines.append)
+    assert done.deploy.state == "ready" and done.deploy.id != published.id
+    assert stage.netlify.published().id == published.id  # type: ignore[union-attr]
+    assert httpx.get(f"{done.deploy.url.rstrip('/')}/api/version").status_code == 200
+    dead = {**nowhere, "BACKEND_URL": f"http://127.0.0.1:{free_port()}", "HEALTH_TIMEOUT": "3"}
+    with pytest.raises(SmokeFailed, match="is not a working preview"):
+        deploy.preview(stage.project, settings_mod.load(stage.project.root, environ=dead), say=stage.lines.append)
+    assert stage.netlify.published().id == published.id  # type: ignore[union-attr]
+    missing = {**nowhere, "NETLIFY_SITE_ID": ""}
+    with pytest.raises(OpsError, match="NETLIFY_SITE_ID is not set"):
+        deploy.preview(stage.project, settings_mod.load(stage.project.root, environ=missing), say=stage.lines.append)
 
 
 @pytest.fixture

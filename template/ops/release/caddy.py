@@ -40,25 +40,25 @@ METRICS_DIR = f"{CONFIG_DIR}/metrics"
 # in the image) is what it forwards to.
 METRICS_PORT = 9180
 APP_METRICS_PORT = 9101
-MAIN = f"""\
-# The shared proxy of this Docker host, written by copier-netlify-docker. Each project owns one
-# file in sites/ and one in metrics/, and nothing else; edit those through `inv deploy`,
-# `inv rollback`, `inv maintenance`.
-{{
-\tadmin localhost:2019
-}}
-
-import sites/*.caddy
-
-# Prometheus scrapes http://<this proxy>:{METRICS_PORT}/<project>/metrics from a container on one of
-# the proxy's networks; the port is not published on the host.
-:{METRICS_PORT} {{
-\timport metrics/*.caddy
-\thandle {{
-\t\trespond 404
-\t}}
-}}
-"""
+MAIN = (
+    "# The shared proxy of this Docker host, written by copier-netlify-docker. Each project owns one\n"
+    "# file in sites/ and one in metrics/, and nothing else; edit those through `inv deploy`,\n"
+    "# `inv rollback`, `inv maintenance`.\n"
+    "{\n"
+    "\tadmin localhost:2019\n"
+    "}\n"
+    "\n"
+    "import sites/*.caddy\n"
+    "\n"
+    f"# Prometheus scrapes http://<this proxy>:{METRICS_PORT}/<project>/metrics from a container on one of\n"
+    "# the proxy's networks; the port is not published on the host.\n"
+    f":{METRICS_PORT} " + "{\n"
+    "\timport metrics/*.caddy\n"
+    "\thandle {\n"
+    "\t\trespond 404\n"
+    "\t}\n"
+    "}\n"
+)
 # Hostnames and IP addresses, as they may appear in a site address: nothing Caddyfile syntax means.
 _HOST = re.compile(r"^(\[[0-9a-f:.]+\]|[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*)$")
 BEGIN_BLOCK = "{"  # (not a doubled brace in an f-string: generated files carry no template syntax)

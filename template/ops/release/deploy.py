@@ -17,9 +17,8 @@ import docker
 import docker.errors
 from docker.models.containers import Container
 
-from ops import logs
+from ops import logs, smoke
 from ops import project as proj
-from ops import smoke
 from ops.docker import containers, engine, images
 from ops.docker.engine import client_is_local
 from ops.errors import Interrupted, OpsError, SmokeFailed
@@ -351,6 +350,35 @@ def _netlify(
             publish.publish(netlify, settings["NETLIFY_SITE_ID"], done.deploy.id)
         report.netlify = done  # published: what the record names
         say(f"Published Netlify deploy {done.deploy.id}")
+
+
+def preview(
+    project: proj.Project, settings: Settings, *, title: str = "", say: LineSink, on_progress: Progress | None = None
+) -> publish.Published:
+    """A draft Netlify deploy of public/ against BACKEND_URL (a staging backend), smoke-tested and
+    never published: a pull request's preview. Touches no Docker engine and takes no lock."""
+    problems = settings.missing(("NETLIFY_AUTH_TOKEN", "NETLIFY_SITE_ID", "BACKEND_URL"))
+    problems += settings.deploy_problems(("BACKEND_URL",))
+    if problems:
+        raise OpsError("cannot make a preview:\n  " + "\n  ".join(problems))
+    files = publish.site_files(project.root, settings["BACKEND_URL"])
+    revision = proj.git_revision(project.root)
+    with netlify_client(settings, on_retry=lambda line: say(f"Netlify: {line}")) as netlify:
+        netlify.get_site(settings["NETLIFY_SITE_ID"])
+        done = publish.deploy_draft(
+            netlify,
+            settings["NETLIFY_SITE_ID"],
+            files,
+            title=title or f"{project.slug} preview {revision[:12]}".strip(),
+            on_progress=say,
+            on_count=on_progress,
+        )
+    say(f"Smoke-testing the draft {done.deploy.url} (its /api/* goes to {settings['BACKEND_URL']})")
+    try:
+        smoke.smoke_site(project, done.deploy.url, timeout=settings.number("HEALTH_TIMEOUT"))
+    except SmokeFailed as exc:
+        raise SmokeFailed(f"{exc}; the draft {done.deploy.url} is not a working preview", detail=exc.detail) from None
+    return done
 
 
 def release_environment(settings: Settings) -> dict[str, str]:
