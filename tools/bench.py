@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tools import bench_deploy, bench_swarm
+from tools import bench_deploy, bench_ops, bench_swarm
 from tools.generated import REPO, free_port, netlify_cli, offline_base_image, project_ops, render
 
 SLUG = "bench-svc"
@@ -239,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     results["edge"] = bench_edge(client, containers, project, target, tags[0], args)
     results["deploy"] = bench_deploy.bench(target, base, client)
     results["swarm"] = bench_swarm.bench(target, base, client)
+    results["ops"] = bench_ops.bench(target, base, client)
     results["healthz_rps_over_bare"] = round(load["flask_healthz"]["rps"] / load["bare_healthz"]["rps"], 3)
     results["api_rps_over_bare"] = round(load["flask_api"]["rps"] / load["bare_healthz"]["rps"], 3)
     results["flaskmin_rps_over_bare"] = round(load["flaskmin_healthz"]["rps"] / load["bare_healthz"]["rps"], 3)
@@ -464,6 +465,18 @@ def print_table(results: dict[str, Any]) -> None:
         rows.append(
             ("req/s through Caddy (swarm), by replicas", through, f"single host {swarm['rps_single_host']:.0f}")
         )
+    ops = results.get("ops", {})
+    if ops:
+        kill = ops["kill_to_webhook_ms"]
+        rows.append(
+            (
+                "alert: killed release to webhook",
+                f"{kill['median']:.0f} ms",
+                f"median of {ops['runs']}, max {kill['max']:.0f} ms (target: under 2 s)",
+            )
+        )
+        rows.append(("alert: OOM kill to webhook", f"{ops['oom_to_webhook_ms']:.0f} ms", "from the allocation"))
+        rows.append(("alert: restarted release to RESOLVED", f"{ops['start_to_resolved_s']:.1f} s", "health-gated"))
     for who in ("ours", "netlify_cli"):
         steps = netlify.get(who)
         if isinstance(steps, dict):
