@@ -13,6 +13,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,10 +23,10 @@ from typing import Any
 import httpx
 import pytest
 
-from ops import project
+from ops import monitor, project
 from ops import settings as settings_mod
 from ops.docker import images
-from ops.release import deploy, lock, proxy, records, rollout, swarm
+from ops.release import applogs, caddy, deploy, lock, proxy, records, rollout, swarm
 from tests.conftest import base_image, free_port
 from tests.netlify_api import LocalNetlify
 from tests.test_rollout import Load
@@ -260,6 +261,7 @@ def test_a_swarm_deploy_runs_the_whole_pipeline_and_status_shows_the_tasks(
             assert (record.image, record.container, record.netlify_deploy) == (
                 report.image, me.slug, report.netlify.deploy.id  # type: ignore[union-attr]
             )  # fmt: skip
+            _operations_on_a_swarm(engine, me, settings, report.revision)
             host = settings.override("DEPLOY_TARGET", "host", "test")
             with pytest.raises(deploy.OpsError, match=r"inv scale is for DEPLOY_TARGET=swarm"):
                 deploy.scale(me, host, 3, say=lines.append)
@@ -279,6 +281,47 @@ def test_a_swarm_deploy_runs_the_whole_pipeline_and_status_shows_the_tasks(
             swarm.remove_service(engine, me.slug)
             swarm.remove_proxy(engine, deploy.target(me, settings).proxy)
             lock.release(engine, me.slug)
+
+
+def _operations_on_a_swarm(engine: Any, me: project.Project, settings: Any, revision: str) -> None:
+    """Issue 10's tasks against the swarm target: status's figures, logs, metrics through the proxy
+    on the edge overlay, and a killed task alerted and resolved once Swarm has replaced it."""
+    backend = settings["BACKEND_URL"]
+    with Load(backend):
+        figures = deploy.traffic(me, settings, window=1.0)
+    assert "req/s, 5xx 0.0%" in figures and "(the 2 task(s) on this node)" in figures, figures
+    found = applogs.sources(engine, me.slug, swarm=True, service="all", proxy_name=settings["PROXY_NAME"])
+    assert len(found) == 3  # both tasks and the proxy's
+    assert any('"path": "/api/version"' in line.text for line in applogs.read(found, None, 0))
+    # Prometheus on the edge overlay reads the service's metrics through the proxy's port 9180.
+    proxy_target = deploy.target(me, settings).proxy
+    url = f"http://tasks.{proxy_target.name}:{caddy.METRICS_PORT}/{me.slug}/metrics"
+    fetch = f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=5).read().decode())"
+    live = swarm.current(engine, me.slug)
+    assert live is not None
+    scraped = engine.containers.run(
+        live.image, ["python", "-c", fetch], network=swarm.edge_network(proxy_target), remove=True
+    )
+    assert f'revision="{revision}"' in scraped.decode()
+    # inv monitor: a task killed outright is a death of its slot; Swarm's replacement resolves it.
+    alerts: list[monitor.Alert] = []
+    watcher = monitor.Monitor(engine, me.slug, swarm=True, on_alert=alerts.append)
+    thread = threading.Thread(target=watcher.run, daemon=True)
+    thread.start()
+    try:
+        time.sleep(1)
+        [task] = [t for t in live.service.tasks(filters={"desired-state": "running"}) if t["Slot"] == 1]
+        engine.containers.get(task["Status"]["ContainerStatus"]["ContainerID"]).kill()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(a.resolved for a in alerts):
+            time.sleep(0.1)
+        kinds = [(a.kind, a.subject, a.resolved) for a in alerts]
+        assert kinds[:1] == [("died", f"{me.slug}.1", False)] and ("died", f"{me.slug}.1", True) in kinds, kinds
+        _wait_tasks(engine, me.slug, 2)
+        assert monitor.snapshot(engine, me.slug, swarm=True).ok
+    finally:
+        watcher.stop()
+        thread.join(5)
 
 
 ROLL_OUT_IN_A_CHILD = """
