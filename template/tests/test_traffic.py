@@ -8,20 +8,24 @@ import pytest
 
 from ops.release import traffic
 
+OPEN, CLOSE = "{", "}"  # (no doubled braces: generated files carry no template syntax)
+
 
 def exposition(counts: dict[tuple[str, str], int], latencies: list[float]) -> str:
     lines = ["# TYPE http_requests_total counter"]
     for (route, status), value in counts.items():
-        lines.append(f'http_requests_total{{method="GET",route="{route}",status="{status}"}} {value}')
+        lines.append(f'http_requests_total{OPEN}method="GET",route="{route}",status="{status}"{CLOSE} {value}')
     lines.append("# TYPE http_request_duration_seconds histogram")
     cumulative = 0
     for bound in (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, float("inf")):
         cumulative = sum(1 for x in latencies if x <= bound)
         le = "+Inf" if bound == float("inf") else str(bound)
-        lines.append(f'http_request_duration_seconds_bucket{{le="{le}",method="GET",route="/api/x"}} {cumulative}')
+        lines.append(
+            f'http_request_duration_seconds_bucket{OPEN}le="{le}",method="GET",route="/api/x"{CLOSE} {cumulative}'
+        )
         # Probes are never counted as traffic, whatever their numbers.
-        lines.append(f'http_request_duration_seconds_bucket{{le="{le}",method="GET",route="/healthz"}} 999')
-    lines.append(f'http_request_duration_seconds_count{{method="GET",route="/api/x"}} {cumulative}')
+        lines.append(f'http_request_duration_seconds_bucket{OPEN}le="{le}",method="GET",route="/healthz"{CLOSE} 999')
+    lines.append(f'http_request_duration_seconds_count{OPEN}method="GET",route="/api/x"{CLOSE} {cumulative}')
     return "\n".join(lines) + "\n"
 
 
