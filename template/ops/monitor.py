@@ -36,8 +36,8 @@ from docker.models.containers import Container
 
 from ops import logs
 from ops.docker.images import RELEASE_LABEL
+from ops.release.swarm import SERVICE_LABEL  # on each task's container
 
-SERVICE_LABEL = "dev.copier-netlify-docker.service"  # ops.release.swarm's, on each task's container
 SIGNALS = {"1": "SIGHUP", "2": "SIGINT", "6": "SIGABRT", "9": "SIGKILL", "11": "SIGSEGV", "15": "SIGTERM"}
 CLEAN_STOP_SIGNALS = {"15", "SIGTERM", "3", "SIGQUIT"}  # docker stop, Swarm's updates and scale-downs
 

@@ -663,9 +663,10 @@ def scale(project: proj.Project, settings: Settings, count: int, *, say: LineSin
 def traffic(project: proj.Project, settings: Settings, window: float = 2.0) -> str:
     """The live release's request rate, 5xx ratio and p95 latency, from its /metrics; or why not."""
     client = _client(settings)
-    label = f"{swarm.SERVICE_LABEL if on_swarm(settings) else rollout.APP_LABEL}={project.slug}"
-    running = client.containers.list(filters={"label": label, "status": "running"})
-    if not on_swarm(settings):
+    if on_swarm(settings):  # every task of the service on this node
+        label = f"{swarm.SERVICE_LABEL}={project.slug}"
+        running = client.containers.list(filters={"label": label, "status": "running"})
+    else:
         live = rollout.live_release(client, project.slug)
         running = [live.container] if live is not None else []
     if not running:
