@@ -117,6 +117,8 @@ def prepare_metrics() -> None:
         atexit.register(lambda: os.getpid() == master and shutil.rmtree(path, ignore_errors=True))
     try:
         os.makedirs(path, mode=0o700, exist_ok=True)
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError(13, "not writable by this user")
         for name in os.listdir(path):
             if name.endswith(".db"):
                 os.remove(os.path.join(path, name))

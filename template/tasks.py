@@ -667,7 +667,13 @@ def logs_(
         stop = threading.Event()
         with _stopping_on_signals():
             try:
-                for line in applogs.follow(found, after, stop, count):
+
+                def find() -> list[docker.models.containers.Container]:
+                    return applogs.sources(
+                        client, project.slug, swarm=on_swarm, service=service, proxy_name=config["PROXY_NAME"]
+                    )
+
+                for line in applogs.follow(find, after, stop, count):
                     out.print(applogs.show(line, json), markup=False, highlight=False)
             except KeyboardInterrupt:
                 pass
@@ -690,12 +696,19 @@ def monitor(c: Context, once: bool = False, json: bool = False, env: str = "") -
     project = proj.load()
     with _failing_cleanly():
         config = _settings(env)
-        client, on_swarm = deploy_ops.monitor_target(config)
         thresholds = monitor_ops.Thresholds(
             cpu=config.number("MONITOR_CPU_PERCENT") / 100, memory=config.number("MONITOR_MEMORY_PERCENT") / 100
         )
         if once:
-            found = monitor_ops.snapshot(client, project.slug, swarm=on_swarm, thresholds=thresholds)
+            try:
+                client, on_swarm = deploy_ops.monitor_target(config)
+                found = monitor_ops.snapshot(client, project.slug, swarm=on_swarm, thresholds=thresholds)
+            except (OpsError, requests.exceptions.ConnectionError, docker.errors.DockerException) as exc:
+                # Could not look: exit 2, not 1 (1 is "looked, and something is wrong").
+                reason = str(exc) if isinstance(exc, OpsError) else engine.lost(exc)
+                if json:
+                    out.print_json(jsonlib.dumps({"project": project.slug, "ok": False, "error": reason}))
+                raise Exit(f"error: {reason}", code=2) from None
             if json:
                 out.print_json(jsonlib.dumps(found.as_json(project.slug)))
             else:
@@ -713,6 +726,7 @@ def monitor(c: Context, once: bool = False, json: bool = False, env: str = "") -
             if not found.ok:
                 raise Exit(code=1)
             return
+        client, on_swarm = deploy_ops.monitor_target(config)
         webhook = (
             monitor_ops.Webhook(config["ALERT_WEBHOOK_URL"], project.slug, warn=_warn)
             if config["ALERT_WEBHOOK_URL"]

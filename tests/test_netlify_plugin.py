@@ -160,9 +160,31 @@ def test_planned_maintenance_skips_the_check_and_says_so(netlify_cli: str, site:
     assert f"SKIP_BACKEND_CHECK=true: {dead}/readyz not checked (planned maintenance)" in log
 
 
-@pytest.mark.parametrize("backend", ["javascript:alert(1)", "ftp://127.0.0.1/", "not a url"])
-def test_a_backend_url_that_is_not_http_fails_before_any_request(netlify_cli: str, site: Path, backend: str) -> None:
+@pytest.mark.parametrize(
+    ("backend", "problem"),
+    [
+        ("javascript:alert(1)", "is not an http(s) URL"),
+        ("ftp://127.0.0.1/", "is not an http(s) URL"),
+        ("not a url", "is not an http(s) URL"),
+        ("http://api.acme.dev", "is not https"),  # the build step would refuse it: so does the check
+        ("https://api.acme.dev/v1", "has a path, query or fragment"),
+        ("https://api.acme.dev/?x=1", "has a path, query or fragment"),
+        ("https://deploy:hunter2-secret@api.acme.dev", "has a user or password in it"),
+    ],
+)
+def test_a_backend_url_the_build_step_would_refuse_fails_before_any_request(
+    netlify_cli: str, site: Path, backend: str, problem: str
+) -> None:
     configure(site, backend)
     code, log = build(netlify_cli, site)
     assert code != 0
-    assert "is not an http(s) URL" in log, log
+    assert problem in log, log
+    assert "hunter2" not in log  # a password in the URL is never printed
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_the_placeholder_host_fails_even_when_the_check_is_skipped(netlify_cli: str, site: Path, skip: bool) -> None:
+    configure(site, "https://api.example.com", skip=skip)
+    code, log = build(netlify_cli, site)
+    assert code != 0
+    assert "is a documentation host (netlify.toml's placeholder)" in log, log

@@ -13,7 +13,6 @@ import sys
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -23,44 +22,12 @@ from tools.generated import REPO, free_port, offline_base_image, project_ops, re
 SLUG = "bench-ops"
 
 
-class Receiver:
-    """A webhook on loopback: the monotonic time each alert's text arrived."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[float, str]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                receiver.received.append((time.monotonic(), str(body.get("text", ""))))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def wait_for(self, needle: str, after: int, timeout: float = 60) -> float:
-        """When the first alert containing ``needle`` among those from index ``after`` arrived."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for at, text in self.received[after:]:
-                if needle in text:
-                    return at
-            time.sleep(0.005)
-        raise TimeoutError(f"no alert with {needle!r} within {timeout:.0f} s: {self.received[after:]}")
-
-
 def bench(project_root: Path, base: str, client: Any, runs: int = 5) -> dict[str, Any]:
     from ops import monitor
     from ops import project as proj
     from ops.docker import images
     from ops.release import proxy, rollout
+    from tests.webhook import Receiver  # the generated project's own, as its alert tests use it
 
     project = proj.load(project_root)
     tag = f"{SLUG}:bench"
@@ -102,7 +69,7 @@ def bench(project_root: Path, base: str, client: Any, runs: int = 5) -> dict[str
     finally:
         watcher.stop()
         hook.close()
-        receiver.server.shutdown()
+        receiver.close()
         proxy.remove(client, settings)
         rollout.remove_releases(client, SLUG)
     return figures

@@ -26,8 +26,14 @@ IN_FLIGHT: dict[int, tuple[str, str | None, str | None, float, str | None]] = {}
 
 
 def timestamp(seconds: float) -> str:
-    """RFC 3339 UTC with milliseconds: 2026-01-31T12:00:00.123Z."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{int(seconds * 1000) % 1000:03d}Z"
+    """RFC 3339 UTC with microseconds: 2026-01-31T12:00:00.123456Z.
+
+    Microseconds, so that lines from several workers (each flushing its own batches) can be put
+    back in the order things happened: ``inv logs`` merges on this time, not on when Docker read
+    the line.
+    """
+    whole = int(seconds)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{int((seconds - whole) * 1e6):06d}Z"
 
 
 def request_id_from(value: str | None) -> str:

@@ -25,10 +25,13 @@ Where ``/metrics`` answers (see :class:`Access`):
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import hmac
 import os
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import (
@@ -104,7 +107,67 @@ def set_info(name: str, version: str, revision: str) -> None:
 
 
 def exposition() -> bytes:
-    return generate_latest(_SCRAPED)
+    if not MULTIPROCESS:
+        return generate_latest(_SCRAPED)
+    # Not while compact() moves a dead worker's counts (a lock it did not get in 2 s: read anyway).
+    with _files_lock(fcntl.LOCK_SH):
+        return generate_latest(_SCRAPED)
+
+
+# A dead worker's files: counters and histograms are added into one archive file per kind and
+# ``max`` gauges kept at their maximum, then the worker's file goes. Without this, every worker
+# gunicorn replaces (GUNICORN_MAX_REQUESTS, a timeout, a crash) would leave its files on the
+# tmpfs for good: each scrape would read more of them, until the tmpfs filled.
+_MERGE = {"counter": "sum", "histogram": "sum", "gauge_max": "max"}
+
+
+@contextlib.contextmanager
+def _files_lock(how: int, seconds: float = 2.0) -> Iterator[bool]:
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+    with open(os.path.join(directory, ".lock"), "a") as handle:
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                fcntl.flock(handle, how | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    yield False
+                    return
+                time.sleep(0.005)
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def compact(pid: int) -> int:
+    """Fold a dead worker's files into the archive (in gunicorn's master, from ``child_exit``),
+    under an exclusive lock, so no scrape sees a count twice or not at all (either would look to
+    Prometheus like a counter reset). Returns the files folded; 0 if the lock was not had."""
+    from prometheus_client.mmap_dict import MmapedDict
+
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+    if not directory:
+        return 0
+    folded = 0
+    with _files_lock(fcntl.LOCK_EX) as locked:
+        if not locked:
+            return 0  # a scrape hung: the files stay, and are read as they are
+        for kind, how in _MERGE.items():
+            dead = os.path.join(directory, f"{kind}_{pid}.db")
+            if not os.path.exists(dead):
+                continue
+            archive = MmapedDict(os.path.join(directory, f"{kind}_archive.db"))
+            try:
+                for key, value, timestamp, _ in MmapedDict.read_all_values_from_file(dead):
+                    current, _ = archive.read_value(key)
+                    archive.write_value(key, current + value if how == "sum" else max(current, value), timestamp)
+            finally:
+                archive.close()
+            os.remove(dead)
+            folded += 1
+    return folded
 
 
 def token_digest(token: str) -> str:

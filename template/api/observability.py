@@ -194,13 +194,25 @@ class RequestMiddleware:
                 "msg": "request",
                 "request_id": request_id,
                 "method": method,
-                "path": path,
+                "path": readable_path(path),
                 "status": int(code),
                 "duration_ms": round(seconds * 1000, 2),
                 "remote_addr": environ.get("REMOTE_ADDR"),
             }
             self.log.write(json.dumps(entry))
         return body
+
+
+def readable_path(path: str | None) -> str | None:
+    """PATH_INFO as the client meant it: WSGI hands over the raw bytes as Latin-1 text, so a UTF-8
+    path (``/café``) would be logged as mojibake (``/cafÃ©``). Bytes that are not UTF-8 are kept
+    as ``\\xNN`` escapes, never guessed at."""
+    if path is None or path.isascii():
+        return path
+    try:
+        return path.encode("latin-1").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # not a WSGI string (a test's environ): as it is
+        return path
 
 
 def _unauthorized(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:

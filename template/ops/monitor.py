@@ -9,11 +9,16 @@ the blue/green releases; a swarm: the service's task containers on that node).
   kernel killed while the container lived on);
 - it turned **unhealthy** (its health check fails);
 - a **restart loop**: ``restarts`` deaths of one release (or task slot) within ``window`` seconds;
-- **CPU** or **memory** at or above a share of the container's limit for ``samples`` samples in a row.
+- **CPU** or **memory** at or above a share of the container's limit for ``samples`` samples in a row;
+- **down**: no release running for ``down_grace`` seconds, however they stopped (``docker stop``
+  included).
 
-Each alert is raised once (de-duplicated by its key) and resolved once: a died, OOM or unhealthy
-alert when the release turns healthy again (or is removed), a resource alert when use falls under
-the threshold again. :class:`Tracker` is that state machine, pure; :class:`Monitor` feeds it from
+Problems already there when watching starts (an unhealthy release, none running) are reported
+first. Each alert is raised once (de-duplicated by its key) and resolved once, naming what it
+resolves: a died, OOM or unhealthy alert when the release turns healthy again (or is removed), an
+OOM kill of a worker in a container that lived on after ``oom_quiet`` seconds without another, a
+restart loop when its window passes without a death, a resource alert when use falls under the
+threshold again, down when a release runs. :class:`Tracker` is that state machine, pure; :class:`Monitor` feeds it from
 the engine; :class:`Webhook` posts Slack-compatible JSON (``{"text": ...}``) from a thread of its
 own, with a timeout and retries, so a slow or failing webhook never holds up watching.
 """
@@ -49,6 +54,8 @@ class Thresholds:
     restarts: int = 3  # deaths of one release within `window` seconds make a restart loop
     window: float = 300.0
     samples: int = 3  # samples in a row over a threshold before a resource alert (and under it to resolve)
+    oom_quiet: float = 60.0  # a worker's OOM kill (the container lived on): resolved after this long without another
+    down_grace: float = 5.0  # seconds with no release running before "down" (a deploy's switch takes less)
 
 
 @dataclass(frozen=True)
@@ -90,6 +97,8 @@ class Tracker:
         self._oom: set[str] = set()
         self._deaths: dict[str, deque[float]] = {}
         self._streak: dict[str, int] = {}  # resource key -> samples in a row over (+) or under (-)
+        self._oom_live: dict[str, float] = {}  # subject -> the last OOM kill in a container still running
+        self._down_since: float | None = None
 
     def _fire(self, kind: str, subject: str, message: str, severity: str) -> list[Alert]:
         key = f"{kind}:{subject}"
@@ -99,11 +108,43 @@ class Tracker:
         self.active[key] = alert
         return [alert]
 
-    def _resolve(self, key: str, message: str) -> list[Alert]:
+    def _resolve(self, key: str, why: str) -> list[Alert]:
         found = self.active.pop(key, None)
         if found is None:
             return []
+        message = f"{why} (was: {found.message})"
         return [Alert(key, found.kind, found.subject, message, found.severity, resolved=True, at=self.clock())]
+
+    def tick(self) -> list[Alert]:
+        """What time alone resolves: a restart loop with no death in its window, and an OOM kill of
+        a worker (the container lived on, so no health change will say so) with none since."""
+        now, out = self.clock(), []
+        for subject, deaths in self._deaths.items():
+            while deaths and deaths[0] < now - self.thresholds.window:
+                deaths.popleft()
+            if not deaths:
+                minutes = self.thresholds.window / 60
+                out += self._resolve(f"restart_loop:{subject}", f"{subject} has not died in the last {minutes:g} min")
+        for subject, at in list(self._oom_live.items()):
+            if now - at >= self.thresholds.oom_quiet:
+                del self._oom_live[subject]
+                out += self._resolve(
+                    f"oom:{subject}", f"{subject}: no OOM kill for {self.thresholds.oom_quiet:g} s; it kept running"
+                )
+        return out
+
+    def running(self, count: int, project: str) -> list[Alert]:
+        """How many of the project's releases run now: none for ``down_grace`` seconds is an outage,
+        even when each was stopped on purpose (``docker stop``), which no death alert reports."""
+        now = self.clock()
+        if count:
+            self._down_since = None
+            return self._resolve(f"down:{project}", f"{count} release(s) of {project} running again")
+        if self._down_since is None:
+            self._down_since = now
+        if now - self._down_since >= self.thresholds.down_grace:
+            return self._fire("down", project, f"no release of {project} is running on this Docker host", "critical")
+        return []
 
     def event(self, event: Mapping[str, Any]) -> list[Alert]:
         """Alerts a Docker event raises or resolves (``docker events`` JSON, decoded)."""
@@ -120,9 +161,11 @@ class Tracker:
             if status == "unhealthy":
                 return self._fire("unhealthy", subject, f"{name} is unhealthy: its health check fails", "critical")
             if status == "healthy":
+                # Not a restart loop: a looping release is healthy between deaths (tick() resolves it).
                 out: list[Alert] = []
-                for kind in ("unhealthy", "died", "oom", "restart_loop"):
+                for kind in ("unhealthy", "died", "oom"):
                     out += self._resolve(f"{kind}:{subject}", f"{name} is healthy again")
+                self._oom_live.pop(subject, None)
                 return out
             return []
         if action == "kill":
@@ -131,6 +174,7 @@ class Tracker:
             return []
         if action == "oom":
             self._oom.add(container_id)
+            self._oom_live[subject] = self.clock()
             return self._fire(
                 "oom", subject, f"{name}: the kernel OOM-killed a process at the container's memory limit", "critical"
             )
@@ -138,6 +182,7 @@ class Tracker:
             return self._died(container_id, name, subject, str(attributes.get("exitCode", "?")))
         if action == "destroy":
             self._oom.discard(container_id)
+            self._oom_live.pop(subject, None)
             self._stopping.discard(container_id)
             out = []
             for kind in ("unhealthy", "died", "oom"):
@@ -154,6 +199,7 @@ class Tracker:
         out: list[Alert] = []
         if oom:
             self._oom.discard(container_id)
+            self._oom_live.pop(subject, None)  # the container died of it: health or removal resolves it
             # Already raised by the kernel's event, as a rule: this says it again only if that was missed.
             out += self._fire(
                 "oom", subject, f"{name} was OOM-killed (exit code {code}): it reached its memory limit", "critical"
@@ -226,7 +272,12 @@ def limit_cpus(container: Container) -> float:
 
 
 class Webhook:
-    """Posts each alert's text as Slack-compatible JSON, from its own thread, with retries."""
+    """Posts each alert's text as Slack-compatible JSON, from its own thread, with retries.
+
+    One at a time, in order: a RESOLVED never overtakes the alert it resolves. A refused
+    connection or a 5xx/429 answer is tried again (``attempts``, with backoff); a request that got
+    no answer is not, since the webhook may have taken it and a second post would repeat the alert.
+    """
 
     def __init__(
         self,
@@ -280,7 +331,13 @@ class Webhook:
                 reason = f"HTTP {response.status_code}"
                 if response.status_code < 500 and response.status_code != 429:
                     break  # the webhook refuses it: asking again will not change that
-            except httpx.HTTPError as exc:
+            except (httpx.ReadTimeout, httpx.WriteTimeout, httpx.RemoteProtocolError) as exc:
+                # The request went out and no answer came: it may have been delivered, and sending
+                # it again could post the alert twice. Not asked again.
+                reason = f"{type(exc).__name__}: no answer within {self.timeout:g} s"
+                reason += "; not sent again, it may have arrived"
+                break
+            except Exception as exc:  # connection refused, a bad host name, TLS: this thread must live on
                 reason = type(exc).__name__  # never the URL: a webhook URL holds its secret
             time.sleep(self.backoff * 2**attempt)
         self.failed += 1
@@ -299,8 +356,10 @@ class Monitor:
         on_alert: Callable[[Alert], None],
         thresholds: Thresholds | None = None,
         stats_interval: float = 1.0,
+        tick_interval: float = 1.0,
     ) -> None:
         self.client, self.slug, self.swarm = client, slug, swarm
+        self.tick_interval = tick_interval
         self.label = f"{SERVICE_LABEL if swarm else RELEASE_LABEL}={slug}"
         self.on_alert = on_alert
         self.tracker = Tracker(thresholds)
@@ -318,11 +377,22 @@ class Monitor:
             self.on_alert(alert)
 
     def run(self) -> None:
-        """Watch until :meth:`stop` (or the engine goes away: :class:`docker.errors.DockerException`)."""
+        """Watch until :meth:`stop` (or the engine goes away: :class:`docker.errors.DockerException`).
+
+        What is already wrong when it starts is reported first: a release that is unhealthy, or
+        none running (after ``down_grace``)."""
         since = int(time.time()) - 1
         self._events = self.client.events(decode=True, since=since, filters={"type": "container", "label": self.label})
         for container in self.containers():
             self._watch(container)
+            health = ((container.attrs.get("State") or {}).get("Health") or {}).get("Status")
+            if health == "unhealthy":
+                attributes = {**(container.labels or {}), "name": container.name or ""}
+                found = {"Type": "container", "Action": "health_status: unhealthy",
+                         "Actor": {"ID": container.id, "Attributes": attributes}}  # fmt: skip
+                with self._lock:
+                    self._emit(self.tracker.event(found))
+        threading.Thread(target=self._tick, name="monitor-tick", daemon=True).start()
         try:
             for event in self._events:
                 if self._stop.is_set():
@@ -341,6 +411,16 @@ class Monitor:
         if self._events is not None:
             with contextlib.suppress(Exception):
                 self._events.close()
+
+    def _tick(self) -> None:
+        """Once a second: what time resolves, and whether any release runs at all."""
+        while not self._stop.wait(self.tick_interval):
+            try:
+                count = len(self.containers())
+            except Exception:  # the engine went away: run() reports that
+                continue
+            with self._lock:
+                self._emit(self.tracker.tick() + self.tracker.running(count, self.slug))
 
     def _watch(self, container: Container) -> None:
         """A thread that samples the container's CPU and memory until it stops."""

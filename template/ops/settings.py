@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import io
+import ipaddress
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -258,6 +259,24 @@ def _read_env_file(path: Path) -> tuple[dict[str, tuple[str, int]], list[tuple[s
     return values, bare
 
 
+def _host_ok(host: str) -> bool:
+    """An IP address, or a DNS name: dot-separated labels of 1..63 characters that IDNA can encode."""
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    labels = host.removesuffix(".").split(".")
+    for label in labels:
+        try:
+            encoded = label.encode("idna")
+        except UnicodeError:
+            return False
+        if not 1 <= len(encoded) <= 63 or not re.fullmatch(rb"[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?", encoded):
+            return False
+    return True
+
+
 def _check(setting: Setting, value: str, source: str) -> None:
     if not value:
         return
@@ -281,7 +300,13 @@ def _check(setting: Setting, value: str, source: str) -> None:
     elif setting.kind == "url":
         if any(c.isspace() for c in value):
             raise SettingsError(f"{where} contains whitespace; remove it (a URL has no spaces, at either end too)")
-        parts = urlsplit(value)
+        try:
+            parts = urlsplit(value)
+            parts.hostname  # noqa: B018 (parses the host: an unclosed or bad [IPv6] raises)
+        except ValueError:
+            raise SettingsError(
+                f"{where} is not a URL: its host is malformed (an IPv6 address goes in [brackets])"
+            ) from None
         if not value.startswith(("http://", "https://")) and parts.scheme in {"http", "https"}:
             raise SettingsError(f"{where} has its scheme in capitals; write it as {parts.scheme}://")
         if parts.scheme not in {"http", "https"} or not parts.hostname:
@@ -292,6 +317,11 @@ def _check(setting: Setting, value: str, source: str) -> None:
             port = 0
         if port == 0:
             raise SettingsError(f"{where} has a port that is not a number in 1..65535; fix the port, or leave it out")
+        if not _host_ok(parts.hostname or ""):
+            raise SettingsError(
+                f"{where} has a host name no DNS name can be (an empty label, a label over 63 characters, "
+                "or characters no host name has)"
+            )
     elif setting.kind == "choice" and value not in setting.choices:
         raise SettingsError(f"{where} is not one of {', '.join(setting.choices)}")
     elif setting.kind == "image" and not _IMAGE.match(value):

@@ -66,6 +66,18 @@ CMD ["caddy", "run", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile
 """
 
 
+def needed_tool(name: str, why: str, install: str) -> str:
+    """The path of ``name``; a test without it is skipped, except under CI, where it fails."""
+    import shutil
+
+    found = shutil.which(name)
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI needs {name} ({install}) {why}")
+        pytest.skip(f"{name} is not installed ({install})")
+    return found
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

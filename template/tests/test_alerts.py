@@ -3,7 +3,6 @@ read against the metrics the app really exposes."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -13,18 +12,14 @@ import pytest
 import yaml
 
 from api import create_app, metrics
+from tests.conftest import needed_tool
 
 MONITORING = Path(__file__).resolve().parent.parent / "monitoring"
 
 
 @pytest.fixture(scope="module")
 def promtool() -> str:
-    found = shutil.which("promtool")
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI needs promtool (apt-get install prometheus) to check monitoring/alerts.yml")
-        pytest.skip("promtool is not installed (Debian: apt-get install prometheus)")
-    return found
+    return needed_tool("promtool", "to check monitoring/alerts.yml", "Debian: apt-get install prometheus")
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -90,17 +91,16 @@ def test_logs_of_two_releases_come_merged_in_time_order(engine: Any, host: Host,
                 seen.append((entry["request_id"], line.source))
         return seen
 
-    deadline = threading.Event()
     for _ in range(50):  # the request log is written in batches (APP_LOG_FLUSH_MS)
         if len(read_ids()) == len(ids):
             break
-        deadline.wait(0.1)
+        time.sleep(0.1)
     seen = read_ids()
     assert [rid for rid, _ in seen] == ids  # both releases, in the order they were asked
     assert {source for rid, source in seen if rid.startswith("one")} == {previous.name}
     assert {source for rid, source in seen if rid.startswith("two")} == {live.name}
     merged = applogs.read(containers, None, 0)
-    assert merged == sorted(merged, key=lambda line: (line.ts, line.source))
+    assert merged == sorted(merged, key=lambda line: line.key)
     assert len(applogs.read(containers, None, 3)) == 3
     # --since in the future: nothing; all: the proxy's lines as well.
     assert applogs.read(containers, dt.datetime.now(dt.UTC) + dt.timedelta(hours=1), 0) == []
@@ -108,7 +108,62 @@ def test_logs_of_two_releases_come_merged_in_time_order(engine: Any, host: Host,
     assert proxy_name in [c.name for c in everything]
     # Following: the history first, in order, then what comes.
     stop = threading.Event()
-    followed = applogs.follow(containers, None, stop, lines=0)
-    first = [next(followed) for _ in range(3)]
-    assert first == sorted(first, key=lambda line: (line.ts, line.source))
+    got: list[applogs.Line] = []
+
+    def find() -> list[Any]:
+        return applogs.sources(engine, slug, swarm=False, service="app", proxy_name=proxy_name)
+
+    def consume() -> None:
+        for line in applogs.follow(find, None, stop, lines=0, refresh=0.2):
+            got.append(line)
+
+    reader = threading.Thread(target=consume, daemon=True)
+    reader.start()
+    for _ in range(50):
+        if len(got) >= len(ids):
+            break
+        time.sleep(0.1)
+    first = list(got)
+    assert first == sorted(first, key=lambda line: line.key)
+    # A deploy while following: the new release's lines join in, announced.
+    third = rollout.roll_out(engine, host.target, app_images["rev-one"], version="3", revision="rev-one")
+    late = f"three-{uuid.uuid4().hex[:6]}"
+    assert httpx.get(f"{host.url}/api/version", headers={"X-Request-ID": late}).status_code == 200
+    for _ in range(100):
+        if any(late in line.text and line.source == third.name for line in got):
+            break
+        time.sleep(0.1)
     stop.set()
+    assert any(line.source == "inv logs" and third.name in line.text for line in got)
+    assert any(late in line.text and line.source == third.name for line in got)
+
+
+def test_lines_split_on_newlines_only_and_merge_on_the_time_they_give() -> None:
+    # A logged value with U+2028, NEL or a file separator cannot start a line of its own, with a
+    # time of its choosing.
+    forged = "x\u2028\x852020-01-01T00:00:00Z forged\u2029end"
+    raw = f'2026-12-03T10:00:01.000Z {{"ts": "2026-12-03T10:00:00.000200Z", "msg": "{forged}"}}\n'.encode()
+    raw += b"2026-12-03T10:00:00.9Z plain text\x1c2020-01-01T00:00:00Z forged\r\n"
+    raw += b'2026-12-03T10:00:00.5Z {"ts": 1796292000.0001, "logger": "http.log.access"}\n'
+    lines = applogs.split(raw, "c")
+    assert len(lines) == 3 and forged in lines[0].text
+    assert lines[0].at == "2026-12-03T10:00:00.000200000Z"  # the app's own time, not Docker's
+    assert lines[1].text.startswith("plain text\x1c") and lines[1].at == ""
+    assert lines[2].at.startswith("2026-12-03T10:00:00.0001")  # Caddy's epoch seconds
+    ordered = sorted(lines, key=lambda line: line.key)
+    assert ordered == [lines[2], lines[0], lines[1]]
+    # Times that are not times are ignored, not trusted.
+    for bad in ['{"ts": "yesterday"}', '{"ts": true}', '{"ts": 1e300}', '{"ts": -5}', '["ts"]', "{not json"]:
+        assert applogs.split(f"2026-12-03T10:00:00Z {bad}\n".encode(), "c")[0].at == ""
+
+
+def test_json_output_never_passes_raw_controls_or_bidi_through() -> None:
+    text = '{"ts": "2026-12-03T10:00:00Z", "msg": "a\u202eb\u0085c\u009bd"}'
+    shown = applogs.show(applogs.Line("2026-12-03T10:00:00.000000000Z", "s", text), as_json=True)
+    assert shown.isascii() and json.loads(shown)["msg"] == "a\u202eb\u0085c\u009bd"
+    plain = '{"ts": "2026-12-03T10:00:00Z", "msg": "ok"}'
+    assert applogs.show(applogs.Line("2026-12-03T10:00:00.000000000Z", "s", plain), as_json=True) == plain
+
+
+def test_since_far_back_means_everything() -> None:
+    assert applogs.since_of("999999999999d") is None

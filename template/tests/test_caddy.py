@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import random
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -14,16 +12,12 @@ import pytest
 
 from ops.errors import OpsError
 from ops.release import caddy
+from tests.conftest import needed_tool
 
 
 @pytest.fixture(scope="module")
 def caddy_bin() -> str:
-    found = shutil.which("caddy")
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI needs caddy (apt-get install caddy) to check the proxy's Caddyfile")
-        pytest.skip("caddy is not installed (apt-get install caddy)")
-    return found
+    return needed_tool("caddy", "to check the proxy's Caddyfile", "apt-get install caddy")
 
 
 def adapt(caddy_bin: str, tmp_path: Path, sites: list[caddy.Site]) -> dict[str, Any]:
@@ -181,12 +175,13 @@ def test_every_projects_metrics_are_on_the_internal_port_under_its_name(caddy_bi
     (metrics,) = [s for s in servers if s["listen"] == [f":{caddy.METRICS_PORT}"]]
     by_path = {}
     for route in metrics["routes"]:
-        paths = route.get("match", [{}])[0].get("path", ["(fallback)"])
-        by_path[paths[0]] = route
-    assert set(by_path) == {"/orders/*", "/order/*", "/shop/*", "(fallback)"}
+        pattern = route.get("match", [{}])[0].get("path_regexp", {}).get("pattern", "(fallback)")
+        by_path[pattern] = route
+    # Exactly /<slug>/metrics, case and all: a regexp, as Caddy's path matcher ignores case.
+    assert set(by_path) == {"^/orders/metrics$", "^/order/metrics$", "^/shop/metrics$", "(fallback)"}
     for site in sites:
-        found = handlers(by_path[f"/{site.slug}/*"])
-        assert {"handler": "rewrite", "strip_path_prefix": f"/{site.slug}"} in found
+        found = handlers(by_path[f"^/{site.slug}/metrics$"])
+        assert {"handler": "rewrite", "uri": "/metrics"} in found
         (proxying,) = [h for h in found if h["handler"] == "reverse_proxy"]
         if site.dynamic:
             assert proxying["dynamic_upstreams"]["name"] == site.dynamic

@@ -153,16 +153,28 @@ def test_metrics_reach_a_scraper_through_the_proxys_internal_port_and_the_public
     gateway = proxy.get(engine, target.proxy.name)
     assert gateway is not None
 
-    def scrape() -> str:
-        url = f"http://{target.proxy.name}:{caddy.METRICS_PORT}/{stage.project.slug}/metrics"
-        fetch = f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=5).read().decode())"
-        out = engine.containers.run(
-            report.image, ["python", "-c", fetch], network=target.proxy.network, remove=True, read_only=True
+    def scrape(*paths: str) -> str:
+        base = f"http://{target.proxy.name}:{caddy.METRICS_PORT}"
+        fetch = (
+            "import sys, urllib.request, urllib.error\n"
+            "for path in sys.argv[1:]:\n"
+            "    try:\n"
+            f"        print(urllib.request.urlopen({base!r} + path, timeout=5).read().decode())\n"
+            "    except urllib.error.HTTPError as exc:\n"
+            "        print(path, exc.code)\n"
         )
+        out = engine.containers.run(
+            report.image, ["python", "-c", fetch, *(paths or [f"/{stage.project.slug}/metrics"])],
+            network=target.proxy.network, remove=True, read_only=True,
+        )  # fmt: skip
         return out.decode() if isinstance(out, bytes) else str(out)
 
     text = scrape()
     assert f'revision="{report.revision}"' in text
+    # Only that exact path: not in capitals, not under it, not with another project's name.
+    slug = stage.project.slug
+    others = [f"/{slug.upper()}/metrics", f"/{slug}/metrics/x", f"/{slug}/healthz", f"/{slug}/metricsx", "/x/metrics"]
+    assert scrape(*others).split() == [part for path in others for part in (path, "404")]
     # inv status's figures, from the release's own /metrics, while requests come.
     stop = threading.Event()
 

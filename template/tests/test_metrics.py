@@ -139,14 +139,39 @@ def test_a_request_in_the_app_is_in_flight_and_a_killed_worker_keeps_its_counts(
         assert wait_for(lambda: total(scrape(metrics_port), "http_requests_in_flight") == 0)
         counted = total(scrape(metrics_port), "http_requests_total", route="/api/version")
         assert counted == 10
-        # Kill the workers one at a time: gunicorn replaces them, and the dead ones' counts stay.
-        pids = {int(p.stem.rpartition("_")[2]) for p in (tmp_path / "mp").glob("counter_*.db")}
-        for pid in pids:
-            os.kill(pid, signal.SIGKILL)
-        assert wait_for(lambda: get(server.port, "/healthz")[0] == 200, seconds=20)
+        # Kill the workers, round after round, while a client scrapes without pause: gunicorn
+        # replaces them, the dead ones' counts stay (folded into the archive files, so no file is
+        # left per dead worker), and no scrape ever sees the count go down (a "reset").
+        directory, seen, stop = tmp_path / "mp", [], threading.Event()
+
+        def scraping() -> None:
+            while not stop.is_set():
+                with contextlib.suppress(OSError, AssertionError):
+                    seen.append(total(scrape(metrics_port), "http_requests_total", route="/api/version"))
+
+        watcher = threading.Thread(target=scraping, daemon=True)
+        watcher.start()
+        asked = 10
+        for _ in range(4):
+            pids = {int(p.stem.rpartition("_")[2]) for p in directory.glob("counter_[0-9]*.db")}
+            for pid in pids:
+                os.kill(pid, signal.SIGKILL)
+            killed = len(pids)
+            assert wait_for(lambda: len(list(directory.glob("counter_[0-9]*.db"))) < killed, seconds=20)  # noqa: B023
+            assert wait_for(lambda: get(server.port, "/healthz")[0] == 200, seconds=20)
+            for _ in range(5):
+                assert get(server.port, "/api/version")[0] == 200
+            asked += 5
+        stop.set()
+        watcher.join(10)
         after = scrape(metrics_port)
-        assert total(after, "http_requests_total", route="/api/version") == 10
+        assert total(after, "http_requests_total", route="/api/version") == asked
         assert total(after, "http_requests_in_flight") == 0
+        assert len(seen) > 10 and seen == sorted(seen), seen  # never a reset
+        files = sorted(p.name for p in directory.glob("*.db"))
+        assert "counter_archive.db" in files and "histogram_archive.db" in files
+        assert len([f for f in files if f.startswith("counter_")]) <= 3, files  # archive + the live workers'
+        assert len(files) <= 3 * 5, files
 
 
 def test_the_metrics_listener_serves_metrics_and_nothing_else(served: tuple[Server, int, Path]) -> None:

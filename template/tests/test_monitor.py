@@ -3,12 +3,10 @@ release is killed, restarted and OOM-killed, with a local webhook receiver."""
 
 from __future__ import annotations
 
-import json
 import random
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -16,6 +14,7 @@ import pytest
 from ops import monitor
 from ops.release import deploy, rollout
 from tests.test_deploy import Stage, stage  # noqa: F401 (the fixture)
+from tests.webhook import Receiver
 
 
 def event(action: str, name: str = "svc-blue-abc", container: str = "c1", **attributes: str) -> dict[str, Any]:
@@ -56,6 +55,43 @@ def test_an_oom_kill_is_named_as_such() -> None:
     assert [a.resolved for a in tracker.event(event("health_status: healthy"))] == [True]
 
 
+def test_an_oom_kill_in_a_container_that_lives_on_resolves_after_a_quiet_spell_and_can_fire_again() -> None:
+    now = [1000.0]
+    tracker = monitor.Tracker(monitor.Thresholds(oom_quiet=60), clock=lambda: now[0])
+    [first] = tracker.event(event("oom"))
+    now[0] += 30
+    assert tracker.event(event("oom")) == [] and tracker.tick() == []  # another within the spell: still one alert
+    now[0] += 59
+    assert tracker.tick() == []
+    now[0] += 2
+    [resolved] = tracker.tick()
+    assert resolved.resolved and resolved.key == first.key and "(was: " in resolved.message
+    [again] = tracker.event(event("oom"))  # a later OOM kill is a new alert, not silenced
+    assert again.kind == "oom" and not again.resolved
+    # One that killed the container is not resolved by time: its health (or removal) says so.
+    dead = monitor.Tracker(monitor.Thresholds(oom_quiet=60), clock=lambda: now[0])
+    dead.event(event("oom"))
+    dead.event(event("die", exitCode="137"))
+    now[0] += 3600
+    assert dead.tick() == [] and "oom:svc-blue-abc" in dead.active
+
+
+def test_no_release_running_is_an_outage_even_when_stopped_on_purpose() -> None:
+    now = [0.0]
+    tracker = monitor.Tracker(monitor.Thresholds(down_grace=5), clock=lambda: now[0])
+    assert tracker.event(event("kill", signal="15")) == [] and tracker.event(event("die", exitCode="0")) == []
+    assert tracker.running(0, "svc") == []
+    now[0] += 4
+    assert tracker.running(1, "svc") == []  # a deploy's switch: back within the grace
+    assert tracker.running(0, "svc") == []
+    now[0] += 5
+    [down] = tracker.running(0, "svc")
+    assert down.kind == "down" and "no release of svc is running" in down.message
+    assert tracker.running(0, "svc") == []  # once
+    [up] = tracker.running(2, "svc")
+    assert up.resolved and "2 release(s) of svc running again" in up.message
+
+
 def test_a_restart_loop_and_unhealthy_and_swarm_slots() -> None:
     now = [1000.0]
     tracker = monitor.Tracker(monitor.Thresholds(restarts=3, window=60), clock=lambda: now[0])
@@ -71,6 +107,14 @@ def test_a_restart_loop_and_unhealthy_and_swarm_slots() -> None:
         event("health_status: unhealthy", name="svc.1.y", **{"com.docker.swarm.task.name": "svc.1.y"})
     )
     assert unhealthy.subject == "svc.1" and unhealthy.kind == "unhealthy"
+    # Healthy between deaths does not end a loop (it would flap): a window without a death does.
+    assert [a.kind for a in tracker.event(event("health_status: healthy", name="svc.2.x3", **task))] == ["died"]
+    now[0] += 30
+    assert tracker.tick() == []
+    assert tracker.event(event("die", name="svc.2.x4", container="t4", exitCode="1", **task))[0].kind == "died"
+    now[0] += 61
+    [ended] = tracker.tick()
+    assert ended.kind == "restart_loop" and ended.resolved and "has not died in the last 1 min" in ended.message
     # Far apart, deaths are no loop.
     spaced = monitor.Tracker(monitor.Thresholds(restarts=3, window=60), clock=lambda: now[0])
     for i in range(3):
@@ -90,11 +134,21 @@ def test_resources_alert_after_a_streak_and_resolve_after_one() -> None:
 def test_generated_event_streams_fire_and_resolve_each_alert_once() -> None:
     rng = random.Random(20261203)
     actions = ["die", "kill", "oom", "health_status: healthy", "health_status: unhealthy", "destroy", "start"]
+    actions += ["tick", "running"]
     for _ in range(200):
-        tracker = monitor.Tracker(monitor.Thresholds(restarts=2, window=1e9))
+        now = [0.0]
+        thresholds = monitor.Thresholds(restarts=2, window=50, oom_quiet=30)
+        tracker = monitor.Tracker(thresholds, clock=lambda: now[0])  # noqa: B023 (each tracker its own clock)
         open_keys: set[str] = set()
         for _ in range(60):
+            now[0] += rng.choice([0, 1, 10])
             action = rng.choice(actions)
+            if action in {"tick", "running"}:
+                found = tracker.tick() if action == "tick" else tracker.running(rng.choice([0, 0, 1]), "svc")
+                for alert in found:
+                    assert (alert.key in open_keys) == alert.resolved, alert
+                    (open_keys.remove if alert.resolved else open_keys.add)(alert.key)
+                continue
             extra = {"exitCode": rng.choice(["0", "1", "137", "143"])} if action == "die" else {}
             if action == "kill":
                 extra = {"signal": rng.choice(["9", "15"])}
@@ -107,40 +161,6 @@ def test_generated_event_streams_fire_and_resolve_each_alert_once() -> None:
                     assert alert.key not in open_keys, alert
                     open_keys.add(alert.key)
         assert open_keys == set(tracker.active)
-
-
-class Receiver:
-    """A local webhook: records (time, JSON body); answers ``statuses`` in turn, then 200."""
-
-    def __init__(self, statuses: list[int] | None = None, delay: float = 0.0) -> None:
-        self.received: list[tuple[float, dict[str, Any]]] = []
-        self.statuses = list(statuses or [])
-        self.delay = delay
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                time.sleep(receiver.delay)
-                status = receiver.statuses.pop(0) if receiver.statuses else 200
-                if status == 200:
-                    receiver.received.append((time.monotonic(), body))
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook/secret-part"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def texts(self) -> list[str]:
-        return [body["text"] for _, body in self.received]
-
-    def close(self) -> None:
-        self.server.shutdown()
 
 
 @pytest.fixture
@@ -177,9 +197,19 @@ def test_the_webhook_retries_and_never_blocks_the_watcher() -> None:
         hook.send(alert)
     assert time.monotonic() - started < 0.1
     assert wait(lambda: len(warnings) >= 1, 5)
-    assert "not delivered after 2 attempt(s) (ReadTimeout)" in warnings[0] and "secret-part" not in warnings[0]
+    assert "not delivered after 1 attempt(s) (ReadTimeout: no answer within 0.3 s" in warnings[0]
+    assert "secret-part" not in warnings[0]
     hook.close(wait=0.1)
+    assert wait(lambda: len(slow.received) >= 1, 5)
+    assert len(slow.received) <= len(warnings) + 1  # no alert posted twice: a timed-out post is not repeated
     slow.close()
+    # A URL no request can be made to (an empty DNS label): each alert is a warning, the thread lives on.
+    broken = monitor.Webhook("http://a..b/hook", "svc", backoff=0.01, attempts=1, warn=warnings.append)
+    before = len(warnings)
+    broken.send(alert)
+    broken.send(alert)
+    assert wait(lambda: len(warnings) == before + 2, 5), warnings[before:]
+    broken.close()
     # A refusal (4xx) is not asked again.
     refusing = Receiver(statuses=[404, 404, 404])
     hook = monitor.Webhook(refusing.url, "svc", backoff=0.05, warn=warnings.append)
@@ -224,8 +254,15 @@ def test_a_killed_release_alerts_within_2_s_resolves_and_an_oom_kill_is_named(
         # An OOM kill: a process in the release allocates past the container's memory limit.
         live.container.exec_run(["python", "-c", "b = bytearray(900 * 1024 * 1024)"])
         assert wait(lambda: any("OOM-killed" in t for t in receiver.texts()), 10), receiver.texts()
-        died = [t for t in receiver.texts() if "died" in t]
+        died = [t for t in receiver.texts() if "died" in t and "RESOLVED" not in t]
         assert len(died) == 1  # de-duplicated
+        # Stopped on purpose (docker stop) with nothing else running: no death alert, but an outage.
+        live.container.stop(timeout=5)
+        assert wait(lambda: any("no release of" in t for t in receiver.texts()), 20), receiver.texts()
+        [note] = deploy.status(stage.project, stage.settings).notes  # inv status: stopped, not "removed"
+        assert f"is stopped ({live.name}, exited)" in note, note
+        live.container.start()
+        assert wait(lambda: any("RESOLVED" in t and "running again" in t for t in receiver.texts()), 20)
     finally:
         watcher.stop()
         hook.close()

@@ -70,7 +70,14 @@ def test_ci_runs_lint_tests_and_smoke_on_pushes_and_pull_requests_with_caching()
 
 def test_deploys_never_overlap_wait_for_reviewers_and_pin_the_host_key() -> None:
     workflow = load("deploy.yml")
-    assert workflow[True]["push"]["branches"] == ["main"]
+    # Only after CI passed on main (or by hand), and the very commit CI tested.
+    assert workflow[True]["workflow_run"] == {"workflows": ["ci"], "types": ["completed"], "branches": ["main"]}
+    assert "push" not in workflow[True] and "workflow_dispatch" in workflow[True]
+    assert load("ci.yml")["name"] == "ci"
+    assert "github.event.workflow_run.conclusion == 'success'" in workflow["jobs"]["deploy"]["if"]
+    steps = workflow["jobs"]["deploy"]["steps"]
+    checkout = next(s for s in steps if str(s.get("uses", "")).startswith("actions/checkout"))
+    assert "github.event.workflow_run.head_sha" in checkout["with"]["ref"]
     assert workflow["concurrency"] == {"group": "deploy-production", "cancel-in-progress": False}
     job = workflow["jobs"]["deploy"]
     assert job["environment"]["name"] == "production"  # its required reviewers gate each run

@@ -57,8 +57,10 @@ def check_backend_url(url: str, *, allow_local: bool = False, name: str = "BACKE
         or (port is not None and not 0 < port < 65536)
         or origin.endswith(":")
     ):
+        shown = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@", r"\1***@", url)  # never a password
         raise BackendUrlError(
-            f"{name}={url!r} is not an https origin without a path, e.g. https://api.example.com{hint}"
+            f"{name}={shown!r} is not an https origin without a path, user or password, "
+            f"e.g. https://api.example.com{hint}"
         )
     return origin
 

@@ -11,14 +11,14 @@ request id, or passed through as they are with ``--json``.
 from __future__ import annotations
 
 import datetime as dt
-import heapq
 import json
 import queue
 import re
 import threading
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import docker
 import docker.errors
@@ -36,9 +36,14 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 @dataclass(frozen=True)
 class Line:
-    ts: str  # RFC 3339, UTC, nanoseconds: sorts as text
+    ts: str  # when Docker read it: RFC 3339, UTC, nanoseconds, so it sorts as text
     source: str  # the container's name
     text: str  # the line as the container wrote it
+    at: str = ""  # when the line says it happened (its JSON "ts"), in the same form; else ts
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.at or self.ts, self.ts, self.source)
 
 
 def since_of(value: str, now: dt.datetime | None = None) -> dt.datetime | None:
@@ -49,7 +54,10 @@ def since_of(value: str, now: dt.datetime | None = None) -> dt.datetime | None:
     now = now or dt.datetime.now(dt.UTC)
     found = _SINCE.match(value)
     if found:
-        return now - dt.timedelta(seconds=int(found[1]) * _UNITS[found[2]])
+        try:
+            return now - dt.timedelta(seconds=int(found[1]) * _UNITS[found[2]])
+        except OverflowError:  # further back than datetime goes: everything there is
+            return None
     try:
         parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
@@ -65,15 +73,47 @@ def _normal(ts: str) -> str:
     return f"{head}.{fraction.ljust(9, '0')[:9]}Z"
 
 
+_APP_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?Z$")
+
+
+def _said_time(text: str) -> str:
+    """The time a JSON line gives itself, normalised like Docker's: the app's ``ts`` (RFC 3339,
+    UTC) or Caddy's (seconds since the epoch). Workers flush their lines in batches, so the order
+    Docker reads them in is not the order the requests were answered in; this is."""
+    if not text.startswith("{"):
+        return ""
+    try:
+        entry = json.loads(text)
+    except ValueError:
+        return ""
+    if not isinstance(entry, dict):
+        return ""
+    ts = entry.get("ts")
+    if isinstance(ts, str) and _APP_TIME.match(ts):
+        return _normal(ts)
+    if isinstance(ts, int | float) and not isinstance(ts, bool) and 0 < ts < 32503680000:  # before 3000
+        when = dt.datetime.fromtimestamp(ts, dt.UTC)
+        return f"{when:%Y-%m-%dT%H:%M:%S}.{when.microsecond:06d}000Z"
+    return ""
+
+
 def split(raw: bytes, source: str) -> list[Line]:
-    """Lines of ``docker logs --timestamps`` output."""
-    out = []
-    for piece in raw.decode("utf-8", "replace").splitlines():
+    """Lines of ``docker logs --timestamps`` output.
+
+    Split on newlines only: Docker ends each line with one, and ``str.splitlines`` would also split
+    on characters a client can put in a logged value (U+2028, U+0085, \\x1c to \\x1e), letting it
+    forge a line with a time of its choosing.
+    """
+    out: list[Line] = []
+    for piece in raw.decode("utf-8", "replace").split("\n"):
+        piece = piece.removesuffix("\r")
+        if not piece:
+            continue
         ts, _, text = piece.partition(" ")
         if ts[:1].isdigit():
-            out.append(Line(_normal(ts), source, text))
+            out.append(Line(_normal(ts), source, text, _said_time(text)))
         elif out:  # a continuation Docker did not stamp
-            out.append(Line(out[-1].ts, source, piece))
+            out.append(Line(out[-1].ts, source, piece, out[-1].at))
     return out
 
 
@@ -110,24 +150,28 @@ def read(containers: Iterable[Container], since: dt.datetime | None, lines: int)
         except docker.errors.NotFound:
             continue  # removed meanwhile
         per_source.append(split(raw, container.name or ""))
-    merged = list(heapq.merge(*per_source, key=lambda line: (line.ts, line.source)))
+    merged = sorted((line for lines_of in per_source for line in lines_of), key=lambda line: line.key)
     return merged[-lines:] if lines else merged
 
 
 def follow(
-    containers: Iterable[Container],
+    find: Callable[[], list[Container]],
     since: dt.datetime | None,
     stop: threading.Event,
     lines: int = 0,
     settle: float = 0.5,
+    refresh: float = 2.0,
 ) -> Iterator[Line]:
-    """Lines as they come, from each container (history since ``since`` first, in time order)."""
+    """Lines as they come (history since ``since`` first, in time order), from the containers
+    ``find()`` returns, asked again every ``refresh`` seconds: a deploy while this runs starts a
+    new release, and its lines join in (with a line that says so) from its first one."""
     waiting: queue.Queue[Line] = queue.Queue()
+    followed: set[str] = set()
 
-    def pump(container: Container) -> None:
+    def pump(container: Container, after: dt.datetime | None, tail: int | Literal["all"]) -> None:
         try:
             stream = container.logs(
-                stdout=True, stderr=True, timestamps=True, since=since, stream=True, follow=True, tail=lines or "all"
+                stdout=True, stderr=True, timestamps=True, since=after, stream=True, follow=True, tail=tail
             )
             pending = b""
             for chunk in cast(Iterator[bytes], stream):
@@ -140,17 +184,36 @@ def follow(
         except (docker.errors.DockerException, OSError):
             return
 
-    for container in containers:
-        threading.Thread(target=pump, args=(container,), daemon=True).start()
+    def start(containers: Iterable[Container], after: dt.datetime | None, tail: int | Literal["all"]) -> list[str]:
+        names = []
+        for container in containers:
+            if container.id in followed:
+                continue
+            followed.add(container.id or "")
+            names.append(container.name or "")
+            threading.Thread(target=pump, args=(container, after, tail), daemon=True).start()
+        return names
+
+    start(find(), since, lines or "all")
     # The history arrives in a burst: gather it, then hand it over in time order.
+    time.sleep(settle)
     first: list[Line] = []
-    deadline = threading.Event()
-    deadline.wait(settle)
     while not waiting.empty():
         first.append(waiting.get_nowait())
-    first.sort(key=lambda line: (line.ts, line.source))
+    first.sort(key=lambda line: line.key)
     yield from first[-lines:] if lines else first
+    next_look = time.monotonic() + refresh
     while not stop.is_set():
+        if time.monotonic() >= next_look:
+            next_look = time.monotonic() + refresh
+            try:
+                joined = start(find(), None, "all")
+            except (docker.errors.DockerException, OSError):
+                joined = []
+            for name in joined:
+                now = dt.datetime.now(dt.UTC)
+                stamp = f"{now:%Y-%m-%dT%H:%M:%S}.{now.microsecond:06d}000Z"
+                yield Line(stamp, "inv logs", f"now following {name} (a new release)")
         try:
             yield waiting.get(timeout=0.2)
         except queue.Empty:
@@ -165,7 +228,9 @@ def show(line: Line, as_json: bool) -> str:
         entry = None
     if as_json:
         if isinstance(entry, dict):
-            return line.text
+            # The app writes ASCII JSON; anything else (raw C1 controls, bidi overrides) is
+            # written again with every non-ASCII character escaped, so it cannot reach a terminal.
+            return line.text if line.text.isascii() and line.text.isprintable() else json.dumps(entry)
         return json.dumps({"ts": line.ts, "source": line.source, "raw": logs.clean_line(line.text)})
     when = line.ts[11:23]
     if not isinstance(entry, dict):

@@ -131,8 +131,13 @@ def render_metrics(site: Site) -> str:
     else:
         hosts = " ".join(f"{u.rpartition(':')[0]}:{APP_METRICS_PORT}" for u in site.upstreams)
         upstreams = f"\treverse_proxy {hosts} " + BEGIN_BLOCK + "\n"
+    # Exactly /<slug>/metrics: Caddy's path matcher ignores case and takes any path under a
+    # prefix; the regexp does neither (a slug is letters, digits, '-', '_' and '.').
+    pattern = "^/" + site.slug.replace(".", "[.]") + "/metrics$"
     return (
-        f"{head}handle_path /{site.slug}/* " + BEGIN_BLOCK + "\n" + upstreams +
+        f"{head}@metrics_{site.slug} path_regexp {pattern}\n"
+        f"handle @metrics_{site.slug} " + BEGIN_BLOCK + "\n"
+        "\trewrite * /metrics\n" + upstreams +
         # A stopped colour does not resolve: the scrape goes to the one that runs.
         "\t\tlb_try_duration 2s\n"
         "\t\tfail_duration 5s\n"

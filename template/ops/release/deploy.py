@@ -641,10 +641,22 @@ def _notes(
     elif (client.info().get("Swarm") or {}).get("ControlAvailable") and swarm.current(client, slug) is not None:
         notes.append(f"a swarm service of {slug} runs on this engine: DEPLOY_TARGET=swarm's")
     if history and not notes:
-        notes.append(
-            f"the records name {history[0].revision[:12]} as the last release, but it does not run: it was "
-            "removed outside these tasks; `inv deploy` (or `inv rollback`) starts it again"
+        last = history[0].revision
+        stopped = (
+            None
+            if on_swarm(settings)
+            else next((r for r in rollout.releases(client, slug) if r.revision == last), None)
         )
+        if stopped is not None:
+            notes.append(
+                f"the last release {last[:12]} is stopped ({stopped.name}, {stopped.container.status}), "
+                f"stopped outside these tasks: `inv deploy` (or `inv rollback`) starts it again"
+            )
+        else:
+            notes.append(
+                f"the records name {last[:12]} as the last release, but it does not run: it was "
+                "removed outside these tasks; `inv deploy` (or `inv rollback`) starts it again"
+            )
     return notes
 
 

@@ -12,27 +12,54 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 // One line of printable text: what a server or an environment variable holds is not trusted.
 const printable = (value) => String(value).replace(/[^\x20-\x7e]/g, "?").slice(0, 200);
+// A URL's user and password never reach the log.
+const shown = (value) => printable(String(value).replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/?#]*@/i, "$1***@"));
+
+// Documentation names (RFC 2606, 6761): netlify.toml's placeholder, never a real API.
+const RESERVED_TLDS = new Set(["test", "invalid", "example"]);
+const RESERVED_DOMAINS = ["example.com", "example.org", "example.net"];
+const reserved = (host) => {
+  const name = host.toLowerCase().replace(/\.$/, "");
+  return RESERVED_TLDS.has(name.split(".").pop()) || RESERVED_DOMAINS.some((d) => name === d || name.endsWith(`.${d}`));
+};
+const LOOPBACK = new Set(["127.0.0.1", "localhost", "[::1]"]);
+
+// The build step's own rule (ops/netlify/redirects.py): an https origin, no path, query, fragment
+// or credentials. Plain http only to a loopback address (a test backend on the build machine).
+const origin = (backend) => {
+  let base;
+  try {
+    base = new URL(backend);
+  } catch {
+    return { problem: "is not an http(s) URL" };
+  }
+  if (!["http:", "https:"].includes(base.protocol)) return { problem: "is not an http(s) URL" };
+  if (base.username || base.password) return { problem: "has a user or password in it; the API's origin has none" };
+  if (base.protocol === "http:" && !LOOPBACK.has(base.hostname)) return { problem: "is not https (Netlify proxies to https origins)" };
+  if (base.pathname !== "/" || base.search || base.hash) return { problem: "has a path, query or fragment; give the origin only, e.g. https://api.example.com" };
+  return { url: new URL("/readyz", base), host: base.hostname };
+};
 
 export const onPreBuild = async ({ utils, inputs }) => {
   const backend = (process.env.BACKEND_URL || "").trim();
   const skip = (process.env.SKIP_BACKEND_CHECK || "").trim().toLowerCase();
-  if (TRUE.has(skip)) {
-    console.log(`backend-ready: SKIP_BACKEND_CHECK=${printable(skip)}: ${printable(backend)}/readyz not checked (planned maintenance)`);
-    return;
-  }
   if (!backend) {
     return utils.build.failBuild(
       "backend-ready: BACKEND_URL is not set for this deploy context; set it in netlify.toml's " +
         "[build.environment] or [context.<name>.environment]",
     );
   }
-  let url;
-  try {
-    const base = new URL(backend);
-    if (!["http:", "https:"].includes(base.protocol)) throw new Error("not http(s)");
-    url = new URL("/readyz", base);
-  } catch {
-    return utils.build.failBuild(`backend-ready: BACKEND_URL=${JSON.stringify(printable(backend))} is not an http(s) URL`);
+  const { url, host, problem } = origin(backend);
+  if (problem) return utils.build.failBuild(`backend-ready: BACKEND_URL=${JSON.stringify(shown(backend))} ${problem}`);
+  if (reserved(host)) {
+    return utils.build.failBuild(
+      `backend-ready: BACKEND_URL=${JSON.stringify(shown(backend))} is a documentation host (netlify.toml's placeholder), ` +
+        "not your API: set this context's BACKEND_URL to the API's public origin",
+    );
+  }
+  if (TRUE.has(skip)) {
+    console.log(`backend-ready: SKIP_BACKEND_CHECK=${printable(skip)}: ${shown(url)} not checked (planned maintenance)`);
+    return;
   }
   const attempts = Math.max(1, Math.min(10, Number(inputs.attempts) || 3));
   const seconds = Math.max(1, Math.min(60, Number(inputs.timeout) || 10));
@@ -46,7 +73,7 @@ export const onPreBuild = async ({ utils, inputs }) => {
       });
       await response.arrayBuffer().catch(() => undefined);
       if (response.status === 200) {
-        console.log(`backend-ready: ${url} answered 200`);
+        console.log(`backend-ready: ${shown(url)} answered 200`);
         return;
       }
       outcome = `answered ${response.status}${response.statusText ? ` ${printable(response.statusText)}` : ""}`;
@@ -57,7 +84,7 @@ export const onPreBuild = async ({ utils, inputs }) => {
     if (attempt < attempts) await sleep(1000 * attempt);
   }
   return utils.build.failBuild(
-    `backend-ready: ${url} ${outcome} (${attempts} attempt${attempts === 1 ? "" : "s"}): Netlify will not publish a ` +
+    `backend-ready: ${shown(url)} ${outcome} (${attempts} attempt${attempts === 1 ? "" : "s"}): Netlify will not publish a ` +
       "front end whose API is down. Bring the API up (inv status, inv deploy), or for planned maintenance set " +
       "SKIP_BACKEND_CHECK=true in this context's environment.",
   );
