@@ -13,7 +13,13 @@ file-digest deploy uses, and refusing what the real API refuses:
 - ``uploadDeployFile`` takes ``application/octet-stream`` bytes for a path of that deploy whose
   SHA1 matches the one declared (422 otherwise), only while the deploy is uploading;
 - deploys move new -> uploading -> processing -> ready (or ``error`` with ``error_message``);
-- ``restoreSiteDeploy`` publishes a ready deploy (422 for one that is not ready).
+- ``restoreSiteDeploy`` publishes a ready deploy (422 for one that is not ready);
+- a deploy with a ``branch`` is a branch deploy (context ``branch-deploy``), never published by
+  itself; the site's newest ready deploy of each branch is what a split test sends traffic to;
+- split tests (``traffic_splits``): ``{"branch_tests": {branch: percentage}}`` with at least two
+  branches, whole percentages 0..100 adding up to 100, each branch with a ready deploy (the
+  production branch: a published one), else 422; one split test per site (a second create is
+  422: update the one there is); ``publish``/``unpublish`` answer 204 and turn it on and off.
 
 Each ready deploy is served at its ``deploy_url`` by the project's own Netlify edge (ops.edge)
 over the files it received, so a draft's ``_redirects`` proxies ``/api/*`` to its backend as
@@ -43,6 +49,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 SHA1 = re.compile(r"^[0-9a-f]{40}$")
+BRANCH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,99}$")
 
 
 @dataclass
@@ -76,6 +83,7 @@ class SiteDeploy:
     created_at: str = ""
     uploaded: set[str] = field(default_factory=set)
     reads: int = 0
+    branch: str = ""
 
     url: str = ""  # where the project's edge serves it, once ready
 
@@ -93,6 +101,33 @@ class SiteDeploy:
             "published_at": self.published_at or None,
             "created_at": self.created_at,
             "skew_protection_token": None,
+            "branch": self.branch or None,
+            "context": "branch-deploy" if self.branch else "deploy-preview" if self.draft else "production",
+        }
+
+
+@dataclass
+class SplitTest:
+    id: str
+    site_id: str
+    weights: dict[str, int]
+    active: bool = False
+    created_at: str = ""
+    updated_at: str = ""
+    unpublished_at: str = ""
+    history: list[tuple[str, dict[str, int]]] = field(default_factory=list)  # (event, weights), in order
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "site_id": self.site_id,
+            "name": "canary",
+            "path": "/",
+            "branches": [{"branch": b, "percentage": p} for b, p in self.weights.items()],
+            "active": self.active,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "unpublished_at": self.unpublished_at or None,
         }
 
 
@@ -102,6 +137,9 @@ class Site:
     name: str
     blobs: dict[str, bytes] = field(default_factory=dict)  # sha1 -> bytes: what the site already holds
     published_deploy: str = ""
+    production_branch: str = "main"
+    branches: dict[str, str] = field(default_factory=dict)  # branch -> its newest ready deploy
+    split_tests: dict[str, SplitTest] = field(default_factory=dict)
 
 
 class LocalNetlify:
@@ -253,6 +291,8 @@ class LocalNetlify:
                     if method == "GET":
                         deploys = [d for d in self.deploys.values() if d.site_id == site.id]
                         return web.json_response([d.as_json(self._base(request)) for d in reversed(deploys)])
+                if len(parts) >= 3 and parts[2] == "traffic_splits":
+                    return self._split_test(site, parts[3:], method, _json_body(request, body))
                 if len(parts) >= 4 and parts[2] == "deploys":
                     deploy = self.deploys.get(unquote(parts[3]))
                     if deploy is None or deploy.site_id != site.id:
@@ -310,6 +350,9 @@ class LocalNetlify:
         for key in ("draft", "async"):
             if key in body and not isinstance(body[key], bool):
                 return _error(422, f"{key} must be a boolean")
+        branch = body.get("branch", "")
+        if branch is not None and branch != "" and (not isinstance(branch, str) or not BRANCH.match(branch)):
+            return _error(422, f"invalid branch {branch!r}")
         deploy = SiteDeploy(
             id=f"d{next(self._ids):04d}{hashlib.sha1(str(time.time()).encode()).hexdigest()[:8]}",
             site_id=site.id,
@@ -317,6 +360,7 @@ class LocalNetlify:
             draft=bool(body.get("draft")),
             title=str(query.get("title", "")),
             created_at=_now(),
+            branch=branch or "",
         )
         if self._fail_deploy:
             deploy.error_message, self._fail_deploy = self._fail_deploy, ""
@@ -331,7 +375,9 @@ class LocalNetlify:
     def _update(self, site: Site, deploy: SiteDeploy, body: Any) -> web.Response:
         if deploy.state not in {"new", "preparing", "uploading", "processing"} or deploy.uploaded:
             return _error(422, f"deploy {deploy.id} is {deploy.state}; its files are set")
-        made = self._create(site, {"title": deploy.title}, {**(body or {}), "draft": deploy.draft})
+        made = self._create(
+            site, {"title": deploy.title}, {**(body or {}), "draft": deploy.draft, "branch": deploy.branch}
+        )
         if made.status != 200:
             return made
         fresh = self.deploys.pop(json.loads(made.text or "{}")["id"])
@@ -347,6 +393,8 @@ class LocalNetlify:
             deploy.state = "error" if deploy.error_message else "ready"
             if deploy.state == "ready":
                 deploy.url = self._serve(deploy)
+                if deploy.branch:
+                    self.sites[deploy.site_id].branches[deploy.branch] = deploy.id
 
     def _serve(self, deploy: SiteDeploy) -> str:
         """Lay the deploy's files out and serve them with the project's edge; return its URL."""
@@ -377,6 +425,58 @@ class LocalNetlify:
         if set(deploy.required) <= deploy.uploaded:
             deploy.state = "processing"
         return web.json_response({"id": sha, "path": "/" + path, "sha": sha, "size": len(body)})
+
+    def _split_test(self, site: Site, rest: list[str], method: str, body: Any) -> web.Response:
+        if not rest:
+            if method == "GET":
+                return web.json_response([t.as_json() for t in site.split_tests.values()])
+            if method == "POST":
+                if site.split_tests:
+                    return _error(422, "this site has a split test already: update it")
+                weights, problem = self._weights(site, body)
+                if problem:
+                    return _error(422, problem)
+                test = SplitTest(f"st{next(self._ids):04d}", site.id, weights, created_at=_now(), updated_at=_now())
+                test.history.append(("create", dict(weights)))
+                site.split_tests[test.id] = test
+                return web.json_response(test.as_json(), status=201)
+            return _error(405, "Method Not Allowed")
+        test = site.split_tests.get(unquote(rest[0]))
+        if test is None:
+            return _error(404, "Not Found")
+        if len(rest) == 1 and method == "GET":
+            return web.json_response(test.as_json())
+        if len(rest) == 1 and method == "PUT":
+            weights, problem = self._weights(site, body)
+            if problem:
+                return _error(422, problem)
+            test.weights, test.updated_at = weights, _now()
+            test.history.append(("update", dict(weights)))
+            return web.json_response(test.as_json(), status=201)
+        if len(rest) == 2 and rest[1] in {"publish", "unpublish"} and method == "POST":
+            test.active = rest[1] == "publish"
+            test.unpublished_at = "" if test.active else _now()
+            test.history.append((rest[1], dict(test.weights)))
+            return web.Response(status=204)
+        return _error(404, "Not Found")
+
+    def _weights(self, site: Site, body: Any) -> tuple[dict[str, int], str]:
+        tests = body.get("branch_tests") if isinstance(body, dict) else None
+        if not isinstance(tests, dict) or len(tests) < 2:
+            return {}, "branch_tests must be an object of two or more branches and their percentages"
+        weights: dict[str, int] = {}
+        for branch, share in tests.items():
+            if not isinstance(share, int) or isinstance(share, bool) or not 0 <= share <= 100:
+                return {}, f"the percentage of branch {branch!r} must be a whole number in 0..100"
+            if branch == site.production_branch:
+                if not site.published_deploy:
+                    return {}, f"the production branch {branch!r} has no published deploy"
+            elif branch not in site.branches:
+                return {}, f"branch {branch!r} has no ready branch deploy"
+            weights[branch] = share
+        if sum(weights.values()) != 100:
+            return {}, f"the percentages add up to {sum(weights.values())}, not 100"
+        return weights, ""
 
 
 def _bad_path(path: object) -> str:

@@ -18,7 +18,7 @@ import pytest
 
 from ops import project
 from ops.errors import ConfigError
-from ops.netlify import api, publish
+from ops.netlify import api, publish, split
 from tests.netlify_api import LocalNetlify
 
 TOKEN = "nfp_local_test_token_0123456789abcdef"
@@ -389,3 +389,110 @@ def test_files_with_the_same_bytes_are_uploaded_once_and_all_served(
     assert len(uploaded) == len(shas) == 2, uploaded
     for name, body in copies.items():
         assert netlify.site_body(done.deploy.id, name) == body
+
+
+# -- branch deploys and split tests (the front end's canary) -----------------------------------
+
+
+def branch_deploy(client: api.NetlifyClient, root: Path, branch: str) -> publish.Published:
+    files = publish.site_files(root, BACKEND)
+    return publish.deploy_draft(client, SITE, files, branch=branch, poll_interval=0, sleep=lambda s: None)
+
+
+def live_and_canary(netlify: LocalNetlify, client: api.NetlifyClient, site: Path) -> tuple[str, str]:
+    live = deploy(client, site)
+    publish.publish(client, SITE, live.deploy.id)
+    (site / "public" / "styles.css").write_text("/* v2 */\n")
+    canary = branch_deploy(client, site, "canary")
+    return live.deploy.id, canary.deploy.id
+
+
+def test_a_branch_deploy_is_ready_and_not_published(
+    netlify: LocalNetlify, client: api.NetlifyClient, site: Path
+) -> None:
+    live_id, canary_id = live_and_canary(netlify, client, site)
+    canary = client.get_deploy(SITE, canary_id)
+    assert canary.state == "ready" and canary.branch == "canary" and not canary.draft
+    assert canary.raw["context"] == "branch-deploy"
+    assert netlify.published().id == live_id  # type: ignore[union-attr]
+    assert netlify.sites[SITE].branches == {"canary": canary_id}
+
+
+def test_a_split_rollout_steps_then_publishes_the_canary_and_ends_the_test(
+    netlify: LocalNetlify, client: api.NetlifyClient, site: Path
+) -> None:
+    live_id, canary_id = live_and_canary(netlify, client, site)
+    said: list[str] = []
+    rollout = split.SplitRollout(client, SITE, say=said.append)
+    rollout.start(10)
+    assert client.get_split_test(SITE, rollout.test.id).active  # type: ignore[union-attr]
+    rollout.step(50)
+    rollout.step(100)
+    assert netlify.published().id == live_id  # type: ignore[union-attr]  (not yet)
+    rollout.finish(canary_id)
+    test = next(iter(netlify.sites[SITE].split_tests.values()))
+    assert test.history == [
+        ("create", {"main": 90, "canary": 10}),
+        ("publish", {"main": 90, "canary": 10}),
+        ("update", {"main": 50, "canary": 50}),
+        ("update", {"main": 0, "canary": 100}),
+        ("unpublish", {"main": 0, "canary": 100}),
+    ]
+    assert netlify.published().id == canary_id and not test.active  # type: ignore[union-attr]
+    assert said[-1].endswith("ended")
+    # The next canary reuses the site's one split test (a second create is refused).
+    (site / "public" / "styles.css").write_text("/* v3 */\n")
+    third = branch_deploy(client, site, "canary")
+    again = split.SplitRollout(client, SITE)
+    again.start(10)
+    assert again.test.id == test.id and test.active  # type: ignore[union-attr]
+    again.abort()
+    assert netlify.published().id == canary_id and not test.active  # type: ignore[union-attr]
+    assert third.deploy.id != canary_id and test.history[-1][0] == "unpublish"
+
+
+def test_an_aborted_split_rollout_never_publishes(netlify: LocalNetlify, client: api.NetlifyClient, site: Path) -> None:
+    live_id, _ = live_and_canary(netlify, client, site)
+    rollout = split.SplitRollout(client, SITE)
+    rollout.start(10)
+    rollout.abort()
+    restores = [c for c in netlify.calls if c.path.endswith("/restore")]
+    assert len(restores) == 1  # the live deploy's own publish, before the canary
+    assert netlify.published().id == live_id  # type: ignore[union-attr]
+    assert not client.list_split_tests(SITE)[0].active
+
+
+def test_the_local_api_refuses_what_a_split_test_cannot_be(
+    netlify: LocalNetlify, client: api.NetlifyClient, site: Path
+) -> None:
+    # Before anything is published, the production branch has nothing to send traffic to.
+    with pytest.raises(api.ValidationFailed, match="no published deploy"):
+        client.create_split_test(SITE, {"main": 50, "canary": 50})
+    live_and_canary(netlify, client, site)
+    rng = random.Random(20261203)
+    for _ in range(200):
+        weights: dict[str, object] = {}
+        for branch in rng.sample(["main", "canary", "other", "main-2"], rng.randint(0, 3)):
+            weights[branch] = rng.choice([0, 10, 50, 90, 100, 101, -1, 49.5, True, "50", None])
+        ok = (
+            len(weights) >= 2
+            and set(weights) <= {"main", "canary"}
+            and all(type(v) is int and 0 <= v <= 100 for v in weights.values())
+            and sum(v for v in weights.values() if type(v) is int) == 100
+        )
+        try:
+            made = client.create_split_test(SITE, weights)  # type: ignore[arg-type]
+        except api.ValidationFailed:
+            assert not ok, weights
+            continue
+        assert ok, weights
+        assert dict(made.weights) == weights
+        netlify.sites[SITE].split_tests.clear()  # one per site: clear it for the next case
+    made = client.create_split_test(SITE, {"main": 100, "canary": 0})
+    with pytest.raises(api.ValidationFailed, match="split test already"):
+        client.create_split_test(SITE, {"main": 50, "canary": 50})
+    with pytest.raises(api.NotFound, match="no split test 'nope'"):
+        client.update_split_test(SITE, "nope", {"main": 50, "canary": 50})
+    with pytest.raises(api.NetlifyError, match=r"0\.\.100"):
+        split.SplitRollout(client, SITE).step(120)
+    assert client.get_split_test(SITE, made.id).weights == {"main": 100, "canary": 0}

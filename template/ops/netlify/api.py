@@ -2,7 +2,10 @@
 
 The operations are those of Netlify's OpenAPI spec (``@netlify/open-api``) that a file-digest
 deploy uses: create a deploy from a map of paths to SHA1 digests, upload the files Netlify
-lists as required, read the deploy until it is ready, and restore (publish) a deploy.
+lists as required, read the deploy until it is ready, and restore (publish) a deploy; and the
+split-test operations a canary of the front end uses (``createSplitTest``, ``getSplitTests``,
+``updateSplitTest``, ``enableSplitTest``, ``disableSplitTest``): a site's traffic divided
+between branch deploys by percentage.
 
 Retries: a 429 waits what ``Retry-After`` says (seconds or an HTTP date, capped), a 5xx or a
 connection error backs off exponentially; a 4xx other than 429 is never retried, because the
@@ -77,6 +80,7 @@ class Deploy:
     draft: bool = False
     published_at: str = ""
     title: str = ""
+    branch: str = ""
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -92,6 +96,7 @@ class Deploy:
             draft=bool(data.get("draft")),
             published_at=str(data.get("published_at") or ""),
             title=str(data.get("title") or ""),
+            branch=str(data.get("branch") or ""),
             raw=dict(data),
         )
 
@@ -99,6 +104,32 @@ class Deploy:
     def url(self) -> str:
         """Where this deploy can be seen on its own (the draft URL)."""
         return self.deploy_ssl_url or self.deploy_url
+
+
+@dataclass(frozen=True)
+class SplitTest:
+    """Netlify's ``splitTest``: which branches share the site's traffic, and whether it is on."""
+
+    id: str
+    site_id: str
+    active: bool
+    weights: Mapping[str, int]  # branch -> percentage
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SplitTest:
+        weights: dict[str, int] = {}
+        for item in data.get("branches") or ():
+            if isinstance(item, Mapping) and isinstance(item.get("branch"), str):
+                found = item.get("percentage")
+                weights[item["branch"]] = int(found) if isinstance(found, int | float) else 0
+        return cls(
+            id=str(data.get("id") or ""),
+            site_id=str(data.get("site_id") or ""),
+            active=bool(data.get("active")),
+            weights=weights,
+            raw=dict(data),
+        )
 
 
 def retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -221,6 +252,46 @@ class NetlifyClient:
         what = f"publishing deploy {deploy_id!r}"
         return Deploy.from_json(self._json("POST", path, what=what, missing=_no_deploy(deploy_id)))
 
+    # -- split tests (a canary of the front end) -------------------------------------------
+
+    def list_split_tests(self, site_id: str) -> list[SplitTest]:
+        """``getSplitTests``: a site has at most one; it stays (inactive) once unpublished."""
+        path = f"/sites/{_segment(site_id)}/traffic_splits"
+        data = self._json("GET", path, what=f"the split tests of site {site_id!r}", missing=_no_site(site_id))
+        return [SplitTest.from_json(item) for item in data or () if isinstance(item, Mapping)]
+
+    def create_split_test(self, site_id: str, weights: Mapping[str, int]) -> SplitTest:
+        """``createSplitTest``: ``weights`` maps each branch to its percentage (they add up to 100)."""
+        path = f"/sites/{_segment(site_id)}/traffic_splits"
+        body = {"branch_tests": dict(weights)}
+        what = f"a split test of site {site_id!r}"
+        return SplitTest.from_json(self._json("POST", path, json=body, what=what, missing=_no_site(site_id)))
+
+    def update_split_test(self, site_id: str, split_test_id: str, weights: Mapping[str, int]) -> SplitTest:
+        """``updateSplitTest``: new percentages (or branches) for the split test."""
+        path = f"/sites/{_segment(site_id)}/traffic_splits/{_segment(split_test_id)}"
+        what = f"split test {split_test_id!r}"
+        body = {"branch_tests": dict(weights)}
+        return SplitTest.from_json(self._json("PUT", path, json=body, what=what, missing=_no_split_test(split_test_id)))
+
+    def get_split_test(self, site_id: str, split_test_id: str) -> SplitTest:
+        """``getSplitTest``."""
+        path = f"/sites/{_segment(site_id)}/traffic_splits/{_segment(split_test_id)}"
+        what = f"split test {split_test_id!r}"
+        return SplitTest.from_json(self._json("GET", path, what=what, missing=_no_split_test(split_test_id)))
+
+    def enable_split_test(self, site_id: str, split_test_id: str) -> None:
+        """``enableSplitTest`` (204): the site's traffic is divided as the test says."""
+        path = f"/sites/{_segment(site_id)}/traffic_splits/{_segment(split_test_id)}/publish"
+        what = f"starting split test {split_test_id!r}"
+        self._request("POST", path, what=what, missing=_no_split_test(split_test_id))
+
+    def disable_split_test(self, site_id: str, split_test_id: str) -> None:
+        """``disableSplitTest`` (204): all traffic to the published deploy again."""
+        path = f"/sites/{_segment(site_id)}/traffic_splits/{_segment(split_test_id)}/unpublish"
+        what = f"stopping split test {split_test_id!r}"
+        self._request("POST", path, what=what, missing=_no_split_test(split_test_id))
+
     # -- the transport --------------------------------------------------------------------
 
     def _json(
@@ -322,6 +393,10 @@ def _no_site(site_id: str) -> tuple[str, str]:
 
 def _no_deploy(deploy_id: str) -> tuple[str, str]:
     return f"Netlify has no deploy {deploy_id!r}", "check NETLIFY_SITE_ID and the deploy's id"
+
+
+def _no_split_test(split_test_id: str) -> tuple[str, str]:
+    return f"Netlify has no split test {split_test_id!r}", "check NETLIFY_SITE_ID; `inv canary status` shows the test"
 
 
 def _segment(text: str) -> str:

@@ -121,6 +121,7 @@ def deploy_draft(
     files: SiteFiles,
     *,
     title: str = "",
+    branch: str = "",
     ready_timeout: float = READY_TIMEOUT,
     poll_interval: float = 1.0,
     on_progress: Progress | None = None,
@@ -129,12 +130,14 @@ def deploy_draft(
 ) -> Published:
     """Create a draft deploy of ``files``, upload what Netlify asks for, and wait until it is ready.
 
-    Nothing is published: the live site is unchanged whatever happens here. Raises a
-    :class:`NetlifyError` (the deploy's ``error_message`` when Netlify failed it).
+    Nothing is published: the live site is unchanged whatever happens here. With ``branch``, a
+    branch deploy instead of a draft (what a split test divides traffic to; served on its own at
+    ``<branch>--<site>``). Raises a :class:`NetlifyError` (the deploy's ``error_message`` when
+    Netlify failed it).
     """
     say = on_progress or (lambda line: None)
     started = time.perf_counter()
-    deploy = client.create_deploy(site_id, files.digests, draft=True, title=title)
+    deploy = client.create_deploy(site_id, files.digests, draft=not branch, title=title, branch=branch)
     if files.digests and not deploy.required and deploy.state in {"new", "enqueued", "preparing"}:
         # An async deploy (over 100 files) lists what it needs once Netlify has looked at the digests.
         listed = {"prepared", "uploading", "uploaded", "ready"}
