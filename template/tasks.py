@@ -503,7 +503,11 @@ def status(c: Context, env: str = "") -> None:
         config = _settings(env)
         state = deploy_ops.status(project, config)
     if state.live is None:
-        out.print("Backend: nothing deployed on this Docker host")
+        out.print(
+            "Backend: nothing running on this Docker host"
+            if state.notes or state.records
+            else "Backend: nothing deployed on this Docker host"
+        )
     elif isinstance(state.live, swarm.SwarmRelease):
         live = state.live
         out.print(f"Backend: service {live.name}  version {live.version}  revision {live.revision[:12]}")

@@ -24,9 +24,10 @@ _ESCAPES = re.compile(
     """,
     re.VERBOSE,
 )
-# Every other C0 and C1 control character except tab; also Unicode bidi overrides, which can
-# make a line read differently from what it is.
-_CONTROLS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# Every other C0 and C1 control character except tab; Unicode's line and paragraph separators
+# (a terminal may break the line there); and bidi overrides and marks, which can make a line read
+# differently from what it is.
+_CONTROLS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 # Where a task's output lines go (the terminal, a test's list, a log file).
 LineSink = Callable[[str], None]

@@ -41,9 +41,17 @@ from docker.models.containers import Container
 
 from ops import logs
 from ops.docker.images import RELEASE_LABEL
+from ops.errors import OpsError
 from ops.release.swarm import SERVICE_LABEL  # on each task's container
 
 SIGNALS = {"1": "SIGHUP", "2": "SIGINT", "6": "SIGABRT", "9": "SIGKILL", "11": "SIGSEGV", "15": "SIGTERM"}
+
+
+class WatchLost(OpsError):
+    """The engine's event stream ended while watching."""
+
+
+OOM_DEATH_WINDOW = 10.0  # seconds between an OOM event and a death it caused
 CLEAN_STOP_SIGNALS = {"15", "SIGTERM", "3", "SIGQUIT"}  # docker stop, Swarm's updates and scale-downs
 
 
@@ -94,7 +102,7 @@ class Tracker:
         self.clock = clock
         self.active: dict[str, Alert] = {}
         self._stopping: set[str] = set()  # container ids a SIGTERM (docker stop) is ending
-        self._oom: set[str] = set()
+        self._oom: dict[str, float] = {}  # container id -> its last OOM event: a death right after it is that
         self._deaths: dict[str, deque[float]] = {}
         self._streak: dict[str, int] = {}  # resource key -> samples in a row over (+) or under (-)
         self._oom_live: dict[str, float] = {}  # subject -> the last OOM kill in a container still running
@@ -107,6 +115,10 @@ class Tracker:
         alert = Alert(key, kind, subject, message, severity, at=self.clock())
         self.active[key] = alert
         return [alert]
+
+    def alert(self, kind: str, subject: str, message: str, severity: str) -> list[Alert]:
+        """An alert from outside the events (the watcher itself), de-duplicated like the others."""
+        return self._fire(kind, subject, message, severity)
 
     def _resolve(self, key: str, why: str) -> list[Alert]:
         found = self.active.pop(key, None)
@@ -173,7 +185,7 @@ class Tracker:
                 self._stopping.add(container_id)
             return []
         if action == "oom":
-            self._oom.add(container_id)
+            self._oom[container_id] = self.clock()
             self._oom_live[subject] = self.clock()
             return self._fire(
                 "oom", subject, f"{name}: the kernel OOM-killed a process at the container's memory limit", "critical"
@@ -181,7 +193,7 @@ class Tracker:
         if action == "die":
             return self._died(container_id, name, subject, str(attributes.get("exitCode", "?")))
         if action == "destroy":
-            self._oom.discard(container_id)
+            self._oom.pop(container_id, None)
             self._oom_live.pop(subject, None)
             self._stopping.discard(container_id)
             out = []
@@ -191,14 +203,17 @@ class Tracker:
         return []
 
     def _died(self, container_id: str, name: str, subject: str, code: str) -> list[Alert]:
-        planned = container_id in self._stopping and container_id not in self._oom
+        # An OOM event names the death that follows it at once (the kernel killed the container's
+        # main process); one from a while ago was a worker's, and this death has another cause.
+        oom_at = self._oom.get(container_id)
+        oom = oom_at is not None and self.clock() - oom_at <= OOM_DEATH_WINDOW
+        planned = container_id in self._stopping and not oom
         self._stopping.discard(container_id)
-        oom = container_id in self._oom
+        self._oom.pop(container_id, None)
         if (planned or code == "0") and not oom:
             return []
         out: list[Alert] = []
         if oom:
-            self._oom.discard(container_id)
             self._oom_live.pop(subject, None)  # the container died of it: health or removal resolves it
             # Already raised by the kernel's event, as a rule: this says it again only if that was missed.
             out += self._fire(
@@ -402,9 +417,19 @@ class Monitor:
                 if event.get("Action") == "start":
                     with contextlib.suppress(docker.errors.NotFound):
                         self._watch(self.client.containers.get(event["Actor"]["ID"]))
-        except Exception:
-            if not self._stop.is_set():
-                raise
+        except Exception as exc:
+            if self._stop.is_set():
+                return
+            self._lost(f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
+        if not self._stop.is_set():
+            self._lost("the engine closed its event stream (it stopped or restarted, or the connection dropped)")
+
+    def _lost(self, why: str) -> None:
+        """Watching has ended without a stop: an alert says so (nothing watches now), then an error."""
+        message = f"inv monitor lost the Docker engine, so nothing watches {self.slug} now: {why}"
+        with self._lock:
+            self._emit(self.tracker.alert("watch", self.slug, message, "critical"))
+        raise WatchLost(f"{message}; run `inv monitor` again once the engine answers (a service manager restarts it)")
 
     def stop(self) -> None:
         self._stop.set()
@@ -477,7 +502,7 @@ def snapshot(client: docker.DockerClient, slug: str, *, swarm: bool, thresholds:
         key=lambda c: str((c.attrs.get("State") or {}).get("StartedAt", "")),
         reverse=True,
     )
-    running = [c for c in found if c.status == "running"]
+    running = [c for c in found if c.status in {"running", "paused"}]
     problems: list[str] = []
     rows = []
     for container in found:
@@ -492,6 +517,12 @@ def snapshot(client: docker.DockerClient, slug: str, *, swarm: bool, thresholds:
             "exit_code": state.get("ExitCode"),
         }
         if container.status == "running":
+            started = _seconds_since(str(state.get("StartedAt", "")))
+            if row["restarts"] and started is not None and started < limits.window:
+                problems.append(
+                    f"{container.name} restarted {row['restarts']} time(s), the last {started:.0f} s ago "
+                    "(its restart policy brought it back after a crash: `inv logs` shows why)"
+                )
             stats = cast(dict[str, Any], container.stats(stream=False))
             row["cpu"] = cpu_share(stats, limit_cpus(container))
             row["memory"] = memory_share(stats)
@@ -501,6 +532,8 @@ def snapshot(client: docker.DockerClient, slug: str, *, swarm: bool, thresholds:
                 problems.append(f"{container.name} uses {row['memory']:.0%} of its memory limit")
             if row["cpu"] is not None and row["cpu"] >= limits.cpu:
                 problems.append(f"{container.name} uses {row['cpu']:.0%} of its CPU limit")
+        elif container.status == "paused":
+            problems.append(f"{container.name} is paused (docker pause): it answers nothing; `docker unpause` it")
         elif container.status == "restarting":
             problems.append(f"{container.name} is restarting (restarts: {row['restarts']})")
         rows.append(row)
@@ -512,3 +545,16 @@ def snapshot(client: docker.DockerClient, slug: str, *, swarm: bool, thresholds:
             last = f"; the last one, {found[0].name}, stopped ({how})"
         problems.append(f"no release of {slug} runs on this Docker host{last}")
     return Snapshot(rows, problems)
+
+
+def _seconds_since(stamp: str) -> float | None:
+    """Seconds since Docker's RFC 3339 time (nanoseconds, Z), or None if it is not one."""
+    import datetime as dt
+
+    head, _, fraction = stamp.rstrip("Z").partition(".")
+    try:
+        when = dt.datetime.fromisoformat(head).replace(tzinfo=dt.UTC)
+    except ValueError:
+        return None
+    seconds = (dt.datetime.now(dt.UTC) - when).total_seconds() - float(f"0.{fraction or 0}")
+    return max(seconds, 0.0)

@@ -133,9 +133,31 @@ def test_logs_of_two_releases_come_merged_in_time_order(engine: Any, host: Host,
         if any(late in line.text and line.source == third.name for line in got):
             break
         time.sleep(0.1)
-    stop.set()
     assert any(line.source == "inv logs" and third.name in line.text for line in got)
     assert any(late in line.text and line.source == third.name for line in got)
+    # The release crashes (its main process killed) and its restart policy brings it back: the
+    # stream ended with it, and following takes it up again, without repeating a line.
+    import os
+    import signal
+
+    before = len(got)
+    os.kill(int(third.container.attrs["State"]["Pid"]), signal.SIGKILL)
+    for _ in range(300):
+        third.container.reload()
+        health = (third.container.attrs["State"].get("Health") or {}).get("Status")
+        if third.container.attrs["RestartCount"] >= 1 and health == "healthy":
+            break
+        time.sleep(0.1)
+    after = f"after-{uuid.uuid4().hex[:6]}"
+    assert httpx.get(f"{host.url}/api/version", headers={"X-Request-ID": after}).status_code == 200
+    for _ in range(100):
+        if any(after in line.text for line in got[before:]):
+            break
+        time.sleep(0.1)
+    stop.set()
+    assert any(after in line.text and line.source == third.name for line in got[before:]), got[before:]
+    texts = [(line.source, line.ts, line.text) for line in got if line.source != "inv logs"]
+    assert len(texts) == len(set(texts))  # nothing shown twice
 
 
 def test_lines_split_on_newlines_only_and_merge_on_the_time_they_give() -> None:

@@ -174,6 +174,7 @@ def test_metrics_reach_a_scraper_through_the_proxys_internal_port_and_the_public
     # Only that exact path: not in capitals, not under it, not with another project's name.
     slug = stage.project.slug
     others = [f"/{slug.upper()}/metrics", f"/{slug}/metrics/x", f"/{slug}/healthz", f"/{slug}/metricsx", "/x/metrics"]
+    others += [f"/{slug}//metrics", f"/{slug}/%2e%2e/{slug}/metrics", f"//{slug}/metrics", f"/{slug}/./metrics"]
     assert scrape(*others).split() == [part for path in others for part in (path, "404")]
     # inv status's figures, from the release's own /metrics, while requests come.
     stop = threading.Event()

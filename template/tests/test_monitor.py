@@ -74,6 +74,14 @@ def test_an_oom_kill_in_a_container_that_lives_on_resolves_after_a_quiet_spell_a
     dead.event(event("die", exitCode="137"))
     now[0] += 3600
     assert dead.tick() == [] and "oom:svc-blue-abc" in dead.active
+    # A worker's OOM kill long ago does not name a later crash of the container: that is a death.
+    later = monitor.Tracker(monitor.Thresholds(oom_quiet=60), clock=lambda: now[0])
+    later.event(event("oom", container="c7"))
+    now[0] += 120
+    [quiet] = later.tick()
+    now[0] += 600
+    [crash] = later.event(event("die", container="c7", exitCode="137"))
+    assert quiet.resolved and crash.kind == "died" and "SIGKILL" in crash.message
 
 
 def test_no_release_running_is_an_outage_even_when_stopped_on_purpose() -> None:
@@ -220,6 +228,62 @@ def test_the_webhook_retries_and_never_blocks_the_watcher() -> None:
 
 
 @pytest.mark.docker
+def test_losing_the_engine_is_an_alert_and_an_error_not_a_quiet_exit(engine: Any, tmp_path: Any) -> None:
+    """The engine reached through a TCP relay (socat), which then goes away, as an engine restart
+    or a dropped ssh:// connection would: the watcher says so and ends with an error."""
+    import shutil
+    import subprocess
+
+    import docker
+
+    from tests.conftest import free_port
+
+    socat = shutil.which("socat")
+    if socat is None:
+        pytest.skip("socat is not installed")
+    port = free_port()
+    relay = subprocess.Popen(
+        [socat, f"TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr", "UNIX-CONNECT:/var/run/docker.sock"]
+    )
+    try:
+        assert wait(lambda: _answers(port), 10)
+        client = docker.DockerClient(base_url=f"tcp://127.0.0.1:{port}", timeout=10)
+        seen: list[monitor.Alert] = []
+        watcher = monitor.Monitor(client, f"nothing-{port}", swarm=False, on_alert=seen.append)
+        failure: list[BaseException] = []
+
+        def watch() -> None:
+            try:
+                watcher.run()
+            except BaseException as exc:
+                failure.append(exc)
+
+        thread = threading.Thread(target=watch, daemon=True)
+        thread.start()
+        time.sleep(1)
+        subprocess.run(["pkill", "-KILL", "-f", f"TCP-LISTEN:{port}"], check=False)  # the relay and its forks
+        thread.join(20)
+        assert not thread.is_alive()
+        assert failure and isinstance(failure[0], monitor.WatchLost), failure
+        assert "lost the Docker engine" in str(failure[0])
+        assert [a.kind for a in seen] == ["watch"] and "nothing watches" in seen[0].message
+        watcher.stop()
+    finally:
+        relay.kill()
+        relay.wait(5)
+
+
+def _answers(port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.docker
 def test_a_killed_release_alerts_within_2_s_resolves_and_an_oom_kill_is_named(
     engine: Any,
     stage: Stage,  # noqa: F811 (the fixture)
@@ -263,6 +327,26 @@ def test_a_killed_release_alerts_within_2_s_resolves_and_an_oom_kill_is_named(
         assert f"is stopped ({live.name}, exited)" in note, note
         live.container.start()
         assert wait(lambda: any("RESOLVED" in t and "running again" in t for t in receiver.texts()), 20)
+        # Paused: named as such by --once and by inv status (not "stopped" or "nothing deployed").
+        live.container.pause()
+        try:
+            paused = monitor.snapshot(engine, stage.project.slug, swarm=False)
+            assert any("is paused" in p for p in paused.problems) and not any(
+                "no release" in p for p in paused.problems
+            )
+            assert "docker unpause" in deploy.status(stage.project, stage.settings).notes[0]
+        finally:
+            live.container.unpause()
+        # A crash its restart policy recovered from is a problem for --once for a while.
+        import os
+        import signal
+
+        live.container.reload()
+        os.kill(int(live.container.attrs["State"]["Pid"]), signal.SIGKILL)
+        assert wait(lambda: live.container.reload() or live.container.attrs["RestartCount"] >= 1, 20)
+        assert wait(lambda: live.container.reload() or live.container.status == "running", 20)
+        restarted = monitor.snapshot(engine, stage.project.slug, swarm=False)
+        assert any("restarted 1 time(s)" in p for p in restarted.problems), restarted.problems
     finally:
         watcher.stop()
         hook.close()

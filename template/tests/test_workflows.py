@@ -74,7 +74,11 @@ def test_deploys_never_overlap_wait_for_reviewers_and_pin_the_host_key() -> None
     assert workflow[True]["workflow_run"] == {"workflows": ["ci"], "types": ["completed"], "branches": ["main"]}
     assert "push" not in workflow[True] and "workflow_dispatch" in workflow[True]
     assert load("ci.yml")["name"] == "ci"
-    assert "github.event.workflow_run.conclusion == 'success'" in workflow["jobs"]["deploy"]["if"]
+    condition = workflow["jobs"]["deploy"]["if"]
+    assert "github.event.workflow_run.conclusion == 'success'" in condition
+    # Not a fork's pull request whose branch happens to be called main.
+    assert "github.event.workflow_run.event == 'push'" in condition
+    assert "github.event.workflow_run.head_repository.full_name == github.repository" in condition
     steps = workflow["jobs"]["deploy"]["steps"]
     checkout = next(s for s in steps if str(s.get("uses", "")).startswith("actions/checkout"))
     assert "github.event.workflow_run.head_sha" in checkout["with"]["ref"]

@@ -22,6 +22,7 @@ from typing import Any, Literal, cast
 
 import docker
 import docker.errors
+import requests.exceptions
 from docker.models.containers import Container
 
 from ops import logs
@@ -164,11 +165,15 @@ def follow(
 ) -> Iterator[Line]:
     """Lines as they come (history since ``since`` first, in time order), from the containers
     ``find()`` returns, asked again every ``refresh`` seconds: a deploy while this runs starts a
-    new release, and its lines join in (with a line that says so) from its first one."""
+    new release, and its lines join in (with a line that says so) from its first one. A stream
+    that ends (the container stopped or restarted, the engine went away) is taken up again once
+    ``find()`` lists the container again, from the line after the last one shown."""
     waiting: queue.Queue[Line] = queue.Queue()
-    followed: set[str] = set()
+    followed: set[str] = set()  # container ids with a live stream
+    seen: dict[str, str] = {}  # container id -> Docker's time of its last line
 
-    def pump(container: Container, after: dt.datetime | None, tail: int | Literal["all"]) -> None:
+    def pump(container: Container, after: dt.datetime | float | None, tail: int | Literal["all"]) -> None:
+        key = container.id or ""
         try:
             stream = container.logs(
                 stdout=True, stderr=True, timestamps=True, since=after, stream=True, follow=True, tail=tail
@@ -180,16 +185,25 @@ def follow(
                 pending += chunk
                 *complete, pending = pending.split(b"\n")
                 for line in split(b"\n".join(complete), container.name or ""):
-                    waiting.put(line)
+                    if line.ts > seen.get(key, ""):  # a stream taken up again repeats its last second
+                        seen[key] = line.ts
+                        waiting.put(line)
         except (docker.errors.DockerException, OSError):
-            return
+            pass
+        finally:
+            followed.discard(key)
 
     def start(containers: Iterable[Container], after: dt.datetime | None, tail: int | Literal["all"]) -> list[str]:
         names = []
         for container in containers:
-            if container.id in followed:
+            key = container.id or ""
+            if key in followed:
                 continue
-            followed.add(container.id or "")
+            followed.add(key)
+            if key in seen:  # followed before: from its last line on, and no announcement
+                resume = _epoch(seen[key])
+                threading.Thread(target=pump, args=(container, resume, "all"), daemon=True).start()
+                continue
             names.append(container.name or "")
             threading.Thread(target=pump, args=(container, after, tail), daemon=True).start()
         return names
@@ -203,13 +217,22 @@ def follow(
     first.sort(key=lambda line: line.key)
     yield from first[-lines:] if lines else first
     next_look = time.monotonic() + refresh
+    lost = False
     while not stop.is_set():
         if time.monotonic() >= next_look:
             next_look = time.monotonic() + refresh
             try:
-                joined = start(find(), None, "all")
-            except (docker.errors.DockerException, OSError):
+                joined = start(
+                    [c for c in find() if c.status in {"running", "restarting"} or c.id not in seen], None, "all"
+                )
+                lost = False
+            except (docker.errors.DockerException, OSError, requests.exceptions.RequestException):
                 joined = []
+                if not lost:  # once, not every refresh
+                    lost = True
+                    now = dt.datetime.now(dt.UTC)
+                    stamp = f"{now:%Y-%m-%dT%H:%M:%S}.{now.microsecond:06d}000Z"
+                    yield Line(stamp, "inv logs", "the Docker engine does not answer; trying again every few seconds")
             for name in joined:
                 now = dt.datetime.now(dt.UTC)
                 stamp = f"{now:%Y-%m-%dT%H:%M:%S}.{now.microsecond:06d}000Z"
@@ -218,6 +241,13 @@ def follow(
             yield waiting.get(timeout=0.2)
         except queue.Empty:
             continue
+
+
+def _epoch(ts: str) -> float:
+    """Docker's fixed-width RFC 3339 time (nanoseconds) as seconds since the epoch, for ``since``."""
+    head, _, fraction = ts.rstrip("Z").partition(".")
+    whole = dt.datetime.fromisoformat(head).replace(tzinfo=dt.UTC).timestamp()
+    return whole + float(f"0.{fraction or 0}")
 
 
 def show(line: Line, as_json: bool) -> str:
@@ -232,7 +262,7 @@ def show(line: Line, as_json: bool) -> str:
             # written again with every non-ASCII character escaped, so it cannot reach a terminal.
             return line.text if line.text.isascii() and line.text.isprintable() else json.dumps(entry)
         return json.dumps({"ts": line.ts, "source": line.source, "raw": logs.clean_line(line.text)})
-    when = line.ts[11:23]
+    when = (line.at or line.ts)[11:23]  # the time lines are ordered by
     if not isinstance(entry, dict):
         return f"{when} {line.source}  {logs.clean_line(line.text)}"
     level = str(entry.get("level", "")).upper()[:5]
@@ -245,6 +275,9 @@ def show(line: Line, as_json: bool) -> str:
         f"{entry['duration_ms']} ms" if "duration_ms" in entry else "",
         str(entry.get("request_id", "")),
     ]
+    for key in ("host", "error"):  # Caddy's reasons (an upstream that does not resolve, a refused dial)
+        if isinstance(entry.get(key), str) and entry[key]:
+            parts.append(f"{key}={entry[key]}")
     message = str(entry.get("msg", ""))
     detail = " ".join(p for p in parts if p)
     text = f"{message} {detail}" if detail and message not in {"request", ""} else (detail or message)

@@ -131,11 +131,12 @@ def render_metrics(site: Site) -> str:
     else:
         hosts = " ".join(f"{u.rpartition(':')[0]}:{APP_METRICS_PORT}" for u in site.upstreams)
         upstreams = f"\treverse_proxy {hosts} " + BEGIN_BLOCK + "\n"
-    # Exactly /<slug>/metrics: Caddy's path matcher ignores case and takes any path under a
-    # prefix; the regexp does neither (a slug is letters, digits, '-', '_' and '.').
-    pattern = "^/" + site.slug.replace(".", "[.]") + "/metrics$"
+    # Exactly /<slug>/metrics, compared with the path as the client sent it (decoded): Caddy's
+    # path matchers ignore case and match the cleaned path, where //, /./ and /../ have gone.
+    # (A slug is letters, digits, '-', '_' and '.': nothing to quote in the expression.)
+    expression = f'`{{http.request.orig_uri.path}} == "/{site.slug}/metrics"`'
     return (
-        f"{head}@metrics_{site.slug} path_regexp {pattern}\n"
+        f"{head}@metrics_{site.slug} expression {expression}\n"
         f"handle @metrics_{site.slug} " + BEGIN_BLOCK + "\n"
         "\trewrite * /metrics\n" + upstreams +
         # A stopped colour does not resolve: the scrape goes to the one that runs.

@@ -634,6 +634,9 @@ def _notes(
             )
         return notes
     notes = []
+    paused = [] if on_swarm(settings) else [r for r in rollout.releases(client, slug) if r.container.status == "paused"]
+    if paused:
+        return [f"{paused[0].name} is paused (docker pause), so it answers nothing: `docker unpause {paused[0].name}`"]
     if on_swarm(settings):
         other = rollout.live_release(client, slug)
         if other is not None:
