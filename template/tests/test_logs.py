@@ -20,7 +20,7 @@ from ops import logs
 SEEDS = range(200)
 # Families of sequences a hostile or colourful process may write: SGR colours, cursor moves,
 # screen clears, OSC titles and hyperlinks (BEL and ST ended), DCS strings, 8-bit C1 CSI,
-# lone ESC, bare C0 controls, DEL, C1 controls, and bidi overrides.
+# lone ESC, bare C0 controls, DEL, C1 controls, line and paragraph separators, bidi overrides and marks.
 SEQUENCES = [
     "\x1b[31m",
     "\x1b[0m",
@@ -44,8 +44,12 @@ SEQUENCES = [
     "\x85",
     "\u202e",
     "\u2066",
+    "\u2028",
+    "\u2029",
+    "\u200f",
+    "\u061c",
 ]
-UNSAFE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+UNSAFE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 WORDS = ["ok", "Listening at: http://0.0.0.0:8080", "naïve", "日本", "\t", "[", "]", ";", "m", "31m", "💥"]
 
 
