@@ -195,3 +195,54 @@ def test_every_projects_metrics_are_on_the_internal_port_under_its_name(caddy_bi
     # The public sites never reach the metrics listener.
     public = json.dumps([s for s in servers if s["listen"] != [f":{caddy.METRICS_PORT}"]])
     assert f":{caddy.APP_METRICS_PORT}" not in public and '"port": "9101"' not in public
+
+
+@pytest.mark.parametrize("share", [0, 1, 10, 25, 33, 50, 90, 100])
+def test_a_canary_split_is_the_upstream_listed_by_weight_under_round_robin(
+    caddy_bin: str, tmp_path: Path, share: int
+) -> None:
+    """Caddy 2.6 has no weighted policy: the weights become repeated entries, which Caddy keeps."""
+    from ops.release import canary
+
+    live, new = canary.weights(share)
+    site = caddy.Site(
+        "orders", "https://api.orders.example.com", ("orders-blue:8080", "orders-green:8080"), weights=(live, new)
+    )
+    config = adapt(caddy_bin, tmp_path, [site])
+    (proxying,) = [
+        h for s in config["apps"]["http"]["servers"].values() if s["listen"] != [f":{caddy.METRICS_PORT}"]
+        for r in s["routes"] for h in handlers(r) if h["handler"] == "reverse_proxy"
+    ]  # fmt: skip
+    dials = [u["dial"] for u in proxying["upstreams"]]
+    assert dials.count("orders-blue:8080") == live and dials.count("orders-green:8080") == new
+    assert proxying["load_balancing"]["selection_policy"]["policy"] == "round_robin"
+    assert proxying["health_checks"]["active"]["uri"] == "/readyz"
+
+
+def test_a_sticky_canary_uses_the_cookie_policy_and_newer_caddy_the_weighted_one(
+    caddy_bin: str, tmp_path: Path
+) -> None:
+    upstreams = ("orders-blue:8080", "orders-green:8080")
+    sticky = caddy.Site("orders", "https://api.orders.example.com", upstreams, weights=(9, 1), sticky=True)
+    config = adapt(caddy_bin, tmp_path, [sticky])
+    (proxying,) = [
+        h for s in config["apps"]["http"]["servers"].values() if s["listen"] != [f":{caddy.METRICS_PORT}"]
+        for r in s["routes"] for h in handlers(r) if h["handler"] == "reverse_proxy"
+    ]  # fmt: skip
+    assert proxying["load_balancing"]["selection_policy"] == {"policy": "cookie", "name": caddy.STICKY_COOKIE}
+    assert len(proxying["upstreams"]) == 10
+    weighted = caddy.render_site(
+        caddy.Site("orders", "https://api.orders.example.com", upstreams, weights=(9, 1), policy="weighted")
+    )
+    assert (
+        "lb_policy weighted_round_robin 9 1" in weighted
+        and "reverse_proxy orders-blue:8080 orders-green:8080 {" in weighted
+    )
+    for bad in [
+        dict(weights=(1,)),
+        dict(weights=(0, 0)),
+        dict(weights=(-1, 2)),
+        dict(weights=(1, 1), policy="fastest"),
+    ]:
+        with pytest.raises(OpsError):
+            caddy.render_site(caddy.Site("orders", "https://api.orders.example.com", upstreams, **bad))  # type: ignore[arg-type]

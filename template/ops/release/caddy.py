@@ -40,6 +40,7 @@ METRICS_DIR = f"{CONFIG_DIR}/metrics"
 # in the image) is what it forwards to.
 METRICS_PORT = 9180
 APP_METRICS_PORT = 9101
+STICKY_COOKIE = "cnd_colour"  # the canary's stickiness: which colour a client was sent to
 MAIN = (
     "# The shared proxy of this Docker host, written by copier-netlify-docker. Each project owns one\n"
     "# file in sites/ and one in metrics/, and nothing else; edit those through `inv deploy`,\n"
@@ -77,6 +78,15 @@ class Site:
     # looks it up every second, so tasks that start, stop or move are followed with no reload.
     # ``upstreams`` then holds the one port ("8080").
     dynamic: str = ""
+    # A canary's split (one host): a whole weight per upstream, in order; () is the usual site,
+    # where whichever colour passes its health check is in rotation. An upstream of weight 0 is
+    # left out. ``policy``: "repeat" lists an upstream ``weight`` times under round_robin (Caddy
+    # 2.6 has no weighted policy: 3 entries to 1 split 30 of 40 requests to 10); "weighted" uses
+    # weighted_round_robin (Caddy 2.8 and later). ``sticky``: a cookie keeps a client on the
+    # colour it first got (Caddy's cookie policy, which picks among the entries at random first).
+    weights: tuple[int, ...] = ()
+    policy: str = "repeat"
+    sticky: bool = False
 
     @property
     def address(self) -> str:
@@ -222,8 +232,21 @@ def render_site(site: Site) -> str:
 
 
 def _colour_upstreams(site: Site) -> str:
+    upstreams, policy = list(site.upstreams), ""
+    if site.weights:
+        if len(site.weights) != len(site.upstreams) or any(w < 0 for w in site.weights) or not any(site.weights):
+            raise OpsError(f"weights {site.weights} do not fit the upstreams {site.upstreams}")
+        if site.policy not in {"repeat", "weighted"}:
+            raise OpsError(f"no load-balancing policy {site.policy!r}: repeat or weighted")
+        kept = [(u, w) for u, w in zip(site.upstreams, site.weights, strict=True) if w > 0]
+        if site.policy == "weighted" and not site.sticky:
+            upstreams = [u for u, _ in kept]
+            policy = "\t\t\tlb_policy weighted_round_robin " + " ".join(str(w) for _, w in kept) + "\n"
+        else:
+            upstreams = [u for u, w in kept for _ in range(w)]
+            policy = "\t\t\tlb_policy " + (f"cookie {STICKY_COOKIE}" if site.sticky else "round_robin") + "\n"
     return (
-        f"\t\treverse_proxy {' '.join(site.upstreams)} " + BEGIN_BLOCK + "\n"
+        f"\t\treverse_proxy {' '.join(upstreams)} " + BEGIN_BLOCK + "\n" + policy +
         # Active checks: a colour is in rotation once its /readyz answers, out within a second
         # of stopping (or never started: its name does not resolve).
         "\t\t\thealth_uri /readyz\n"
