@@ -406,6 +406,8 @@ def _progress_bars() -> Iterator[Callable[[str, int, int], None] | None]:
         "allow_dirty": "deploy a working tree with uncommitted changes (its revision says -dirty)",
         "new_host": "move the project to a new BACKEND_URL host on its Docker host (the old host stops being served)",
         "target": "host (one Docker host, blue/green) or swarm (a Swarm service, rolling); default: DEPLOY_TARGET",
+        "canary": "shift the API's requests to the new release step by step (CANARY_STEPS), gated on its metrics",
+        "manual": "with --canary: stop after the first step, for `inv canary status|promote|abort`",
     }
 )
 def deploy(
@@ -416,13 +418,22 @@ def deploy(
     allow_dirty: bool = False,
     new_host: bool = False,
     target: str = "",
+    canary: bool = False,
+    manual: bool = False,
 ) -> None:
     """Ship both halves: build, smoke, push, roll out behind Caddy, then Netlify draft, smoke, publish."""
     if backend_only and netlify_only:
         raise Exit("error: give --backend-only or --netlify-only, not both", code=2)
+    if manual and not canary:
+        raise Exit("error: --manual goes with --canary", code=2)
     project = proj.load()
     options = deploy_ops.Options(
-        backend=not netlify_only, netlify=not backend_only, allow_dirty=allow_dirty, new_host=new_host
+        backend=not netlify_only,
+        netlify=not backend_only,
+        allow_dirty=allow_dirty,
+        new_host=new_host,
+        canary=canary,
+        manual=manual,
     )
     with (
         _failing_cleanly(),
@@ -435,7 +446,44 @@ def deploy(
             config = config.override("DEPLOY_TARGET", target, "--target")
         report = deploy_ops.deploy(project, config, options, say=_say, on_line=_print_line, on_progress=on_progress)
     _phase_table(report.phases)
+    if report.canary is not None and not report.canary.promoted:
+        console.print(f"[yellow]Canary[/] {report.revision[:12]} takes part of the API's requests: `inv canary status`")
+        return
     console.print(f"[green]Deployed[/] {report.revision[:12]}")
+
+
+@task(
+    positional=["action"],
+    help={
+        "action": "status, promote (every request to the canary) or abort (every request back)",
+        "env": ENV_HELP,
+    },
+)
+def canary(c: Context, action: str, env: str = "") -> None:
+    """A canary left running by `inv deploy --canary --manual`: its share and figures, or end it."""
+    project = proj.load()
+    if action not in {"status", "promote", "abort"}:
+        raise Exit(f"error: `inv canary {action}`: the action is status, promote or abort", code=2)
+    with _failing_cleanly(), _stopping_on_signals():
+        config = _settings(env)
+        if action == "promote":
+            release = deploy_ops.canary_promote(project, config, say=_say)
+            console.print(f"[green]Promoted[/] {release.name} ({release.revision[:12]})")
+            return
+        if action == "abort":
+            live = deploy_ops.canary_abort(project, config, say=_say)
+            console.print(f"[yellow]Aborted[/]: {live.name} ({live.revision[:12]}) takes every request")
+            return
+        found = deploy_ops.canary_state(project, config)
+        if found is None:
+            out.print(f"No canary of {project.slug} is in progress.")
+            return
+        out.print(
+            f"Canary {found.canary.name} ({found.canary.revision[:12]}) takes {found.share:.0f}% of the API's "
+            f"requests; {found.live.name} ({found.live.revision[:12]}) the rest",
+            markup=False,
+        )
+        out.print(f"  {deploy_ops.canary_figures(project, config, found)}", markup=False)
 
 
 @task(help={"env": ENV_HELP, "title": "the draft's title at Netlify (default: the project and revision)"})
@@ -784,4 +832,5 @@ ns = Collection(
     logs_,
     monitor,
     preview,
+    canary,
 )

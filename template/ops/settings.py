@@ -53,7 +53,7 @@ class Setting:
     default: str
     help: str
     secret: bool = False
-    kind: str = "text"  # text, int, port, url, image, token, name (of a container), choice
+    kind: str = "text"  # text, int, port, url, image, token, name (of a container), choice, steps
     low: int = 0
     high: int = 0
     choices: tuple[str, ...] = ()
@@ -99,6 +99,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("NETLIFY_AUTH_TOKEN", "", "Netlify personal access token", secret=True, kind="token"),
     Setting("NETLIFY_SITE_ID", "", "the Netlify site's API id"),
     Setting("NETLIFY_API_URL", "https://api.netlify.com/api/v1", "Netlify's API (a local server in tests)", kind="url"),
+    Setting(
+        "NETLIFY_PRODUCTION_BRANCH",
+        "main",
+        "the Netlify site's production branch: `inv deploy --canary` splits its visitors between it and `canary`",
+    ),
     Setting("APP_ENV", "", "more variable names, comma-separated, that a deploy passes to the app"),
     Setting(
         "ALERT_WEBHOOK_URL",
@@ -122,6 +127,51 @@ SETTINGS: tuple[Setting, ...] = (
         kind="int",
         low=1,
         high=100,
+    ),
+    Setting(
+        "CANARY_STEPS",
+        "10,50,100",
+        "`inv deploy --canary`: the canary's share of the API's requests at each step, in percent, ending at 100",
+        kind="steps",
+    ),
+    Setting(
+        "CANARY_INTERVAL",
+        "60",
+        "`inv deploy --canary`: seconds each step lasts before its gate",
+        kind="int",
+        low=1,
+        high=3600,
+    ),
+    Setting(
+        "CANARY_MAX_ERROR_PERCENT",
+        "1",
+        "a canary fails when its 5xx ratio is above the live release's by more than this many percentage points",
+        kind="int",
+        low=0,
+        high=100,
+    ),
+    Setting(
+        "CANARY_MAX_P95_PERCENT",
+        "150",
+        "a canary fails when its p95 latency is above this percentage of the live release's (and 25 ms slower)",
+        kind="int",
+        low=100,
+        high=10000,
+    ),
+    Setting(
+        "CANARY_MIN_REQUESTS",
+        "20",
+        "answers a canary needs in a step to be judged on ratios (fewer: the step waits up to two more intervals)",
+        kind="int",
+        low=1,
+        high=1_000_000,
+    ),
+    Setting(
+        "CANARY_STICKY",
+        "off",
+        "cookie: a client stays on the colour it first got for the whole canary (Caddy's cookie policy)",
+        kind="choice",
+        choices=("off", "cookie"),
     ),
     Setting(
         "METRICS_TOKEN",
@@ -322,6 +372,13 @@ def _check(setting: Setting, value: str, source: str) -> None:
                 f"{where} has a host name no DNS name can be (an empty label, a label over 63 characters, "
                 "or characters no host name has)"
             )
+    elif setting.kind == "steps":
+        from ops.release.canary import parse_steps  # here: the settings load nothing they do not need
+
+        try:
+            parse_steps(value)
+        except OpsError as exc:
+            raise SettingsError(f"{exc} ({source})") from None
     elif setting.kind == "choice" and value not in setting.choices:
         raise SettingsError(f"{where} is not one of {', '.join(setting.choices)}")
     elif setting.kind == "image" and not _IMAGE.match(value):

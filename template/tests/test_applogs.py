@@ -164,7 +164,8 @@ def test_lines_split_on_newlines_only_and_merge_on_the_time_they_give() -> None:
     # A logged value with U+2028, NEL or a file separator cannot start a line of its own, with a
     # time of its choosing.
     forged = "x\u2028\x852020-01-01T00:00:00Z forged\u2029end"
-    raw = f'2026-12-03T10:00:01.000Z {{"ts": "2026-12-03T10:00:00.000200Z", "msg": "{forged}"}}\n'.encode()
+    line = json.dumps({"ts": "2026-12-03T10:00:00.000200Z", "msg": forged}, ensure_ascii=False)
+    raw = f"2026-12-03T10:00:01.000Z {line}\n".encode()
     raw += b"2026-12-03T10:00:00.9Z plain text\x1c2020-01-01T00:00:00Z forged\r\n"
     raw += b'2026-12-03T10:00:00.5Z {"ts": 1796292000.0001, "logger": "http.log.access"}\n'
     lines = applogs.split(raw, "c")

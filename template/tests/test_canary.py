@@ -4,7 +4,6 @@ generated, seeded traffic as the app's own histogram would count it."""
 from __future__ import annotations
 
 import random
-from fractions import Fraction
 
 import pytest
 
@@ -19,17 +18,6 @@ def counts(latencies: list[float], errors: int = 0) -> Counts:
     bounds = (*BUCKETS, float("inf"))
     buckets = tuple((bound, float(sum(1 for s in latencies if s <= bound))) for bound in bounds)
     return Counts(float(len(latencies)), float(errors), buckets)
-
-
-def test_the_weights_give_exactly_the_share_and_are_as_small_as_can_be() -> None:
-    for share in range(101):
-        live, new = canary.weights(share)
-        assert Fraction(new, live + new) == Fraction(share, 100)
-        assert (live, new) in {(1, 0), (0, 1)} or Fraction(new, live + new).denominator == live + new
-    assert canary.weights(10) == (9, 1) and canary.weights(50) == (1, 1) and canary.weights(33) == (67, 33)
-    for bad in (-1, 101):
-        with pytest.raises(OpsError, match=r"0\.\.100"):
-            canary.weights(bad)
 
 
 def test_steps_rise_to_100() -> None:
@@ -88,3 +76,19 @@ def test_too_few_answers_are_inconclusive_unless_one_failed() -> None:
     assert canary.judge(counts([0.01] * 5, errors=1), live, 10.0, gate).failed
     # Slow but few: not judged on latency (a handful of answers says little about a p95).
     assert canary.judge(counts([1.0] * 5), live, 10.0, gate).outcome == "inconclusive"
+
+
+def test_the_canary_settings_are_checked_where_they_are_read(tmp_path: object) -> None:
+    from ops import project, settings
+    from ops.project import ROOT
+    from ops.release import deploy
+
+    loaded = settings.load(ROOT, environ={"CANARY_STEPS": "5,25,100", "CANARY_MAX_P95_PERCENT": "200"})
+    made = deploy.canary_plan(loaded, manual=True)
+    assert made.steps == (5, 25, 100) and made.gate.max_latency_ratio == 2.0 and made.manual
+    assert made.interval == 60.0 and made.gate.max_error_ratio == 0.01
+    assert deploy.target(project.load(), settings.load(ROOT, environ={"CANARY_STICKY": "cookie"})).sticky
+    for name, value in [("CANARY_STEPS", "50,10"), ("CANARY_STEPS", "10,50"), ("CANARY_INTERVAL", "0"),
+                        ("CANARY_MAX_P95_PERCENT", "99"), ("CANARY_STICKY", "ip")]:  # fmt: skip
+        with pytest.raises(OpsError, match=name):
+            settings.load(ROOT, environ={name: value})

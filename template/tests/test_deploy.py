@@ -404,3 +404,36 @@ def test_an_engine_lost_mid_task_is_one_line_with_what_to_do() -> None:
     message = str(engine_mod.lost(gone))
     assert "refused a request during the task: No such container: abc123 (HTTP 404;" in message, message
     assert "HTTP_PROXY" not in message and "inv lock --release" in message
+
+
+@pytest.mark.docker
+def test_a_canary_deploy_gates_the_api_then_splits_the_site_and_records_it(engine: Any, stage: Stage) -> None:
+    """`inv deploy --canary` end to end: the backend canary (no traffic here: each step waits its
+    extra intervals, then goes on), then a Netlify branch deploy moved through a split test and
+    published; and `inv deploy` refuses to start while a canary watched by hand runs."""
+    first = deploy.deploy(stage.project, stage.settings, deploy.Options(allow_dirty=True), say=stage.lines.append)
+    quick = stage.settings.override("CANARY_INTERVAL", "1", "test").override("CANARY_STEPS", "10,100", "test")
+    options = deploy.Options(allow_dirty=True, canary=True)
+    report = deploy.deploy(stage.project, quick, options, say=stage.lines.append)
+    assert report.canary is not None and report.canary.promoted
+    [(share, verdict)] = report.canary.verdicts
+    assert share == 10 and verdict.outcome == "inconclusive"  # no requests came: said, not failed
+    assert report.release is not None and report.release.name != first.release.name  # type: ignore[union-attr]
+    test = next(iter(stage.netlify.sites["site-1"].split_tests.values()))
+    assert [event for event, _ in test.history] == ["create", "publish", "unpublish"]
+    assert test.history[0][1] == {"main": 90, "canary": 10} and not test.active
+    published = stage.netlify.published()
+    assert published is not None and published.branch == "canary" and published.id == report.netlify.deploy.id  # type: ignore[union-attr]
+    gateway = proxy.get(engine, stage.settings["PROXY_NAME"])
+    assert records.load(gateway, stage.project.slug)[0].container == report.release.name
+    # Watched by hand: stops at 10 %, Netlify untouched; a plain deploy is refused meanwhile.
+    manual = deploy.deploy(
+        stage.project, quick, deploy.Options(allow_dirty=True, canary=True, manual=True), say=stage.lines.append
+    )
+    assert manual.canary is not None and not manual.canary.promoted and manual.netlify is None
+    assert any("Netlify keeps its live deploy" in line for line in stage.lines)
+    with pytest.raises(deploy.PreflightFailed, match=r"a canary of .* is in progress"):
+        deploy.deploy(stage.project, quick, deploy.Options(allow_dirty=True, netlify=False), say=stage.lines.append)
+    promoted = deploy.canary_promote(stage.project, quick, say=stage.lines.append)
+    assert promoted.name == manual.canary.release.name and deploy.canary_state(stage.project, quick) is None
+    assert records.load(gateway, stage.project.slug)[0].container == promoted.name

@@ -15,7 +15,6 @@ another step's time before it moves on.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 
@@ -35,19 +34,6 @@ def parse_steps(text: str) -> tuple[int, ...]:
             f"CANARY_STEPS={text!r}: each step a percentage in 1..100, rising, the last one 100 (for example 10,50,100)"
         )
     return steps
-
-
-def weights(share: int) -> tuple[int, int]:
-    """(live, canary) whole weights for ``share`` % to the canary, as small as they can be exactly:
-    10 -> (9, 1), 50 -> (1, 1), 25 -> (3, 1), 33 -> (67, 33), 100 -> (0, 1)."""
-    if not 0 <= share <= 100:
-        raise OpsError(f"a canary share is a percentage in 0..100, not {share}")
-    if share == 100:
-        return (0, 1)
-    if share == 0:
-        return (1, 0)
-    common = math.gcd(share, 100 - share)
-    return ((100 - share) // common, share // common)
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,10 @@ is kept for the closing table.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,8 +25,8 @@ from ops.docker import containers, engine, images
 from ops.docker.engine import client_is_local
 from ops.errors import Interrupted, OpsError, SmokeFailed
 from ops.logs import LineSink, Progress
-from ops.netlify import api, publish
-from ops.release import caddy, lock, proxy, records, rollout, swarm
+from ops.netlify import api, publish, split
+from ops.release import caddy, canary, canary_rollout, lock, proxy, records, rollout, swarm
 from ops.release import traffic as traffic_mod
 from ops.settings import Settings
 
@@ -39,6 +41,8 @@ class Options:
     netlify: bool = True
     allow_dirty: bool = False
     new_host: bool = False  # the project moves to another BACKEND_URL host on this Docker host
+    canary: bool = False  # the API's new release gets a growing share of the requests, gated on metrics
+    manual: bool = False  # with canary: stop after the first step for `inv canary promote|abort`
 
 
 Live = rollout.Release | swarm.SwarmRelease  # what serves: a release container, or a swarm service
@@ -51,6 +55,7 @@ class Report:
     image: str = ""
     netlify: publish.Published | None = None
     phases: dict[str, float] = field(default_factory=dict)
+    canary: canary_rollout.Outcome | None = None  # with --canary: its steps and whether it was promoted
     started: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
 
 
@@ -67,6 +72,7 @@ def target(project: proj.Project, settings: Settings) -> rollout.Target:
         ),
         health_timeout=settings.number("HEALTH_TIMEOUT"),
         keep_releases=settings.number("KEEP_RELEASES"),
+        sticky=settings["CANARY_STICKY"] == "cookie",
     )
 
 
@@ -171,6 +177,14 @@ def deploy(
                     swarm.check_proxy_matches(service, target(project, settings).proxy)
         elif options.backend:
             swarm.refuse_swarm_proxy(client, target(project, settings).proxy)
+            going = canary_rollout.state(client, target(project, settings))
+            if going is not None:
+                raise PreflightFailed(
+                    f"a canary of {project.slug} is in progress ({going.canary.name} at {going.share:.0f}%): "
+                    "`inv canary promote` or `inv canary abort` first"
+                )
+        if options.canary and on_swarm(settings) and options.backend:
+            raise PreflightFailed("--canary runs on one Docker host (DEPLOY_TARGET=host) so far; not on a swarm")
         shared = gateway_of(client, settings)
         if options.backend and shared is not None:  # the host's proxy, as this project would use it
             if not on_swarm(settings):
@@ -185,10 +199,20 @@ def deploy(
         say(f"Deploy lock taken on {engine.engine_address(settings['DOCKER_HOST'])}")
         try:
             if options.backend:
-                _backend(client, project, settings, revision, report, phases, say, on_line, on_progress, node=node)
+                _backend(
+                    client, project, settings, revision, report, phases, say, on_line, on_progress,
+                    node=node, options=options,
+                )  # fmt: skip
             if files is not None:
                 in_maintenance = proxy.in_maintenance(gateway_of(client, settings), project.slug)
-                _netlify(files, project, settings, revision, report, phases, say, on_progress, in_maintenance)
+                if report.canary is not None and not report.canary.promoted:
+                    say(
+                        "Netlify keeps its live deploy while the API's canary is watched: after `inv canary "
+                        "promote`, `inv deploy --netlify-only` ships the front end"
+                    )
+                else:
+                    plan = canary_plan(settings) if options.canary else None
+                    _netlify(files, project, settings, revision, report, phases, say, on_progress, in_maintenance, plan)
         except KeyboardInterrupt:
             # Whatever went live is recorded (a backend switched before a drain or Netlify was cut short).
             live = live_of(client, settings, project.slug) if options.backend else None
@@ -246,7 +270,9 @@ def _backend(
     on_progress: Progress | None = None,
     *,
     node: str = "",
+    options: Options | None = None,
 ) -> None:
+    options = options or Options()
     tag = revision.removesuffix("-dirty")[:12] + ("-dirty" if revision.endswith("-dirty") else "")
     with phases.phase("build"):
         built = images.build_project(
@@ -274,6 +300,14 @@ def _backend(
         )
     report.image = reference
     say(f"Pushed {reference}")
+    if options.canary and not on_swarm(settings):
+        outcome = canary_rollout.roll_out(
+            client, target(project, settings), image, canary_plan(settings, manual=options.manual),
+            version=project.version, revision=revision, digest=reference, environment=environment, on_line=say,
+        )  # fmt: skip
+        report.canary = outcome
+        report.release = outcome.release if outcome.promoted else None
+        return
     if on_swarm(settings):
         login(client, settings)
         report.release = swarm.roll_out(
@@ -313,7 +347,11 @@ def _netlify(
     say: LineSink,
     on_progress: Progress | None = None,
     maintenance_on: bool = False,
+    plan: canary_rollout.Plan | None = None,
 ) -> None:
+    """The front end: a draft, smoke-tested, then published. With a canary ``plan``, a branch
+    deploy instead, given the plan's shares of the site's visitors through a Netlify split test,
+    then published (or, on an error or Ctrl-C, the split test ended and nothing published)."""
     with netlify_client(settings, on_retry=lambda line: say(f"Netlify: {line}")) as netlify:
         with phases.phase("netlify"):
             done = publish.deploy_draft(
@@ -321,6 +359,7 @@ def _netlify(
                 settings["NETLIFY_SITE_ID"],
                 files,
                 title=f"{project.slug} {revision[:12]}",
+                branch=split.CANARY_BRANCH if plan else "",
                 on_progress=say,
                 on_count=on_progress,
             )
@@ -347,9 +386,33 @@ def _netlify(
                     )
                 raise SmokeFailed(message, detail=exc.detail) from None
         with phases.phase("publish"):
-            publish.publish(netlify, settings["NETLIFY_SITE_ID"], done.deploy.id)
+            if plan is None:
+                publish.publish(netlify, settings["NETLIFY_SITE_ID"], done.deploy.id)
+            else:
+                _split(netlify, settings, done.deploy.id, plan, say)
         report.netlify = done  # published: what the record names
         say(f"Published Netlify deploy {done.deploy.id}")
+
+
+def _split(
+    netlify: api.NetlifyClient, settings: Settings, deploy_id: str, plan: canary_rollout.Plan, say: LineSink
+) -> None:
+    """The site's split test through the plan's steps (each for its interval), then the canary
+    branch's deploy published and the test ended; ended without publishing on any failure."""
+    site_id, production = settings["NETLIFY_SITE_ID"], settings["NETLIFY_PRODUCTION_BRANCH"]
+    rollout_ = split.SplitRollout(netlify, site_id, production, say=say)
+    try:
+        for share in plan.steps:
+            if share == 100:
+                break
+            rollout_.step(share)
+            time.sleep(plan.interval)
+        rollout_.finish(deploy_id)
+    except BaseException:
+        with contextlib.suppress(OpsError):
+            rollout_.abort()
+        say("Netlify: the split test was ended; the live deploy is unchanged")
+        raise
 
 
 def preview(
@@ -379,6 +442,55 @@ def preview(
     except SmokeFailed as exc:
         raise SmokeFailed(f"{exc}; the draft {done.deploy.url} is not a working preview", detail=exc.detail) from None
     return done
+
+
+def canary_plan(settings: Settings, *, manual: bool = False) -> canary_rollout.Plan:
+    """The canary's steps and gate, from the CANARY_* settings."""
+    return canary_rollout.Plan(
+        steps=canary.parse_steps(settings["CANARY_STEPS"]),
+        interval=float(settings.number("CANARY_INTERVAL")),
+        gate=canary.Gate(
+            max_error_ratio=settings.number("CANARY_MAX_ERROR_PERCENT") / 100,
+            max_latency_ratio=settings.number("CANARY_MAX_P95_PERCENT") / 100,
+            min_requests=settings.number("CANARY_MIN_REQUESTS"),
+        ),
+        manual=manual,
+    )
+
+
+def canary_state(project: proj.Project, settings: Settings) -> canary_rollout.State | None:
+    return canary_rollout.state(_client(settings), target(project, settings))
+
+
+def canary_figures(project: proj.Project, settings: Settings, found: canary_rollout.State, window: float = 5.0) -> str:
+    """The gate's comparison over the last ``window`` seconds, as `inv canary status` shows it."""
+    plan = canary_plan(settings)
+    first_live, first_canary = traffic_mod.scrape(found.live.container), traffic_mod.scrape(found.canary.container)
+    time.sleep(window)
+    verdict = canary.judge(
+        traffic_mod.scrape(found.canary.container) - first_canary,
+        traffic_mod.scrape(found.live.container) - first_live,
+        window,
+        plan.gate,
+    )
+    return verdict.describe()
+
+
+def canary_promote(project: proj.Project, settings: Settings, *, say: LineSink) -> rollout.Release:
+    """`inv canary promote`: under the deploy lock; recorded as the deploy it finishes."""
+    client = _client(settings)
+    found = canary_rollout.state(client, target(project, settings))
+    with lock.held(client, project.slug, revision=found.canary.revision if found else "", action="canary promote"):
+        release = canary_rollout.promote(client, target(project, settings), on_line=say)
+        report = Report(release.revision, release=release, image=release.digest or release.image)
+        _record(client, project, settings, release.revision, report)
+    return release
+
+
+def canary_abort(project: proj.Project, settings: Settings, *, say: LineSink) -> rollout.Release:
+    client = _client(settings)
+    with lock.held(client, project.slug, action="canary abort"):
+        return canary_rollout.abort(client, target(project, settings), on_line=say)
 
 
 def release_environment(settings: Settings) -> dict[str, str]:

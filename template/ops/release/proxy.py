@@ -293,6 +293,7 @@ def remove_site(proxy: Container, slug: str) -> None:
     proxy.exec_run(
         ["rm", "-f", f"{caddy.SITES_DIR}/{name}", f"{caddy.METRICS_DIR}/{name}", caddy.maintenance_file(slug)]
     )
+    proxy.exec_run(["rm", "-rf", caddy.split_dir(slug)])
 
 
 def set_maintenance(proxy: Container, slug: str, on: bool, retry_after: int) -> None:
@@ -304,6 +305,51 @@ def set_maintenance(proxy: Container, slug: str, on: bool, retry_after: int) -> 
         if code != 0:
             text = output.decode("utf-8", "replace") if isinstance(output, bytes) else str(output)
             raise ProxyError(f"could not end maintenance: {logs.short_tail(text)}")
+
+
+def set_split(proxy: Container, site: caddy.Site, shares: dict[str, int] | None) -> float:
+    """Send each request bucket of the project to an upstream by the files in its split directory
+    (no reload): ``shares`` maps upstreams to percentages adding up to 100, the buckets given out
+    in order (so one that went to the canary at 10 % stays with it at 50 %); ``None`` removes
+    every file (the usual rotation). Files are added before stale ones go, so no bucket is ever
+    without one midway. Returns the canary's exact share (the last upstream's): buckets / 256."""
+    names = caddy.bucket_names()
+    wanted: set[str] = set()
+    given = 0
+    exact = 0.0
+    if shares is not None:
+        if sum(shares.values()) != 100 or any(not 0 <= s <= 100 for s in shares.values()):
+            raise ProxyError(f"a split's shares add up to 100: {shares}")
+        for index, (upstream, share) in enumerate(shares.items()):
+            count = len(names) - given if index == len(shares) - 1 else round(share * len(names) / 100)
+            wanted |= {caddy.split_file(bucket, upstream) for bucket in names[given : given + count]}
+            given += count
+            exact = 100 * count / len(names)
+    every = {caddy.split_file(bucket, upstream) for bucket in names for upstream in site.upstreams}
+    directory = caddy.split_dir(site.slug)
+    script = (
+        f"set -e; mkdir -p {directory}; cd {directory}; "
+        + (f"touch {' '.join(sorted(wanted))}; " if wanted else "")
+        + f"rm -f {' '.join(sorted(every - wanted))}"
+    )
+    code, output = proxy.exec_run(["sh", "-c", script])
+    if code != 0:
+        text = output.decode("utf-8", "replace") if isinstance(output, bytes) else str(output)
+        raise ProxyError(f"could not set the split of {site.slug}: {logs.short_tail(text)}")
+    return exact
+
+
+def split_now(proxy: Container, site: caddy.Site) -> dict[str, int]:
+    """How many buckets each upstream has now (empty: the usual rotation)."""
+    _, output = proxy.exec_run(["sh", "-c", f"ls {caddy.split_dir(site.slug)} 2>/dev/null || true"])
+    text = output.decode("utf-8", "replace") if isinstance(output, bytes) else str(output)
+    counted: dict[str, int] = {}
+    for upstream in site.upstreams:
+        suffix = "." + upstream.rpartition(":")[0]
+        found = sum(1 for name in text.split() if name.endswith(suffix))
+        if found:
+            counted[upstream] = found
+    return counted
 
 
 def in_maintenance(proxy: Container | None, slug: str) -> bool:

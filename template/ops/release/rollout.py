@@ -70,6 +70,7 @@ class Target:
     keep_releases: int = 3
     memory: str = "512m"
     cpus: float = 1.0
+    sticky: bool = False  # CANARY_STICKY=cookie: a canary keeps each client on one colour
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,7 @@ def alias(slug: str, colour: str) -> str:
 def site(target: Target) -> caddy.Site:
     """The project's site block: both colours, whichever runs."""
     upstreams = tuple(caddy.upstream(alias(target.slug, colour), target.container_port) for colour in COLOURS)
-    return caddy.Site(target.slug, target.backend_url, upstreams)
+    return caddy.Site(target.slug, target.backend_url, upstreams, sticky=target.sticky)
 
 
 def start_release(

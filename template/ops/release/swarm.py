@@ -770,7 +770,8 @@ def _wait_gone(client: docker.DockerClient, name: str, timeout: float = 120) -> 
     """Until the removed service's task containers on this node are gone (drained)."""
 
     def probe() -> None:
-        left = client.containers.list(all=True, filters={"label": f"com.docker.swarm.service.name={name}"})
+        # sparse: no inspect of each, which fails for one removed meanwhile
+        left = client.containers.list(all=True, sparse=True, filters={"label": f"com.docker.swarm.service.name={name}"})
         if left:
             raise NotReady(f"{len(left)} task container(s) still stopping")
 

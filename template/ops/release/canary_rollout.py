@@ -1,0 +1,262 @@
+"""A canary deploy on one Docker host: the new colour beside the live one, given a share of the
+API's requests step by step through the proxy, gated between steps on both releases' own metrics.
+
+The split is files, not a Caddy reload (:func:`ops.release.proxy.set_split`): each request falls
+in one of 256 buckets, and a file per bucket names the colour it goes to. A reload would close
+Caddy's idle keep-alive connections and fail the requests clients sent on them just then.
+
+1. Every bucket is given to the live colour, so the canary gets no request before the deploy
+   gives it some (its health check would otherwise put it in the usual rotation at once).
+2. The canary starts, passes its health gate and is warmed, as in a full deploy.
+3. Each step of ``Plan.steps`` below 100 gives the canary that share of the buckets, waits
+   ``Plan.interval`` seconds, and compares what each release answered in those seconds
+   (:func:`ops.release.canary.judge`). A failed gate gives every bucket back to the live colour
+   at once, stops and removes the canary, and raises :class:`CanaryFailed` with the comparison.
+   So does an error or Ctrl-C.
+4. At 100 every bucket is the canary's; the old colour is drained, the split files removed (the
+   usual rotation, with one colour running), the release confirmed through the proxy, and old
+   releases pruned.
+
+``Plan.manual`` stops after the first step's gate, leaving the canary at that share for a
+person to watch; :func:`promote` and :func:`abort` (``inv canary promote|abort``) end it, and
+:func:`state` (``inv canary status``) reads it back from the split files and the releases.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import docker
+from docker.models.containers import Container
+
+from ops.docker import containers
+from ops.errors import OpsError
+from ops.logs import LineSink
+from ops.release import caddy, proxy, rollout, traffic
+from ops.release.canary import DEFAULT_STEPS, Gate, Verdict, judge
+
+
+class CanaryFailed(OpsError):
+    """The canary's gate failed: traffic is back on the live release and the canary is gone."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    steps: tuple[int, ...] = DEFAULT_STEPS
+    interval: float = 60.0  # seconds per step
+    gate: Gate = field(default_factory=Gate)
+    manual: bool = False
+    extend: int = 2  # more intervals a step may take while too few requests came to judge it
+
+
+@dataclass
+class Outcome:
+    release: rollout.Release  # the canary's release (live now, unless left midway by hand)
+    promoted: bool
+    verdicts: list[tuple[int, Verdict]] = field(default_factory=list)  # (share, verdict) per judged step
+    shares: list[float] = field(default_factory=list)  # the exact share of each step (buckets / 256)
+
+
+def _upstream(target: rollout.Target, colour: str) -> str:
+    return caddy.upstream(rollout.alias(target.slug, colour), target.container_port)
+
+
+def give(gateway: Container, target: rollout.Target, live: str, canary: str, share: int) -> float:
+    """``share`` % of the buckets to the ``canary`` colour, the rest to ``live``; the exact share."""
+    shares = {_upstream(target, live): 100 - share, _upstream(target, canary): share}
+    return proxy.set_split(gateway, rollout.site(target), shares)
+
+
+def roll_out(
+    client: docker.DockerClient,
+    target: rollout.Target,
+    image: str,
+    plan: Plan,
+    *,
+    version: str,
+    revision: str,
+    digest: str = "",
+    environment: Mapping[str, str] | None = None,
+    on_line: LineSink | None = None,
+    confirm_through: Callable[[str, str], None] | None = rollout.confirm,
+    scrape: Callable[[Container], traffic.Counts] = traffic.scrape,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Outcome:
+    say = on_line or (lambda line: None)
+    live = rollout.live_release(client, target.slug)
+    if live is None:
+        say("Nothing is live to compare a canary with: this first release is deployed in full")
+        release = rollout.roll_out(
+            client, target, image, version=version, revision=revision, digest=digest,
+            environment=environment, on_line=say, confirm_through=confirm_through,
+        )  # fmt: skip
+        return Outcome(release, promoted=True)
+    gateway = proxy.ensure(client, target.proxy, target.slug)
+    usual = rollout.site(target)
+    if proxy.read_site(gateway, target.slug) != caddy.render(usual):
+        say(f"Updating {target.backend_url} in the shared proxy for the split (a reload)")
+        proxy.apply_site(gateway, usual)
+    colour = rollout.COLOURS[1] if live.colour == rollout.COLOURS[0] else rollout.COLOURS[0]
+    give(gateway, target, live.colour, colour, 0)  # pinned: the canary's health check must not bring it traffic
+    say(f"Starting the canary {colour} ({version}, {revision[:12]}) beside {live.name}; it gets no request yet")
+    name = f"{target.slug}-{colour}-{revision[:12] or 'unknown'}-{uuid.uuid4().hex[:6]}"
+    try:
+        new = rollout.start_release(
+            client, target, image, version=version, revision=revision, digest=digest,
+            environment=environment or {}, colour=colour, name=name,
+        )  # fmt: skip
+        started = containers.wait_healthy(new, timeout=target.health_timeout)
+        rollout.warm(new)
+    except BaseException as exc:
+        containers.remove_named(client, name)
+        proxy.set_split(gateway, usual, None)
+        if isinstance(exc, OpsError):
+            raise rollout.RolloutFailed(f"{exc}; the canary was removed and {live.name} keeps serving") from None
+        raise
+    say(f"The canary {new.container.name} is healthy after {started:.1f}s")
+    canary = next(r for r in rollout.releases(client, target.slug) if r.name == new.container.name)
+    outcome = Outcome(canary, promoted=False)
+    try:
+        for share in plan.steps:
+            exact = give(gateway, target, live.colour, colour, share)
+            outcome.shares.append(exact)
+            if share == 100:
+                break
+            say(
+                f"Canary at {share}% of the API's requests ({exact:.1f}%); "
+                f"comparing it with {live.name} for {plan.interval:g}s"
+            )
+            verdict = observe(live.container, canary.container, plan, scrape=scrape, sleep=sleep)
+            outcome.verdicts.append((share, verdict))
+            say(f"At {share}%: {verdict.describe()}")
+            if verdict.failed:
+                raise CanaryFailed(
+                    f"the canary failed its gate at {share}%: {'; '.join(verdict.reasons)}. Every request is "
+                    f"back on {live.name}, and the canary was stopped and removed"
+                )
+            if plan.manual:
+                say(
+                    f"The canary stays at {share}% for you to watch: `inv canary status`, then `inv canary promote` "
+                    "or `inv canary abort`"
+                )
+                return outcome
+    except BaseException:
+        _back(client, target, gateway, live, canary)
+        raise
+    outcome.release = finish(client, target, gateway, canary, say, confirm_through)
+    outcome.promoted = True
+    return outcome
+
+
+def _back(
+    client: docker.DockerClient,
+    target: rollout.Target,
+    gateway: Container,
+    live: rollout.Release,
+    canary: rollout.Release,
+) -> None:
+    """Every request back on ``live`` first, then the canary stopped and removed, then the usual rotation."""
+    give(gateway, target, live.colour, canary.colour, 0)
+    containers.stop(canary.container, timeout=containers.stop_timeout_of(canary.container))
+    containers.remove(canary.container)
+    proxy.set_split(gateway, rollout.site(target), None)
+
+
+def observe(
+    live: Container,
+    canary: Container,
+    plan: Plan,
+    *,
+    scrape: Callable[[Container], traffic.Counts] = traffic.scrape,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Verdict:
+    """Both releases' answers over one step (longer, up to ``plan.extend`` more intervals, while
+    too few came to judge), and the gate's verdict on them."""
+    first_live, first_canary = scrape(live), scrape(canary)
+    started = time.monotonic()
+    verdict: Verdict | None = None
+    for _ in range(1 + plan.extend):
+        sleep(plan.interval)
+        seconds = max(time.monotonic() - started, 1e-9)
+        verdict = judge(scrape(canary) - first_canary, scrape(live) - first_live, seconds, plan.gate)
+        if verdict.outcome != "inconclusive":
+            return verdict
+    assert verdict is not None
+    return verdict
+
+
+def finish(
+    client: docker.DockerClient,
+    target: rollout.Target,
+    gateway: Container,
+    canary: rollout.Release,
+    say: LineSink,
+    confirm_through: Callable[[str, str], None] | None = rollout.confirm,
+) -> rollout.Release:
+    """Every request is the canary's: drain the old colour, then the usual rotation, and confirm."""
+    rollout.drain(client, target.slug, keep=canary.name, on_line=say)
+    proxy.set_split(gateway, rollout.site(target), None)
+    rollout.confirm_switch(gateway, target, canary.revision, confirm_through, say)
+    rollout.prune(client, target.slug, keep=target.keep_releases, on_line=say)
+    return next(r for r in rollout.releases(client, target.slug) if r.name == canary.name)
+
+
+@dataclass(frozen=True)
+class State:
+    """A canary in progress: both releases, and the canary's share of the requests."""
+
+    live: rollout.Release
+    canary: rollout.Release
+    share: float  # percent
+
+
+def state(client: docker.DockerClient, target: rollout.Target) -> State | None:
+    """The canary in progress (two releases run and the split files divide them), or None."""
+    gateway = proxy.get(client, target.proxy.name)
+    if gateway is None:
+        return None
+    running = [r for r in rollout.releases(client, target.slug) if r.running]
+    if len(running) < 2:
+        return None
+    split = proxy.split_now(gateway, rollout.site(target))
+    if not split:
+        return None
+    canary, live = running[0], running[1]  # the newest is the canary
+    mine = split.get(_upstream(target, canary.colour), 0)
+    return State(live, canary, 100.0 * mine / caddy.SPLIT_BUCKETS)
+
+
+def promote(
+    client: docker.DockerClient,
+    target: rollout.Target,
+    *,
+    on_line: LineSink | None = None,
+    confirm_through: Callable[[str, str], None] | None = rollout.confirm,
+) -> rollout.Release:
+    """``inv canary promote``: every request to the canary, the old colour drained."""
+    say = on_line or (lambda line: None)
+    found = _in_progress(client, target)
+    gateway = proxy.ensure(client, target.proxy, target.slug)
+    give(gateway, target, found.live.colour, found.canary.colour, 100)
+    say(f"Every request goes to {found.canary.name}")
+    return finish(client, target, gateway, found.canary, say, confirm_through)
+
+
+def abort(client: docker.DockerClient, target: rollout.Target, *, on_line: LineSink | None = None) -> rollout.Release:
+    """``inv canary abort``: every request back on the live release, the canary stopped and removed."""
+    say = on_line or (lambda line: None)
+    found = _in_progress(client, target)
+    gateway = proxy.ensure(client, target.proxy, target.slug)
+    say(f"Every request back on {found.live.name}; stopping the canary {found.canary.name}")
+    _back(client, target, gateway, found.live, found.canary)
+    return found.live
+
+
+def _in_progress(client: docker.DockerClient, target: rollout.Target) -> State:
+    found = state(client, target)
+    if found is None:
+        raise OpsError(f"no canary of {target.slug} is in progress on this Docker host (`inv status` shows what runs)")
+    return found

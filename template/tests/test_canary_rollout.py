@@ -1,0 +1,221 @@
+"""A canary deploy on a real engine, through a real Caddy, under a bounded loopback load: a good
+canary goes 10 -> 50 -> 100 with no failed request and about the share it was given at each
+step; one that fails some requests, or answers three times slower, is caught at the first step
+and every request is back on the live release; and one watched by hand is promoted or aborted.
+
+The releases are the project's own image with a fault added for the test (not in the product):
+a request with ``X-Fault: 1`` waits ``FAULT_DELAY`` seconds and fails with a 500 with
+probability ``FAULT_RATE``, both from the release's environment.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from ops.release import canary, canary_rollout, proxy, rollout
+from tests.test_rollout import Host, app_images, host  # noqa: F401 (the fixtures)
+
+FAULT = """
+
+@bp.before_app_request
+def _injected_fault():  # added by tests/test_canary_rollout.py: never in the product
+    import os
+    import random
+    import time as _time
+
+    if request.headers.get("X-Fault") == "1":
+        delay = float(os.environ.get("FAULT_DELAY") or 0)
+        if delay:
+            _time.sleep(delay)
+        if random.random() < float(os.environ.get("FAULT_RATE") or 0):
+            abort(500)
+"""
+
+
+@pytest.fixture(scope="module")
+def faulty(engine: Any, app_images: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> str:  # noqa: F811
+    context = tmp_path_factory.mktemp("faulty")
+    (context / "fault.py").write_text(FAULT)
+    (context / "Dockerfile").write_text(
+        f"FROM {app_images['rev-two']}\n"
+        "USER 0\n"
+        "COPY fault.py /tmp/fault.py\n"
+        "RUN cat /tmp/fault.py >> /app/api/routes.py && rm /tmp/fault.py\n"
+        "USER 10001:10001\n"
+        "ENV APP_VERSION=faulty APP_REVISION=rev-faulty\n"
+    )
+    tag = app_images["rev-two"].rpartition(":")[0] + ":faulty"
+    engine.images.build(path=str(context), tag=tag, rm=True, forcerm=True)
+    return tag
+
+
+class Load:
+    """Clients asking /api/version (with ``X-Fault: 1``) until stopped; each answer's time, status
+    and the version that answered it (``X-App-Version``, on errors too)."""
+
+    def __init__(self, url: str, clients: int = 6) -> None:
+        self.url = url
+        self.answers: list[tuple[float, int, str]] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+        self._lock = threading.Lock()
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=10, headers={"X-Fault": "1"}) as http:
+            while not self._stop.is_set():
+                try:
+                    answer = http.get(self.url + "/api/version")
+                    found = (time.monotonic(), answer.status_code, answer.headers.get("X-App-Version", ""))
+                except httpx.HTTPError as exc:
+                    found = (time.monotonic(), 0, type(exc).__name__)
+                with self._lock:
+                    self.answers.append(found)
+
+    def between(self, start: float, end: float) -> list[tuple[float, int, str]]:
+        with self._lock:
+            return [a for a in self.answers if start <= a[0] < end]
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        time.sleep(0.5)
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(20)
+
+
+class Said:
+    """The deploy's lines, each with the time it was said."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[float, str]] = []
+
+    def __call__(self, line: str) -> None:
+        self.lines.append((time.monotonic(), line))
+
+    def at(self, needle: str) -> float:
+        return next(at for at, line in self.lines if needle in line)
+
+
+@pytest.fixture
+def live(engine: Any, host: Host, faulty: str) -> Iterator[rollout.Release]:  # noqa: F811
+    """The faulty image as the live release, healthy and fault-free ("1"), ready for a canary."""
+    yield rollout.roll_out(engine, host.target, faulty, version="1", revision="rev-live", environment=env("rev-live"))
+
+
+def env(revision: str, **extra: str) -> dict[str, str]:
+    """The release's environment: /api/version and X-App-Version name it, then the faults."""
+    return {"APP_REVISION": revision, "APP_VERSION": revision.removeprefix("rev-"), **extra}
+
+
+def plan(**changes: Any) -> canary_rollout.Plan:
+    return canary_rollout.Plan(steps=(10, 50, 100), interval=4.0, gate=canary.Gate(min_requests=20), **changes)
+
+
+@pytest.mark.docker
+def test_a_good_canary_goes_10_50_100_with_no_failed_request_at_about_each_share(
+    engine: Any,
+    host: Host,  # noqa: F811
+    live: rollout.Release,
+    faulty: str,
+) -> None:
+    said = Said()
+    with Load(host.url) as load:
+        time.sleep(1)
+        outcome = canary_rollout.roll_out(
+            engine, host.target, faulty, plan(), version="2", revision="rev-canary",
+            environment=env("rev-canary"), on_line=said,
+        )  # fmt: skip
+        time.sleep(1)
+    assert outcome.promoted and [share for share, _ in outcome.verdicts] == [10, 50]
+    assert all(v.outcome == "pass" for _, v in outcome.verdicts), [v.describe() for _, v in outcome.verdicts]
+    statuses = [status for _, status, _ in load.answers]
+    assert statuses and set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
+    for share in (10, 50):
+        start, end = said.at(f"Canary at {share}%"), said.at(f"At {share}%:")
+        answered = load.between(start + 0.5, end)  # the reload's first moments left out
+        observed = 100 * sum(1 for *_, v in answered if v == "canary") / len(answered)
+        assert abs(observed - share) <= 6, f"{observed:.1f}% of {len(answered)} at the {share}% step"
+    # Promoted: the old colour drained, the usual site back, the canary's revision live.
+    assert [r.revision for r in rollout.releases(engine, host.target.slug) if r.running] == ["rev-canary"]
+    assert canary_rollout.state(engine, host.target) is None
+    assert httpx.get(host.url + "/api/version").json()["revision"] == "rev-canary"
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize(
+    ("environment", "reason"),
+    [({"FAULT_RATE": "0.3"}, "5xx"), ({"FAULT_DELAY": "0.06"}, "p95")],
+    ids=["errors", "three-times-slower"],
+)
+def test_a_bad_canary_is_caught_at_the_first_step_and_only_its_requests_failed(
+    engine: Any,
+    host: Host,  # noqa: F811
+    faulty: str,
+    environment: dict[str, str],
+    reason: str,
+) -> None:
+    base = {"FAULT_DELAY": "0.02"} if reason == "p95" else {}  # the slow canary: 3x the live one's 20 ms
+    rollout.roll_out(engine, host.target, faulty, version="1", revision="rev-live", environment=env("rev-live", **base))
+    said = Said()
+    with Load(host.url) as load:
+        time.sleep(1)
+        with pytest.raises(canary_rollout.CanaryFailed, match=f"failed its gate at 10%: {reason}"):
+            canary_rollout.roll_out(
+                engine, host.target, faulty, plan(), version="2", revision="rev-canary",
+                environment=env("rev-canary", **environment), on_line=said,
+            )  # fmt: skip
+        reverted = time.monotonic()
+        time.sleep(2)
+    # Every request back on the live release; the canary is gone; the usual site is back.
+    assert [r.revision for r in rollout.releases(engine, host.target.slug)] == ["rev-live"]
+    assert canary_rollout.state(engine, host.target) is None
+    gateway = proxy.get(engine, host.target.proxy.name)
+    assert gateway is not None and "lb_policy" not in (proxy.read_site(gateway, host.target.slug)[0] or "")
+    failed = [a for a in load.answers if a[1] != 200]
+    assert all(version == "canary" for _, status, version in failed if status == 500), failed[:5]
+    assert not [a for a in failed if a[1] != 500], failed[:5]  # nothing but the canary's own 500s
+    assert not [a for a in load.between(reverted + 0.5, float("inf")) if a[2] == "canary"]
+    canary_share = sum(1 for a in load.between(said.at("Canary at 10%"), reverted) if a[2] == "canary")
+    if reason == "5xx":
+        assert 0 < len(failed) <= canary_share  # only requests the canary answered failed
+    else:
+        assert failed == []
+
+
+@pytest.mark.docker
+def test_a_canary_watched_by_hand_is_promoted_or_aborted(
+    engine: Any,
+    host: Host,  # noqa: F811
+    live: rollout.Release,
+    faulty: str,
+) -> None:
+    outcome = canary_rollout.roll_out(
+        engine, host.target, faulty, plan(manual=True), version="2", revision="rev-canary",
+        environment=env("rev-canary"),
+    )  # fmt: skip
+    assert not outcome.promoted and [share for share, _ in outcome.verdicts] == [10]
+    found = canary_rollout.state(engine, host.target)
+    assert found is not None and found.share == 100 * 26 / 256 and found.live.name == live.name  # 26 of 256 buckets
+    assert found.canary.revision == "rev-canary"
+    aborted = canary_rollout.abort(engine, host.target)
+    assert aborted.name == live.name and canary_rollout.state(engine, host.target) is None
+    assert [r.revision for r in rollout.releases(engine, host.target.slug)] == ["rev-live"]
+    with pytest.raises(Exception, match="no canary"):
+        canary_rollout.promote(engine, host.target)
+    canary_rollout.roll_out(
+        engine, host.target, faulty, plan(manual=True), version="3", revision="rev-third",
+        environment=env("rev-third"),
+    )  # fmt: skip
+    promoted = canary_rollout.promote(engine, host.target)
+    assert promoted.revision == "rev-third" and canary_rollout.state(engine, host.target) is None
+    assert [r.revision for r in rollout.releases(engine, host.target.slug) if r.running] == ["rev-third"]
