@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tools import bench_deploy, bench_ops, bench_swarm
+from tools import bench_canary, bench_deploy, bench_ops, bench_swarm
 from tools.generated import REPO, free_port, netlify_cli, offline_base_image, project_ops, render
 
 SLUG = "bench-svc"
@@ -61,6 +61,10 @@ TARGETS = {
     "swarm.scale.to_2.failed": ("<=", 0),
     "swarm.scale.to_4.failed": ("<=", 0),
     "swarm.rollback.failed": ("<=", 0),
+    # The canary (issue 11): a good one fails nothing; a bad one caught at 10 % fails far fewer
+    # requests than the same release switched in full for as long.
+    "canary.good_canary.failed": ("<=", 0),
+    "canary.failed_ratio_canary_over_full": ("<", 0.25),
 }
 
 
@@ -240,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     results["deploy"] = bench_deploy.bench(target, base, client)
     results["swarm"] = bench_swarm.bench(target, base, client)
     results["ops"] = bench_ops.bench(target, base, client)
+    results["canary"] = bench_canary.bench(target, base, client)
     results["healthz_rps_over_bare"] = round(load["flask_healthz"]["rps"] / load["bare_healthz"]["rps"], 3)
     results["api_rps_over_bare"] = round(load["flask_api"]["rps"] / load["bare_healthz"]["rps"], 3)
     results["flaskmin_rps_over_bare"] = round(load["flaskmin_healthz"]["rps"] / load["bare_healthz"]["rps"], 3)
@@ -477,6 +482,29 @@ def print_table(results: dict[str, Any]) -> None:
         )
         rows.append(("alert: OOM kill to webhook", f"{ops['oom_to_webhook_ms']:.0f} ms", "from the allocation"))
         rows.append(("alert: restarted release to RESOLVED", f"{ops['start_to_resolved_s']:.1f} s", "health-gated"))
+    gradual = results.get("canary", {})
+    if gradual:
+        bad, full = gradual["bad_canary"], gradual["full_switch"]
+        rows.append(
+            (
+                "failed requests: bad canary caught at 10 %",
+                f"{bad['failed']}",
+                f"of {bad['requests']}; a full switch of it for as long: {full['failed']} of {full['requests']} "
+                f"(ratio {gradual['failed_ratio_canary_over_full']})",
+            )
+        )
+        rows.append(
+            (
+                "canary: first step to canary removed",
+                f"{bad['detect_and_remove_s']:.1f} s",
+                f"steps of {gradual['interval_s']:g} s",
+            )
+        )
+        good = gradual["good_canary"]
+        shares = ", ".join(
+            f"{k} %: {v['observed']:.1f} (buckets {v['buckets']:.1f})" for k, v in good["shares"].items()
+        )
+        rows.append(("good canary: observed share by step", shares, f"{good['failed']} failed requests"))
     for who in ("ours", "netlify_cli"):
         steps = netlify.get(who)
         if isinstance(steps, dict):

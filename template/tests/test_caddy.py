@@ -217,7 +217,11 @@ def test_a_canary_split_is_files_per_request_bucket_with_the_usual_rotation_behi
     assert caddy.split_dir("orders") in text and '"{http.request.uuid}"' in text
     proxying = [h for r in server["routes"] for h in handlers(r) if h["handler"] == "reverse_proxy"]
     dials = [[u["dial"] for u in h["upstreams"]] for h in proxying]
-    assert dials == [["orders-blue:8080"], ["orders-green:8080"], ["orders-blue:8080", "orders-green:8080"]]
+    blue_first, green_first = ["orders-blue:8080", "orders-green:8080"], ["orders-green:8080", "orders-blue:8080"]
+    assert dials == [blue_first, green_first, blue_first]
+    # A bucket's colour first, the other behind it: a file naming a colour that is down costs nothing.
+    policies = [h.get("load_balancing", {}).get("selection_policy", {}).get("policy") for h in proxying]
+    assert policies == ["first", "first", None]
     assert ("Set-Cookie" in text) is sticky
     assert caddy.split_file("0a", "orders-green:8080") == "0a.orders-green"
     assert len(caddy.bucket_names()) == caddy.SPLIT_BUCKETS == len(set(caddy.bucket_names()))

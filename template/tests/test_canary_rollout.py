@@ -180,7 +180,7 @@ def test_a_bad_canary_is_caught_at_the_first_step_and_only_its_requests_failed(
     assert [r.revision for r in rollout.releases(engine, host.target.slug)] == ["rev-live"]
     assert canary_rollout.state(engine, host.target) is None
     gateway = proxy.get(engine, host.target.proxy.name)
-    assert gateway is not None and "lb_policy" not in (proxy.read_site(gateway, host.target.slug)[0] or "")
+    assert gateway is not None and not proxy.split_now(gateway, rollout.site(host.target))  # no split file left
     failed = [a for a in load.answers if a[1] != 200]
     assert all(version == "canary" for _, status, version in failed if status == 500), failed[:5]
     assert not [a for a in failed if a[1] != 500], failed[:5]  # nothing but the canary's own 500s
@@ -219,3 +219,23 @@ def test_a_canary_watched_by_hand_is_promoted_or_aborted(
     promoted = canary_rollout.promote(engine, host.target)
     assert promoted.revision == "rev-third" and canary_rollout.state(engine, host.target) is None
     assert [r.revision for r in rollout.releases(engine, host.target.slug) if r.running] == ["rev-third"]
+
+
+@pytest.mark.docker
+def test_split_files_naming_a_colour_that_is_down_cost_no_request(
+    engine: Any,
+    host: Host,  # noqa: F811
+    live: rollout.Release,
+) -> None:
+    """Files a killed deploy left, or a canary that died: the bucket's colour is tried first and
+    the other behind it, so every request is still answered, by the live release."""
+    gateway = proxy.get(engine, host.target.proxy.name)
+    assert gateway is not None
+    other = rollout.COLOURS[1] if live.colour == rollout.COLOURS[0] else rollout.COLOURS[0]
+    canary_rollout.give(gateway, host.target, live.colour, other, 100)  # every bucket to a colour not running
+    with Load(host.url) as load:
+        time.sleep(3)
+    assert load.answers and {status for _, status, _ in load.answers} == {200}
+    assert {version for *_, version in load.answers} == {"live"}
+    assert canary_rollout.state(engine, host.target) is None  # one release runs: no canary in progress
+    proxy.set_split(gateway, rollout.site(host.target), None)
