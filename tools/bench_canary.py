@@ -13,7 +13,6 @@ real engine and Caddy, under a bounded loopback load (6 clients, for the run's s
 
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tools.bench_deploy import generated, proxy_image
-from tools.generated import REPO, free_port, offline_base_image, project_ops, render
+from tools.generated import free_port, run_alone
 
 SLUG = "bench-canary"
 
@@ -123,12 +122,7 @@ def bench(project_root: Path, base: str, client: Any, interval: float = 5.0) -> 
 
 
 def main() -> int:
-    base = offline_base_image("3.11")
-    target = render(REPO / ".cache" / "bench" / SLUG, {"project_slug": SLUG, "base_image": base})
-    project_ops(target)
-    from ops.docker import engine
-
-    print(json.dumps(bench(target, base, engine.connect()), indent=2))
+    run_alone(SLUG, bench)
     return 0
 
 

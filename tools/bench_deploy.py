@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tools.generated import REPO, free_port, netlify_cli, offline_base_image, project_ops, render
+from tools.generated import REPO, free_port, netlify_cli, project_ops, run_alone
 
 SLUG = "bench-deploy"
 TOKEN = "nfp_bench_token_0123456789abcdef"
@@ -185,13 +185,7 @@ def bench(project_root: Path, base: str, client: Any) -> dict[str, Any]:
 
 
 def main() -> int:
-    base = offline_base_image("3.11")
-    target = render(REPO / ".cache" / "bench" / SLUG, {"project_slug": SLUG, "base_image": base})
-    project_ops(target)
-    from ops.docker import engine
-
-    results = bench(target, base, engine.connect())
-    print(json.dumps(results, indent=2))
+    results = run_alone(SLUG, bench)
     (REPO / "bench-deploy-results.json").write_text(json.dumps(results, indent=2) + "\n")
     return 0
 

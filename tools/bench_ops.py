@@ -7,7 +7,6 @@ code (ops/monitor.py) watching a real release behind Caddy and a local webhook r
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 import threading
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tools.bench_deploy import proxy_image
-from tools.generated import REPO, free_port, offline_base_image, project_ops, render
+from tools.generated import free_port, run_alone
 
 SLUG = "bench-ops"
 
@@ -76,12 +75,7 @@ def bench(project_root: Path, base: str, client: Any, runs: int = 5) -> dict[str
 
 
 def main() -> int:
-    base = offline_base_image("3.11")
-    target = render(REPO / ".cache" / "bench" / SLUG, {"project_slug": SLUG, "base_image": base})
-    project_ops(target)
-    from ops.docker import engine
-
-    print(json.dumps(bench(target, base, engine.connect()), indent=2))
+    run_alone(SLUG, bench)
     return 0
 
 

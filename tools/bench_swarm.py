@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import signal
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tools.bench_deploy import generated, proxy_image, wrk_counts
-from tools.generated import REPO, free_port, offline_base_image, project_ops, render
+from tools.generated import free_port, run_alone
 
 SLUG = "bench-swarm"
 
@@ -159,13 +158,7 @@ def bench(project_root: Path, base: str, client: Any) -> dict[str, Any]:
 
 
 def main() -> int:
-    base = offline_base_image("3.11")
-    target = render(REPO / ".cache" / "bench" / SLUG, {"project_slug": SLUG, "base_image": base})
-    project_ops(target)
-    from ops.docker import engine
-
-    results = bench(target, base, engine.connect())
-    print(json.dumps(results, indent=2))
+    run_alone(SLUG, bench)
     return 0
 
 

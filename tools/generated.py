@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -154,3 +155,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def run_alone(slug: str, bench: Callable[[Path, str, Any], dict[str, Any]]) -> dict[str, Any]:
+    """One benchmark module on its own (``python -m tools.bench_ops`` ...): render the project as
+    ``slug`` on the offline base image, make its ``ops`` importable, run ``bench``, print its figures."""
+    base = offline_base_image("3.11")
+    target = render(REPO / ".cache" / "bench" / slug, {"project_slug": slug, "base_image": base})
+    project_ops(target)
+    from ops.docker import engine
+
+    results = bench(target, base, engine.connect())
+    print(json.dumps(results, indent=2))
+    return results
