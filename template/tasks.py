@@ -478,11 +478,7 @@ def canary(c: Context, action: str, env: str = "") -> None:
         if found is None:
             out.print(f"No canary of {project.slug} is in progress.")
             return
-        out.print(
-            f"Canary {found.canary.name} ({found.canary.revision[:12]}) takes {found.share:.0f}% of the API's "
-            f"requests; {found.live.name} ({found.live.revision[:12]}) the rest",
-            markup=False,
-        )
+        out.print(found.describe(), markup=False)
         out.print(f"  {deploy_ops.canary_figures(project, config, found)}", markup=False)
 
 

@@ -122,6 +122,7 @@ def plan(**changes: Any) -> canary_rollout.Plan:
 
 
 @pytest.mark.docker
+@pytest.mark.rollouts
 def test_a_good_canary_goes_10_50_100_with_no_failed_request_at_about_each_share(
     engine: Any,
     host: Host,  # noqa: F811
@@ -152,6 +153,7 @@ def test_a_good_canary_goes_10_50_100_with_no_failed_request_at_about_each_share
 
 
 @pytest.mark.docker
+@pytest.mark.rollouts
 @pytest.mark.parametrize(
     ("environment", "reason"),
     [({"FAULT_RATE": "0.3"}, "5xx"), ({"FAULT_DELAY": "0.06"}, "p95")],
@@ -193,6 +195,7 @@ def test_a_bad_canary_is_caught_at_the_first_step_and_only_its_requests_failed(
 
 
 @pytest.mark.docker
+@pytest.mark.rollouts
 def test_a_canary_watched_by_hand_is_promoted_or_aborted(
     engine: Any,
     host: Host,  # noqa: F811
@@ -222,6 +225,7 @@ def test_a_canary_watched_by_hand_is_promoted_or_aborted(
 
 
 @pytest.mark.docker
+@pytest.mark.rollouts
 def test_split_files_naming_a_colour_that_is_down_cost_no_request(
     engine: Any,
     host: Host,  # noqa: F811

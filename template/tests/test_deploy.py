@@ -407,6 +407,7 @@ def test_an_engine_lost_mid_task_is_one_line_with_what_to_do() -> None:
 
 
 @pytest.mark.docker
+@pytest.mark.rollouts
 def test_a_canary_deploy_gates_the_api_then_splits_the_site_and_records_it(engine: Any, stage: Stage) -> None:
     """`inv deploy --canary` end to end: the backend canary (no traffic here: each step waits its
     extra intervals, then goes on), then a Netlify branch deploy moved through a split test and
@@ -437,3 +438,15 @@ def test_a_canary_deploy_gates_the_api_then_splits_the_site_and_records_it(engin
     promoted = deploy.canary_promote(stage.project, quick, say=stage.lines.append)
     assert promoted.name == manual.canary.release.name and deploy.canary_state(stage.project, quick) is None
     assert records.load(gateway, stage.project.slug)[0].container == promoted.name
+    # The site's split test fails midway (Netlify refuses a step): ended, nothing published, said.
+    before = stage.netlify.published()
+    steps = quick.override("CANARY_STEPS", "10,50,100", "test")
+    stage.netlify.fail(422, method="PUT", path_prefix="/sites/site-1/traffic_splits")
+    with pytest.raises(OpsError, match=r"the split test was ended and Netlify keeps its live deploy") as caught:
+        deploy.deploy(stage.project, steps, options, say=stage.lines.append)
+    assert "inv deploy --netlify-only" in str(caught.value)
+    assert not test.active and test.history[-1][0] == "unpublish", test.history
+    assert stage.netlify.published() == before  # the deploy the split test was for was never published
+    assert "Netlify: the split test was ended; the live deploy is unchanged" in stage.lines
+    latest = records.load(gateway, stage.project.slug)[0]  # the API's canary went live and is recorded
+    assert latest.container != promoted.name and latest.netlify_deploy == ""

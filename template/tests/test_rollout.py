@@ -187,6 +187,7 @@ with lock.held(client, spec["slug"], revision="rev-two"):
 """
 
 
+@pytest.mark.rollouts
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGKILL])
 @pytest.mark.parametrize("moment", ["health wait", "after the switch"])
 def test_a_deploy_killed_mid_rollout_leaves_a_release_serving_and_a_releasable_lock(

@@ -31,7 +31,7 @@ from tests.conftest import base_image, free_port
 from tests.netlify_api import LocalNetlify
 from tests.test_rollout import Load
 
-pytestmark = pytest.mark.docker
+pytestmark = [pytest.mark.docker, pytest.mark.rollouts]
 TOKEN = "nfp_swarm_test_token_abcdef0123456789"
 
 

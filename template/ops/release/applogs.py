@@ -17,7 +17,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 import docker
@@ -31,6 +31,7 @@ from ops.release import proxy as proxy_mod
 from ops.release import rollout
 
 SERVICES = ("app", "proxy", "all")
+_UNREAD: Any = object()  # Line.parsed before anything read it
 _SINCE = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -41,10 +42,16 @@ class Line:
     source: str  # the container's name
     text: str  # the line as the container wrote it
     at: str = ""  # when the line says it happened (its JSON "ts"), in the same form; else ts
+    parsed: Any = field(default=_UNREAD, compare=False, repr=False)  # its JSON object, read once by split()
 
     @property
     def key(self) -> tuple[str, str, str]:
         return (self.at or self.ts, self.ts, self.source)
+
+    @property
+    def entry(self) -> dict[str, Any] | None:
+        """The line's JSON object, or None when it is not one."""
+        return _entry(self.text) if self.parsed is _UNREAD else self.parsed
 
 
 def since_of(value: str, now: dt.datetime | None = None) -> dt.datetime | None:
@@ -77,17 +84,21 @@ def _normal(ts: str) -> str:
 _APP_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?Z$")
 
 
-def _said_time(text: str) -> str:
-    """The time a JSON line gives itself, normalised like Docker's: the app's ``ts`` (RFC 3339,
-    UTC) or Caddy's (seconds since the epoch). Workers flush their lines in batches, so the order
-    Docker reads them in is not the order the requests were answered in; this is."""
+def _entry(text: str) -> dict[str, Any] | None:
     if not text.startswith("{"):
-        return ""
+        return None
     try:
         entry = json.loads(text)
     except ValueError:
-        return ""
-    if not isinstance(entry, dict):
+        return None
+    return entry if isinstance(entry, dict) else None
+
+
+def _said_time(entry: dict[str, Any] | None) -> str:
+    """The time a JSON line gives itself, normalised like Docker's: the app's ``ts`` (RFC 3339,
+    UTC) or Caddy's (seconds since the epoch). Workers flush their lines in batches, so the order
+    Docker reads them in is not the order the requests were answered in; this is."""
+    if entry is None:
         return ""
     ts = entry.get("ts")
     if isinstance(ts, str) and _APP_TIME.match(ts):
@@ -112,9 +123,10 @@ def split(raw: bytes, source: str) -> list[Line]:
             continue
         ts, _, text = piece.partition(" ")
         if ts[:1].isdigit():
-            out.append(Line(_normal(ts), source, text, _said_time(text)))
+            entry = _entry(text)
+            out.append(Line(_normal(ts), source, text, _said_time(entry), entry))
         elif out:  # a continuation Docker did not stamp
-            out.append(Line(out[-1].ts, source, piece, out[-1].at))
+            out.append(Line(out[-1].ts, source, piece, out[-1].at, None))
     return out
 
 
@@ -252,10 +264,7 @@ def _epoch(ts: str) -> float:
 
 def show(line: Line, as_json: bool) -> str:
     """The line for a person (or, ``as_json``, the app's own JSON as it wrote it)."""
-    try:
-        entry = json.loads(line.text)
-    except ValueError:
-        entry = None
+    entry = line.entry
     if as_json:
         if isinstance(entry, dict):
             # The app writes ASCII JSON; anything else (raw C1 controls, bidi overrides) is

@@ -232,15 +232,13 @@ def render_site(site: Site) -> str:
     )
 
 
-def _colour_upstreams(site: Site, upstreams: tuple[str, ...] = ()) -> str:
-    return (
-        f"\t\treverse_proxy {' '.join(upstreams or site.upstreams)} " + BEGIN_BLOCK + "\n"
-        # Active checks: a colour is in rotation once its /readyz answers, out within a second
-        # of stopping (or never started: its name does not resolve).
-        "\t\t\thealth_uri /readyz\n"
-        "\t\t\thealth_interval 1s\n"
-        "\t\t\thealth_timeout 2s\n"
-    )
+def _colour_upstreams(site: Site, upstreams: tuple[str, ...] = (), *, active: bool = True) -> str:
+    head = f"\t\treverse_proxy {' '.join(upstreams or site.upstreams)} " + BEGIN_BLOCK + "\n"
+    if not active:  # passive checks only (fail_duration): a colour that refuses is tried again in 5 s
+        return head
+    # Active checks: a colour is in rotation once its /readyz answers, out within a second
+    # of stopping (or never started: its name does not resolve).
+    return head + "\t\t\thealth_uri /readyz\n\t\t\thealth_interval 1s\n\t\t\thealth_timeout 2s\n"
 
 
 # A request that finds an upstream down (stopping, not yet checked) is tried on another.
@@ -296,9 +294,11 @@ def _split_routes(site: Site) -> tuple[str, str]:
             "\t}\n"
         )
         # The bucket's colour first, the other behind it (lb_policy first): a split file that names
-        # a colour that is down (a canary that died, files a killed deploy left) costs no request.
+        # a colour that is down (a canary that died, files a killed deploy left) costs no request:
+        # its dial fails and the request goes to the other. No active checks here: the usual
+        # handle's already probe each colour every second, and three probes would triple them.
         ordered = (upstream, *[u for u in site.upstreams if u != upstream])
-        handles += f"\thandle @split{index} " + BEGIN_BLOCK + "\n" + _colour_upstreams(site, ordered)
+        handles += f"\thandle @split{index} " + BEGIN_BLOCK + "\n" + _colour_upstreams(site, ordered, active=False)
         handles += "\t\t\tlb_policy first\n" + _RETRIES
         handles += "\t\t}\n\t}\n"
     return bucket + matchers, handles

@@ -25,7 +25,6 @@ person to watch; :func:`promote` and :func:`abort` (``inv canary promote|abort``
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -102,19 +101,13 @@ def roll_out(
     colour = rollout.COLOURS[1] if live.colour == rollout.COLOURS[0] else rollout.COLOURS[0]
     give(gateway, target, live.colour, colour, 0)  # pinned: the canary's health check must not bring it traffic
     say(f"Starting the canary {colour} ({version}, {revision[:12]}) beside {live.name}; it gets no request yet")
-    name = f"{target.slug}-{colour}-{revision[:12] or 'unknown'}-{uuid.uuid4().hex[:6]}"
     try:
-        new = rollout.start_release(
-            client, target, image, version=version, revision=revision, digest=digest,
-            environment=environment or {}, colour=colour, name=name,
+        new, started = rollout.start_gated(
+            client, target, image, colour=colour, live=live, version=version, revision=revision, digest=digest,
+            environment=environment, say=say,
         )  # fmt: skip
-        started = containers.wait_healthy(new, timeout=target.health_timeout)
-        rollout.warm(new)
-    except BaseException as exc:
-        containers.remove_named(client, name)
+    except BaseException:
         proxy.set_split(gateway, usual, None)
-        if isinstance(exc, OpsError):
-            raise rollout.RolloutFailed(f"{exc}; the canary was removed and {live.name} keeps serving") from None
         raise
     say(f"The canary {new.container.name} is healthy after {started:.1f}s")
     canary = next(r for r in rollout.releases(client, target.slug) if r.name == new.container.name)
@@ -129,7 +122,7 @@ def roll_out(
                 f"Canary at {share}% of the API's requests ({exact:.1f}%); "
                 f"comparing it with {live.name} for {plan.interval:g}s"
             )
-            verdict = observe(live.container, canary.container, plan, scrape=scrape, sleep=sleep)
+            verdict = observe(lambda: scrape(live.container), lambda: scrape(canary.container), plan, sleep=sleep)
             outcome.verdicts.append((share, verdict))
             say(f"At {share}%: {verdict.describe()}")
             if verdict.failed:
@@ -166,22 +159,22 @@ def _back(
 
 
 def observe(
-    live: Container,
-    canary: Container,
+    live: Callable[[], traffic.Counts],
+    canary: Callable[[], traffic.Counts],
     plan: Plan,
     *,
-    scrape: Callable[[Container], traffic.Counts] = traffic.scrape,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Verdict:
     """Both releases' answers over one step (longer, up to ``plan.extend`` more intervals, while
-    too few came to judge), and the gate's verdict on them."""
-    first_live, first_canary = scrape(live), scrape(canary)
+    too few came to judge), and the gate's verdict on them. ``live`` and ``canary`` read each
+    release's counts now (one container's, or the sum over a swarm's tasks)."""
+    first_live, first_canary = live(), canary()
     started = time.monotonic()
     verdict: Verdict | None = None
     for _ in range(1 + plan.extend):
         sleep(plan.interval)
         seconds = max(time.monotonic() - started, 1e-9)
-        verdict = judge(scrape(canary) - first_canary, scrape(live) - first_live, seconds, plan.gate)
+        verdict = judge(canary() - first_canary, live() - first_live, seconds, plan.gate)
         if verdict.outcome != "inconclusive":
             return verdict
     assert verdict is not None

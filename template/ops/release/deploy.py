@@ -8,6 +8,7 @@ is kept for the closing table.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import hashlib
 import time
@@ -26,7 +27,7 @@ from ops.docker.engine import client_is_local
 from ops.errors import Interrupted, OpsError, SmokeFailed
 from ops.logs import LineSink, Progress
 from ops.netlify import api, publish, split
-from ops.release import caddy, canary, canary_rollout, lock, proxy, records, rollout, swarm
+from ops.release import caddy, canary, canary_rollout, lock, proxy, records, rollout, swarm, swarm_canary
 from ops.release import traffic as traffic_mod
 from ops.settings import Settings
 
@@ -55,7 +56,8 @@ class Report:
     image: str = ""
     netlify: publish.Published | None = None
     phases: dict[str, float] = field(default_factory=dict)
-    canary: canary_rollout.Outcome | None = None  # with --canary: its steps and whether it was promoted
+    # with --canary: its steps and whether it was promoted (on a swarm, Swarm's tasks are the steps)
+    canary: canary_rollout.Outcome | swarm_canary.Outcome | None = None
     started: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
 
 
@@ -177,14 +179,12 @@ def deploy(
                     swarm.check_proxy_matches(service, target(project, settings).proxy)
         elif options.backend:
             swarm.refuse_swarm_proxy(client, target(project, settings).proxy)
-            going = canary_rollout.state(client, target(project, settings))
-            if going is not None:
-                raise PreflightFailed(
-                    f"a canary of {project.slug} is in progress ({going.canary.name} at {going.share:.0f}%): "
-                    "`inv canary promote` or `inv canary abort` first"
-                )
-        if options.canary and on_swarm(settings) and options.backend:
-            raise PreflightFailed("--canary runs on one Docker host (DEPLOY_TARGET=host) so far; not on a swarm")
+        going = _canary_now(client, project, settings) if options.backend else None
+        if going is not None:
+            raise PreflightFailed(
+                f"a canary of {project.slug} is in progress ({going.canary} at {going.share:.0f}%): "
+                "`inv canary promote` or `inv canary abort` first"
+            )
         shared = gateway_of(client, settings)
         if options.backend and shared is not None:  # the host's proxy, as this project would use it
             if not on_swarm(settings):
@@ -300,7 +300,17 @@ def _backend(
         )
     report.image = reference
     say(f"Pushed {reference}")
-    if options.canary and not on_swarm(settings):
+    if options.canary and on_swarm(settings):
+        login(client, settings)
+        found = swarm_canary.roll_out(
+            client, target(project, settings), image, canary_plan(settings, manual=options.manual),
+            reference=reference, version=project.version, revision=revision, environment=environment,
+            replicas=replicas(settings), node=node, on_line=say, timings=phases,
+        )  # fmt: skip
+        report.canary = found
+        report.release = found.release if found.promoted else None
+        return
+    if options.canary:
         outcome = canary_rollout.roll_out(
             client, target(project, settings), image, canary_plan(settings, manual=options.manual),
             version=project.version, revision=revision, digest=reference, environment=environment, on_line=say,
@@ -408,10 +418,16 @@ def _split(
             rollout_.step(share)
             time.sleep(plan.interval)
         rollout_.finish(deploy_id)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OpsError):
             rollout_.abort()
         say("Netlify: the split test was ended; the live deploy is unchanged")
+        if isinstance(exc, OpsError) and not isinstance(exc, Interrupted):
+            raise OpsError(
+                f"{exc}; the split test was ended and Netlify keeps its live deploy (the API's new release "
+                "stays live: `inv deploy --netlify-only` ships the front end again, `inv rollback` goes back)",
+                detail=exc.detail,
+            ) from None
         raise
 
 
@@ -458,38 +474,84 @@ def canary_plan(settings: Settings, *, manual: bool = False) -> canary_rollout.P
     )
 
 
-def canary_state(project: proj.Project, settings: Settings) -> canary_rollout.State | None:
-    return canary_rollout.state(_client(settings), target(project, settings))
+@dataclass(frozen=True)
+class CanaryNow:
+    """A canary in progress, on one host or a swarm, as `inv canary status` shows it."""
+
+    canary: str  # the canary release's name
+    canary_revision: str
+    live: str
+    live_revision: str
+    share: float  # percent of the API's requests
+    host: canary_rollout.State | None = None
+    swarm: swarm_canary.State | None = None
+
+    def describe(self) -> str:
+        if self.swarm is not None:
+            return (
+                f"Canary {self.canary_revision[:12]} runs {self.swarm.canary_tasks} of {self.swarm.tasks} tasks of "
+                f"{self.canary} ({self.share:.0f}% of the API's requests); {self.live_revision[:12]} the rest"
+            )
+        return (
+            f"Canary {self.canary} ({self.canary_revision[:12]}) takes {self.share:.0f}% of the API's requests; "
+            f"{self.live} ({self.live_revision[:12]}) the rest"
+        )
 
 
-def canary_figures(project: proj.Project, settings: Settings, found: canary_rollout.State, window: float = 5.0) -> str:
+def _canary_now(client: docker.DockerClient, project: proj.Project, settings: Settings) -> CanaryNow | None:
+    if on_swarm(settings):
+        found = swarm_canary.state(client, project.slug)
+        if found is None:
+            return None
+        name = str(found.service.name)
+        return CanaryNow(name, found.canary_revision, name, found.live_revision, found.share, swarm=found)
+    here = canary_rollout.state(client, target(project, settings))
+    if here is None:
+        return None
+    return CanaryNow(
+        here.canary.name, here.canary.revision, here.live.name, here.live.revision, here.share, host=here
+    )  # fmt: skip
+
+
+def canary_state(project: proj.Project, settings: Settings) -> CanaryNow | None:
+    return _canary_now(_client(settings), project, settings)
+
+
+def canary_figures(project: proj.Project, settings: Settings, found: CanaryNow, window: float = 5.0) -> str:
     """The gate's comparison over the last ``window`` seconds, as `inv canary status` shows it."""
     plan = canary_plan(settings)
-    first_live, first_canary = traffic_mod.scrape(found.live.container), traffic_mod.scrape(found.canary.container)
-    time.sleep(window)
-    verdict = canary.judge(
-        traffic_mod.scrape(found.canary.container) - first_canary,
-        traffic_mod.scrape(found.live.container) - first_live,
-        window,
-        plan.gate,
+    if found.swarm is not None:
+        return swarm_canary.figures(_client(settings), found.swarm, plan, window)
+    assert found.host is not None
+    host = found.host
+    verdict = canary_rollout.observe(
+        lambda: traffic_mod.scrape(host.live.container),
+        lambda: traffic_mod.scrape(host.canary.container),
+        dataclasses.replace(plan, interval=window, extend=0),
     )
     return verdict.describe()
 
 
-def canary_promote(project: proj.Project, settings: Settings, *, say: LineSink) -> rollout.Release:
+def canary_promote(project: proj.Project, settings: Settings, *, say: LineSink) -> Live:
     """`inv canary promote`: under the deploy lock; recorded as the deploy it finishes."""
     client = _client(settings)
-    found = canary_rollout.state(client, target(project, settings))
-    with lock.held(client, project.slug, revision=found.canary.revision if found else "", action="canary promote"):
-        release = canary_rollout.promote(client, target(project, settings), on_line=say)
+    found = _canary_now(client, project, settings)
+    with lock.held(client, project.slug, revision=found.canary_revision if found else "", action="canary promote"):
+        release: Live
+        if on_swarm(settings):
+            release = swarm_canary.promote(client, target(project, settings), on_line=say)
+        else:
+            release = canary_rollout.promote(client, target(project, settings), on_line=say)
         report = Report(release.revision, release=release, image=release.digest or release.image)
         _record(client, project, settings, release.revision, report)
     return release
 
 
-def canary_abort(project: proj.Project, settings: Settings, *, say: LineSink) -> rollout.Release:
+def canary_abort(project: proj.Project, settings: Settings, *, say: LineSink) -> Live:
     client = _client(settings)
     with lock.held(client, project.slug, action="canary abort"):
+        if on_swarm(settings):
+            return swarm_canary.abort(client, target(project, settings), on_line=say)
         return canary_rollout.abort(client, target(project, settings), on_line=say)
 
 

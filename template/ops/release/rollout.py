@@ -266,9 +266,6 @@ def roll_out(
     """Start ``image`` beside the live release, gate it on health, switch the proxy, drain the old one."""
     say = on_line or (lambda line: None)
     timings = timings or Timings()
-    for leftover in [r for r in releases(client, target.slug) if never_started(r)]:
-        say(f"Removing {leftover.name}: a deploy that was killed made it and never started it")
-        containers.remove(leftover.container)
     with timings.phase("proxy"):
         gateway = proxy.ensure(client, target.proxy, target.slug)
         wanted = site(target)
@@ -281,24 +278,10 @@ def roll_out(
 
     with timings.phase("health"):
         say(f"Starting {colour} ({version}, {revision[:12]}) beside {live.name if live else 'nothing yet'}")
-        name = f"{target.slug}-{colour}-{revision[:12] or 'unknown'}-{uuid.uuid4().hex[:6]}"
-        new: containers.Running | None = None
-        try:
-            new = start_release(
-                client, target, image, version=version, revision=revision, digest=digest,
-                environment=environment or {}, colour=colour, name=name,
-            )  # fmt: skip
-            seconds = containers.wait_healthy(new, timeout=target.health_timeout)
-            warm(new)
-        except BaseException as exc:
-            # By name: a signal may land after the engine made the container and before it was returned.
-            logs = containers.container_logs(new.container, tail=40) if new is not None else ""
-            containers.remove_named(client, name)
-            still = f"{live.name} keeps serving" if live else "nothing was serving before"
-            if isinstance(exc, OpsError):
-                message = f"{exc}; the new release was removed and {still}"
-                raise RolloutFailed(message, detail=exc.detail or logs) from None
-            raise
+        new, seconds = start_gated(
+            client, target, image, colour=colour, live=live, version=version, revision=revision, digest=digest,
+            environment=environment, say=say,
+        )  # fmt: skip
     say(f"{new.container.name} is healthy after {seconds:.1f}s")
 
     with timings.phase("switch"):
@@ -324,6 +307,46 @@ def roll_out(
         drain(client, target.slug, keep=str(new.container.name), on_line=say)
         prune(client, target.slug, keep=target.keep_releases, on_line=say)
     return releases(client, target.slug)[0]
+
+
+def start_gated(
+    client: docker.DockerClient,
+    target: Target,
+    image: str,
+    *,
+    colour: str,
+    live: Release | None,
+    version: str,
+    revision: str,
+    digest: str = "",
+    environment: Mapping[str, str] | None = None,
+    say: LineSink,
+) -> tuple[containers.Running, float]:
+    """Start a release of ``colour`` beside ``live``, wait for its health check, warm it; the
+    container and its seconds to healthy. On any failure or Ctrl-C the container is removed
+    (with containers a killed deploy made and never started) and :class:`RolloutFailed` says
+    what keeps serving."""
+    for leftover in [r for r in releases(client, target.slug) if never_started(r)]:
+        say(f"Removing {leftover.name}: a deploy that was killed made it and never started it")
+        containers.remove(leftover.container)
+    name = f"{target.slug}-{colour}-{revision[:12] or 'unknown'}-{uuid.uuid4().hex[:6]}"
+    new: containers.Running | None = None
+    try:
+        new = start_release(
+            client, target, image, version=version, revision=revision, digest=digest,
+            environment=environment or {}, colour=colour, name=name,
+        )  # fmt: skip
+        seconds = containers.wait_healthy(new, timeout=target.health_timeout)
+        warm(new)
+    except BaseException as exc:
+        # By name: a signal may land after the engine made the container and before it was returned.
+        logs = containers.container_logs(new.container, tail=40) if new is not None else ""
+        containers.remove_named(client, name)
+        still = f"{live.name} keeps serving" if live else "nothing was serving before"
+        if isinstance(exc, OpsError):
+            raise RolloutFailed(f"{exc}; the new release was removed and {still}", detail=exc.detail or logs) from None
+        raise
+    return new, seconds
 
 
 def drain(client: docker.DockerClient, slug: str, *, keep: str, on_line: LineSink) -> None:

@@ -67,6 +67,20 @@ SERVICE_LABEL = "dev.copier-netlify-docker.service"
 ENDED = {"complete", "shutdown", "failed", "rejected", "orphaned", "remove"}
 
 
+@dataclass(frozen=True)
+class Update:
+    """An update of the project's service that Swarm has been asked to make."""
+
+    service: Service
+    before: str  # the StartedAt of the service's previous update status: this one's differs
+    live: SwarmRelease  # the release being replaced
+    deploy_id: str  # the new release's deploy label
+    count: int  # tasks
+
+
+Watch = Callable[[Update], bool]
+
+
 class SwarmError(OpsError):
     """The engine is not a swarm manager, or Swarm could not do what was asked; nothing changed."""
 
@@ -423,6 +437,19 @@ def _image_environment(client: docker.DockerClient, image: str) -> dict[str, str
     return {name: value for name, _, value in (entry.partition("=") for entry in entries)}
 
 
+def update_config(pause: float = 0.0) -> UpdateConfig:
+    """One task at a time, start-first, each watched for :data:`MONITOR` seconds, rolled back
+    by Swarm when one fails; ``pause`` seconds after each."""
+    return UpdateConfig(
+        parallelism=1,
+        delay=int(pause * SECOND),
+        failure_action="rollback",
+        monitor=MONITOR * SECOND,
+        max_failure_ratio=0,
+        order="start-first",
+    )
+
+
 def service_options(
     target: rollout.Target,
     reference: str,
@@ -430,8 +457,10 @@ def service_options(
     labels: Mapping[str, str],
     environment: Mapping[str, str],
     image_environment: Mapping[str, str],
+    pause: float = 0.0,
 ) -> dict[str, Any]:
-    """The service's spec, as keyword arguments of the SDK's ``services.create``/``update``."""
+    """The service's spec, as keyword arguments of the SDK's ``services.create``/``update``.
+    ``pause``: seconds Swarm waits after each updated task (a canary's gate runs in them)."""
     env = {
         "PORT": str(target.container_port),
         **environment,
@@ -455,14 +484,7 @@ def service_options(
         "restart_policy": RestartPolicy(condition="any", delay=SECOND, max_attempts=0),
         # One task per node where the nodes allow, the rest spread evenly.
         "preferences": [PlacementPreference("spread", "node.id")],
-        "update_config": UpdateConfig(
-            parallelism=1,
-            delay=0,
-            failure_action="rollback",
-            monitor=MONITOR * SECOND,
-            max_failure_ratio=0,
-            order="start-first",
-        ),
+        "update_config": update_config(pause),
         "rollback_config": RollbackConfig(
             parallelism=1, delay=0, failure_action="pause", monitor=MONITOR * SECOND, order="start-first"
         ),
@@ -483,9 +505,17 @@ def roll_out(
     on_line: LineSink | None = None,
     confirm_through: Callable[[str, str], None] | None = rollout.confirm,
     timings: rollout.Timings | None = None,
+    pause: float = 0.0,
+    watch: Watch | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> SwarmRelease:
     """Create the project's service, or roll it to ``reference`` (``repository@sha256:...``),
     and wait for Swarm to finish; the proxy's site is added or changed once the tasks are up.
+
+    A canary (:mod:`ops.release.swarm_canary`) sets ``pause`` (Swarm waits that long after each
+    updated task) and ``watch``, which follows the update from its start and gates it between
+    tasks; when ``watch`` returns True the update is left midway (a canary watched by hand) and
+    this returns at once, the tasks of both releases serving. ``labels`` go on the service too.
 
     ``image`` is the same image on this engine (its environment sets the stop grace period).
     ``replicas``: the task count (None: the current one; 2 for a new service). A first service
@@ -501,7 +531,7 @@ def roll_out(
         before = proxy.read_site(gateway, wanted.slug)
         changed = before != caddy.render(wanted)
     live = current(client, target.slug)
-    labels = {
+    own = {
         SERVICE_LABEL: target.slug,
         f"{rollout.PREFIX}.version": version,
         f"{rollout.PREFIX}.revision": revision,
@@ -514,10 +544,12 @@ def roll_out(
     options = service_options(
         target,
         reference,
-        labels=labels,
+        labels=own,
         environment=environment or {},
         image_environment=_image_environment(client, image),
+        pause=pause,
     )
+    options["labels"] = {**options["labels"], **(labels or {})}
     with timings.phase("rolling update"):
         if live is None:
             count = replicas or 2
@@ -530,16 +562,21 @@ def roll_out(
                 f"Rolling {live.name} from {live.revision[:12]} to {revision[:12]}: {count} tasks, one at a time, "
                 "each healthy before an old one stops"
             )
-            _update(
+            midway = _update(
                 client,
                 live.service,
                 options,
                 count,
-                target.health_timeout,
+                target.health_timeout + pause,
                 live,
                 say,
-                labels[f"{rollout.PREFIX}.deploy"],
+                own[f"{rollout.PREFIX}.deploy"],
+                watch,
             )
+            if midway:
+                done = current(client, target.slug)
+                assert done is not None
+                return done
     with timings.phase("switch"):
         try:
             if changed:
@@ -618,7 +655,9 @@ def _update(
     live: SwarmRelease,
     say: LineSink,
     deploy_id: str,
-) -> None:
+    watch: Watch | None = None,
+) -> bool:
+    """Start the update and follow it to its end (False), or until ``watch`` leaves it midway (True)."""
     service.reload()
     before = (service.attrs.get("UpdateStatus") or {}).get("StartedAt", "")
     try:
@@ -628,6 +667,8 @@ def _update(
     # Each task: start, turn healthy, be watched; then the next. Past that, Swarm is stuck.
     limit = (timeout + MONITOR + 5) * max(count, 1) + 30
     try:
+        if watch is not None and watch(Update(service, before, live, deploy_id, count)):
+            return True
         wait_update(client, service, before, limit, live, say, deploy_id)
     except KeyboardInterrupt:
         say(
@@ -636,6 +677,7 @@ def _update(
         )
         request_rollback(client, service)
         raise
+    return False
 
 
 def wait_update(

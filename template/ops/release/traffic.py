@@ -13,8 +13,12 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import docker.errors
 from docker.models.containers import Container
 from prometheus_client.parser import text_string_to_metric_families
+
+from ops import logs
+from ops.errors import OpsError
 
 PROBES = frozenset({"/healthz", "/readyz"})
 _FETCH = (
@@ -117,10 +121,14 @@ def figures(delta: Counts, seconds: float) -> Traffic:
 
 def scrape(container: Container) -> Counts:
     """One container's counts (its metrics listener, read from inside it)."""
-    code, output = container.exec_run(["python", "-c", _FETCH])
+    try:
+        code, output = container.exec_run(["python", "-c", _FETCH])
+    except docker.errors.APIError as exc:  # stopped or removed meanwhile
+        raise OpsError(f"could not read {container.name}'s /metrics: {exc.explanation or exc}") from None
     text = output.decode("utf-8", "replace") if isinstance(output, bytes) else str(output)
     if code != 0:
-        raise RuntimeError(text.strip().splitlines()[-1] if text.strip() else f"exit code {code}")
+        last = text.strip().splitlines()[-1] if text.strip() else f"exit code {code}"
+        raise OpsError(f"could not read {container.name}'s /metrics: {logs.clean_line(last)}")
     return parse(text)
 
 

@@ -1,0 +1,155 @@
+"""A canary on a real one-node Docker Swarm, behind the real Caddy service, images pulled by
+digest from a real registry, under a bounded loopback load: Swarm's rolling update moves one task
+at a time and pauses after each while the gate compares the new tasks with the old ones.
+
+A good canary goes 25 -> 50 -> 75 -> 100 % of four tasks with no failed request, at about each
+share; one that fails some requests is caught at the first task and Swarm rolls it back, only
+the requests the canary answered having failed; one watched by hand is aborted, then promoted.
+The releases are the project's image with the test's fault hook (``tests/test_canary_rollout.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from ops import project
+from ops.docker import images
+from ops.release import canary, canary_rollout, deploy, records, swarm, swarm_canary
+from tests.test_canary_rollout import FAULT, Load, Said, env, faulty  # noqa: F401 (fixtures and helpers)
+from tests.test_rollout import app_images  # noqa: F401 (the fixture)
+from tests.test_swarm import Cluster, cluster, node  # noqa: F401 (the fixtures)
+
+pytestmark = [pytest.mark.docker, pytest.mark.rollouts]
+assert FAULT  # the hook the releases carry
+
+
+@pytest.fixture(scope="module")
+def faulty_ref(engine: Any, registry: str, faulty: str) -> str:  # noqa: F811
+    """The faulty image pushed to the registry: its digest reference, as a swarm pulls it."""
+    return images.push(engine, faulty, f"{registry}/swarmtest/{project.load().slug}", "faulty")
+
+
+def plan(**changes: Any) -> canary_rollout.Plan:
+    return canary_rollout.Plan(interval=4.0, gate=canary.Gate(min_requests=20), **changes)
+
+
+def _deploy(engine: Any, cluster: Cluster, image: str, ref: str, revision: str, count: int, **fault: str) -> None:  # noqa: F811
+    swarm.roll_out(
+        engine, cluster.target, image, reference=ref, version=revision.removeprefix("rev-"), revision=revision,
+        environment=env(revision, **fault), replicas=count, node=cluster.node,
+    )  # fmt: skip
+
+
+def _revisions(engine: Any, cluster: Cluster) -> list[str]:  # noqa: F811
+    return sorted(t.revision for t in swarm.tasks(engine, cluster.target.slug))
+
+
+def test_a_good_canary_moves_one_task_at_a_time_with_no_failed_request(
+    engine: Any,
+    cluster: Cluster,  # noqa: F811
+    faulty: str,  # noqa: F811
+    faulty_ref: str,
+) -> None:
+    _deploy(engine, cluster, faulty, faulty_ref, "rev-live", 4)
+    said = Said()
+    with Load(cluster.url) as load:
+        time.sleep(1)
+        outcome = swarm_canary.roll_out(
+            engine, cluster.target, faulty, plan(), reference=faulty_ref, version="canary", revision="rev-canary",
+            environment=env("rev-canary"), node=cluster.node, on_line=said,
+        )  # fmt: skip
+        time.sleep(1)
+    assert outcome.promoted and [share for share, _ in outcome.verdicts] == [25, 50, 75]
+    assert all(v.outcome == "pass" for _, v in outcome.verdicts), [v.describe() for _, v in outcome.verdicts]
+    statuses = [status for _, status, _ in load.answers]
+    assert statuses and set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
+    for share in (25, 50, 75):
+        start, end = said.at(f"Canary at {share // 25} of 4 tasks"), said.at(f"At {share}%:")
+        answered = load.between(start + 1.5, end)  # Caddy looks tasks.<service> up again each second
+        observed = 100 * sum(1 for *_, v in answered if v == "canary") / len(answered)
+        print(f"\n{share}% step: observed {observed:.1f}% of {len(answered)}")
+        assert abs(observed - share) <= 8, f"{observed:.1f}% of {len(answered)} at the {share}% step"
+    assert _revisions(engine, cluster) == ["rev-canary"] * 4
+    live = swarm.current(engine, cluster.target.slug)
+    assert live is not None and swarm.update_state(live) == "completed"
+    assert swarm_canary.state(engine, cluster.target.slug) is None
+    assert httpx.get(cluster.url + "/api/version").json()["revision"] == "rev-canary"
+
+
+def test_a_failing_canary_is_caught_at_the_first_task_and_swarm_rolls_it_back(
+    engine: Any,
+    cluster: Cluster,  # noqa: F811
+    faulty: str,  # noqa: F811
+    faulty_ref: str,
+) -> None:
+    _deploy(engine, cluster, faulty, faulty_ref, "rev-live", 4)
+    said = Said()
+    with Load(cluster.url) as load:
+        time.sleep(1)
+        with pytest.raises(canary_rollout.CanaryFailed, match=r"failed its gate at 25% \(1 of 4 tasks\): 5xx"):
+            swarm_canary.roll_out(
+                engine, cluster.target, faulty, plan(), reference=faulty_ref, version="canary",
+                revision="rev-canary", environment=env("rev-canary", FAULT_RATE="0.3"), node=cluster.node,
+                on_line=said,
+            )  # fmt: skip
+        reverted = time.monotonic()
+        time.sleep(2)
+    live = swarm.current(engine, cluster.target.slug)
+    assert live is not None and swarm.update_state(live) == "rollback_completed", said.lines
+    assert _revisions(engine, cluster) == ["rev-live"] * 4 and live.revision == "rev-live"
+    failed = [a for a in load.answers if a[1] != 200]
+    assert failed and all(status == 500 and version == "canary" for _, status, version in failed), failed[:5]
+    canary_answers = sum(1 for a in load.answers if a[2] == "canary")
+    print(
+        f"\nfailing canary: {len(failed)} of {len(load.answers)} requests failed; the canary answered {canary_answers}"
+    )
+    assert len(failed) <= canary_answers
+    assert not [a for a in load.between(reverted + 1.5, float("inf")) if a[2] == "canary"]  # all back on live
+
+
+def test_a_canary_watched_by_hand_on_a_swarm_is_aborted_then_promoted(
+    engine: Any,
+    registry: str,
+    cluster: Cluster,  # noqa: F811
+    faulty: str,  # noqa: F811
+    faulty_ref: str,
+) -> None:
+    _deploy(engine, cluster, faulty, faulty_ref, "rev-live", 2)
+    me = dataclasses.replace(project.load(), slug=cluster.target.slug)
+    outcome = swarm_canary.roll_out(
+        engine, cluster.target, faulty, plan(manual=True), reference=faulty_ref, version="canary",
+        revision="rev-canary", environment=env("rev-canary"), node=cluster.node,
+    )  # fmt: skip
+    assert not outcome.promoted and [share for share, _ in outcome.verdicts] == [50]
+    found = deploy.canary_state(me, cluster.settings)
+    assert found is not None and found.swarm is not None and found.share == 50
+    assert (found.canary_revision, found.live_revision) == ("rev-canary", "rev-live")
+    assert "1 of 2 tasks" in found.describe() and _revisions(engine, cluster) == ["rev-canary", "rev-live"]
+    time.sleep(6)  # past Swarm's monitor window: it keeps waiting for the person, not for its own timer
+    assert _revisions(engine, cluster) == ["rev-canary", "rev-live"]
+    pushing = cluster.settings.override("IMAGE", f"{registry}/swarmtest/{me.slug}", "test")
+    with pytest.raises(deploy.PreflightFailed, match=r"a canary of .* is in progress"):
+        deploy.deploy(me, pushing, deploy.Options(allow_dirty=True, netlify=False), say=lambda line: None)
+
+    aborted = deploy.canary_abort(me, cluster.settings, say=lambda line: None)
+    assert aborted.revision == "rev-live" and _revisions(engine, cluster) == ["rev-live", "rev-live"]
+    assert deploy.canary_state(me, cluster.settings) is None
+    with pytest.raises(Exception, match="no canary"):
+        deploy.canary_promote(me, cluster.settings, say=lambda line: None)
+
+    swarm_canary.roll_out(
+        engine, cluster.target, faulty, plan(manual=True), reference=faulty_ref, version="third",
+        revision="rev-third", environment=env("rev-third"), node=cluster.node,
+    )  # fmt: skip
+    with Load(cluster.url) as load:
+        promoted = deploy.canary_promote(me, cluster.settings, say=lambda line: None)
+    assert promoted.revision == "rev-third" and _revisions(engine, cluster) == ["rev-third", "rev-third"]
+    assert {status for _, status, _ in load.answers} == {200}
+    assert deploy.canary_state(me, cluster.settings) is None
+    gateway = swarm.proxy_container(engine, cluster.target.proxy.name)
+    assert records.load(gateway, cluster.target.slug)[0].revision == "rev-third"  # recorded as a deploy
