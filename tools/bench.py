@@ -65,6 +65,7 @@ TARGETS = {
     # requests than the same release switched in full for as long.
     "canary.good_canary.failed": ("<=", 0),
     "canary.failed_ratio_canary_over_full": ("<", 0.25),
+    "canary.swarm.good_canary.failed": ("<=", 0),
 }
 
 
@@ -505,6 +506,19 @@ def print_table(results: dict[str, Any]) -> None:
             f"{k} %: {v['observed']:.1f} (buckets {v['buckets']:.1f})" for k, v in good["shares"].items()
         )
         rows.append(("good canary: observed share by step", shares, f"{good['failed']} failed requests"))
+        on_swarm = gradual.get("swarm")
+        if on_swarm:
+            bad, good = on_swarm["bad_canary"], on_swarm["good_canary"]
+            rows.append(
+                (
+                    "swarm: bad canary caught at 1 of 4 tasks",
+                    f"{bad['failed']}",
+                    f"of {bad['requests']} failed, {bad['failed_after_gate']} after the gate failed; gate in "
+                    f"{bad['first_step_to_gate_s']:.1f} s, rolled back {bad['gate_to_rolled_back_s']:.1f} s later",
+                )
+            )
+            shares = ", ".join(f"{k} %: {v:.1f}" for k, v in good["observed_shares"].items())
+            rows.append(("swarm: good canary, observed share by step", shares, f"{good['failed']} failed requests"))
     for who in ("ours", "netlify_cli"):
         steps = netlify.get(who)
         if isinstance(steps, dict):

@@ -6,7 +6,9 @@ real engine and Caddy, under a bounded loopback load (6 clients, for the run's s
   requests of each, and their ratio (the same run, the same load);
 - the time from the canary's first step to the canary removed (every request is back on the live
   release before that: the split files change first, then the canary drains);
-- a good canary's observed share at each step against its target.
+- a good canary's observed share at each step against its target;
+- on a one-node swarm of four tasks, a bad canary caught at the first task (failed requests, how
+  many after the gate failed, and the time Swarm took to roll it back) and a good one's shares.
 
 ``python -m tools.bench_canary`` runs it alone; ``nox -s bench`` includes it.
 """
@@ -118,6 +120,84 @@ def bench(project_root: Path, base: str, client: Any, interval: float = 5.0) -> 
     finally:
         proxy.remove(client, settings)
         rollout.remove_releases(client, SLUG)
+    figures["swarm"] = bench_swarm(project_root, base, client, image, interval)
+    return figures
+
+
+def bench_swarm(project_root: Path, base: str, client: Any, image: str, interval: float) -> dict[str, Any]:
+    """The same canaries on a one-node swarm of four tasks: Swarm's rolling update, one task at a
+    time, paused for the gate after each; a bad one is caught at the first task (25 %)."""
+    from ops import project as proj
+    from ops.docker import images
+    from ops.release import canary, canary_rollout, proxy, rollout, swarm, swarm_canary
+
+    helpers = generated("tests.test_canary_rollout")
+    env = helpers.env
+    project = proj.load(project_root)
+    bridges = {n.name for n in client.networks.list(names=["docker_gwbridge"])}
+    made = swarm.init(client, "127.0.0.1")
+    port = free_port()
+    settings = proxy.ProxySettings(
+        proxy_image(client, base), port, free_port(), name=f"cnd-swarm-canary-bench-{uuid.uuid4().hex[:6]}"
+    )
+    slug = f"{SLUG}-swarm"
+    target = rollout.Target(slug, f"http://127.0.0.1:{port}", project.container_port, settings, 60, 1)
+    plan = canary_rollout.Plan(interval=interval, gate=canary.Gate(min_requests=20))
+    figures: dict[str, Any] = {"tasks": 4}
+    try:
+        with generated("tests.local_registry").serve() as registry:
+            ref = images.push(client, image, f"{registry}/bench/{slug}", "faulty")
+
+            def canary_run(revision: str, said: Any, **fault: str) -> Any:
+                return swarm_canary.roll_out(
+                    client, target, image, plan, reference=ref, version=revision, revision=revision,
+                    environment=env(revision, **fault), node=made.node, on_line=said,
+                )  # fmt: skip
+
+            swarm.roll_out(
+                client, target, image, reference=ref, version="live", revision="rev-live",
+                environment=env("rev-live"), replicas=4, node=made.node,
+            )  # fmt: skip
+            said = helpers.Said()
+            with helpers.Load(target.backend_url) as load:
+                time.sleep(1)
+                try:
+                    canary_run("rev-bad", said, FAULT_RATE="0.3")
+                    raise RuntimeError("the bad canary was not caught on the swarm")
+                except canary_rollout.CanaryFailed:
+                    back = time.monotonic()
+                time.sleep(1)
+            first, caught = said.at("Canary at 1 of 4"), said.at("Asking Swarm to roll")
+            failed = [at for at, status, _ in load.answers if status != 200]
+            figures["bad_canary"] = {
+                "failed": len(failed),
+                "failed_after_gate": sum(1 for at in failed if at >= caught),
+                "requests": len(load.answers),
+                "first_step_to_gate_s": round(caught - first, 2),
+                "gate_to_rolled_back_s": round(back - caught, 2),
+            }
+            said = helpers.Said()
+            with helpers.Load(target.backend_url) as load:
+                time.sleep(1)
+                canary_run("rev-good", said)
+            shares = {}
+            for k in (1, 2, 3):
+                share = 25 * k
+                answered = load.between(said.at(f"Canary at {k} of 4") + 1.5, said.at(f"At {share}%:"))
+                observed = 100 * sum(1 for *_, version in answered if version == "good") / max(len(answered), 1)
+                shares[str(share)] = round(observed, 1)
+            figures["good_canary"] = {
+                "failed": sum(1 for _, status, _ in load.answers if status != 200),
+                "observed_shares": shares,
+            }
+    finally:
+        swarm.remove_service(client, slug)
+        swarm.remove_proxy(client, settings)
+        if made.created:
+            client.swarm.leave(force=True)
+            if "docker_gwbridge" not in bridges:
+                for network in client.networks.list(names=["docker_gwbridge"]):
+                    network.remove()
     return figures
 
 

@@ -103,10 +103,14 @@ def test_a_failing_canary_is_caught_at_the_first_task_and_swarm_rolls_it_back(
     assert live is not None and swarm.update_state(live) == "rollback_completed", said.lines
     assert _revisions(engine, cluster) == ["rev-live"] * 4 and live.revision == "rev-live"
     failed = [a for a in load.answers if a[1] != 200]
-    assert failed and all(status == 500 and version == "canary" for _, status, version in failed), failed[:5]
+    others = [a for a in failed if (a[1], a[2]) != (500, "canary")]
+    assert failed and not others, (others[:5], said.lines)  # nothing but the canary's own 500s
     canary_answers = sum(1 for a in load.answers if a[2] == "canary")
+    caught = said.at("Asking Swarm to roll")
+    late = [a for a in failed if a[0] >= caught]
     print(
-        f"\nfailing canary: {len(failed)} of {len(load.answers)} requests failed; the canary answered {canary_answers}"
+        f"\nfailing canary: {len(failed)} of {len(load.answers)} requests failed, {len(late)} of them after the gate "
+        f"failed; the canary answered {canary_answers}; rolled back {reverted - caught:.1f}s after the gate"
     )
     assert len(failed) <= canary_answers
     assert not [a for a in load.between(reverted + 1.5, float("inf")) if a[2] == "canary"]  # all back on live
@@ -153,3 +157,31 @@ def test_a_canary_watched_by_hand_on_a_swarm_is_aborted_then_promoted(
     assert deploy.canary_state(me, cluster.settings) is None
     gateway = swarm.proxy_container(engine, cluster.target.proxy.name)
     assert records.load(gateway, cluster.target.slug)[0].revision == "rev-third"  # recorded as a deploy
+
+
+def test_ctrl_c_in_a_swarm_canarys_gate_rolls_back_once(
+    engine: Any,
+    cluster: Cluster,  # noqa: F811
+    faulty: str,  # noqa: F811
+    faulty_ref: str,
+) -> None:
+    """Ctrl-C while the gate reads the tasks: one rollback (a second would swap the specs back and
+    roll the canary forward again), the live release on every task, the interrupt passed on."""
+    _deploy(engine, cluster, faulty, faulty_ref, "rev-live", 2)
+
+    def interrupted(container: Any) -> Any:
+        raise KeyboardInterrupt
+
+    said = Said()
+    with pytest.raises(KeyboardInterrupt):
+        swarm_canary.roll_out(
+            engine, cluster.target, faulty, plan(), reference=faulty_ref, version="canary", revision="rev-canary",
+            environment=env("rev-canary"), node=cluster.node, on_line=said, scrape=interrupted,
+        )  # fmt: skip
+    live = swarm.current(engine, cluster.target.slug)
+    assert live is not None and swarm.update_state(live) == "rollback_completed", said.lines
+    time.sleep(3)  # had the rollback been asked twice, Swarm would be rolling the canary out again now
+    live = swarm.current(engine, cluster.target.slug)
+    assert live is not None and live.revision == "rev-live" and swarm.update_state(live) == "rollback_completed"
+    assert _revisions(engine, cluster) == ["rev-live", "rev-live"]
+    assert sum("roll" in line and "back" in line for _, line in said.lines) == 1, said.lines

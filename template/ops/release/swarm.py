@@ -671,11 +671,13 @@ def _update(
             return True
         wait_update(client, service, before, limit, live, say, deploy_id)
     except KeyboardInterrupt:
-        say(
-            f"Interrupted: asking Swarm to roll {service.name} back to {live.revision[:12]} "
-            "(it goes on after this exits; `inv status` shows it)"
-        )
-        request_rollback(client, service)
+        service.reload()
+        if not str((service.attrs.get("UpdateStatus") or {}).get("State", "")).startswith("rollback"):
+            say(
+                f"Interrupted: asking Swarm to roll {service.name} back to {live.revision[:12]} "
+                "(it goes on after this exits; `inv status` shows it)"
+            )
+            request_rollback(client, service)
         raise
     return False
 
@@ -727,8 +729,12 @@ def wait_update(
 
 
 def request_rollback(client: docker.DockerClient, service: Service) -> None:
-    """`docker service rollback`: Swarm goes back to the service's previous spec, rolling as set."""
+    """`docker service rollback`: Swarm goes back to the service's previous spec, rolling as set.
+    Not again while Swarm rolls back or has rolled back: a rollback swaps the spec and the previous
+    one, so a second would roll forward again."""
     service.reload()
+    if str((service.attrs.get("UpdateStatus") or {}).get("State", "")).startswith("rollback"):
+        return
     api: Any = client.api  # the SDK has no call for it: the CLI's request, through the SDK's own session
     url = api._url("/services/{0}/update", service.id)
     spec = service.attrs["Spec"]
