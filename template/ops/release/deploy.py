@@ -179,6 +179,13 @@ def deploy(
                     swarm.check_proxy_matches(service, target(project, settings).proxy)
         elif options.backend:
             swarm.refuse_swarm_proxy(client, target(project, settings).proxy)
+        if options.canary and options.backend and on_swarm(settings):  # before the build, not after it
+            running = swarm.current(client, project.slug)
+            if running is not None:
+                try:
+                    swarm_canary.check_tasks(running.name, replicas(settings) or running.desired or 2)
+                except OpsError as exc:
+                    raise PreflightFailed(str(exc)) from None
         going = _canary_now(client, project, settings) if options.backend else None
         if going is not None:
             raise PreflightFailed(

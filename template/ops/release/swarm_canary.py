@@ -59,6 +59,15 @@ class Outcome:
     shares: list[float] = dataclasses.field(default_factory=list)  # the canary's share of the tasks, per step
 
 
+def check_tasks(name: str, count: int) -> None:
+    """A canary moves one task at a time: it needs two tasks at least."""
+    if count < 2:
+        raise OpsError(
+            f"a canary on a swarm needs at least 2 tasks (it moves one task at a time); {name} would have {count}: "
+            "set REPLICAS=2 or more (or `inv scale 2`)"
+        )
+
+
 def roll_out(
     client: docker.DockerClient,
     target: rollout.Target,
@@ -87,11 +96,7 @@ def roll_out(
         )  # fmt: skip
         return Outcome(release, promoted=True)
     count = replicas or live.desired or 2
-    if count < 2:
-        raise OpsError(
-            f"a canary on a swarm needs at least 2 tasks (it moves one task at a time); {live.name} has {count}: "
-            "set REPLICAS=2 or more (or `inv scale 2`)"
-        )
+    check_tasks(live.name, count)
     pause = MANUAL_PAUSE if plan.manual else plan.interval + margin(plan.interval)
     steps = ", ".join(f"{100 * k / count:.0f}%" for k in range(1, count + 1))
     say(
