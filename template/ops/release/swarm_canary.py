@@ -109,7 +109,7 @@ def roll_out(
         client, target, image, reference=reference, version=version, revision=revision,
         environment=environment, replicas=count, node=node, on_line=say, confirm_through=confirm_through,
         timings=timings, pause=pause, labels={CANARY_LABEL: "manual" if plan.manual else "auto"},
-        watch=lambda update: _gate(client, update, plan, outcome, say, scrape),
+        watch=lambda update: _gate(client, update, plan, outcome, say, scrape, pause + target.health_timeout + 30),
     )  # fmt: skip
     outcome.release = release
     outcome.promoted = not plan.manual
@@ -123,12 +123,13 @@ def _gate(
     outcome: Outcome,
     say: LineSink,
     scrape: Callable[[Container], traffic.Counts],
+    step_timeout: float,
 ) -> bool:
     """The gate after each new task but the last; True when it leaves the update to a person."""
     once = dataclasses.replace(plan, extend=0)  # Swarm's pause is the step: no longer look
     try:
         for k in range(1, update.count):
-            _wait_step(client, update, k, plan.interval + 60)
+            _wait_step(client, update, k, step_timeout)  # the rest of the last pause, then a task's start
             share = 100.0 * k / update.count
             outcome.shares.append(share)
             new, old = task_containers(client, update.service, update.deploy_id)
