@@ -131,7 +131,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "CANARY_STEPS",
         "10,50,100",
-        "`inv deploy --canary`: the canary's share of the API's requests at each step, in percent, ending at 100",
+        "`inv deploy --canary`: the canary's share of the API's requests at each step, in percent, ending at 100 "
+        "with one below it at least (on a swarm each task is a step)",
         kind="steps",
     ),
     Setting(

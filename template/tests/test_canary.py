@@ -23,7 +23,9 @@ def counts(latencies: list[float], errors: int = 0) -> Counts:
 def test_steps_rise_to_100() -> None:
     assert canary.parse_steps("10,50,100") == (10, 50, 100)
     assert canary.parse_steps(" 5, 25 ,100") == (5, 25, 100)
-    assert canary.parse_steps("100") == (100,)
+    assert canary.parse_steps("1,100") == (1, 100)
+    with pytest.raises(OpsError, match="no step below 100"):  # no canary at all: --manual would have nothing to stop at
+        canary.parse_steps("100")
     for bad in ["", "10,50", "50,10,100", "10,10,100", "0,100", "10,50,101", "10;50;100", "10,,100", "1e1,100",
                 "10,50,100\n", "\u0661\u0660,100", "-5,100"]:  # fmt: skip
         with pytest.raises(OpsError, match="CANARY_STEPS"):
@@ -88,7 +90,8 @@ def test_the_canary_settings_are_checked_where_they_are_read(tmp_path: object) -
     assert made.steps == (5, 25, 100) and made.gate.max_latency_ratio == 2.0 and made.manual
     assert made.interval == 60.0 and made.gate.max_error_ratio == 0.01
     assert deploy.target(project.load(), settings.load(ROOT, environ={"CANARY_STICKY": "cookie"})).sticky
-    for name, value in [("CANARY_STEPS", "50,10"), ("CANARY_STEPS", "10,50"), ("CANARY_INTERVAL", "0"),
-                        ("CANARY_MAX_P95_PERCENT", "99"), ("CANARY_STICKY", "ip")]:  # fmt: skip
+    bad = [("CANARY_STEPS", "50,10"), ("CANARY_STEPS", "10,50"), ("CANARY_STEPS", "100"), ("CANARY_INTERVAL", "0"),
+           ("CANARY_MAX_P95_PERCENT", "99"), ("CANARY_STICKY", "ip")]  # fmt: skip
+    for name, value in bad:
         with pytest.raises(OpsError, match=name):
             settings.load(ROOT, environ={name: value})

@@ -10,6 +10,7 @@ probability ``FAULT_RATE``, both from the release's environment.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
-from ops.release import canary, canary_rollout, proxy, rollout
+from ops.errors import OpsError
+from ops.release import canary, canary_rollout, proxy, rollout, traffic
 from tests.test_rollout import Host, app_images, host  # noqa: F401 (the fixtures)
 
 FAULT = """
@@ -118,7 +120,8 @@ def env(revision: str, **extra: str) -> dict[str, str]:
 
 
 def plan(**changes: Any) -> canary_rollout.Plan:
-    return canary_rollout.Plan(steps=(10, 50, 100), interval=4.0, gate=canary.Gate(min_requests=20), **changes)
+    made = canary_rollout.Plan(steps=(10, 50, 100), interval=4.0, gate=canary.Gate(min_requests=20))
+    return dataclasses.replace(made, **changes)
 
 
 @pytest.mark.docker
@@ -243,3 +246,109 @@ def test_split_files_naming_a_colour_that_is_down_cost_no_request(
     assert {version for *_, version in load.answers} == {"live"}
     assert canary_rollout.state(engine, host.target) is None  # one release runs: no canary in progress
     proxy.set_split(gateway, rollout.site(host.target), None)
+
+
+@pytest.mark.docker
+@pytest.mark.rollouts
+def test_when_the_live_release_stops_mid_canary_the_canary_is_kept_serving(
+    engine: Any,
+    host: Host,  # noqa: F811
+    live: rollout.Release,
+    faulty: str,
+) -> None:
+    """Removing the canary too would leave nothing serving: it stays, takes every request, and the
+    message says so (the canary killed instead: every request back, the canary removed, said)."""
+    calls = 0
+
+    def scrape(container: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 3:  # after the step's first reads: the live release dies
+            live.container.stop(timeout=1)
+        return traffic.scrape(container)
+
+    with pytest.raises(OpsError, match=r"the live release .* stopped during the canary .* now takes every request"):
+        canary_rollout.roll_out(
+            engine, host.target, faulty, plan(), version="2", revision="rev-canary", environment=env("rev-canary"),
+            scrape=scrape,
+        )  # fmt: skip
+    running = [r for r in rollout.releases(engine, host.target.slug) if r.running]
+    assert [r.revision for r in running] == ["rev-canary"]
+    gateway = proxy.get(engine, host.target.proxy.name)
+    assert gateway is not None and not proxy.split_now(gateway, rollout.site(host.target))
+    assert httpx.get(host.url + "/api/version").json()["revision"] == "rev-canary"
+
+    calls = 0
+    canary_name = ""
+
+    def kill_canary(container: Any) -> Any:
+        nonlocal calls, canary_name
+        calls += 1
+        if calls == 3:
+            [new] = [r for r in rollout.releases(engine, host.target.slug) if r.revision == "rev-next"]
+            canary_name = new.name
+            new.container.stop(timeout=1)
+        return traffic.scrape(container)
+
+    with pytest.raises(
+        canary_rollout.CanaryFailed,
+        match=r"the canary .* could not be read .* stopped or restarted during its step\. Every request is back on",
+    ):
+        canary_rollout.roll_out(
+            engine, host.target, faulty, plan(), version="3", revision="rev-next", environment=env("rev-next"),
+            scrape=kill_canary,
+        )  # fmt: skip
+    assert canary_name and [r.revision for r in rollout.releases(engine, host.target.slug) if r.running] == [
+        "rev-canary"
+    ]
+    assert httpx.get(host.url + "/api/version").json()["revision"] == "rev-canary"
+
+
+@pytest.mark.docker
+@pytest.mark.rollouts
+def test_split_files_left_behind_never_block_a_deploy_or_a_rollback(
+    engine: Any,
+    host: Host,  # noqa: F811
+    live: rollout.Release,
+    faulty: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ctrl-C in a canary's last drain, or `inv rollback` in a canary's middle: no split file stays
+    to send requests by bucket to a colour that comes back."""
+    real = rollout._stop_others
+    interrupted: list[str] = []
+
+    def stop_others(*args: Any) -> None:
+        if not interrupted:
+            interrupted.append("once")
+            raise KeyboardInterrupt  # Ctrl-C as the drain starts: the drain finishes, then the interrupt
+        real(*args)
+
+    monkeypatch.setattr(rollout, "_stop_others", stop_others)
+    with pytest.raises(KeyboardInterrupt):
+        canary_rollout.roll_out(
+            engine, host.target, faulty, plan(steps=(10, 100), interval=1.0), version="2", revision="rev-canary",
+            environment=env("rev-canary"),
+        )  # fmt: skip
+    monkeypatch.setattr(rollout, "_stop_others", real)
+    gateway = proxy.get(engine, host.target.proxy.name)
+    assert gateway is not None and not proxy.split_now(gateway, rollout.site(host.target))
+    assert [r.revision for r in rollout.releases(engine, host.target.slug) if r.running] == ["rev-canary"]
+
+    # Files a killed deploy left (one release runs): the next deploy removes them and switches.
+    other = rollout.COLOURS[1] if live.colour == rollout.COLOURS[0] else rollout.COLOURS[0]
+    canary_rollout.give(gateway, host.target, live.colour, other, 50)  # half to each colour, one of them stopped
+    lines: list[str] = []
+    rollout.roll_out(engine, host.target, faulty, version="3", revision="rev-three", environment=env("rev-three"),
+                     on_line=lines.append)  # fmt: skip
+    assert "Removing the split files a canary left behind (the usual rotation serves)" in lines
+    assert not proxy.split_now(gateway, rollout.site(host.target))
+
+    # `inv rollback` in the middle of a canary watched by hand: the canary drained, its files gone.
+    canary_rollout.roll_out(
+        engine, host.target, faulty, plan(manual=True), version="4", revision="rev-four", environment=env("rev-four"),
+    )  # fmt: skip
+    assert proxy.split_now(gateway, rollout.site(host.target))
+    back = rollout.roll_back(engine, host.target, "rev-three")
+    assert back.revision == "rev-three" and not proxy.split_now(gateway, rollout.site(host.target))
+    assert [r.revision for r in rollout.releases(engine, host.target.slug) if r.running] == ["rev-three"]

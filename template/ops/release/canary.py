@@ -33,6 +33,11 @@ def parse_steps(text: str) -> tuple[int, ...]:
         raise OpsError(
             f"CANARY_STEPS={text!r}: each step a percentage in 1..100, rising, the last one 100 (for example 10,50,100)"
         )
+    if len(steps) < 2:
+        raise OpsError(
+            f"CANARY_STEPS={text!r} has no step below 100: a canary needs at least one (for example 10,100); "
+            "a plain `inv deploy` switches every request at once"
+        )
     return steps
 
 

@@ -29,10 +29,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import docker
+import docker.errors
 from docker.models.containers import Container
 
 from ops.docker import containers
-from ops.errors import OpsError
+from ops.errors import Interrupted, OpsError
 from ops.logs import LineSink
 from ops.release import caddy, proxy, rollout, traffic
 from ops.release.canary import DEFAULT_STEPS, Gate, Verdict, judge
@@ -122,7 +123,10 @@ def roll_out(
                 f"Canary at {share}% of the API's requests ({exact:.1f}%); "
                 f"comparing it with {live.name} for {plan.interval:g}s"
             )
-            verdict = observe(lambda: scrape(live.container), lambda: scrape(canary.container), plan, sleep=sleep)
+            verdict = observe(
+                lambda: _read(scrape, live, "the live release"), lambda: _read(scrape, canary, "the canary"), plan,
+                sleep=sleep,
+            )  # fmt: skip
             outcome.verdicts.append((share, verdict))
             say(f"At {share}%: {verdict.describe()}")
             if verdict.failed:
@@ -136,12 +140,53 @@ def roll_out(
                     "or `inv canary abort`"
                 )
                 return outcome
-    except BaseException:
+    except BaseException as exc:
+        if not _running(live.container) and _running(canary.container):
+            # The live release stopped (killed, crashed): the canary is what serves now, so it stays,
+            # with every request, unjudged. Removing it too would leave nothing serving.
+            proxy.set_split(gateway, rollout.site(target), None)
+            if isinstance(exc, OpsError) and not isinstance(exc, Interrupted):
+                raise OpsError(
+                    f"the live release {live.name} stopped during the canary ({exc}). The canary {canary.name} "
+                    f"({canary.revision[:12]}) now takes every request, unjudged and not recorded: `inv status` "
+                    f"shows it; `inv rollback` goes back to {live.revision[:12]}"
+                ) from None
+            raise
         _back(client, target, gateway, live, canary)
+        if isinstance(exc, Unreadable) and exc.release is canary:
+            raise CanaryFailed(
+                f"{exc}: it stopped or restarted during its step. Every request is back on {live.name}, and the "
+                "canary was removed (`inv logs` has its last lines)"
+            ) from None
+        if isinstance(exc, Unreadable):
+            raise OpsError(f"{exc}; every request is back on {live.name}, and the canary was removed") from None
         raise
     outcome.release = finish(client, target, gateway, canary, say, confirm_through)
     outcome.promoted = True
     return outcome
+
+
+class Unreadable(OpsError):
+    """A release's /metrics could not be read during a step (it stopped, or restarted)."""
+
+    def __init__(self, message: str, release: rollout.Release) -> None:
+        super().__init__(message)
+        self.release = release
+
+
+def _read(scrape: Callable[[Container], traffic.Counts], release: rollout.Release, what: str) -> traffic.Counts:
+    try:
+        return scrape(release.container)
+    except OpsError as exc:
+        raise Unreadable(f"{what} {release.name} could not be read ({exc})", release) from None
+
+
+def _running(container: Container) -> bool:
+    try:
+        container.reload()
+    except docker.errors.NotFound:
+        return False
+    return str(container.status) == "running"
 
 
 def _back(
@@ -153,9 +198,11 @@ def _back(
 ) -> None:
     """Every request back on ``live`` first, then the canary stopped and removed, then the usual rotation."""
     give(gateway, target, live.colour, canary.colour, 0)
-    containers.stop(canary.container, timeout=containers.stop_timeout_of(canary.container))
-    containers.remove(canary.container)
-    proxy.set_split(gateway, rollout.site(target), None)
+    try:
+        containers.stop(canary.container, timeout=containers.stop_timeout_of(canary.container))
+        containers.remove(canary.container)
+    finally:
+        proxy.set_split(gateway, rollout.site(target), None)
 
 
 def observe(
@@ -168,13 +215,16 @@ def observe(
     """Both releases' answers over one step (longer, up to ``plan.extend`` more intervals, while
     too few came to judge), and the gate's verdict on them. ``live`` and ``canary`` read each
     release's counts now (one container's, or the sum over a swarm's tasks)."""
-    first_live, first_canary = live(), canary()
-    started = time.monotonic()
+
+    def read() -> tuple[float, traffic.Counts, traffic.Counts]:
+        return time.monotonic(), live(), canary()  # the same order each time: both windows are as long
+
+    started, first_live, first_canary = read()
     verdict: Verdict | None = None
     for _ in range(1 + plan.extend):
         sleep(plan.interval)
-        seconds = max(time.monotonic() - started, 1e-9)
-        verdict = judge(canary() - first_canary, live() - first_live, seconds, plan.gate)
+        now, last_live, last_canary = read()
+        verdict = judge(last_canary - first_canary, last_live - first_live, max(now - started, 1e-9), plan.gate)
         if verdict.outcome != "inconclusive":
             return verdict
     assert verdict is not None
@@ -189,9 +239,12 @@ def finish(
     say: LineSink,
     confirm_through: Callable[[str, str], None] | None = rollout.confirm,
 ) -> rollout.Release:
-    """Every request is the canary's: drain the old colour, then the usual rotation, and confirm."""
-    rollout.drain(client, target.slug, keep=canary.name, on_line=say)
-    proxy.set_split(gateway, rollout.site(target), None)
+    """Every request is the canary's: drain the old colour, then the usual rotation, and confirm.
+    The split files go also when the drain is interrupted (Ctrl-C finishes the drain first)."""
+    try:
+        rollout.drain(client, target.slug, keep=canary.name, on_line=say)
+    finally:
+        proxy.set_split(gateway, rollout.site(target), None)
     rollout.confirm_switch(gateway, target, canary.revision, confirm_through, say)
     rollout.prune(client, target.slug, keep=target.keep_releases, on_line=say)
     return next(r for r in rollout.releases(client, target.slug) if r.name == canary.name)

@@ -186,8 +186,14 @@ def deploy(
                     swarm_canary.check_tasks(running.name, replicas(settings) or running.desired or 2)
                 except OpsError as exc:
                     raise PreflightFailed(str(exc)) from None
-        going = _canary_now(client, project, settings) if options.backend else None
+        going = _canary_now(client, project, settings)  # --netlify-only too: it would ship the canary's front end
         if going is not None:
+            holder = lock.holder(client, project.slug)
+            if holder is not None:
+                raise PreflightFailed(
+                    f"a canary deploy of {project.slug} is running ({going.canary} at {going.share:.0f}%; "
+                    f"the lock: {holder.describe()}): wait for it to end, or watch it with `inv canary status`"
+                )
             raise PreflightFailed(
                 f"a canary of {project.slug} is in progress ({going.canary} at {going.share:.0f}%): "
                 "`inv canary promote` or `inv canary abort` first"
@@ -239,6 +245,8 @@ def deploy(
             if report.release is not None:
                 _record(client, project, settings, revision, report)
             raise
+        if report.canary is not None and not report.canary.promoted:
+            return report  # a canary left to a person: `inv canary promote` records it, abort leaves no record
         with phases.phase("record"):
             _record(client, project, settings, revision, report)
     return report
@@ -318,10 +326,11 @@ def _backend(
         report.release = found.release if found.promoted else None
         return
     if options.canary:
-        outcome = canary_rollout.roll_out(
-            client, target(project, settings), image, canary_plan(settings, manual=options.manual),
-            version=project.version, revision=revision, digest=reference, environment=environment, on_line=say,
-        )  # fmt: skip
+        with phases.phase("canary"):
+            outcome = canary_rollout.roll_out(
+                client, target(project, settings), image, canary_plan(settings, manual=options.manual),
+                version=project.version, revision=revision, digest=reference, environment=environment, on_line=say,
+            )  # fmt: skip
         report.canary = outcome
         report.release = outcome.release if outcome.promoted else None
         return
@@ -402,7 +411,7 @@ def _netlify(
                         "fix the site and run `inv deploy --netlify-only`, or go back with `inv rollback`"
                     )
                 raise SmokeFailed(message, detail=exc.detail) from None
-        with phases.phase("publish"):
+        with phases.phase("publish" if plan is None else "split test"):
             if plan is None:
                 publish.publish(netlify, settings["NETLIFY_SITE_ID"], done.deploy.id)
             else:
@@ -783,6 +792,13 @@ def status(project: proj.Project, settings: Settings) -> Status:
             published = netlify.get_site(settings["NETLIFY_SITE_ID"]).get("published_deploy") or {}
             netlify_live = str(published.get("id") or "")
     history = records.load(gateway, project.slug)
+    notes = _notes(client, settings, project.slug, live, history)
+    going = _canary_now(client, project, settings)
+    if going is not None:
+        if going.host is not None:  # the release that takes the rest, not the newest
+            live = going.host.live
+            health = containers.health(live.container)[0]
+        notes.insert(0, f"{going.describe()}: `inv canary status`, then `inv canary promote` or `inv canary abort`")
     return Status(
         live=live,
         health=health,
@@ -792,7 +808,7 @@ def status(project: proj.Project, settings: Settings) -> Status:
         maintenance=proxy.in_maintenance(gateway, project.slug),
         tasks=tasks,
         update=update,
-        notes=_notes(client, settings, project.slug, live, history),
+        notes=notes,
     )
 
 

@@ -269,6 +269,7 @@ def roll_out(
     with timings.phase("proxy"):
         gateway = proxy.ensure(client, target.proxy, target.slug)
         wanted = site(target)
+        clear_stale_split(client, target, gateway, say)
         before = proxy.read_site(gateway, wanted.slug)
         # A new or changed site (a first deploy, a new BACKEND_URL, a template update) is applied
         # at the switch, once the new release is healthy: until then the live one serves as it did.
@@ -307,6 +308,17 @@ def roll_out(
         drain(client, target.slug, keep=str(new.container.name), on_line=say)
         prune(client, target.slug, keep=target.keep_releases, on_line=say)
     return releases(client, target.slug)[0]
+
+
+def clear_stale_split(client: docker.DockerClient, target: Target, gateway: Container, say: LineSink) -> None:
+    """Split files that a canary left while no canary runs (one release running, or none): a Ctrl-C
+    in a canary's last drain, a rollback in its middle. They would send requests by their buckets
+    to colours that may come back, so they go, and the usual rotation serves."""
+    wanted = site(target)
+    if not proxy.split_now(gateway, wanted) or sum(r.running for r in releases(client, target.slug)) >= 2:
+        return
+    say("Removing the split files a canary left behind (the usual rotation serves)")
+    proxy.set_split(gateway, wanted, None)
 
 
 def start_gated(
@@ -426,10 +438,12 @@ def roll_back(
         say(f"{back.name} ({back.version}, {back.revision[:12]}) still runs beside {live.name if live else 'nothing'}")
     running = containers.Running(back.container, target.container_port, None, client_is_local(client))
     running.stop_timeout = containers.stop_timeout_of(back.container)
+    gateway = proxy.get(client, target.proxy.name)
+    if gateway is not None:
+        clear_stale_split(client, target, gateway, say)
     try:
         containers.wait_healthy(running, timeout=target.health_timeout)
         warm(running)
-        gateway = proxy.get(client, target.proxy.name)
         if gateway is not None:
             confirm_switch(gateway, target, back.revision, confirm_through, say)
     except BaseException as exc:
@@ -440,7 +454,11 @@ def roll_back(
             what = "was left running as it was" if was_running else "was stopped again"
             raise RolloutFailed(f"{exc}; {back.name} {what} and {still}", detail=exc.detail) from None
         raise
-    drain(client, target.slug, keep=back.name, on_line=say)
+    try:
+        drain(client, target.slug, keep=back.name, on_line=say)
+    finally:
+        if gateway is not None:  # a rollback in the middle of a canary: its split files go with it
+            proxy.set_split(gateway, site(target), None)
     return next(r for r in releases(client, target.slug) if r.name == back.name)
 
 
