@@ -435,6 +435,12 @@ def test_a_canary_deploy_gates_the_api_then_splits_the_site_and_records_it(engin
     assert any("Netlify keeps its live deploy" in line for line in stage.lines)
     with pytest.raises(deploy.PreflightFailed, match=r"a canary of .* is in progress"):
         deploy.deploy(stage.project, quick, deploy.Options(allow_dirty=True, netlify=False), say=stage.lines.append)
+    with pytest.raises(deploy.PreflightFailed, match=r"a canary of .* is in progress"):  # its front end waits too
+        deploy.deploy(stage.project, quick, deploy.Options(allow_dirty=True, backend=False), say=stage.lines.append)
+    state = deploy.status(stage.project, quick)
+    assert state.live is not None and state.live.name == report.release.name  # the release taking the rest
+    assert state.notes[0].startswith(f"Canary {manual.canary.release.name}") and "takes 10%" in state.notes[0]
+    assert records.load(gateway, stage.project.slug)[0].container == report.release.name  # not recorded yet
     promoted = deploy.canary_promote(stage.project, quick, say=stage.lines.append)
     assert promoted.name == manual.canary.release.name and deploy.canary_state(stage.project, quick) is None
     assert records.load(gateway, stage.project.slug)[0].container == promoted.name
