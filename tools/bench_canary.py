@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tools.bench_deploy import generated, proxy_image
+from tools.bench_swarm import one_node_swarm
 from tools.generated import free_port, run_alone
 
 SLUG = "bench-canary"
@@ -128,14 +129,20 @@ def bench_swarm(project_root: Path, base: str, client: Any, image: str, interval
     """The same canaries on a one-node swarm of four tasks: Swarm's rolling update, one task at a
     time, paused for the gate after each; a bad one is caught at the first task (25 %)."""
     from ops import project as proj
+
+    project = proj.load(project_root)
+    with one_node_swarm(client) as made:
+        return _bench_swarm(project_root, base, client, image, interval, project, made)
+
+
+def _bench_swarm(
+    project_root: Path, base: str, client: Any, image: str, interval: float, project: Any, made: Any
+) -> dict[str, Any]:
     from ops.docker import images
     from ops.release import canary, canary_rollout, proxy, rollout, swarm, swarm_canary
 
     helpers = generated("tests.test_canary_rollout")
     env = helpers.env
-    project = proj.load(project_root)
-    bridges = {n.name for n in client.networks.list(names=["docker_gwbridge"])}
-    made = swarm.init(client, "127.0.0.1")
     port = free_port()
     settings = proxy.ProxySettings(
         proxy_image(client, base), port, free_port(), name=f"cnd-swarm-canary-bench-{uuid.uuid4().hex[:6]}"
@@ -193,11 +200,6 @@ def bench_swarm(project_root: Path, base: str, client: Any, image: str, interval
     finally:
         swarm.remove_service(client, slug)
         swarm.remove_proxy(client, settings)
-        if made.created:
-            client.swarm.leave(force=True)
-            if "docker_gwbridge" not in bridges:
-                for network in client.networks.list(names=["docker_gwbridge"]):
-                    network.remove()
     return figures
 
 

@@ -62,13 +62,36 @@ def timed(fn: Callable[[], Any]) -> float:
 
 def bench(project_root: Path, base: str, client: Any) -> dict[str, Any]:
     from ops import project as proj
+
+    project = proj.load(project_root)
+    state = str((client.info().get("Swarm") or {}).get("LocalNodeState"))
+    with one_node_swarm(client) as made:
+        return _bench(project_root, base, client, project, made, state)
+
+
+@contextmanager
+def one_node_swarm(client: Any) -> Iterator[Any]:
+    """The engine's swarm if it is in one; else a one-node swarm made here, left afterwards with
+    the ``docker_gwbridge`` network that ``swarm init`` made. Yields ``swarm.init``'s answer."""
+    from ops.release import swarm
+
+    bridges = {n.name for n in client.networks.list(names=["docker_gwbridge"])}
+    made = swarm.init(client, "127.0.0.1")
+    try:
+        yield made
+    finally:
+        if made.created:
+            client.swarm.leave(force=True)
+            if "docker_gwbridge" not in bridges:
+                for network in client.networks.list(names=["docker_gwbridge"]):
+                    network.remove()
+
+
+def _bench(project_root: Path, base: str, client: Any, project: Any, made: Any, state: str) -> dict[str, Any]:
+    from ops import project as proj
     from ops.docker import images
     from ops.release import proxy, rollout, swarm
 
-    project = proj.load(project_root)
-    state = (client.info().get("Swarm") or {}).get("LocalNodeState")
-    bridges = {n.name for n in client.networks.list(names=["docker_gwbridge"])}
-    made = swarm.init(client, "127.0.0.1")
     figures: dict[str, Any] = {"swarm": "made for the bench" if made.created else f"the engine's own ({state})"}
     port, host_port = free_port(), free_port()
     caddy_image = proxy_image(client, base)
@@ -149,11 +172,6 @@ def bench(project_root: Path, base: str, client: Any) -> dict[str, Any]:
         swarm.remove_proxy(client, settings)
         proxy.remove(client, host_settings)
         rollout.remove_releases(client, host_target.slug)
-        if made.created:
-            client.swarm.leave(force=True)
-            if "docker_gwbridge" not in bridges:
-                for network in client.networks.list(names=["docker_gwbridge"]):
-                    network.remove()
     return figures
 
 

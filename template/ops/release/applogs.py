@@ -31,7 +31,6 @@ from ops.release import proxy as proxy_mod
 from ops.release import rollout
 
 SERVICES = ("app", "proxy", "all")
-_UNREAD: Any = object()  # Line.parsed before anything read it
 _SINCE = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -42,16 +41,11 @@ class Line:
     source: str  # the container's name
     text: str  # the line as the container wrote it
     at: str = ""  # when the line says it happened (its JSON "ts"), in the same form; else ts
-    parsed: Any = field(default=_UNREAD, compare=False, repr=False)  # its JSON object, read once by split()
+    entry: dict[str, Any] | None = field(default=None, compare=False, repr=False)  # its JSON object, as split() read it
 
     @property
     def key(self) -> tuple[str, str, str]:
         return (self.at or self.ts, self.ts, self.source)
-
-    @property
-    def entry(self) -> dict[str, Any] | None:
-        """The line's JSON object, or None when it is not one."""
-        return _entry(self.text) if self.parsed is _UNREAD else self.parsed
 
 
 def since_of(value: str, now: dt.datetime | None = None) -> dt.datetime | None:
@@ -126,7 +120,7 @@ def split(raw: bytes, source: str) -> list[Line]:
             entry = _entry(text)
             out.append(Line(_normal(ts), source, text, _said_time(entry), entry))
         elif out:  # a continuation Docker did not stamp
-            out.append(Line(out[-1].ts, source, piece, out[-1].at, None))
+            out.append(Line(out[-1].ts, source, piece, out[-1].at))
     return out
 
 
@@ -264,7 +258,7 @@ def _epoch(ts: str) -> float:
 
 def show(line: Line, as_json: bool) -> str:
     """The line for a person (or, ``as_json``, the app's own JSON as it wrote it)."""
-    entry = line.entry
+    entry = line.entry if line.entry is not None else _entry(line.text)  # a Line made elsewhere than split()
     if as_json:
         if isinstance(entry, dict):
             # The app writes ASCII JSON; anything else (raw C1 controls, bidi overrides) is

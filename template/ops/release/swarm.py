@@ -671,13 +671,11 @@ def _update(
             return True
         wait_update(client, service, before, limit, live, say, deploy_id)
     except KeyboardInterrupt:
-        service.reload()
-        if not str((service.attrs.get("UpdateStatus") or {}).get("State", "")).startswith("rollback"):
+        if request_rollback(client, service):  # not when a canary's gate has asked already
             say(
-                f"Interrupted: asking Swarm to roll {service.name} back to {live.revision[:12]} "
+                f"Interrupted: asked Swarm to roll {service.name} back to {live.revision[:12]} "
                 "(it goes on after this exits; `inv status` shows it)"
             )
-            request_rollback(client, service)
         raise
     return False
 
@@ -728,19 +726,20 @@ def wait_update(
         ) from None
 
 
-def request_rollback(client: docker.DockerClient, service: Service) -> None:
+def request_rollback(client: docker.DockerClient, service: Service) -> bool:
     """`docker service rollback`: Swarm goes back to the service's previous spec, rolling as set.
-    Not again while Swarm rolls back or has rolled back: a rollback swaps the spec and the previous
-    one, so a second would roll forward again."""
+    Not again while Swarm rolls back or has rolled back (False): a rollback swaps the spec and the
+    previous one, so a second would roll forward again."""
     service.reload()
-    if str((service.attrs.get("UpdateStatus") or {}).get("State", "")).startswith("rollback"):
-        return
+    if service_update_state(service).startswith("rollback"):
+        return False
     api: Any = client.api  # the SDK has no call for it: the CLI's request, through the SDK's own session
     url = api._url("/services/{0}/update", service.id)
     spec = service.attrs["Spec"]
     params = {"version": service.attrs["Version"]["Index"], "rollback": "previous"}
     with contextlib.suppress(docker.errors.APIError):
         api._raise_for_status(api._post_json(url, data=spec, params=params))
+    return True
 
 
 def scale(client: docker.DockerClient, slug: str, count: int, timeout: float, say: LineSink) -> SwarmRelease:
@@ -831,7 +830,12 @@ def _wait_gone(client: docker.DockerClient, name: str, timeout: float = 120) -> 
 
 def update_state(release: SwarmRelease) -> str:
     """The state of the service's last update (``completed``, ``rollback_started`` ...), "" if none."""
-    return str((release.service.attrs.get("UpdateStatus") or {}).get("State", ""))
+    return service_update_state(release.service)
+
+
+def service_update_state(service: Service) -> str:
+    """The state of the service's last update as last read (``completed``, ``rollback_started`` ...), or ""."""
+    return str((service.attrs.get("UpdateStatus") or {}).get("State", ""))
 
 
 def _tasks(service: Service, filters: Mapping[str, str] | None = None) -> list[dict[str, Any]]:

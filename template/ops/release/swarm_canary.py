@@ -104,7 +104,6 @@ def roll_out(
         + ("waits for you after the first" if plan.manual else f"pauses {pause:.0f}s after each for the gate")
     )
     outcome = Outcome(live, promoted=False)
-    environment = {**(environment or {})}
     release = swarm.roll_out(
         client, target, image, reference=reference, version=version, revision=revision,
         environment=environment, replicas=count, node=node, on_line=say, confirm_through=confirm_through,
@@ -223,12 +222,12 @@ def wait_rolled_back(service: Service, timeout: float) -> None:
 
     def probe() -> None:
         service.reload()
-        status = service.attrs.get("UpdateStatus") or {}
-        state = str(status.get("State", ""))
+        state = swarm.service_update_state(service)
         if state == "rollback_completed":
             return
         if state in {"rollback_paused", "paused"}:
-            raise swarm.SwarmError(f"Swarm's rollback of {service.name} paused: {status.get('Message', '')}")
+            message = (service.attrs.get("UpdateStatus") or {}).get("Message", "")
+            raise swarm.SwarmError(f"Swarm's rollback of {service.name} paused: {message}")
         raise NotReady(state or "no update")
 
     try:
@@ -266,8 +265,7 @@ def state(client: docker.DockerClient, slug: str) -> State | None:
         return None
     spec = service.attrs.get("Spec") or {}
     labels = spec.get("Labels") or {}
-    status = service.attrs.get("UpdateStatus") or {}
-    if CANARY_LABEL not in labels or status.get("State") != "updating":
+    if CANARY_LABEL not in labels or swarm.service_update_state(service) != "updating":
         return None
     deploy_id = labels.get(f"{rollout.PREFIX}.deploy", "")
     previous = ((service.attrs.get("PreviousSpec") or {}).get("Labels")) or {}
