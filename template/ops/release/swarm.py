@@ -673,7 +673,7 @@ def _update(
     except KeyboardInterrupt:
         if request_rollback(client, service):  # not when a canary's gate has asked already
             say(
-                f"Interrupted: asked Swarm to roll {service.name} back to {live.revision[:12]} "
+                f"Interrupted: asking Swarm to roll {service.name} back to {live.revision[:12]} "
                 "(it goes on after this exits; `inv status` shows it)"
             )
         raise
