@@ -75,7 +75,8 @@ def lint(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """Render the template and test the result (Docker tests need an engine)."""
     install(session, "test", app=True)
-    session.run("pytest", *(session.posargs or ["-x", "-q"]))
+    # Every test runs and every failure is reported: one failure must not hide the rest.
+    session.run("pytest", *(session.posargs or ["-q"]))
 
 
 @nox.session
@@ -84,6 +85,7 @@ def generated(session: nox.Session) -> None:
     install(session, "render", "dev")
     require_docker(session)
     from_sets = session.posargs or list(ANSWER_SETS)
+    failed: list[str] = []
     for name in from_sets:
         answers = ANSWER_SETS[name]
         target = ROOT / ".cache" / "generated" / name
@@ -96,7 +98,12 @@ def generated(session: nox.Session) -> None:
         # they run in the first set only, which keeps CI near half an hour. Each project runs them all.
         once = {} if name == from_sets[0] else {"CND_ROLLOUT_TESTS": "0"}
         with session.chdir(target):
-            session.run("nox", env={"BASE_IMAGE": base, "CI": "true", **once})
+            try:
+                session.run("nox", env={"BASE_IMAGE": base, "CI": "true", **once})
+            except nox.command.CommandFailed:
+                failed.append(name)  # the other sets still run: one failure must not hide the rest
+    if failed:
+        session.error(f"the generated project's nox failed for: {', '.join(failed)}")
 
 
 @nox.session

@@ -14,6 +14,7 @@ from flask.testing import FlaskClient
 from api import create_app
 from ops import project
 from ops.docker import images
+from tests.isolation import module_leaves_nothing, test_leaves_nothing  # noqa: F401  (autouse: no test leaks)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -49,7 +50,7 @@ def engine():  # type: ignore[no-untyped-def]
     from ops.errors import EngineUnavailable
 
     try:
-        return connect(timeout=10)
+        return connect()  # the timeout the tasks use: a busy engine is slow, not gone
     except EngineUnavailable as exc:
         if os.environ.get("CI"):
             pytest.fail(f"CI needs a Docker engine: {exc}")

@@ -11,6 +11,7 @@ probability ``FAULT_RATE``, both from the release's environment.
 from __future__ import annotations
 
 import dataclasses
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -58,8 +59,8 @@ def faulty(engine: Any, app_images: dict[str, str], tmp_path_factory: pytest.Tem
 
 
 class Load:
-    """Clients asking /api/version (with ``X-Fault: 1``) until stopped; each answer's time, status
-    and the version that answered it (``X-App-Version``, on errors too)."""
+    """Clients asking /api/version (with ``X-Fault: 1``) until stopped; each answer's time (when its
+    request was sent), status and the version that answered it (``X-App-Version``, on errors too)."""
 
     def __init__(self, url: str, clients: int = 6) -> None:
         self.url = url
@@ -71,11 +72,12 @@ class Load:
     def _run(self) -> None:
         with httpx.Client(timeout=10, headers={"X-Fault": "1"}) as http:
             while not self._stop.is_set():
+                sent = time.monotonic()
                 try:
                     answer = http.get(self.url + "/api/version")
-                    found = (time.monotonic(), answer.status_code, answer.headers.get("X-App-Version", ""))
+                    found = (sent, answer.status_code, answer.headers.get("X-App-Version", ""))
                 except httpx.HTTPError as exc:
-                    found = (time.monotonic(), 0, type(exc).__name__)
+                    found = (sent, 0, type(exc).__name__)
                 with self._lock:
                     self.answers.append(found)
 
@@ -83,16 +85,41 @@ class Load:
         with self._lock:
             return [a for a in self.answers if start <= a[0] < end]
 
+    def answered(self, more: int = 20, version: str = "", timeout: float = 60) -> None:
+        """Until ``more`` further answers have come (from ``version``, when given)."""
+
+        def count() -> int:
+            with self._lock:
+                return sum(1 for a in self.answers if not version or a[2] == version)
+
+        wanted = count() + more
+        deadline = time.monotonic() + timeout
+        while count() < wanted:
+            assert time.monotonic() < deadline, f"fewer than {more} answers in {timeout:.0f}s"
+            time.sleep(0.01)
+
     def __enter__(self) -> Load:
         for thread in self._threads:
             thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        time.sleep(0.5)
+        if exc[0] is None:
+            self.answered()  # traffic after the last change
         self._stop.set()
         for thread in self._threads:
             thread.join(20)
+
+
+def assert_share(canary: int, total: int, exact: float, what: str) -> None:
+    """``canary`` of ``total`` answers is the share ``exact`` (in %) that random buckets give, within
+    4.5 standard deviations of the binomial count (a false alarm about once in 150,000 checks)."""
+    assert total >= 20, f"{what}: only {total} answers to judge the share by"
+    p = exact / 100
+    margin = 4.5 * math.sqrt(p * (1 - p) / total)
+    observed = canary / total
+    expected = f"{exact:.1f}% +- {100 * margin:.1f}"
+    assert abs(observed - p) <= margin, f"{what}: {100 * observed:.1f}% of {total}, not {expected}"
 
 
 class Said:
@@ -134,21 +161,21 @@ def test_a_good_canary_goes_10_50_100_with_no_failed_request_at_about_each_share
 ) -> None:
     said = Said()
     with Load(host.url) as load:
-        time.sleep(1)
+        load.answered(version="live")
         outcome = canary_rollout.roll_out(
             engine, host.target, faulty, plan(), version="2", revision="rev-canary",
             environment=env("rev-canary"), on_line=said,
         )  # fmt: skip
-        time.sleep(1)
     assert outcome.promoted and [share for share, _ in outcome.verdicts] == [10, 50]
     assert all(v.outcome == "pass" for _, v in outcome.verdicts), [v.describe() for _, v in outcome.verdicts]
     statuses = [status for _, status, _ in load.answers]
     assert statuses and set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
-    for share in (10, 50):
+    for share, exact in zip((10, 50), outcome.shares, strict=False):
+        # The split files are in place before the step is announced: every request sent from then on
+        # falls in a bucket of the new split (by Caddy's random request id).
         start, end = said.at(f"Canary at {share}%"), said.at(f"At {share}%:")
-        answered = load.between(start + 0.5, end)  # the reload's first moments left out
-        observed = 100 * sum(1 for *_, v in answered if v == "canary") / len(answered)
-        assert abs(observed - share) <= 6, f"{observed:.1f}% of {len(answered)} at the {share}% step"
+        answered = load.between(start, end)
+        assert_share(sum(1 for *_, v in answered if v == "canary"), len(answered), exact, f"the {share}% step")
     # Promoted: the old colour drained, the usual site back, the canary's revision live.
     assert [r.revision for r in rollout.releases(engine, host.target.slug) if r.running] == ["rev-canary"]
     assert canary_rollout.state(engine, host.target) is None
@@ -173,14 +200,14 @@ def test_a_bad_canary_is_caught_at_the_first_step_and_only_its_requests_failed(
     rollout.roll_out(engine, host.target, faulty, version="1", revision="rev-live", environment=env("rev-live", **base))
     said = Said()
     with Load(host.url) as load:
-        time.sleep(1)
+        load.answered(version="live")
         with pytest.raises(canary_rollout.CanaryFailed, match=f"failed its gate at 10%: {reason}"):
             canary_rollout.roll_out(
                 engine, host.target, faulty, plan(), version="2", revision="rev-canary",
                 environment=env("rev-canary", **environment), on_line=said,
             )  # fmt: skip
-        reverted = time.monotonic()
-        time.sleep(2)
+        reverted = time.monotonic()  # the canary was removed before the deploy raised
+        load.answered(50)
     # Every request back on the live release; the canary is gone; the usual site is back.
     assert [r.revision for r in rollout.releases(engine, host.target.slug)] == ["rev-live"]
     assert canary_rollout.state(engine, host.target) is None
@@ -189,7 +216,7 @@ def test_a_bad_canary_is_caught_at_the_first_step_and_only_its_requests_failed(
     failed = [a for a in load.answers if a[1] != 200]
     assert all(version == "canary" for _, status, version in failed if status == 500), failed[:5]
     assert not [a for a in failed if a[1] != 500], failed[:5]  # nothing but the canary's own 500s
-    assert not [a for a in load.between(reverted + 0.5, float("inf")) if a[2] == "canary"]
+    assert not [a for a in load.between(reverted, float("inf")) if a[2] == "canary"]
     canary_share = sum(1 for a in load.between(said.at("Canary at 10%"), reverted) if a[2] == "canary")
     if reason == "5xx":
         assert 0 < len(failed) <= canary_share  # only requests the canary answered failed
@@ -241,7 +268,7 @@ def test_split_files_naming_a_colour_that_is_down_cost_no_request(
     other = rollout.COLOURS[1] if live.colour == rollout.COLOURS[0] else rollout.COLOURS[0]
     canary_rollout.give(gateway, host.target, live.colour, other, 100)  # every bucket to a colour not running
     with Load(host.url) as load:
-        time.sleep(3)
+        load.answered(300)  # more than one request per bucket, on average
     assert load.answers and {status for _, status, _ in load.answers} == {200}
     assert {version for *_, version in load.answers} == {"live"}
     assert canary_rollout.state(engine, host.target) is None  # one release runs: no canary in progress

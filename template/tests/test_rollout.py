@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -19,6 +18,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -28,6 +28,7 @@ from ops import project
 from ops.docker import images
 from ops.release import caddy, lock, proxy, rollout
 from tests.conftest import base_image, free_port
+from tests.holding import Child
 
 pytestmark = pytest.mark.docker
 
@@ -106,8 +107,18 @@ class Load:
             thread.start()
         return self
 
+    def answered(self, revision: str = "", more: int = 1, timeout: float = 60) -> None:
+        """Until ``more`` further requests have been answered (by ``revision``, when given)."""
+        count = (lambda: self.revisions[revision]) if revision else (lambda: self.total)
+        wanted = count() + more
+        deadline = time.monotonic() + timeout
+        while count() < wanted:
+            assert time.monotonic() < deadline, f"no traffic answered in {timeout:.0f}s: {self.statuses}"
+            time.sleep(0.01)
+
     def __exit__(self, *exc: object) -> None:
-        time.sleep(0.5)  # a moment of traffic after the last change
+        if exc[0] is None:
+            self.answered(more=20)  # traffic after the last change
         self._stop.set()
         for thread in self._threads:
             thread.join(20)
@@ -133,7 +144,7 @@ def test_v1_then_v2_under_load_then_a_bad_v3_changes_nothing(
     assert not any(ports.values()) and not inspected["PortBindings"]  # nothing of the app is published
 
     with Load(host.url) as load:
-        time.sleep(1)
+        load.answered("rev-one", 20)
         second = rollout.roll_out(
             engine, target, app_images["rev-two"], version="2", revision="rev-two", on_line=host.lines.append
         )
@@ -162,7 +173,7 @@ def test_v1_then_v2_under_load_then_a_bad_v3_changes_nothing(
     assert rollout.live_release(engine, target.slug).revision == "rev-two"  # type: ignore[union-attr]
 
     with Load(host.url) as load:
-        time.sleep(0.5)
+        load.answered("rev-two", 20)
         back = rollout.roll_back(engine, target, on_line=host.lines.append)
     assert back.revision == "rev-one" and back.running
     assert load.failures == [], (load.statuses, host.lines)
@@ -191,7 +202,7 @@ with lock.held(client, spec["slug"], revision="rev-two"):
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGKILL])
 @pytest.mark.parametrize("moment", ["health wait", "after the switch"])
 def test_a_deploy_killed_mid_rollout_leaves_a_release_serving_and_a_releasable_lock(
-    engine: Any, host: Host, app_images: dict[str, str], signum: int, moment: str
+    engine: Any, host: Host, app_images: dict[str, str], signum: int, moment: str, tmp_path: Path
 ) -> None:
     target = host.target
     rollout.roll_out(engine, target, app_images["rev-one"], version="1", revision="rev-one")
@@ -200,22 +211,13 @@ def test_a_deploy_killed_mid_rollout_leaves_a_release_serving_and_a_releasable_l
         "proxy": [target.proxy.image, target.proxy.http_port, target.proxy.https_port, target.proxy.name],
     }  # fmt: skip
     code = ROLL_OUT_IN_A_CHILD.format(root=str(project.ROOT))
-    cue = "Starting" if moment == "health wait" else "Draining"
-    with Load(host.url) as load:
-        child = subprocess.Popen(
-            [sys.executable, "-c", code, json.dumps(spec)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        assert child.stdout is not None
-        said = []
-        for line in child.stdout:
-            said.append(line)
-            if line.startswith(cue):
-                break
-        if moment == "health wait":
-            time.sleep(0.3)  # inside the health wait (the gate takes over a second)
-        child.send_signal(signum)
-        rest, _ = child.communicate(timeout=60)
-        said.append(rest)
+    moment_name = "rollout.health" if moment == "health wait" else "rollout.drain"
+    command = [sys.executable, "-c", code, json.dumps(spec)]
+    with Load(host.url) as load, Child(command, hold=moment_name, folder=tmp_path) as child:
+        load.answered("rev-one", 20)
+        child.wait_held()  # the child is in that moment now, however busy the machine
+        child.signal(signum)
+        said = child.finish(timeout=60)
     assert load.failures == [], (load.statuses, said)
     holder = lock.holder(engine, target.slug)
     running = [r.revision for r in rollout.releases(engine, target.slug) if r.running]
@@ -226,7 +228,7 @@ def test_a_deploy_killed_mid_rollout_leaves_a_release_serving_and_a_releasable_l
             assert load.revisions["rev-one"] > 0
         else:
             assert running == ["rev-two"], said  # the drain was finished before the interrupt went on
-            assert "draining" in "".join(said)
+            assert "draining the old release first" in said, said
     else:
         assert holder is not None and f"pid {child.pid}" in holder.who  # says whose it was
         assert lock.release(engine, target.slug) is not None
@@ -305,7 +307,7 @@ def test_maintenance_rollback_of_a_release_left_running_and_prune_by_revision(
         rollout.recolour(engine, older, target.slug, "green" if live.colour == "blue" else "blue")
     older.container.start()
     with Load(host.url) as load:
-        time.sleep(1)
+        load.answered("rev-two", 20)
         back = rollout.roll_back(engine, target, on_line=host.lines.append)
     assert back.revision == "rev-one" and back.name == older.name
     assert load.failures == [], load.statuses

@@ -11,15 +11,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import signal
-import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import docker.errors
 import httpx
 import pytest
 
@@ -28,6 +29,7 @@ from ops import settings as settings_mod
 from ops.docker import images
 from ops.release import applogs, caddy, deploy, lock, proxy, records, rollout, swarm
 from tests.conftest import base_image, free_port
+from tests.holding import Child
 from tests.netlify_api import LocalNetlify
 from tests.test_rollout import Load
 
@@ -126,6 +128,21 @@ def _record(engine: Any, cluster: Cluster, release: swarm.SwarmRelease) -> None:
     )
 
 
+def _until(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"waited {timeout:.0f}s for {what}"
+        time.sleep(0.05)
+
+
+def _exited(container: Any) -> bool:
+    try:
+        container.reload()
+    except docker.errors.NotFound:
+        return True
+    return container.status != "running"
+
+
 def _wait_tasks(engine: Any, slug: str, count: int, timeout: float = 60) -> float:
     """Seconds until ``count`` tasks run again (after one was killed)."""
     started = time.monotonic()
@@ -167,7 +184,7 @@ def test_rolling_update_automatic_rollback_scale_rollback_and_a_killed_task_unde
     assert proxy_spec["TaskTemplate"]["ContainerSpec"]["Configs"][0]["File"]["Name"] == "/etc/caddy/Caddyfile"
 
     with Load(cluster.url) as load:
-        time.sleep(1)
+        load.answered("rev-one", 20)
         second = swarm.roll_out(
             engine, target, tag_two, reference=ref_two, version="2", revision="rev-two", node=cluster.node,
             on_line=say,
@@ -193,7 +210,7 @@ def test_rolling_update_automatic_rollback_scale_rollback_and_a_killed_task_unde
 
     for count in (4, 1):
         with Load(cluster.url) as load:
-            time.sleep(0.5)
+            load.answered(more=20)
             scaled = swarm.scale(engine, target.slug, count, 40, say)
         assert load.failures == [] and scaled.running == count, (count, load.statuses)
         assert len(swarm.tasks(engine, target.slug)) == count
@@ -201,7 +218,7 @@ def test_rolling_update_automatic_rollback_scale_rollback_and_a_killed_task_unde
     # `inv rollback`: the previous recorded release, from the registry, at the current task count.
     me = dataclasses.replace(project.load(), slug=target.slug)
     with Load(cluster.url) as load:
-        time.sleep(0.5)
+        load.answered(more=20)
         done = deploy.rollback(me, cluster.settings, say=say)
     assert done.revision == "rev-one" and done.image == ref_one
     assert load.failures == [], (load.statuses, cluster.lines)
@@ -220,9 +237,10 @@ def test_rolling_update_automatic_rollback_scale_rollback_and_a_killed_task_unde
         if t["Status"]["State"] == "running"
     ]
     with Load(cluster.url) as load:
-        time.sleep(0.5)
-        engine.containers.get(victim).kill()
-        time.sleep(0.2)
+        load.answered(more=20)
+        killed = engine.containers.get(victim)
+        killed.kill()
+        _until(lambda: _exited(killed), "the killed task's container to stop")
         replaced = _wait_tasks(engine, target.slug, 2)
     print(f"\nkilled task: {len(load.failures)} of {load.total} requests failed; replaced in {replaced:.1f}s")
     # In flight on it when it died, or sent to it in the second before Caddy looked the name up again.
@@ -339,7 +357,7 @@ with lock.held(client, spec["slug"], revision="rev-two"):
 
 
 def test_ctrl_c_in_a_rolling_update_asks_swarm_to_roll_back_and_frees_the_lock(
-    engine: Any, cluster: Cluster, pushed: dict[str, tuple[str, str]]
+    engine: Any, cluster: Cluster, pushed: dict[str, tuple[str, str]], tmp_path: Path
 ) -> None:
     target = cluster.target
     (tag_one, ref_one), (tag_two, ref_two) = pushed["rev-one"], pushed["rev-two"]
@@ -350,21 +368,13 @@ def test_ctrl_c_in_a_rolling_update_asks_swarm_to_roll_back_and_frees_the_lock(
         "proxy": [target.proxy.image, target.proxy.http_port, target.proxy.https_port, target.proxy.name],
     }  # fmt: skip
     code = ROLL_OUT_IN_A_CHILD.format(root=str(project.ROOT))
-    with Load(cluster.url) as load:
-        child = subprocess.Popen(
-            [sys.executable, "-c", code, json.dumps(spec)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        assert child.stdout is not None
-        said = []
-        for line in child.stdout:
-            said.append(line)
-            if line.startswith("Swarm: updating"):
-                break
-        time.sleep(1)  # the first new task is starting
-        child.send_signal(signal.SIGINT)
-        rest, _ = child.communicate(timeout=60)
-        said.append(rest)
-        assert "asking Swarm to roll" in rest, said
+    command = [sys.executable, "-c", code, json.dumps(spec)]
+    with Load(cluster.url) as load, Child(command, hold="swarm.updating", folder=tmp_path) as child:
+        load.answered("rev-one", 20)
+        child.wait_held()  # Swarm is updating the service now, and the child follows it
+        child.signal(signal.SIGINT)
+        said = child.finish(timeout=60)
+        assert "asking Swarm to roll" in said, said
 
         def rolled_back() -> str:
             live = swarm.current(engine, target.slug)

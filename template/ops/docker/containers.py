@@ -386,9 +386,29 @@ def stop(container: Container, timeout: int) -> None:
         container.stop(timeout=timeout)
 
 
-def remove(container: Container) -> None:
-    with contextlib.suppress(docker.errors.NotFound):
+def remove(container: Container, timeout: float = 60) -> None:
+    """Remove ``container`` (killed first if it runs). If the engine is removing it already (another
+    caller's, or our own earlier request that the client gave up waiting for), wait until it is gone."""
+    try:
         container.remove(force=True, v=True)
+        return
+    except docker.errors.NotFound:
+        return
+    except docker.errors.APIError as exc:
+        if exc.status_code != 409 or "already in progress" not in str(exc.explanation or ""):
+            raise
+
+    def gone() -> None:
+        try:
+            container.reload()
+        except docker.errors.NotFound:
+            return
+        raise NotReady(f"the engine is still removing {container.name}")
+
+    try:
+        poll(gone, timeout=timeout, interval=0.1)
+    except TimedOut:
+        raise OpsError(f"the engine did not finish removing the container {container.name} in {timeout:.0f}s") from None
 
 
 def shutdown(running: Running, on_line: LineSink | None = None) -> None:

@@ -29,6 +29,7 @@ import docker.errors
 import httpx
 from docker.models.containers import Container
 
+from ops import hold
 from ops.docker import containers
 from ops.docker.engine import client_is_local
 from ops.docker.images import RELEASE_LABEL
@@ -348,6 +349,7 @@ def start_gated(
             client, target, image, version=version, revision=revision, digest=digest,
             environment=environment or {}, colour=colour, name=name,
         )  # fmt: skip
+        hold.reached("rollout.health")
         seconds = containers.wait_healthy(new, timeout=target.health_timeout)
         warm(new)
     except BaseException as exc:
@@ -379,6 +381,7 @@ def _stop_others(client: docker.DockerClient, slug: str, keep: str, on_line: Lin
     for old in releases(client, slug):
         if old.name != keep and old.running:
             on_line(f"Draining {old.name} (in-flight requests get its graceful timeout)")
+            hold.reached("rollout.drain")
             containers.stop(old.container, timeout=containers.stop_timeout_of(old.container))
 
 

@@ -52,7 +52,7 @@ from docker.types import (
     UpdateConfig,
 )
 
-from ops import logs
+from ops import hold, logs
 from ops.docker import containers
 from ops.errors import OpsError
 from ops.logs import LineSink
@@ -701,6 +701,8 @@ def wait_update(
         if state and state not in seen[-1:]:
             seen.append(state)
             say(f"Swarm: {state.replace('_', ' ')} ({message})")
+            if state == "updating":
+                hold.reached("swarm.updating")
         if state == "completed":
             return
         if state in {"rollback_completed", "rollback_paused", "paused"}:

@@ -1,0 +1,174 @@
+"""Every test leaves the machine as it found it: no container, network, volume, swarm, service,
+config or child process of its own outlives it (nor a module's fixtures their module).
+
+What one test leaves behind changes the next: a proxy container still bound to a port, a swarm
+that puts the engine in swarm mode, a server process still answering. Such a leak made tests pass
+alone and fail after others, so each test is checked, and a leak fails the test that made it,
+naming what was left. Under CI the leftovers are then removed, so one leak is one failure and not
+a cascade; elsewhere they are only named (another run may share the engine).
+
+On by default under CI, otherwise with ``CND_CHECK_LEAKS=1``; ``CND_CHECK_LEAKS=0`` turns it off
+(for runs that share an engine with other work). conftest.py imports the fixtures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# Objects the engine removes by itself after a test's own cleanup returned (the task containers of a
+# removed service, a network whose last endpoint is going) are given this long to go.
+SETTLE_SECONDS = 60.0
+
+
+def enabled() -> bool:
+    wanted = os.environ.get("CND_CHECK_LEAKS", "")
+    return wanted == "1" or (wanted != "0" and bool(os.environ.get("CI")))
+
+
+def _client() -> Any | None:
+    try:
+        import docker
+
+        client = docker.from_env(timeout=30)
+        client.ping()
+        return client
+    except Exception:  # no engine: only processes are checked
+        return None
+
+
+def engine_state(client: Any) -> dict[str, set[str]]:
+    """Names of what the engine holds, by kind (plus the node's swarm state)."""
+    api = client.api
+    state = {
+        "container": {(c.get("Names") or [c["Id"]])[0].lstrip("/") for c in api.containers(all=True)},
+        "network": {n["Name"] for n in api.networks()},
+        "volume": {v["Name"] for v in (api.volumes().get("Volumes") or [])},
+    }
+    swarm = api.info().get("Swarm") or {}
+    state["swarm"] = {f"node state {swarm.get('LocalNodeState', '')}"}
+    if swarm.get("ControlAvailable"):
+        state["service"] = {s["Spec"]["Name"] for s in api.services()}
+        state["config"] = {c["Spec"]["Name"] for c in api.configs()}
+        state["secret"] = {s["Spec"]["Name"] for s in api.secrets()}
+    return state
+
+
+def child_processes() -> set[str]:
+    """This process's descendants still running, as 'pid command'."""
+    parents: dict[int, int] = {}
+    names: dict[int, str] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = (entry / "stat").read_text()
+            # pid (comm) state ppid ...: comm may hold spaces and parentheses.
+            fields = stat[stat.rindex(")") + 2 :].split()
+            if fields[0] == "Z":
+                continue
+            parents[int(entry.name)] = int(fields[1])
+            names[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    mine, me = set(), os.getpid()
+    for pid in parents:
+        ancestor, hops = parents.get(pid, 0), 0
+        while ancestor and ancestor != me and hops < 64:
+            ancestor, hops = parents.get(ancestor, 0), hops + 1
+        if ancestor == me:
+            mine.add(f"{pid} {names[pid][:160].strip()}")
+    return mine
+
+
+def _new(before: dict[str, set[str]], after: dict[str, set[str]]) -> dict[str, set[str]]:
+    return {kind: names - before.get(kind, set()) for kind, names in after.items() if names - before.get(kind, set())}
+
+
+def uses_engine(item: pytest.Item) -> bool:
+    return item.get_closest_marker("docker") is not None or "engine" in getattr(item, "fixturenames", ())
+
+
+class Watch:
+    def __init__(self, engine: bool) -> None:
+        self.client = _client() if engine else None
+        self.engine_before = engine_state(self.client) if self.client is not None else {}
+        self.processes_before = child_processes()
+
+    def left(self) -> dict[str, set[str]]:
+        """What is new since the start, once the engine has had its time to finish removals."""
+        deadline = time.monotonic() + SETTLE_SECONDS
+        while True:
+            found = {}
+            if self.client is not None:
+                found = _new(self.engine_before, engine_state(self.client))
+            processes = child_processes() - self.processes_before
+            if processes:
+                found["process"] = processes
+            if not found or time.monotonic() > deadline:
+                return found
+            time.sleep(0.2)
+
+    def clear(self, left: dict[str, set[str]]) -> None:
+        """Remove what was left (in CI only: elsewhere, another run may own it)."""
+        if not os.environ.get("CI"):
+            return
+        for line in left.get("process", set()):
+            with contextlib.suppress(OSError):
+                os.kill(int(line.split()[0]), 9)
+        if self.client is None:
+            return
+        api = self.client.api
+        for name in left.get("service", set()):
+            with contextlib.suppress(Exception):
+                api.remove_service(name)
+        for name in left.get("container", set()):
+            with contextlib.suppress(Exception):
+                api.remove_container(name, force=True, v=True)
+        for name in left.get("config", set()):
+            with contextlib.suppress(Exception):
+                api.remove_config(name)
+        for name in left.get("secret", set()):
+            with contextlib.suppress(Exception):
+                api.remove_secret(name)
+        for name in left.get("network", set()):
+            with contextlib.suppress(Exception):
+                api.remove_network(name)
+        for name in left.get("volume", set()):
+            with contextlib.suppress(Exception):
+                api.remove_volume(name, force=True)
+        if "swarm" in left and "node state inactive" in self.engine_before.get("swarm", set()):
+            with contextlib.suppress(Exception):
+                self.client.swarm.leave(force=True)
+
+
+def describe(left: dict[str, set[str]]) -> str:
+    return "; ".join(f"{kind}: {', '.join(sorted(names))}" for kind, names in sorted(left.items()))
+
+
+def _checked(what: str, engine: bool) -> Iterator[None]:
+    if not enabled():
+        yield
+        return
+    watch = Watch(engine)
+    yield
+    left = watch.left()
+    if left:
+        watch.clear(left)
+        pytest.fail(f"{what} left behind what a later test would meet: {describe(left)}", pytrace=False)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def module_leaves_nothing(request: pytest.FixtureRequest) -> Iterator[None]:
+    """What the module's fixtures made is gone after its last test."""
+    module = request.node
+    engine = any(uses_engine(item) for item in request.session.items if getattr(item, "module", None) is module.obj)
+    yield from _checked(f"the module {module.name}", engine)
+
+
+@pytest.fixture(autouse=True)
+def test_leaves_nothing(request: pytest.FixtureRequest) -> Iterator[None]:
+    """What the test made (beyond its module's fixtures) is gone when it ends."""
+    yield from _checked("this test", uses_engine(request.node))
