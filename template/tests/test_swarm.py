@@ -327,7 +327,7 @@ def _operations_on_a_swarm(engine: Any, me: project.Project, settings: Any, revi
     thread = threading.Thread(target=watcher.run, daemon=True)
     thread.start()
     try:
-        time.sleep(1)
+        assert watcher.watching.wait(60), "the monitor did not start watching"
         [task] = [t for t in live.service.tasks(filters={"desired-state": "running"}) if t["Slot"] == 1]
         engine.containers.get(task["Status"]["ContainerStatus"]["ContainerID"]).kill()
         deadline = time.monotonic() + 60
