@@ -214,7 +214,7 @@ class LocalNetlify:
 
         self._thread = threading.Thread(target=run, name="local-netlify", daemon=True)
         self._thread.start()
-        if not ready.wait(10):
+        if not ready.wait(120):  # a deadline, not a bound: a busy machine starts it late
             raise RuntimeError("the local Netlify API did not start")
         return self
 
@@ -229,7 +229,7 @@ class LocalNetlify:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
         if self._thread is not None:
-            self._thread.join(10)
+            self._thread.join(120)
 
     def __enter__(self) -> LocalNetlify:
         return self.start()

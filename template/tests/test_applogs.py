@@ -7,6 +7,7 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -15,6 +16,13 @@ import pytest
 from ops.errors import OpsError
 from ops.release import applogs, rollout
 from tests.test_rollout import Host, app_images, host  # noqa: F401 (the fixtures)
+
+
+def until(condition: Callable[[], bool], seconds: float = 120) -> None:
+    """Wait for ``condition`` (the deadline only stops a broken run; the caller asserts what it needs)."""
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 def test_since_takes_durations_and_times() -> None:
@@ -70,7 +78,8 @@ def test_logs_of_two_releases_come_merged_in_time_order(engine: Any, host: Host,
     def requests(prefix: str) -> None:
         for i in range(5):
             ids.append(f"{prefix}-{i}-{uuid.uuid4().hex[:6]}")
-            assert httpx.get(f"{host.url}/api/version", headers={"X-Request-ID": ids[-1]}).status_code == 200
+            response = httpx.get(f"{host.url}/api/version", headers={"X-Request-ID": ids[-1]}, timeout=60)
+            assert response.status_code == 200
 
     rollout.roll_out(engine, host.target, app_images["rev-one"], version="1", revision="rev-one")
     requests("one")
@@ -91,10 +100,7 @@ def test_logs_of_two_releases_come_merged_in_time_order(engine: Any, host: Host,
                 seen.append((entry["request_id"], line.source))
         return seen
 
-    for _ in range(50):  # the request log is written in batches (APP_LOG_FLUSH_MS)
-        if len(read_ids()) == len(ids):
-            break
-        time.sleep(0.1)
+    until(lambda: len(read_ids()) >= len(ids))  # the request log is written in batches (APP_LOG_FLUSH_MS)
     seen = read_ids()
     assert [rid for rid, _ in seen] == ids  # both releases, in the order they were asked
     assert {source for rid, source in seen if rid.startswith("one")} == {previous.name}
@@ -119,20 +125,14 @@ def test_logs_of_two_releases_come_merged_in_time_order(engine: Any, host: Host,
 
     reader = threading.Thread(target=consume, daemon=True)
     reader.start()
-    for _ in range(50):
-        if len(got) >= len(ids):
-            break
-        time.sleep(0.1)
+    until(lambda: len(got) >= len(ids))
     first = list(got)
     assert first == sorted(first, key=lambda line: line.key)
     # A deploy while following: the new release's lines join in, announced.
     third = rollout.roll_out(engine, host.target, app_images["rev-one"], version="3", revision="rev-one")
     late = f"three-{uuid.uuid4().hex[:6]}"
-    assert httpx.get(f"{host.url}/api/version", headers={"X-Request-ID": late}).status_code == 200
-    for _ in range(100):
-        if any(late in line.text and line.source == third.name for line in got):
-            break
-        time.sleep(0.1)
+    assert httpx.get(f"{host.url}/api/version", headers={"X-Request-ID": late}, timeout=60).status_code == 200
+    until(lambda: any(late in line.text and line.source == third.name for line in got))
     assert any(line.source == "inv logs" and third.name in line.text for line in got)
     assert any(late in line.text and line.source == third.name for line in got)
     # The release crashes (its main process killed) and its restart policy brings it back: the
@@ -142,18 +142,17 @@ def test_logs_of_two_releases_come_merged_in_time_order(engine: Any, host: Host,
 
     before = len(got)
     os.kill(int(third.container.attrs["State"]["Pid"]), signal.SIGKILL)
-    for _ in range(300):
+
+    def restarted_and_healthy() -> bool:
         third.container.reload()
         health = (third.container.attrs["State"].get("Health") or {}).get("Status")
-        if third.container.attrs["RestartCount"] >= 1 and health == "healthy":
-            break
-        time.sleep(0.1)
+        return bool(third.container.attrs["RestartCount"] >= 1 and health == "healthy")
+
+    until(restarted_and_healthy)
+    assert restarted_and_healthy(), third.container.attrs["State"]
     after = f"after-{uuid.uuid4().hex[:6]}"
-    assert httpx.get(f"{host.url}/api/version", headers={"X-Request-ID": after}).status_code == 200
-    for _ in range(100):
-        if any(after in line.text for line in got[before:]):
-            break
-        time.sleep(0.1)
+    assert httpx.get(f"{host.url}/api/version", headers={"X-Request-ID": after}, timeout=60).status_code == 200
+    until(lambda: any(after in line.text for line in got[before:]))
     stop.set()
     assert any(after in line.text and line.source == third.name for line in got[before:]), got[before:]
     texts = [(line.source, line.ts, line.text) for line in got if line.source != "inv logs"]

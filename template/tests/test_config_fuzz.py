@@ -836,7 +836,7 @@ def test_clean_mutants_are_served_by_the_edge(site: Path) -> None:
         config = load_site(site)
         router = Router(config)
         targets = [t for t in probes(case.files) if router.route("GET", t).kind != "proxy"][:12]
-        with serve_in_thread(config) as edge, httpx.Client(base_url=edge.url, timeout=10) as http:
+        with serve_in_thread(config) as edge, httpx.Client(base_url=edge.url, timeout=60) as http:
             for target in targets:
                 response = http.get(target)
                 assert response.status_code in SANE_STATUSES, case.describe() + f"\n  -> GET {target}"

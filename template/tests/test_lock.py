@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -25,11 +26,11 @@ def slug(engine) -> Iterator[str]:  # type: ignore[no-untyped-def]
     lock.release(engine, name)
 
 
-def contender(slug: str, hold: float) -> subprocess.Popen[str]:
-    """Another process (another `inv deploy`) that tries to take the lock and holds it ``hold`` s."""
+def contender(slug: str) -> subprocess.Popen[str]:
+    """Another process (another `inv deploy`) that tries to take the lock; it holds it until told to let go."""
     code = textwrap.dedent(
         f"""
-        import sys, time
+        import sys
         sys.path.insert(0, {str(project.ROOT)!r})
         from ops.docker.engine import connect
         from ops.release import lock
@@ -39,7 +40,7 @@ def contender(slug: str, hold: float) -> subprocess.Popen[str]:
         try:
             with lock.held(client, {slug!r}, revision="abc123"):
                 print("got", flush=True)
-                time.sleep({hold})
+                sys.stdin.readline()  # held until the test says so (or closes stdin)
         except lock.LockHeld as exc:
             print("refused:", exc, flush=True)
         """
@@ -49,15 +50,38 @@ def contender(slug: str, hold: float) -> subprocess.Popen[str]:
     )
 
 
+def answer(proc: subprocess.Popen[str], seconds: float = 120) -> str:
+    """The next line the contender prints (the deadline only stops a stuck one from hanging the run)."""
+    assert proc.stdout is not None
+    if not select.select([proc.stdout], [], [], seconds)[0]:
+        raise AssertionError(f"contender {proc.pid} said nothing in {seconds:.0f} s")
+    return proc.stdout.readline()
+
+
+def tell(proc: subprocess.Popen[str], line: str) -> None:
+    assert proc.stdin is not None
+    proc.stdin.write(line + "\n")
+    proc.stdin.flush()
+
+
 def test_of_eight_concurrent_deploys_exactly_one_proceeds_and_the_rest_name_it(engine, slug: str) -> None:  # type: ignore[no-untyped-def]
-    procs = [contender(slug, hold=3) for _ in range(8)]
-    for proc in procs:
-        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
-    for proc in procs:
-        assert proc.stdin is not None
-        proc.stdin.write("go\n")
-        proc.stdin.flush()
-    outputs = [proc.communicate(timeout=60)[0] for proc in procs]
+    procs = [contender(slug) for _ in range(8)]
+    try:
+        for proc in procs:
+            assert answer(proc) == "ready\n"
+        for proc in procs:
+            tell(proc, "go")
+        # Each says how its try went; the winner holds the lock until all the others have tried.
+        answers = [answer(proc) for proc in procs]
+        for proc, said in zip(procs, answers, strict=True):
+            if said == "got\n":
+                tell(proc, "let go")
+        outputs = [said + proc.communicate(timeout=60)[0] for proc, said in zip(procs, answers, strict=True)]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate(timeout=60)
     got = [out for out in outputs if out.startswith("got")]
     refused = [out for out in outputs if out.startswith("refused:")]
     assert len(got) == 1 and len(refused) == 7, outputs
@@ -76,14 +100,12 @@ def test_released_on_an_error_and_on_ctrl_c(engine, slug: str) -> None:  # type:
 
 
 def test_a_killed_deploy_leaves_a_lock_that_says_whose_and_can_be_released(engine, slug: str) -> None:  # type: ignore[no-untyped-def]
-    proc = contender(slug, hold=600)
-    assert proc.stdout is not None and proc.stdin is not None
-    assert proc.stdout.readline() == "ready\n"
-    proc.stdin.write("go\n")
-    proc.stdin.flush()
-    assert proc.stdout.readline() == "got\n"
+    proc = contender(slug)
+    assert answer(proc) == "ready\n"
+    tell(proc, "go")
+    assert answer(proc) == "got\n"
     os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(10)
+    proc.communicate(timeout=60)
     stale = lock.holder(engine, slug)
     assert stale is not None and f"pid {proc.pid}" in stale.who and stale.revision == "abc123"
     with pytest.raises(lock.LockHeld, match=rf"pid {proc.pid} \(deploy of abc123, for \d+s.*process is gone"):

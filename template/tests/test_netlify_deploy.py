@@ -346,7 +346,7 @@ def test_the_server_refuses_what_netlify_refuses(netlify: LocalNetlify) -> None:
     """The oracle is only as good as its strictness: bad bodies, bad digests, wrong bytes."""
     headers = {"Authorization": f"Bearer {TOKEN}"}
     base = netlify.api_url
-    with httpx.Client(headers=headers) as http:
+    with httpx.Client(headers=headers, timeout=60) as http:
         for files in [{"/lead.html": "0" * 40}, {"a#b": "0" * 40}, {"a/../b": "0" * 40}, {"x": "nothex"}, []]:
             assert http.post(f"{base}/sites/{SITE}/deploys", json={"files": files}).status_code == 422, files
         body = b"hello"
@@ -363,7 +363,7 @@ def test_the_server_refuses_what_netlify_refuses(netlify: LocalNetlify) -> None:
         assert http.put(url, content=body, headers=octet).status_code == 200
         assert http.get(f"{base}/sites/{SITE}/deploys/{made['id']}").json()["state"] == "ready"
         assert http.post(restore).status_code == 201
-    assert httpx.get(f"{base}/sites/{SITE}").status_code == 401
+    assert httpx.get(f"{base}/sites/{SITE}", timeout=60).status_code == 401
 
 
 def test_retry_after_reads_seconds_and_dates() -> None:

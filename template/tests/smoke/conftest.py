@@ -25,7 +25,7 @@ def base_url(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="session")
 def http(base_url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=base_url, timeout=10, follow_redirects=False) as client:
+    with httpx.Client(base_url=base_url, timeout=30, follow_redirects=False) as client:
         yield client
 
 

@@ -3,7 +3,7 @@ stops the container."""
 
 from __future__ import annotations
 
-import time
+import re
 
 import httpx
 
@@ -115,11 +115,16 @@ def test_stops_gracefully_on_sigterm(container, http: httpx.Client) -> None:  # 
     env = dict(e.split("=", 1) for e in container.attrs["Config"]["Env"])
     graceful = int(env.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
     assert http.get("/healthz").status_code == 200
-    started = time.monotonic()
     container.kill(signal="SIGTERM")
-    result = container.wait(timeout=graceful + 5)
-    elapsed = time.monotonic() - started
-    assert result["StatusCode"] == 0, container.logs(tail=50).decode()
-    assert elapsed <= graceful
-    logs = container.logs(tail=50).decode()
+    # The deadline only stops a stuck container from hanging the suite: a stop that waited out
+    # the graceful timeout shows in the logs below, however long either took.
+    result = container.wait(timeout=graceful + 60)
+    logs = container.logs().decode()
+    assert result["StatusCode"] == 0, logs[-5000:]
     assert "Shutting down" in logs or "Handling signal: term" in logs
+    # Every worker finished on its own: one that was still running at the graceful timeout is
+    # SIGKILLed by the master (which logs it) and never logs its own exit.
+    booted = set(re.findall(r"Booting worker with pid: (\d+)", logs))
+    exited = set(re.findall(r"Worker exiting \(pid: (\d+)\)", logs))
+    assert booted and booted == exited, logs[-5000:]
+    assert "SIGKILL" not in logs, logs[-5000:]
