@@ -11,8 +11,11 @@
 gunicorn runs several worker processes. With ``PROMETHEUS_MULTIPROC_DIR`` set (the image sets it
 to ``/tmp/metrics``, on the container's tmpfs; ``serve.py`` empties it at start), each worker
 writes its values to memory-mapped files there and a scrape adds them up, so every worker
-counts whichever one answers the scrape. Without it (tests that build the app in-process),
-the values are this process's.
+counts whichever one answers the scrape. A scrape that cannot read the files in a consistent
+state (gunicorn's master is moving a dead worker's counts, :func:`compact`, and does not finish
+in SCRAPE_LOCK_SECONDS) answers 503: a failed scrape is a gap to Prometheus, a lower total a
+counter reset. Without ``PROMETHEUS_MULTIPROC_DIR`` (tests that build the app in-process), the
+values are this process's.
 
 Where ``/metrics`` answers (see :class:`Access`):
 - on ``METRICS_PORT`` (gunicorn's second listener, 9101 by default), for a scraper on the
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import hashlib
 import hmac
 import os
@@ -44,6 +48,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.metrics_core import Metric
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -77,9 +82,28 @@ INFO = Gauge(
     multiprocess_mode="max",
 )
 
+
+class _FilesCollector(multiprocess.MultiProcessCollector):
+    """prometheus_client's collector, without the files a worker is still creating: MmapedDict
+    creates its file empty and sizes it next; reading it in between raises struct.error (the
+    scrape would answer 500). An empty file holds no values yet, so leaving it out loses none."""
+
+    def __init__(self, registry: CollectorRegistry, directory: str) -> None:
+        super().__init__(registry, directory)
+        self.directory = directory
+
+    def collect(self) -> Iterable[Metric]:
+        files = []
+        for path in glob.glob(os.path.join(self.directory, "*.db")):
+            with contextlib.suppress(FileNotFoundError):  # a live gauge's file, gone with its worker
+                if os.path.getsize(path):
+                    files.append(path)
+        return self.merge(files, accumulate=True)
+
+
 if MULTIPROCESS:
     _SCRAPED = CollectorRegistry()
-    multiprocess.MultiProcessCollector(_SCRAPED)
+    _FilesCollector(_SCRAPED, os.environ["PROMETHEUS_MULTIPROC_DIR"])
 else:
     _SCRAPED = _OWN
 
@@ -106,11 +130,30 @@ def set_info(name: str, version: str, revision: str) -> None:
     INFO.labels(name, version, revision).set(1)
 
 
+class Unavailable(Exception):
+    """The workers' files could not be read in a consistent state in time (a 503: the scrape
+    fails, and Prometheus records a gap rather than a wrong number)."""
+
+
+# Seconds a scrape waits for compact() to finish moving a dead worker's counts (it takes
+# milliseconds; only a starved master holds the lock longer). Below Prometheus' default 10 s
+# scrape timeout.
+SCRAPE_LOCK_SECONDS = 5.0
+# Seconds gunicorn's master waits for running scrapes before it leaves a dead worker's files for
+# the next compact(): its main loop (heartbeats, replacing workers) waits meanwhile.
+COMPACT_LOCK_SECONDS = 2.0
+
+
 def exposition() -> bytes:
+    """The text exposition. In multiprocess mode, raises :class:`Unavailable` rather than read the
+    files while compact() moves a dead worker's counts: a read then could count them twice (the
+    worker's file and the archive) or not at all, and the next scrape's lower total would look to
+    Prometheus like a counter reset, adding every count since the start to rate() and increase()."""
     if not MULTIPROCESS:
         return generate_latest(_SCRAPED)
-    # Not while compact() moves a dead worker's counts (a lock it did not get in 2 s: read anyway).
-    with _files_lock(fcntl.LOCK_SH):
+    with _files_lock(fcntl.LOCK_SH, SCRAPE_LOCK_SECONDS) as locked:
+        if not locked:
+            raise Unavailable(f"the metrics files stayed locked for {SCRAPE_LOCK_SECONDS:g} s")
         return generate_latest(_SCRAPED)
 
 
@@ -119,10 +162,12 @@ def exposition() -> bytes:
 # gunicorn replaces (GUNICORN_MAX_REQUESTS, a timeout, a crash) would leave its files on the
 # tmpfs for good: each scrape would read more of them, until the tmpfs filled.
 _MERGE = {"counter": "sum", "histogram": "sum", "gauge_max": "max"}
+# Dead workers whose files a compact() could not fold (a scrape held the lock): the next one does.
+_left: set[int] = set()
 
 
 @contextlib.contextmanager
-def _files_lock(how: int, seconds: float = 2.0) -> Iterator[bool]:
+def _files_lock(how: int, seconds: float) -> Iterator[bool]:
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
     with open(os.path.join(directory, ".lock"), "a") as handle:
         deadline = time.monotonic() + seconds
@@ -144,29 +189,34 @@ def _files_lock(how: int, seconds: float = 2.0) -> Iterator[bool]:
 def compact(pid: int) -> int:
     """Fold a dead worker's files into the archive (in gunicorn's master, from ``child_exit``),
     under an exclusive lock, so no scrape sees a count twice or not at all (either would look to
-    Prometheus like a counter reset). Returns the files folded; 0 if the lock was not had."""
+    Prometheus like a counter reset). Returns the files folded. If running scrapes hold the lock
+    past COMPACT_LOCK_SECONDS, the files stay, still read as they are (a dead worker's file counts
+    like a live one's), and the next compact() folds them."""
     from prometheus_client.mmap_dict import MmapedDict
 
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
     if not directory:
         return 0
+    _left.add(pid)
     folded = 0
-    with _files_lock(fcntl.LOCK_EX) as locked:
+    with _files_lock(fcntl.LOCK_EX, COMPACT_LOCK_SECONDS) as locked:
         if not locked:
-            return 0  # a scrape hung: the files stay, and are read as they are
-        for kind, how in _MERGE.items():
-            dead = os.path.join(directory, f"{kind}_{pid}.db")
-            if not os.path.exists(dead):
-                continue
-            archive = MmapedDict(os.path.join(directory, f"{kind}_archive.db"))
-            try:
-                for key, value, timestamp, _ in MmapedDict.read_all_values_from_file(dead):
-                    current, _ = archive.read_value(key)
-                    archive.write_value(key, current + value if how == "sum" else max(current, value), timestamp)
-            finally:
-                archive.close()
-            os.remove(dead)
-            folded += 1
+            return 0
+        for dead_pid in sorted(_left):
+            for kind, how in _MERGE.items():
+                dead = os.path.join(directory, f"{kind}_{dead_pid}.db")
+                if not os.path.exists(dead):
+                    continue
+                archive = MmapedDict(os.path.join(directory, f"{kind}_archive.db"))
+                try:
+                    for key, value, timestamp, _ in MmapedDict.read_all_values_from_file(dead):
+                        current, _ = archive.read_value(key)
+                        archive.write_value(key, current + value if how == "sum" else max(current, value), timestamp)
+                finally:
+                    archive.close()
+                os.remove(dead)
+                folded += 1
+        _left.clear()
     return folded
 
 
@@ -204,7 +254,11 @@ def serve(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[b
     if environ.get("REQUEST_METHOD") not in {"GET", "HEAD"}:
         start_response("405 Method Not Allowed", [("Allow", "GET, HEAD"), ("Content-Length", "0")])
         return [b""]
-    body = exposition()
+    try:
+        body = exposition()
+    except Unavailable:
+        start_response("503 Service Unavailable", [("Content-Length", "0"), ("Cache-Control", "no-store")])
+        return [b""]
     start_response(
         "200 OK",
         [("Content-Type", CONTENT_TYPE_LATEST), ("Content-Length", str(len(body))), ("Cache-Control", "no-store")],
