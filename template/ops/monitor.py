@@ -383,6 +383,9 @@ class Monitor:
         self._stop = threading.Event()
         self._watched: dict[str, threading.Thread] = {}
         self._events: Any = None
+        # Set once the event stream is open and what was already wrong is reported: from then on,
+        # every change is seen (a test, or a caller, can wait for it instead of guessing).
+        self.watching = threading.Event()
 
     def containers(self) -> list[Container]:
         return list(self.client.containers.list(filters={"label": self.label, "status": "running"}))
@@ -408,6 +411,7 @@ class Monitor:
                 with self._lock:
                     self._emit(self.tracker.event(found))
         threading.Thread(target=self._tick, name="monitor-tick", daemon=True).start()
+        self.watching.set()
         try:
             for event in self._events:
                 if self._stop.is_set():

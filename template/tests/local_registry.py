@@ -22,7 +22,7 @@ class RegistryUnavailable(RuntimeError):
 
 
 @contextmanager
-def serve(timeout: float = 20) -> Iterator[str]:
+def serve(timeout: float = 60) -> Iterator[str]:
     """A fresh, empty registry on a free loopback port; yields its address (``127.0.0.1:PORT``)."""
     binary = shutil.which("docker-registry")
     if binary is None:

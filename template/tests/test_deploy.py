@@ -62,7 +62,7 @@ def stage(engine: Any, registry: str, proxy_image: str) -> Iterator[Stage]:
             "PROXY_HTTP_PORT": str(port),
             "PROXY_HTTPS_PORT": str(free_port()),
             "KEEP_RELEASES": "1",
-            "HEALTH_TIMEOUT": "40",
+            "HEALTH_TIMEOUT": "120",  # a deadline only: a healthy release passes as soon as it is
             "NETLIFY_AUTH_TOKEN": TOKEN,
             "NETLIFY_SITE_ID": "site-1",
             "NETLIFY_API_URL": netlify.api_url,
@@ -74,6 +74,11 @@ def stage(engine: Any, registry: str, proxy_image: str) -> Iterator[Stage]:
             proxy.remove(engine, deploy.target(project, settings).proxy)
             rollout.remove_releases(engine, project.slug)
             lock.release(engine, project.slug)
+            for image in engine.images.list(name=environ["IMAGE"]):  # this registry's tags (a new one each run)
+                for tag in image.tags:
+                    if tag.startswith(f"{environ['IMAGE']}:"):
+                        with contextlib.suppress(docker.errors.NotFound):
+                            engine.images.remove(tag)
 
 
 def test_a_deploy_ships_both_halves_and_records_them(engine: Any, stage: Stage) -> None:
@@ -159,7 +164,7 @@ def test_metrics_reach_a_scraper_through_the_proxys_internal_port_and_the_public
             "import sys, urllib.request, urllib.error\n"
             "for path in sys.argv[1:]:\n"
             "    try:\n"
-            f"        print(urllib.request.urlopen({base!r} + path, timeout=5).read().decode())\n"
+            f"        print(urllib.request.urlopen({base!r} + path, timeout=30).read().decode())\n"
             "    except urllib.error.HTTPError as exc:\n"
             "        print(path, exc.code)\n"
         )
@@ -178,19 +183,25 @@ def test_metrics_reach_a_scraper_through_the_proxys_internal_port_and_the_public
     assert scrape(*others).split() == [part for path in others for part in (path, "404")]
     # inv status's figures, from the release's own /metrics, while requests come.
     stop = threading.Event()
+    answered: list[int] = []
 
     def load() -> None:
         with httpx.Client() as client:
             while not stop.is_set():
-                client.get(f"{backend}/api/version")
+                answered.append(client.get(f"{backend}/api/version").status_code)
+
+    def flowing() -> None:
+        if not answered:
+            raise NotReady("no answer to the load yet")
 
     loader = threading.Thread(target=load, daemon=True)
     loader.start()
     try:
+        poll(flowing, timeout=60, interval=0.01)  # requests flow before the window opens
         figures = deploy.traffic(stage.project, settings, window=1.0)
     finally:
         stop.set()
-        loader.join(5)
+        loader.join(30)
     assert "req/s, 5xx 0.0%, p95" in figures, figures
     counted = [
         line for line in text.splitlines() if line.startswith("http_requests_total{") and '"/api/version"' in line
@@ -284,7 +295,7 @@ def tcp_engine(engine: Any) -> Iterator[str]:
     )  # fmt: skip
     address = f"tcp://{gateway}:{port}"
     try:
-        poll(lambda: _answers(address), timeout=10, interval=0.1)
+        poll(lambda: _answers(address), timeout=60, interval=0.1)
         yield address
     finally:
         relay.terminate()
@@ -303,18 +314,28 @@ def test_a_deploy_to_a_tcp_docker_host_gates_and_smokes_through_the_api(
 ) -> None:
     settings = settings_mod.load(stage.project.root, environ={**stage.settings.values, "DOCKER_HOST": tcp_engine})
     assert not client_is_local(connect(tcp_engine))
-    published: dict[str, Any] = {}  # every container started meanwhile: its port bindings
+    published: dict[str, Any] = {}  # every container the deploy started: its port bindings
+    ours = (f"{stage.project.slug}-", settings["PROXY_NAME"])  # its names (another run may share the engine)
     stream = engine.events(decode=True, filters={"type": "container", "event": "start"})
+    marker = f"deploytest-marker-{uuid.uuid4().hex[:6]}"
+    watched = threading.Event()  # every start before the marker's has been looked at
 
     def watch() -> None:
         for event in stream:
+            if (event.get("Actor") or {}).get("Attributes", {}).get("name") == marker:
+                watched.set()
+                return
             with contextlib.suppress(docker.errors.NotFound):
                 found = engine.containers.get(event["id"])
-                published[str(found.name)] = found.attrs["HostConfig"]["PortBindings"]
+                if str(found.name).startswith(ours):
+                    published[str(found.name)] = found.attrs["HostConfig"]["PortBindings"]
 
     threading.Thread(target=watch, daemon=True).start()
     try:
         report = deploy.deploy(stage.project, settings, deploy.Options(allow_dirty=True), say=stage.lines.append)
+        # Events come in order: once the watcher meets this container's start, it has seen the deploy's.
+        engine.containers.run(report.image, ["python", "-c", "pass"], name=marker, remove=True)
+        assert watched.wait(60), "the watcher did not reach the marker's start event"
     finally:
         stream.close()
     said = "\n".join(stage.lines)
