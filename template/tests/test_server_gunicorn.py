@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import select
 import signal
 import socket
 import subprocess
@@ -24,6 +25,12 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# Client socket timeout: only so that a broken test cannot hang for ever. No test waits it out
+# when the server behaves; where it matters, the server's own deadlines are set far longer, so
+# that an answer within it can only be the one the test expects, not one at a deadline.
+HANG = 30.0
+HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 def free_port() -> int:
@@ -38,14 +45,16 @@ class Server:
     port: int
     stdout: Path
     stderr: Path
+    killed: bool = False  # stop() had to SIGKILL it: it did not end on its own
 
     def stop(self, sig: int = signal.SIGTERM) -> tuple[list[str], list[str]]:
         """Stop gunicorn with ``sig`` and return its stdout and stderr lines."""
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
-                self.proc.wait(timeout=40)
+                self.proc.wait(timeout=120)
             except subprocess.TimeoutExpired:
+                self.killed = True
                 self.proc.kill()
                 self.proc.wait()
         return self.lines()
@@ -61,20 +70,25 @@ class Server:
 
 @contextmanager
 def gunicorn(tmp_path: Path, *args: str, **env: str) -> Iterator[Server]:
-    """``python serve.py`` on a free loopback port; output to files (a full pipe would stall it)."""
+    """``python serve.py`` on a free loopback port; output to files (a full pipe would stall it).
+
+    Its metrics files go in ``tmp_path`` too: serve.py would make a directory in /tmp, which
+    only a master that exits on its own removes, and most of these servers are killed.
+    """
     port = free_port()
     out, err = tmp_path / f"stdout-{port}.log", tmp_path / f"stderr-{port}.log"
+    metrics = tmp_path / f"metrics-{port}"
     with out.open("wb") as stdout, err.open("wb") as stderr:
         proc = subprocess.Popen(
             [sys.executable, "serve.py", "--bind", f"127.0.0.1:{port}", *args],
             cwd=ROOT,
-            env={**os.environ, "PORT": str(port), **env},
+            env={**os.environ, "PORT": str(port), "PROMETHEUS_MULTIPROC_DIR": str(metrics), **env},
             stdout=stdout,
             stderr=stderr,
         )
     server = Server(proc, port, out, err)
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         while not _answers(port):
             if proc.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"gunicorn did not start: {err.read_text()[-2000:]}")
@@ -87,8 +101,8 @@ def gunicorn(tmp_path: Path, *args: str, **env: str) -> Iterator[Server]:
 
 
 def _answers(port: int) -> bool:
-    try:
-        return raw(port, b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", wait=1).status == 200
+    try:  # refused at once until gunicorn listens; then answered once a worker is up
+        return raw(port, HEALTHZ).status == 200
     except OSError:
         return False
 
@@ -103,33 +117,75 @@ class Answer:
         return json.loads(self.body)
 
 
-def raw(port: int, request: bytes, wait: float = 5) -> Answer:
-    """Send raw bytes, read until the server closes, parse the response (no client library fixes them up)."""
+def raw(port: int, request: bytes, wait: float = HANG) -> Answer:
+    """Send raw bytes, read one response and parse it (no client library fixes them up)."""
     with socket.create_connection(("127.0.0.1", port), timeout=wait) as sock:
         sock.sendall(request)
         return read_answer(sock)
 
 
-def read_answer(sock: socket.socket) -> Answer:
+def recv_exactly(sock: socket.socket, size: int) -> bytes:
     data = b""
-    while b"\r\n\r\n" not in data:
-        piece = sock.recv(65536)
+    while len(data) < size:
+        piece = sock.recv(size - len(data))
         if not piece:
-            raise ConnectionError(f"closed without a response: {data!r}")
+            raise ConnectionError(f"closed after {data!r}")
         data += piece
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
+    return data
+
+
+def read_answer(sock: socket.socket) -> Answer:
+    """One response, and not a byte past it: the answers to pipelined requests may have arrived
+    with it, in the same read, and the next call must find them."""
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        peeked = sock.recv(65536, socket.MSG_PEEK)  # waits for data; takes none
+        if not peeked:
+            raise ConnectionError(f"closed without a response: {head!r}")
+        tail = head[-3:]  # the blank line may have begun in what was taken already
+        end = (tail + peeked).find(b"\r\n\r\n")
+        head += recv_exactly(sock, len(peeked) if end < 0 else end + 4 - len(tail))
+    lines = head[:-4].decode("latin-1").split("\r\n")
     headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
     length = int(headers.get("content-length", "0"))
+    body = b""
     while len(body) < length:
-        piece = sock.recv(65536)
+        piece = sock.recv(min(65536, length - len(body)))
         if not piece:
             break
         body += piece
-    return Answer(int(lines[0].split()[1]), headers, body[:length])
+    return Answer(int(lines[0].split()[1]), headers, body)
 
 
-def wait_for(predicate: Any, seconds: float = 5) -> Any:
+def read_interim(sock: socket.socket) -> None:
+    """The "100 Continue" a request with ``Expect: 100-continue`` gets once the server has read
+    its head and waits for its body: the test knows the server is there now."""
+    assert recv_exactly(sock, len(CONTINUE)) == CONTINUE
+
+
+def answered(sock: socket.socket) -> bool:
+    """Whether the server has answered or closed ``sock`` (something to read), without reading."""
+    return bool(select.select([sock], [], [], 0)[0])
+
+
+def trickle(socks: list[socket.socket], byte: bytes) -> None:
+    """Send ``byte`` on each of ``socks``, a few times a second, until the server has answered
+    (or closed) each one: the clients never fall silent, so only a deadline for the whole head
+    or body can end them, never a timeout between reads."""
+    sending = list(socks)
+    deadline = time.monotonic() + 120
+    while sending:
+        assert time.monotonic() < deadline, "still not answered"
+        for sock in list(sending):
+            try:
+                sock.sendall(byte)
+            except (BrokenPipeError, ConnectionResetError):  # answered and closed since the last look
+                sending.remove(sock)
+        ready = select.select(sending, [], [], 0.2)[0] if sending else []
+        sending = [sock for sock in sending if sock not in ready]
+
+
+def wait_for(predicate: Any, seconds: float = 60) -> Any:
     deadline = time.monotonic() + seconds
     while True:
         value = predicate()
@@ -253,9 +309,9 @@ def test_generated_broken_heads_always_get_json(server: Server) -> None:
             else:
                 head[at:at] = rng.choice(alphabet)
         try:
-            answer = raw(server.port, bytes(head) + b"Connection: close\r\n\r\n", wait=5)
-        except (ConnectionError, TimeoutError):
-            continue  # the mutation may end the head early and leave gunicorn waiting, or be cut off
+            answer = raw(server.port, bytes(head) + b"Connection: close\r\n\r\n")
+        except ConnectionError:
+            continue  # closed without a word is no HTML either (a head left unfinished gets a 408)
         statuses[answer.status] = statuses.get(answer.status, 0) + 1
         assert answer.headers.get("content-type", "").startswith("application/json"), (bytes(head), answer)
         assert "x-request-id" in answer.headers
@@ -346,52 +402,82 @@ def test_every_line_is_json_whatever_clients_send(tmp_path: Path) -> None:
 
 
 def stall(port: int, count: int, head: bytes = b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: ") -> list[socket.socket]:
-    """``count`` connections that send half a request head and then nothing."""
+    """``count`` connections that send half a request head and then nothing.
+
+    A server accepts connections in the order they were made: whatever the test connects next
+    is taken in after these, so a defence that failed would already be holding threads for them.
+    """
     stalled = []
     for _ in range(count):
-        sock = socket.create_connection(("127.0.0.1", port))
+        sock = socket.create_connection(("127.0.0.1", port), timeout=HANG)
         sock.sendall(head)
         stalled.append(sock)
     return stalled
 
 
-def healthz_within(port: int, seconds: float) -> bool:
+def healthz_within(port: int, seconds: float = HANG) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=seconds) as sock:
-            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            sock.sendall(HEALTHZ)
             return read_answer(sock).status == 200
     except OSError:
         return False
 
 
+def rejections(server: Server, count: int) -> list[dict[str, Any]]:
+    """The "rejected" log lines, once there are ``count`` of them (or the wait's deadline passed)."""
+
+    def logged() -> list[dict[str, Any]]:
+        return [e for e in server.log_entries() if e.get("msg") == "rejected"]
+
+    wait_for(lambda: len(logged()) >= count)
+    return logged()
+
+
 @pytest.mark.parametrize(("workers", "threads"), [(1, 2), (3, 4)])
-def test_stalled_heads_hold_no_thread_and_get_408_at_the_deadline(tmp_path: Path, workers: int, threads: int) -> None:
-    """2 x workers x threads clients that send half a head, some a byte at a time: /healthz still
-    answers at once, and the stalled connections get a JSON 408 at GUNICORN_HEADER_TIMEOUT."""
-    env = {"WEB_CONCURRENCY": str(workers), "GUNICORN_THREADS": str(threads), "GUNICORN_HEADER_TIMEOUT": "3"}
+def test_stalled_heads_hold_no_thread(tmp_path: Path, workers: int, threads: int) -> None:
+    """2 x workers x threads clients that send half a head, some a byte at a time: /healthz is
+    answered again and again while every one of them is still waiting. Their deadline is 300 s
+    away, so no thread can have been freed by it: each answer shows none was held."""
+    env = {"WEB_CONCURRENCY": str(workers), "GUNICORN_THREADS": str(threads), "GUNICORN_HEADER_TIMEOUT": "300"}
     with gunicorn(tmp_path, **env, APP_LOG_FLUSH_MS="0") as running:
         count = 2 * workers * threads
         stalled = stall(running.port, count - 2)
-        trickle = stall(running.port, 2, b"GET /healthz HTTP/1.1\r\nHost: t\r\n")
-        started = time.monotonic()
+        trickling = stall(running.port, 2, b"GET /healthz HTTP/1.1\r\nHost: t\r\n")
         try:
-            answered = 0
             for _ in range(6):
-                answered += healthz_within(running.port, 1.0)
-                for sock in trickle:  # a byte at a time: a per-read timeout would never fire
+                assert healthz_within(running.port)
+                for sock in trickling:
                     sock.sendall(b"X")
-                time.sleep(0.2)
-            assert answered == 6
-            for sock in stalled + trickle:
-                sock.settimeout(6)
+            assert not [sock for sock in stalled + trickling if answered(sock)]  # all still unanswered
+        finally:
+            for sock in stalled + trickling:
+                sock.close()
+
+
+@pytest.mark.parametrize(("workers", "threads"), [(1, 2), (3, 4)])
+def test_stalled_heads_get_408_at_the_head_deadline(tmp_path: Path, workers: int, threads: int) -> None:
+    """The same clients get a JSON 408 at GUNICORN_HEADER_TIMEOUT, not before, each logged; the
+    ones sending a byte at a time keep sending until then (a timeout between reads never fires)."""
+    seconds = 2
+    env = {"WEB_CONCURRENCY": str(workers), "GUNICORN_THREADS": str(threads), "GUNICORN_HEADER_TIMEOUT": str(seconds)}
+    with gunicorn(tmp_path, **env, APP_LOG_FLUSH_MS="0") as running:
+        count = 2 * workers * threads
+        started = time.monotonic()
+        stalled = stall(running.port, count - 2)
+        trickling = stall(running.port, 2, b"GET /healthz HTTP/1.1\r\nHost: t\r\n")
+        try:
+            trickle(trickling, b"X")
+            for sock in stalled + trickling:
                 answer = read_answer(sock)
                 assert_json_error(answer, 408)
                 assert answer.json()["error"]["code"] == "request_timeout"
-            assert 2.5 < time.monotonic() - started < 6
+                assert answer.json()["error"]["message"] == f"the request head did not arrive within {seconds} s"
+            assert time.monotonic() - started >= seconds  # the deadline counts from the connection
         finally:
-            for sock in stalled + trickle:
+            for sock in stalled + trickling:
                 sock.close()
-        rejected = wait_for(lambda: [e for e in running.log_entries() if e.get("msg") == "rejected"])
+        rejected = rejections(running, count)
         assert len(rejected) == count and {e["status"] for e in rejected} == {408}
 
 
@@ -402,11 +488,9 @@ def test_sync_workers_drop_stalled_heads_at_the_deadline(tmp_path: Path) -> None
     with gunicorn(tmp_path, **env) as running:
         stalled = stall(running.port, 2)
         try:
-            time.sleep(0.3)
             for sock in stalled:
-                sock.settimeout(5)
                 assert_json_error(read_answer(sock), 408)
-            assert healthz_within(running.port, 2.0)
+            assert healthz_within(running.port)
         finally:
             for sock in stalled:
                 sock.close()
@@ -415,7 +499,7 @@ def test_sync_workers_drop_stalled_heads_at_the_deadline(tmp_path: Path) -> None
 def test_keep_alive_connections_are_served_and_bounded_too(tmp_path: Path) -> None:
     # Threaded workers only: gunicorn's sync worker closes every connection after one answer.
     with gunicorn(tmp_path, GUNICORN_THREADS="2", GUNICORN_HEADER_TIMEOUT="2", APP_LOG_FLUSH_MS="0") as running:
-        with socket.create_connection(("127.0.0.1", running.port), timeout=5) as sock:
+        with socket.create_connection(("127.0.0.1", running.port), timeout=HANG) as sock:
             for n in range(5):  # several requests on one connection, sent in pieces
                 request = f"GET /api/version HTTP/1.1\r\nHost: t\r\nX-Request-ID: ka-{n}\r\n\r\n".encode()
                 sock.sendall(request[:10])
@@ -426,7 +510,7 @@ def test_keep_alive_connections_are_served_and_bounded_too(tmp_path: Path) -> No
             sock.sendall(b"GET /api/version HTTP/1.1\r\nHo")  # then stall on the same connection
             assert_json_error(read_answer(sock), 408)
         # pipelined requests in one packet
-        with socket.create_connection(("127.0.0.1", running.port), timeout=5) as sock:
+        with socket.create_connection(("127.0.0.1", running.port), timeout=HANG) as sock:
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\nGET /readyz HTTP/1.1\r\nHost: t\r\n\r\n")
             assert read_answer(sock).status == 200 and read_answer(sock).status == 200
 
@@ -437,19 +521,20 @@ def test_keep_alive_connections_are_served_and_bounded_too(tmp_path: Path) -> No
 @pytest.mark.parametrize("threads", ["2", "1"])
 def test_sigterm_loses_no_request_log_lines(tmp_path: Path, threads: str) -> None:
     """300 requests, then SIGTERM (what `docker stop` sends) while one request is still reading its
-    body, so the worker is SIGKILLed when the grace period ends: every request line is written
-    all the same, though lines are batched for up to 60 s here."""
+    body, which would take an hour to time out, so the grace period ends it (a sync worker is
+    SIGKILLed): every request line is written all the same, though lines are batched for up to
+    60 s here."""
     env = {"WEB_CONCURRENCY": "1", "GUNICORN_THREADS": threads, "GUNICORN_GRACEFUL_TIMEOUT": "2"}
-    with gunicorn(tmp_path, **env, APP_LOG_FLUSH_MS="60000") as running:
+    with gunicorn(tmp_path, **env, GUNICORN_BODY_TIMEOUT="3600", APP_LOG_FLUSH_MS="60000") as running:
         for n in range(300):
             request = f"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Request-ID: n-{n}\r\nConnection: close\r\n\r\n"
             assert raw(running.port, request.encode()).status == 200
-        with socket.create_connection(("127.0.0.1", running.port)) as held:
-            held.sendall(POST + b'Content-Length: 100\r\n\r\n{"a": ')  # and the rest never comes
-            time.sleep(0.5)
-            started = time.monotonic()
+        with socket.create_connection(("127.0.0.1", running.port), timeout=HANG) as held:
+            held.sendall(POST + b"Expect: 100-continue\r\nContent-Length: 100\r\n\r\n")
+            read_interim(held)  # the server has the request and waits for its body
+            held.sendall(b'{"a": ')  # and the rest never comes
             out, _ = running.stop(signal.SIGTERM)
-            assert time.monotonic() - started < 10
+            assert not running.killed  # it stopped at the end of the grace period, on its own
     logged = {json.loads(line).get("request_id") for line in out if '"api.request"' in line}
     lost = {f"n-{n}" for n in range(300)} - logged
     assert not lost, f"{len(lost)} of 300 request lines lost"
@@ -463,7 +548,7 @@ def slow_bodies(port: int, count: int) -> list[socket.socket]:
     half by Content-Length, half chunked."""
     senders = []
     for n in range(count):
-        sock = socket.create_connection(("127.0.0.1", port))
+        sock = socket.create_connection(("127.0.0.1", port), timeout=HANG)
         if n % 2:
             sock.sendall(POST + b"Transfer-Encoding: chunked\r\nX-Request-ID: slow-%d\r\n\r\n186a0\r\n[" % n)
         else:
@@ -473,35 +558,46 @@ def slow_bodies(port: int, count: int) -> list[socket.socket]:
 
 
 @pytest.mark.parametrize(("workers", "threads"), [(1, 2), (2, 4)])
-def test_slow_bodies_hold_no_thread_and_get_408_at_the_body_deadline(
-    tmp_path: Path, workers: int, threads: int
-) -> None:
+def test_slow_bodies_hold_no_thread(tmp_path: Path, workers: int, threads: int) -> None:
     """2 x workers x threads clients that announce a 100 kB body (Content-Length or chunked) and
-    send a byte of it every 0.4 s: /healthz answers within 0.5 s throughout, and each slow client
-    gets a JSON 408 at GUNICORN_BODY_TIMEOUT, logged with its request id."""
-    env = {"WEB_CONCURRENCY": str(workers), "GUNICORN_THREADS": str(threads), "GUNICORN_BODY_TIMEOUT": "3"}
+    send a byte of it now and then: /healthz is answered again and again while every one of them
+    is still waiting. Their deadline is an hour away: each answer shows no thread was held."""
+    env = {"WEB_CONCURRENCY": str(workers), "GUNICORN_THREADS": str(threads), "GUNICORN_BODY_TIMEOUT": "3600"}
     with gunicorn(tmp_path, **env, APP_LOG_FLUSH_MS="0") as running:
-        count = 2 * workers * threads
-        senders = slow_bodies(running.port, count)
-        started = time.monotonic()
+        senders = slow_bodies(running.port, 2 * workers * threads)
         try:
-            answered = 0
             for _ in range(6):
-                answered += healthz_within(running.port, 0.5)
+                assert healthz_within(running.port)
                 for sock in senders:
-                    sock.sendall(b"1")  # a byte at a time: a per-read timeout would never fire
-                time.sleep(0.4)
-            assert answered == 6
-            for sock in senders:
-                sock.settimeout(6)
-                answer = read_answer(sock)
-                assert_json_error(answer, 408)
-                assert answer.json()["error"]["message"] == "the request body did not arrive within 3 s"
-            assert 2.5 < time.monotonic() - started < 5
+                    sock.sendall(b"1")
+            assert not [sock for sock in senders if answered(sock)]  # all still unanswered
         finally:
             for sock in senders:
                 sock.close()
-        rejected = wait_for(lambda: [e for e in running.log_entries() if e.get("msg") == "rejected"])
+
+
+@pytest.mark.parametrize(("workers", "threads"), [(1, 2), (2, 4)])
+def test_slow_bodies_get_408_at_the_body_deadline(tmp_path: Path, workers: int, threads: int) -> None:
+    """The same clients, sending a byte at a time until they are answered (a timeout between
+    reads never fires), get a JSON 408 at GUNICORN_BODY_TIMEOUT, not before, logged with their
+    request ids."""
+    seconds = 2
+    env = {"WEB_CONCURRENCY": str(workers), "GUNICORN_THREADS": str(threads), "GUNICORN_BODY_TIMEOUT": str(seconds)}
+    with gunicorn(tmp_path, **env, APP_LOG_FLUSH_MS="0") as running:
+        count = 2 * workers * threads
+        started = time.monotonic()
+        senders = slow_bodies(running.port, count)
+        try:
+            trickle(senders, b"1")
+            for sock in senders:
+                answer = read_answer(sock)
+                assert_json_error(answer, 408)
+                assert answer.json()["error"]["message"] == f"the request body did not arrive within {seconds} s"
+            assert time.monotonic() - started >= seconds  # the deadline counts from the head
+        finally:
+            for sock in senders:
+                sock.close()
+        rejected = rejections(running, count)
         assert {e["request_id"] for e in rejected} == {f"slow-{n}" for n in range(count)}
         assert {(e["status"], e["method"], e["path"]) for e in rejected} == {(408, "POST", "/api/echo")}
 
@@ -509,13 +605,20 @@ def test_slow_bodies_hold_no_thread_and_get_408_at_the_body_deadline(
 @pytest.mark.parametrize("attack", ["stalled-heads", "slow-bodies"])
 def test_without_the_defence_the_same_clients_starve_healthz(tmp_path: Path, attack: str) -> None:
     """The control for the slow-client tests: gunicorn's own gthread worker, the same clients,
-    /healthz starves (one worker, so that where the kernel puts the connections cannot spare a thread)."""
+    /healthz starves (one worker, so that where the kernel puts the connections cannot spare a thread)
+    for as long as they hold on, and is answered once they let go."""
     env = {"WEB_CONCURRENCY": "1", "GUNICORN_THREADS": "2", "APP_LOG_FLUSH_MS": "0"}
     with gunicorn(tmp_path, "--worker-class", "gthread", **env) as running:
         clients = (stall if attack == "stalled-heads" else slow_bodies)(running.port, 4)
         try:
-            time.sleep(0.3)
-            assert not any(healthz_within(running.port, 1.0) for _ in range(2))
+            with socket.create_connection(("127.0.0.1", running.port), timeout=HANG) as probe:
+                probe.sendall(HEALTHZ)  # queued behind the clients, which hold both threads for good
+                # Nothing frees a thread on its own, so any stretch of silence shows it; this one
+                # can only get longer on a busy machine.
+                assert not select.select([probe], [], [], 2)[0], "answered while the threads were held"
+                for sock in clients:
+                    sock.close()
+                assert read_answer(probe).status == 200  # the worker was alive, only starved
         finally:
             for sock in clients:
                 sock.close()
@@ -527,11 +630,10 @@ def test_a_sync_worker_is_held_by_a_slow_body_only_until_the_deadline(tmp_path: 
         senders = slow_bodies(running.port, 2)
         try:
             for sock in senders:
-                sock.settimeout(6)
                 answer = read_answer(sock)
                 assert_json_error(answer, 408)
                 assert answer.json()["error"]["code"] == "request_timeout"
-            assert healthz_within(running.port, 2.0)
+            assert healthz_within(running.port)
         finally:
             for sock in senders:
                 sock.close()
@@ -561,8 +663,12 @@ REFUSED_BODIES = [
 
 @pytest.fixture(scope="module")
 def threaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One worker with two threads, and deadlines far beyond HANG: an answer a test gets came
+    from what the server is meant to do, never from a deadline, and a thread held by a client
+    would stay held for the whole test."""
     env = {"WEB_CONCURRENCY": "1", "GUNICORN_THREADS": "2", "APP_LOG_FLUSH_MS": "0"}
-    with gunicorn(tmp_path_factory.mktemp("threaded"), **env) as running:
+    deadlines = {"GUNICORN_HEADER_TIMEOUT": "300", "GUNICORN_BODY_TIMEOUT": "3600"}
+    with gunicorn(tmp_path_factory.mktemp("threaded"), **env, **deadlines) as running:
         yield running
 
 
@@ -572,13 +678,12 @@ def threaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 def test_a_body_over_the_limit_or_with_a_bad_chunk_size_is_refused_at_once(
     threaded: Server, request_bytes: bytes, status: int
 ) -> None:
-    """The client keeps the connection open and sends nothing more: the answer comes at once,
-    not when the client gives up (gunicorn's parser would wait for the line end or the chunk)."""
-    with socket.create_connection(("127.0.0.1", threaded.port), timeout=5) as sock:
-        started = time.monotonic()
+    """The client keeps the connection open and sends nothing more: the answer comes all the same,
+    from what arrived (gunicorn's parser would wait for the line end or the chunk, here until the
+    hour-long body deadline, and that would be a 408)."""
+    with socket.create_connection(("127.0.0.1", threaded.port), timeout=HANG) as sock:
         sock.sendall(request_bytes)
         answer = read_answer(sock)
-        assert time.monotonic() - started < 1
     assert_json_error(answer, status)
     code = answer.json()["error"]["code"]
     assert code == ("request_entity_too_large" if status == 413 else "bad_request")
@@ -613,7 +718,7 @@ def test_generated_bodies_around_the_limit_get_200_or_413(threaded: Server) -> N
         body = chunk(text, rng) if chunked else text
         head = CHUNKED if chunked else POST + b"Content-Length: %d\r\n\r\n" % len(text)
         data = head.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1) + body
-        with socket.create_connection(("127.0.0.1", threaded.port), timeout=10) as sock:
+        with socket.create_connection(("127.0.0.1", threaded.port), timeout=HANG) as sock:
             cuts = sorted(rng.sample(range(1, len(data)), min(3, len(data) - 1)))
             try:
                 for start, end in zip([0, *cuts], [*cuts, len(data)], strict=True):
@@ -634,9 +739,9 @@ def test_generated_bodies_around_the_limit_get_200_or_413(threaded: Server) -> N
 
 def test_expect_100_continue_gets_one_interim_answer_and_then_the_response(threaded: Server) -> None:
     for head in (POST + b"Content-Length: 7\r\n", CHUNKED[:-2]):
-        with socket.create_connection(("127.0.0.1", threaded.port), timeout=5) as sock:
+        with socket.create_connection(("127.0.0.1", threaded.port), timeout=HANG) as sock:
             sock.sendall(head + b"Expect: 100-continue\r\nConnection: close\r\n\r\n")
-            assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"  # before any of the body
+            read_interim(sock)  # before any of the body
             sock.sendall(b'{"a": 1}'[:7] if b"Content-Length" in head else b'8\r\n{"a": 1}\r\n0\r\n\r\n')
             data = b""
             while piece := sock.recv(65536):
@@ -651,13 +756,13 @@ def test_large_slow_heads_hold_no_thread_and_heads_up_to_the_limits_are_served(t
     big = b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 8000) for i in range(5))
     stalled = stall(threaded.port, 8, POST + b"Content-Length: 2\r\n" + big)
     try:
-        time.sleep(0.3)
-        assert all(healthz_within(threaded.port, 0.5) for _ in range(4))
+        assert all(healthz_within(threaded.port) for _ in range(4))
+        assert not [sock for sock in stalled if answered(sock)]  # while they all still wait
         huge = b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 8000) for i in range(90))
-        answer = raw(threaded.port, GET + huge + b"Connection: close\r\n\r\n", wait=5)
+        answer = raw(threaded.port, GET + huge + b"Connection: close\r\n\r\n")
         assert answer.status == 200
         too_many = b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 8000) for i in range(101))
-        with socket.create_connection(("127.0.0.1", threaded.port), timeout=5) as sock:
+        with socket.create_connection(("127.0.0.1", threaded.port), timeout=HANG) as sock:
             sock.sendall(GET + too_many)  # and no blank line: refused from what arrived
             assert_json_error(read_answer(sock), 431)
     finally:
@@ -674,7 +779,9 @@ def test_numbers_json_cannot_hold_are_a_400_under_gunicorn(threaded: Server) -> 
 # ----------------------------------------------------------------- requests a stopping worker gives up
 
 SLOW_APP = """
+import os
 import time
+from pathlib import Path
 
 from api import create_app
 
@@ -683,8 +790,9 @@ app = create_app()
 
 @app.get("/api/slow")
 def slow():
-    time.sleep(5)
-    return {"slept": 5}
+    Path(os.environ["SLOW_STARTED"]).touch()  # the test waits for this
+    time.sleep(3600)  # and the worker gives up on it long before it could end
+    return {"slept": 3600}
 """
 
 
@@ -694,22 +802,30 @@ def slow():
     ids=["threaded-term", "sync-term", "threaded-quit", "sync-int"],
 )
 def test_a_request_the_worker_gives_up_on_is_logged_as_aborted(tmp_path: Path, threads: str, sig: int) -> None:
-    """A 5 s request, then SIGTERM with GUNICORN_GRACEFUL_TIMEOUT=2 (the worker is killed at 2 s)
-    or SIGQUIT/SIGINT (it stops at once): its request id appears in an "aborted" line. A body
-    still arriving when a threaded worker stops gets 503."""
+    """A request that would run for an hour, then SIGTERM with GUNICORN_GRACEFUL_TIMEOUT=2 (the
+    worker is killed at 2 s) or SIGQUIT/SIGINT (it stops at once): its request id appears in an
+    "aborted" line, with how long it ran. A body still arriving when a threaded worker stops gets 503."""
     (tmp_path / "slowapp.py").write_text(SLOW_APP)
+    started_file = tmp_path / "slow.started"
     env = {"WEB_CONCURRENCY": "1", "GUNICORN_THREADS": threads, "GUNICORN_GRACEFUL_TIMEOUT": "2"}
+    env |= {"GUNICORN_BODY_TIMEOUT": "3600", "SLOW_STARTED": str(started_file)}
     with gunicorn(tmp_path, "--pythonpath", str(tmp_path), "slowapp:app", **env, APP_LOG_FLUSH_MS="60000") as running:
-        held = socket.create_connection(("127.0.0.1", running.port), timeout=10)
+        sent = time.time()  # the clock the server's durations use
+        held = socket.create_connection(("127.0.0.1", running.port), timeout=HANG)
         held.sendall(b"GET /api/slow HTTP/1.1\r\nHost: t\r\nX-Request-ID: slow-1\r\nConnection: close\r\n\r\n")
         body = None
         if threads == "2":  # a second connection: a body the loop is still collecting
-            body = socket.create_connection(("127.0.0.1", running.port), timeout=10)
-            body.sendall(POST + b"Content-Length: 100\r\nX-Request-ID: body-1\r\n\r\n[")
-        time.sleep(0.5)
-        started = time.monotonic()
+            body = socket.create_connection(("127.0.0.1", running.port), timeout=HANG)
+            body.sendall(POST + b"Expect: 100-continue\r\nContent-Length: 100\r\nX-Request-ID: body-1\r\n\r\n")
+            read_interim(body)  # the loop has its head and waits for the body
+            body.sendall(b"[")
+        assert wait_for(started_file.exists), "the slow request did not start"
+        running_since = time.time()
+        time.sleep(0.5)  # let it run a while; the duration checked below is measured, not this
+        signalled = time.time()
         out, _ = running.stop(sig)
-        assert time.monotonic() - started < 4.5  # before the 5 s request could have ended
+        stopped = time.time()
+        assert not running.killed  # gunicorn gave up on the request; it did not wait for it
         if body is not None and sig == signal.SIGTERM:
             answer = read_answer(body)
             assert_json_error(answer, 503)
@@ -722,7 +838,9 @@ def test_a_request_the_worker_gives_up_on_is_logged_as_aborted(tmp_path: Path, t
     assert [e["request_id"] for e in aborted] == ["slow-1"], entries
     assert aborted[0]["logger"] == "api.request" and aborted[0]["status"] is None
     assert (aborted[0]["method"], aborted[0]["path"]) == ("GET", "/api/slow")
-    assert 400 < aborted[0]["duration_ms"] < 4500
+    # From its start (after it was sent, before it was seen running) to the report (after the
+    # signal, before gunicorn exited), in milliseconds.
+    assert (signalled - running_since) * 1000 < aborted[0]["duration_ms"] < (stopped - sent) * 1000
 
 
 # ----------------------------------------------------------------- found by a hostile review
@@ -739,22 +857,24 @@ def test_a_request_the_worker_gives_up_on_is_logged_as_aborted(tmp_path: Path, t
 )
 def test_clients_that_never_close_their_end_do_not_freeze_the_worker(tmp_path: Path, request_bytes: bytes) -> None:
     """gunicorn lingers up to 2 s on each connection it closes, in a blocking read in the event
-    loop; 20 clients that read nothing and never close would freeze /healthz for 40 s."""
+    loop, one after the other; 40 clients that read nothing and never close would freeze the
+    worker, /healthz included, for 80 s once they have their answers, far past the HANG seconds
+    a test waits for an answer."""
     env = {"WEB_CONCURRENCY": "1", "GUNICORN_THREADS": "2", "APP_LOG_FLUSH_MS": "0"}
+    count = 40  # 80 s: the freeze could not pass for a slow answer
     with gunicorn(tmp_path, **env) as running:
         silent = []
         try:
-            for _ in range(20):
-                sock = socket.create_connection(("127.0.0.1", running.port))
+            for _ in range(count):
+                sock = socket.create_connection(("127.0.0.1", running.port), timeout=HANG)
                 sock.sendall(request_bytes)
                 silent.append(sock)
-            time.sleep(0.3)
-            started = time.monotonic()
-            assert healthz_within(running.port, 1.5)
-            assert time.monotonic() - started < 0.5
-            # each still got its whole answer, then the server's FIN
-            answer = read_answer(silent[0])
-            assert answer.status in (200, 400)
+            # Answered (not yet read): the worker is closing them now, or has them lingering.
+            assert wait_for(lambda: all(answered(sock) for sock in silent)), "not all answered"
+            assert healthz_within(running.port)
+            for sock in silent:  # each still got its whole answer, then the server's FIN
+                assert read_answer(sock).status in (200, 400)
+                assert sock.recv(1) == b""
         finally:
             for sock in silent:
                 sock.close()
@@ -765,7 +885,7 @@ def test_codings_other_than_chunked_get_501_at_once_and_hold_no_thread(threaded:
     """gunicorn accepts "gzip, chunked", reads the body in a thread and gives the app gzip bytes."""
     stalled = stall(threaded.port, 4, POST + b"Transfer-Encoding: " + coding + b"\r\n\r\n1")
     try:
-        assert healthz_within(threaded.port, 1)
+        assert healthz_within(threaded.port)
         answer = read_answer(stalled[0])
         assert_json_error(answer, 501)
         assert answer.json()["error"]["code"] == "not_implemented"
@@ -778,9 +898,9 @@ def test_codings_other_than_chunked_get_501_at_once_and_hold_no_thread(threaded:
     "expect", [b"Expect: foo\r\nX-A: 100-continue\r\n", b"Expect: 100-continue-ish\r\n", b"X-Expect: 100-continue\r\n"]
 )
 def test_only_an_expect_header_of_exactly_100_continue_gets_100_continue(threaded: Server, expect: bytes) -> None:
-    with socket.create_connection(("127.0.0.1", threaded.port), timeout=5) as sock:
+    with socket.create_connection(("127.0.0.1", threaded.port), timeout=HANG) as sock:
         sock.sendall(POST + expect + b"Connection: close\r\nContent-Length: 7\r\n\r\n")
-        time.sleep(0.3)
+        time.sleep(0.3)  # the client waits a moment for a 100 that should not come (none may, ever)
         sock.sendall(b'{"a":1}')
         data = b""
         while piece := sock.recv(65536):
@@ -791,26 +911,25 @@ def test_only_an_expect_header_of_exactly_100_continue_gets_100_continue(threade
 def test_honest_uploads_over_the_buffer_budget_all_finish(tmp_path: Path) -> None:
     """60 clients upload 1 MiB each at once (60 MiB, the budget is 32 MiB per worker). Requests
     let in keep their reservation until answered, so they finish and the rest follow; before,
-    every connection held part of the budget, all waited for more, and all got 408."""
-    env = {"WEB_CONCURRENCY": "1", "GUNICORN_THREADS": "4", "GUNICORN_BODY_TIMEOUT": "15", "APP_LOG_FLUSH_MS": "0"}
+    every connection held part of the budget, all waited for more, and all got 408 at the body
+    deadline: here an hour away, so that they would wait until the test gave up on them."""
+    env = {"WEB_CONCURRENCY": "1", "GUNICORN_THREADS": "4", "GUNICORN_BODY_TIMEOUT": "3600", "APP_LOG_FLUSH_MS": "0"}
     body = b'"' + b"x" * (LIMIT - 2) + b'"'
     head = POST + b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body)
     with gunicorn(tmp_path, **env) as running:
 
         def upload(_: int) -> int:
-            with socket.create_connection(("127.0.0.1", running.port), timeout=30) as sock:
+            with socket.create_connection(("127.0.0.1", running.port), timeout=4 * HANG) as sock:
                 sock.sendall(head)
                 for at in range(0, len(body), 128 * 1024):
                     sock.sendall(body[at : at + 128 * 1024])
-                    time.sleep(0.02)
+                    time.sleep(0.02)  # an upload in pieces, not one write
                 return read_answer(sock).status
 
-        started = time.monotonic()
         with ThreadPoolExecutor(max_workers=60) as pool:
             statuses = list(pool.map(upload, range(60)))
         assert statuses == [200] * 60, {s: statuses.count(s) for s in set(statuses)}
-        assert time.monotonic() - started < 15
-        assert healthz_within(running.port, 1)
+        assert healthz_within(running.port)
 
 
 def tiny_chunks(body: bytes, extension: bytes = b"") -> bytes:
@@ -828,15 +947,18 @@ def post_chunked(port: int, framed: bytes, timeout: float = 120) -> tuple[Answer
 
 def test_a_body_of_many_tiny_chunks_costs_linear_time(threaded: Server) -> None:
     """A found defect: 80,000 one-byte chunks took 28 s of a worker's CPU (20,000: 0.6 s), since
-    gunicorn's chunked reader copied the whole buffered rest once per chunk. Four times the
-    chunks must cost about four times as long, not sixteen."""
-    times = {}
-    for n in (20_000, 80_000):
-        body = b'"' + b"a" * (n - 2) + b'"'
-        answer, seconds = post_chunked(threaded.port, tiny_chunks(body))
-        assert answer.status == 200 and len(answer.json()["echo"]) == n - 2
-        times[n] = seconds
-    assert times[80_000] < 8 * times[20_000] + 1.0, times
+    gunicorn's chunked reader copied the whole buffered rest once per chunk. Eight times the
+    chunks must cost about eight times as long (less: some of it is fixed), not sixty-four: the
+    check is against three times linear, each size's best of three runs, taken in turns so that
+    a busy spell on the machine slows a run of each size, not one size."""
+    times: dict[int, list[float]] = {10_000: [], 80_000: []}
+    for _ in range(3):
+        for n, runs in times.items():
+            body = b'"' + b"a" * (n - 2) + b'"'
+            answer, seconds = post_chunked(threaded.port, tiny_chunks(body))
+            assert answer.status == 200 and len(answer.json()["echo"]) == n - 2
+            runs.append(seconds)
+    assert min(times[80_000]) < 3 * 8 * min(times[10_000]), times
 
 
 def test_chunk_framing_counts_against_its_own_allowance_not_the_body_limit(threaded: Server) -> None:
@@ -849,7 +971,7 @@ def test_chunk_framing_counts_against_its_own_allowance_not_the_body_limit(threa
     answer, _ = post_chunked(threaded.port, tiny_chunks(small, b";x=" + b"y" * 20))
     assert answer.status == 200
     huge = b'"' + b"d" * 800_000 + b'"'  # 0.8 MB, each chunk with a 40-byte extension: 40 MB framed
-    with socket.create_connection(("127.0.0.1", threaded.port), timeout=30) as sock:
+    with socket.create_connection(("127.0.0.1", threaded.port), timeout=HANG) as sock:
         sock.sendall(CHUNKED)
         framed = tiny_chunks(huge, b";x=" + b"z" * 37)
         try:
@@ -863,10 +985,12 @@ def test_chunk_framing_counts_against_its_own_allowance_not_the_body_limit(threa
 
 
 def test_pipelined_requests_after_a_chunked_one_are_all_answered(threaded: Server) -> None:
+    """Three requests in one write; the answers may come back in one read, too (read_answer
+    takes one at a time)."""
     one = CHUNKED + b'3\r\n"a"\r\n0\r\n\r\n'
     two = POST + b'Content-Length: 3\r\n\r\n"b"'
-    three = b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-    with socket.create_connection(("127.0.0.1", threaded.port), timeout=10) as sock:
+    three = HEALTHZ
+    with socket.create_connection(("127.0.0.1", threaded.port), timeout=HANG) as sock:
         sock.sendall(one + two + three)
         answers = [read_answer(sock) for _ in range(3)]
     assert [a.status for a in answers] == [200, 200, 200]
@@ -875,7 +999,8 @@ def test_pipelined_requests_after_a_chunked_one_are_all_answered(threaded: Serve
 
 def test_clients_that_stop_reading_their_answers_do_not_hold_threads(tmp_path: Path) -> None:
     """A found defect: 16 clients pipelining 1 MiB echoes and never reading held every thread in
-    send(), for good. Now a send that makes no progress for GUNICORN_BODY_TIMEOUT fails."""
+    send(), for good. Now a send that makes no progress for GUNICORN_BODY_TIMEOUT fails, and
+    /healthz, queued behind them, is answered."""
     env = {"WEB_CONCURRENCY": "1", "GUNICORN_THREADS": "2", "GUNICORN_BODY_TIMEOUT": "2", "APP_LOG_FLUSH_MS": "0"}
     body = b'"' + b"e" * (LIMIT - 100) + b'"'
     request = POST + b"Content-Length: %d\r\n\r\n" % len(body) + body
@@ -887,24 +1012,21 @@ def test_clients_that_stop_reading_their_answers_do_not_hold_threads(tmp_path: P
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
                 sock.connect(("127.0.0.1", running.port))
                 sock.setblocking(False)
+                readers.append(sock)  # never read
                 sent = 0
                 data = request * 8
-                deadline = time.monotonic() + 2
-                while sent < len(data) and time.monotonic() < deadline:
+                # Send until the server stops taking more, after at least one whole request.
+                while sent < len(data):
                     try:
                         sent += sock.send(data[sent : sent + 65536])
                     except BlockingIOError:
-                        time.sleep(0.01)
+                        if sent >= len(request):
+                            break  # it has a request to answer, and the answer goes unread
+                        assert select.select([], [sock], [], HANG)[1], "the server took no more"
                     except OSError:  # the server gave up on this client: what the fix does
                         break
-                readers.append(sock)  # never read
-            time.sleep(5)  # past the send timeout: the threads gave up on them
-            for _ in range(5):
-                started = time.monotonic()
-                assert (
-                    raw(running.port, b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", 5).status == 200
-                )
-                assert time.monotonic() - started < 2
+            for _ in range(5):  # the first one waits for the threads to give up on them
+                assert raw(running.port, HEALTHZ).status == 200
         finally:
             for sock in readers:
                 sock.close()
