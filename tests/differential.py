@@ -51,7 +51,8 @@ from urllib.parse import quote_plus, unquote, unquote_to_bytes
 
 DEFAULT_SEED = 20240917
 DEFAULT_COUNT = 400
-REQUEST_TIMEOUT = 10.0
+# Only so that a hung server cannot hang a run: a busy machine's slow answer is still an answer.
+REQUEST_TIMEOUT = 60.0
 CONCURRENCY = 8  # the edge serves requests concurrently, as a browser sends them
 # netlify dev, one at a time: under concurrent load it sometimes exits on its own bug
 # (proxy.js: "TypeError: Invalid URL" in its proxyRes handler), which would stop every run.
@@ -1460,9 +1461,24 @@ class NetlifyDev:
         if self.proc.poll() is not None:
             raise RuntimeError(f"netlify dev exited with {self.proc.returncode}:\n{self.output()}")
 
+    def settle(self, timeout: float = 120) -> None:
+        """After requests it did not answer: until it answers a probe (it lives) or has exited (a
+        crash: its report is then whole in the log, for ``check_alive`` to show)."""
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            try:
+                if send(self.url, PROBE, "probe").status == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+
+
+PROBE = Request(-1, "GET", "/index.html")
+
 
 @contextlib.contextmanager
-def start_netlify_dev(cli: str, site: Path, log: Path, timeout: float = 90) -> Iterator[NetlifyDev]:
+def start_netlify_dev(cli: str, site: Path, log: Path, timeout: float = 120) -> Iterator[NetlifyDev]:
     """The real netlify dev serving ``site``; its output goes to ``log`` (a pipe nobody reads would block it)."""
     port = _free_port()
     env = {**os.environ, "BROWSER": "none", "NETLIFY_NO_UPDATE_NOTIFIER": "1"}
@@ -1479,11 +1495,10 @@ def start_netlify_dev(cli: str, site: Path, log: Path, timeout: float = 90) -> I
     running = NetlifyDev(f"http://127.0.0.1:{port}", proc, log)
     try:
         deadline = time.monotonic() + timeout
-        probe = Request(-1, "GET", "/index.html")
         while True:
             running.check_alive()
             try:
-                if send(running.url, probe, "probe", timeout=2).status == 200:
+                if send(running.url, PROBE, "probe", timeout=30).status == 200:
                     break
             except OSError:
                 pass
@@ -1600,7 +1615,7 @@ def run(servers: Servers, requests: Sequence[Request]) -> Comparison:
     requests = [r for r in requests if not crashes_netlify_dev(r)]
     theirs = observe_all(servers.netlify.url, requests, servers.backend, "netlify", NETLIFY_DEV_CONCURRENCY)
     if any(o.status == 0 for o in theirs):
-        time.sleep(2)  # a crashing netlify-cli prints its report before it exits
+        servers.netlify.settle()  # alive, or exited with its whole crash report
     servers.netlify.check_alive()
     ours = observe_all(servers.edge_url, requests, servers.backend, "edge")
     comparison = compare(requests, theirs, ours)

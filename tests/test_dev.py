@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import PROJECT_LABEL, unavailable
+from tests.helpers import PROJECT_LABEL, remove_project, unavailable
 from tools.generated import free_port, render
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -53,6 +54,7 @@ class Dev:
             text=True,
             preexec_fn=preexec,
         )
+        self.output: str | None = None
 
     def wait_serving(self, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
@@ -68,6 +70,11 @@ class Dev:
         raise AssertionError(f"not serving after {timeout}s:\n{self.stop()}")
 
     def stop(self, signum: int = signal.SIGINT) -> str:
+        """Signal it and wait for it to end (its group is killed if it hangs); its whole output.
+
+        Once stopped, later calls (a ``finally`` after a test's own stop) return the same output."""
+        if self.output is not None:
+            return self.output
         if self.proc.poll() is None:
             self.proc.send_signal(signum)
         try:
@@ -75,6 +82,7 @@ class Dev:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             output, _ = self.proc.communicate()
+        self.output = output
         return output
 
 
@@ -94,8 +102,14 @@ def chromium_available() -> bool:
 
 
 @pytest.fixture(scope="module")
-def dev_project(tmp_path_factory: pytest.TempPathFactory, base_image: str) -> Path:
-    return render(tmp_path_factory.mktemp("dev") / "dev-svc", {"project_slug": "cnd-dev-svc", "base_image": base_image})
+def dev_project(tmp_path_factory: pytest.TempPathFactory, base_image: str, engine: Any) -> Iterator[Path]:
+    """A project of its own (a unique slug: another run may share the engine); its images go at the end."""
+    slug = f"cnd-dev-{uuid.uuid4().hex[:8]}"
+    try:
+        yield render(tmp_path_factory.mktemp("dev") / slug, {"project_slug": slug, "base_image": base_image})
+    finally:
+        remove_containers(engine, slug)
+        remove_project(engine, slug)
 
 
 @pytest.fixture(scope="module")
@@ -106,10 +120,7 @@ def dev(dev_project: Path, engine: Any) -> Iterator[Dev]:
         yield running
     finally:
         running.stop()
-        remove_containers(engine, "cnd-dev-svc")
-    for image in engine.images.list(name="cnd-dev-svc"):
-        for tag in image.tags:
-            engine.images.remove(tag, force=True)
+        remove_containers(engine, dev_project.name)
 
 
 @pytest.mark.docker
@@ -122,6 +133,7 @@ def test_browser_renders_api_data_through_the_edge(dev: Dev) -> None:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page()
+            page.set_default_timeout(60_000)  # the deadline of every wait below (they wait on the page's state)
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
@@ -132,7 +144,7 @@ def test_browser_renders_api_data_through_the_edge(dev: Dev) -> None:
             page.click("button[type=submit]")
             # A locator wait, not wait_for_function: Playwright evaluates that with eval(), which the
             # page's CSP (script-src 'self') rightly refuses since Playwright 1.5x.
-            expect(page.locator("#greeting")).to_have_text("Hello, Browser!", timeout=10_000)
+            expect(page.locator("#greeting")).to_have_text("Hello, Browser!", timeout=60_000)
             assert errors == []  # the CSP and the page's script agree
         finally:
             browser.close()
@@ -140,12 +152,12 @@ def test_browser_renders_api_data_through_the_edge(dev: Dev) -> None:
 
 @pytest.mark.docker
 def test_edge_applies_the_projects_rules_in_dev(dev: Dev) -> None:
-    home = httpx.get(dev.url + "/")
+    home = httpx.get(dev.url + "/", timeout=60)
     assert home.headers["X-Frame-Options"] == "DENY"  # netlify.toml [[headers]]
-    api = httpx.get(dev.url + "/api/greeting")
+    api = httpx.get(dev.url + "/api/greeting", timeout=60)
     assert "X-Frame-Options" not in api.headers  # not on proxied responses
     assert api.headers["X-App-Version"] == "dev"
-    missing = httpx.get(dev.url + "/no-such-page")
+    missing = httpx.get(dev.url + "/no-such-page", timeout=60)
     assert missing.status_code == 404 and "Not found" in missing.text  # public/404.html
 
 
@@ -155,16 +167,16 @@ def test_saved_change_in_api_is_served_without_restart(dev: Dev, dev_project: Pa
     original = routes.read_text()
     routes.write_text(original.replace('f"Hello, {name}!"', 'f"Howdy, {name}!"'))
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # a poll's deadline: the reload is seen as soon as it is served
         while time.monotonic() < deadline:
             try:
-                if httpx.get(dev.url + "/api/greeting", timeout=2).json().get("message") == "Howdy, world!":
+                if httpx.get(dev.url + "/api/greeting", timeout=30).json().get("message") == "Howdy, world!":
                     break
             except (httpx.TransportError, ValueError):
                 pass
             time.sleep(0.1)
         else:
-            raise AssertionError("the change was not served within 30 s")
+            raise AssertionError("the change was not served within 120 s")
     finally:
         routes.write_text(original)
 
@@ -173,7 +185,7 @@ def test_saved_change_in_api_is_served_without_restart(dev: Dev, dev_project: Pa
 @pytest.mark.parametrize("ignore_sigint", [False, True], ids=["sigint", "started-with-sigint-ignored"])
 def test_ctrl_c_stops_and_removes_everything(dev_project: Path, engine: Any, ignore_sigint: bool) -> None:
     # Only this project's containers (they carry its image's label): other work may share the engine.
-    mine = {"label": f"{PROJECT_LABEL}=cnd-dev-svc"}
+    mine = {"label": f"{PROJECT_LABEL}={dev_project.name}"}
     before = {c.id for c in engine.containers.list(all=True, filters=mine)}
     running = Dev(dev_project, "dev", ignore_sigint=ignore_sigint)
     try:
@@ -183,12 +195,12 @@ def test_ctrl_c_stops_and_removes_everything(dev_project: Path, engine: Any, ign
         output = running.stop()
     finally:
         running.stop()
-        remove_containers(engine, "cnd-dev-svc")
+        remove_containers(engine, dev_project.name)
     assert running.proc.returncode == 0, output
     assert "app  |" in output and "edge |" in output  # one combined, prefixed log
     assert "GET /api/version 200 proxy" in output
     assert "Stopped." in output
-    assert not started & {c.id for c in engine.containers.list(all=True)}
+    assert not started & {c.id for c in engine.containers.list(all=True, filters=mine, sparse=True)}
     with pytest.raises(httpx.TransportError):
         httpx.get(running.url + "/", timeout=2)
 
@@ -198,10 +210,12 @@ def test_without_docker_falls_back_to_a_local_gunicorn(tmp_path: Path, signum: i
     """On loopback only, and gone after Ctrl-C or a closed terminal (SIGHUP)."""
     project = render(tmp_path / "nodocker")
     running = Dev(project, "dev", env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
-    running.wait_serving()
-    assert httpx.get(running.url + "/api/greeting").json()["message"] == "Hello, world!"
-    assert httpx.get(running.url + "/").headers["X-Frame-Options"] == "DENY"
-    output = running.stop(signum)
+    try:
+        running.wait_serving()
+        assert httpx.get(running.url + "/api/greeting", timeout=60).json()["message"] == "Hello, world!"
+        assert httpx.get(running.url + "/", timeout=60).headers["X-Frame-Options"] == "DENY"
+    finally:
+        output = running.stop(signum)
     assert output.count("Running the app as a local gunicorn process instead.") == 1
     assert "Stopped." in output
     [listening] = re.findall(r"Listening at: (http://\S+)", output)
@@ -219,9 +233,11 @@ def test_edge_alone_in_front_of_any_backend(tmp_path: Path) -> None:
     )
     try:
         running = Dev(project, "edge", "--backend", f"http://127.0.0.1:{backend_port}")
-        running.wait_serving(60)
-        assert httpx.get(running.url + "/api/greeting").json()["message"] == "Hello, world!"
-        output = running.stop()
+        try:
+            running.wait_serving()
+            assert httpx.get(running.url + "/api/greeting", timeout=60).json()["message"] == "Hello, world!"
+        finally:
+            output = running.stop()
         assert f"/api/* -> http://127.0.0.1:{backend_port}" in output
     finally:
         server.terminate()
@@ -249,11 +265,13 @@ def test_dev_with_the_real_netlify_dev(tmp_path: Path, netlify_cli: str) -> None
     redirects_before = (project / "public" / "_redirects").read_text()
     path = f"{Path(cli).parent}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
     running = Dev(project, "dev", "--netlify", "--no-docker", env={"PATH": path, "BROWSER": "none"})
-    running.wait_serving(120)
-    response = httpx.get(running.url + "/api/greeting", params={"name": "Netlify"})
-    assert response.json()["message"] == "Hello, Netlify!"
-    assert httpx.get(running.url + "/").headers.get("server") == "Netlify"
-    output = running.stop()
+    try:
+        running.wait_serving()
+        response = httpx.get(running.url + "/api/greeting", params={"name": "Netlify"}, timeout=60)
+        assert response.json()["message"] == "Hello, Netlify!"
+        assert httpx.get(running.url + "/", timeout=60).headers.get("server") == "Netlify"
+    finally:
+        output = running.stop()
     assert "Stopped." in output
     assert (project / "public" / "_redirects").read_text() == redirects_before  # restored
 

@@ -40,7 +40,9 @@ def configure(site: Path, backend: str, *, skip: bool = False, attempts: int = 1
         text = text.replace("[build.environment]\n", '[build.environment]\n  SKIP_BACKEND_CHECK = "true"\n', 1)
     marker = '  package = "./netlify/plugins/backend-ready"\n'
     assert marker in text
-    text = text.replace(marker, marker + f"  [plugins.inputs]\n    attempts = {attempts}\n    timeout = 3\n", 1)
+    # The longest per-attempt timeout the plugin takes: no test here waits it out (a live backend
+    # answers, a dead one refuses at once), and a busy machine must not make a live one "down".
+    text = text.replace(marker, marker + f"  [plugins.inputs]\n    attempts = {attempts}\n    timeout = 60\n", 1)
     path.write_text(text)
 
 
@@ -52,7 +54,7 @@ def build(netlify_cli: str, site: Path, extra: dict[str, str] | None = None) -> 
         env={**env, "NETLIFY_TELEMETRY_DISABLED": "1", "CI": "true", **(extra or {})},
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=600,
     )
     return result.returncode, result.stdout + result.stderr
 
@@ -83,10 +85,10 @@ def live_app(project: Path, tmp_path: Path) -> Iterator[tuple[str, dict[str, str
     url = f"https://localhost:{port}"
     trusted = ssl.create_default_context(cafile=str(cert))
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         while True:
             try:
-                if httpx.get(url + "/readyz", timeout=1, verify=trusted).status_code == 200:
+                if httpx.get(url + "/readyz", timeout=30, verify=trusted).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
@@ -95,7 +97,11 @@ def live_app(project: Path, tmp_path: Path) -> Iterator[tuple[str, dict[str, str
         yield url, {"NODE_EXTRA_CA_CERTS": str(cert)}
     finally:
         proc.terminate()
-        proc.wait(30)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(30)
         log.close()
 
 
@@ -115,6 +121,10 @@ class Answering:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()  # the port too
 
 
 def test_a_live_backend_lets_the_build_through(
@@ -147,7 +157,7 @@ def test_a_backend_that_is_not_ready_fails_the_build_naming_its_status(
         configure(site, backend.url)
         code, log = build(netlify_cli, site)
     finally:
-        backend.server.shutdown()
+        backend.close()
     assert code != 0
     assert re.search(rf"backend-ready: {re.escape(backend.url)}/readyz answered {status}\b", log), log
 

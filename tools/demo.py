@@ -49,7 +49,8 @@ def with_gunicorn(project: Path, check: bool) -> int:
             raise RuntimeError(f"the server exited with code {server.returncode} before it answered")
 
     try:
-        seconds = wait_http(f"{url}/readyz", check=exited)
+        # A generous deadline (a busy machine starts it slowly); a server that exits ends the wait at once.
+        seconds = wait_http(f"{url}/readyz", timeout=120, check=exited)
         print(f"demo: serving at {url} (healthy after {seconds:.2f}s; try {url}/api/greeting)", flush=True)
         if check:
             return subprocess.run([*pytest_args(["tests/smoke"]), "--base-url", url], cwd=project).returncode
