@@ -10,7 +10,11 @@ from typing import Any
 import pytest
 
 from tests.helpers import remove_project, unavailable
-from tests.isolation import module_leaves_nothing, test_leaves_nothing  # noqa: F401  (autouse: no test leaks)
+from tests.isolation import (  # noqa: F401  (autouse fixtures and a hook: no test leaks)
+    module_leaves_nothing,
+    pytest_fixture_setup,
+    test_leaves_nothing,
+)
 from tools.generated import docker_client, local_image_exists, offline_base_image, render, run_in
 from tools.generated import netlify_cli as find_netlify_cli
 

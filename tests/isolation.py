@@ -14,3 +14,4 @@ _spec.loader.exec_module(_module)
 
 module_leaves_nothing = _module.module_leaves_nothing
 test_leaves_nothing = _module.test_leaves_nothing
+pytest_fixture_setup = _module.pytest_fixture_setup

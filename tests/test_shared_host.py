@@ -157,7 +157,7 @@ def live_revision(url: str) -> str:
     return str(httpx.get(f"{url}/api/version", timeout=60).json()["revision"])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture  # the test's own: what its deploys made goes before the test ends (tests/isolation.py)
 def host(engine: Any, base_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Project]]:
     if not any(Path(p, "docker-registry").exists() for p in os.environ.get("PATH", "").split(os.pathsep)):
         unavailable("docker-registry is not installed (apt-get install docker-registry)")

@@ -14,7 +14,11 @@ from flask.testing import FlaskClient
 from api import create_app
 from ops import project
 from ops.docker import images
-from tests.isolation import module_leaves_nothing, test_leaves_nothing  # noqa: F401  (autouse: no test leaks)
+from tests.isolation import (  # noqa: F401  (autouse fixtures and a hook: no test leaks)
+    module_leaves_nothing,
+    pytest_fixture_setup,
+    test_leaves_nothing,
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

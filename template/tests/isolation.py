@@ -107,6 +107,7 @@ class Watch:
             processes = child_processes() - self.processes_before
             if processes:
                 found["process"] = processes
+            found = _not_session_owned(found)
             if not found or time.monotonic() > deadline:
                 return found
             time.sleep(0.2)
@@ -142,6 +143,32 @@ class Watch:
         if "swarm" in left and "node state inactive" in self.engine_before.get("swarm", set()):
             with contextlib.suppress(Exception):
                 self.client.swarm.leave(force=True)
+
+
+# What session-scoped fixtures made (a registry process, say): they live for the whole run by
+# design, and one that a module's later test asks for first is made inside that module's window.
+_session_owned: dict[str, set[str]] = {}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest) -> Iterator[None]:
+    if not enabled() or fixturedef.scope != "session":
+        yield
+        return
+    watch = Watch(engine=True)
+    yield
+    now = engine_state(watch.client) if watch.client is not None else {}
+    made = _new(watch.engine_before, now)
+    processes = child_processes() - watch.processes_before
+    if processes:
+        made["process"] = processes
+    for kind, names in made.items():
+        _session_owned.setdefault(kind, set()).update(names)
+
+
+def _not_session_owned(left: dict[str, set[str]]) -> dict[str, set[str]]:
+    kept = {kind: names - _session_owned.get(kind, set()) for kind, names in left.items()}
+    return {kind: names for kind, names in kept.items() if names}
 
 
 def describe(left: dict[str, set[str]]) -> str:

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.docker
 SMOKE_IN_A_CHILD = """
 import signal
 import sys
-sys.path.insert(0, {root!r})
+sys.path.insert(0, sys.argv[2])  # the project
 from ops import project, smoke
 from ops.docker import containers
 from ops.docker.engine import connect
@@ -46,7 +46,7 @@ def on_interrupt(signum, frame):
 real_stop = containers.stop
 
 def stop(container, timeout):
-    print(f"stop timeout={{timeout}} interrupted={{bool(interrupted)}}", flush=True)
+    print("stop timeout=%d interrupted=%s" % (timeout, bool(interrupted)), flush=True)
     real_stop(container, timeout)
 
 containers.stop = stop
@@ -54,7 +54,7 @@ signal.signal(signal.SIGINT, on_interrupt)
 client = connect()
 print("go", flush=True)
 smoke.smoke_image(
-    project.load(), client, sys.argv[1], extra=["-q"], environment={{"GUNICORN_GRACEFUL_TIMEOUT": "600"}}
+    project.load(), client, sys.argv[1], extra=["-q"], environment=dict(GUNICORN_GRACEFUL_TIMEOUT="600")
 )
 """
 
@@ -85,7 +85,7 @@ MOMENTS = [0.0, 0.01, 0.02, 0.03, 0.045, 0.06, 0.08, 0.1, 0.13, 0.17, 0.25, 0.4,
 def test_ctrl_c_at_any_moment_of_a_smoke_run_leaves_no_container(engine: Any, image: str, moment: float) -> None:
     delay = moment + random.Random(moment).uniform(0, 0.005)
     child = subprocess.Popen(
-        [sys.executable, "-c", SMOKE_IN_A_CHILD.format(root=str(project.ROOT)), image],
+        [sys.executable, "-c", SMOKE_IN_A_CHILD, image, str(project.ROOT)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
     try:
