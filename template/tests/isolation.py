@@ -105,17 +105,19 @@ class Watch:
         self.engine_before = engine_state(self.client) if self.client is not None else {}
         self.processes_before = child_processes()
 
+    def new(self) -> dict[str, set[str]]:
+        """What is new since the start, by kind."""
+        found = _new(self.engine_before, engine_state(self.client)) if self.client is not None else {}
+        processes = child_processes() - self.processes_before
+        if processes:
+            found["process"] = processes
+        return found
+
     def left(self) -> dict[str, set[str]]:
         """What is new since the start, once the engine has had its time to finish removals."""
         deadline = time.monotonic() + SETTLE_SECONDS
         while True:
-            found = {}
-            if self.client is not None:
-                found = _new(self.engine_before, engine_state(self.client))
-            processes = child_processes() - self.processes_before
-            if processes:
-                found["process"] = processes
-            found = _not_session_owned(found)
+            found = _not_session_owned(self.new())
             if not found or time.monotonic() > deadline:
                 return found
             time.sleep(0.2)
@@ -165,12 +167,7 @@ def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any], request: pytest.Fix
         return
     watch = Watch(engine=True)
     yield
-    now = engine_state(watch.client) if watch.client is not None else {}
-    made = _new(watch.engine_before, now)
-    processes = child_processes() - watch.processes_before
-    if processes:
-        made["process"] = processes
-    for kind, names in made.items():
+    for kind, names in watch.new().items():
         _session_owned.setdefault(kind, set()).update(names)
 
 

@@ -22,7 +22,7 @@ from ops.docker import images
 from ops.release import canary, canary_rollout, deploy, records, rollout, swarm, swarm_canary
 from tests.test_canary_rollout import FAULT, Load, Said, env, faulty  # noqa: F401 (fixtures and helpers)
 from tests.test_rollout import app_images  # noqa: F401 (the fixture)
-from tests.test_swarm import Cluster, cluster, node  # noqa: F401 (the fixtures)
+from tests.test_swarm import Cluster, _until, cluster, node  # noqa: F401 (the fixtures)
 
 pytestmark = [pytest.mark.docker, pytest.mark.rollouts]
 assert FAULT  # the hook the releases carry
@@ -45,15 +45,12 @@ def _deploy(engine: Any, cluster: Cluster, image: str, ref: str, revision: str, 
     )  # fmt: skip
 
 
-def _until_no_canary_task_runs(engine: Any, cluster: Cluster, timeout: float = 120) -> None:  # noqa: F811
-    deadline = time.monotonic() + timeout
+def _no_canary_task_runs(engine: Any, cluster: Cluster) -> bool:  # noqa: F811
     labels = [
         f"com.docker.swarm.service.name={swarm.service_name(cluster.target.slug)}",
         f"{rollout.PREFIX}.revision=rev-canary",
     ]
-    while engine.containers.list(filters={"label": labels}):  # running containers of the canary's tasks
-        assert time.monotonic() < deadline, "a canary task still runs"
-        time.sleep(0.1)
+    return not engine.containers.list(filters={"label": labels})  # running containers of the canary's tasks
 
 
 def _revisions(engine: Any, cluster: Cluster) -> list[str]:  # noqa: F811
@@ -116,7 +113,7 @@ def test_a_failing_canary_is_caught_at_the_first_task_and_swarm_rolls_it_back(
                 on_line=said,
             )  # fmt: skip
         reverted = time.monotonic()
-        _until_no_canary_task_runs(engine, cluster)
+        _until(lambda: _no_canary_task_runs(engine, cluster), "the canary's tasks to stop", timeout=120)
         gone = time.monotonic()
         load.answered(50)
     live = swarm.current(engine, cluster.target.slug)
