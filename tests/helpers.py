@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import tarfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -19,6 +20,16 @@ def unavailable(message: str) -> NoReturn:
     if os.environ.get("CI"):
         pytest.fail(f"{message}; CI must run this test")
     pytest.skip(message)
+
+
+def as_a_terminal_starts_it() -> None:
+    """In a child before exec: SIGINT and SIGHUP at their defaults, as from a terminal.
+
+    A test run started under `nohup` or as `cmd &` passes them on ignored, and the tooling rightly
+    keeps an ignored signal ignored; a test that sends one must not inherit that.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 PROJECT_LABEL = "dev.copier-netlify-docker.project"

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import PROJECT_LABEL, remove_project, unavailable
+from tests.helpers import PROJECT_LABEL, as_a_terminal_starts_it, remove_project, unavailable
 from tools.generated import free_port, render
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -40,6 +40,7 @@ class Dev:
     ) -> None:
         def preexec() -> None:
             os.setsid()  # its own group: a hung run is killed with everything it started
+            as_a_terminal_starts_it()
             if ignore_sigint:  # as `cmd &` in a script, nohup or some CI runners start it
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
 

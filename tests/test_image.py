@@ -23,7 +23,14 @@ import docker.errors
 import httpx
 import pytest
 
-from tests.helpers import PROJECT_LABEL, project_images, remove_project, scan_layers, unavailable
+from tests.helpers import (
+    PROJECT_LABEL,
+    as_a_terminal_starts_it,
+    project_images,
+    remove_project,
+    scan_layers,
+    unavailable,
+)
 from tools.generated import free_port, render, run_in
 
 pytestmark = pytest.mark.docker
@@ -292,6 +299,7 @@ def test_inv_run_serves_until_ctrl_c_then_removes_the_container(built: dict[str,
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"},
+        preexec_fn=as_a_terminal_starts_it,
     )
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout or []), daemon=True)

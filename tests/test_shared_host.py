@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import remove_project, unavailable
+from tests.helpers import as_a_terminal_starts_it, remove_project, unavailable
 from tools.generated import REPO, free_port, render, run_in
 
 TOKEN = "nfp_shared_host_test_0123456789abcdef"
@@ -293,7 +293,7 @@ def test_two_projects_share_a_host_and_never_drop_each_others_requests(
     hold = {"CND_HOLD_AT": "rollout.drain", "CND_HOLD_DIR": str(holds)}
     running = subprocess.Popen(
         [sys.executable, "-m", "invoke", "deploy"], cwd=orders.path, env={**os.environ, **orders.env, **hold},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=as_a_terminal_starts_it,
     )  # fmt: skip
     assert running.stdout is not None
     seen: list[str] = []

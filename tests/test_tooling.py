@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import remove_project, unavailable
+from tests.helpers import as_a_terminal_starts_it, remove_project, unavailable
 from tools.generated import free_port, render
 
 MANAGED_LABEL = "dev.copier-netlify-docker.managed"
@@ -45,6 +45,7 @@ class Inv:
     def __init__(self, project: Path, *args: str, env: dict[str, str] | None = None, ignore_sigint: bool = False):
         def preexec() -> None:
             os.setsid()
+            as_a_terminal_starts_it()
             if ignore_sigint:  # as `cmd &` in a script, nohup or some CI runners start it
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
 

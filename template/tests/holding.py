@@ -18,6 +18,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 
+def as_a_terminal_starts_it() -> None:
+    """In the child before exec: SIGINT and SIGHUP at their defaults, as from a terminal.
+
+    A test run started under `nohup` or as `cmd &` passes them on ignored, and the tooling
+    rightly keeps an ignored signal ignored; a test that sends one must not inherit that.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 class Child:
     def __init__(
         self,
@@ -34,7 +44,7 @@ class Child:
         environment = {**os.environ, **(env or {}), "CND_HOLD_AT": hold, "CND_HOLD_DIR": str(folder)}
         self.process = subprocess.Popen(
             list(command), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment,
-            start_new_session=new_session,
+            start_new_session=new_session, preexec_fn=as_a_terminal_starts_it,
         )  # fmt: skip
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
