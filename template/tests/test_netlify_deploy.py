@@ -684,6 +684,16 @@ def test_a_netlify_toml_in_the_publish_directory_is_refused_before_any_call(
     assert netlify.calls == []
 
 
+def test_a_netlify_toml_netlifys_parser_cannot_read_is_refused(site: Path) -> None:
+    """Netlify loses such a file whole (build, rules and all): shipping its served part alone
+    would apply rules to the deploy that Netlify never applies to the project."""
+    edit(site, PLUGIN, PLUGIN + '  [plugins.inputs]\n    paths = ["a", 1]\n')
+    line = (site / "netlify.toml").read_text().split("\n").index('    paths = ["a", 1]') + 1
+    expected = rf"^netlify.toml:{line}: `plugins.0.inputs.paths` mixes integer and string in one array; Netlify's"
+    with pytest.raises(ConfigError, match=expected):
+        publish.site_files(site, BACKEND)
+
+
 @pytest.mark.parametrize(
     "table",
     [

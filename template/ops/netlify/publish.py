@@ -33,7 +33,7 @@ import tomli_w
 from ops.errors import ConfigError
 from ops.netlify import config, redirects
 from ops.netlify.api import Deploy, NetlifyClient, NetlifyError
-from ops.netlify.check import deployed_name, publish_tree
+from ops.netlify.check import check_toml_for_netlify, deployed_name, publish_tree
 
 # Netlify's own deploy filter (and netlify-cli's): dotfiles are not deployed, except .well-known;
 # nor are macOS archive folders (ops.netlify.check.deployed_name). Links out of the publish
@@ -97,13 +97,18 @@ def site_files(root: Path, backend_url: str) -> SiteFiles:
     ``backend_url`` is an https origin, as Netlify's build step requires, or an http one on
     this machine's loopback (a local stack, the tests).
 
-    Raises :class:`ConfigError` for a configuration ``inv check`` would refuse, a publish
-    directory that is missing, a link that leads out of it (every one named), or file names
-    Netlify cannot serve (every one named). A link to a file inside it is deployed as that file.
+    Raises :class:`ConfigError` for an error in the configuration (a rule that cannot be used, a
+    netlify.toml Netlify's TOML parser cannot read, rules in a ``[context.*]`` table), a publish
+    directory that is missing or holds a netlify.toml, a link that leads out of it (every one
+    named), or file names Netlify cannot serve (every one named). A link to a file inside it is
+    deployed as that file.
     """
     site = config.load(root)
-    if site.errors:
-        raise ConfigError(f"{site.errors[0]} (run `inv check`)")
+    # A netlify.toml Netlify's own TOML parser rejects is lost whole on Netlify, rules and all:
+    # its served part, readable on its own, would ship rules Netlify never applies to the project.
+    errors = site.errors + [p for p in check_toml_for_netlify(site) if p.severity == "error"]
+    if errors:
+        raise ConfigError(f"{errors[0]} (run `inv check`)")
     publish = site.publish
     if not publish.is_dir():
         raise ConfigError(f"publish directory {publish.name}/ does not exist; create it or fix netlify.toml [build]")
