@@ -34,8 +34,9 @@ Netlify. What it applies, as Netlify documents it (:class:`Served`):
   rule that matches wins; a rule without ``!`` (``force``) gives way to a file at the path;
   ``*`` at the end of ``from`` binds ``:splat``, a ``:name`` segment binds ``:name``; the request's
   query string is passed on. Status 200 to a path rewrites (that file, status 200), to an http(s)
-  URL proxies (method, headers and body forwarded; the origin's status, headers and body back);
-  301/302/303/307/308 redirect with ``Location``; 404 (and 410, 451) serve the target with it;
+  URL proxies (method, headers and body forwarded, with X-Forwarded-For; the origin's status,
+  headers and body back); 301/302/303/307/308 redirect with ``Location``; 404 (and 410, 451)
+  serve the target with that status;
 - static files: ``/`` and ``/dir/`` are ``index.html``, ``/about`` is ``about.html`` (or
   ``about/index.html``); a missing file is the deploy's ``404.html`` with 404, else a plain 404;
   ``Content-Type`` by file name, text types with ``; charset=utf-8``; GET and HEAD only (405);
@@ -85,10 +86,10 @@ BRANCH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,99}$")
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # Headers that belong to one connection, never passed through a proxy (RFC 9110 7.6.1), and the
-# ones the server sets for the body it sends.
+# ones each side sets for itself: the body's length, Host (the origin's), Expect (answered here).
 HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te", "trailer"}
-    | {"transfer-encoding", "upgrade", "host", "content-length"}
+    | {"transfer-encoding", "upgrade", "host", "content-length", "expect"}
 )
 PROXY_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=26, sock_read=26)  # Netlify's 26 s
 TEXT_TYPES = frozenset({"application/javascript", "application/json"})
@@ -495,13 +496,6 @@ class LocalNetlify:
         deploy = self.deploys[deploy_id]
         return self.sites[deploy.site_id].blobs[deploy.files[path]]
 
-    def served(self, deploy_id: str) -> Served:
-        """What a ready deploy serves: its files and the rules read from them."""
-        served = self.deploys[deploy_id].served
-        if served is None:
-            raise LookupError(f"deploy {deploy_id} is {self.deploys[deploy_id].state}, not ready")
-        return served
-
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> LocalNetlify:
@@ -769,6 +763,9 @@ class LocalNetlify:
                 cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False, timeout=PROXY_TIMEOUT
             )
         headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP)
+        peer = request.remote or ""
+        forwarded = ", ".join(headers.popall("X-Forwarded-For", []))
+        headers["X-Forwarded-For"] = f"{forwarded}, {peer}" if forwarded else peer  # as Netlify's proxy adds it
         body = await request.read()
         try:
             async with self._proxy.request(
