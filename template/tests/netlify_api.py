@@ -179,7 +179,8 @@ def parse_config(text: str) -> tuple[list[Rule], list[HeaderRule], list[str]]:
     skipped: list[str] = []
     for number, entry in enumerate(data.get("redirects", []), start=1):
         where = f"netlify.toml [[redirects]] #{number}"
-        extra = set(entry) - {"from", "to", "status", "force"}
+        # Empty tables change nothing (netlify-cli's resolved config writes every rule with them).
+        extra = {key for key, value in entry.items() if key not in ("from", "to", "status", "force") and value}
         if extra or "to" not in entry:
             skipped.append(f"{where}: {', '.join(sorted(extra)) or 'no to'}")
             continue
