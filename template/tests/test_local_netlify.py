@@ -138,6 +138,9 @@ def test_what_this_fake_does_not_implement_is_listed_and_not_applied() -> None:
     assert [rule.source for rule in served.redirects] == ["/ok"]
     assert [line.split(":")[0] for line in served.skipped] == ["_redirects"] * 3 + ["netlify.toml [[redirects]] #1"]
     assert outcome(served, "/store?id=x") == (404, "404.html")
+    # Empty tables say nothing (netlify-cli's resolved config writes every rule with them).
+    empty = site(toml='[[redirects]]\nfrom = "/q"\nto = "/r"\nquery = {}\nconditions = {}\nheaders = {}\n')
+    assert (empty.skipped, outcome(empty, "/q")) == ([], (301, "/r"))
 
 
 HEADERS = """# Netlify's docs, "Custom headers"
