@@ -1088,12 +1088,6 @@ def _query_ending_in_one_ampersand(request: Request, netlify: Observation, edge:
     )
 
 
-def _rules_files_not_published(request: Request, netlify: Observation, edge: Observation) -> bool:
-    """/_redirects: netlify dev serves it from disk; a deploy never uploads it."""
-    name = unquote(resolve_dots(request.path)).rstrip("/").rpartition("/")[2]
-    return name in ("_redirects", "_headers") and netlify.status == 200 and edge.status in (404, 405)
-
-
 def _dots_after_empty_segments(request: Request, netlify: Observation, edge: Observation) -> bool:
     """/docs//.. : RFC 3986 pops the empty segment (/docs/); netlify dev's static server lets the
     file system resolve the unresolved path, where "//" is one slash and ".." leaves docs (/)."""
@@ -1250,14 +1244,6 @@ DELIBERATE: list[Divergence] = [
         frozenset({"status", "location", "body", "rules"}),
         _query_ending_in_one_ampersand,
         "GET /search?q=x&",
-    ),
-    Divergence(
-        "rules-files-not-published",
-        "_redirects and _headers are rules, not files: Netlify's deploy filter never uploads them (netlify-cli "
-        "deploy.js, 'matches our buildbot'); netlify dev serves _redirects from the publish directory.",
-        frozenset({"status", "body", "rules"}),
-        _rules_files_not_published,
-        "GET /_redirects",
     ),
     Divergence(
         "dots-after-empty-segments",

@@ -32,8 +32,6 @@ from tools.generated import REPO, free_port, render
 DOCUMENTED_DIVERGENCES = {
     "/assets/site.css": "netlify dev sends Cache-Control: max-age=0 for every file; production applies [[headers]]",
     "/.secret": "netlify dev serves dotfiles from disk; a deploy never uploads them",
-    "/_redirects": "netlify dev serves _redirects from disk; a deploy never uploads it (Netlify's deploy filter)",
-    "/_headers": "netlify dev serves _headers from disk; a deploy never uploads it (Netlify's deploy filter)",
 }
 
 

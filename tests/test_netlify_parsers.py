@@ -19,6 +19,12 @@ tokens, and the fuzzer's junk in every place). All of them go through
 Ours may be stricter, never laxer. The differences kept on purpose are :data:`DELIBERATE`, each
 with a test that it still occurs. ``PARSER_DIFF_SEED``, ``PARSER_DIFF_COUNT`` (mutants) and
 ``PARSER_DIFF_GRAMMAR`` (generated sites) change the run.
+
+The netlify.toml a deploy uploads (``ops.netlify.publish.served_config``: the served part of the
+project's, written again by tomli-w) is held to the same parsers: for every mutant and every
+generated netlify.toml (:func:`toml_site`, ``PARSER_DIFF_UPLOADED`` of them) that a deploy
+accepts, Netlify's parsers read the same redirects and headers, with the same errors, from the
+uploaded file as from the project's, and nothing of the build settings is in it.
 """
 
 from __future__ import annotations
@@ -33,8 +39,9 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
@@ -49,6 +56,7 @@ SCRIPT = Path(__file__).with_name("netlify_parsers.mjs")
 SEED = int(os.environ.get("PARSER_DIFF_SEED", "20250611"))
 COUNT = int(os.environ.get("PARSER_DIFF_COUNT", "600"))
 GRAMMAR_COUNT = int(os.environ.get("PARSER_DIFF_GRAMMAR", "300"))
+UPLOADED_COUNT = int(os.environ.get("PARSER_DIFF_UPLOADED", "300"))
 REDIRECTS, HEADERS, TOML = "public/_redirects", "public/_headers", "netlify.toml"
 
 # Where ours reads a rule differently from Netlify's parsers on purpose: name -> (why, a site
@@ -83,6 +91,8 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamesp
     try:
         config = importlib.import_module("ops.netlify.config")
         check = importlib.import_module("ops.netlify.check")
+        publish = importlib.import_module("ops.netlify.publish")
+        errors = importlib.import_module("ops.errors")
         spec = importlib.util.spec_from_file_location("generated_config_fuzz", project / "tests/test_config_fuzz.py")
         assert spec and spec.loader
         fuzz = importlib.util.module_from_spec(spec)
@@ -92,7 +102,7 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamesp
         sys.path.remove(str(project))
         for name in [n for n in sys.modules if n in ("ops", "generated_config_fuzz") or n.startswith("ops.")]:
             del sys.modules[name]
-    yield SimpleNamespace(project=project, config=config, check=check, fuzz=fuzz)
+    yield SimpleNamespace(project=project, config=config, check=check, fuzz=fuzz, publish=publish, errors=errors)
 
 
 def netlify(sites: list[dict[str, bytes | None]]) -> list[dict[str, Any]]:
@@ -379,3 +389,172 @@ def test_deliberate_differences_still_occur(compared: list[Compared], name: str)
     [site] = [c for c in compared if c.kind == "deliberate" and c.label == name]
     assert site.found == []  # allowed for: nothing else differs
     assert DIFFERS[name](site.ours, site.theirs), f"{name}: Netlify's parsers now read it as ours does"
+
+
+# ---------------------------------------------------------------------------------------------
+# The netlify.toml a deploy uploads: the rules Netlify reads from it are the project's
+
+
+# What TOML must quote or escape, and characters rules carry: in paths, and (with spaces) in values.
+PATH_PIECES = ['"', "\\", "'", "#", "=", "[x]", "{y}", "é", "😀", ";", ":", "%20", "'''", '"""']
+VALUE_PIECES = [*PATH_PIECES, "\t", "\u2028", "a, b", " ,", " "]
+SECRET_PREFIX = "nfp_build_secret_"
+
+
+def toml_site(rng: random.Random, index: int) -> bytes:
+    """A generated netlify.toml: build settings holding secrets, and [[redirects]] and
+    [[headers]] with strings TOML must escape, in the layouts TOML allows (tables, sub-tables,
+    inline tables, dotted keys), its sections in any order."""
+
+    def text(base: str, pieces: list[str] = VALUE_PIECES) -> str:
+        return base + "".join(rng.choice(pieces) for _ in range(rng.choice([0, 0, 1, 2, 3])))
+
+    def path(base: str) -> str:
+        return base if base.endswith("*") else text(base, PATH_PIECES)  # a splat ends the path
+
+    def string(value: str) -> str:
+        """``value`` as a TOML string: literal where it can be, else basic with escapes (non-ASCII
+        escaped too, half the time)."""
+        if rng.random() < 0.3 and not any(c in value for c in "'\t\u2028"):
+            return f"'{value}'"
+        ascii_only = rng.random() < 0.5
+        out = ""
+        for char in value:
+            if char in '"\\':
+                out += "\\" + char
+            elif ord(char) < 0x20 or ord(char) == 0x7F or (ascii_only and ord(char) > 0x7E):
+                out += f"\\u{ord(char):04x}" if ord(char) <= 0xFFFF else f"\\U{ord(char):08x}"
+            else:
+                out += char
+        return f'"{out}"'
+
+    def value(item: str | list[str]) -> str:
+        return "[" + ", ".join(string(x) for x in item) + "]" if isinstance(item, list) else string(item)
+
+    def pairs(values: dict[str, Any], prefix: str = "") -> str:
+        return "".join(f"  {prefix}{json.dumps(k)} = {value(v)}\n" for k, v in values.items())
+
+    def inline(name: str, values: dict[str, Any]) -> str:
+        return f"  {name} = {{" + ", ".join(f"{json.dumps(k)} = {value(v)}" for k, v in values.items()) + "}\n"
+
+    def some(values: dict[str, Any], name: str, table: str) -> str:
+        layout = rng.choice(["inline", "table", "dotted"])
+        if layout == "inline":
+            return inline(name, values)
+        if layout == "dotted":
+            return pairs(values, f"{name}.")
+        return f"  [{table}.{name}]\n" + pairs(values)
+
+    secrets = [f"{SECRET_PREFIX}{index}_{n}" for n in range(4)]
+    blocks = [
+        f'[build]\n  publish = "public"\n  command = "make --token={secrets[0]}"\n'
+        f'[build.environment]\n  API_TOKEN = "{secrets[1]}"\n',
+        f'[[plugins]]\n  package = "./plugins/x"\n  [plugins.inputs]\n    key = "{secrets[2]}"\n',
+        f'[context.production.environment]\n  DB_PASSWORD = "{secrets[3]}"\n',
+        '[dev]\n  framework = "#static"\n',
+    ]
+    sources = ["/old", "/news/:year/:slug", "/docs/*", "/app/*", "/", "/café", "/a%20b", "/shop/:id/"]
+    targets = ["/new", "/blog/:year-:slug", "/manual/:splat", "https://api.example.com/:splat", "/index.html"]
+    for _ in range(rng.randint(0, 6)):
+        body = f"  from = {string(path(rng.choice(sources)))}\n  to = {string(path(rng.choice(targets)))}\n"
+        if rng.random() < 0.7:
+            body += f"  status = {rng.choice([200, 301, 302, 404, 410])}\n"
+        if rng.random() < 0.4:
+            body += f"  force = {rng.choice(['true', 'false'])}\n"
+        tables = ""
+        for name, values in (
+            ("query", {"id": ":id", "lang": text("en")}),
+            ("conditions", {"Country": ["au", "nz"], "Language": text("en")}),
+            ("headers", {"X-From": text("Netlify")}),
+        ):
+            if rng.random() < 0.25:
+                part = some(values, name, "redirects")
+                if part.startswith("  ["):
+                    tables += part  # a sub-table ends the entry's own keys
+                else:
+                    body += part
+        blocks.append("[[redirects]]\n" + body + tables)
+    names = ["X-A", "x-a", "Cache-Control", "Link", "X-Frame-Options"]
+    for _ in range(rng.randint(0, 4)):
+        values: dict[str, Any] = {}
+        for _ in range(rng.randint(1, 3)):
+            one = text(rng.choice(["DENY", "max-age=0", "a ,b", "</a>; rel=preload"]))
+            values[rng.choice(names)] = [text("v"), text("w")] if rng.random() < 0.2 else one
+        blocks.append(f"[[headers]]\n  for = {string(path(rng.choice(sources)))}\n" + some(values, "values", "headers"))
+    if rng.random() < 0.3:
+        blocks.append('[images]\n  remote_images = ["https://cdn\\\\.example\\\\.org/.*"]\n')
+    rng.shuffle(blocks)
+    return "\n".join(blocks).encode()
+
+
+@dataclass
+class Uploaded:
+    label: str
+    project: bytes
+    uploaded: bytes | None  # None: nothing of netlify.toml is served, so no file is uploaded
+    theirs: dict[str, Any] = field(default_factory=dict)  # Netlify's parsers on the project's file
+    theirs_uploaded: dict[str, Any] = field(default_factory=dict)  # and on the uploaded one
+
+
+@pytest.fixture(scope="module")
+def uploaded(generated: SimpleNamespace, tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Uploaded], int]:
+    """Every mutant and generated netlify.toml a deploy accepts, with the file it would upload,
+    both through Netlify's parsers (one node process); and how many sites were tried."""
+    fuzz, publish = generated.fuzz, generated.publish
+    tried: list[tuple[str, dict[str, bytes | None]]] = []
+    for case in fuzz.mutants(SEED, COUNT):
+        if all(isinstance(data, bytes | None) for data in case.files.values()):
+            tried.append((case.describe(), case.files))
+    rng = random.Random(SEED)
+    for index in range(UPLOADED_COUNT):
+        site = {TOML: toml_site(rng, index), REDIRECTS: None, HEADERS: None}
+        tried.append((f"seed {SEED}, generated netlify.toml #{index}:\n{site[TOML]!r}", site))
+    root = tmp_path_factory.mktemp("uploaded")
+    (root / "public").mkdir()
+    accepted: list[Uploaded] = []
+    for label, files in tried:
+        fuzz.write(root, files)
+        (root / "public" / "index.html").write_text("<h1>home</h1>")
+        try:
+            deployed = publish.site_files(root, "https://api.example.com")
+        except generated.errors.ConfigError:
+            continue  # a deploy refuses it: nothing is uploaded
+        if files[TOML] is not None:
+            accepted.append(Uploaded(label, files[TOML], deployed.bodies.get("netlify.toml")))
+    both = [{TOML: toml, REDIRECTS: None, HEADERS: None} for case in accepted for toml in (case.project, case.uploaded)]
+    results = netlify(both)
+    for number, case in enumerate(accepted):
+        case.theirs, case.theirs_uploaded = results[2 * number], results[2 * number + 1]
+    return accepted, len(tried)
+
+
+def test_netlify_reads_the_uploaded_netlify_toml_as_it_reads_the_projects(uploaded: tuple[list[Uploaded], int]) -> None:
+    cases, _ = uploaded
+    differ = [
+        f"{case.label}\n  uploaded: {case.uploaded!r}\n  project's: {short(case.theirs['all'], 600)}\n"
+        f"  uploaded's: {short(case.theirs_uploaded['all'], 600)}"
+        for case in cases
+        if not case.theirs_uploaded["toml"]["ok"] or case.theirs["all"] != case.theirs_uploaded["all"]
+    ]
+    assert not differ, f"{len(differ)} of {len(cases)} differ:\n\n" + "\n\n".join(differ[:5])
+
+
+def test_no_build_setting_reaches_the_uploaded_netlify_toml(uploaded: tuple[list[Uploaded], int]) -> None:
+    cases, _ = uploaded
+    shipped = [case for case in cases if case.uploaded is not None]
+    leaked = [case.label for case in shipped if SECRET_PREFIX.encode() in (case.uploaded or b"")]
+    assert not leaked, leaked[:3]
+    for case in shipped:
+        keys = set(tomllib.loads((case.uploaded or b"").decode()))
+        assert keys and keys <= {"redirects", "headers", "images"}, (case.label, keys)
+
+
+def test_the_uploaded_comparison_sees_rules(uploaded: tuple[list[Uploaded], int]) -> None:
+    """Most generated files are accepted and carry rules and headers both ways: a comparison of
+    empty files would pass too."""
+    cases, tried = uploaded
+    redirects = sum(len(case.theirs_uploaded["all"]["redirects"]) for case in cases)
+    headers = sum(len(case.theirs_uploaded["all"]["headers"]) for case in cases)
+    generated = sum(case.label.startswith(f"seed {SEED}, generated") for case in cases)
+    assert len(cases) > tried // 3 and generated > UPLOADED_COUNT // 2, (len(cases), tried, generated)
+    assert redirects > UPLOADED_COUNT and headers > UPLOADED_COUNT // 2, (redirects, headers)

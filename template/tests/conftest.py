@@ -45,6 +45,26 @@ def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
+@pytest.fixture
+def api_origin() -> Iterator[str]:
+    """This project's API on a local HTTP server (werkzeug, in a thread): an origin for proxy rules."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    server = make_server(
+        "127.0.0.1", 0, create_app({"REVISION": "local-origin", "LOG_FLUSH_SECONDS": 0}), threaded=True
+    )
+    thread = threading.Thread(target=server.serve_forever, name="api-origin", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(30)
+
+
 @pytest.fixture(scope="session")
 def engine():  # type: ignore[no-untyped-def]
     """A client for the Docker engine; skipped without one, except under CI, where it must run."""

@@ -1,6 +1,6 @@
-"""A local Netlify API for tests: the deploy protocol, strict where Netlify is strict.
+"""A local Netlify for tests: the deploy API, strict where Netlify is strict, and its CDN.
 
-Not a mock of the client: an HTTP server (aiohttp, on 127.0.0.1) that the real client talks to
+Not a mock of the client: HTTP servers (aiohttp, on 127.0.0.1) that the real client talks to
 through ``NETLIFY_API_URL``, implementing the operations of Netlify's OpenAPI spec that a
 file-digest deploy uses, and refusing what the real API refuses:
 
@@ -12,7 +12,8 @@ file-digest deploy uses, and refusing what the real API refuses:
   ``async`` deploys answer ``preparing`` first and list ``required`` on the next read;
 - ``uploadDeployFile`` takes ``application/octet-stream`` bytes for a path of that deploy whose
   SHA1 matches the one declared (422 otherwise), only while the deploy is uploading;
-- deploys move new -> uploading -> processing -> ready (or ``error`` with ``error_message``);
+- deploys move new -> uploading -> processing -> ready (or ``error`` with ``error_message``; an
+  uploaded root ``netlify.toml`` that is not TOML fails the deploy);
 - ``restoreSiteDeploy`` publishes a ready deploy (422 for one that is not ready);
 - a deploy with a ``branch`` is a branch deploy (context ``branch-deploy``), never published by
   itself; the site's newest ready deploy of each branch is what a split test sends traffic to;
@@ -21,35 +22,336 @@ file-digest deploy uses, and refusing what the real API refuses:
   production branch: a published one), else 422; one split test per site (a second create is
   422: update the one there is); ``publish``/``unpublish`` answer 204 and turn it on and off.
 
-Each ready deploy is served at its ``deploy_url`` by the project's own Netlify edge (ops.edge)
-over the files it received, so a draft's ``_redirects`` proxies ``/api/*`` to its backend as
-Netlify would; :attr:`LocalNetlify.site_url` serves the published deploy the same way.
+The CDN: each ready deploy is served at its ``deploy_url`` (a port of its own), and
+:meth:`LocalNetlify.site_url` serves the site's published deploy, from exactly the files uploaded
+for that deploy and nothing else. This module imports nothing of the project (no ``ops``) and
+reads none of its files: a fake built from the code under test would agree with its bugs, and a
+deploy that lacks what the project's own edge shows must look broken here, as it would on
+Netlify. What it applies, as Netlify documents it (:class:`Served`):
 
-Faults on demand: :meth:`LocalNetlify.fail` makes the next N matching requests answer a status
+- redirect rules from the deploy's ``_redirects`` (``from to [status][!]``, ``#`` comments), then
+  from its root ``netlify.toml`` (``[[redirects]]`` ``from``/``to``/``status``/``force``); the first
+  rule that matches wins; a rule without ``!`` (``force``) gives way to a file at the path;
+  ``*`` at the end of ``from`` binds ``:splat``, a ``:name`` segment binds ``:name``; the request's
+  query string is passed on. Status 200 to a path rewrites (that file, status 200), to an http(s)
+  URL proxies (method, headers and body forwarded, with X-Forwarded-For; the origin's status,
+  headers and body back); 301/302/303/307/308 redirect with ``Location``; 404 (and 410, 451)
+  serve the target with that status;
+- static files: ``/`` and ``/dir/`` are ``index.html``, ``/about`` is ``about.html`` (or
+  ``about/index.html``); a missing file is the deploy's ``404.html`` with 404, else a plain 404;
+  ``Content-Type`` by file name, text types with ``; charset=utf-8``; GET and HEAD only (405);
+- custom headers from ``_headers`` (a path line, then indented ``Name: value`` lines; a name
+  repeated in one block is joined with ", ") and ``[[headers]]`` (``for``, ``values``), matched
+  by the requested path (``*`` any characters, ``:name`` one segment), ``_headers`` first and a
+  later value of a name replacing an earlier one; on static answers (rewrites and 404 pages
+  too), never on proxied answers or redirects (Netlify: custom headers apply only to files it
+  serves from its own store);
+- every uploaded file is served: ``/_redirects``, ``/_headers`` and ``/netlify.toml`` too.
+
+Rules that use what is not implemented here (query or condition matching, forward rules without
+a ``to``, signed proxies, a ``from`` with a domain, headers sent to a proxy) are left out, as the
+deploys under test use none of them; :attr:`Served.skipped` lists them.
+
+Faults on demand: :meth:`LocalNetlify.fail` makes the next N matching API requests answer a status
 (429 with ``Retry-After``, 500, ...), :meth:`LocalNetlify.fail_next_deploy` makes the next deploy
-end in ``error``. Every call is recorded in :attr:`LocalNetlify.calls`.
+end in ``error``. Every API call is recorded in :attr:`LocalNetlify.calls` (requests to the CDN
+are not).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import itertools
 import json
+import mimetypes
 import re
-import tempfile
+import socket
 import threading
 import time
+import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
 
 SHA1 = re.compile(r"^[0-9a-f]{40}$")
 BRANCH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,99}$")
+
+# -- the CDN: what a deploy serves, from its own files --------------------------------------------
+
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+# Headers that belong to one connection, never passed through a proxy (RFC 9110 7.6.1), and the
+# ones each side sets for itself: the body's length, Host (the origin's), Expect (answered here).
+HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te", "trailer"}
+    | {"transfer-encoding", "upgrade", "host", "content-length", "expect"}
+)
+PROXY_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=26, sock_read=26)  # Netlify's 26 s
+TEXT_TYPES = frozenset({"application/javascript", "application/json"})
+# A table of its own, not the process's: Netlify's names (JavaScript is application/javascript).
+TYPES = mimetypes.MimeTypes()
+TYPES.add_type("application/javascript", ".js")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One redirect rule: ``source`` and ``to`` as written, ``status``, ``force``; ``origin``
+    says where it came from (``_redirects:3``, ``netlify.toml [[redirects]] #2``)."""
+
+    source: str
+    to: str
+    status: int = 301
+    force: bool = False
+    origin: str = ""
+
+
+@dataclass(frozen=True)
+class HeaderRule:
+    path: str  # the ``for`` pattern
+    values: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the CDN does with one request: serve ``file`` (static, a rewrite, a 404 page) with
+    ``status`` and ``headers``, redirect to ``location``, or proxy to it (``kind``)."""
+
+    kind: str  # static | redirect | proxy | not-found | method-not-allowed
+    status: int
+    file: str = ""  # the path of the deploy's file to send
+    location: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
+    rule: Rule | None = None
+
+
+def parse_redirects(text: str) -> tuple[list[Rule], list[str]]:
+    """``_redirects``: one ``from to [status][!]`` rule a line; ``#`` starts a comment. Returns the
+    rules and the lines this fake does not implement (query or condition tokens, forward rules)."""
+    rules: list[Rule] = []
+    skipped: list[str] = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        tokens: list[str] = []
+        for token in line.split():
+            if token.startswith("#"):
+                break
+            tokens.append(token)
+        if not tokens:
+            continue
+        status = re.fullmatch(r"([0-9]{3})(!?)", tokens[2]) if len(tokens) == 3 else None
+        if (
+            len(tokens) not in (2, 3)
+            or not tokens[1].startswith(("/", "http://", "https://"))
+            or (len(tokens) == 3 and status is None)
+        ):
+            skipped.append(f"_redirects:{number}: {line.strip()}")
+            continue
+        code, bang = (int(status.group(1)), status.group(2) == "!") if status else (301, False)
+        rules.append(Rule(tokens[0], tokens[1], code, bang, f"_redirects:{number}"))
+    return rules, skipped
+
+
+def parse_headers(text: str) -> list[HeaderRule]:
+    """``_headers``: a path line, then ``Name: value`` lines under it; ``#`` lines are comments."""
+    blocks: list[tuple[str, list[tuple[str, str]]]] = []
+    for line in text.split("\n"):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if stripped.startswith("/"):
+            blocks.append((stripped, []))
+            continue
+        name, sep, value = stripped.partition(":")
+        if sep and blocks:
+            blocks[-1][1].append((name.strip(), value.strip()))
+    return [HeaderRule(path, _joined(values)) for path, values in blocks if values]
+
+
+def parse_config(text: str) -> tuple[list[Rule], list[HeaderRule], list[str]]:
+    """A deploy's root ``netlify.toml``: its ``[[redirects]]`` and ``[[headers]]`` (tomllib raises
+    on a file that is not TOML)."""
+    data = tomllib.loads(text)
+    rules: list[Rule] = []
+    skipped: list[str] = []
+    for number, entry in enumerate(data.get("redirects", []), start=1):
+        where = f"netlify.toml [[redirects]] #{number}"
+        # Empty tables change nothing (netlify-cli's resolved config writes every rule with them).
+        extra = {key for key, value in entry.items() if key not in ("from", "to", "status", "force") and value}
+        if extra or "to" not in entry:
+            skipped.append(f"{where}: {', '.join(sorted(extra)) or 'no to'}")
+            continue
+        status = int(entry.get("status", 301))
+        rules.append(Rule(entry["from"], entry["to"], status, bool(entry.get("force", False)), where))
+    headers: list[HeaderRule] = []
+    for entry in data.get("headers", []):
+        values = [
+            (name, ", ".join(value) if isinstance(value, list) else str(value))
+            for name, value in entry.get("values", {}).items()
+        ]
+        if values:
+            headers.append(HeaderRule(entry["for"], _joined(values)))
+    return rules, headers, skipped
+
+
+def _joined(values: list[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    """A name given twice in one rule is one header with both values (Netlify's multi-value headers)."""
+    merged: dict[str, tuple[str, str]] = {}
+    for name, value in values:
+        key = name.lower()
+        merged[key] = (merged[key][0], f"{merged[key][1]}, {value}") if key in merged else (name, value)
+    return tuple(merged.values())
+
+
+def resolve(raw_path: str) -> str:
+    """``raw_path`` with ``.`` and ``..`` segments (percent-encoded ones too) resolved, never above ``/``."""
+    out: list[str] = []
+    segments = raw_path.split("/")[1:]
+    for index, segment in enumerate(segments):
+        last = index == len(segments) - 1
+        if unquote(segment) == ".":
+            if last:
+                out.append("")
+        elif unquote(segment) == "..":
+            if out:
+                out.pop()
+            if last:
+                out.append("")
+        else:
+            out.append(segment)
+    return "/" + "/".join(out)
+
+
+def _segments(path: str) -> list[str]:
+    """A path's segments, without the optional trailing slash: "/" is [], "/a/b/" is ["a", "b"]."""
+    parts = path.split("/")[1:]
+    return parts[:-1] if parts and parts[-1] == "" else parts
+
+
+def match(source: str, raw_path: str) -> dict[str, str] | None:
+    """The values a redirect ``from`` binds for ``raw_path`` (``splat`` and ``:name``, as the
+    client encoded them), or None. Literal segments compare decoded; a trailing slash is optional."""
+    pattern, path = _segments(source.split("?")[0]), _segments(raw_path)
+    values: dict[str, str] = {}
+    for index, part in enumerate(pattern):
+        if part == "*" and index == len(pattern) - 1:
+            values["splat"] = "/".join(path[index:])
+            return values
+        if index >= len(path):
+            return None
+        if part.startswith(":") and len(part) > 1:
+            if not path[index]:
+                return None
+            values[part[1:]] = path[index]
+        elif unquote(part) != unquote(path[index]):
+            return None
+    return values if len(path) == len(pattern) else None
+
+
+def header_matches(pattern: str, path: str) -> bool:
+    """Whether a ``_headers`` / ``[[headers]]`` path applies to the (decoded) request path: ``*``
+    stands for any characters, ``:name`` for one segment, and ``/dir/*`` covers ``/dir`` too."""
+    regex = ""
+    for piece in re.split(r"(\*|:[A-Za-z_][A-Za-z0-9_]*)", pattern):
+        regex += ".*" if piece == "*" else "[^/]+" if piece.startswith(":") else re.escape(piece)
+    if regex.endswith("/.*"):
+        regex = regex[:-3] + "(?:/.*)?"
+    return re.fullmatch(regex + "/?", path) is not None
+
+
+def fill(to: str, values: Mapping[str, str], raw_query: str) -> str:
+    """``to`` with ``:splat`` and ``:name`` filled, and the request's query string passed on
+    when ``to`` has none of its own."""
+    for name in sorted(values, key=len, reverse=True):
+        to = to.replace(f":{name}", values[name])
+    return f"{to}?{raw_query}" if raw_query and "?" not in to else to
+
+
+def content_type(name: str) -> str:
+    kind = TYPES.guess_type(name, strict=False)[0] or "application/octet-stream"
+    return f"{kind}; charset=utf-8" if kind.startswith("text/") or kind in TEXT_TYPES else kind
+
+
+@dataclass
+class Served:
+    """What one deploy serves: its files (path -> bytes) and the rules in them."""
+
+    files: dict[str, bytes]
+    redirects: list[Rule] = field(default_factory=list)
+    headers: list[HeaderRule] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, files: dict[str, bytes]) -> Served:
+        """Raises ValueError for a root netlify.toml Netlify could not read (not UTF-8, not TOML)."""
+        served = cls(dict(files))
+        if "_redirects" in files:
+            rules, skipped = parse_redirects(files["_redirects"].decode("utf-8", errors="replace"))
+            served.redirects += rules
+            served.skipped += skipped
+        if "_headers" in files:
+            served.headers += parse_headers(files["_headers"].decode("utf-8", errors="replace"))
+        if "netlify.toml" in files:
+            try:
+                rules, headers, skipped = parse_config(files["netlify.toml"].decode("utf-8"))
+            except (UnicodeDecodeError, tomllib.TOMLDecodeError, TypeError, KeyError, ValueError) as exc:
+                raise ValueError(f"netlify.toml: {exc}") from None
+            served.redirects += rules  # after _redirects: Netlify's order
+            served.headers += headers
+            served.skipped += skipped
+        return served
+
+    def file_for(self, raw_path: str) -> str:
+        """The file a path serves, with Netlify's index files and pretty URLs; "" for none."""
+        names = [unquote(part) for part in raw_path.split("/")[1:]]
+        key = "/".join(name for name in names if name)
+        if not key:
+            candidates = ["index.html"]
+        elif raw_path.endswith("/"):
+            candidates = [f"{key}/index.html", f"{key}.html"]
+        else:
+            candidates = [key, f"{key}.html", f"{key}/index.html"]
+        return next((name for name in candidates if name in self.files), "")
+
+    def custom_headers(self, raw_path: str) -> tuple[tuple[str, str], ...]:
+        path = unquote(raw_path)
+        chosen: dict[str, tuple[str, str]] = {}
+        for rule in self.headers:
+            if header_matches(rule.path, path):
+                for name, value in rule.values:
+                    chosen[name.lower()] = (name, value)
+        return tuple(chosen.values())
+
+    def answer(self, method: str, raw_target: str) -> Answer:
+        """What Netlify's CDN does with ``method raw_target`` on this deploy."""
+        raw_path, _, raw_query = raw_target.partition("#")[0].partition("?")
+        path = resolve(raw_path or "/")
+        found = self.file_for(path)
+        for rule in self.redirects:
+            values = match(rule.source, path)
+            if values is None or (found and not rule.force):
+                continue  # no match, or shadowed by a file at the path
+            target = fill(rule.to, values, raw_query)
+            if rule.status in REDIRECT_STATUSES:
+                return Answer("redirect", rule.status, location=target, rule=rule)
+            if target.startswith(("http://", "https://")):
+                if rule.status == 200:
+                    return Answer("proxy", 200, location=target, rule=rule)
+                continue
+            rewritten = self.file_for(resolve(target.partition("?")[0]))
+            return self.static(method, path, rewritten, rule.status, rule)
+        return self.static(method, path, found, 200, None)
+
+    def static(self, method: str, path: str, file: str, status: int, rule: Rule | None) -> Answer:
+        headers = self.custom_headers(path)
+        if method not in ("GET", "HEAD"):
+            return Answer("method-not-allowed", 405, headers=headers, rule=rule)
+        if not file:
+            return Answer("not-found", 404, "404.html" if "404.html" in self.files else "", headers=headers, rule=rule)
+        return Answer("static", status, file, headers=headers, rule=rule)
 
 
 @dataclass
@@ -85,7 +387,8 @@ class SiteDeploy:
     reads: int = 0
     branch: str = ""
 
-    url: str = ""  # where the project's edge serves it, once ready
+    url: str = ""  # where the CDN serves it, once ready
+    served: Served | None = None  # its files and rules, once ready
 
     def as_json(self, base: str) -> dict[str, Any]:
         return {
@@ -140,6 +443,7 @@ class Site:
     production_branch: str = "main"
     branches: dict[str, str] = field(default_factory=dict)  # branch -> its newest ready deploy
     split_tests: dict[str, SplitTest] = field(default_factory=dict)
+    cdn_port: int = 0  # where the published deploy is served
 
 
 class LocalNetlify:
@@ -157,8 +461,10 @@ class LocalNetlify:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
-        self._served = contextlib.ExitStack()
-        self._files = tempfile.TemporaryDirectory(prefix="local-netlify-")
+        self._cdn: web.AppRunner | None = None
+        self._ports: dict[int, tuple[str, str]] = {}  # CDN port -> ("deploy", id) or ("site", id)
+        self._listening: list[asyncio.Task[None]] = []
+        self._proxy: aiohttp.ClientSession | None = None
         self.port = 0
 
     # -- control ---------------------------------------------------------------------------
@@ -187,7 +493,7 @@ class LocalNetlify:
         return self.deploys.get(deploy_id) if deploy_id else None
 
     def site_body(self, deploy_id: str, path: str) -> bytes:
-        """The bytes a deploy serves at ``path``, as uploaded (or already held by the site)."""
+        """The bytes of a deploy's file ``path``, as uploaded (or already held by the site)."""
         deploy = self.deploys[deploy_id]
         return self.sites[deploy.site_id].blobs[deploy.files[path]]
 
@@ -207,8 +513,18 @@ class LocalNetlify:
             site = web.TCPSite(self._runner, "127.0.0.1", 0)
             loop.run_until_complete(site.start())
             self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            cdn = web.Application(client_max_size=64 * 1024 * 1024)
+            cdn.router.add_route("*", "/{tail:.*}", self._cdn_request)
+            self._cdn = web.AppRunner(cdn, access_log=None)
+            loop.run_until_complete(self._cdn.setup())
+            for each in self.sites.values():  # the site's own URL, serving whichever deploy is published
+                each.cdn_port = self._listen("site", each.id)
             ready.set()
             loop.run_forever()
+            loop.run_until_complete(asyncio.gather(*self._listening, return_exceptions=True))
+            if self._proxy is not None:
+                loop.run_until_complete(self._proxy.close())
+            loop.run_until_complete(self._cdn.cleanup())
             loop.run_until_complete(self._runner.cleanup())
             loop.close()
 
@@ -219,13 +535,11 @@ class LocalNetlify:
         return self
 
     def site_url(self, site_id: str = "site-1") -> str:
-        """The published deploy's URL (its edge), or ``""`` before the first publish."""
-        published = self.published(site_id)
-        return published.url if published else ""
+        """The site's URL, serving its published deploy, or ``""`` before the first publish."""
+        site = self.sites[site_id]
+        return f"http://127.0.0.1:{site.cdn_port}/" if site.published_deploy else ""
 
     def stop(self) -> None:
-        self._served.close()
-        self._files.cleanup()
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
         if self._thread is not None:
@@ -330,7 +644,7 @@ class LocalNetlify:
             {
                 "id": site.id,
                 "name": site.name,
-                "url": f"http://127.0.0.1:{self.port}/sites/{site.id}/",
+                "url": f"http://127.0.0.1:{site.cdn_port}/",
                 "published_deploy": published.as_json(f"http://127.0.0.1:{self.port}") if published else None,
             }
         )
@@ -390,25 +704,81 @@ class LocalNetlify:
         if deploy.state == "preparing":
             deploy.state = "uploading" if deploy.required else "processing"
         elif deploy.state == "processing":
+            if not deploy.error_message:
+                blobs = self.sites[deploy.site_id].blobs
+                try:
+                    deploy.served = Served.of({path: blobs[sha] for path, sha in deploy.files.items()})
+                except ValueError as exc:  # a netlify.toml Netlify cannot read fails the deploy
+                    deploy.error_message = f"Failed to parse configuration: {exc}"
             deploy.state = "error" if deploy.error_message else "ready"
             if deploy.state == "ready":
-                deploy.url = self._serve(deploy)
+                deploy.url = f"http://127.0.0.1:{self._listen('deploy', deploy.id)}/"
                 if deploy.branch:
                     self.sites[deploy.site_id].branches[deploy.branch] = deploy.id
 
-    def _serve(self, deploy: SiteDeploy) -> str:
-        """Lay the deploy's files out and serve them with the project's edge; return its URL."""
-        from ops.edge.server import load_site, serve_in_thread
+    def _listen(self, kind: str, key: str) -> int:
+        """A CDN port for a deploy or a site: bound and listening now (a client that connects at
+        once waits in the backlog), served from the next turn of the loop."""
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(128)
+        port: int = sock.getsockname()[1]
+        self._ports[port] = (kind, key)
+        assert self._cdn is not None and self._loop is not None
+        self._listening.append(self._loop.create_task(web.SockSite(self._cdn, sock).start()))
+        return port
 
-        root = Path(self._files.name) / deploy.id
-        for path, sha in deploy.files.items():
-            target = root / "public" / path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(self.sites[deploy.site_id].blobs[sha])
-        (root / "public").mkdir(parents=True, exist_ok=True)
-        (root / "netlify.toml").write_text('[build]\n  publish = "public"\n')
-        edge = self._served.enter_context(serve_in_thread(load_site(root)))
-        return f"{edge.url}/"
+    async def _cdn_request(self, request: web.Request) -> web.StreamResponse:
+        """A request to a deploy's URL or a site's: answered from that deploy's files alone."""
+        sockname = request.transport.get_extra_info("sockname") if request.transport else None
+        with self._lock:
+            kind, key = self._ports.get(sockname[1] if sockname else 0, ("", ""))
+            if kind == "site":
+                key = self.sites[key].published_deploy
+            deploy = self.deploys.get(key)
+            served = deploy.served if deploy is not None else None
+        if served is None:
+            return web.Response(status=404, text="Not Found: no deploy is published here\n")
+        answer = served.answer(request.method, request.raw_path)
+        if answer.kind == "proxy":
+            return await self._forward(request, answer.location)
+        if answer.kind == "redirect":
+            return web.Response(
+                status=answer.status, text=f"Redirecting to {answer.location}\n", headers={"Location": answer.location}
+            )
+        if answer.kind == "method-not-allowed":
+            kind, body, extra = "text/plain; charset=utf-8", b"Method Not Allowed\n", {"Allow": "GET, HEAD"}
+        elif not answer.file:
+            kind, body, extra = "text/plain; charset=utf-8", b"Not Found\n", {}
+        else:
+            kind, body, extra = content_type(answer.file), served.files[answer.file], {}
+        headers = CIMultiDict({"Content-Type": kind, **extra})
+        headers.update(answer.headers)  # custom headers last: a _headers Content-Type wins, as on Netlify
+        return web.Response(status=answer.status, body=body, headers=headers)
+
+    async def _forward(self, request: web.Request, url: str) -> web.StreamResponse:
+        """Proxy ``request`` to ``url``: its method, headers and body; the origin's answer back."""
+        if self._proxy is None:
+            # No cookie jar and no decompression: bytes and headers pass through as they are.
+            self._proxy = aiohttp.ClientSession(
+                cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False, timeout=PROXY_TIMEOUT
+            )
+        headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP)
+        peer = request.remote or ""
+        forwarded = ", ".join(headers.popall("X-Forwarded-For", []))
+        headers["X-Forwarded-For"] = f"{forwarded}, {peer}" if forwarded else peer  # as Netlify's proxy adds it
+        body = await request.read()
+        try:
+            async with self._proxy.request(
+                request.method, url, headers=headers, data=body or None, allow_redirects=False
+            ) as origin:
+                payload = await origin.read()
+                back = CIMultiDict((k, v) for k, v in origin.headers.items() if k.lower() not in HOP_BY_HOP)
+                return web.Response(status=origin.status, body=payload, headers=back)
+        except TimeoutError:
+            return web.Response(status=504, text=f"Gateway Timeout: {url} did not answer\n")
+        except aiohttp.ClientError as exc:
+            return web.Response(status=502, text=f"Bad Gateway: {url}: {type(exc).__name__}\n")
 
     def _upload(self, deploy: SiteDeploy, path: str, request: web.Request, body: bytes) -> web.Response:
         if request.headers.get("Content-Type", "") != "application/octet-stream":

@@ -168,8 +168,9 @@ TABLE = [
     # not found: the custom 404 page, with the static headers
     ("/missing", 404, "custom not found", {"X-Frame-Options": "DENY"}),
     ("/.secret", 404, "custom not found", {}),
-    ("/_redirects", 404, "custom not found", {}),  # rules, not a file: a deploy never uploads it
-    ("/_headers", 404, "custom not found", {}),
+    # what a deploy uploads is public: the rules files are files of the deploy too
+    ("/_redirects", 200, "/order            /from-redirects-file   301", {"X-Frame-Options": "DENY"}),
+    ("/_headers", 200, "  X-Multi: two", {"X-Frame-Options": "DENY"}),
     # redirects with each status, and Location
     ("/old", 301, "/new", {}),
     ("/temp", 302, "/elsewhere", {}),

@@ -7,9 +7,11 @@ server (tests/netlify_api.py) answers as Netlify's API does and refuses what it 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import shutil
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,8 +19,10 @@ import httpx
 import pytest
 
 from ops import project
+from ops import settings as settings_mod
 from ops.errors import ConfigError
 from ops.netlify import api, publish, split
+from ops.release import deploy as deploy_mod
 from tests.netlify_api import LocalNetlify
 
 TOKEN = "nfp_local_test_token_0123456789abcdef"
@@ -496,3 +500,233 @@ def test_the_local_api_refuses_what_a_split_test_cannot_be(
     with pytest.raises(api.NetlifyError, match=r"0\.\.100"):
         split.SplitRollout(client, SITE).step(120)
     assert client.get_split_test(SITE, made.id).weights == {"main": 100, "canary": 0}
+
+
+# -- what a deploy serves: netlify.toml's headers and redirects travel with it ------------------
+#
+# Netlify applies netlify.toml to an API deploy only when the deploy carries it (as netlify-cli
+# uploads its resolved config); the local Netlify serves each deploy from exactly the files
+# uploaded to it, with its own matcher, so a deploy without the file is a site without them.
+
+
+def declared_headers(root: Path, path: str) -> dict[str, str]:
+    """The headers the project's netlify.toml declares for ``path``, read here with tomllib."""
+    data = tomllib.loads((root / "netlify.toml").read_text())
+    declared: dict[str, str] = {}
+    for rule in data.get("headers", []):
+        if rule["for"] == path:
+            declared.update({name: str(value) for name, value in rule["values"].items()})
+    return declared
+
+
+def assert_headers(response: httpx.Response, expected: dict[str, str]) -> None:
+    missing = {name: value for name, value in expected.items() if response.headers.get(name) != value}
+    assert not missing, (str(response.url), missing, dict(response.headers))
+
+
+def test_every_header_netlify_toml_declares_is_on_the_draft_and_then_on_the_published_site(
+    netlify: LocalNetlify, client: api.NetlifyClient, site: Path
+) -> None:
+    declared = declared_headers(site, "/*")
+    assert len(declared) >= 3, declared  # the project's security headers: the test has something to find
+    draft = deploy(client, site)
+    assert_headers(httpx.get(draft.deploy.url, timeout=60), declared)
+    assert netlify.published() is None and netlify.site_url() == ""
+    publish.publish(client, SITE, draft.deploy.id)
+    live = httpx.get(netlify.site_url(), timeout=60)
+    assert live.status_code == 200 and live.content == (site / "public" / "index.html").read_bytes()
+    assert_headers(live, declared)
+    # Everything the deploy uploaded is a public file of it, the config too: nothing build-only in it.
+    uploaded = httpx.get(f"{netlify.site_url()}netlify.toml", timeout=60)
+    assert uploaded.status_code == 200 and set(tomllib.loads(uploaded.text)) == {"headers"}
+    assert (
+        httpx.get(f"{netlify.site_url()}_redirects", timeout=60).text
+        == netlify.site_body(draft.deploy.id, "_redirects").decode()
+    )
+
+
+REDIRECTS_ADDED = """
+[[redirects]]
+  from = "/old-page"
+  to = "/"
+  status = 301
+
+[[redirects]]
+  from = "/first"
+  to = "/first-wins"
+  status = 302
+
+[[redirects]]
+  from = "/first"
+  to = "/second-loses"
+  status = 302
+
+[[redirects]]
+  from = "/app/*"
+  to = "/index.html"
+  status = 200
+"""
+
+
+def test_redirects_added_to_netlify_toml_work_on_the_published_site_in_their_order(
+    netlify: LocalNetlify, client: api.NetlifyClient, site: Path
+) -> None:
+    with (site / "netlify.toml").open("a") as toml:
+        toml.write(REDIRECTS_ADDED)
+    done = deploy(client, site)
+    publish.publish(client, SITE, done.deploy.id)
+    with httpx.Client(base_url=netlify.site_url(), timeout=60) as http:
+        moved = http.get("/old-page?from=mail")
+        assert (moved.status_code, moved.headers["Location"]) == (301, "/?from=mail")
+        assert http.get("/first").headers["Location"] == "/first-wins"  # Netlify keeps the first match
+        rewritten = http.get("/app/settings/profile")
+        assert rewritten.status_code == 200 and rewritten.content == (site / "public" / "index.html").read_bytes()
+        assert_headers(rewritten, declared_headers(site, "/*"))
+        assert http.get("/app.js").status_code == 200  # not under /app/: the file itself
+    uploaded = tomllib.loads(netlify.site_body(done.deploy.id, "netlify.toml").decode())
+    assert uploaded["redirects"] == tomllib.loads(REDIRECTS_ADDED)["redirects"]
+
+
+def edit(root: Path, old: str, new: str) -> None:
+    text = (root / "netlify.toml").read_text()
+    assert text.count(old) == 1, old  # the edit must change the file, or the test proves nothing
+    (root / "netlify.toml").write_text(text.replace(old, new))
+
+
+PLUGIN = '[[plugins]]\n  package = "./netlify/plugins/backend-ready"\n'
+CACHE_PLUGIN = '\n[[plugins]]\n  package = "netlify-plugin-cache"\n  [plugins.inputs]\n    paths = [".cache"]\n'
+STAGING = '[context.deploy-preview.environment]\n  BACKEND_URL = "https://staging.example.org"\n\n'
+BUILD_ONLY_EDITS = [  # (old, new) in the project's netlify.toml: each changes only what the build reads
+    (
+        'command = "python3 -m ops.netlify.redirects public"',
+        'command = "make && python3 -m ops.netlify.redirects public"',
+    ),
+    ("[build.environment]\n", '[build.environment]\n  NODE_VERSION = "20"\n'),
+    (PLUGIN, PLUGIN + CACHE_PLUGIN),
+    ("[build]\n", STAGING + "[build]\n"),
+    ("[build]\n", '[dev]\n  framework = "#static"\n\n[build]\n'),
+]
+
+
+def test_only_a_change_to_what_is_served_uploads_the_config(
+    netlify: LocalNetlify, client: api.NetlifyClient, site: Path
+) -> None:
+    first = deploy(client, site)
+    assert "netlify.toml" in netlify.uploads() and first.uploaded == first.files
+    assert deploy(client, site).uploaded == 0  # unchanged: nothing to send
+    digests = dict(publish.site_files(site, BACKEND).digests)
+    for old, new in BUILD_ONLY_EDITS:
+        edit(site, old, new)
+        assert publish.site_files(site, BACKEND).digests == digests, new
+        assert deploy(client, site).uploaded == 0, new
+    declared = declared_headers(site, "/*")
+    name, value = next(iter(declared.items()))
+    edit(site, f'{name} = "{value}"', f'{name} = "{value}; changed"')
+    changed = deploy(client, site)
+    assert changed.uploaded == 1 and netlify.uploads()[-1] == "netlify.toml"
+    assert httpx.get(changed.deploy.url, timeout=60).headers[name] == f"{value}; changed"
+
+
+# Characters that TOML must quote or escape, and a few that HTTP can carry as they are.
+HOSTILE = "\"'\\#=[]{}$;:/.*?&%@!~`^|<>+-_" + "abcXYZ0189"
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_uploaded_config_is_the_served_part_exactly_and_nothing_secret(
+    netlify: LocalNetlify, client: api.NetlifyClient, site: Path, seed: int
+) -> None:
+    """Seeded: header values and rules full of characters TOML escapes go up as the project has
+    them, and secrets in the build settings (environment, contexts, plugin inputs, the build
+    command) never do: the uploaded file is public on the deploy."""
+    rng = random.Random(seed)
+
+    def word(size: int) -> str:
+        return "".join(rng.choice(HOSTILE) for _ in range(size)).strip()
+
+    secrets = [f"nfp_{rng.randbytes(12).hex()}" for _ in range(5)]
+    values = {f"X-Test-{i}": "v" + word(rng.randint(1, 30)) for i in range(rng.randint(1, 5))}
+    paths = [f"/p{i}-{rng.randbytes(3).hex()}" for i in range(rng.randint(1, 4))]
+    extra = "".join(
+        f"\n[[redirects]]\n  from = {json.dumps(path)}\n  to = {json.dumps('/index.html?x=' + word(8))}\n"
+        "  status = 200\n"
+        for path in paths
+    )
+    extra += '\n[[headers]]\n  for = "/*"\n  [headers.values]\n'
+    extra += "".join(f"    {name} = {json.dumps(value)}\n" for name, value in values.items())
+    extra += f'\n{PLUGIN}  [plugins.inputs]\n    token = "{secrets[0]}"\n'
+    extra += f'\n[context.production.environment]\n  API_TOKEN = "{secrets[1]}"\n'
+    extra += '\n[images]\n  remote_images = ["https://cdn\\\\.example\\\\.org/.*"]\n'  # the Image CDN's: served
+    extra += f'\n[context.branch-deploy]\n  command = "deploy --token {secrets[2]}"\n'
+    with (site / "netlify.toml").open("a") as toml:
+        toml.write(extra)
+    edit(site, "[build.environment]\n", f'[build.environment]\n  SECRET_KEY = "{secrets[3]}"\n  DB = "{secrets[4]}"\n')
+    files = publish.site_files(site, BACKEND)
+    body = files.bodies["netlify.toml"]
+    assert not [secret for secret in secrets if secret.encode() in body], body.decode()
+    project = tomllib.loads((site / "netlify.toml").read_text())
+    served = {key: project[key] for key in ("redirects", "headers", "images")}
+    assert tomllib.loads(body.decode()) == served
+    done = deploy(client, site)
+    with httpx.Client(base_url=done.deploy.url, timeout=60) as http:
+        assert_headers(http.get("/"), values)
+        for path in paths:
+            assert http.get(path).content == files.bodies["index.html"], path
+
+
+def test_a_netlify_toml_in_the_publish_directory_is_refused_before_any_call(
+    netlify: LocalNetlify, client: api.NetlifyClient, site: Path
+) -> None:
+    (site / "public" / "netlify.toml").write_text('[[headers]]\n  for = "/*"\n')
+    with pytest.raises(ConfigError) as caught:
+        deploy(client, site)
+    message = str(caught.value)
+    assert "\n" not in message and "public/netlify.toml" in message and "rename or remove" in message
+    assert netlify.calls == []
+
+
+def test_a_netlify_toml_netlifys_parser_cannot_read_is_refused(site: Path) -> None:
+    """Netlify loses such a file whole (build, rules and all): shipping its served part alone
+    would apply rules to the deploy that Netlify never applies to the project."""
+    edit(site, PLUGIN, PLUGIN + '  [plugins.inputs]\n    paths = ["a", 1]\n')
+    line = (site / "netlify.toml").read_text().split("\n").index('    paths = ["a", 1]') + 1
+    expected = rf"^netlify.toml:{line}: `plugins.0.inputs.paths` mixes integer and string in one array; Netlify's"
+    with pytest.raises(ConfigError, match=expected):
+        publish.site_files(site, BACKEND)
+
+
+@pytest.mark.parametrize(
+    "table",
+    [
+        '[[context.production.headers]]\n  for = "/*"\n  [context.production.headers.values]\n    X-A = "b"\n',
+        '[[context.deploy-preview.redirects]]\n  from = "/a"\n  to = "/b"\n',
+    ],
+)
+def test_rules_in_a_deploy_context_are_refused_naming_the_line(site: Path, table: str) -> None:
+    with (site / "netlify.toml").open("a") as toml:
+        toml.write("\n" + table)
+    line = (site / "netlify.toml").read_text().split("\n").index(table.split("\n")[0]) + 1
+    with pytest.raises(ConfigError, match=rf"^netlify.toml:{line}: \[context\.[a-z-]+\] sets (headers|redirects); "):
+        publish.site_files(site, BACKEND)
+
+
+def test_a_preview_carries_the_headers_to_its_page_and_not_to_its_proxied_api(
+    netlify: LocalNetlify, site: Path, api_origin: str
+) -> None:
+    """`inv preview` (ops.release.deploy.preview) goes through the same site_files: its draft has
+    netlify.toml's headers on the page, and the API's answers through the proxy rule are the
+    API's own (Netlify applies custom headers to the files it serves only)."""
+    shutil.copy(project.ROOT / "pyproject.toml", site / "pyproject.toml")
+    environ = {
+        "NETLIFY_AUTH_TOKEN": TOKEN, "NETLIFY_SITE_ID": SITE, "NETLIFY_API_URL": netlify.api_url,
+        "BACKEND_URL": api_origin, "HEALTH_TIMEOUT": "60",
+    }  # fmt: skip
+    done = deploy_mod.preview(project.load(site), settings_mod.load(site, environ=environ), say=lambda line: None)
+    assert netlify.published() is None
+    declared = declared_headers(site, "/*")
+    assert_headers(httpx.get(done.deploy.url, timeout=60), declared)
+    proxied = httpx.get(f"{done.deploy.url}api/version", timeout=60)
+    direct = httpx.get(f"{api_origin}/api/version", timeout=60)
+    assert proxied.json()["revision"] == "local-origin"
+    assert {name: proxied.headers.get(name) for name in declared} == {
+        name: direct.headers.get(name) for name in declared
+    }

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ops.netlify.config import NetlifyConfig, Redirect, RequestPath, parse_query, published, split_target
+from ops.netlify.check import deployed_name
+from ops.netlify.config import NetlifyConfig, Redirect, RequestPath, parse_query, split_target
 
 STATIC_METHODS = frozenset({"GET", "HEAD"})
 
@@ -41,9 +42,12 @@ class Router:
         self.rules = [rule for rule in config.redirects if not rule.unsupported]
 
     def file_for(self, path: RequestPath) -> Path | None:
-        """The published file for a path (index files, pretty URLs), never outside publish/."""
+        """The published file for a path (index files, pretty URLs), never outside publish/.
+
+        What a deploy uploads is what it serves: ``_redirects`` and ``_headers`` too (public files on
+        Netlify after a deploy), dotfiles and ``__MACOSX`` never (Netlify's deploy filter)."""
         names = [name for name in path.decoded if name]
-        if not all(map(published, names)) or any(c in name for name in names for c in "/\\\x00"):
+        if not all(map(deployed_name, names)) or any(c in name for name in names for c in "/\\\x00"):
             return None  # not deployed, or a name no file can have
         base = self.publish.joinpath(*names)
         if not names:

@@ -491,16 +491,6 @@ def with_generated_rule(text: str, rule: str) -> tuple[str, bool]:
     return "\n".join(lines), bool(blocks)
 
 
-def published(name: str) -> bool:
-    """Whether a file or folder of this name is deployed (Netlify's deploy filter): not dotfiles
-    (but .well-known), not ``__MACOSX``, not ``_redirects`` or ``_headers`` (rules, not files)."""
-    return not (
-        (name.startswith(".") and name != ".well-known")
-        or name.startswith("__MACOSX")
-        or name in ("_redirects", "_headers")
-    )
-
-
 def _inside(root: Path, publish: Path, shape: _Shape, problems: list[Problem]) -> None:
     """A publish directory that resolves outside the project (a symlink) would serve its target."""
     try:

@@ -2,8 +2,15 @@
 
 What is deployed is what the one Netlify config model (:mod:`ops.netlify.config`) says: its
 publish directory, with ``_redirects`` as Netlify's build would write it for this deploy's
-``BACKEND_URL`` (:func:`ops.netlify.redirects.render`). That file is rendered in memory: the
-working tree is never changed by a deploy.
+``BACKEND_URL`` (:func:`ops.netlify.redirects.render`), and a ``netlify.toml`` at the deploy's
+root holding the served part of the project's netlify.toml (:func:`served_config`). Both are
+rendered in memory: the working tree is never changed by a deploy.
+
+Why the ``netlify.toml``: an API deploy has no repository, so Netlify applies netlify.toml's
+rules to it only if the deploy carries the file. netlify-cli's ``netlify deploy`` uploads its
+resolved config the same way (``hashConfig``); without it every deploy would ship without the
+security headers and ``[[redirects]]`` that ``inv dev`` shows. Only what Netlify applies at its
+CDN goes in, never the build settings (the uploaded file is public on the deploy).
 
 Only the files Netlify lists as required (by SHA1) are uploaded, so an unchanged site uploads
 nothing and a one-file change uploads one file. Uploads run a few at a time, each retried by the
@@ -19,11 +26,14 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import tomli_w
 
 from ops.errors import ConfigError
 from ops.netlify import config, redirects
 from ops.netlify.api import Deploy, NetlifyClient, NetlifyError
-from ops.netlify.check import deployed_name, publish_tree
+from ops.netlify.check import check_toml_for_netlify, deployed_name, publish_tree
 
 # Netlify's own deploy filter (and netlify-cli's): dotfiles are not deployed, except .well-known;
 # nor are macOS archive folders (ops.netlify.check.deployed_name). Links out of the publish
@@ -37,6 +47,18 @@ PENDING_STATES = frozenset(
     | {"processed", "retrying"}
 )
 
+
+# The deploy's copy of netlify.toml, at its root (where netlify-cli puts its resolved config).
+CONFIG_FILE = "netlify.toml"
+# What Netlify applies at its CDN from netlify.toml: redirects (and rewrites and proxies), headers,
+# and the Image CDN's settings. Everything else is for the build (command, environment, plugins,
+# publish directory, functions) or for `netlify dev`, and stays out of the deploy: it would change
+# nothing that is served, and [build.environment] is no business of a public file.
+SERVED_KEYS = ("redirects", "headers", "images")
+CONFIG_HEADER = (
+    "# The served part of this project's netlify.toml, uploaded with the deploy (as netlify-cli uploads its\n"
+    "# resolved config): Netlify applies a netlify.toml to an API deploy only when the deploy carries one.\n"
+)
 
 Progress = Callable[[str], None]
 
@@ -75,13 +97,18 @@ def site_files(root: Path, backend_url: str) -> SiteFiles:
     ``backend_url`` is an https origin, as Netlify's build step requires, or an http one on
     this machine's loopback (a local stack, the tests).
 
-    Raises :class:`ConfigError` for a configuration ``inv check`` would refuse, a publish
-    directory that is missing, a link that leads out of it (every one named), or file names
-    Netlify cannot serve (every one named). A link to a file inside it is deployed as that file.
+    Raises :class:`ConfigError` for an error in the configuration (a rule that cannot be used, a
+    netlify.toml Netlify's TOML parser cannot read, rules in a ``[context.*]`` table), a publish
+    directory that is missing or holds a netlify.toml, a link that leads out of it (every one
+    named), or file names Netlify cannot serve (every one named). A link to a file inside it is
+    deployed as that file.
     """
     site = config.load(root)
-    if site.errors:
-        raise ConfigError(f"{site.errors[0]} (run `inv check`)")
+    # A netlify.toml Netlify's own TOML parser rejects is lost whole on Netlify, rules and all:
+    # its served part, readable on its own, would ship rules Netlify never applies to the project.
+    errors = site.errors + [p for p in check_toml_for_netlify(site) if p.severity == "error"]
+    if errors:
+        raise ConfigError(f"{errors[0]} (run `inv check`)")
     publish = site.publish
     if not publish.is_dir():
         raise ConfigError(f"publish directory {publish.name}/ does not exist; create it or fix netlify.toml [build]")
@@ -99,9 +126,17 @@ def site_files(root: Path, backend_url: str) -> SiteFiles:
             f"Netlify cannot serve {len(tree.names)} file name(s) in {publish.name}/: {listed}; "
             "rename them without #, ?, backslashes or control characters"
         )
+    if CONFIG_FILE in tree.files:
+        refused.append(
+            f"{publish.name}/{CONFIG_FILE} would take the place of the {CONFIG_FILE} a deploy uploads (netlify.toml's "
+            f"redirects and headers, at the deploy's root); rename or remove {publish.name}/{CONFIG_FILE}"
+        )
     if refused:
         raise ConfigError("; ".join(refused) + " (nothing was deployed)")
     bodies = {relative: path.read_bytes() for relative, path in tree.files.items()}
+    served = served_config(site)
+    if served is not None:
+        bodies[CONFIG_FILE] = served
     try:
         existing = bodies.get("_redirects", b"").decode("utf-8")
     except UnicodeDecodeError:
@@ -113,6 +148,33 @@ def site_files(root: Path, backend_url: str) -> SiteFiles:
         raise ConfigError(str(exc)) from None
     digests = {name: hashlib.sha1(body).hexdigest() for name, body in bodies.items()}  # SHA1: Netlify's choice
     return SiteFiles(bodies, digests)
+
+
+def served_config(site: config.NetlifyConfig) -> bytes | None:
+    """The part of ``site``'s netlify.toml that Netlify applies at its CDN, as a netlify.toml
+    (None when there is none): ``[[redirects]]``, ``[[headers]]`` and ``[images]`` exactly as the
+    project's file has them, rules and keys in its order (Netlify keeps the first matching
+    redirect), written the same way each time, so an unchanged served part has the same SHA1
+    and a change to the build settings changes nothing a deploy uploads.
+
+    Raises :class:`ConfigError` for redirects or headers set in a ``[context.*]`` table: neither
+    this deploy nor the local edge resolves them per deploy context, so they would be served
+    nowhere the way they read; netlify.toml's rules belong at its top level.
+    """
+    contexts = site.data.get("context")
+    for name, table in (contexts if isinstance(contexts, dict) else {}).items():
+        for key in SERVED_KEYS:
+            if isinstance(table, dict) and key in table:
+                line = site.line_of("context", name, key, 0)
+                raise ConfigError(
+                    f"netlify.toml:{line}: [context.{name}] sets {key}; a deploy (and `inv dev`) applies "
+                    f"netlify.toml's {key} from its top level only, the same in every context: move them there "
+                    "or remove them"
+                )
+    served: dict[str, Any] = {key: site.data[key] for key in SERVED_KEYS if key in site.data}
+    if not served:
+        return None
+    return (CONFIG_HEADER + tomli_w.dumps(served)).encode("utf-8")
 
 
 def deploy_draft(
