@@ -166,7 +166,9 @@ def test_a_preview_deploys_the_pull_requests_site_with_this_projects_code(
     site = tmp_path / "pull-request-site"
     snapshot.write(repo, head, site)
     lines: list[str] = []
-    done = deploy_ops.preview(proj.load(), staging(netlify, backend), title=f"PR #7 {head}", site=site, say=lines.append)
+    done = deploy_ops.preview(
+        proj.load(), staging(netlify, backend), title=f"PR #7 {head}", site=site, say=lines.append
+    )
     assert done.deploy.draft and netlify.published() is None  # a draft: nothing went live
     assert set(netlify.uploads()) == set(publish.site_files(site, backend).digests)
     assert b"from pull request 7" in netlify.site_body(done.deploy.id, "index.html")
@@ -382,7 +384,7 @@ def test_the_workflows_snapshot_step_runs_as_written(repo: Path, tmp_path: Path)
     shutil.copytree(proj.ROOT / "ops", repo / "ops", ignore=shutil.ignore_patterns("__pycache__"))
     workflow = yaml.safe_load((proj.ROOT / ".github" / "workflows" / "preview.yml").read_text())
     [step] = [s for s in workflow["jobs"]["preview"]["steps"] if "ops.netlify.snapshot" in str(s.get("run", ""))]
-    assert step["env"] == {"HEAD_SHA": "${{ github.event.pull_request.head.sha }}"}
+    assert step["env"] == {"HEAD_SHA": "${" + "{ github.event.pull_request.head.sha }" + "}"}
     shims = tmp_path / "bin"
     shims.mkdir()
     uv = shims / "uv"  # `uv run --no-sync CMD...` runs CMD in the synced environment: this one

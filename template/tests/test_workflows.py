@@ -24,6 +24,12 @@ from ops import settings
 
 WORKFLOWS = Path(__file__).resolve().parent.parent / ".github" / "workflows"
 NAMES = ("ci.yml", "deploy.yml", "preview.yml")
+OPEN = "${" + "{"  # a GitHub expression's opening, spelt so that this file holds no template syntax
+
+
+def expr(text: str) -> str:
+    """The GitHub expression of ``text``, as a workflow writes it."""
+    return f"{OPEN} {text} }}}}"
 
 
 def check(*paths: Path) -> subprocess.CompletedProcess[str]:
@@ -115,7 +121,7 @@ def test_the_only_findings_ignored_are_the_two_reviewed_triggers() -> None:
 
 # Each change breaks one audit: zizmor is an oracle that can fail on these files.
 ZIZMOR_MUTATIONS = [
-    ("template-injection", "preview.yml", '"PR #$PR $HEAD_SHA"', '"${{ github.event.pull_request.title }}"'),
+    ("template-injection", "preview.yml", '"PR #$PR $HEAD_SHA"', f'"{expr("github.event.pull_request.title")}"'),
     ("unpinned-uses", "deploy.yml", "actions/checkout@3d3c42e5aac5ba805825da76410c181273ba90b1", "actions/checkout@v7"),
     ("artipacked", "ci.yml", "persist-credentials: false  # no step here pushes: git keeps no token", "fetch-depth: 1"),
     ("secrets-outside-env", "preview.yml", "    environment: preview\n", ""),
@@ -182,14 +188,14 @@ def problems(workflows: Mapping[str, Any]) -> list[str]:
             for index, step in enumerate(job.get("steps", [])):
                 run = str(step.get("run", ""))
                 at = f"{where} step {label(step)!r}"
-                if "${{" in run:
+                if OPEN in run:
                     found.append(f"{at}: an expression in run: (pass it through env)")
                 if SECRET.search(json.dumps(step.get("with") or {})):
                     found.append(f"{at}: a secret as an action's input")
                 held = {key for key, value in (step.get("env") or {}).items() if SECRET.search(str(value))}
                 for key in sorted(held):
                     read = any(key in names and command in run for command, names in READS.items())
-                    if not read and not re.search(rf"\$\{{?{key}\b", run):
+                    if not read and not re.search(r"\$\{?" + key + r"\b", run):
                         found.append(f"{at}: gets {key} but does not use it")
                 if held and first_secret is None:
                     first_secret = index
@@ -301,12 +307,12 @@ def unlocked(w: dict[str, Any]) -> None:
 
 def pr_checkout(w: dict[str, Any]) -> None:
     step = step_of(w, "preview.yml", "actions/checkout@")
-    step["with"]["ref"] = "${{ github.event.pull_request.head.sha }}"
+    step["with"]["ref"] = expr("github.event.pull_request.head.sha")
 
 
 def gh_checkout(w: dict[str, Any]) -> None:
     steps = w["preview.yml"]["jobs"]["preview"]["steps"]
-    steps.insert(3, {"env": {"PR": "${{ github.event.pull_request.number }}"}, "run": 'gh pr checkout "$PR"'})
+    steps.insert(3, {"env": {"PR": expr("github.event.pull_request.number")}, "run": 'gh pr checkout "$PR"'})
 
 
 def git_switch(w: dict[str, Any]) -> None:
@@ -324,7 +330,7 @@ def forks_too(w: dict[str, Any]) -> None:
 
 def expression_in_run(w: dict[str, Any]) -> None:
     step = step_of(w, "preview.yml", "inv preview")
-    step["run"] += ' --title "${{ github.event.pull_request.title }}"'
+    step["run"] += f' --title "{expr("github.event.pull_request.title")}"'
 
 
 def secret_first(w: dict[str, Any]) -> None:
@@ -339,11 +345,11 @@ def install_after(w: dict[str, Any]) -> None:
 
 
 def unused_secret(w: dict[str, Any]) -> None:
-    step_of(w, "preview.yml", "ops.netlify.snapshot")["env"]["NETLIFY_AUTH_TOKEN"] = "${{ secrets.NETLIFY_AUTH_TOKEN }}"
+    step_of(w, "preview.yml", "ops.netlify.snapshot")["env"]["NETLIFY_AUTH_TOKEN"] = expr("secrets.NETLIFY_AUTH_TOKEN")
 
 
 def extra_secret(w: dict[str, Any]) -> None:
-    step_of(w, "deploy.yml", "inv status")["env"]["METRICS_TOKEN"] = "${{ secrets.METRICS_TOKEN }}"
+    step_of(w, "deploy.yml", "inv status")["env"]["METRICS_TOKEN"] = expr("secrets.METRICS_TOKEN")
 
 
 def resyncing_run(w: dict[str, Any]) -> None:
@@ -365,12 +371,12 @@ def unpinned_uv(w: dict[str, Any]) -> None:
 
 
 def secret_as_input(w: dict[str, Any]) -> None:
-    step_of(w, "ci.yml", "actions/cache@")["with"]["token"] = "${{ secrets.NETLIFY_AUTH_TOKEN }}"
+    step_of(w, "ci.yml", "actions/cache@")["with"]["token"] = expr("secrets.NETLIFY_AUTH_TOKEN")
 
 
 def head_elsewhere(w: dict[str, Any]) -> None:
     steps = w["preview.yml"]["jobs"]["preview"]["steps"]
-    steps.insert(4, {"env": {"REF": "${{ github.event.pull_request.head.ref }}"}, "run": 'echo "building $REF"'})
+    steps.insert(4, {"env": {"REF": expr("github.event.pull_request.head.ref")}, "run": 'echo "building $REF"'})
 
 
 MUTATIONS: list[tuple[str, Mutation, str]] = [

@@ -72,7 +72,7 @@ def resolve(repo: Path, revision: str) -> str:
     if not revision or revision.startswith("-") or any(ch in revision for ch in "\0\n\r"):
         raise SnapshotError(f"{revision!r} is not a revision; give a commit id or a branch name")
     done = subprocess.run(
-        ["git", "-C", str(repo), "rev-parse", "--verify", "--quiet", "--end-of-options", f"{revision}^{{commit}}"],
+        ["git", "-C", str(repo), "rev-parse", "--verify", "--quiet", "--end-of-options", revision + "^{commit}"],
         capture_output=True,
         text=True,
         check=False,
