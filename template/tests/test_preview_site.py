@@ -189,6 +189,8 @@ ODD_NAMES = ["caf\u00e9 menu.html", "-rf.html", "new\nline.html", "q?.html", "ha
              "\u202eevil.html", "x" * 200 + ".html", ".env", ".well-known/security.txt"]  # fmt: skip
 BAD_PARTS = ["..", ".", ".git", ".GIT"]
 KINDS = ["link", "link", "config-link", "public-link", "submodule", "bad-part", "odd", "odd", "bytes", "exec"]
+KINDS += ["twice", "clash"]
+KEPT = ["odd", "odd", "bytes", "exec"]  # what the snapshot writes: then the deploy's own checks judge
 
 
 @dataclass
@@ -210,7 +212,7 @@ def refusals(layout: dict[bytes, Any], prefix: str = "") -> list[str]:
         bad = text.lower() in {"", ".", "..", ".git"}
         if isinstance(value, dict):
             found += _all(value, path + "/") if bad else refusals(value, path + "/")
-        elif bad or (isinstance(value, tuple) and value[0] in {"link", "submodule"}):
+        elif bad or (isinstance(value, tuple) and value[0] in {"link", "submodule", "twice", "clash"}):
             found.append(path)
     return found
 
@@ -223,14 +225,14 @@ def _all(layout: dict[bytes, Any], prefix: str) -> list[str]:
     return paths
 
 
-def hostile(seed: int, outside: Path) -> Hostile:
+def hostile(seed: int, outside: Path, kinds: list[str] = KINDS) -> Hostile:
     rng = random.Random(seed)
     public: dict[bytes, Any] = {
         name.encode(): (proj.ROOT / "public" / name).read_bytes() for name in ("index.html", "404.html", "app.js")
     }
     layout: dict[bytes, Any] = {b"netlify.toml": (proj.ROOT / "netlify.toml").read_bytes(), b"public": public}
     for _ in range(rng.randint(1, 4)):
-        kind = rng.choice(KINDS)
+        kind = rng.choice(kinds)
         folder = public if rng.random() < 0.7 else public.setdefault(b"deep", {}).setdefault(b"er", {})
         if kind == "link":
             target = rng.choice(LINK_TARGETS).format(outside=outside)
@@ -250,6 +252,10 @@ def hostile(seed: int, outside: Path) -> Hostile:
             for part in dirs:
                 here = here.setdefault(part.encode(), {})
             here[leaf.encode()] = rng.randbytes(rng.randint(0, 64))
+        elif kind == "twice":  # two entries of one name (git never makes such a tree; a crafted push can)
+            folder[f"dup{rng.randrange(10**6)}.html".encode()] = ("twice", b"<p>one</p>")
+        elif kind == "clash":  # a file and a folder of one name
+            folder[f"both{rng.randrange(10**6)}".encode()] = ("clash",)
         elif kind == "exec":
             folder[b"run.sh"] = ("exec", b"#!/bin/sh\necho hi\n")
         else:
@@ -270,6 +276,13 @@ def build_tree(repo: Path, layout: dict[bytes, Any]) -> str:
             mode, oid = b"100755", git(repo, "hash-object", "-w", "--stdin", data=value[1])
         elif value[0] == "link":
             mode, oid = b"120000", git(repo, "hash-object", "-w", "--stdin", data=value[1].encode())
+        elif value[0] == "twice":
+            oid = git(repo, "hash-object", "-w", "--stdin", data=value[1])
+            raw += b"100644 " + name + b"\0" + bytes.fromhex(oid)
+            mode = b"100644"
+        elif value[0] == "clash":
+            raw += b"100644 " + name + b"\0" + bytes.fromhex(git(repo, "hash-object", "-w", "--stdin", data=b"f"))
+            mode, oid = b"40000", build_tree(repo, {b"x.html": b"<p>x</p>"})
         else:  # a submodule: a commit id git does not have, as in a real superproject
             mode, oid = b"160000", "0123456789abcdef0123456789abcdef01234567"
         raw += mode + b" " + name + b"\0" + bytes.fromhex(oid)
@@ -309,7 +322,7 @@ def test_whatever_a_pull_requests_tree_holds_only_its_plain_files_are_written(
 def test_what_a_pull_request_can_preview_never_carries_a_secret_to_netlify(
     repo: Path, tmp_path: Path, outside: Path, netlify: LocalNetlify, backend: str, seed: int
 ) -> None:
-    case = hostile(seed, outside)
+    case = hostile(seed, outside, KINDS if seed % 2 else KEPT)
     dest = tmp_path / "site"
     try:
         snapshot.write(repo, hostile_commit(repo, case), dest)

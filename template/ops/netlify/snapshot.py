@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -170,17 +172,36 @@ def write(repo: Path, revision: str, dest: Path) -> Snapshot:
     prefix = "" if publish == "." else publish + "/"
     wanted = [entry for entry in tree if entry.path.startswith(prefix) or entry.path == publish]
     refused += [reason for reason in (_refusal(entry, publish) for entry in wanted) if reason]
-    if refused:
-        (dest / CONFIG_FILE).unlink(missing_ok=True)  # the one file written so far
-        raise SnapshotError(
-            f"{len(refused)} path(s) at {commit[:12]} cannot be previewed: {', '.join(refused)} (nothing was written)"
-        )
+    refused += _clashes([entry.path for entry in wanted])
     files = [entry for entry in wanted if entry.path != CONFIG_FILE]
-    bodies = _blobs(repo, [entry.oid for entry in files])
-    for entry in files:
-        _write(dest, entry.path, bodies[entry.oid])
+    try:
+        if refused:
+            raise SnapshotError(
+                f"{len(refused)} path(s) at {commit[:12]} cannot be previewed: {', '.join(refused)}"
+                " (nothing was written)"
+            )
+        bodies = _blobs(repo, [entry.oid for entry in files])
+        for entry in files:
+            try:
+                _write(dest, entry.path, bodies[entry.oid])
+            except OSError as exc:  # a name too long, or two names one file system takes as one
+                raise SnapshotError(
+                    f"cannot write {entry.path!r} of {commit[:12]}: {exc.strerror or exc} (nothing was written)"
+                ) from None
+    except SnapshotError:
+        for child in list(dest.iterdir()):  # only plain files and folders were made here: no link to follow
+            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+        raise
     names = ([CONFIG_FILE] if config_entry is not None else []) + [entry.path for entry in files]
     return Snapshot(commit, publish, tuple(names))
+
+
+def _clashes(paths: Sequence[str]) -> list[str]:
+    """Paths a crafted tree names twice, or as a file and as a folder: one would overwrite the other."""
+    counts = Counter(paths)
+    folders = {path.rsplit("/", depth)[0] for path in counts for depth in range(1, path.count("/") + 1)}
+    twice = {path for path, count in counts.items() if count > 1} | (set(counts) & folders)
+    return [f"{path!r} (named twice in the tree)" for path in sorted(twice)]
 
 
 def checked_site(site: Path) -> Path:
