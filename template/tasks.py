@@ -250,9 +250,11 @@ def clean(c: Context, env: str = "") -> None:
 
 @task
 def relock(c: Context) -> None:
-    """Refresh requirements.lock (hashed, every platform) from pyproject.toml with uv."""
+    """Refresh both locks from pyproject.toml with uv: uv.lock (the tooling CI installs) and
+    requirements.lock (the image's, hashed, every platform). Commit both."""
     if shutil.which("uv") is None:
         raise Exit("error: uv is not installed; install it with `pip install uv` and run `inv relock` again", code=1)
+    c.run("uv lock")
     c.run("uv pip compile pyproject.toml --generate-hashes --universal --python-version 3.11 -o requirements.lock")
 
 
@@ -482,15 +484,23 @@ def canary(c: Context, action: str, env: str = "") -> None:
         out.print(f"  {deploy_ops.canary_figures(project, config, found)}", markup=False)
 
 
-@task(help={"env": ENV_HELP, "title": "the draft's title at Netlify (default: the project and revision)"})
-def preview(c: Context, env: str = "", title: str = "") -> None:
+@task(
+    help={
+        "env": ENV_HELP,
+        "title": "the draft's title at Netlify (default: the project and revision)",
+        "site": "deploy the netlify.toml and publish folder in this folder instead of the project's "
+        "(a pull request's, from `python -m ops.netlify.snapshot`)",
+    }
+)
+def preview(c: Context, env: str = "", title: str = "", site: str = "") -> None:
     """A draft Netlify deploy of public/ against BACKEND_URL (use --env staging), smoke-tested, never
     published: prints its URL (and writes url=... to $GITHUB_OUTPUT in a GitHub Actions job)."""
     import os
+    from pathlib import Path
 
     project = proj.load()
     with _failing_cleanly(), _stopping_on_signals(), _interrupted("Preview interrupted; nothing was published"):
-        done = deploy_ops.preview(project, _settings(env), title=title, say=_say)
+        done = deploy_ops.preview(project, _settings(env), title=title, site=Path(site) if site else None, say=_say)
     out.print(done.deploy.url, markup=False)
     github_output = os.environ.get("GITHUB_OUTPUT", "")
     if github_output:

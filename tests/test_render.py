@@ -220,3 +220,51 @@ def test_gunicorn_config_checks(project: Path) -> None:
     assert bad.returncode == 2  # serve.py: 2 for a bad setting, 3 for app code
     assert "PORT='eighty' is not a whole number" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_the_first_steps_commit_uv_lock_and_leave_a_clean_tree(tmp_path: Path) -> None:
+    """The README's first two commands, run as written: uv.lock is in the first commit (the
+    workflows install with `uv sync --locked`), and nothing is left untracked for `inv deploy`'s
+    clean-tree check to refuse. A dependency changed without `inv relock` is refused by
+    `uv sync --locked` in one clear message, and `inv relock` refreshes both locks."""
+    from tools.generated import render
+
+    uv = shutil.which("uv")
+    if uv is None:
+        unavailable("uv is not installed (pip install uv)")
+    project = render(tmp_path / "fresh", git=False)
+    readme = (project / "README.md").read_text().splitlines()
+    first = [line.split("   #")[0].strip() for line in readme if line.startswith(("git init", "uv sync"))][:2]
+    assert first[0].startswith("git init") and first[1].startswith("uv sync --locked"), first
+    assert first[0].index("uv lock") < first[0].index("git commit")
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "Test",
+        "GIT_AUTHOR_EMAIL": "test@example.com",
+        "GIT_COMMITTER_NAME": "Test",
+        "GIT_COMMITTER_EMAIL": "test@example.com",
+        "UV_PROJECT_ENVIRONMENT": str(project / ".venv"),
+    }
+    env.pop("VIRTUAL_ENV", None)
+
+    def sh(command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", "-c", command], cwd=project, env=env, capture_output=True, text=True, timeout=600
+        )
+
+    for command in first:
+        done = sh(command)
+        assert done.returncode == 0, (command, done.stdout, done.stderr)
+    assert sh("git ls-files uv.lock").stdout.strip() == "uv.lock"
+    assert sh("git status --porcelain --untracked-files=all").stdout == ""  # what `inv deploy` asks
+
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('"rich>=13",', '"rich>=13",\n    "tomli-w>=1.0",', 1))
+    refused = sh("uv sync --locked")
+    assert refused.returncode != 0
+    assert "The lockfile at `uv.lock` needs to be updated" in refused.stderr, refused.stderr
+    relocked = sh(".venv/bin/invoke relock")
+    assert relocked.returncode == 0, relocked.stdout + relocked.stderr
+    assert sh("uv sync --locked").returncode == 0
+    assert 'name = "tomli-w"' in (project / "uv.lock").read_text()
+    assert set(sh("git status --porcelain").stdout.split()) == {"M", "pyproject.toml", "uv.lock"}

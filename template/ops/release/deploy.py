@@ -14,6 +14,7 @@ import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -26,7 +27,7 @@ from ops.docker import containers, engine, images
 from ops.docker.engine import client_is_local
 from ops.errors import Interrupted, OpsError, SmokeFailed
 from ops.logs import LineSink, Progress
-from ops.netlify import api, publish, split
+from ops.netlify import api, publish, snapshot, split
 from ops.release import caddy, canary, canary_rollout, lock, proxy, records, rollout, swarm, swarm_canary
 from ops.release import traffic as traffic_mod
 from ops.settings import Settings
@@ -448,23 +449,36 @@ def _split(
 
 
 def preview(
-    project: proj.Project, settings: Settings, *, title: str = "", say: LineSink, on_progress: Progress | None = None
+    project: proj.Project,
+    settings: Settings,
+    *,
+    title: str = "",
+    site: Path | None = None,
+    say: LineSink,
+    on_progress: Progress | None = None,
 ) -> publish.Published:
     """A draft Netlify deploy of public/ against BACKEND_URL (a staging backend), smoke-tested and
-    never published: a pull request's preview. Touches no Docker engine and takes no lock."""
+    never published: a pull request's preview. Touches no Docker engine and takes no lock.
+
+    With ``site``, the netlify.toml and publish folder in that folder instead of the project's
+    (a pull request's, written by :mod:`ops.netlify.snapshot`): deployed as data, with this
+    project's code and smoke test."""
     problems = settings.missing(("NETLIFY_AUTH_TOKEN", "NETLIFY_SITE_ID", "BACKEND_URL"))
     problems += settings.deploy_problems(("BACKEND_URL",))
     if problems:
         raise OpsError("cannot make a preview:\n  " + "\n  ".join(problems))
-    files = publish.site_files(project.root, settings["BACKEND_URL"])
-    revision = proj.git_revision(project.root)
+    root = project.root if site is None else snapshot.checked_site(site)
+    files = publish.site_files(root, settings["BACKEND_URL"])
+    default_title = f"{project.slug} preview " + (
+        proj.git_revision(project.root)[:12] if site is None else f"of {root.name}"
+    )
     with netlify_client(settings, on_retry=lambda line: say(f"Netlify: {line}")) as netlify:
         netlify.get_site(settings["NETLIFY_SITE_ID"])
         done = publish.deploy_draft(
             netlify,
             settings["NETLIFY_SITE_ID"],
             files,
-            title=title or f"{project.slug} preview {revision[:12]}".strip(),
+            title=title or default_title,
             on_progress=say,
             on_count=on_progress,
         )
