@@ -267,6 +267,36 @@ def test_build_step_replaces_the_block_of_an_older_template(tmp_path: Path) -> N
 
 
 # Found by the config fuzzer (tests/test_config_fuzz.py) and the template's differential against
+@pytest.mark.parametrize("name", ["netlify.toml", "public/_redirects", "public/_headers"])
+@pytest.mark.parametrize("target", ["outside", "/proc/self/environ"])
+def test_a_rules_file_linked_out_of_the_project_is_never_read(
+    tmp_path: Path, name: str, target: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever the link's target holds (a key, the process's environment) never reaches a message."""
+    from ops.edge.server import load_site
+    from ops.errors import ConfigError
+    from ops.netlify.publish import site_files
+
+    secret = "s3cret-" + tmp_path.name
+    monkeypatch.setenv("CND_PLANTED_SECRET", secret)  # in /proc/self/environ of this process
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "key").write_text(f"[[redirects]]\n{secret} = 1\n/{secret} /x 301\n/{secret}\n  X-{secret}: y\n")
+    (tmp_path / "project").mkdir()
+    root = make_site(tmp_path / "project", TOML_OK)
+    (root / name).unlink(missing_ok=True)
+    (root / name).symlink_to(outside / "key" if target == "outside" else target)
+    found = messages(root)
+    assert found[0] == f"{name}:1: is a link to a file outside the project; replace the link with a real file"
+    assert secret not in "\n".join(found)
+    with pytest.raises(ConfigError, match=f"^{name}:1: ") as refused:
+        load_site(root)
+    assert secret not in str(refused.value)
+    with pytest.raises(ConfigError) as refused:
+        site_files(root, "https://api.example.com")
+    assert secret not in str(refused.value)
+
+
 # Netlify's own parsers: one regression test per class of defect.
 TOML_OK = '[build]\n  publish = "public"\n'
 

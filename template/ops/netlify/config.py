@@ -391,7 +391,7 @@ def load(root: Path, api_rule: str = "") -> NetlifyConfig:
     """
     problems: list[Problem] = []
     toml_path = root / "netlify.toml"
-    toml_text = _read(toml_path, "netlify.toml", problems)
+    toml_text = _read(toml_path, "netlify.toml", problems, inside=root)
     data: dict[str, Any] = {}
     lines: dict[tuple[str, ...], int] = {}
     if toml_text is not None:
@@ -415,7 +415,7 @@ def load(root: Path, api_rule: str = "") -> NetlifyConfig:
     headers: list[HeaderRule] = []
     redirects_file = publish / "_redirects"
     rel_redirects = _relative(redirects_file, root)
-    redirects_text = _read(redirects_file, rel_redirects, problems)
+    redirects_text = _read(redirects_file, rel_redirects, problems, inside=publish)
     try:
         generated_blocks((redirects_text or "").split("\n"))
     except BrokenBlock as exc:  # the build step would refuse the file
@@ -429,7 +429,7 @@ def load(root: Path, api_rule: str = "") -> NetlifyConfig:
         redirects += parse_redirects_file(redirects_text, rel_redirects, problems)
     headers_file = publish / "_headers"
     rel_headers = _relative(headers_file, root)
-    headers_text = _read(headers_file, rel_headers, problems)
+    headers_text = _read(headers_file, rel_headers, problems, inside=publish)
     if headers_text:
         headers += parse_headers_file(headers_text, rel_headers, problems)
     redirects += shape.redirects()
@@ -548,13 +548,20 @@ def publish_dir(root: Path) -> Path:
     return load(root).publish
 
 
-def _read(path: Path, name: str, problems: list[Problem]) -> str | None:
+def _read(path: Path, name: str, problems: list[Problem], *, inside: Path) -> str | None:
     """A file's text (a BOM kept, as Netlify's parsers keep it); a missing file is None.
 
     A file that cannot be read or is not UTF-8 is a problem at its line (line 1 for the whole
-    file: every message points at a line).
+    file: every message points at a line). A link that leads out of ``inside`` is a problem and
+    is never read: its target is not the project's (``/proc/self/environ``, a key file), and what
+    it holds would reach error messages.
     """
     try:
+        if path.is_symlink() and not path.resolve().is_relative_to(inside.resolve()):
+            problems.append(
+                Problem(Origin(name, 1), "is a link to a file outside the project; replace the link with a real file")
+            )
+            return None
         data = path.read_bytes()
     except FileNotFoundError:
         return None
