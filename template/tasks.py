@@ -39,9 +39,11 @@ from ops.release import deploy as deploy_ops
 # soft_wrap: rich inserts no line breaks of its own. A terminal wraps long lines itself, and
 # output redirected to a file or a CI log keeps each line (and each URL) whole. Everything printed
 # is scrubbed of the secrets the settings loaded, whoever said it (an engine, a registry, an API).
-console = Console(file=redact.ScrubbingStream(lambda: sys.stderr), highlight=False, soft_wrap=True)  # type: ignore[arg-type]
+# No emoji codes either: a line an engine or a registry sent is shown as it was, not turned into
+# pictures (which a secret in it would slip past the scrubbing as).
+console = Console(file=redact.ScrubbingStream(lambda: sys.stderr), highlight=False, soft_wrap=True, emoji=False)  # type: ignore[arg-type]
 # What a task reports as its result (tables, status) goes to stdout, so `inv releases > file` works.
-out = Console(file=redact.ScrubbingStream(lambda: sys.stdout), highlight=False, soft_wrap=True)  # type: ignore[arg-type]
+out = Console(file=redact.ScrubbingStream(lambda: sys.stdout), highlight=False, soft_wrap=True, emoji=False)  # type: ignore[arg-type]
 for _console in (console, out):
     if not _console.is_terminal:  # a CI log or a file: tables keep whole cells (rich would assume 80 columns)
         _console.width = 200
