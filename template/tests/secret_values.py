@@ -1,12 +1,19 @@
 """Seeded secret values that stress every escaping a message or an echo could apply: quotes,
 ``%`` and ``\\``, unicode, base64-looking runs, URL punctuation. Each kind is what its setting
 accepts (a token is printable ASCII without spaces; a password anything but control characters;
-the metrics token 32+ characters; the webhook an https URL whose path is the key)."""
+the metrics token 32+ characters; the webhook an https URL whose path is the key).
+
+And the judge of whether a secret can still be read in a text (:func:`leaks`), which decodes
+what it finds on its own: it shares nothing with ops.redact, which it judges."""
 
 from __future__ import annotations
 
+import base64
+import json
 import random
+import re
 import string
+import urllib.parse
 
 QUOTES = "'\"`"
 ESCAPES = "%\\$&=+/?#@:;,{}[]<>!*"
@@ -57,3 +64,32 @@ def deploy_secrets(seed: int) -> dict[str, str]:
         "METRICS_TOKEN": token(rng, low=32, high=64),
         "ALERT_WEBHOOK_URL": webhook_url(rng),
     }
+
+
+def leaks(text: str, secret: str) -> list[str]:
+    """How ``secret`` can still be read in ``text``: as it is, JSON-, ``repr``- or percent-escaped,
+    or decoded from a run of base64 in it (both alphabets, each of the four starting points)."""
+    found = []
+    readable = {
+        "as it is": secret,
+        "JSON-escaped": json.dumps(secret)[1:-1],
+        "JSON-escaped, unicode kept": json.dumps(secret, ensure_ascii=False)[1:-1],
+        "repr": repr(secret)[1:-1],
+        "percent-encoded": urllib.parse.quote(secret, safe=""),
+    }
+    found += [how for how, form in readable.items() if form in text]
+    needles = {secret.encode(), json.dumps(secret)[1:-1].encode()}
+    for run_ in re.findall(r"[A-Za-z0-9+/_-]{8,}", text):
+        for start in range(4):
+            chunk = run_[start:]
+            chunk = chunk[: len(chunk) - len(chunk) % 4]
+            decoded = base64.b64decode(chunk.replace("-", "+").replace("_", "/"), validate=False)
+            if any(needle in decoded for needle in needles):
+                found.append(f"in the base64 {run_[:16]}...")
+    return found
+
+
+def no_leaks(text: str, secrets: dict[str, str]) -> dict[str, list[str]]:
+    """Each secret (of the deploy's: not the user name) that can be read in ``text``, and how."""
+    withheld = {name: value for name, value in secrets.items() if name != "REGISTRY_USERNAME"}
+    return {name: how for name, value in withheld.items() if (how := leaks(text, value))}

@@ -3,8 +3,8 @@ starts do not inherit them, NETLIFY_API_URL carries the token over https only (o
 machine), and no message carries a secret in any form an echo can give it back in.
 
 Secrets are generated (tests/secret_values.py: quotes, ``%``, unicode, base64-looking runs), and
-whether one can still be read from a text is judged by :func:`leaks`, which decodes what it finds
-on its own (it shares nothing with ops.redact)."""
+whether one can still be read from a text is judged by its :func:`leaks`, which decodes what it
+finds on its own (it shares nothing with ops.redact)."""
 
 from __future__ import annotations
 
@@ -41,38 +41,9 @@ from ops.release import deploy
 from ops.settings import SettingsError, child_environment, load
 from ops.wait import NotReady, poll
 from tests.conftest import free_port
-from tests.secret_values import deploy_secrets, password, token
+from tests.secret_values import deploy_secrets, leaks, no_leaks, password, token
 
 ISSUE_EXAMPLE = "METRICS_TOKEN,NETLIFY_AUTH_TOKEN,REGISTRY_PASSWORD"
-
-
-def leaks(text: str, secret: str) -> list[str]:
-    """How ``secret`` can still be read in ``text``: as it is, JSON-, ``repr``- or percent-escaped,
-    or decoded from a run of base64 in it (both alphabets, each of the four starting points)."""
-    found = []
-    readable = {
-        "as it is": secret,
-        "JSON-escaped": json.dumps(secret)[1:-1],
-        "JSON-escaped, unicode kept": json.dumps(secret, ensure_ascii=False)[1:-1],
-        "repr": repr(secret)[1:-1],
-        "percent-encoded": urllib.parse.quote(secret, safe=""),
-    }
-    found += [how for how, form in readable.items() if form in text]
-    needles = {secret.encode(), json.dumps(secret)[1:-1].encode()}
-    for run_ in re.findall(r"[A-Za-z0-9+/_-]{8,}", text):
-        for start in range(4):
-            chunk = run_[start:]
-            chunk = chunk[: len(chunk) - len(chunk) % 4]
-            decoded = base64.b64decode(chunk.replace("-", "+").replace("_", "/"), validate=False)
-            if any(needle in decoded for needle in needles):
-                found.append(f"in the base64 {run_[:16]}...")
-    return found
-
-
-def no_leaks(text: str, secrets: dict[str, str]) -> dict[str, list[str]]:
-    """Each secret (of the deploy's: not the user name) that can be read in ``text``, and how."""
-    withheld = {name: value for name, value in secrets.items() if name != "REGISTRY_USERNAME"}
-    return {name: how for name, value in withheld.items() if (how := leaks(text, value))}
 
 
 def git_project(root: Path) -> proj.Project:
