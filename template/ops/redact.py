@@ -150,3 +150,8 @@ class ScrubbingStream:
 def remembered() -> list[str]:
     """The secrets :func:`remember` was given."""
     return list(_known)
+
+
+def forget() -> None:
+    """Remember no secret any more (each test starts afresh; a task's process never needs this)."""
+    _known.clear()
