@@ -354,7 +354,7 @@ STAND_IN_CLI = """\
 #!{python}
 import json, os, sys, time
 with open(os.environ["CND_ENV_REPORT"] + ".tmp", "w", encoding="utf-8") as report:
-    json.dump({{"argv": sys.argv, "environ": dict(os.environ)}}, report)
+    json.dump(dict(argv=sys.argv, environ=dict(os.environ)), report)
 os.rename(os.environ["CND_ENV_REPORT"] + ".tmp", os.environ["CND_ENV_REPORT"])
 time.sleep(600)
 """
@@ -686,7 +686,7 @@ def test_a_tasks_unexpected_error_shows_its_traceback_without_a_secret(
     load(tmp_path, environ=secrets)
     secret = secrets["REGISTRY_PASSWORD"]
     with pytest.raises(Exit) as caught, tasks._failing_cleanly():
-        raise RuntimeError(f"the engine said {{'password': {secret!r}}} and {json.dumps(secret)}")
+        raise RuntimeError("the engine said " + repr({"password": secret}) + " and " + json.dumps(secret))
     printed = capsys.readouterr().err
     assert "Traceback" in printed and "RuntimeError" in printed
     assert "error: unexpected RuntimeError" in str(caught.value.message)
