@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 
@@ -23,7 +24,7 @@ from rich.table import Table
 
 from ops import dev as dev_ops
 from ops import monitor as monitor_ops
-from ops import options, settings
+from ops import options, redact, settings
 from ops import project as proj
 from ops import run as run_ops
 from ops import smoke as smoke_ops
@@ -36,10 +37,13 @@ from ops.release import applogs, swarm
 from ops.release import deploy as deploy_ops
 
 # soft_wrap: rich inserts no line breaks of its own. A terminal wraps long lines itself, and
-# output redirected to a file or a CI log keeps each line (and each URL) whole.
-console = Console(stderr=True, highlight=False, soft_wrap=True)
+# output redirected to a file or a CI log keeps each line (and each URL) whole. Everything printed
+# is scrubbed of the secrets the settings loaded, whoever said it (an engine, a registry, an API).
+# No emoji codes either: a line an engine or a registry sent is shown as it was, not turned into
+# pictures (which a secret in it would slip past the scrubbing as).
+console = Console(file=redact.ScrubbingStream(lambda: sys.stderr), highlight=False, soft_wrap=True, emoji=False)  # type: ignore[arg-type]
 # What a task reports as its result (tables, status) goes to stdout, so `inv releases > file` works.
-out = Console(highlight=False, soft_wrap=True)
+out = Console(file=redact.ScrubbingStream(lambda: sys.stdout), highlight=False, soft_wrap=True, emoji=False)  # type: ignore[arg-type]
 for _console in (console, out):
     if not _console.is_terminal:  # a CI log or a file: tables keep whole cells (rich would assume 80 columns)
         _console.width = 200
@@ -68,9 +72,12 @@ def _settings(env: str) -> settings.Settings:
 
 @contextmanager
 def _failing_cleanly() -> Iterator[None]:
-    """Expected failures end in one clear message (plus their log tail), not a traceback."""
+    """Expected failures end in one clear message (plus their log tail), not a traceback; an
+    unexpected one shows its traceback, scrubbed of secrets like everything printed."""
     try:
         yield
+    except Exit:
+        raise
     except Interrupted as exc:
         raise Exit(str(exc), code=Interrupted.exit_code) from None
     except (requests.exceptions.ConnectionError, docker.errors.DockerException) as exc:  # the engine went away
@@ -81,6 +88,9 @@ def _failing_cleanly() -> Iterator[None]:
             console.print(exc.detail, markup=False, style="dim")
             console.rule()
         raise Exit(f"error: {exc}", code=1) from None
+    except Exception as exc:  # a bug: its traceback, through the scrubbing console (an error may quote a secret)
+        console.print("".join(traceback.format_exception(exc)), markup=False, style="dim")
+        raise Exit(redact.scrub(f"error: unexpected {type(exc).__name__}: {exc}"), code=1) from None
 
 
 @task(
@@ -254,14 +264,19 @@ def relock(c: Context) -> None:
     requirements.lock (the image's, hashed, every platform). Commit both."""
     if shutil.which("uv") is None:
         raise Exit("error: uv is not installed; install it with `pip install uv` and run `inv relock` again", code=1)
-    c.run("uv lock")
-    c.run("uv pip compile pyproject.toml --generate-hashes --universal --python-version 3.11 -o requirements.lock")
+    c.run("uv lock", env=settings.child_environment(), replace_env=True)
+    c.run(
+        "uv pip compile pyproject.toml --generate-hashes --universal --python-version 3.11 -o requirements.lock",
+        env=settings.child_environment(),
+        replace_env=True,
+    )
 
 
 def _help_if_asked(c: Context, value: str, name: str) -> None:
     """`inv NAME --help` where NAME's first argument is positional: Invoke hands it "--help" as the value."""
     if value in {"--help", "-h"}:
-        raise Exit(code=subprocess.run([sys.executable, "-m", "invoke", "--help", name], check=False).returncode)
+        command = [sys.executable, "-m", "invoke", "--help", name]
+        raise Exit(code=subprocess.run(command, env=settings.child_environment(), check=False).returncode)
 
 
 def _wait_for_ctrl_c() -> None:

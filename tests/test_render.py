@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import ast
+import base64
 import json
 import os
 import py_compile
+import random
 import re
 import shutil
+import string
 import subprocess
 import sys
 import tomllib
+import urllib.parse
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import unavailable
-from tools.generated import REPO
+from tools.generated import REPO, render
 
 EXPECTED = [
     "api/__init__.py",
@@ -100,12 +105,116 @@ def test_pyproject_and_lock(project: Path) -> None:
     assert "--hash=sha256:" in lock
 
 
-def test_no_secret_in_generated_files(project: Path) -> None:
-    env_example = (project / ".env.example").read_text()
-    assert "NETLIFY_AUTH_TOKEN=\n" in env_example  # a placeholder, empty
-    assert ".env" in (project / ".gitignore").read_text().split()
-    answers = (project / ".copier-answers.yml").read_text().lower()
+def withheld_settings() -> list[str]:
+    """The settings the generated project's catalogue (ops/settings.py) marks secret or
+    credential, read from its source: a new secret setting is covered without an edit here."""
+    names = []
+    for node in ast.walk(ast.parse((REPO / "template" / "ops" / "settings.py").read_text())):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "Setting":
+            flags = {keyword.arg: keyword.value for keyword in node.keywords}
+            marked = [flags.get("secret"), flags.get("credential")]
+            if any(isinstance(flag, ast.Constant) and flag.value is True for flag in marked):
+                names.append(ast.literal_eval(node.args[0]))
+    return names
+
+
+def answer_sets() -> dict[str, dict[str, object]]:
+    """The answer sets `nox -s generated` renders, as noxfile.py defines them."""
+    for node in ast.parse((REPO / "noxfile.py").read_text()).body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.target.id == "ANSWER_SETS":
+            assert node.value is not None
+            sets: dict[str, dict[str, object]] = ast.literal_eval(node.value)
+            return sets
+    raise AssertionError("noxfile.py defines no ANSWER_SETS")
+
+
+def secret_looking(rng: random.Random) -> str:
+    """A value no file could hold by chance: quotes, %, unicode and a base64-looking run."""
+    pools = [string.ascii_letters + string.digits, "'\"`", "%&=+/", "éß中😀", string.ascii_letters + "+/="]
+    chars = [rng.choice(pool) for pool in pools] + [rng.choice("".join(pools)) for _ in range(rng.randint(20, 30))]
+    rng.shuffle(chars)
+    return "".join(chars)
+
+
+def readable_forms(value: str) -> list[bytes]:
+    """``value`` as a file could hold it: as it is, JSON-escaped, percent-encoded, in base64."""
+    forms = [value, json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1], urllib.parse.quote(value)]
+    encoded = [form.encode() for form in forms]
+    return [*encoded, base64.b64encode(value.encode()), base64.urlsafe_b64encode(value.encode())]
+
+
+# A value that is no value: empty, a GitHub expression (${{ secrets.X }}), a reference ($X, ${X}),
+# or a placeholder (..., <token>).
+NOT_A_VALUE = re.compile(r"""(|""|''|\$\{\{.*\}\}|\$\{?[A-Za-z_][A-Za-z0-9_]*\}?|\.\.\.|<[^<>]*>)""")
+
+
+def settings_with_a_value(relative: str, text: str, names: list[str]) -> list[str]:
+    """Each line of a generated file that gives one of ``names`` a value: ``NAME=value`` (.env,
+    shell, TOML, Python), ``NAME: value`` (YAML), ``"NAME": "value"`` (JSON, Python), a keyword
+    argument ``NAME="value"``, and in a Dockerfile any ``ENV``/``ARG`` of it (baked into the image)."""
+    found = []
+    python_test = relative.startswith("tests/") and relative.endswith(".py")
+    for number, line in enumerate(text.splitlines(), 1):
+        for name in names:
+            if name not in line:
+                continue
+            where = f"{relative}:{number}: {line.strip()[:120]}"
+            if Path(relative).name.startswith("Dockerfile") and re.match(rf"\s*(ENV|ARG)\s+{name}\b", line):
+                found.append(where)
+            if python_test:
+                continue  # the project's tests give fakes to prove they are hidden; real values are checked above
+            assigned = re.match(rf"""\s*(?:export\s+|-\s+)?["']?{name}["']?\s*[:=]\s*(.*?)\s*(?:\s#.*)?$""", line)
+            literal = re.search(rf"""(\b{name}\s*=\s*|["']{name}["']\s*:\s*)["'][^"']+["']""", line)
+            if (assigned and not NOT_A_VALUE.fullmatch(assigned.group(1).rstrip(","))) or literal:
+                found.append(where)
+    return found
+
+
+@pytest.mark.parametrize("answer_set", list(answer_sets()))
+def test_no_secret_in_generated_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, answer_set: str) -> None:
+    """Every file of a render, for each answer set: secret values given to Copier where it takes
+    them (data for any key, the environment it runs in) appear nowhere, in no encoding; no secret
+    setting is given a value anywhere; and the placeholders that tell users where secrets go."""
+    names = withheld_settings()
+    assert {"NETLIFY_AUTH_TOKEN", "REGISTRY_PASSWORD", "METRICS_TOKEN", "ALERT_WEBHOOK_URL"} <= set(names)
+    rng = random.Random(answer_set)
+    values = {name: secret_looking(rng) for name in names}
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    data = {key: value for name, value in values.items() for key in (name, name.lower())}
+    rendered = render(tmp_path / "my-service", {**answer_sets()[answer_set], **data}, git=False)
+    files = generated_files(rendered)
+    assert len(files) > 100, len(files)  # every file: not a handful
+    leaked: list[str] = []
+    valued: list[str] = []
+    for path in files:
+        relative = path.relative_to(rendered).as_posix()
+        content = path.read_bytes()
+        leaked += [
+            f"{relative}: {name}"
+            for name, value in values.items()
+            if any(form in content for form in readable_forms(value))
+        ]
+        valued += settings_with_a_value(relative, content.decode("utf-8", "replace"), names)
+    assert leaked == []
+    assert valued == []
+    # The places that say where secrets go, empty; and the answers file holds no secret at all.
+    assert "NETLIFY_AUTH_TOKEN=\n" in (rendered / ".env.example").read_text()
+    assert ".env" in (rendered / ".gitignore").read_text().split()
+    answers = (rendered / ".copier-answers.yml").read_text().lower()
     assert "token" not in answers and "password" not in answers
+    # The check finds what it looks for: a secret setting with a value, in the default render.
+    planted = {
+        ".env.example": "NETLIFY_AUTH_TOKEN=nfp_planted\n",
+        ".github/workflows/ci.yml": "      REGISTRY_PASSWORD: hunter2-planted\n",
+        "Dockerfile": "ARG METRICS_TOKEN\n",
+        "ops/x.py": 'client(NETLIFY_AUTH_TOKEN="nfp_planted")\n',
+        "netlify.toml": '[build.environment]\n  ALERT_WEBHOOK_URL = "https://hooks.acme.dev/x"\n',
+    }
+    for relative, text in planted.items():
+        assert settings_with_a_value(relative, text, names), relative
+    assert settings_with_a_value("tests/test_x.py", "NETLIFY_AUTH_TOKEN = 'fake'\n", names) == []
+    assert settings_with_a_value(".github/workflows/x.yml", "  NETLIFY_AUTH_TOKEN: ${{ secrets.X }}\n", names) == []
 
 
 def test_dockerfile_passes_hadolint(project: Path) -> None:

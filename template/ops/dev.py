@@ -7,7 +7,6 @@ exactly as production reaches BACKEND_URL.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
@@ -27,7 +26,7 @@ from ops.logs import LineSink
 from ops.netlify import redirects
 from ops.netlify.config import NetlifyConfig, publish_dir
 from ops.project import Project
-from ops.settings import Settings
+from ops.settings import Settings, child_environment
 from ops.wait import TimedOut, wait_http
 
 DEV_ENV = {
@@ -132,7 +131,7 @@ def process_backend(
     project: Project, port: int, on_line: LineSink, environment: Mapping[str, str] | None = None
 ) -> Iterator[Backend]:
     """``python serve.py`` as a local process, reloading on changes (for machines without Docker)."""
-    env = {**os.environ, **(environment or {}), **DEV_ENV, "PORT": str(port)}
+    env = {**child_environment(), **(environment or {}), **DEV_ENV, "PORT": str(port)}
     stop_timeout = containers.graceful_timeout(env) + containers.STOP_MARGIN  # a bad value stops here
     proc = subprocess.Popen(
         # On loopback only: gunicorn.conf.py binds every interface, for the container.
@@ -245,7 +244,9 @@ def netlify_dev(project: Project, cli: str, backend_url: str, port: int, on_line
         raise OpsError(str(exc)) from None
     path.write_text(local)
     command = netlify_dev_command(cli, publish, port)
-    proc = subprocess.Popen(command, cwd=project.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        command, cwd=project.root, env=child_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
     _follow_output(proc, on_line, "netlify-dev")
     try:

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from ops.redact import scrub
+
 
 class OpsError(Exception):
-    """An expected failure. ``str(exc)`` is a message for a person: what failed, what to do."""
+    """An expected failure. ``str(exc)`` is a message for a person: what failed, what to do.
+
+    Message and detail are scrubbed of every secret the settings loaded (:mod:`ops.redact`): an
+    error quoting what an engine, a registry or an API answered cannot carry one on.
+    """
 
     def __init__(self, message: str, detail: str = "") -> None:
-        super().__init__(message)
-        self.detail = detail  # e.g. a build-log tail or container logs, printed after the message
+        super().__init__(scrub(message))
+        self.detail = scrub(detail)  # e.g. a build-log tail or container logs, printed after the message
 
 
 class EngineUnavailable(OpsError):

@@ -6,8 +6,12 @@ The first place that sets a name wins: a value in the environment (a CI secret, 
 deploy``, or a CI secret that is not defined) and a bare ``NAME`` line without ``=`` in a file
 count as unset: the next place decides, and a warning says which (``NAME=`` in a file is a
 value). Neither file is committed (.gitignore) and neither reaches the image (.dockerignore).
-Secrets (the Netlify token, the registry password) are held apart from everything that prints:
-``repr``, :meth:`Settings.describe` and error messages never show them.
+Secrets (the Netlify token, the registry password, the metrics token, the webhook URL: every
+setting marked ``secret``) are held apart from everything that prints: ``repr``,
+:meth:`Settings.describe` and error messages never show them, and once loaded they are masked in
+every error and every line a task prints (:mod:`ops.redact`). They stay with the tooling: APP_ENV
+cannot pass them (or the registry user name, a ``credential``) to the app, and the processes the
+tooling starts get the environment without them (:func:`child_environment`).
 
 python-dotenv reads the files (the de facto format: ``export``, quotes, ``#`` comments, ``${VAR}``
 expansion off), so what works with docker compose's ``env_file`` or direnv works here.
@@ -28,6 +32,7 @@ from urllib.parse import urlsplit
 
 from dotenv.parser import parse_stream
 
+from ops import redact
 from ops.errors import OpsError
 
 # The variables the server reads (gunicorn.conf.py, api/config.py): `inv run` passes them from the
@@ -52,11 +57,23 @@ class Setting:
     name: str
     default: str
     help: str
+    # Never shown, masked wherever it would be; with ``credential``, kept from the app and from child processes.
     secret: bool = False
     kind: str = "text"  # text, int, port, url, image, token, name (of a container), choice, steps
     low: int = 0
     high: int = 0
     choices: tuple[str, ...] = ()
+    # Half of a login without being secret itself (a registry user name): shown, but like a secret
+    # never given to the app (APP_ENV) or to a process the tooling starts.
+    credential: bool = False
+    # A URL that carries a secret (a token in its requests, a key in its path): https only, except to
+    # this machine (127.0.0.0/8, ::1, localhost), where a test or a tunnel answers.
+    tls: bool = False
+
+    @property
+    def withheld(self) -> bool:
+        """Kept from the app and from child processes: a secret, or a credential."""
+        return self.secret or self.credential
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -78,7 +95,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("IMAGE", "", "registry path the image is pushed to, no tag (default: your Copier answer)", kind="image"),
     Setting("BASE_IMAGE", "", "base image for builds (default: the Dockerfile's)", kind="image"),
-    Setting("REGISTRY_USERNAME", "", "registry login, when the registry needs one"),
+    Setting("REGISTRY_USERNAME", "", "registry login, when the registry needs one", credential=True),
     Setting("REGISTRY_PASSWORD", "", "registry password or token", secret=True),
     Setting(
         "BACKEND_URL", "", "public origin of the API Netlify proxies /api/* to (default: netlify.toml's)", kind="url"
@@ -98,19 +115,31 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("NETLIFY_AUTH_TOKEN", "", "Netlify personal access token", secret=True, kind="token"),
     Setting("NETLIFY_SITE_ID", "", "the Netlify site's API id"),
-    Setting("NETLIFY_API_URL", "https://api.netlify.com/api/v1", "Netlify's API (a local server in tests)", kind="url"),
+    Setting(
+        "NETLIFY_API_URL",
+        "https://api.netlify.com/api/v1",
+        "Netlify's API (https; http:// only to this machine, as in tests)",
+        kind="url",
+        tls=True,
+    ),
     Setting(
         "NETLIFY_PRODUCTION_BRANCH",
         "main",
         "the Netlify site's production branch: `inv deploy --canary` splits its visitors between it and `canary`",
     ),
-    Setting("APP_ENV", "", "more variable names, comma-separated, that a deploy passes to the app"),
+    Setting(
+        "APP_ENV",
+        "",
+        "more variable names, comma-separated, that a deploy passes to the app (from the environment or the files; "
+        "never the deploy's secrets)",
+    ),
     Setting(
         "ALERT_WEBHOOK_URL",
         "",
         'where `inv monitor` posts alerts (Slack-compatible JSON, {"text": ...}); secret: the URL holds the key',
         secret=True,
         kind="url",
+        tls=True,
     ),
     Setting(
         "MONITOR_CPU_PERCENT",
@@ -197,6 +226,54 @@ RESERVED_DOMAINS = ("example.com", "example.org", "example.net")
 RESERVED_TLDS = ("test", "invalid", "example")
 
 
+def withheld_names() -> frozenset[str]:
+    """The settings kept from the app and from child processes: every one the catalogue marks
+    secret or credential (read when asked, so a new secret setting is covered by its flag alone)."""
+    return frozenset(setting.name for setting in SETTINGS if setting.withheld)
+
+
+# A value shorter than this is not looked for inside other variables: a secret that short would
+# match ordinary values (a port, a word), and real secrets are longer.
+ALIAS_MIN_LENGTH = 8
+
+
+def app_env_names(value: str) -> list[str]:
+    """The names APP_ENV lists, in order, without blanks or repeats."""
+    return list(dict.fromkeys(name.strip() for name in value.split(",") if name.strip()))
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is this machine: 127.0.0.0/8, ::1, or ``localhost``."""
+    host = host.lower().removesuffix(".")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def plain_http_problem(name: str, url: str, *, secret: bool = False) -> str:
+    """One line when ``url`` (the setting ``name``, which carries a secret) would send it in clear:
+    a scheme other than https, or http to a host that is not this machine; else ``""``."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+    except ValueError:
+        return ""  # not a URL at all: the URL check says so
+    scheme = parts.scheme.lower()
+    if scheme == "https" or (scheme == "http" and is_loopback(host)):
+        return ""
+    what = "the token it carries" if not secret else "the key it holds"
+    if scheme == "http":
+        where = "a host that is not this machine" if secret else f"{host}, which is not this machine"
+        return (
+            f"{name} is http:// to {where}: {what} would cross the network in clear; use https:// "
+            "(http:// is for 127.0.0.1, [::1] and localhost only)"
+        )
+    return f"{name} is not an https URL: use https:// (http:// only for 127.0.0.1, [::1] and localhost)"
+
+
 def reserved_host(host: str) -> bool:
     """Whether ``host`` is a documentation name (api.example.com, x.test) rather than a real one."""
     host = host.lower().rstrip(".")
@@ -261,6 +338,8 @@ class Settings:
         """These settings with ``name`` set to ``value`` (checked like any other), from ``source``
         (a task's option, e.g. ``--target``)."""
         _check(BY_NAME[name], value, source)
+        if BY_NAME[name].secret:
+            redact.remember(name, value)
         return dataclasses.replace(self, values={**self.values, name: value}, sources={**self.sources, name: source})
 
     def describe(self) -> list[str]:
@@ -272,14 +351,63 @@ class Settings:
             lines.append(f"{setting.name} = {shown}  ({self.sources.get(setting.name, 'default')})")
         return lines
 
-    def runtime_environment(self) -> dict[str, str]:
-        """What a deployed container gets: the server's variables and the names listed in APP_ENV."""
-        extra = {name.strip() for name in self.values.get("APP_ENV", "").split(",") if name.strip()}
+    def secrets(self) -> dict[str, str]:
+        """``NAME -> value`` of every secret setting that is set."""
+        return {
+            setting.name: self.values[setting.name]
+            for setting in SETTINGS
+            if setting.secret and self.values.get(setting.name)
+        }
+
+    def app_env_problems(self) -> list[str]:
+        """One line when the app would get a deploy secret (else none): APP_ENV naming a secret or
+        credential setting, or a variable the app gets (a server variable, an APP_ENV name) holding a
+        secret's value under another name. Each deploy's preflight asks this before anything is built,
+        and :meth:`runtime_environment` refuses the same, so no path passes one to a container."""
+        listed = app_env_names(self.values.get("APP_ENV", ""))
+        withheld = withheld_names()
+        named = [name for name in listed if name in withheld]
+        secrets = {name: value for name, value in self.secrets().items() if len(value) >= ALIAS_MIN_LENGTH}
+        copies = []
+        for name, value in sorted(self._passed(listed).items()):
+            if name in withheld:
+                continue
+            holds = [secret for secret, secret_value in secrets.items() if secret_value in value]
+            if holds:
+                source = self.sources.get(name, "environment")
+                copies.append(f"{name} ({source}) holds the value of {' and '.join(holds)}")
+        if not named and not copies:
+            return []
+        found = []
+        if named:
+            found.append(f"APP_ENV ({self.sources.get('APP_ENV', 'default')}) lists {', '.join(named)}")
+        found += copies
+        fix = (
+            "take them out: the deploy's secrets stay with the deploy; if the app needs a credential, "
+            "give it one of its own under another name"
+        )
+        if "METRICS_TOKEN" in named:
+            fix += " (for /metrics the release already gets METRICS_TOKEN's SHA-256)"
+        return [f"the app would get the deploy's secrets: {'; '.join(found)}; {fix}"]
+
+    def _passed(self, listed: Iterable[str]) -> dict[str, str]:
+        wanted = set(listed)
         return {
             name: value
             for name, value in sorted(self.values.items())
-            if (is_server_variable(name) and name != "APP_ENV") or name in extra
+            if (is_server_variable(name) and name != "APP_ENV") or name in wanted
         }
+
+    def runtime_environment(self) -> dict[str, str]:
+        """What a deployed container gets: the server's variables and the names listed in APP_ENV.
+
+        Raises :class:`SettingsError` (one line, see :meth:`app_env_problems`) when that would
+        include a deploy secret: every path to a container (a release, a swarm service, a canary,
+        the smoke run, `inv run`) reads the environment here."""
+        problems = self.app_env_problems()
+        if problems:
+            raise SettingsError(problems[0])
+        return self._passed(app_env_names(self.values.get("APP_ENV", "")))
 
 
 def read_env_file(path: Path) -> dict[str, tuple[str, int]]:
@@ -331,7 +459,9 @@ def _host_ok(host: str) -> bool:
 def _check(setting: Setting, value: str, source: str) -> None:
     if not value:
         return
-    where = f"{setting.name} ({source})" if setting.secret else f"{setting.name}={value!r} ({source})"
+    # A secret's value is never shown, and neither is a URL with a user or password in it.
+    hidden = setting.secret or (setting.kind == "url" and "@" in value)
+    where = f"{setting.name} ({source})" if hidden else f"{setting.name}={value!r} ({source})"
     if any(ord(c) < 32 or ord(c) == 127 for c in value):
         raise SettingsError(f"{setting.name} ({source}) contains a control character; use plain text")
     if setting.kind == "token" and not all("!" <= c <= "~" for c in value):
@@ -373,6 +503,15 @@ def _check(setting: Setting, value: str, source: str) -> None:
                 f"{where} has a host name no DNS name can be (an empty label, a label over 63 characters, "
                 "or characters no host name has)"
             )
+        if parts.password is not None and not setting.secret:
+            raise SettingsError(
+                f"{where} has a password in it, which would be shown wherever the setting is (inv check, "
+                "errors): remove user:password@ from it"
+            )
+        if setting.tls:
+            problem = plain_http_problem(setting.name, value, secret=setting.secret)
+            if problem:
+                raise SettingsError(f"{problem} ({source})")
     elif setting.kind == "steps":
         from ops.release.canary import parse_steps  # here: the settings load nothing they do not need
 
@@ -441,13 +580,23 @@ def load(
             values[name] = value
             sources[name] = f"{file_name}:{line}"
     empty_in_environment = []
-    for name, value in environ.items():
+
+    def from_environment(name: str) -> None:
+        value = environ[name]
+        if value == "":  # how CI passes a secret that is not defined: not a choice to blank the files
+            empty_in_environment.append(name)
+            return
+        values[name] = value
+        sources[name] = "environment"
+
+    for name in environ:
         if name in BY_NAME or is_server_variable(name):
-            if value == "":  # how CI passes a secret that is not defined: not a choice to blank the files
-                empty_in_environment.append(name)
-                continue
-            values[name] = value
-            sources[name] = "environment"
+            from_environment(name)
+    # The names APP_ENV lists come from the environment as well (a CI secret such as DATABASE_URL),
+    # which beats the files as for every other name.
+    for name in app_env_names(values.get("APP_ENV", "")):
+        if name in environ and not (name in BY_NAME or is_server_variable(name)):
+            from_environment(name)
     for setting in SETTINGS:
         if setting.name not in values or values[setting.name] == "":
             value, source = (defaults or {}).get(setting.name, (setting.default, "default"))
@@ -455,6 +604,8 @@ def load(
                 values[setting.name] = value
                 sources[setting.name] = source
         _check(setting, values[setting.name], sources[setting.name])
+        if setting.secret:
+            redact.remember(setting.name, values[setting.name])
 
     def instead(name: str) -> str:
         if not values.get(name):
@@ -480,3 +631,20 @@ def load(
             if close:
                 warnings.append(f"{file_name}:{line}: {name} is not a setting; did you mean {close[0]}?")
     return Settings(values=values, sources=sources, env_name=env_name, warnings=tuple(warnings))
+
+
+def child_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``environ`` (default: ``os.environ``) for a process the tooling starts (the smoke suite's
+    pytest, a local gunicorn, ``netlify dev``, ``ssh``): without any setting the catalogue marks
+    secret or credential, and without any variable holding a loaded secret under another name.
+
+    The settings read ``.env`` files without putting them in ``os.environ``, so what is dropped
+    here is what the shell or CI exported."""
+    environ = os.environ if environ is None else environ
+    withheld = withheld_names()
+    secrets = [value for value in redact.remembered() if len(value) >= ALIAS_MIN_LENGTH]
+    return {
+        name: value
+        for name, value in environ.items()
+        if name not in withheld and not any(secret in value for secret in secrets)
+    }

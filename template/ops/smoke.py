@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -17,6 +16,7 @@ from ops.docker.forward import forward
 from ops.errors import SmokeFailed
 from ops.logs import LineSink
 from ops.project import Project
+from ops.settings import child_environment
 
 # The smoke run uses a port other than the image's default, to prove the image honours $PORT.
 PORT_OFFSET = 1
@@ -28,9 +28,11 @@ def run_suite(
     """Run pytest over tests/smoke against ``base_url``; return pytest's exit code.
 
     ``container_id`` (and the ``docker_host`` it runs on) lets the suite's container checks look
-    at the container through the same engine.
+    at the container through the same engine. The suite gets this process's environment without
+    the deploy's secrets (:func:`~ops.settings.child_environment`): it judges what any visitor
+    sees, ``/metrics`` refusing one without the token among it.
     """
-    env = {**os.environ, "SMOKE_BASE_URL": base_url}
+    env = {**child_environment(), "SMOKE_BASE_URL": base_url}
     env.pop("SMOKE_CONTAINER", None)
     if container_id:
         env["SMOKE_CONTAINER"] = container_id

@@ -12,7 +12,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from api import create_app
-from ops import project
+from ops import project, redact
 from ops.docker import images
 from tests.isolation import (  # noqa: F401  (autouse fixtures and a hook: no test leaks)
     module_leaves_nothing,
@@ -31,6 +31,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("rollouts") is not None:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _secrets_forgotten() -> Iterator[None]:
+    """The secrets a test's settings load are masked for the rest of the process, as in a task
+    (ops.redact): forgotten after each test, so one test's fake secret masks nothing in another's."""
+    yield
+    redact.forget()
 
 
 @pytest.fixture

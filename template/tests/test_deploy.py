@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import ipaddress
 import json
 import os
@@ -15,6 +16,7 @@ import socket
 import subprocess
 import threading
 import uuid
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +34,10 @@ from ops.errors import EngineUnavailable, OpsError, SmokeFailed
 from ops.netlify import api
 from ops.release import caddy, deploy, lock, proxy, records, rollout
 from ops.wait import NotReady, poll
+from tests import deploy_leaks
 from tests.conftest import base_image, free_port
 from tests.netlify_api import LocalNetlify
+from tests.secret_values import deploy_secrets
 
 pytestmark = pytest.mark.docker
 TOKEN = "nfp_deploy_test_token_abcdef0123456789"
@@ -215,6 +219,71 @@ def test_metrics_reach_a_scraper_through_the_proxys_internal_port_and_the_public
         scrape()
     assert proxy.upgrade_main(gateway) and not proxy.upgrade_main(gateway)
     assert f'revision="{report.revision}"' in scrape()
+
+
+def test_a_real_inv_deploy_leaves_no_secret_anywhere(
+    engine: Any, registry: str, proxy_image: str, tmp_path: Path
+) -> None:
+    """Issue 21, 12: a real `inv deploy` given a Netlify token, a registry password (and user) and a
+    metrics token, generated with quotes, %, unicode and base64-looking runs (and the token again
+    under another name, as a CI step may export it). None can be read in what it printed, in
+    ``docker inspect`` of any container, volume or network it made (each inspected as it was made),
+    in the image it pushed, in a file it wrote (the project, its temporary folder, ~/.docker), in
+    the shared proxy's volumes, or in what it uploaded to Netlify."""
+    project = proj.load()
+    secrets = deploy_secrets(zlib.crc32(b"a real inv deploy"))
+    port = free_port()
+    name = f"cnd-proxy-secrets-{uuid.uuid4().hex[:6]}"
+    with LocalNetlify(secrets["NETLIFY_AUTH_TOKEN"]) as netlify:
+        environ = {
+            **os.environ,
+            **secrets,
+            "CI_DEPLOY_TOKEN": secrets["NETLIFY_AUTH_TOKEN"],
+            "DEPLOY_TARGET": "host",
+            "IMAGE": f"{registry}/acme/{project.slug}",
+            "BASE_IMAGE": base_image(engine),
+            "BACKEND_URL": f"http://127.0.0.1:{port}",
+            "PROXY_IMAGE": proxy_image,
+            "PROXY_NAME": name,
+            "PROXY_HTTP_PORT": str(port),
+            "PROXY_HTTPS_PORT": str(free_port()),
+            "KEEP_RELEASES": "1",
+            "HEALTH_TIMEOUT": "120",
+            "NETLIFY_SITE_ID": "site-1",
+            "NETLIFY_API_URL": netlify.api_url,
+        }
+        settings = settings_mod.load(project.root, environ=environ)
+        try:
+            deployed = deploy_leaks.deploy_and_read(
+                engine, project.root, environ, tmp_path / "tmp",
+                names=(project.slug, name), netlify=netlify, gateway=lambda: proxy.get(engine, name),
+            )  # fmt: skip
+            live = rollout.live_release(engine, project.slug)
+            assert live is not None
+            # The metrics token was in play: the release holds its SHA-256 (only).
+            env = dict(item.split("=", 1) for item in live.container.attrs["Config"]["Env"])
+            assert env["APP_METRICS_TOKEN_SHA256"] == hashlib.sha256(secrets["METRICS_TOKEN"].encode()).hexdigest()
+            containers = {what: attrs for what, attrs in deployed.inspected.items() if what.startswith("container ")}
+            assert len(containers) >= 3, list(deployed.inspected)  # the smoke container, the release, the proxy
+            for what, attrs in containers.items():  # not the names either: REGISTRY_USERNAME is withheld too
+                names = {item.split("=", 1)[0] for item in attrs["Config"].get("Env") or []}
+                assert names.isdisjoint(settings_mod.withheld_names()), (what, names)
+            pushed = engine.images.get(live.container.attrs["Image"])
+            inspected = {**deployed.inspected, "the image": pushed.attrs, "the image's history": pushed.history()}
+            found = deploy_leaks.find_leaks(
+                secrets, output=deployed.output, inspected=inspected, files=deployed.files, texts=deployed.texts
+            )
+            assert found == {}
+            assert deploy_leaks.image_holds(engine, pushed.id, secrets) == []
+        finally:
+            proxy.remove(engine, deploy.target(project, settings).proxy)
+            rollout.remove_releases(engine, project.slug)
+            lock.release(engine, project.slug)
+            for image in engine.images.list(name=environ["IMAGE"]):
+                for tag in image.tags:
+                    if tag.startswith(f"{environ['IMAGE']}:"):
+                        with contextlib.suppress(docker.errors.NotFound):
+                            engine.images.remove(tag)
 
 
 def test_a_refused_token_stops_before_anything_changes(engine: Any, stage: Stage) -> None:

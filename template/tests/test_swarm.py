@@ -8,13 +8,16 @@ configs, volumes and network) is removed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
 import signal
 import sys
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +31,11 @@ from ops import monitor, project
 from ops import settings as settings_mod
 from ops.docker import images
 from ops.release import applogs, caddy, deploy, lock, proxy, records, rollout, swarm
+from tests import deploy_leaks
 from tests.conftest import base_image, free_port
 from tests.holding import Child
 from tests.netlify_api import LocalNetlify
+from tests.secret_values import deploy_secrets
 from tests.test_rollout import Load
 
 pytestmark = [pytest.mark.docker, pytest.mark.rollouts]
@@ -299,6 +304,59 @@ def test_a_swarm_deploy_runs_the_whole_pipeline_and_status_shows_the_tasks(
             swarm.remove_service(engine, me.slug)
             swarm.remove_proxy(engine, deploy.target(me, settings).proxy)
             lock.release(engine, me.slug)
+
+
+def test_a_real_inv_deploy_to_a_swarm_leaves_no_secret_in_its_service_or_anywhere(
+    engine: Any, node: str, registry: str, proxy_image: str, tmp_path: Path
+) -> None:
+    """Issue 21, 12 on a swarm: a real `inv deploy` with a registry user and password (so it logs
+    in and the service carries the credentials to every node), a Netlify token and a metrics
+    token, all generated. None can be read in what it printed, in ``docker inspect`` of the
+    services, configs, task containers, volumes and networks it made, in the image, in a file
+    it wrote, in the proxy's volumes or in what Netlify received."""
+    me = project.load()
+    secrets = deploy_secrets(zlib.crc32(b"a real inv deploy to a swarm"))
+    port = free_port()
+    name = f"cnd-swarm-secrets-{uuid.uuid4().hex[:6]}"
+    with LocalNetlify(secrets["NETLIFY_AUTH_TOKEN"]) as netlify:
+        environ = {
+            **os.environ, **secrets, "CI_DEPLOY_TOKEN": secrets["NETLIFY_AUTH_TOKEN"],
+            **_environ(
+                me.slug, port, name, proxy_image,
+                IMAGE=f"{registry}/acme/{me.slug}", BASE_IMAGE=base_image(engine), REPLICAS="2",
+                NETLIFY_SITE_ID="site-1", NETLIFY_API_URL=netlify.api_url,
+            ),
+        }  # fmt: skip
+        settings = settings_mod.load(me.root, environ=environ)
+        try:
+            deployed = deploy_leaks.deploy_and_read(
+                engine, me.root, environ, tmp_path / "tmp",
+                names=(me.slug, name), netlify=netlify, gateway=lambda: swarm.proxy_container(engine, name),
+            )  # fmt: skip
+            services = {what for what in deployed.inspected if what.startswith("service ")}
+            assert {f"service {me.slug}", f"service {name}"} <= services, list(deployed.inspected)
+            assert any(what.startswith("config ") for what in deployed.inspected), list(deployed.inspected)
+            spec = deployed.inspected[f"service {me.slug}"]["Spec"]["TaskTemplate"]["ContainerSpec"]
+            names = {item.split("=", 1)[0] for item in spec.get("Env") or []}
+            assert "APP_METRICS_TOKEN_SHA256" in names and names.isdisjoint(settings_mod.withheld_names()), names
+            live = swarm.current(engine, me.slug)
+            assert live is not None and live.running == 2
+            pushed = engine.images.get(live.digest or live.image)
+            inspected = {**deployed.inspected, "the image": pushed.attrs, "the image's history": pushed.history()}
+            found = deploy_leaks.find_leaks(
+                secrets, output=deployed.output, inspected=inspected, files=deployed.files, texts=deployed.texts
+            )
+            assert found == {}
+            assert deploy_leaks.image_holds(engine, pushed.id, secrets) == []
+        finally:
+            swarm.remove_service(engine, me.slug)
+            swarm.remove_proxy(engine, deploy.target(me, settings).proxy)
+            lock.release(engine, me.slug)
+            for image in engine.images.list(name=environ["IMAGE"]):
+                for tag in image.tags:
+                    if tag.startswith(f"{environ['IMAGE']}:"):
+                        with contextlib.suppress(docker.errors.NotFound):
+                            engine.images.remove(tag)
 
 
 def _operations_on_a_swarm(engine: Any, me: project.Project, settings: Any, revision: str) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import docker
 import docker.errors
 
-from ops import logs, source
+from ops import logs, redact, source
 from ops import project as proj
 from ops.docker.containers import MANAGED_LABEL, managed_containers, remove
 from ops.errors import BuildFailed, Interrupted, OpsError
@@ -365,6 +365,18 @@ class PushFailed(OpsError):
     """``docker push`` failed; the message says why (auth, unreachable registry, refused)."""
 
 
+def registry_message(said: object, password: str) -> str:
+    """What an engine or registry said (an error's text, or the error itself), as one clean line
+    without the password in any form: an engine or registry may echo the credentials it was sent
+    (the base64 ``X-Registry-Auth`` header, the login's JSON body). Scrubbed before the line is
+    cleaned and shortened, so neither can leave a part of it."""
+    if isinstance(said, docker.errors.APIError):
+        said = said.explanation or said
+    secrets = {"REGISTRY_PASSWORD": password} if password else {}
+    text = redact.scrub(str(said), secrets)
+    return redact.scrub(logs.clean_line(text), secrets)
+
+
 def push(
     client: docker.DockerClient,
     image: str,
@@ -390,9 +402,8 @@ def push(
     try:
         for chunk in client.api.push(repository, tag=tag, stream=True, decode=True, auth_config=auth):
             if "error" in chunk or "errorDetail" in chunk:
-                message = logs.clean_line(str(chunk.get("error") or chunk["errorDetail"].get("message", "")))
-                if password:
-                    message = message.replace(password, "[password]")
+                said = chunk.get("error") or (chunk.get("errorDetail") or {}).get("message", "")
+                message = registry_message(said, password)
                 hint = ""
                 if "denied" in message or "unauthorized" in message or "authentication required" in message:
                     hint = "; check REGISTRY_USERNAME and REGISTRY_PASSWORD (a token that may push to IMAGE)"
@@ -407,15 +418,13 @@ def push(
                 on_progress(f"push {tag}", sum(c for c, _ in layers.values()), sum(t for _, t in layers.values()))
             if status and (layer, status) not in seen and not status.startswith("Pushing"):
                 seen.add((layer, status))
-                if on_line:
-                    on_line(f"{layer}: {status}" if layer else status)
+                if on_line:  # what the registry says, which may be anything
+                    on_line(registry_message(f"{layer}: {status}" if layer else status, password))
             aux = chunk.get("aux") or {}
             if aux.get("Digest"):
                 digest = str(aux["Digest"])
-    except docker.errors.APIError as exc:
-        raise PushFailed(
-            f"docker push {repository}:{tag} failed: {logs.clean_line(str(exc.explanation or exc))}"
-        ) from None
+    except docker.errors.APIError as exc:  # the engine refused the push itself (its answer may echo the auth)
+        raise PushFailed(f"docker push {repository}:{tag} failed: {registry_message(exc, password)}") from None
     if not digest:
         raise PushFailed(f"docker push {repository}:{tag} finished without a digest")
     return f"{repository}@{digest}"

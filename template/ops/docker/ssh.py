@@ -30,6 +30,7 @@ import urllib3.connection
 import urllib3.connectionpool
 
 from ops.errors import EngineUnavailable
+from ops.settings import child_environment
 
 SCHEME = "ssh://"
 # The base URL the SDK's requests go to; the adapter mounted on it carries them over ssh.
@@ -67,7 +68,12 @@ class _Relay:
         self.errors: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
         try:
             self.process = subprocess.Popen(
-                command, stdin=theirs.fileno(), stdout=theirs.fileno(), stderr=self.errors, start_new_session=True
+                command,
+                stdin=theirs.fileno(),
+                stdout=theirs.fileno(),
+                stderr=self.errors,
+                start_new_session=True,
+                env=child_environment(),  # ssh needs its agent and config, not the deploy's secrets
             )
         except BaseException:
             ours.close()

@@ -10,8 +10,10 @@ between branch deploys by percentage.
 Retries: a 429 waits what ``Retry-After`` says (seconds or an HTTP date, capped), a 5xx or a
 connection error backs off exponentially; a 4xx other than 429 is never retried, because the
 same request would fail the same way. Errors are an :class:`NetlifyError` family whose messages
-say what to do. The token is sent only in the ``Authorization`` header: it is never part of a
-message, a ``repr`` or a log line, and a message that somehow contains it has it masked.
+say what to do. The token is sent only in the ``Authorization`` header, and only over https
+(http only to this machine, where tests run a local API): it is never part of a message, a
+``repr`` or a log line, and a message that somehow contains it (an API that echoes the request)
+has it masked in every form, before anything is shortened.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from typing import Any
 
 import httpx
 
+from ops import redact
 from ops.errors import OpsError
+from ops.settings import plain_http_problem
 
 DEFAULT_API_URL = "https://api.netlify.com/api/v1"
 # Seconds: connecting is quick or broken; a response (an upload's) may take a while.
@@ -173,6 +177,9 @@ class NetlifyClient:
                 "NETLIFY_AUTH_TOKEN has a character no Netlify token has: a token is printable ASCII "
                 "without spaces; copy it again from Netlify (User settings > Applications)"
             )
+        problem = plain_http_problem("NETLIFY_API_URL", api_url)
+        if problem:  # refused before the token goes anywhere
+            raise NetlifyError(problem)
         self._token = token
         self.api_url = api_url.rstrip("/")
         self.retries = retries
@@ -355,7 +362,7 @@ class NetlifyClient:
     def _error(
         self, status: int, response: httpx.Response, what: str, attempt: int, missing: tuple[str, str] | None = None
     ) -> NetlifyError:
-        said = _message(response)
+        said = _message(response, self._mask)
         detail = f" ({said})" if said else ""
         if status in {401, 403}:
             return AuthError(
@@ -384,7 +391,7 @@ class NetlifyClient:
         return ValidationFailed(self._mask(f"Netlify refused {what}: HTTP {status}{detail}"), status)
 
     def _mask(self, text: str) -> str:
-        return text.replace(self._token, "[token]") if self._token else text
+        return redact.scrub(text, {"NETLIFY_AUTH_TOKEN": self._token})
 
 
 def _no_site(site_id: str) -> tuple[str, str]:
@@ -403,12 +410,13 @@ def _segment(text: str) -> str:
     return urllib.parse.quote(text, safe="")
 
 
-def _message(response: httpx.Response) -> str:
-    """The ``message`` of Netlify's error body, or a short, single-line excerpt of the body."""
+def _message(response: httpx.Response, mask: Callable[[str], str]) -> str:
+    """The ``message`` of Netlify's error body, or a short, single-line excerpt of the body;
+    ``mask``ed before it is shortened, so no part of a secret survives the cut."""
     try:
         data = response.json()
     except ValueError:
         data = None
     said = data.get("message") if isinstance(data, dict) else None
-    text = said if isinstance(said, str) else response.text[:200]
+    text = mask(said) if isinstance(said, str) else mask(response.text)[:200]
     return " ".join(text.split())[:300]

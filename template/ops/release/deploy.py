@@ -106,6 +106,8 @@ def preflight(project: proj.Project, settings: Settings, options: Options) -> st
         needed += ["NETLIFY_AUTH_TOKEN", "NETLIFY_SITE_ID"]
     problems = settings.missing(needed)
     problems += settings.deploy_problems(needed)  # the netlify.toml placeholder host, a tagged IMAGE
+    if options.backend:
+        problems += settings.app_env_problems()  # a deploy secret in APP_ENV: refused before the build
     if options.backend and settings["BACKEND_URL"]:
         try:
             caddy.site_address(settings["BACKEND_URL"])
@@ -608,8 +610,8 @@ def login(client: docker.DockerClient, settings: Settings) -> None:
     registry = settings["IMAGE"].partition("/")[0]
     try:
         client.login(settings["REGISTRY_USERNAME"], settings["REGISTRY_PASSWORD"], registry=registry)
-    except docker.errors.APIError as exc:
-        message = str(exc.explanation or exc).replace(settings["REGISTRY_PASSWORD"] or "\0", "[password]")
+    except docker.errors.APIError as exc:  # an engine or registry may echo the login's JSON body
+        message = images.registry_message(exc, settings["REGISTRY_PASSWORD"])
         raise images.PushFailed(f"registry login to {registry} failed: {message}") from None
 
 
