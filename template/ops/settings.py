@@ -237,6 +237,10 @@ def withheld_names() -> frozenset[str]:
 ALIAS_MIN_LENGTH = 8
 
 
+# A variable name a container's environment can carry and a shell can export.
+VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
 def app_env_names(value: str) -> list[str]:
     """The names APP_ENV lists, in order, without blanks or repeats."""
     return list(dict.fromkeys(name.strip() for name in value.split(",") if name.strip()))
@@ -389,6 +393,28 @@ class Settings:
         if "METRICS_TOKEN" in named:
             fix += " (for /metrics the release already gets METRICS_TOKEN's SHA-256)"
         return [f"the app would get the deploy's secrets: {'; '.join(found)}; {fix}"]
+
+    def app_env_unset(self) -> list[str]:
+        """One line when APP_ENV lists a name that is not a variable name (``A B``, ``A;B``) or that
+        nothing sets (a typo, a CI secret not mapped into the step's ``env:``): the app would start
+        without it, silently. Each deploy's preflight refuses it before anything is built."""
+        listed = app_env_names(self.values.get("APP_ENV", ""))
+        if not listed:
+            return []
+        source = self.sources.get("APP_ENV", "default")
+        odd = [name for name in listed if not VARIABLE_NAME.fullmatch(name)]
+        unset = [name for name in listed if VARIABLE_NAME.fullmatch(name) and not self.values.get(name)]
+        found = []
+        if odd:
+            found.append(
+                f"APP_ENV ({source}) lists {', '.join(map(repr, odd))}, not variable names: separate names with commas"
+            )
+        if unset:
+            found.append(
+                f"APP_ENV ({source}) lists {', '.join(unset)}, set nowhere (environment, .env files): the app would "
+                "start without it; set it (in CI, map the secret into the deploy step's env:) or take it out of APP_ENV"
+            )
+        return ["; ".join(found)] if found else []
 
     def _passed(self, listed: Iterable[str]) -> dict[str, str]:
         wanted = set(listed)
@@ -642,7 +668,10 @@ def child_environment(environ: Mapping[str, str] | None = None) -> dict[str, str
     here is what the shell or CI exported."""
     environ = os.environ if environ is None else environ
     withheld = withheld_names()
-    secrets = [value for value in redact.remembered() if len(value) >= ALIAS_MIN_LENGTH]
+    # The secrets the settings loaded, and those in ``environ`` itself: a task that loads no
+    # settings (`inv smoke --url`, `inv relock`) still drops a copy under another name.
+    exported = [value for name, value in environ.items() if name in withheld]
+    secrets = [value for value in [*redact.remembered(), *exported] if len(value) >= ALIAS_MIN_LENGTH]
     return {
         name: value
         for name, value in environ.items()

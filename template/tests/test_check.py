@@ -297,6 +297,25 @@ def test_a_rules_file_linked_out_of_the_project_is_never_read(
     assert secret not in str(refused.value)
 
 
+@pytest.mark.parametrize("depth", [2_000, 50_000])
+@pytest.mark.parametrize("shape", ["[", "{a = "])
+def test_toml_nested_too_deep_for_python_is_one_line(tmp_path: Path, depth: int, shape: str) -> None:
+    """A pull request's netlify.toml reaches the preview's tooling: it must not crash it."""
+    from ops.edge.server import load_site
+    from ops.errors import ConfigError
+    from ops.netlify.publish import site_files
+
+    close = "]" if shape == "[" else "}"
+    root = make_site(tmp_path, TOML_OK + "x = " + shape * depth + "1" + close * depth + "\n")
+    assert messages(root) == [
+        "netlify.toml:1: nests arrays or tables too deeply to be read; netlify.toml never needs more than a few levels"
+    ]
+    with pytest.raises(ConfigError, match=r"^netlify\.toml:1: nests"):
+        load_site(root)
+    with pytest.raises(ConfigError, match=r"^netlify\.toml:1: nests"):
+        site_files(root, "https://api.example.com")
+
+
 # Netlify's own parsers: one regression test per class of defect.
 TOML_OK = '[build]\n  publish = "public"\n'
 

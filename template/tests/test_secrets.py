@@ -69,6 +69,28 @@ def test_the_catalogue_withholds_every_deploy_secret_and_the_registry_login() ->
     assert settings_mod.withheld_names() == {s.name for s in settings_mod.SETTINGS if s.secret or s.credential}
 
 
+@pytest.mark.parametrize(
+    ("app_env", "named"),
+    [
+        ("DATABASE_URL,SENTRY_DSN", "SENTRY_DSN, set nowhere"),  # a CI secret not mapped into the step
+        ("DATABSE_URL", "DATABSE_URL, set nowhere"),  # a typo
+        ("DATABASE_URL SENTRY_DSN", "'DATABASE_URL SENTRY_DSN', not variable names"),
+        ("DATABASE_URL;SENTRY_DSN", "'DATABASE_URL;SENTRY_DSN', not variable names"),
+    ],
+)
+def test_a_name_app_env_lists_that_nothing_sets_stops_the_deploy(tmp_path: Path, app_env: str, named: str) -> None:
+    """The app would start without it, and nothing would say so."""
+    here = git_project(tmp_path)
+    environ = {**DEPLOYABLE, **deploy_secrets(2), "APP_ENV": app_env, "DATABASE_URL": "postgres://db/app"}
+    settings = load(tmp_path, environ=environ, defaults={})
+    with pytest.raises(deploy.PreflightFailed) as caught:
+        deploy.preflight(here, settings, deploy.Options(netlify=False))
+    [line] = [line for line in str(caught.value).splitlines() if "APP_ENV" in line]
+    assert f"APP_ENV (environment) lists {named}" in line, line
+    fine = load(tmp_path, environ={**environ, "APP_ENV": "DATABASE_URL"}, defaults={})
+    assert deploy.preflight(here, fine, deploy.Options(netlify=False))
+
+
 def test_the_issues_example_stops_the_deploy_in_its_preflight(tmp_path: Path) -> None:
     """APP_ENV=METRICS_TOKEN,NETLIFY_AUTH_TOKEN,REGISTRY_PASSWORD passed all three in clear to the
     release, the swarm service and the smoke container: now the deploy stops before it connects."""
@@ -229,6 +251,16 @@ def test_the_child_environment_is_this_one_without_the_deploys_secrets(tmp_path:
     child = child_environment({**kept, **secrets, **copies})
     assert child == kept
     assert no_leaks(json.dumps(child), secrets) == {}
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_copy_of_an_exported_secret_is_dropped_when_no_settings_were_loaded(seed: int) -> None:
+    """`inv smoke --url` and `inv relock` start a child without loading the settings first."""
+    secrets = deploy_secrets(seed)
+    kept = {"PATH": "/usr/bin:/bin", "HOME": "/root"}
+    copies = {"MY_COPY": f"xx-{secrets['NETLIFY_AUTH_TOKEN']}", "REG": secrets["REGISTRY_PASSWORD"]}
+    child = child_environment({**kept, **secrets, **copies})
+    assert child == kept
 
 
 @pytest.fixture
@@ -743,3 +775,55 @@ def test_inv_preview_against_an_api_that_echoes_the_token_prints_no_secret(seed:
     assert result.returncode == 1, printed
     assert "Netlify refused the token" in printed and "NETLIFY_AUTH_TOKEN" in printed, printed
     assert no_leaks(printed, secrets) == {}, printed
+
+
+# -- what a message shows: no control sequence for the terminal -----------------------------------
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_an_error_shows_control_characters_as_escapes_and_keeps_the_rest(seed: int) -> None:
+    """An API, an engine or a log can put an escape sequence, a carriage return or a bidi override
+    into a message; the terminal must show it, not act on it."""
+    rng = random.Random(seed)
+    acting = [chr(c) for c in [*range(0x00, 0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0)]]
+    acting += ["\u200e", "\u200f", *map(chr, range(0x202A, 0x202F)), *map(chr, range(0x2066, 0x206A))]
+    plain = "abc xyz:/%\"'[]{}é日\t\n"
+    text = "".join(rng.choice(acting) if rng.random() < 0.3 else rng.choice(plain) for _ in range(200))
+    error = OpsError(text, detail=text)
+    for shown_text in (str(error), error.detail):
+        assert not any(c in shown_text for c in acting), repr(shown_text)
+
+    def escaped(c: str) -> str:
+        if c not in acting:
+            return c
+        return "\\r" if c == "\r" else f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
+
+    assert str(error) == "".join(map(escaped, text))  # the rest kept as it was, in order
+
+
+def test_a_netlify_error_body_with_escape_codes_reaches_the_terminal_inert() -> None:
+    body = '{"message": "denied \\u001b[31mred\\u001b[0m \\u001b]8;;http://evil\\u0007link\\u001b]8;;\\u0007"}'
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.send_response(401)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        do_GET = do_POST
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = api.NetlifyClient("tok-" + "x" * 20, api_url=f"http://127.0.0.1:{server.server_port}/api/v1")
+        with pytest.raises(OpsError) as caught:
+            client.create_deploy("site-1", {}, draft=True)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "\x1b" not in str(caught.value) and "\x07" not in str(caught.value), repr(str(caught.value))
+    assert "\\x1b[31mred" in str(caught.value), str(caught.value)

@@ -406,6 +406,9 @@ def load(root: Path, api_rule: str = "") -> NetlifyConfig:
             line = re.search(r"line (\d+)", str(exc))
             number = int(line.group(1)) if line else toml_text.rstrip().count("\n") + 1
             problems.append(Problem(Origin("netlify.toml", number), f"not valid TOML: {exc}"))
+        except RecursionError:  # arrays or inline tables nested thousands deep: Python's parser gives up
+            message = "nests arrays or tables too deeply to be read; netlify.toml never needs more than a few levels"
+            problems.append(Problem(Origin("netlify.toml", 1), message))
         lines = toml_key_lines(toml_text)
     shape = _Shape(data, lines, problems)
     publish_name = shape.publish()

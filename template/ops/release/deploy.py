@@ -108,6 +108,7 @@ def preflight(project: proj.Project, settings: Settings, options: Options) -> st
     problems += settings.deploy_problems(needed)  # the netlify.toml placeholder host, a tagged IMAGE
     if options.backend:
         problems += settings.app_env_problems()  # a deploy secret in APP_ENV: refused before the build
+        problems += settings.app_env_unset()  # a name APP_ENV lists that nothing sets
     if options.backend and settings["BACKEND_URL"]:
         try:
             caddy.site_address(settings["BACKEND_URL"])
