@@ -228,7 +228,7 @@ def test_without_docker_falls_back_to_a_local_gunicorn(tmp_path: Path, signum: i
 def test_edge_alone_in_front_of_any_backend(tmp_path: Path) -> None:
     project = render(tmp_path / "edge-only")
     backend_port = free_port()
-    env = {**os.environ, "PORT": str(backend_port), "WEB_CONCURRENCY": "1"}
+    env = {**os.environ, "PORT": str(backend_port), "METRICS_PORT": "0", "WEB_CONCURRENCY": "1"}  # no fixed 9101
     server = subprocess.Popen(
         [sys.executable, "serve.py"], cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )

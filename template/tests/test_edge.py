@@ -115,7 +115,12 @@ def free_port() -> int:
 def backend() -> Iterator[str]:
     """This project's app under real gunicorn, as a local process."""
     port = free_port()
-    env = {**os.environ, "PORT": str(port), "WEB_CONCURRENCY": "1", "APP_LOG_FLUSH_MS": "0", "APP_VERSION": "edge-test"}
+    # METRICS_PORT 0: no second listener on the image's fixed 9101, which any other gunicorn
+    # on this machine (another test's, a parallel run's) may hold; that made this one exit 1.
+    env = {
+        **os.environ, "PORT": str(port), "METRICS_PORT": "0", "WEB_CONCURRENCY": "1", "APP_LOG_FLUSH_MS": "0",
+        "APP_VERSION": "edge-test",
+    }  # fmt: skip
     proc = subprocess.Popen(
         [sys.executable, "serve.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
