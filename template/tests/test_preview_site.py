@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import stat
 import subprocess
@@ -144,6 +145,20 @@ def test_the_snapshot_is_the_commits_netlify_toml_and_public_as_git_holds_them(r
     assert snapshot.write(repo, "feature", tmp_path / "again").commit == head
     with pytest.raises(snapshot.SnapshotError, match="not an empty folder"):
         snapshot.write(repo, head, tmp_path / "site")
+
+
+def test_a_netlify_toml_that_is_a_folder_is_refused_not_taken_for_no_config(repo: Path, tmp_path: Path) -> None:
+    """Taken for "no netlify.toml", the preview would ship without the project's headers."""
+    git(repo, "switch", "-q", "-c", "folder")
+    (repo / "netlify.toml").unlink()
+    (repo / "netlify.toml").mkdir()
+    (repo / "netlify.toml" / "x.toml").write_text("[build]\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "folder")
+    refused = re.escape("'netlify.toml' (a folder, not the site's configuration")
+    with pytest.raises(snapshot.SnapshotError, match=refused):
+        snapshot.write(repo, "folder", tmp_path / "site")
+    assert not any((tmp_path / "site").iterdir())
 
 
 def test_the_publish_folder_is_the_one_the_commits_netlify_toml_names(repo: Path, tmp_path: Path) -> None:

@@ -160,6 +160,9 @@ def write(repo: Path, revision: str, dest: Path) -> Snapshot:
     dest.mkdir(parents=True, exist_ok=True)
     config_entry = next((entry for entry in tree if entry.path == CONFIG_FILE), None)
     refused = []
+    if config_entry is None and any(entry.path.startswith(CONFIG_FILE + "/") for entry in tree):
+        # Read as "no netlify.toml", the preview would ship without the project's headers.
+        refused.append(f"{CONFIG_FILE!r} (a folder, not the site's configuration file)")
     if config_entry is not None:
         reason = _refusal(config_entry, "")
         if reason:
