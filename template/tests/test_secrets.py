@@ -371,9 +371,10 @@ def _environ_of(pid: int) -> str | None:
 def test_inv_devs_local_gunicorn_gets_no_secret(secret_environment: dict[str, str]) -> None:
     """`inv dev --no-docker`'s gunicorn (master and worker), as the kernel started them."""
     lines: list[str] = []
+    before = set(_children(os.getpid()))  # a session's processes (the local registry) are not gunicorn's
     with dev.process_backend(proj.load(), free_port(), lines.append, {"APP_LOG_LEVEL": "info"}) as backend:
         assert httpx.get(backend.url + "/readyz").status_code == 200
-        found = {pid: _environ_of(pid) for pid in _children(os.getpid())}
+        found = {pid: _environ_of(pid) for pid in _children(os.getpid()) if pid not in before}
     environments = {pid: text for pid, text in found.items() if text is not None}
     assert len(environments) >= 2, environments.keys()  # gunicorn's master and its worker
     for pid, text in environments.items():
