@@ -5,7 +5,6 @@ the system's ``ssh`` (:mod:`ops.docker.ssh`), negotiating the API version so tha
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import socket
 import stat
@@ -18,6 +17,7 @@ import docker.errors
 
 from ops.docker import ssh
 from ops.errors import EngineUnavailable
+from ops.settings import is_loopback
 
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 START_HINT = (
@@ -43,15 +43,7 @@ def is_local(address: str | None = None) -> bool:
     address. Anything else (another host) is not: its containers are probed through the engine.
     """
     parts = urllib.parse.urlsplit(engine_address(address))
-    if parts.scheme in {"unix", "npipe"}:
-        return True
-    host = (parts.hostname or "").lower()
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return parts.scheme in {"unix", "npipe"} or is_loopback(parts.hostname or "")
 
 
 def client_is_local(client: docker.DockerClient) -> bool:
