@@ -70,6 +70,11 @@ def _settings(env: str) -> settings.Settings:
     return loaded
 
 
+def _quiet_settings(env: str) -> settings.Settings:
+    """:func:`_settings` without printing its warnings again."""
+    return settings.load(proj.ROOT, env, defaults=settings.project_defaults(proj.ROOT))
+
+
 @contextmanager
 def _failing_cleanly() -> Iterator[None]:
     """Expected failures end in one clear message (plus their log tail), not a traceback; an
@@ -96,7 +101,8 @@ def _failing_cleanly() -> Iterator[None]:
 @task(
     help={
         "tag": "image tag besides `latest` (default: the project version)",
-        "base_image": "base image for both stages (default: BASE_IMAGE, else the Dockerfile's)",
+        "base_image": "base image for both stages, recorded as BASE_IMAGE in .env for the other tasks "
+        "(default: BASE_IMAGE, else the Dockerfile's)",
         "no_cache": "rebuild every layer (pip runs again, so the image id changes)",
         "env": ENV_HELP,
     }
@@ -109,17 +115,32 @@ def build(c: Context, tag: str = "", base_image: str = "", no_cache: bool = Fals
     project = proj.load()
     with _failing_cleanly(), _stopping_on_signals(), _interrupted("Build interrupted; nothing was tagged"):
         config = _settings(env)
+        if base_image:
+            config = config.override("BASE_IMAGE", base_image, "--base-image")
         client = engine.connect(config["DOCKER_HOST"])
         result = images.build_project(
             client,
             project,
             tag=tag,
-            base_image=base_image or config["BASE_IMAGE"],
+            base_image=config["BASE_IMAGE"],
             no_cache=no_cache,
             on_line=_print_line,
             say=_say,
         )
     _report_build(result)
+    if base_image and base_image != _quiet_settings(env)["BASE_IMAGE"]:
+        with _failing_cleanly():
+            written = settings.record(proj.ROOT, "BASE_IMAGE", base_image)
+            after = _quiet_settings(env)
+        console.print(
+            f"Recorded BASE_IMAGE={base_image} in {written.name}: `inv run`, `inv dev`, `inv smoke` and "
+            "`inv deploy` build from it too (delete the line to go back to the Dockerfile's)"
+        )
+        if after["BASE_IMAGE"] != base_image:
+            _warn(
+                f"BASE_IMAGE={after['BASE_IMAGE']} ({after.sources['BASE_IMAGE']}) wins over .env: change it "
+                "there too, or the other tasks keep using it"
+            )
 
 
 def _report_build(result: images.BuildResult) -> None:
@@ -188,8 +209,9 @@ def run(c: Context, port: str = "0", tag: str = "latest", no_build: bool = False
         for note in environment.notes:
             _warn(note) if note.startswith("PORT=") else console.print(escape(note))
         image = run_ops.current_image(
-            client, project, tag, build=not no_build, on_line=_print_line, say=_say, on_built=_report_build
-        )
+            client, project, tag, build=not no_build, base_image=config["BASE_IMAGE"], on_line=_print_line, say=_say,
+            on_built=_report_build,
+        )  # fmt: skip
         run_ops.serve(
             client,
             project,
@@ -466,7 +488,11 @@ def deploy(
     if report.canary is not None and not report.canary.promoted:
         console.print(f"[yellow]Canary[/] {report.revision[:12]} takes part of the API's requests: `inv canary status`")
         return
+    if report.netlify_skipped:
+        console.print(escape(report.netlify_skipped))
     console.print(f"[green]Deployed[/] {report.revision[:12]}")
+    for line in deploy_ops.where_to_look(report, config):
+        out.print(line, markup=False)
 
 
 @task(
@@ -598,7 +624,11 @@ def status(c: Context, env: str = "") -> None:
         out.print(f"  traffic {deploy_ops.traffic(project, config)}", markup=False)
     for note in state.notes:
         out.print(f"  [yellow]note[/] {escape(note)}")
-    out.print(f"Netlify: live deploy {state.netlify_live or '(unknown: NETLIFY_AUTH_TOKEN/NETLIFY_SITE_ID not set)'}")
+    if config["NETLIFY_DEPLOY"] == "off":
+        out.print("Netlify: not part of this target (NETLIFY_DEPLOY=off)")
+    else:
+        unknown = "(unknown: NETLIFY_AUTH_TOKEN/NETLIFY_SITE_ID not set)"
+        out.print(f"Netlify: live deploy {state.netlify_live or unknown}")
     if state.maintenance:
         out.print("[yellow]Maintenance is on[/] (`inv maintenance off` ends it)")
     holder = state.lock_holder
@@ -633,32 +663,56 @@ def maintenance(c: Context, state: str, env: str = "") -> None:
     console.print(f"Maintenance is {state}.")
 
 
-@task(help={"yes": "really remove (without it, nothing is removed and the task says what would be)", "env": ENV_HELP})
-def remove(c: Context, yes: bool = False, env: str = "") -> None:
+@task(
+    help={
+        "yes": "really remove (without it, nothing is removed and the task lists what would be)",
+        "proxy": "also remove the host's shared proxy (container, network, volumes with its certificates) "
+        "when no other project uses it",
+        "env": ENV_HELP,
+    }
+)
+def remove(c: Context, yes: bool = False, proxy: bool = False, env: str = "") -> None:
     """Take the project off its Docker host: release containers, proxy site, records, network.
 
-    Other projects on the host keep serving (Caddy is not reloaded). Netlify, the registry's
-    images and the shared proxy stay.
+    Other projects on the host keep serving (Caddy is not reloaded). Netlify and the registry's
+    images stay; the shared proxy stays unless --proxy is given and no other project uses it.
     """
     project = proj.load()
     with _failing_cleanly(), _stopping_on_signals(), _interrupted("Remove interrupted; run `inv remove --yes` again"):
         config = _settings(env)
-        done = deploy_ops.remove(project, config, say=_say, dry_run=not yes)
+        done = deploy_ops.remove(project, config, say=_say, dry_run=not yes, with_proxy=proxy)
+    parts = [f"release container {name}" for name in done.containers]
+    parts += ["its proxy site"] if done.site else []
+    parts += [f"{done.records} release record(s)"] if done.records else []
+    parts += [f"network {done.network}"] if done.network else []
     if not yes:
         where = engine.engine_address(config["DOCKER_HOST"])
-        raise Exit(
-            f"error: this removes {project.slug} from {where}: {len(done.containers)} release container(s), "
-            f"{'its proxy site, ' if done.site else ''}{done.records} release record(s), its network; "
-            "run `inv remove --yes` to do it",
-            code=2,
-        )
-    if not done.containers and not done.site:
+        if not parts and done.proxy is None:
+            out.print(f"Nothing of {project.slug} is on {where}: nothing to remove.", markup=False)
+            return
+        out.print(f"Would remove from {where}:", markup=False)
+        for part in parts or [f"nothing of {project.slug}"]:
+            out.print(f"  {part}", markup=False)
+        if done.proxy is not None and done.proxy.users:
+            out.print(f"  (not the shared proxy {done.proxy.name}: it serves {', '.join(done.proxy.users)} too)")
+        elif done.proxy is not None:
+            out.print(f"  {done.proxy.describe()} (no other project uses it)", markup=False)
+        flags = " --proxy" if proxy else ""
+        flags += f" --env {env}" if env else ""
+        out.print(f"Run `inv remove --yes{flags}` to do it.", markup=False)
+        return
+    if not parts and done.proxy is None:
         console.print(f"Nothing of {project.slug} was on this Docker host.")
         return
-    console.print(
-        f"[green]Removed[/] {project.slug}: {len(done.containers)} container(s), "
-        f"{'its proxy site, ' if done.site else ''}{done.records} release record(s)"
-    )
+    console.print(f"[green]Removed[/] {escape(', '.join(parts) or f'nothing of {project.slug}')}")
+    if done.proxy is not None and done.proxy.users:
+        raise Exit(
+            f"error: the shared proxy {done.proxy.name} stays: it serves {', '.join(done.proxy.users)} too "
+            "(`inv remove --yes` in those projects first)",
+            code=1,
+        )
+    if done.proxy is not None:
+        console.print(f"[green]Removed[/] {escape(done.proxy.describe())}")
 
 
 @task(help={"replicas": "the number of tasks, 1-100", "env": ENV_HELP})

@@ -257,9 +257,10 @@ def published_deploy(project: Project) -> str:
 
 
 def test_two_projects_share_a_host_and_never_drop_each_others_requests(
-    host: dict[str, Project], tmp_path: Path
+    host: dict[str, Project], engine: Any, tmp_path: Path
 ) -> None:
     orders, billing = host["orders"], host["billing"]
+    proxy_name = orders.env["PROXY_NAME"]
 
     # orders' first deploy creates the shared proxy; then it serves under load.
     first = orders.inv("deploy")
@@ -356,11 +357,19 @@ def test_two_projects_share_a_host_and_never_drop_each_others_requests(
 
     # orders leaves the host; billing keeps serving without a dropped request.
     orders.load.stop()
-    refused_remove = orders.inv("remove", check=False)
-    assert refused_remove.returncode == 2 and "--yes" in refused_remove.stderr
+    dry_run = orders.inv("remove", "--proxy")  # without --yes: a listing, exit 0
+    listed = [line.strip() for line in dry_run.stdout.splitlines() if line.startswith("  ")]
+    assert "Run `inv remove --yes --proxy` to do it." in dry_run.stdout, dry_run.stdout
+    assert any(line.startswith("release container ") for line in listed), listed
+    assert f"(not the shared proxy {proxy_name}: it serves billing too)" in listed, listed
     assert live_revision(orders.url) == v1  # nothing was removed without --yes
     before, _ = billing.load.snapshot()
-    orders.inv("remove", "--yes")
+    refused = orders.inv("remove", "--yes", "--proxy", check=False)  # the project goes, the proxy stays
+    assert refused.returncode == 1, refused.stderr
+    assert f"error: the shared proxy {proxy_name} stays: it serves billing too" in refused.stderr, refused.stderr
+    removed = next(line for line in refused.stderr.splitlines() if line.startswith("Removed "))
+    assert removed == "Removed " + ", ".join(line for line in listed if not line.startswith("(")), (removed, listed)
+    assert engine.containers.get(proxy_name).status == "running"
     during, _ = billing.load.snapshot()
     assert during["200"] > before["200"], during  # billing answered while orders was being removed
     billing.load.wait_answered(50)  # ... and goes on answering after it left
@@ -369,3 +378,9 @@ def test_two_projects_share_a_host_and_never_drop_each_others_requests(
     assert billing.load.failures() == {}, outcomes
     assert "nothing deployed" in orders.inv("status").stdout
     assert live_revision(billing.url) == head(billing.path)
+
+    # The last project takes the shared proxy with it: container, network and volumes.
+    billing.inv("remove", "--yes", "--proxy")
+    assert not engine.containers.list(all=True, filters={"name": proxy_name})
+    assert not engine.networks.list(names=[f"0-{proxy_name}"])
+    assert not [v for v in engine.volumes.list() if v.name.startswith(f"{proxy_name}-")]

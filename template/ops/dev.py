@@ -203,7 +203,10 @@ def app_backend(
         with process_backend(project, containers.free_port(), on_line, environment.variables) as backend:
             yield backend
         return
-    image = current_image(client, project, "latest", build=build, on_line=on_build_line, say=say, on_built=on_built)
+    image = current_image(
+        client, project, "latest", build=build, base_image=settings["BASE_IMAGE"], on_line=on_build_line, say=say,
+        on_built=on_built,
+    )  # fmt: skip
     with container_backend(project, client, image, on_line, environment.variables) as backend:
         yield backend
 

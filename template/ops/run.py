@@ -62,7 +62,7 @@ def current_image(
     """
     image = f"{project.local_image}:{tag}"
     if build and tag in {"latest", project.version}:
-        result = images.build_if_stale(client, project, image, on_line=on_line, say=say)
+        result = images.build_if_stale(client, project, image, base_image=base_image, on_line=on_line, say=say)
         if result is not None and on_built is not None:
             on_built(result)
     return image

@@ -94,6 +94,14 @@ SETTINGS: tuple[Setting, ...] = (
         high=100,
     ),
     Setting("IMAGE", "", "registry path the image is pushed to, no tag (default: your Copier answer)", kind="image"),
+    Setting(
+        "REGISTRY_PUSH",
+        "on",
+        "off: `inv deploy` runs the image on the engine that built it, without pushing it to IMAGE "
+        "(a deploy to this machine; DEPLOY_TARGET=host only)",
+        kind="choice",
+        choices=("on", "off"),
+    ),
     Setting("BASE_IMAGE", "", "base image for builds (default: the Dockerfile's)", kind="image"),
     Setting("REGISTRY_USERNAME", "", "registry login, when the registry needs one", credential=True),
     Setting("REGISTRY_PASSWORD", "", "registry password or token", secret=True),
@@ -112,6 +120,14 @@ SETTINGS: tuple[Setting, ...] = (
         kind="int",
         low=1,
         high=3600,
+    ),
+    Setting(
+        "NETLIFY_DEPLOY",
+        "on",
+        "off: `inv deploy` ships the backend only, as with --backend-only (a deploy to this machine: "
+        "`inv edge` serves public/ in front of it)",
+        kind="choice",
+        choices=("on", "off"),
     ),
     Setting("NETLIFY_AUTH_TOKEN", "", "Netlify personal access token", secret=True, kind="token"),
     Setting("NETLIFY_SITE_ID", "", "the Netlify site's API id"),
@@ -657,6 +673,21 @@ def load(
             if close:
                 warnings.append(f"{file_name}:{line}: {name} is not a setting; did you mean {close[0]}?")
     return Settings(values=values, sources=sources, env_name=env_name, warnings=tuple(warnings))
+
+
+def record(root: Path, name: str, value: str) -> Path:
+    """Write ``NAME=value`` into ``root``'s `.env` (made if missing; the line replaced if there is
+    one, every other line kept as it was), for a task's option that should stick
+    (``inv build --base-image``). Checked like any setting first; secrets are never written."""
+    setting = BY_NAME[name]
+    if setting.withheld:
+        raise SettingsError(f"{name} is a secret or credential: set it yourself, the tasks never write one")
+    _check(setting, value, "the option")
+    from dotenv import set_key
+
+    path = root / ".env"
+    set_key(path, name, value, quote_mode="never")
+    return path
 
 
 def child_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:

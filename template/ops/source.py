@@ -32,8 +32,10 @@ def source_digest(root: Path) -> str:
     return f"sha256:{total.hexdigest()}"
 
 
-def stale_reason(image: str, labels: Mapping[str, str] | None, digest: str) -> str:
-    """Why ``image`` (with ``labels``, None when it does not exist) needs a build, or ``""``."""
+def stale_reason(image: str, labels: Mapping[str, str] | None, digest: str, base_image: str = "") -> str:
+    """Why ``image`` (with ``labels``, None when it does not exist) needs a build, or ``""``:
+    missing, built from other source than ``digest``, or from another base than ``base_image``
+    (the BASE_IMAGE setting; empty: the Dockerfile's)."""
     if labels is None:
         return f"{image} does not exist yet"
     built_from = labels.get(SOURCE_LABEL)
@@ -41,4 +43,9 @@ def stale_reason(image: str, labels: Mapping[str, str] | None, digest: str) -> s
         return f"{image} was built without a source digest, so it may be older than the source"
     if built_from != digest:
         return f"the source changed since {image} was built"
+    built_on = labels.get(BASE_IMAGE_LABEL, "")
+    if built_on != base_image:
+        was = built_on or "the Dockerfile's base image"
+        now = f"BASE_IMAGE is {base_image}" if base_image else "BASE_IMAGE is not set (the Dockerfile's)"
+        return f"{image} was built from {was}, and {now}"
     return ""

@@ -316,6 +316,23 @@ def project_tags(project: proj.Project, tag: str = "") -> list[str]:
     return [f"{project.local_image}:{tag or project.version}", f"{project.local_image}:latest"]
 
 
+# The Python version an official-style image names in its tag: python:3.12-slim, mirror/python:3.11.
+_PYTHON_TAG = re.compile(r"python:(3[.][0-9]+)")
+
+
+def python_mismatch(base_image: str, python: str = proj.PYTHON_VERSION) -> str:
+    """One line when ``base_image`` names another Python than the project's (Copier's check of
+    the base_image answer, applied to BASE_IMAGE and --base-image), else ``""``."""
+    found = _PYTHON_TAG.search(base_image)
+    if not found or found.group(1) == python:
+        return ""
+    return (
+        f"the base image {base_image} is Python {found.group(1)}, but this project is Python {python} (its "
+        f"requirements.lock and tooling were made for it): use a Python {python} image, or re-render the "
+        f"project with `copier update --data python_version={found.group(1)}`"
+    )
+
+
 def build_project(
     client: docker.DockerClient,
     project: proj.Project,
@@ -329,6 +346,9 @@ def build_project(
 ) -> BuildResult:
     """Build the project's image as ``inv build`` does: tags, build arguments, and the labels that
     tell later tasks which source and base image it was built from."""
+    problem = python_mismatch(base_image)
+    if problem:
+        raise BuildFailed(problem)
     tags = project_tags(project, tag)
     args = proj.build_args(project, base_image, revision=revision)
     if say:
@@ -343,22 +363,20 @@ def build_if_stale(
     project: proj.Project,
     image: str,
     *,
+    base_image: str = "",
     on_line: LineSink | None = None,
     say: LineSink | None = None,
 ) -> BuildResult | None:
-    """Build ``image`` when it is missing or was built from other source than the working tree's.
-
-    As it was built last time: a base image given to `inv build --base-image` is kept. Returns
-    the build, or None when the image was current.
-    """
+    """Build ``image`` when it is missing, was built from other source than the working tree's,
+    or from another base image than ``base_image`` (the BASE_IMAGE setting; empty: the
+    Dockerfile's). Returns the build, or None when the image was current."""
     labels = image_labels(client, image)
-    reason = source.stale_reason(image, labels, source.source_digest(project.root))
+    reason = source.stale_reason(image, labels, source.source_digest(project.root), base_image)
     if not reason:
         return None
     if say:
         say(f"{reason}: building it first (--no-build skips this)")
-    base = (labels or {}).get(source.BASE_IMAGE_LABEL, "")
-    return build_project(client, project, base_image=base, on_line=on_line, say=say)
+    return build_project(client, project, base_image=base_image, on_line=on_line, say=say)
 
 
 class PushFailed(OpsError):

@@ -29,6 +29,7 @@ from ops.errors import Interrupted, OpsError, SmokeFailed
 from ops.logs import LineSink, Progress
 from ops.netlify import api, publish, snapshot, split
 from ops.release import caddy, canary, canary_rollout, lock, proxy, records, rollout, swarm, swarm_canary
+from ops.release import preflight as host_checks
 from ops.release import traffic as traffic_mod
 from ops.settings import Settings
 
@@ -57,6 +58,7 @@ class Report:
     image: str = ""
     netlify: publish.Published | None = None
     phases: dict[str, float] = field(default_factory=dict)
+    netlify_skipped: str = ""  # the line saying why Netlify was not deployed (NETLIFY_DEPLOY=off), and how to see it
     # with --canary: its steps and whether it was promoted (on a swarm, Swarm's tasks are the steps)
     canary: canary_rollout.Outcome | swarm_canary.Outcome | None = None
     started: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
@@ -67,12 +69,7 @@ def target(project: proj.Project, settings: Settings) -> rollout.Target:
         slug=project.slug,
         backend_url=settings["BACKEND_URL"].rstrip("/"),
         container_port=project.container_port,
-        proxy=proxy.ProxySettings(
-            settings["PROXY_IMAGE"],
-            settings.number("PROXY_HTTP_PORT"),
-            settings.number("PROXY_HTTPS_PORT"),
-            name=settings["PROXY_NAME"],
-        ),
+        proxy=target_proxy(settings),
         health_timeout=settings.number("HEALTH_TIMEOUT"),
         keep_releases=settings.number("KEEP_RELEASES"),
         sticky=settings["CANARY_STICKY"] == "cookie",
@@ -97,10 +94,53 @@ def live_of(client: docker.DockerClient, settings: Settings, slug: str) -> Live 
     return rollout.live_release(client, slug)
 
 
+def effective_options(settings: Settings, options: Options) -> Options:
+    """``options`` as the settings narrow them: NETLIFY_DEPLOY=off ships the backend only."""
+    if settings["NETLIFY_DEPLOY"] == "off" and options.netlify:
+        if not options.backend:
+            source = settings.sources.get("NETLIFY_DEPLOY", "default")
+            raise PreflightFailed(
+                f"cannot deploy yet:\n  - --netlify-only, but NETLIFY_DEPLOY=off ({source}): this target ships "
+                "no front end; deploy it with another --env, or set NETLIFY_DEPLOY=on"
+            )
+        return dataclasses.replace(options, netlify=False)
+    return options
+
+
+def netlify_skipped(settings: Settings, options: Options) -> str:
+    """The line saying the front end was not deployed because of NETLIFY_DEPLOY, and how to see it."""
+    if settings["NETLIFY_DEPLOY"] != "off" or not options.backend:
+        return ""
+    flag = f" --env {settings.env_name}" if settings.env_name else ""
+    return (
+        f"Netlify: not deployed (NETLIFY_DEPLOY=off, {settings.sources.get('NETLIFY_DEPLOY', 'default')}). "
+        f"To see the site in front of this release: `inv edge{flag}` (public/ with netlify.toml's rules, "
+        f"/api/* to {settings['BACKEND_URL']})"
+    )
+
+
+def pushes(settings: Settings) -> bool:
+    return settings["REGISTRY_PUSH"] != "off"
+
+
+def committed_secrets(project: proj.Project, settings: Settings) -> list[str]:
+    """One line per secret set in a settings file that git tracks (`.env.local` is committed, and
+    other tools' habit is to keep secrets in a file of that name): it is in the repository's history."""
+    where = {name: settings.sources.get(name, "").partition(":")[0] for name in settings.secrets()}
+    tracked = set(proj.tracked_files(project.root, sorted({f for f in where.values() if f.startswith(".env")})))
+    return [
+        f"{name} is set in {settings.sources[name]}, a file git tracks: a secret in it is in the repository's "
+        "history. Take it out, set it in .env (git-ignored) or the environment, and revoke it if that commit "
+        "was pushed"
+        for name, file in sorted(where.items())
+        if file in tracked
+    ]
+
+
 def preflight(project: proj.Project, settings: Settings, options: Options) -> str:
     """Check what the deploy needs, before anything changes; return the revision to deploy."""
     needed = ["BACKEND_URL"]
-    if options.backend:
+    if options.backend and pushes(settings):
         needed += ["IMAGE"]
     if options.netlify:
         needed += ["NETLIFY_AUTH_TOKEN", "NETLIFY_SITE_ID"]
@@ -114,6 +154,16 @@ def preflight(project: proj.Project, settings: Settings, options: Options) -> st
             caddy.site_address(settings["BACKEND_URL"])
         except OpsError as exc:
             problems.append(str(exc))
+        else:
+            problems += host_checks.backend_url(settings["BACKEND_URL"])
+    if options.backend and not pushes(settings) and on_swarm(settings):
+        problems.append(
+            f"REGISTRY_PUSH=off ({settings.sources.get('REGISTRY_PUSH', 'default')}) goes with DEPLOY_TARGET=host: "
+            "a swarm's nodes pull the image from IMAGE's registry; set REGISTRY_PUSH=on and IMAGE"
+        )
+    if options.backend and (problem := images.python_mismatch(settings["BASE_IMAGE"])):
+        problems.append(f"{problem} (BASE_IMAGE, {settings.sources.get('BASE_IMAGE', 'default')})")
+    problems += committed_secrets(project, settings)
     revision = proj.git_revision(project.root)
     if revision == "unknown":
         problems.append("this is not a git repository with a commit: `git init && git add -A && git commit`")
@@ -130,6 +180,38 @@ def preflight(project: proj.Project, settings: Settings, options: Options) -> st
     if problems:
         raise PreflightFailed("cannot deploy yet:\n  - " + "\n  - ".join(problems))
     return revision
+
+
+def host_problems(client: docker.DockerClient, project: proj.Project, settings: Settings, say: LineSink) -> list[str]:
+    """What the backend's deploy needs from the Docker host, each problem with its fix: the engine
+    in the mode DEPLOY_TARGET needs, the shared proxy matching this project's settings (or, for
+    a first deploy, its image and its ports), and the registry when the image is pushed."""
+    problems: list[str] = []
+    wanted = target(project, settings).proxy
+    try:
+        if on_swarm(settings):
+            swarm.manager_node(client)
+            service = swarm.proxy_service(client, settings["PROXY_NAME"])
+            if service is None:
+                swarm.refuse_single_host_proxy(client, wanted)
+                problems += host_checks.proxy_image(client, wanted.image, say)
+            else:
+                swarm.check_proxy_matches(service, wanted)
+        else:
+            swarm.refuse_swarm_proxy(client, wanted)
+            shared = proxy.get(client, wanted.name)
+            if shared is None:
+                problems += host_checks.proxy_image(client, wanted.image, say)
+                problems += host_checks.proxy_ports(client, wanted)
+            else:
+                proxy.check_matches(shared, wanted)
+    except OpsError as exc:
+        problems.append(str(exc))
+    if pushes(settings):
+        problems += host_checks.registry(
+            client, settings["IMAGE"], settings["REGISTRY_USERNAME"], settings["REGISTRY_PASSWORD"]
+        )
+    return problems
 
 
 def check_site(shared: Container, slug: str, backend_url: str, *, new_host: bool = False) -> None:
@@ -167,22 +249,19 @@ def deploy(
 ) -> Report:
     """The whole pipeline. ``say`` gets a line per step, ``on_line`` the build and push output,
     ``on_progress`` the bytes pushed and the files uploaded to Netlify as they go."""
+    options = effective_options(settings, options)
     revision = preflight(project, settings, options)
-    report = Report(revision)
+    report = Report(revision, netlify_skipped=netlify_skipped(settings, options))
     phases = rollout.Timings(report.phases)
     with phases.phase("preflight"):
         client = (connect or (lambda address: engine.connect(address)))(settings["DOCKER_HOST"])
         node = ""
+        if options.backend:
+            problems = host_problems(client, project, settings, say)
+            if problems:
+                raise PreflightFailed("cannot deploy yet:\n  - " + "\n  - ".join(problems))
         if on_swarm(settings):
             node = swarm.manager_node(client)
-            if options.backend:
-                service = swarm.proxy_service(client, settings["PROXY_NAME"])
-                if service is None:
-                    swarm.refuse_single_host_proxy(client, target(project, settings).proxy)
-                else:
-                    swarm.check_proxy_matches(service, target(project, settings).proxy)
-        elif options.backend:
-            swarm.refuse_swarm_proxy(client, target(project, settings).proxy)
         if options.canary and options.backend and on_swarm(settings):  # before the build, not after it
             running = swarm.current(client, project.slug)
             if running is not None:
@@ -204,8 +283,6 @@ def deploy(
             )
         shared = gateway_of(client, settings)
         if options.backend and shared is not None:  # the host's proxy, as this project would use it
-            if not on_swarm(settings):
-                proxy.check_matches(shared, target(project, settings).proxy)
             check_site(shared, project.slug, settings["BACKEND_URL"], new_host=options.new_host)
     files = None
     if options.netlify:  # a bad site, a wrong token or an unknown site stops here, before anything changes
@@ -254,6 +331,17 @@ def deploy(
         with phases.phase("record"):
             _record(client, project, settings, revision, report)
     return report
+
+
+def where_to_look(report: Report, settings: Settings) -> list[str]:
+    """The URLs to open after a deploy: the API's, and the site Netlify published."""
+    lines = []
+    if report.release is not None:
+        lines.append(f"API: {settings['BACKEND_URL'].rstrip('/')}/api/version")
+    if report.netlify is not None:  # the site's own address (the deploy's ssl_url), else this deploy's
+        deployed = report.netlify.deploy
+        lines.append(f"Site: {deployed.raw.get('ssl_url') or deployed.raw.get('url') or deployed.url}")
+    return lines
 
 
 def _record(
@@ -305,20 +393,25 @@ def _backend(
         smoke.smoke_image(
             project, client, image, environment=environment, on_line=on_line, docker_host=settings["DOCKER_HOST"]
         )
-    with phases.phase("push"):
-        say(f"Pushing {settings['IMAGE']}:{tag}")
-        reference = images.push(
-            client,
-            image,
-            settings["IMAGE"],
-            tag,
-            username=settings["REGISTRY_USERNAME"],
-            password=settings["REGISTRY_PASSWORD"],
-            on_line=on_line,
-            on_progress=on_progress,
-        )
-    report.image = reference
-    say(f"Pushed {reference}")
+    if pushes(settings):
+        with phases.phase("push"):
+            say(f"Pushing {settings['IMAGE']}:{tag}")
+            reference = images.push(
+                client,
+                image,
+                settings["IMAGE"],
+                tag,
+                username=settings["REGISTRY_USERNAME"],
+                password=settings["REGISTRY_PASSWORD"],
+                on_line=on_line,
+                on_progress=on_progress,
+            )
+        report.image = reference
+        say(f"Pushed {reference}")
+    else:  # the release runs the image from the engine that built it; the record names it by its id
+        reference = built.image_id
+        report.image = f"{image}@{built.image_id}"
+        say(f"Not pushed (REGISTRY_PUSH={settings['REGISTRY_PUSH']}): the release runs {image} from this engine")
     if options.canary and on_swarm(settings):
         login(client, settings)
         found = swarm_canary.roll_out(
@@ -730,26 +823,78 @@ class Removed:
     containers: list[str]
     site: bool
     records: int
+    network: str = ""  # the project's network, when there was one
+    proxy: SharedProxy | None = None  # with ``proxy``: the shared proxy, and who else uses it
 
 
-def remove(project: proj.Project, settings: Settings, *, say: LineSink, dry_run: bool = False) -> Removed:
+@dataclass(frozen=True)
+class SharedProxy:
+    """The host's shared proxy as `inv remove --proxy` sees it: its parts, and the other projects it serves."""
+
+    name: str
+    parts: tuple[str, ...]  # the container, its network and volumes, as found
+    users: tuple[str, ...]  # other projects with a site on it: while there is one, it stays
+
+    def describe(self) -> str:
+        return f"the shared proxy {', '.join(self.parts)}"
+
+
+def shared_proxy(client: docker.DockerClient, settings: Settings, slug: str) -> SharedProxy | None:
+    """The shared proxy of this host (a single-host one) and what removing it would take, or None."""
+    wanted = target_proxy(settings)
+    found = proxy.get(client, wanted.name)
+    parts = [f"container {wanted.name}"] if found is not None else []
+    if [n for n in client.networks.list(names=[wanted.network]) if n.name == wanted.network]:
+        parts.append(f"network {wanted.network}")
+    existing = {volume.name for volume in client.volumes.list()}
+    parts += [f"volume {volume}" for volume in wanted.volumes if volume in existing]
+    if not parts:
+        return None
+    mine = caddy.site_file_name(slug)
+    users = sorted(name.removesuffix(".caddy") for name in proxy.read_sites(found) if name != mine) if found else []
+    return SharedProxy(wanted.name, tuple(parts), tuple(users))
+
+
+def target_proxy(settings: Settings) -> proxy.ProxySettings:
+    return proxy.ProxySettings(
+        settings["PROXY_IMAGE"],
+        settings.number("PROXY_HTTP_PORT"),
+        settings.number("PROXY_HTTPS_PORT"),
+        name=settings["PROXY_NAME"],
+    )
+
+
+def remove(
+    project: proj.Project, settings: Settings, *, say: LineSink, dry_run: bool = False, with_proxy: bool = False
+) -> Removed:
     """Take the project off the Docker host, under the deploy lock: its release containers
     (the live one drained first), its site file, its release records, its network. With
-    ``dry_run``, only say what that would remove.
+    ``dry_run``, only say what that would remove. With ``with_proxy``, the shared proxy too (its
+    container, network and volumes, certificates included) when no other project has a site on
+    it; while one does, it stays, and ``Removed.proxy.users`` names them.
 
     Caddy is not reloaded, so no other project's connection is touched: the removed site's block
     stays in Caddy's running configuration (answering 502) until the next reload. The Netlify
-    site, the images in the registry and the shared proxy stay.
+    site and the images in the registry stay.
     """
     client = _client(settings)
+    if with_proxy and on_swarm(settings):
+        raise OpsError(
+            "--proxy takes a single host's proxy container; on a swarm the proxy is the service "
+            f"{settings['PROXY_NAME']}: `docker service rm {settings['PROXY_NAME']}` on a manager, once no "
+            "project uses it"
+        )
     gateway = gateway_of(client, settings)
     site_path = f"{caddy.SITES_DIR}/{caddy.site_file_name(project.slug)}"
     service = swarm.current(client, project.slug) if on_swarm(settings) else None
+    net = proxy.network_name(project.slug)
+    network = net if [n for n in client.networks.list(names=[net]) if n.name == net] else ""
     if dry_run:
         has_site = gateway is not None and proxy.read_file(gateway, site_path) is not None
         names = [release.name for release in rollout.releases(client, project.slug)] if service is None else []
         names += [f"service {service.name} ({service.desired} tasks)"] if service else []
-        return Removed(names, has_site, len(records.load(gateway, project.slug)))
+        shared = shared_proxy(client, settings, project.slug) if with_proxy else None
+        return Removed(names, has_site, len(records.load(gateway, project.slug)), network, shared)
     with lock.held(client, project.slug, action="remove"):
         history = records.load(gateway, project.slug)
         removed = []
@@ -775,7 +920,14 @@ def remove(project: proj.Project, settings: Settings, *, say: LineSink, dry_run:
             proxy.remove_site(gateway, project.slug)
             records.remove(gateway, project.slug)
         proxy.leave_network(client, gateway, project.slug)
-    return Removed(removed, had_site, len(history))
+    done = Removed(removed, had_site, len(history), network)
+    if with_proxy:
+        shared = shared_proxy(client, settings, project.slug)
+        if shared is not None and not shared.users:
+            say(f"Removing {shared.describe()}")
+            proxy.remove(client, target_proxy(settings))
+        done = dataclasses.replace(done, proxy=shared)  # with users: it stays, and the task says why
+    return done
 
 
 @dataclass(frozen=True)

@@ -59,11 +59,22 @@ def network_name(slug: str) -> str:
 
 def ensure_network(client: docker.DockerClient, slug: str) -> str:
     """The project's own bridge network (made once); its containers and the proxy meet there."""
+    return _ensure_network(client, slug)[0]
+
+
+def _ensure_network(client: docker.DockerClient, slug: str) -> tuple[str, bool]:
+    """The project's network, and whether this call made it."""
     name = network_name(slug)
     found = client.networks.list(names=[name])
     if not [n for n in found if n.name == name]:
         client.networks.create(name, driver="bridge", labels={containers.MANAGED_LABEL: slug})
-    return name
+        return name, True
+    return name, False
+
+
+def _remove_network(client: docker.DockerClient, name: str) -> None:
+    with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+        client.networks.get(name).remove()
 
 
 def get(client: docker.DockerClient, name: str = caddy.PROXY_NAME) -> Container | None:
@@ -78,9 +89,14 @@ def ensure(client: docker.DockerClient, settings: ProxySettings, slug: str) -> C
     proxy = get(client, settings.name)
     if proxy is not None:
         check_matches(proxy, settings)
-    network = ensure_network(client, slug)
+    network, made = _ensure_network(client, slug)
     if proxy is None:
-        proxy = _create(client, settings)
+        try:
+            proxy = _create(client, settings)
+        except BaseException:  # a first deploy that cannot start the proxy leaves no network behind
+            if made:
+                _remove_network(client, network)
+            raise
     if proxy.status != "running":
         proxy.start()
         _wait_running(proxy)
@@ -150,12 +166,28 @@ def _create(client: docker.DockerClient, settings: ProxySettings) -> Container:
                 f"the proxy image {settings.image} is not on the Docker host and could not be pulled "
                 f"({logs.clean_line(str(exc.explanation or exc))}); set PROXY_IMAGE to one the host has or can pull"
             ) from None
-    config_volume, data_volume = settings.volumes
-    for volume in settings.volumes:
+    existing = {volume.name for volume in client.volumes.list()}
+    made_volumes = [volume for volume in settings.volumes if volume not in existing]
+    for volume in made_volumes:
         with contextlib.suppress(docker.errors.APIError):
             client.volumes.create(volume, labels={caddy.PROXY_LABEL: "1"})
-    if not [n for n in client.networks.list(names=[settings.network]) if n.name == settings.network]:
+    made_network = not [n for n in client.networks.list(names=[settings.network]) if n.name == settings.network]
+    if made_network:
         client.networks.create(settings.network, driver="bridge", labels={caddy.PROXY_LABEL: "1"})
+    try:
+        return _create_in(client, settings)
+    except BaseException:  # what this call made goes with it (the container too: see _create_in)
+        if made_network:
+            _remove_network(client, settings.network)
+        for volume in made_volumes:
+            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                client.volumes.get(volume).remove()
+        raise
+
+
+def _create_in(client: docker.DockerClient, settings: ProxySettings) -> Container:
+    """The proxy container on its network and volumes (which exist), started."""
+    config_volume, data_volume = settings.volumes
     try:
         proxy = client.containers.create(
             settings.image,
@@ -175,20 +207,23 @@ def _create(client: docker.DockerClient, settings: ProxySettings) -> Container:
         )
     except docker.errors.APIError as exc:
         raise ProxyError(f"could not create the proxy: {logs.clean_line(str(exc.explanation or exc))}") from None
-    # The configuration is in place before Caddy first reads it.
-    put_file(proxy, f"{caddy.CONFIG_DIR}/Caddyfile", caddy.MAIN)
-    put_file(proxy, f"{caddy.SITES_DIR}/.keep", "")
     try:
-        proxy.start()
-    except docker.errors.APIError as exc:
+        # The configuration is in place before Caddy first reads it.
+        put_file(proxy, f"{caddy.CONFIG_DIR}/Caddyfile", caddy.MAIN)
+        put_file(proxy, f"{caddy.SITES_DIR}/.keep", "")
+        try:
+            proxy.start()
+        except docker.errors.APIError as exc:
+            reason = logs.clean_line(str(exc.explanation or exc))
+            hint = ""
+            if "address already in use" in reason or "port is already allocated" in reason:
+                ports = f"{settings.http_port} or {settings.https_port}"
+                hint = f"; something else uses port {ports}: set PROXY_HTTP_PORT/PROXY_HTTPS_PORT"
+            raise ProxyError(f"could not start the proxy: {reason}{hint}") from None
+        _wait_running(proxy)
+    except BaseException:
         containers.remove(proxy)
-        reason = logs.clean_line(str(exc.explanation or exc))
-        hint = ""
-        if "address already in use" in reason or "port is already allocated" in reason:
-            ports = f"{settings.http_port} or {settings.https_port}"
-            hint = f"; something else uses port {ports}: set PROXY_HTTP_PORT/PROXY_HTTPS_PORT"
-        raise ProxyError(f"could not start the proxy: {reason}{hint}") from None
-    _wait_running(proxy)
+        raise
     return proxy
 
 

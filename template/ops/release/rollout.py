@@ -35,7 +35,7 @@ from ops.docker.engine import client_is_local
 from ops.docker.images import RELEASE_LABEL
 from ops.errors import NeverHealthy, OpsError
 from ops.logs import LineSink
-from ops.release import caddy, proxy
+from ops.release import caddy, preflight, proxy
 
 APP_LABEL = RELEASE_LABEL
 PREFIX = "dev.copier-netlify-docker.release"
@@ -224,11 +224,18 @@ def confirm(backend_url: str, revision: str, timeout: float = 20) -> None:
         while time.monotonic() < deadline:
             try:
                 answer = http.get(f"{backend_url}/api/version")
-                if answer.status_code == 200 and answer.json().get("revision") == revision:
+                body = answer.json() if answer.status_code == 200 else None
+                if isinstance(body, dict) and body.get("revision") == revision:
                     return
-                seen = f"HTTP {answer.status_code}, revision {answer.json().get('revision')!r}"
-            except (httpx.HTTPError, ValueError) as exc:
-                seen = type(exc).__name__
+                seen = (
+                    f"HTTP {answer.status_code}, revision {body.get('revision')!r}"
+                    if isinstance(body, dict)
+                    else f"HTTP {answer.status_code}"
+                )
+            except httpx.HTTPError as exc:
+                seen = preflight.connection_problem(exc, backend_url)
+            except ValueError:
+                seen = "HTTP 200 with an answer that is not JSON: is BACKEND_URL's host another site's?"
             time.sleep(0.2)
     raise RolloutFailed(f"{backend_url}/api/version did not show revision {revision[:12]} ({seen})")
 

@@ -1,0 +1,253 @@
+"""What the deploy checks before anything is built, and how it names a failed connection.
+
+No engine here: the host-side checks that need one are in test_deploy.py. The resolver, the TLS
+stack and the sockets are real: a name under .invalid never resolves (RFC 6761), a closed port
+refuses, a self-signed certificate fails verification.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ops import project as proj
+from ops import settings as settings_mod
+from ops import source
+from ops.docker import images
+from ops.release import deploy, preflight, rollout
+from ops.release.rollout import RolloutFailed
+from tests.conftest import needed_tool
+
+
+def _resolves(host: str) -> bool:
+    try:
+        socket.getaddrinfo(host, 80, type=socket.SOCK_STREAM)
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://newbie-shop.localhost:18443",
+        "https://localhost",
+        "https://LOCALHOST.:8443",
+        "https://127.0.0.1",
+        "https://127.0.0.2:8443",
+        "https://[::1]:8443",
+        "https://10.0.0.5",
+        "https://printer.local",
+        "https://api.internal",
+        "https://nas.home.arpa",
+    ],
+)
+def test_an_https_backend_caddy_can_only_sign_itself_is_refused_with_the_local_target(url: str) -> None:
+    problems = preflight.backend_url(url)
+    assert len(problems) == 1, problems
+    assert "local CA" in problems[0] and "inv deploy --env local" in problems[0], problems[0]
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8480", "http://localhost:8480", "http://[::1]:8480"])
+def test_this_machine_over_http_passes(url: str) -> None:
+    assert preflight.backend_url(url) == []
+
+
+@pytest.mark.parametrize("host", ["orders.invalid", "newbie-shop.localhost", "a.b.c.localhost"])
+def test_a_host_this_machine_cannot_resolve_is_refused_and_says_what_to_use(host: str) -> None:
+    """Judged against the system resolver itself: where it resolves .localhost (systemd-resolved)
+    the name passes; where it does not, the problem names http://127.0.0.1."""
+    problems = preflight.backend_url(f"http://{host}:18080")
+    if _resolves(host):
+        assert problems == []
+        return
+    assert len(problems) == 1 and "does not resolve on this machine" in problems[0], problems
+    if host.endswith(".localhost"):
+        assert "http://127.0.0.1:PORT" in problems[0] and "inv deploy --env local" in problems[0]
+    else:
+        assert "DNS" in problems[0]
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _failure(url: str) -> BaseException:
+    try:
+        httpx.get(url, timeout=5)
+    except httpx.HTTPError as exc:
+        return exc
+    raise AssertionError(f"{url} answered")
+
+
+def test_a_refused_connection_is_named_with_its_port() -> None:
+    port = _closed_port()
+    url = f"http://127.0.0.1:{port}"
+    said = preflight.connection_problem(_failure(url), url)
+    assert f"the connection to 127.0.0.1:{port} was refused" in said and "PROXY_HTTP_PORT" in said
+    assert "ConnectError" not in said
+
+
+def test_a_name_that_does_not_resolve_is_named() -> None:
+    url = "http://orders.invalid:8080"
+    said = preflight.connection_problem(_failure(url), url)
+    assert said.startswith("orders.invalid does not resolve"), said
+
+
+@pytest.fixture
+def self_signed(tmp_path: Path) -> Iterator[int]:
+    """An HTTPS server on 127.0.0.1 with a certificate nobody trusts; yields its port."""
+    openssl = needed_tool("openssl", "to make a certificate nobody trusts", "apt-get install openssl")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-days", "1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            with connection, contextlib.suppress(ssl.SSLError, OSError):  # the client gives up at verification
+                context.wrap_socket(connection, server_side=True).close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield int(listener.getsockname()[1])
+    finally:
+        stop.set()
+        listener.close()
+        thread.join(5)
+
+
+def test_a_certificate_this_machine_does_not_trust_is_named(self_signed: int) -> None:
+    url = f"https://localhost:{self_signed}"
+    said = preflight.connection_problem(_failure(url), url)
+    assert said.startswith("TLS verification failed for localhost"), said
+
+
+def test_the_deploys_confirm_step_says_what_failed_not_an_exception_class() -> None:
+    port = _closed_port()
+    with pytest.raises(RolloutFailed) as failed:
+        rollout.confirm(f"http://127.0.0.1:{port}", "a" * 40, timeout=0.5)
+    assert "was refused" in str(failed.value) and "Error" not in str(failed.value), failed.value
+
+
+@pytest.mark.parametrize("minor", range(8, 15))
+@pytest.mark.parametrize(
+    "form", ["python:3.{m}-slim", "mirror.example:5000/lib/python:3.{m}", "python:3.{m}.4-bookworm"]
+)
+def test_a_base_image_of_another_python_is_refused_like_copier_refuses_it(form: str, minor: int) -> None:
+    base = form.format(m=minor)
+    problem = images.python_mismatch(base)
+    same = f"3.{minor}" == proj.PYTHON_VERSION
+    assert (problem == "") == same, (base, problem)
+    if not same:
+        assert f"is Python 3.{minor}, but this project is Python {proj.PYTHON_VERSION}" in problem
+
+
+@pytest.mark.parametrize("base", ["", "debian:12", "local/python-base:latest", "registry.example/app:3.9"])
+def test_a_base_image_that_names_no_python_is_not_judged(base: str) -> None:
+    assert images.python_mismatch(base) == ""
+
+
+def test_a_build_from_another_base_than_base_image_is_stale() -> None:
+    labels = {source.SOURCE_LABEL: "d", source.BASE_IMAGE_LABEL: "mirror/python:3.11-slim"}
+    assert source.stale_reason("x:latest", labels, "d", "mirror/python:3.11-slim") == ""
+    assert "BASE_IMAGE is not set" in source.stale_reason("x:latest", labels, "d", "")
+    assert "built from the Dockerfile's base image" in source.stale_reason(
+        "x:latest", {source.SOURCE_LABEL: "d", source.BASE_IMAGE_LABEL: ""}, "d", "other/python:3.11"
+    )
+
+
+def test_recording_a_setting_keeps_every_other_line(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_text("# mine\nIMAGE=ghcr.io/acme/x\nBASE_IMAGE=old/python:3.11\nexport APP_X='a b'\n")
+    settings_mod.record(tmp_path, "BASE_IMAGE", "new/python:3.11-slim")
+    assert env.read_text() == "# mine\nIMAGE=ghcr.io/acme/x\nBASE_IMAGE=new/python:3.11-slim\nexport APP_X='a b'\n"
+    loaded = settings_mod.load(tmp_path, environ={})
+    assert loaded["BASE_IMAGE"] == "new/python:3.11-slim" and loaded["APP_X"] == "a b"
+    with pytest.raises(settings_mod.SettingsError, match="not an image reference"):
+        settings_mod.record(tmp_path, "BASE_IMAGE", "Not An Image")
+    with pytest.raises(settings_mod.SettingsError, match="never write one"):
+        settings_mod.record(tmp_path, "REGISTRY_PASSWORD", "hunter2hunter2")
+    assert "hunter2" not in env.read_text()
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    settings_mod.record(fresh, "BASE_IMAGE", "new/python:3.11-slim")
+    assert (fresh / ".env").read_text() == "BASE_IMAGE=new/python:3.11-slim\n"
+
+
+def _local_settings(environ: dict[str, str] | None = None) -> settings_mod.Settings:
+    return settings_mod.load(
+        proj.ROOT, "local", environ=environ or {}, defaults=settings_mod.project_defaults(proj.ROOT)
+    )
+
+
+def test_the_local_target_needs_no_registry_no_netlify_and_no_secret() -> None:
+    local = _local_settings()
+    assert not local.warnings, local.warnings
+    assert local["REGISTRY_PUSH"] == "off" and local["NETLIFY_DEPLOY"] == "off" and local["DEPLOY_TARGET"] == "host"
+    assert local["BACKEND_URL"] == f"http://127.0.0.1:{local['PROXY_HTTP_PORT']}"
+    assert not local.secrets()
+    for name in settings_mod.withheld_names():
+        assert not local.sources.get(name, "").startswith(".env.local"), name
+    options = deploy.effective_options(local, deploy.Options())
+    assert options.backend and not options.netlify
+    assert local.missing(["BACKEND_URL"]) == []
+    assert "inv edge --env local" in deploy.netlify_skipped(local, options)
+
+
+def test_netlify_only_on_a_target_without_netlify_is_refused() -> None:
+    with pytest.raises(deploy.PreflightFailed, match="NETLIFY_DEPLOY=off"):
+        deploy.effective_options(_local_settings(), deploy.Options(backend=False))
+
+
+def test_no_push_goes_with_one_host_only() -> None:
+    swarm = _local_settings({"DEPLOY_TARGET": "swarm"})
+    with pytest.raises(deploy.PreflightFailed, match=r"REGISTRY_PUSH=off .* goes with DEPLOY_TARGET=host"):
+        deploy.preflight(proj.load(), swarm, deploy.effective_options(swarm, deploy.Options()))
+
+
+def test_a_secret_in_a_settings_file_git_tracks_is_refused(tmp_path: Path) -> None:
+    """`.env.local` is committed; a token pasted into it (the habit other tools teach) is refused."""
+    git = needed_tool("git", "to commit the settings file", "apt-get install git")
+    root = tmp_path / "project"
+    shutil.copytree(proj.ROOT, root, ignore=lambda folder, names: [n for n in names if n in {".git", ".venv", ".nox"}])
+    token = "nfp_" + "a1" * 20
+    (root / ".env.local").write_text((root / ".env.local").read_text() + f"NETLIFY_AUTH_TOKEN={token}\n")
+    ident = ["-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run([git, "init", "-q"], cwd=root, check=True)
+    subprocess.run([git, "add", "-A"], cwd=root, check=True)
+    subprocess.run([git, *ident, "commit", "-qm", "x"], cwd=root, check=True)
+    project = proj.load(root)
+    local = settings_mod.load(root, "local", environ={}, defaults=settings_mod.project_defaults(root))
+    with pytest.raises(deploy.PreflightFailed) as refused:
+        deploy.preflight(project, local, deploy.effective_options(local, deploy.Options()))
+    assert "NETLIFY_AUTH_TOKEN is set in .env.local:" in str(refused.value) and token not in str(refused.value)
+    # The same token in the git-ignored .env is where it belongs.
+    text = (root / ".env.local").read_text().replace(f"NETLIFY_AUTH_TOKEN={token}\n", "")
+    (root / ".env.local").write_text(text)
+    (root / ".env").write_text(f"NETLIFY_AUTH_TOKEN={token}\n")
+    subprocess.run([git, *ident, "commit", "-qam", "y"], cwd=root, check=True)
+    local = settings_mod.load(root, "local", environ={}, defaults=settings_mod.project_defaults(root))
+    assert deploy.committed_secrets(project, local) == []
