@@ -95,3 +95,24 @@ def remove_project(engine: Any, slug: str) -> None:
             for reference in image.tags or [image.id]:
                 with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
                     engine.images.remove(reference, force=True)
+
+
+def proxy_image(engine: Any, base: str) -> str:
+    """PROXY_IMAGE, caddy:2 or the Caddy image the generated tests build from Debian (TEST-ENVIRONMENT)."""
+    import io
+
+    import docker.errors
+
+    for candidate in (os.environ.get("PROXY_IMAGE", ""), "caddy:2", "local/caddy:2"):
+        try:
+            if candidate and engine.images.get(candidate):
+                return candidate
+        except docker.errors.ImageNotFound:
+            continue
+    dockerfile = (
+        f"FROM {base}\nRUN apt-get update && apt-get install -y --no-install-recommends caddy "
+        "&& rm -rf /var/lib/apt/lists/*\n"
+        'CMD ["caddy", "run", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile"]\n'
+    )
+    engine.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag="local/caddy:2", rm=True)
+    return "local/caddy:2"

@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import as_a_terminal_starts_it, remove_project, unavailable
+from tests.helpers import as_a_terminal_starts_it, proxy_image, remove_project, unavailable
 from tools.generated import REPO, free_port, render, run_in
 
 TOKEN = "nfp_shared_host_test_0123456789abcdef"
@@ -224,27 +224,6 @@ def host(engine: Any, base_image: str, tmp_path_factory: pytest.TempPathFactory)
             except subprocess.TimeoutExpired:
                 stage.kill()
                 stage.wait(30)
-
-
-def proxy_image(engine: Any, base: str) -> str:
-    """PROXY_IMAGE, caddy:2 or the Caddy image the generated tests build from Debian (TEST-ENVIRONMENT)."""
-    import docker.errors
-
-    for candidate in (os.environ.get("PROXY_IMAGE", ""), "caddy:2", "local/caddy:2"):
-        try:
-            if candidate and engine.images.get(candidate):
-                return candidate
-        except docker.errors.ImageNotFound:
-            continue
-    dockerfile = (
-        f"FROM {base}\nRUN apt-get update && apt-get install -y --no-install-recommends caddy "
-        "&& rm -rf /var/lib/apt/lists/*\n"
-        'CMD ["caddy", "run", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile"]\n'
-    )
-    import io
-
-    engine.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag="local/caddy:2", rm=True)
-    return "local/caddy:2"
 
 
 def published_deploy(project: Project) -> str:
