@@ -37,6 +37,8 @@ def _block(readme: list[str], heading: str) -> list[str]:
 def fresh(tmp_path: Path, engine: Any, base_image: str) -> Iterator[tuple[Path, dict[str, str]]]:
     if shutil.which("uv") is None:
         unavailable("uv is not installed (pip install uv)")
+    if shutil.which("curl") is None:
+        unavailable("curl is not installed (apt-get install curl): the README's first deploy uses it")
     project = render(tmp_path / "newbie-shop", {"project_slug": "newbie-shop"}, git=False)
     env = {
         **os.environ,
