@@ -673,6 +673,22 @@ def test_a_refused_registry_login_never_shows_the_password(tmp_path: Path, seed:
     assert no_leaks(message, secrets) == {}, message
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_the_deploys_registry_preflight_never_shows_the_password(seed: int) -> None:
+    """The preflight's login check (before the build) against an engine that says the login's
+    body back: refused, named, and the password in no form."""
+    from ops.release import preflight
+
+    secrets = deploy_secrets(200 + seed)
+    with echoing_engine("refuse") as stand_in:
+        problems = preflight.registry(
+            stand_in.client, "127.0.0.1:5999/acme/app", "ci-user", secrets["REGISTRY_PASSWORD"]
+        )
+    assert len(problems) == 1 and problems[0].startswith("the registry 127.0.0.1:5999 refused"), problems
+    assert "check REGISTRY_USERNAME and REGISTRY_PASSWORD" in problems[0]
+    assert no_leaks(problems[0], secrets) == {}, problems[0]
+
+
 def _echoing_netlify(token_: str, where: str) -> Callable[[httpx.Request], httpx.Response]:
     """An API that says the request's Authorization header back, placed so that shortening the
     message (200 characters of a body, 300 of a JSON message) would cut the token in two."""

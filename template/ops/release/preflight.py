@@ -18,6 +18,7 @@ import docker.errors
 import httpx
 
 from ops import logs
+from ops.docker import images
 from ops.docker.engine import client_is_local
 from ops.release import proxy
 from ops.settings import is_loopback
@@ -81,39 +82,48 @@ def proxy_ports(client: docker.DockerClient, settings: proxy.ProxySettings) -> l
     return problems
 
 
+def registry_host(repository: str) -> str:
+    """The registry a repository path names (Docker's rule: a first part with a dot, a colon, or
+    ``localhost``; else Docker Hub)."""
+    first, slash, _ = repository.partition("/")
+    if slash and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return "docker.io"
+
+
 def registry(client: docker.DockerClient, repository: str, username: str, password: str) -> list[str]:
     """The registry of ``repository`` answers the engine and accepts the login (when there is one).
 
     With a login, the engine checks it with the registry (``docker login``). Without one, the
-    engine asks the registry for a tag that need not exist: "not found" means it answered.
+    engine asks the registry for a tag that need not exist, with the credentials `docker login`
+    stored (the SDK sends them): "not found" means it answered and let us ask. What the engine or
+    the registry said is scrubbed of the password in every form before it is shown.
     """
-    host = repository.partition("/")[0] if "/" in repository else "docker.io"
-    if "." not in host and ":" not in host and host != "localhost":
-        host = "docker.io"
+    host = registry_host(repository)
     try:
-        if username or password:
+        if username:
             client.login(username=username, password=password, registry=host, reauth=True)
         else:
             client.api.inspect_distribution(f"{repository}:preflight-check")  # type: ignore[no-untyped-call]
         return []
     except docker.errors.APIError as exc:
-        said = logs.clean_line(str(exc.explanation or exc))
-        if password:
-            said = said.replace(password, "***")
+        said = images.registry_message(exc, password)
+        status = getattr(exc, "status_code", None)
     lowered = said.lower()
     if any(word in lowered for word in ("manifest unknown", "not found", "name unknown", "no such manifest")):
-        return []  # it answered, and the tag does not exist: reachable, and it let us ask
-    if any(word in lowered for word in ("unauthorized", "denied", "authentication required", "incorrect")):
-        fix = (
-            "check REGISTRY_USERNAME and REGISTRY_PASSWORD (a token that may push to IMAGE)"
-            if username or password
-            else "set REGISTRY_USERNAME and REGISTRY_PASSWORD (a token that may push to IMAGE)"
-        )
-        return [f"the registry {host} refused the login for IMAGE={repository} ({said}): {fix}"]
+        return []
+    fix = (
+        "check REGISTRY_USERNAME and REGISTRY_PASSWORD (a token that may push to IMAGE)"
+        if username
+        else "set REGISTRY_USERNAME and REGISTRY_PASSWORD (a token that may push to IMAGE), or `docker login` there"
+    )
+    refused_words = ("unauthorized", "denied", "authentication required", "incorrect", "401")
+    if status in {401, 403} or any(word in lowered for word in refused_words):
+        return [f"the registry {host} refused IMAGE={repository} ({said}): {fix}"]
     return [
-        f"the registry {host} of IMAGE={repository} did not answer the Docker host ({said}): check the host "
-        "name and that the Docker host reaches it; for a deploy without a registry, REGISTRY_PUSH=off "
-        f"(DEPLOY_TARGET=host), as `.env.local` does"
+        f"the registry {host} of IMAGE={repository} did not answer the Docker host as expected ({said}): check the "
+        f"host name and that the Docker host reaches it, and {fix}; for a deploy without a registry, "
+        "REGISTRY_PUSH=off (DEPLOY_TARGET=host), as `.env.local` does"
     ]
 
 
