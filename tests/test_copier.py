@@ -182,6 +182,7 @@ def test_after_copy_the_next_steps_say_how_to_start_a_git_repository(tmp_path: P
     assert 'git init && uv lock && git add -A && git commit -qm "Initial commit"' in out
     assert "uv sync --locked" in out
     assert "inv dev" in out and "nox" in out
+    assert "inv deploy --env local" in out  # the first deploy needs nothing but the engine
     assert not (target / ".git").exists(), "Copier runs no tasks (they would need --trust)"
 
 
