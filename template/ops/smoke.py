@@ -28,16 +28,21 @@ def run_suite(
     """Run pytest over tests/smoke against ``base_url``; return pytest's exit code.
 
     ``container_id`` (and the ``docker_host`` it runs on) lets the suite's container checks look
-    at the container through the same engine. The suite gets this process's environment without
-    the deploy's secrets (:func:`~ops.settings.child_environment`): it judges what any visitor
-    sees, ``/metrics`` refusing one without the token among it.
+    at the container through the same engine; without one the suite is told it tests a URL
+    (``SMOKE_URL_ONLY``), with no container to inspect, and skips those checks. The suite gets
+    this process's environment without the deploy's secrets
+    (:func:`~ops.settings.child_environment`): it judges what any visitor sees, ``/metrics``
+    refusing one without the token among it.
     """
     env = {**child_environment(), "SMOKE_BASE_URL": base_url}
     env.pop("SMOKE_CONTAINER", None)
+    env.pop("SMOKE_URL_ONLY", None)
     if container_id:
         env["SMOKE_CONTAINER"] = container_id
         if docker_host:
             env["DOCKER_HOST"] = docker_host
+    else:
+        env["SMOKE_URL_ONLY"] = "1"
     suite = str(Path(project.root, "tests", "smoke"))
     command = [sys.executable, "-m", "pytest", suite, "-p", "no:cacheprovider", *extra]
     # A session of its own: a terminal's Ctrl-C reaches this process, which stops the suite (and

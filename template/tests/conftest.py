@@ -5,7 +5,7 @@ import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from flask import Flask
@@ -20,11 +20,30 @@ from tests.isolation import (  # noqa: F401  (autouse fixtures and a hook: no te
     test_leaves_nothing,
 )
 
+# What the tests run besides Python, each with the Debian/Ubuntu package that has it: the tools
+# .github/workflows/ci.yml installs (tests/test_workflows.py checks it installs each one).
+TOOLS = {
+    "caddy": "caddy",
+    "docker-registry": "docker-registry",
+    "git": "git",
+    "promtool": "prometheus",
+    "socat": "socat",
+}
+
+
+def unavailable(message: str) -> NoReturn:
+    """A prerequisite of the test is missing (``message`` says which, and how to get it): the test
+    is skipped on a machine without it, and fails under CI (``CI`` set, as CI services set it),
+    where every test must run. The one way the tests treat a missing prerequisite."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{message.rstrip('.')}; CI is set, so this test must run, not skip", pytrace=False)
+    pytest.skip(message)
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """``CND_ROLLOUT_TESTS=0`` skips the tests marked ``rollouts``: the template's own CI runs them
-    in one of its answer sets, since they do not depend on the answers (a generated project's
-    ``nox`` runs them all)."""
+    """``CND_ROLLOUT_TESTS=0`` skips the tests marked ``rollouts``, by design and under CI too (a
+    choice, not a missing prerequisite): the template's own CI runs them in one of its answer sets,
+    since they do not depend on the answers (a generated project's ``nox`` runs them all)."""
     if os.environ.get("CND_ROLLOUT_TESTS", "1") != "0":
         return
     skip = pytest.mark.skip(reason="CND_ROLLOUT_TESTS=0 (run in the template CI's default answer set)")
@@ -75,32 +94,26 @@ def api_origin() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def engine():  # type: ignore[no-untyped-def]
-    """A client for the Docker engine; skipped without one, except under CI, where it must run."""
-    import os
-
+    """A client for the Docker engine (:func:`unavailable` without one)."""
     from ops.docker.engine import connect
     from ops.errors import EngineUnavailable
 
     try:
         return connect()  # the timeout the tasks use: a busy engine is slow, not gone
     except EngineUnavailable as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI needs a Docker engine: {exc}")
-        pytest.skip(str(exc))
+        unavailable(str(exc))
 
 
 @pytest.fixture(scope="session")
 def registry() -> Iterator[str]:
-    """A registry on 127.0.0.1 (tests/local_registry.py); skipped without one, except under CI."""
+    """A registry on 127.0.0.1 (tests/local_registry.py; :func:`unavailable` without one)."""
     from tests import local_registry
 
     try:
         with local_registry.serve() as address:
             yield address
     except local_registry.RegistryUnavailable as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI needs Debian's docker-registry: {exc}")
-        pytest.skip(str(exc))
+        unavailable(str(exc))
 
 
 CADDY_FROM_DEBIAN = """\
@@ -111,15 +124,14 @@ CMD ["caddy", "run", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile
 """
 
 
-def needed_tool(name: str, why: str, install: str) -> str:
-    """The path of ``name``; a test without it is skipped, except under CI, where it fails."""
+def needed_tool(name: str, why: str) -> str:
+    """The path of the command ``name`` (one of :data:`TOOLS`), which the test needs ``why``;
+    :func:`unavailable` when it is not on PATH."""
     import shutil
 
     found = shutil.which(name)
     if found is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI needs {name} ({install}) {why}")
-        pytest.skip(f"{name} is not installed ({install})")
+        unavailable(f"{name} is not installed, and is needed {why} (apt-get install {TOOLS[name]})")
     return found
 
 

@@ -19,7 +19,7 @@ MONITORING = Path(__file__).resolve().parent.parent / "monitoring"
 
 @pytest.fixture(scope="module")
 def promtool() -> str:
-    return needed_tool("promtool", "to check monitoring/alerts.yml", "Debian: apt-get install prometheus")
+    return needed_tool("promtool", "to check monitoring/alerts.yml")
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

@@ -17,7 +17,7 @@ from tests.conftest import needed_tool
 
 @pytest.fixture(scope="module")
 def caddy_bin() -> str:
-    return needed_tool("caddy", "to check the proxy's Caddyfile", "apt-get install caddy")
+    return needed_tool("caddy", "to check the proxy's Caddyfile")
 
 
 def adapt(caddy_bin: str, tmp_path: Path, sites: list[caddy.Site]) -> dict[str, Any]:

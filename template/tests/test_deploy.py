@@ -11,7 +11,6 @@ import hashlib
 import ipaddress
 import json
 import os
-import shutil
 import socket
 import subprocess
 import threading
@@ -35,7 +34,7 @@ from ops.netlify import api
 from ops.release import caddy, deploy, lock, proxy, records, rollout
 from ops.wait import NotReady, poll
 from tests import deploy_leaks
-from tests.conftest import base_image, free_port
+from tests.conftest import base_image, free_port, needed_tool
 from tests.netlify_api import LocalNetlify
 from tests.secret_values import deploy_secrets
 
@@ -349,17 +348,14 @@ def tcp_engine(engine: Any) -> Iterator[str]:
     """The same engine as ``tcp://GATEWAY:PORT`` through socat, on the Docker bridge's address:
     not a loopback address, so the tasks treat it as another machine (nothing they start is
     reached through a published port)."""
-    if shutil.which("socat") is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI needs socat (apt-get install socat) for the tcp:// DOCKER_HOST test")
-        pytest.skip("socat is not installed (apt-get install socat)")
+    socat = needed_tool("socat", "to offer the engine as a tcp:// DOCKER_HOST")
     ipam = engine.networks.get("bridge").attrs["IPAM"]["Config"][0]
     gateway = ipam.get("Gateway") or str(next(ipaddress.ip_network(ipam["Subnet"]).hosts()))  # the host's side
     with socket.socket() as sock:
         sock.bind((gateway, 0))
         port = sock.getsockname()[1]
     relay = subprocess.Popen(
-        ["socat", f"TCP-LISTEN:{port},bind={gateway},fork,reuseaddr", "UNIX-CONNECT:/var/run/docker.sock"],
+        [socat, f"TCP-LISTEN:{port},bind={gateway},fork,reuseaddr", "UNIX-CONNECT:/var/run/docker.sock"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     address = f"tcp://{gateway}:{port}"

@@ -287,11 +287,16 @@ def test_a_stale_directory_is_emptied_at_start_and_a_read_only_one_is_one_line(t
         assert (directory / "keep.txt").exists()  # only the files prometheus-client writes go
         assert get(server.port, "/healthz")[0] == 200
         assert total(scrape(metrics_port), "http_requests_total", route="/healthz") >= 1
-    if os.geteuid() != 0:  # root writes anywhere
-        locked = tmp_path / "locked"
-        locked.mkdir(mode=0o500)
-        _, err = _start_and_fail(tmp_path, PROMETHEUS_MULTIPROC_DIR=str(locked / "sub"))
-        assert len(err) == 1 and err[0].startswith("serve.py: PROMETHEUS_MULTIPROC_DIR="), err
+    # A directory no user can make (its parent is a file), so this runs as root too; root writes
+    # anywhere, so the read-only directory runs only for other users (CI's runner is one).
+    unusable = [tmp_path / "a-file" / "sub"]
+    (tmp_path / "a-file").write_text("")
+    if os.geteuid() != 0:
+        (tmp_path / "locked").mkdir(mode=0o500)
+        unusable.append(tmp_path / "locked" / "sub")
+    for path in unusable:
+        _, err = _start_and_fail(tmp_path, PROMETHEUS_MULTIPROC_DIR=str(path))
+        assert len(err) == 1 and err[0].startswith(f"serve.py: PROMETHEUS_MULTIPROC_DIR='{path}': "), err
 
 
 def _start_and_fail(tmp_path: Path, **env: str) -> tuple[int, list[str]]:

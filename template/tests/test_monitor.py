@@ -250,17 +250,14 @@ def test_losing_the_engine_is_an_alert_and_an_error_not_a_quiet_exit(engine: Any
     """The engine reached through a TCP relay (socat), which then goes away, as an engine restart
     or a dropped ssh:// connection would: the watcher says so and ends with an error."""
     import os
-    import shutil
     import signal
     import subprocess
 
     import docker
 
-    from tests.conftest import free_port
+    from tests.conftest import free_port, needed_tool
 
-    socat = shutil.which("socat")
-    if socat is None:
-        pytest.skip("socat is not installed")
+    socat = needed_tool("socat", "to relay the engine over TCP and then drop it")
     port = free_port()
     relay = subprocess.Popen(
         [socat, f"TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr", "UNIX-CONNECT:/var/run/docker.sock"],

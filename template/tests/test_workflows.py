@@ -426,6 +426,23 @@ def test_ci_runs_lint_tests_and_smoke_on_pushes_and_pull_requests_with_caching()
     assert ci["permissions"] == {} and ci["jobs"]["check"]["permissions"] == {"contents": "read"}
 
 
+def test_ci_installs_every_tool_the_tests_need() -> None:
+    """Under CI a test whose tool is missing fails (tests/conftest.py's ``unavailable``): the
+    workflow installs each one, so none fails for want of it."""
+    from tests.conftest import TOOLS
+
+    runs = [str(step.get("run", "")) for step in load("ci.yml")["jobs"]["check"]["steps"]]
+    installed = {
+        package
+        for run in runs
+        for line in run.splitlines()
+        if "apt-get install" in line
+        for package in line.split("apt-get install", 1)[1].split()
+        if not package.startswith("-")
+    }
+    assert set(TOOLS.values()) - installed == set()
+
+
 def test_deploys_never_overlap_wait_for_reviewers_and_pin_the_host_key() -> None:
     workflow = load("deploy.yml")
     # Only after CI passed on main (or by hand), and the very commit CI tested.

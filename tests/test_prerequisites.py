@@ -1,0 +1,64 @@
+"""A missing prerequisite skips a test on a laptop and fails it in CI (tests/helpers.py's
+``unavailable``; the generated projects' own is tests/conftest.py's), and .ci/run installs every
+one, so a CI run fails for a missing tool only where .ci/run forgot it."""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tools.generated import REPO
+
+UV_TEST = "tests/test_render.py::test_the_first_steps_commit_uv_lock_and_leave_a_clean_tree"
+
+
+def ci_run_packages() -> set[str]:
+    """The Debian packages .ci/run installs when their command is missing."""
+    return set(re.findall(r"missing\+=\(([\w.+-]+)\)", (REPO / ".ci" / "run").read_text()))
+
+
+def template_tools() -> dict[str, str]:
+    """The generated tests' tools, command -> package (template/tests/conftest.py's TOOLS), read
+    without importing it (it imports the generated project)."""
+    tree = ast.parse((REPO / "template" / "tests" / "conftest.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and [getattr(t, "id", "") for t in node.targets] == ["TOOLS"]:
+            tools: dict[str, str] = ast.literal_eval(node.value)
+            return tools
+    raise AssertionError("template/tests/conftest.py has no TOOLS")
+
+
+def test_ci_run_installs_what_the_tests_need() -> None:
+    """The generated projects' tests run under .ci/run too (`nox -s generated`); and these tests'
+    own: sshd for the ssh:// engine test, openssl, Chromium, debootstrap for the base images."""
+    needed = set(template_tools().values()) | {"openssh-server", "openssl", "chromium", "debootstrap", "git"}
+    assert needed - ci_run_packages() == set()
+
+
+@pytest.mark.parametrize("ci", ["", "true"])
+def test_a_missing_tool_skips_on_a_laptop_and_fails_in_ci(tmp_path: Path, ci: str) -> None:
+    """uv taken off PATH (an empty folder), in a child pytest: the test that needs it names it."""
+    env = {k: v for k, v in os.environ.items() if k not in {"CI", "CND_CHECK_LEAKS"}}
+    env |= {"PATH": str(tmp_path), "PYTEST_ADDOPTS": "", "DOCKER_HOST": "unix:///nonexistent/docker.sock"}
+    if ci:
+        env["CI"] = ci
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rs", UV_TEST],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = done.stdout + done.stderr
+    assert "uv is not installed (pip install uv)" in output
+    if ci:
+        assert done.returncode == 1 and "1 failed" in output and "CI must run this test" in output, output
+    else:
+        assert done.returncode == 0 and "1 skipped" in output, output
