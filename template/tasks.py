@@ -785,13 +785,8 @@ def monitor(c: Context, once: bool = False, json: bool = False, env: str = "") -
             if json:
                 out.print_json(jsonlib.dumps(found.as_json(project.slug)))
             else:
-                for row in found.containers:
-                    out.print(
-                        f"{row['name']}: {row['status']}, health {row['health']}, restarts {row['restarts']}"
-                        + (f", CPU {row['cpu']:.0%}" if row.get("cpu") is not None else "")
-                        + (f", memory {row['memory']:.0%}" if row.get("memory") is not None else ""),
-                        markup=False,
-                    )
+                for line in found.lines():
+                    out.print(line, markup=False)
                 for problem in found.problems:
                     out.print(f"[red]problem[/] {escape(problem)}")
                 if found.ok:

@@ -4,11 +4,15 @@ and what a deploy's preflight says to do. None of these needs a Docker engine.""
 from __future__ import annotations
 
 import dataclasses
+import json
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
+from ops import monitor
 from ops import project as proj
 from ops import settings as settings_mod
 from ops.release import deploy
@@ -52,3 +56,58 @@ def test_a_deploy_without_netlify_settings_names_backend_only_among_its_fixes(tm
     with pytest.raises(deploy.PreflightFailed) as caught:
         deploy.preflight(here, settings, deploy.Options())
     assert "IMAGE is not set" in str(caught.value) and "--backend-only" not in str(caught.value)
+
+
+# -- inv monitor --once ------------------------------------------------------------------------
+
+
+def _container(name: str, status: str, started: str, health: str, **state: Any) -> Any:
+    """A container as the engine describes it to the SDK (the parts ``snapshot`` reads)."""
+    attrs = {
+        "State": {"StartedAt": started, "Health": {"Status": health}, **state},
+        "RestartCount": 0,
+        "HostConfig": {"NanoCpus": 1_000_000_000},
+    }
+    stats = {
+        "cpu_stats": {"cpu_usage": {"total_usage": 200}, "system_cpu_usage": 10_000, "online_cpus": 2},
+        "precpu_stats": {"cpu_usage": {"total_usage": 100}, "system_cpu_usage": 9_000},
+        "memory_stats": {"usage": 100, "limit": 1000, "stats": {"inactive_file": 0}},
+    }
+    return SimpleNamespace(name=name, status=status, attrs=attrs, stats=lambda stream: stats)
+
+
+def _engine(*containers: Any) -> Any:
+    return SimpleNamespace(containers=SimpleNamespace(list=lambda all, filters: list(containers)))
+
+
+@pytest.mark.parametrize(("swarm", "kept"), [(False, "kept for rollback"), (True, "kept in Swarm's task history")])
+def test_monitor_once_shows_a_stopped_release_kept_for_rollback_as_such_not_unhealthy(swarm: bool, kept: str) -> None:
+    """The engine reports a stopped container's health check as unhealthy: `inv monitor --once`
+    printed that for the release a deploy keeps for rollback, then OK."""
+    live = _container("svc-green", "running", "2026-01-02T10:00:00.1Z", "healthy", ExitCode=0)
+    previous = _container("svc-blue", "exited", "2026-01-01T10:00:00.1Z", "unhealthy", ExitCode=0)
+    found = monitor.snapshot(_engine(previous, live), "svc", swarm=swarm)
+    assert found.ok and found.problems == []
+    assert found.lines() == [
+        "svc-green: running, health healthy, restarts 0, CPU 20%, memory 10%",
+        f"svc-blue: stopped, {kept}",
+    ]
+    assert "unhealthy" not in json.dumps(found.as_json("svc"))
+    [_, row] = found.as_json("svc")["containers"]
+    assert row["health"] is None and row["kept"] == kept.removeprefix("kept ")
+
+
+def test_monitor_once_with_no_release_running_names_the_problem_not_a_stale_health() -> None:
+    crashed = _container("svc-green", "exited", "2026-01-02T10:00:00.1Z", "unhealthy", ExitCode=137, OOMKilled=True)
+    found = monitor.snapshot(_engine(crashed), "svc", swarm=False)
+    assert not found.ok
+    assert found.lines() == ["svc-green: exited (exit code 137, OOM-killed)"]
+    assert found.problems == [
+        "no release of svc runs on this Docker host; the last one, svc-green, stopped (OOM-killed)"
+    ]
+    # A release that runs and fails its check is still named unhealthy, and is a problem.
+    sick = _container("svc-blue", "running", "2026-01-02T11:00:00.1Z", "unhealthy", ExitCode=0)
+    found = monitor.snapshot(_engine(crashed, sick), "svc", swarm=False)
+    assert found.problems == ["svc-blue is unhealthy: its health check fails"]
+    assert found.lines()[0].startswith("svc-blue: running, health unhealthy")
+    assert found.lines()[1] == "svc-green: stopped, kept for rollback"
