@@ -5,16 +5,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
+import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from ops import monitor
+from api import create_app
+from ops import monitor, smoke
 from ops import project as proj
 from ops import settings as settings_mod
+from ops.errors import SmokeFailed
 from ops.release import deploy
 
 
@@ -111,3 +117,101 @@ def test_monitor_once_with_no_release_running_names_the_problem_not_a_stale_heal
     assert found.problems == ["svc-blue is unhealthy: its health check fails"]
     assert found.lines()[0].startswith("svc-blue: running, health unhealthy")
     assert found.lines()[1] == "svc-green: stopped, kept for rollback"
+
+
+# -- a failed smoke run ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def lenient_api() -> Iterator[str]:
+    """This project's API taking bodies up to 8 MiB: the smoke suite's 2 MiB body gets a 400 (not
+    JSON), not the 413 it expects. One test fails, at one known line; the others pass."""
+    from werkzeug.serving import make_server
+
+    app = create_app({"MAX_REQUEST_BYTES": 8 * 1024 * 1024, "LOG_FLUSH_SECONDS": 0})
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="lenient-api", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(30)
+
+
+def _line_of(text: str) -> str:
+    """``tests/smoke/test_smoke.py:N``, where ``text`` is in the smoke suite."""
+    source = (proj.ROOT / "tests" / "smoke" / "test_smoke.py").read_text().splitlines()
+    return f"tests/smoke/test_smoke.py:{next(i for i, line in enumerate(source, 1) if text in line)}"
+
+
+def test_a_failed_smoke_run_ends_with_the_failed_tests_and_their_assertion_lines(lenient_api: str) -> None:
+    """`inv smoke` as typed: pytest's report scrolls by first, and the last lines name each failed
+    test and the assertion that failed, whatever came before them (for an image, its log tail)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "invoke", "smoke", "--url", lenient_api],
+        cwd=proj.ROOT, env={**os.environ, "NO_COLOR": "1"}, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "short test summary info" in result.stdout  # pytest's own report, first
+    last = result.stderr.strip().splitlines()[-2:]
+    where = _line_of("assert too_big.status_code == 413")
+    assert last == [
+        f"error: smoke tests failed against {lenient_api}: 1 of 7 (pytest's report above has each in full)",
+        f"  test_errors_are_json at {where}: assert too_big.status_code == 413 (assert 400 == 413)",
+    ], result.stderr
+
+
+def test_the_failures_come_from_pytests_report_whatever_failed(tmp_path: Path, lenient_api: str) -> None:
+    """Each way a test can fail: an assert in the test, one in a helper it calls, an exception,
+    a fixture that fails; and a run that stopped before pytest wrote its report."""
+    suite = tmp_path / "tests" / "smoke"
+    suite.mkdir(parents=True)
+    (suite / "test_kinds.py").write_text(
+        "import pytest\n"
+        "def helper(code):\n"
+        "    assert code == 0, 'exec said no'\n"
+        "def test_passes():\n"
+        "    pass\n"
+        "def test_status():\n"
+        "    status = 400\n"
+        "    assert status == 413\n"
+        "def test_in_a_helper():\n"
+        "    helper(3)\n"
+        "def test_key():\n"
+        "    {}['X-Request-ID']\n"
+        "@pytest.fixture\n"
+        "def refused():\n"
+        "    raise ConnectionError('refused')\n"
+        "def test_fixture(refused):\n"
+        "    pass\n"
+    )
+    here = dataclasses.replace(proj.load(), root=tmp_path)
+    with pytest.raises(SmokeFailed) as caught:
+        smoke.smoke_url(here, lenient_api)
+    assert str(caught.value).splitlines() == [
+        f"smoke tests failed against {lenient_api}: 4 of 5 (pytest's report above has each in full)",
+        "  test_status at tests/smoke/test_kinds.py:8: assert status == 413 (assert 400 == 413)",
+        "  test_in_a_helper at tests/smoke/test_kinds.py:3: assert code == 0, 'exec said no' "
+        "(AssertionError: exec said no)",
+        "  test_key at tests/smoke/test_kinds.py:12: {}['X-Request-ID'] (KeyError: 'X-Request-ID')",
+        "  test_fixture (failed on setup) at tests/smoke/test_kinds.py:15: raise ConnectionError('refused') "
+        "(ConnectionError: refused)",
+    ]
+    # A module that does not import: named, with its error.
+    (suite / "test_kinds.py").write_text("import no_such_module\n")
+    with pytest.raises(SmokeFailed) as caught:
+        smoke.smoke_url(here, lenient_api)
+    assert str(caught.value).splitlines()[1:] == [
+        "  tests.smoke.test_kinds (collection failure): ModuleNotFoundError: No module named 'no_such_module'"
+    ]
+    # pytest stopped before it ran a test (the suite's conftest does without a base URL): nothing
+    # in its report, and the message says where to look.
+    (suite / "conftest.py").write_text(
+        "import pytest\n@pytest.fixture\ndef base_url():\n    pytest.exit('no base URL', returncode=4)\n"
+    )
+    (suite / "test_kinds.py").write_text("def test_page(base_url):\n    pass\n")
+    with pytest.raises(SmokeFailed) as caught:
+        smoke.smoke_url(here, lenient_api)
+    assert str(caught.value) == f"smoke tests failed against {lenient_api} (pytest exit code 4; its report is above)"
