@@ -3,9 +3,11 @@ and what a deploy's preflight says to do. None of these needs a Docker engine.""
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 import os
+import select
 import subprocess
 import sys
 import threading
@@ -215,3 +217,107 @@ def test_the_failures_come_from_pytests_report_whatever_failed(tmp_path: Path, l
     with pytest.raises(SmokeFailed) as caught:
         smoke.smoke_url(here, lenient_api)
     assert str(caught.value) == f"smoke tests failed against {lenient_api} (pytest exit code 4; its report is above)"
+
+
+# -- inv -l, and what Invoke itself refuses ------------------------------------------------------
+
+
+def _inv(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", *args],
+        cwd=proj.ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def _on_a_terminal(columns: int, *args: str) -> list[str]:
+    """What `inv ARGS` prints on a terminal ``columns`` wide (Invoke asks the terminal its width)."""
+    import fcntl
+    import struct
+    import termios
+
+    main, terminal = os.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
+    child = subprocess.Popen(
+        [sys.executable, "-m", "invoke", *args], cwd=proj.ROOT, stdin=subprocess.DEVNULL, stdout=terminal
+    )
+    os.close(terminal)
+    chunks = []
+    try:
+        while select.select([main], [], [], 60)[0]:
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(main)
+        child.wait(60)
+    assert child.returncode == 0
+    return b"".join(chunks).decode().replace("\r\n", "\n").splitlines()
+
+
+def _summaries() -> dict[str, str]:
+    """Each task's summary: the first paragraph of its docstring, read from tasks.py (not imported)."""
+    tree = ast.parse((proj.ROOT / "tasks.py").read_text(encoding="utf-8"))
+    found = {}
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and any(
+            "task" in ast.unparse(decorator).split("(")[0] for decorator in node.decorator_list
+        ):
+            paragraph = (ast.get_docstring(node) or "").split("\n\n")[0]
+            found[node.name] = paragraph
+    return found
+
+
+@pytest.mark.parametrize("columns", [80, 200])
+def test_inv_l_shows_each_tasks_summary_whole_as_one_sentence(columns: int) -> None:
+    """Invoke lists the first line of each docstring, wrapped to the terminal: a summary that ran
+    on to a second line was cut mid-sentence ("CPU and"). Each is one short sentence, on one line
+    of the list even at 80 columns."""
+    summaries = _summaries()
+    listed = json.loads(_inv("--list", "--list-format=json").stdout)["tasks"]
+    assert len(summaries) == len(listed) >= 20
+    for summary in summaries.values():
+        assert "\n" not in summary, f"the summary runs on to a second line: {summary!r}"
+        assert summary.endswith(".") and summary[0].isupper(), summary
+    assert sorted(task["help"] for task in listed) == sorted(summaries.values())
+    lines = _on_a_terminal(columns, "-l")
+    assert lines[0] == "Available tasks:" and lines[-1] == "", lines
+    entries = [line for line in lines[1:] if line.strip()]
+    assert max(len(line) for line in entries) <= columns
+    shown = {line.split()[0]: " ".join(line.split()[1:]) for line in entries}
+    assert len(entries) == len(listed), "\n".join(lines)  # no task's summary was wrapped
+    assert shown == {task["name"]: task["help"] for task in listed}
+
+
+@pytest.mark.parametrize(
+    ("typed", "said"),
+    [
+        (["maintenance"], "usage: inv maintenance STATE [--env ENV]; STATE: on (JSON 503 with Retry-After) or off"),
+        (["maintenance", "--env", "staging"], "usage: inv maintenance STATE [--env ENV]; STATE: on (JSON 503"),
+        (["scale"], "usage: inv scale REPLICAS [--env ENV]; REPLICAS: the number of tasks, 1-100"),
+        (["canary"], "usage: inv canary ACTION [--env ENV]; ACTION: status, promote (every request to the canary)"),
+        (["logs", "--lines"], "error: inv logs --lines needs a value: the last N lines, merged (default 200; 0: all)"),
+        (["deploy", "--target"], "error: inv deploy --target needs a value: host (one Docker host, blue/green) or"),
+        (["maintenance", "on", "--env"], "error: inv maintenance --env needs a value: settings from .env.NAME"),
+    ],
+)
+def test_what_invoke_refuses_while_parsing_is_one_line_saying_how_to_type_it(typed: list[str], said: str) -> None:
+    """Invoke's own words were "'maintenance' did not receive required positional arguments:
+    'state'" and "Flag <Argument: lines (l)> needed value and was not given one!"."""
+    result = _inv(*typed)
+    assert (result.returncode, result.stdout) == (2, ""), result.stdout + result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith(said), line
+
+
+def test_a_value_a_task_refuses_is_one_line_and_help_still_works() -> None:
+    result = _inv("edge", "--port", "abc")
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.splitlines() == ["error: --port 'abc' is not a port; use 1-65535 (or 0 for a free one)"]
+    # `inv TASK --help` where the task's first argument is positional: Invoke hands over "--help".
+    for name in ("maintenance", "scale", "canary"):
+        result = _inv(name, "--help")
+        assert result.returncode == 0 and "Docstring:" in result.stdout, result.stdout + result.stderr
