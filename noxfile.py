@@ -22,6 +22,9 @@ ROOT = Path(__file__).parent
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 APP_LOCK = "template/requirements.lock"
 IN_CI = bool(os.environ.get("CI"))
+# After a Ctrl-C nox gives a command 0.3 s before SIGTERM, then SIGKILL. The demo needs longer to
+# stop its container gracefully and remove the images it built.
+DEMO_STOP = {"interrupt_timeout": 120.0, "terminate_timeout": 30.0}
 
 # Answer sets for `generated`: the defaults, and the corners (other Python, sync workers,
 # unusual port, a name that needs slugifying). Each is rendered and must pass its own `nox`.
@@ -111,14 +114,16 @@ def smoke(session: nox.Session) -> None:
     """Render with default answers, build the image, run it and run its smoke suite."""
     install(session, "render", "test", app=True)
     require_docker(session)
-    session.run("python", "-m", "tools.demo", "--check", "--dir", str(ROOT / ".cache" / "smoke" / "my-service"))
+    session.run(
+        "python", "-m", "tools.demo", "--check", "--dir", str(ROOT / ".cache" / "smoke" / "my-service"), **DEMO_STOP
+    )
 
 
 @nox.session(default=False)
 def demo(session: nox.Session) -> None:
     """Render a project, build it, run it and print its URL (--check: smoke it and exit)."""
     install(session, "render", "test", app=True)
-    session.run("python", "-m", "tools.demo", *session.posargs)
+    session.run("python", "-m", "tools.demo", *session.posargs, **DEMO_STOP)
 
 
 @nox.session(default=False)

@@ -13,6 +13,7 @@ import threading
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from typing import Any
 
 import docker.errors
 import requests.exceptions
@@ -108,9 +109,10 @@ def _failing_cleanly() -> Iterator[None]:
     }
 )
 def build(c: Context, tag: str = "", base_image: str = "", no_cache: bool = False, env: str = "") -> None:
-    """Build the production image, tagged <slug>:<tag> and <slug>:latest; Ctrl-C stops the build.
+    """Build the production image; Ctrl-C stops the build.
 
-    The image the tags named before goes when nothing else uses it, so rebuilds leave none behind.
+    Tagged <slug>:<tag> and <slug>:latest. The image the tags named before goes when nothing else
+    uses it, so rebuilds leave none behind.
     """
     project = proj.load()
     with _failing_cleanly(), _stopping_on_signals(), _interrupted("Build interrupted; nothing was tagged"):
@@ -194,8 +196,9 @@ def _stopping_on_signals() -> Iterator[None]:
     }
 )
 def run(c: Context, port: str = "0", tag: str = "latest", no_build: bool = False, env: str = "") -> None:
-    """Run the image (built first if the source changed), follow its logs; Ctrl-C stops and removes it.
+    """Run the image and follow its logs; Ctrl-C stops and removes it.
 
+    The image is built first when the source changed since it was built (--no-build runs it as it is).
     The server's variables (APP_*, GUNICORN_*, WEB_CONCURRENCY, ACCESS_LOG, FORWARDED_ALLOW_IPS)
     from your shell, .env and .env.NAME are passed to the container. PORT is not: the container
     listens on the image's port, published on --port.
@@ -231,7 +234,10 @@ def run(c: Context, port: str = "0", tag: str = "latest", no_build: bool = False
     }
 )
 def smoke(c: Context, image: str = "", url: str = "", env: str = "") -> None:
-    """Run the smoke suite against a fresh container of the image, or against --url."""
+    """Run the smoke suite against a fresh container, or --url.
+
+    The container runs --image, or else an image built from the current source first.
+    """
     if image and url:
         raise Exit("error: give --image or --url, not both", code=2)
     project = proj.load()
@@ -264,7 +270,10 @@ def smoke(c: Context, image: str = "", url: str = "", env: str = "") -> None:
 
 @task(help={"env": ENV_HELP})
 def clean(c: Context, env: str = "") -> None:
-    """Remove the project's images (tagged, left untagged by rebuilds, failed builds) and its containers."""
+    """Remove the project's images and the containers of its runs.
+
+    Images: tagged, left untagged by rebuilds, the builder stage's, failed builds'.
+    """
     project = proj.load()
     with _failing_cleanly(), _stopping_on_signals(), _interrupted("Clean interrupted; run `inv clean` again to finish"):
         client = engine.connect(_settings(env)["DOCKER_HOST"])
@@ -282,8 +291,11 @@ def clean(c: Context, env: str = "") -> None:
 
 @task
 def relock(c: Context) -> None:
-    """Refresh both locks from pyproject.toml with uv: uv.lock (the tooling CI installs) and
-    requirements.lock (the image's, hashed, every platform). Commit both."""
+    """Refresh uv.lock and requirements.lock from pyproject.toml.
+
+    With uv: uv.lock (the tooling CI installs) and requirements.lock (the image's, hashed, every
+    platform). Commit both.
+    """
     if shutil.which("uv") is None:
         raise Exit("error: uv is not installed; install it with `pip install uv` and run `inv relock` again", code=1)
     c.run("uv lock", env=settings.child_environment(), replace_env=True)
@@ -292,6 +304,50 @@ def relock(c: Context) -> None:
         env=settings.child_environment(),
         replace_env=True,
     )
+
+
+def _one_line_parse_errors() -> None:
+    """A task typed without its argument (`inv maintenance`), or an option without its value
+    (`inv logs --lines`), is one line saying how to type it, exit code 2.
+
+    Invoke refuses both while it parses, before any task runs, in words of its own ("'maintenance'
+    did not receive required positional arguments: 'state'", "Flag <Argument: lines (l)> needed
+    value"), and offers no hook there; so its parser's two checks are wrapped. Other parse errors,
+    and every Invoke without these methods, keep Invoke's own message (tests/test_messages.py
+    notices a change).
+    """
+    try:
+        from invoke.parser.parser import ParseMachine
+    except ImportError:
+        return
+    complete_context, complete_flag = ParseMachine.complete_context, ParseMachine.complete_flag
+
+    def usage(context: Any) -> str:
+        words = [str(arg.name).upper() for arg in context.positional_args]
+        for arg in context.args.values():
+            if not arg.positional:
+                flag = "--" + str(arg.name).replace("_", "-")
+                words.append(f"[{flag}]" if arg.kind is bool else f"[{flag} {str(arg.name).upper()}]")
+        [needed, *_] = context.missing_positional_args
+        return f"usage: inv {context.name} {' '.join(words)}; {str(needed.name).upper()}: {needed.help}"
+
+    def checked_context(machine: Any) -> None:
+        if machine.context is not None and machine.context.name and machine.context.missing_positional_args:
+            raise Exit(usage(machine.context), code=2)
+        complete_context(machine)
+
+    def checked_flag(machine: Any) -> None:
+        flag, context = machine.flag, machine.context
+        if flag and flag.takes_value and flag.raw_value is None and not flag.optional and context and context.name:
+            name = "--" + str(flag.name).replace("_", "-")
+            raise Exit(f"error: inv {context.name} {name} needs a value: {flag.help}", code=2)
+        complete_flag(machine)
+
+    ParseMachine.complete_context = checked_context  # type: ignore[method-assign]
+    ParseMachine.complete_flag = checked_flag  # type: ignore[method-assign]
+
+
+_one_line_parse_errors()
 
 
 def _help_if_asked(c: Context, value: str, name: str) -> None:
@@ -341,7 +397,10 @@ def dev(
     no_build: bool = False,
     env: str = "",
 ) -> None:
-    """Run the app with hot reload behind a local Netlify edge; Ctrl-C stops everything."""
+    """Run the app with hot reload behind a local Netlify edge.
+
+    Ctrl-C stops everything.
+    """
     project = proj.load()
     with _failing_cleanly(), _stopping_on_signals(), ExitStack() as stack:
         edge_port = options.port(port)
@@ -380,7 +439,7 @@ def dev(
     }
 )
 def edge(c: Context, port: str = "8888", backend: str = "", env: str = "") -> None:
-    """Serve public/ with the project's Netlify rules in front of any backend."""
+    """Serve public/ and the Netlify rules in front of any backend."""
     project = proj.load()
     with _failing_cleanly(), _stopping_on_signals():
         edge_port = options.port(port)
@@ -398,7 +457,10 @@ def edge(c: Context, port: str = "8888", backend: str = "", env: str = "") -> No
 
 @task(help={"env": "also check .env.NAME (and .env): every setting valid, typos named"})
 def check(c: Context, env: str = "") -> None:
-    """Check netlify.toml, _redirects and _headers strictly (typos, bad rules, missing files), and the settings."""
+    """Check the Netlify configuration strictly, and the settings.
+
+    netlify.toml, _redirects and _headers: typos, bad rules, missing files.
+    """
     with _failing_cleanly():
         _settings(env)
     code = check_ops.main([str(proj.ROOT)])
@@ -460,7 +522,10 @@ def deploy(
     canary: bool = False,
     manual: bool = False,
 ) -> None:
-    """Ship both halves: build, smoke, push, roll out behind Caddy, then Netlify draft, smoke, publish."""
+    """Ship both halves: the API behind Caddy, the site to Netlify.
+
+    Build, smoke, push, roll out behind Caddy; then a Netlify draft, smoke, publish.
+    """
     if backend_only and netlify_only:
         raise Exit("error: give --backend-only or --netlify-only, not both", code=2)
     if manual and not canary:
@@ -503,7 +568,11 @@ def deploy(
     },
 )
 def canary(c: Context, action: str, env: str = "") -> None:
-    """A canary left running by `inv deploy --canary --manual`: its share and figures, or end it."""
+    """Show or end a canary left by `inv deploy --canary --manual`.
+
+    status: its share and figures; promote: every request to it; abort: every request back.
+    """
+    _help_if_asked(c, action, "canary")
     project = proj.load()
     if action not in {"status", "promote", "abort"}:
         raise Exit(f"error: `inv canary {action}`: the action is status, promote or abort", code=2)
@@ -534,8 +603,11 @@ def canary(c: Context, action: str, env: str = "") -> None:
     }
 )
 def preview(c: Context, env: str = "", title: str = "", site: str = "") -> None:
-    """A draft Netlify deploy of public/ against BACKEND_URL (use --env staging), smoke-tested, never
-    published: prints its URL (and writes url=... to $GITHUB_OUTPUT in a GitHub Actions job)."""
+    """Make a smoke-tested Netlify draft of public/, never published.
+
+    Against BACKEND_URL (use --env staging). Prints its URL (and writes url=... to $GITHUB_OUTPUT
+    in a GitHub Actions job).
+    """
     import os
     from pathlib import Path
 
@@ -551,7 +623,10 @@ def preview(c: Context, env: str = "", title: str = "", site: str = "") -> None:
 
 @task(help={"env": ENV_HELP})
 def releases(c: Context, env: str = "") -> None:
-    """The releases recorded on the Docker host, newest first, and which is live on each half."""
+    """List the releases recorded on the Docker host, newest first.
+
+    Marks which is live on each half (the backend and Netlify).
+    """
     project = proj.load()
     with _failing_cleanly():
         state = deploy_ops.status(project, _settings(env))
@@ -579,7 +654,10 @@ def releases(c: Context, env: str = "") -> None:
 
 @task(help={"revision": "the release to go back to (default: the previous one)", "env": ENV_HELP})
 def rollback(c: Context, revision: str = "", env: str = "") -> None:
-    """Go back to the previous (or named) release on both halves, with the same health gate."""
+    """Go back to the previous (or named) release on both halves.
+
+    The release is gated on its health check, as in a deploy.
+    """
     project = proj.load()
     with (
         _failing_cleanly(),
@@ -592,7 +670,10 @@ def rollback(c: Context, revision: str = "", env: str = "") -> None:
 
 @task(help={"env": ENV_HELP})
 def status(c: Context, env: str = "") -> None:
-    """What is live on each half: release, health, uptime, digest, lock holder, maintenance."""
+    """Show what is live on each half, and the deploy lock.
+
+    The live release, its health, uptime and digest; the deploy lock's holder; maintenance.
+    """
     project = proj.load()
     with _failing_cleanly():
         config = _settings(env)
@@ -637,7 +718,7 @@ def status(c: Context, env: str = "") -> None:
 
 @task(help={"release": "clear the lock a dead deploy left (says whose it was)", "env": ENV_HELP})
 def lock(c: Context, release: bool = False, env: str = "") -> None:
-    """Show who holds the deploy lock on the Docker host; --release clears a stale one."""
+    """Show who holds the deploy lock; --release clears a stale one."""
     project = proj.load()
     with _failing_cleanly():
         settings = _settings(env)
@@ -653,7 +734,10 @@ def lock(c: Context, release: bool = False, env: str = "") -> None:
 
 @task(help={"state": "on (JSON 503 with Retry-After) or off", "env": ENV_HELP})
 def maintenance(c: Context, state: str, env: str = "") -> None:
-    """Answer the API with a JSON 503 and Retry-After while you work on it (on), or serve again (off)."""
+    """Answer the API with a JSON 503 (on), or serve it again (off).
+
+    The 503 carries Retry-After: for while you work on the API.
+    """
     _help_if_asked(c, state, "maintenance")
     if state not in {"on", "off"}:
         raise Exit(f"error: inv maintenance takes on or off, not {state!r}", code=2)
@@ -672,10 +756,11 @@ def maintenance(c: Context, state: str, env: str = "") -> None:
     }
 )
 def remove(c: Context, yes: bool = False, proxy: bool = False, env: str = "") -> None:
-    """Take the project off its Docker host: release containers, proxy site, records, network.
+    """Take the project off its Docker host (--yes to do it; without it, a listing).
 
-    Other projects on the host keep serving (Caddy is not reloaded). Netlify and the registry's
-    images stay; the shared proxy stays unless --proxy is given and no other project uses it.
+    Release containers, proxy site, records, network. Other projects on the host keep serving
+    (Caddy is not reloaded). Netlify and the registry's images stay; the shared proxy stays
+    unless --proxy is given and no other project uses it.
     """
     project = proj.load()
     with _failing_cleanly(), _stopping_on_signals(), _interrupted("Remove interrupted; run `inv remove --yes` again"):
@@ -694,7 +779,7 @@ def remove(c: Context, yes: bool = False, proxy: bool = False, env: str = "") ->
         for part in parts or [f"nothing of {project.slug}"]:
             out.print(f"  {part}", markup=False)
         if done.proxy is not None and done.proxy.users:
-            out.print(f"  (not the shared proxy {done.proxy.name}: it serves {', '.join(done.proxy.users)} too)")
+            out.print(f"  (not the shared proxy {done.proxy.name}: it serves {', '.join(done.proxy.users)} too)", markup=False)
         elif done.proxy is not None:
             out.print(f"  {done.proxy.describe()} (no other project uses it)", markup=False)
         flags = " --proxy" if proxy else ""
@@ -717,7 +802,10 @@ def remove(c: Context, yes: bool = False, proxy: bool = False, env: str = "") ->
 
 @task(help={"replicas": "the number of tasks, 1-100", "env": ENV_HELP})
 def scale(c: Context, replicas: str, env: str = "") -> None:
-    """Run N tasks of the app on the swarm (DEPLOY_TARGET=swarm); waits until exactly N are up."""
+    """Run N tasks of the app on the swarm; waits until N are up.
+
+    For DEPLOY_TARGET=swarm; waits until exactly N are up and the others drained.
+    """
     _help_if_asked(c, replicas, "scale")
     project = proj.load()
     with _failing_cleanly(), _stopping_on_signals(), _interrupted("Scale interrupted; Swarm goes on to the new count"):
@@ -741,7 +829,10 @@ def scale(c: Context, replicas: str, env: str = "") -> None:
     },
 )
 def swarm_init(c: Context, advertise_addr: str = "", env: str = "") -> None:
-    """Make DOCKER_HOST's engine a one-node swarm (its manager), for DEPLOY_TARGET=swarm."""
+    """Make DOCKER_HOST's engine a one-node swarm (its manager).
+
+    To deploy to with DEPLOY_TARGET=swarm.
+    """
     with _failing_cleanly():
         client = engine.connect(_settings(env)["DOCKER_HOST"])
         done = swarm.init(client, advertise_addr)
@@ -775,7 +866,10 @@ def logs_(
     lines: str = "200",
     env: str = "",
 ) -> None:
-    """The live and the previous release's logs from the target host, merged in time order."""
+    """Show the live and the previous release's logs, merged.
+
+    Read from the target host and merged in time order.
+    """
     project = proj.load()
     with _failing_cleanly():
         config = _settings(env)
@@ -816,8 +910,11 @@ def logs_(
     }
 )
 def monitor(c: Context, once: bool = False, json: bool = False, env: str = "") -> None:
-    """Watch the live releases: deaths, OOM kills, failing health checks, restart loops, CPU and
-    memory near their limits. Each alert once, to the terminal and ALERT_WEBHOOK_URL, and when it resolves."""
+    """Watch the live releases and alert when something goes wrong.
+
+    Deaths, OOM kills, failing health checks, restart loops, CPU and memory near their limits.
+    Each alert once, to the terminal and ALERT_WEBHOOK_URL, and when it resolves.
+    """
     import json as jsonlib
 
     project = proj.load()
@@ -839,13 +936,8 @@ def monitor(c: Context, once: bool = False, json: bool = False, env: str = "") -
             if json:
                 out.print_json(jsonlib.dumps(found.as_json(project.slug)))
             else:
-                for row in found.containers:
-                    out.print(
-                        f"{row['name']}: {row['status']}, health {row['health']}, restarts {row['restarts']}"
-                        + (f", CPU {row['cpu']:.0%}" if row.get("cpu") is not None else "")
-                        + (f", memory {row['memory']:.0%}" if row.get("memory") is not None else ""),
-                        markup=False,
-                    )
+                for line in found.lines():
+                    out.print(line, markup=False)
                 for problem in found.problems:
                     out.print(f"[red]problem[/] {escape(problem)}")
                 if found.ok:

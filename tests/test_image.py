@@ -260,6 +260,34 @@ def test_container_that_never_turns_healthy_is_reported_and_removed(built: dict[
             engine.images.remove(broken, force=True)
 
 
+def test_a_failed_smoke_run_ends_with_the_failed_test_after_the_log_tail(built: dict[str, Any], engine: Any) -> None:
+    """What `inv smoke` prints last is what failed: the container's log tail comes before the
+    failed tests and their assertion lines, not after them."""
+    # Bodies up to 8 MiB: the suite's 2 MiB body gets a 400 (not JSON), not the 413 it expects.
+    lenient = f"{built['slug']}:lenient"
+    try:
+        engine.images.build(
+            fileobj=io.BytesIO(f"FROM {built['image']}\nENV APP_MAX_REQUEST_BYTES=8388608\n".encode()),
+            tag=lenient,
+            rm=True,
+            forcerm=True,
+        )
+        result = run_in(built["project"], "invoke", "smoke", "--image", lenient, capture=True, check=False)
+        assert result.returncode == 1, result.stdout + result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert lines[-2].startswith(f"error: smoke tests failed against {lenient}: 1 of 12 "), result.stderr
+        assert lines[-1].startswith("  test_errors_are_json at tests/smoke/test_smoke.py:"), result.stderr
+        assert lines[-1].endswith(": assert too_big.status_code == 413 (assert 400 == 413)"), result.stderr
+        assert any("log tail" in line for line in lines[:-2]), result.stderr  # the container's logs, before
+        assert "Traceback" not in result.stderr
+        assert not engine.containers.list(all=True, filters={"ancestor": lenient})
+    finally:
+        for container in engine.containers.list(all=True, filters={"ancestor": lenient}):
+            container.remove(force=True)
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            engine.images.remove(lenient, force=True)
+
+
 def test_failed_build_shows_the_log_tail(tmp_path: Path, base_image: str, engine: Any) -> None:
     slug = f"cnd-broken-build-{uuid.uuid4().hex[:6]}"  # its own: another run may share the engine
     project = render(tmp_path / "broken-build", {"project_slug": slug, "base_image": base_image})

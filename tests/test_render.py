@@ -303,6 +303,34 @@ def test_readme_explains_the_architecture(project: Path) -> None:
         assert f"`{variable}`" in readme, variable
 
 
+def test_what_nox_does_is_said_where_a_user_reads_it(project: Path) -> None:
+    """`nox` in a generated project runs its default sessions for ~20 minutes, and its tests make
+    the user's Docker engine a swarm for a while: the README's quick start, its `nox -s tests` row
+    and the message after `copier copy` say so (they said "unit tests, lint, and a smoke test")."""
+    import yaml
+
+    noxfile = ast.parse((project / "noxfile.py").read_text())
+    [sessions] = [
+        ast.literal_eval(node.value)
+        for node in ast.walk(noxfile)
+        if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "nox.options.sessions"
+    ]
+    makes_a_swarm = "swarm.init(" in (project / "tests" / "test_swarm.py").read_text()
+    readme = (project / "README.md").read_text()
+    message = yaml.safe_load((REPO / "copier.yml").read_text())["_message_after_copy"]
+    said = {
+        "quick start": next(line for line in readme.splitlines() if line.startswith("nox ")),
+        "task table": next(line for line in readme.splitlines() if line.startswith("| `nox -s tests`")),
+        "copier's message": next(line.strip() for line in message.splitlines() if line.strip().startswith("nox ")),
+    }
+    for where, line in said.items():
+        assert re.search(r"\b\d+ min", line), f"{where} says nothing of how long: {line}"
+        assert not makes_a_swarm or "swarm" in line, f"{where} does not say the tests make a swarm: {line}"
+    for where in ("quick start", "copier's message"):
+        assert all(name in said[where] for name in sessions), (sessions, said[where])
+    assert "docker swarm leave --force" in readme  # how to end one a killed run left
+
+
 def test_tasks_list(project: Path) -> None:
     from tools.generated import run_in
 

@@ -1,8 +1,9 @@
 """The main job: render a project with default answers, build it, run it, say where it serves.
 
 ``python -m tools.demo`` (``nox -s demo``) serves until Ctrl-C. ``--check`` instead runs the
-generated smoke suite against it and exits, non-zero on any failure. Without a Docker engine
-it says so in one line and runs the same service as a local gunicorn process.
+generated smoke suite against it and exits, non-zero on any failure. Either way the images it
+built are removed when it stops (``inv clean``). Without a Docker engine it says so in one line
+and runs the same service as a local gunicorn process.
 """
 
 from __future__ import annotations
@@ -14,26 +15,71 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tools.generated import REPO, choose_base_image, docker_client, free_port, project_ops, pytest_args, render, run_in
+from tools.generated import (
+    REPO,
+    choose_base_image,
+    docker_client,
+    free_port,
+    project_ops,
+    pytest_args,
+    render,
+    run_in,
+    scripts_env,
+)
 
 DEFAULT_DIR = REPO / ".cache" / "demo" / "my-service"
 
 
 def with_docker(project: Path, client: object, check: bool) -> int:
+    """Build, then serve (or smoke-test) the image; the images it built go when it stops."""
     dockerfile = (project / "Dockerfile").read_text()
     default = next(line.split("=", 1)[1] for line in dockerfile.splitlines() if line.startswith("ARG BASE_IMAGE="))
     base, why = choose_base_image(client, default)
     print(f"demo: base image {base} ({why})", flush=True)
     env = {"BASE_IMAGE": base}
-    if run_in(project, "invoke", "build", env=env, check=False).returncode != 0:
-        return 1
-    if check:
-        return run_in(project, "invoke", "smoke", "--image", "my-service:latest", env=env, check=False).returncode
-    # `inv run` prints the URL once healthy, follows the logs and removes the container on Ctrl-C.
+    # SIGTERM (nox's, once it has waited DEMO_STOP's interrupt_timeout) stops it as a Ctrl-C does.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        return run_in(project, "invoke", "run", env=env, check=False, timeout=10**9).returncode
-    except KeyboardInterrupt:
-        return 0
+        if run_in(project, "invoke", "build", env=env, check=False).returncode != 0:
+            return 1
+        if check:
+            return run_in(project, "invoke", "smoke", "--image", "my-service:latest", env=env, check=False).returncode
+        return serve(project, env)
+    except KeyboardInterrupt:  # in the build or the smoke run: what either left, `inv clean` removes
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        remove_images(project)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def serve(project: Path, env: dict[str, str]) -> int:
+    """`inv run`: it prints the URL once healthy and follows the logs until Ctrl-C.
+
+    In a session of its own, so a Ctrl-C reaches it from here, once per Ctrl-C, as it would from a
+    terminal: the first drains and removes the container (waited for, so the images can go after
+    it), a second stops it at once.
+    """
+    child = subprocess.Popen(["invoke", "run"], cwd=project, env=scripts_env(env), start_new_session=True)
+    while True:
+        try:
+            child.wait()
+            return 0
+        except KeyboardInterrupt:
+            child.send_signal(signal.SIGINT)
+
+
+def remove_images(project: Path) -> None:
+    """`inv clean`: the images the demo built (the image, the builder stage's, a failed build's
+    steps: the project's labels with this checkout's) and any container of its runs. The base
+    image stays: the build pulled it, or it was there."""
+    print("demo: removing the images it built (inv clean)", flush=True)
+    done = run_in(project, "invoke", "clean", check=False)
+    if done.returncode != 0:
+        print(f"demo: inv clean failed (exit code {done.returncode}); run it in {project}", file=sys.stderr)
 
 
 def with_gunicorn(project: Path, check: bool) -> int:

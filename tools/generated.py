@@ -105,11 +105,22 @@ def run_in(
     timeout: float = 600,
 ) -> subprocess.CompletedProcess[str]:
     """Run a command inside a generated project, with this interpreter's scripts on PATH."""
+    return subprocess.run(
+        list(command),
+        cwd=project,
+        env=scripts_env(env),
+        check=check,
+        capture_output=capture,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def scripts_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's environment with ``env`` on top and this interpreter's scripts first on PATH."""
     merged = {**os.environ, **(env or {})}
     merged["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{merged.get('PATH', '')}"
-    return subprocess.run(
-        list(command), cwd=project, env=merged, check=check, capture_output=capture, text=True, timeout=timeout
-    )
+    return merged
 
 
 def project_ops(project: Path) -> None:

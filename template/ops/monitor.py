@@ -495,10 +495,32 @@ class Snapshot:
     def as_json(self, project: str) -> dict[str, Any]:
         return {"project": project, "ok": self.ok, "problems": self.problems, "containers": self.containers}
 
+    def lines(self) -> list[str]:
+        """A line per release, as ``inv monitor --once`` prints them (the problems follow)."""
+        return [f"{row['name']}: {describe(row)}" for row in self.containers]
+
+
+def describe(row: Mapping[str, Any]) -> str:
+    """One release of :func:`snapshot` in words: its state, and for one that runs, its figures."""
+    if row.get("kept"):
+        return f"stopped, kept {row['kept']}"
+    if row["health"] is None:  # stopped, and none runs: the problems say so
+        oom = ", OOM-killed" if row.get("oom_killed") else ""
+        return f"{row['status']} (exit code {row.get('exit_code')}{oom})"
+    return (
+        f"{row['status']}, health {row['health']}, restarts {row['restarts']}"
+        + (f", CPU {row['cpu']:.0%}" if row.get("cpu") is not None else "")
+        + (f", memory {row['memory']:.0%}" if row.get("memory") is not None else "")
+    )
+
 
 def snapshot(client: docker.DockerClient, slug: str, *, swarm: bool, thresholds: Thresholds | None = None) -> Snapshot:
     """One look at the project's releases: running, health, restarts, OOM, CPU and memory.
-    Stopped releases (kept for rollback) are listed, and are a problem only when none runs."""
+
+    Stopped releases are listed, and are a problem only when none runs. While one runs, a stopped
+    one is what a deploy keeps for rollback (on a swarm, an earlier task Swarm keeps in its
+    history): its row says ``kept`` and has no health, since the engine reports a stopped
+    container's health check as unhealthy (the check stopped with it), not anything that serves."""
     limits = thresholds or Thresholds()
     label = f"{SERVICE_LABEL if swarm else RELEASE_LABEL}={slug}"
     found = sorted(
@@ -520,6 +542,10 @@ def snapshot(client: docker.DockerClient, slug: str, *, swarm: bool, thresholds:
             "oom_killed": bool(state.get("OOMKilled")),
             "exit_code": state.get("ExitCode"),
         }
+        if container.status not in {"running", "paused", "restarting"}:
+            row["health"] = None
+            if running:
+                row["kept"] = "in Swarm's task history" if swarm else "for rollback"
         if container.status == "running":
             started = _seconds_since(str(state.get("StartedAt", "")))
             if row["restarts"] and started is not None and started < limits.window:

@@ -118,6 +118,7 @@ def test_a_deploy_ships_both_halves_and_records_them(engine: Any, stage: Stage) 
     with pytest.raises(SmokeFailed, match=r"smoke tests failed") as caught:
         deploy.deploy(stage.project, broken, deploy.Options(allow_dirty=True), say=stage.lines.append)
     assert caught.value.detail  # the container's log comes with it
+    assert str(caught.value).splitlines()[-1].startswith("  test_errors_are_json at tests/smoke/test_smoke.py:")
     assert rollout.live_release(engine, stage.project.slug) == live and live is not None
     assert [r.name for r in rollout.releases(engine, stage.project.slug) if r.running] == [live.name]
     assert stage.netlify.deploys == deploys and lock.holder(engine, stage.project.slug) is None

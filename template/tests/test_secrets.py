@@ -335,7 +335,7 @@ def test_the_smoke_suites_pytest_gets_no_secret_and_needs_none(
     try:
         code = smoke.run_suite(
             proj.load(), server.url, extra=["-p", "report_environment", "-q", "-k", "test_metrics_are_not_public"]
-        )
+        ).code
     finally:
         server.close()
     assert code == 0
