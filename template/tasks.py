@@ -756,7 +756,7 @@ def maintenance(c: Context, state: str, env: str = "") -> None:
     }
 )
 def remove(c: Context, yes: bool = False, proxy: bool = False, env: str = "") -> None:
-    """Take the project off its Docker host (--yes to do it; without it, a listing).
+    """Take the project off its Docker host (a listing without --yes).
 
     Release containers, proxy site, records, network. Other projects on the host keep serving
     (Caddy is not reloaded). Netlify and the registry's images stay; the shared proxy stays
@@ -779,7 +779,8 @@ def remove(c: Context, yes: bool = False, proxy: bool = False, env: str = "") ->
         for part in parts or [f"nothing of {project.slug}"]:
             out.print(f"  {part}", markup=False)
         if done.proxy is not None and done.proxy.users:
-            out.print(f"  (not the shared proxy {done.proxy.name}: it serves {', '.join(done.proxy.users)} too)", markup=False)
+            users = ", ".join(done.proxy.users)
+            out.print(f"  (not the shared proxy {done.proxy.name}: it serves {users} too)", markup=False)
         elif done.proxy is not None:
             out.print(f"  {done.proxy.describe()} (no other project uses it)", markup=False)
         flags = " --proxy" if proxy else ""

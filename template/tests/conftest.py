@@ -26,6 +26,7 @@ TOOLS = {
     "caddy": "caddy",
     "docker-registry": "docker-registry",
     "git": "git",
+    "openssl": "openssl",
     "promtool": "prometheus",
     "socat": "socat",
 }

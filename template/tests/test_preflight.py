@@ -108,7 +108,7 @@ def test_a_name_that_does_not_resolve_is_named() -> None:
 @pytest.fixture
 def self_signed(tmp_path: Path) -> Iterator[int]:
     """An HTTPS server on 127.0.0.1 with a certificate nobody trusts; yields its port."""
-    openssl = needed_tool("openssl", "to make a certificate nobody trusts", "apt-get install openssl")
+    openssl = needed_tool("openssl", "to make a certificate nobody trusts")
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
     subprocess.run(
         [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-days", "1",
@@ -230,7 +230,7 @@ def test_no_push_goes_with_one_host_only() -> None:
 
 def test_a_secret_in_a_settings_file_git_tracks_is_refused(tmp_path: Path) -> None:
     """`.env.local` is committed; a token pasted into it (the habit other tools teach) is refused."""
-    git = needed_tool("git", "to commit the settings file", "apt-get install git")
+    git = needed_tool("git", "to commit the settings file")
     root = tmp_path / "project"
     shutil.copytree(proj.ROOT, root, ignore=lambda folder, names: [n for n in names if n in {".git", ".venv", ".nox"}])
     token = "nfp_" + "a1" * 20

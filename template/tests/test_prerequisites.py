@@ -74,7 +74,7 @@ def test_the_smoke_runner_says_a_url_run_is_one(
     monkeypatch.delenv("CND_CHECK_LEAKS", raising=False)
     monkeypatch.setenv("SMOKE_CONTAINER", "inherited-from-the-shell")  # not the runner's: dropped
     monkeypatch.setenv("PYTEST_ADDOPTS", "")
-    code = smoke.run_suite(project.load(), api_origin, extra=["-rs", "-k", "test_readiness or test_runs_as_non_root"])
+    done = smoke.run_suite(project.load(), api_origin, extra=["-rs", "-k", "test_readiness or test_runs_as_non_root"])
     output = capfd.readouterr().out
-    assert code == 0 and "1 passed, 1 skipped" in output, output
+    assert done.code == 0 and "1 passed, 1 skipped" in output, output
     assert "no container to inspect" in output
