@@ -119,6 +119,8 @@ def build(c: Context, tag: str = "", base_image: str = "", no_cache: bool = Fals
         config = _settings(env)
         if base_image:
             config = config.override("BASE_IMAGE", base_image, "--base-image")
+        if problem := images.python_mismatch(config["BASE_IMAGE"]):  # before the engine is asked anything
+            raise OpsError(problem)
         client = engine.connect(config["DOCKER_HOST"])
         result = images.build_project(
             client,
@@ -462,10 +464,13 @@ def check(c: Context, env: str = "") -> None:
     netlify.toml, _redirects and _headers: typos, bad rules, missing files.
     """
     with _failing_cleanly():
-        _settings(env)
+        config = _settings(env)
+        committed = deploy_ops.committed_secrets(proj.load(), config)
+    for line in committed:
+        console.print(f"[red]error[/] {escape(line)}")
     code = check_ops.main([str(proj.ROOT)])
-    if code:
-        raise Exit(code=code)
+    if code or committed:
+        raise Exit(code=code or 1)
 
 
 DEPLOY_HELP = {"env": ENV_HELP}

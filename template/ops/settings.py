@@ -235,7 +235,8 @@ _CONTAINER_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,59}\Z")
 _IMAGE = re.compile(
     r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?"  # registry host (and port) or first path part
     r"(/[a-z0-9]+([._-][a-z0-9]+)*)*"  # path
-    r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?\Z"  # tag
+    r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"  # tag
+    r"(@sha256:[a-f0-9]{64})?\Z"  # digest (IMAGE itself refuses one: deploy_problems)
 )
 # Names reserved for documentation and tests (RFC 2606, RFC 6761): never a deploy's API.
 RESERVED_DOMAINS = ("example.com", "example.org", "example.net")
@@ -320,8 +321,11 @@ class Settings:
     def missing(self, names: Iterable[str]) -> list[str]:
         """A line per required setting that is empty, saying how to set it."""
         where = f".env.{self.env_name}" if self.env_name else ".env"
+        # A secret never goes in .env.local, which the template commits: .env (git-ignored) instead.
+        secret_where = ".env" if self.env_name == "local" else where
         return [
-            f"{name} is not set ({BY_NAME[name].help}): export it, or add {name}=... to {where}"
+            f"{name} is not set ({BY_NAME[name].help}): export it, or add {name}=... to "
+            f"{secret_where if BY_NAME[name].withheld else where}"
             for name in names
             if not self.values.get(name)
         ]
@@ -676,17 +680,30 @@ def load(
 
 
 def record(root: Path, name: str, value: str) -> Path:
-    """Write ``NAME=value`` into ``root``'s `.env` (made if missing; the line replaced if there is
-    one, every other line kept as it was), for a task's option that should stick
-    (``inv build --base-image``). Checked like any setting first; secrets are never written."""
+    """Write ``NAME=value`` into ``root``'s `.env` (made if missing; its ``NAME`` line replaced,
+    keeping an ``export`` and a comment on it, every other line and the line endings kept), for a
+    task's option that should stick (``inv build --base-image``). Checked like any setting first;
+    secrets are never written, and a `.env` that is a link, not a file, or read-only is refused."""
     setting = BY_NAME[name]
     if setting.withheld:
         raise SettingsError(f"{name} is a secret or credential: set it yourself, the tasks never write one")
     _check(setting, value, "the option")
-    from dotenv import set_key
-
     path = root / ".env"
-    set_key(path, name, value, quote_mode="never")
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise SettingsError(f".env is not a plain file (a link or a folder): add {name}={value} to it yourself")
+    text = ""
+    if path.exists():
+        if not path.stat().st_mode & 0o222:  # read-only for everyone (root included): someone meant it
+            raise SettingsError(f".env is read-only: add {name}={value} to it yourself, or make it writable")
+        text = path.read_bytes().decode("utf-8", "replace")
+    newline = "\r\n" if "\r\n" in text else "\n"
+    line = re.compile(
+        rf"^(?P<export>[ \t]*export[ \t]+)?[ \t]*{name}[ \t]*=[^\r\n]*?(?P<comment>[ \t]+#[^\r\n]*)?(?=\r?$)", re.M
+    )
+    replaced, count = line.subn(lambda m: f"{m['export'] or ''}{name}={value}{m['comment'] or ''}", text, count=1)
+    if not count:
+        replaced = text + ("" if not text or text.endswith("\n") else newline) + f"{name}={value}{newline}"
+    path.write_bytes(replaced.encode("utf-8"))
     return path
 
 

@@ -85,8 +85,22 @@ def failures_of(report: Path) -> tuple[list[Failure], int]:
     for case in root.iter("testcase"):
         for outcome in [*case.findall("failure"), *case.findall("error")]:
             text = outcome.text or ""
-            source = [line[1:].strip() for line in text.splitlines() if line.startswith(">")]
-            raised = [m[1] for line in text.splitlines() if (m := _RAISED_AT.match(line.strip()))]
+            # Each frame of the traceback: its ">" source line, then "file:line: Error". The frame
+            # shown is the last one in the suite's own files (the test's assertion, not httpx's raise).
+            frames: list[tuple[str, str]] = []
+            pending = ""
+            for line in text.splitlines():
+                if line.startswith(">"):
+                    pending = line[1:].strip()
+                elif found_at := _RAISED_AT.match(line.strip()):
+                    frames.append((found_at[1], pending))
+                    pending = ""
+            own = [frame for frame in frames if "tests/smoke/" in frame[0].replace("\\", "/")]
+            chosen = (own or frames)[-1:]
+            raised = [where for where, _ in chosen]
+            source = [line for _, line in chosen if line] or [
+                line[1:].strip() for line in text.splitlines() if line.startswith(">")
+            ][-1:]
             message = (outcome.get("message") or "").strip().splitlines()
             name = case.get("name") or case.get("classname") or "(collection)"
             if outcome.tag == "error" and message:  # 'failed on setup with "ConnectionError: refused"'

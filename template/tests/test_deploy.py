@@ -447,7 +447,7 @@ def test_files_git_does_not_track_stop_a_deploy(tmp_path: Path) -> None:
     subprocess.run([*git, "add", "-A"], cwd=tmp_path, check=True)
     subprocess.run([*git, "commit", "-qm", "x"], cwd=tmp_path, check=True)
     here = dataclasses.replace(proj.load(), root=tmp_path)
-    environ = {"BACKEND_URL": "http://127.0.0.1:8480", "IMAGE": "registry.acme.dev/acme/x"}  # a host that resolves
+    environ = {"BACKEND_URL": "http://127.0.0.1", "IMAGE": "registry.acme.dev/acme/x"}  # a host that resolves
     settings = settings_mod.load(tmp_path, environ=environ, defaults={})
     options = deploy.Options(netlify=False)
     assert deploy.preflight(here, settings, options)  # clean

@@ -42,7 +42,7 @@ def git_project(root: Path) -> proj.Project:
 def test_a_deploy_without_netlify_settings_names_backend_only_among_its_fixes(tmp_path: Path) -> None:
     """A project whose site is not on Netlify yet can still ship its API: the preflight says how."""
     here = git_project(tmp_path)
-    environ = {"BACKEND_URL": "http://127.0.0.1:8480", "IMAGE": "registry.acme.dev/acme/x"}
+    environ = {"BACKEND_URL": "http://127.0.0.1", "IMAGE": "registry.acme.dev/acme/x"}
     for netlify in ({}, {"NETLIFY_SITE_ID": "site-1"}, {"NETLIFY_AUTH_TOKEN": "nfp_token_abcdef0123456789"}):
         settings = settings_mod.load(tmp_path, environ={**environ, **netlify}, defaults={})
         with pytest.raises(deploy.PreflightFailed) as caught:
@@ -55,12 +55,12 @@ def test_a_deploy_without_netlify_settings_names_backend_only_among_its_fixes(tm
         assert deploy.preflight(here, settings, deploy.Options(netlify=False))  # the fix works as said
     # Only where it helps: --netlify-only cannot be mended by it, and a deploy with Netlify set
     # but another setting missing is not told to leave Netlify out.
-    settings = settings_mod.load(tmp_path, environ={"BACKEND_URL": "http://127.0.0.1:8480"}, defaults={})
+    settings = settings_mod.load(tmp_path, environ={"BACKEND_URL": "http://127.0.0.1"}, defaults={})
     with pytest.raises(deploy.PreflightFailed) as caught:
         deploy.preflight(here, settings, deploy.Options(backend=False))
     assert "--backend-only" not in str(caught.value)
     netlify = {"NETLIFY_SITE_ID": "site-1", "NETLIFY_AUTH_TOKEN": "nfp_token_abcdef0123456789"}
-    settings = settings_mod.load(tmp_path, environ={"BACKEND_URL": "http://127.0.0.1:8480", **netlify}, defaults={})
+    settings = settings_mod.load(tmp_path, environ={"BACKEND_URL": "http://127.0.0.1", **netlify}, defaults={})
     with pytest.raises(deploy.PreflightFailed) as caught:
         deploy.preflight(here, settings, deploy.Options())
     assert "IMAGE is not set" in str(caught.value) and "--backend-only" not in str(caught.value)

@@ -243,7 +243,12 @@ def test_a_secret_in_a_settings_file_git_tracks_is_refused(tmp_path: Path) -> No
     local = settings_mod.load(root, "local", environ={}, defaults=settings_mod.project_defaults(root))
     with pytest.raises(deploy.PreflightFailed) as refused:
         deploy.preflight(project, local, deploy.effective_options(local, deploy.Options()))
-    assert "NETLIFY_AUTH_TOKEN is set in .env.local:" in str(refused.value) and token not in str(refused.value)
+    assert "NETLIFY_AUTH_TOKEN is written in .env.local:" in str(refused.value) and token not in str(refused.value)
+    # An exported token wins over the committed one, which is still in the repository: refused too.
+    exported = settings_mod.load(
+        root, "local", environ={"NETLIFY_AUTH_TOKEN": "nfp_" + "b2" * 20}, defaults=settings_mod.project_defaults(root)
+    )
+    assert [line for line in deploy.committed_secrets(project, exported) if "NETLIFY_AUTH_TOKEN" in line]
     # The same token in the git-ignored .env is where it belongs.
     text = (root / ".env.local").read_text().replace(f"NETLIFY_AUTH_TOKEN={token}\n", "")
     (root / ".env.local").write_text(text)
@@ -251,3 +256,58 @@ def test_a_secret_in_a_settings_file_git_tracks_is_refused(tmp_path: Path) -> No
     subprocess.run([git, *ident, "commit", "-qam", "y"], cwd=root, check=True)
     local = settings_mod.load(root, "local", environ={}, defaults=settings_mod.project_defaults(root))
     assert deploy.committed_secrets(project, local) == []
+
+
+def test_a_backend_on_this_machine_must_use_the_proxys_port() -> None:
+    moved = _local_settings({"BACKEND_URL": "http://127.0.0.1:9999"})
+    [problem] = preflight.loopback_port(moved)
+    assert "port 9999, but the proxy answers on PROXY_HTTP_PORT=8480 (.env.local:" in problem, problem
+    both = _local_settings({"BACKEND_URL": "http://127.0.0.1:9999", "PROXY_HTTP_PORT": "9999"})
+    assert preflight.loopback_port(both) == []
+    assert preflight.loopback_port(_local_settings({"BACKEND_URL": "https://api.acme.dev:9999"})) == []
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        (
+            "export BASE_IMAGE=old/python:3.11  # ours\r\nX=1\r\n",
+            "export BASE_IMAGE=new/python:3.11  # ours\r\nX=1\r\n",
+        ),
+        ("X=1\r\n", "X=1\r\nBASE_IMAGE=new/python:3.11\r\n"),
+        ("X=1", "X=1\nBASE_IMAGE=new/python:3.11\n"),
+        ("BASE_IMAGE='old'\nBASE_IMAGE_X=1\n", "BASE_IMAGE=new/python:3.11\nBASE_IMAGE_X=1\n"),
+    ],
+)
+def test_recording_keeps_export_comments_and_line_endings(tmp_path: Path, before: str, after: str) -> None:
+    (tmp_path / ".env").write_bytes(before.encode())
+    settings_mod.record(tmp_path, "BASE_IMAGE", "new/python:3.11")
+    assert (tmp_path / ".env").read_bytes().decode() == after
+
+
+def test_recording_refuses_a_linked_a_read_only_or_a_folder_env(tmp_path: Path) -> None:
+    outside = tmp_path / "outside.env"
+    outside.write_text("NETLIFY_AUTH_TOKEN=" + "x" * 40 + "\n")
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / ".env").symlink_to(outside)
+    with pytest.raises(settings_mod.SettingsError, match="not a plain file"):
+        settings_mod.record(linked, "BASE_IMAGE", "new/python:3.11")
+    assert (linked / ".env").is_symlink()
+    folder = tmp_path / "folder"
+    (folder / ".env").mkdir(parents=True)
+    with pytest.raises(settings_mod.SettingsError, match="not a plain file"):
+        settings_mod.record(folder, "BASE_IMAGE", "new/python:3.11")
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    (read_only / ".env").write_text("X=1\n")
+    (read_only / ".env").chmod(0o444)
+    with pytest.raises(settings_mod.SettingsError, match="read-only"):  # for root too
+        settings_mod.record(read_only, "BASE_IMAGE", "new/python:3.11")
+    assert (read_only / ".env").read_text() == "X=1\n"
+
+
+def test_a_base_image_pinned_by_digest_is_an_image() -> None:
+    pinned = "python:3.11-slim@sha256:" + "a" * 64
+    assert settings_mod.load(Path("/nonexistent"), environ={"BASE_IMAGE": pinned})["BASE_IMAGE"] == pinned
+    assert images.python_mismatch("mypython:3.12") == ""  # not the python image: not judged

@@ -57,7 +57,7 @@ def git_project(root: Path) -> proj.Project:
 
 
 # BACKEND_URL resolves here: the preflight asks the resolver (test_preflight.py).
-DEPLOYABLE = {"BACKEND_URL": "http://127.0.0.1:8480", "IMAGE": "registry.acme.dev/acme/x", "NETLIFY_SITE_ID": "site-1"}
+DEPLOYABLE = {"BACKEND_URL": "http://127.0.0.1", "IMAGE": "registry.acme.dev/acme/x", "NETLIFY_SITE_ID": "site-1"}
 
 
 # -- APP_ENV: never a deploy secret -------------------------------------------------------------

@@ -317,7 +317,7 @@ def project_tags(project: proj.Project, tag: str = "") -> list[str]:
 
 
 # The Python version an official-style image names in its tag: python:3.12-slim, mirror/python:3.11.
-_PYTHON_TAG = re.compile(r"python:(3[.][0-9]+)")
+_PYTHON_TAG = re.compile(r"(?:^|/)python:(3[.][0-9]+)")
 
 
 def python_mismatch(base_image: str, python: str = proj.PYTHON_VERSION) -> str:

@@ -23,6 +23,7 @@ from docker.models.containers import Container
 
 from ops import logs, smoke
 from ops import project as proj
+from ops import settings as settings_mod
 from ops.docker import containers, engine, images
 from ops.docker.engine import client_is_local
 from ops.errors import Interrupted, OpsError, SmokeFailed
@@ -124,17 +125,30 @@ def pushes(settings: Settings) -> bool:
 
 
 def committed_secrets(project: proj.Project, settings: Settings) -> list[str]:
-    """One line per secret set in a settings file that git tracks (`.env.local` is committed, and
-    other tools' habit is to keep secrets in a file of that name): it is in the repository's history."""
-    where = {name: settings.sources.get(name, "").partition(":")[0] for name in settings.secrets()}
-    tracked = set(proj.tracked_files(project.root, sorted({f for f in where.values() if f.startswith(".env")})))
-    return [
-        f"{name} is set in {settings.sources[name]}, a file git tracks: a secret in it is in the repository's "
-        "history. Take it out, set it in .env (git-ignored) or the environment, and revoke it if that commit "
-        "was pushed"
-        for name, file in sorted(where.items())
-        if file in tracked
-    ]
+    """One line per deploy secret written in a settings file git does not ignore (`.env.local` is
+    committed; other tools teach keeping secrets in a file of that name), whether or not it is the
+    value in use (an exported one may win over it): the file is in the repository, or would be
+    at the next ``git add -A``."""
+    files = [f".env.{settings.env_name}"] if settings.env_name else []
+    files += [".env"]
+    found = []
+    withheld = settings_mod.withheld_names()
+    for name in files:
+        path = project.root / name
+        if not path.is_file() or proj.git_ignored(project.root, name):
+            continue
+        try:
+            entries = settings_mod.read_env_file(path)
+        except OpsError:
+            continue  # the settings' own load says what is wrong with it
+        for key, (value, line) in sorted(entries.items()):
+            if key in withheld and value:
+                found.append(
+                    f"{key} is written in {name}:{line}, a file git does not ignore: it is in the repository, or "
+                    "will be at the next commit. Take it out and set it in the environment or a git-ignored file "
+                    "(.env); revoke it if a commit with it was pushed"
+                )
+    return found
 
 
 def preflight(project: proj.Project, settings: Settings, options: Options) -> str:
@@ -158,7 +172,8 @@ def preflight(project: proj.Project, settings: Settings, options: Options) -> st
         except OpsError as exc:
             problems.append(str(exc))
         else:
-            problems += host_checks.backend_url(settings["BACKEND_URL"])
+            problems += host_checks.backend_url(settings["BACKEND_URL"], local_target=settings.env_name == "local")
+            problems += host_checks.loopback_port(settings)
     if options.backend and not pushes(settings) and on_swarm(settings):
         problems.append(
             f"REGISTRY_PUSH=off ({settings.sources.get('REGISTRY_PUSH', 'default')}) goes with DEPLOY_TARGET=host: "
@@ -191,6 +206,12 @@ def host_problems(client: docker.DockerClient, project: proj.Project, settings: 
     a first deploy, its image and its ports), and the registry when the image is pushed."""
     problems: list[str] = []
     wanted = target(project, settings).proxy
+    if settings.env_name == "local" and not engine.client_is_local(client):
+        problems.append(
+            f"--env local deploys to this machine, but the Docker engine is "
+            f"{engine.engine_address(settings['DOCKER_HOST'])} ({settings.sources.get('DOCKER_HOST', 'environment')}), "
+            "another one: unset DOCKER_HOST for this deploy"
+        )
     try:
         if on_swarm(settings):
             swarm.manager_node(client)
@@ -859,11 +880,14 @@ def shared_proxy(client: docker.DockerClient, settings: Settings, slug: str) -> 
 
 
 def target_proxy(settings: Settings) -> proxy.ProxySettings:
+    """The shared proxy as this project's settings want it. For a BACKEND_URL on this machine, its
+    ports are published on 127.0.0.1 only: a deploy to this machine is not served to the network."""
     return proxy.ProxySettings(
         settings["PROXY_IMAGE"],
         settings.number("PROXY_HTTP_PORT"),
         settings.number("PROXY_HTTPS_PORT"),
         name=settings["PROXY_NAME"],
+        host_ip="127.0.0.1" if host_checks.on_this_machine(settings["BACKEND_URL"]) else "",
     )
 
 

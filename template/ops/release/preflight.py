@@ -16,12 +16,13 @@ from urllib.parse import urlsplit
 import docker
 import docker.errors
 import httpx
+import requests.exceptions
 
 from ops import logs
 from ops.docker import images
 from ops.docker.engine import client_is_local
 from ops.release import proxy
-from ops.settings import is_loopback
+from ops.settings import Settings, is_loopback
 
 # Where a deploy to this machine goes: `.env.local`, made by the template.
 LOCAL_HINT = "to deploy to this machine, use `inv deploy --env local` (the API on http://127.0.0.1:8480)"
@@ -56,6 +57,8 @@ def _publisher(client: docker.DockerClient, port: int) -> str:
 def _taken_here(port: int) -> bool:
     """Whether another program holds ``port`` on this machine (only meaningful for a local engine)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As the engine binds: a port whose last connection is in TIME_WAIT is free, a listener is not.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("0.0.0.0", port))  # where the engine publishes the proxy
         except OSError as exc:
@@ -92,12 +95,13 @@ def registry_host(repository: str) -> str:
 
 
 def registry(client: docker.DockerClient, repository: str, username: str, password: str) -> list[str]:
-    """The registry of ``repository`` answers the engine and accepts the login (when there is one).
+    """The registry of ``repository`` answers the engine, and accepts the login when there is one.
 
-    With a login, the engine checks it with the registry (``docker login``). Without one, the
-    engine asks the registry for a tag that need not exist, with the credentials `docker login`
-    stored (the SDK sends them): "not found" means it answered and let us ask. What the engine or
-    the registry said is scrubbed of the password in every form before it is shown.
+    With REGISTRY_USERNAME, the engine checks the login with the registry (``docker login``): a
+    refusal is a problem. Without one, the engine asks the registry for a tag that need not exist
+    (the SDK sends what `docker login` stored): only a registry that does not answer is a problem,
+    since one that wants a login may get it from the engine's own stored credentials at the push.
+    What the engine or the registry said is scrubbed of the password in every form first.
     """
     host = registry_host(repository)
     try:
@@ -109,21 +113,22 @@ def registry(client: docker.DockerClient, repository: str, username: str, passwo
     except docker.errors.APIError as exc:
         said = images.registry_message(exc, password)
         status = getattr(exc, "status_code", None)
+    except requests.exceptions.RequestException as exc:  # the engine itself did not answer in time
+        said, status = images.registry_message(str(exc), password), None
     lowered = said.lower()
-    if any(word in lowered for word in ("manifest unknown", "not found", "name unknown", "no such manifest")):
-        return []
-    fix = (
-        "check REGISTRY_USERNAME and REGISTRY_PASSWORD (a token that may push to IMAGE)"
-        if username
-        else "set REGISTRY_USERNAME and REGISTRY_PASSWORD (a token that may push to IMAGE), or `docker login` there"
-    )
-    refused_words = ("unauthorized", "denied", "authentication required", "incorrect", "401")
-    if status in {401, 403} or any(word in lowered for word in refused_words):
-        return [f"the registry {host} refused IMAGE={repository} ({said}): {fix}"]
+    if not username and any(word in lowered for word in ("manifest unknown", "name unknown", "manifest_unknown")):
+        return []  # it answered, and let us ask: the tag does not exist
+    refused_words = ("unauthorized", "denied", "authentication required", "incorrect username")
+    refused = status in {401, 403} or any(word in lowered for word in refused_words)
+    if refused and not username:
+        return []  # perhaps a login the engine has stored: the push says, if not
+    fix = "check REGISTRY_USERNAME and REGISTRY_PASSWORD (a token that may push to IMAGE)"
+    if refused:
+        return [f"the registry {host} refused the login for IMAGE={repository} ({said}): {fix}"]
     return [
-        f"the registry {host} of IMAGE={repository} did not answer the Docker host as expected ({said}): check the "
-        f"host name and that the Docker host reaches it, and {fix}; for a deploy without a registry, "
-        "REGISTRY_PUSH=off (DEPLOY_TARGET=host), as `.env.local` does"
+        f"the registry {host} of IMAGE={repository} did not answer the Docker host as a registry ({said}): check "
+        "the host name and that the Docker host reaches it; for a deploy without a registry, REGISTRY_PUSH=off "
+        "(DEPLOY_TARGET=host), as `.env.local` does"
     ]
 
 
@@ -136,9 +141,39 @@ def _internal_name(host: str) -> bool:
     return host == "localhost" or host.endswith(_INTERNAL_SUFFIXES)
 
 
-def backend_url(url: str) -> list[str]:
+def on_this_machine(url: str) -> bool:
+    """Whether ``url``'s host is this machine (127.0.0.0/8, ::1, localhost)."""
+    try:
+        return is_loopback(urlsplit(url).hostname or "")
+    except ValueError:
+        return False
+
+
+def loopback_port(settings: Settings) -> list[str]:
+    """A BACKEND_URL on this machine reaches the proxy only on the port the proxy publishes."""
+    try:
+        parts = urlsplit(settings["BACKEND_URL"])
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return []
+    if not on_this_machine(settings["BACKEND_URL"]):
+        return []
+    name = "PROXY_HTTPS_PORT" if parts.scheme == "https" else "PROXY_HTTP_PORT"
+    if port == settings.number(name):
+        return []
+    where = f".env.{settings.env_name}" if settings.env_name else ".env"
+    return [
+        f"BACKEND_URL={settings['BACKEND_URL']} ({settings.sources.get('BACKEND_URL', 'default')}) is this machine "
+        f"on port {port}, but the proxy answers on {name}={settings[name]} ({settings.sources.get(name, 'default')}): "
+        f"change both together, exported for one deploy or in {where} (commit it if git tracks it)"
+    ]
+
+
+def backend_url(url: str, *, local_target: bool = False) -> list[str]:
     """BACKEND_URL can be confirmed from this machine once the release serves: its host resolves
-    here, and an https one is not a name Caddy can only sign with its own local CA."""
+    here, and an https one is not a name Caddy can only sign with its own local CA. With
+    ``local_target`` (``--env local``), the fixes do not point back at it."""
+    hint = "use http://127.0.0.1:PORT, as .env.local has it" if local_target else LOCAL_HINT
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""
@@ -151,7 +186,7 @@ def backend_url(url: str) -> list[str]:
         return [
             f"BACKEND_URL={url}: Caddy cannot get a public certificate for {host}; it would sign one with its "
             "own local CA, which this machine does not trust, so the deploy could not confirm the release "
-            f"through it. Use a public DNS name for https, or http:// for this machine: {LOCAL_HINT}"
+            f"through it. Use a public DNS name for https, or http:// for this machine: {hint}"
         ]
     if literal:
         return []
@@ -162,12 +197,13 @@ def backend_url(url: str) -> list[str]:
             return [
                 f"BACKEND_URL={url}: {host} does not resolve on this machine (browsers and curl treat names "
                 "under .localhost as this machine, but the system resolver here does not), so the deploy could "
-                f"not confirm the release through it: use http://127.0.0.1:PORT or http://localhost:PORT; {LOCAL_HINT}"
+                f"not confirm the release through it: use http://127.0.0.1:PORT or http://localhost:PORT"
+                + ("" if local_target else f"; {LOCAL_HINT}")
             ]
         return [
             f"BACKEND_URL={url}: {host} does not resolve on this machine, so the deploy could not confirm the "
             "release through it: point the name's DNS at the Docker host first (an A or AAAA record), or "
-            f"{LOCAL_HINT}"
+            f"{hint}"
         ]
     return []
 

@@ -37,6 +37,7 @@ class ProxySettings:
     http_port: int
     https_port: int
     name: str = caddy.PROXY_NAME  # one per host; tests use their own
+    host_ip: str = ""  # where the ports are published: every address, or 127.0.0.1 for a deploy to this machine
 
     @property
     def network(self) -> str:
@@ -196,7 +197,10 @@ def _create_in(client: docker.DockerClient, settings: ProxySettings) -> Containe
             detach=True,
             labels={caddy.PROXY_LABEL: "1"},
             network=settings.network,
-            ports={"80/tcp": settings.http_port, "443/tcp": settings.https_port},
+            ports={
+                "80/tcp": (settings.host_ip, settings.http_port) if settings.host_ip else settings.http_port,
+                "443/tcp": (settings.host_ip, settings.https_port) if settings.host_ip else settings.https_port,
+            },
             volumes={
                 config_volume: {"bind": caddy.CONFIG_DIR, "mode": "rw"},
                 data_volume: {"bind": "/data", "mode": "rw"},
