@@ -62,7 +62,9 @@ class SuiteRun:
 
 
 # The last line of a failure's traceback in pytest's report: "tests/smoke/test_smoke.py:47: AssertionError".
-_RAISED_AT = re.compile(r"^(\S+:\d+): \S*$")
+# Where each frame of a long traceback is: "path:line: " (a test's frame), "path:line: in name",
+# or "path:line: Error" (the last); never an "E " line of the error itself.
+_FRAME_AT = re.compile(r"^(?!E )(\S+:\d+):(?: |$)")
 _SHOWN = 200  # characters of a source line or message: enough to read, short enough for one line
 
 
@@ -92,7 +94,7 @@ def failures_of(report: Path) -> tuple[list[Failure], int]:
             for line in text.splitlines():
                 if line.startswith(">"):
                     pending = line[1:].strip()
-                elif found_at := _RAISED_AT.match(line.strip()):
+                elif found_at := _FRAME_AT.match(line):
                     frames.append((found_at[1], pending))
                     pending = ""
             own = [frame for frame in frames if "tests/smoke/" in frame[0].replace("\\", "/")]

@@ -321,3 +321,19 @@ def test_a_value_a_task_refuses_is_one_line_and_help_still_works() -> None:
     for name in ("maintenance", "scale", "canary"):
         result = _inv(name, "--help")
         assert result.returncode == 0 and "Docstring:" in result.stdout, result.stdout + result.stderr
+
+
+def test_a_smoke_failure_inside_a_library_points_at_the_suites_own_line(capfd: pytest.CaptureFixture[str]) -> None:
+    """Against a closed port every request raises inside httpx: the summary names the test's own
+    line (tests/smoke/...), not httpx's `raise`, for each failed test."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    done = smoke.run_suite(proj.load(), f"http://127.0.0.1:{closed}", extra=["-q"])
+    capfd.readouterr()
+    assert done.code != 0 and done.failures, done
+    for failure in done.failures:
+        assert failure.where.startswith("tests/smoke/"), failure
+        assert "http.get" in failure.line, failure
