@@ -50,7 +50,8 @@ def test_a_deploy_without_netlify_settings_names_backend_only_among_its_fixes(tm
         lines = str(caught.value).splitlines()
         assert any("NETLIFY_" in line and "is not set" in line for line in lines), lines
         assert [line for line in lines if "--backend-only" in line] == [
-            "  - or deploy the container alone, without Netlify: `inv deploy --backend-only`"
+            "  - or deploy the container alone, without Netlify: `inv deploy --backend-only` "
+            "(NETLIFY_DEPLOY=off makes that this target's default)"
         ], lines
         assert deploy.preflight(here, settings, deploy.Options(netlify=False))  # the fix works as said
     # Only where it helps: --netlify-only cannot be mended by it, and a deploy with Netlify set

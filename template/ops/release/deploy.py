@@ -161,7 +161,11 @@ def preflight(project: proj.Project, settings: Settings, options: Options) -> st
     problems = settings.missing(needed)
     if options.backend and options.netlify and settings.missing(["NETLIFY_AUTH_TOKEN", "NETLIFY_SITE_ID"]):
         # A project whose front end is not on Netlify yet still deploys its API.
-        problems.append("or deploy the container alone, without Netlify: `inv deploy --backend-only`")
+        flag = f" --env {settings.env_name}" if settings.env_name else ""
+        problems.append(
+            f"or deploy the container alone, without Netlify: `inv deploy --backend-only{flag}` "
+            "(NETLIFY_DEPLOY=off makes that this target's default)"
+        )
     problems += settings.deploy_problems(needed)  # the netlify.toml placeholder host, a tagged IMAGE
     if options.backend:
         problems += settings.app_env_problems()  # a deploy secret in APP_ENV: refused before the build
