@@ -4,8 +4,8 @@ A fresh default render; the quick start's first two commands (git init with uv.l
 commit, `uv sync --locked`); then the commands of "Your first deploy: this machine", through a
 shell with the project's .venv activated, as a user types them. Real parts throughout: Copier,
 uv, the engine, Caddy. The machine's own facts come from the environment, which every setting
-reads first: the base image built locally, and the Caddy image this machine has
-(TEST-ENVIRONMENT.md). Nothing else is set: no registry, no Netlify.
+reads first: the Caddy image this machine has (TEST-ENVIRONMENT.md); the locally built base
+image is the Copier answer. Nothing else is set: no registry, no Netlify.
 """
 
 from __future__ import annotations
@@ -39,7 +39,9 @@ def fresh(tmp_path: Path, engine: Any, base_image: str) -> Iterator[tuple[Path, 
         unavailable("uv is not installed (pip install uv)")
     if shutil.which("curl") is None:
         unavailable("curl is not installed (apt-get install curl): the README's first deploy uses it")
-    project = render(tmp_path / "newbie-shop", {"project_slug": "newbie-shop"}, git=False)
+    # This machine's base image is the user's answer (their mirror's image, as the README's
+    # offline section says); its Python becomes the project's, as Copier asks.
+    project = render(tmp_path / "newbie-shop", {"project_slug": "newbie-shop", "base_image": base_image}, git=False)
     env = {
         **os.environ,
         "GIT_AUTHOR_NAME": "Newbie",
@@ -47,7 +49,6 @@ def fresh(tmp_path: Path, engine: Any, base_image: str) -> Iterator[tuple[Path, 
         "GIT_COMMITTER_NAME": "Newbie",
         "GIT_COMMITTER_EMAIL": "newbie@example.com",
         "UV_PROJECT_ENVIRONMENT": str(project / ".venv"),
-        "BASE_IMAGE": base_image,
         "PROXY_IMAGE": proxy_image(engine, base_image),
     }
     env.pop("VIRTUAL_ENV", None)

@@ -340,12 +340,12 @@ def test_two_projects_share_a_host_and_never_drop_each_others_requests(
     listed = [line.strip() for line in dry_run.stdout.splitlines() if line.startswith("  ")]
     assert "Run `inv remove --yes --proxy` to do it." in dry_run.stdout, dry_run.stdout
     assert any(line.startswith("release container ") for line in listed), listed
-    assert f"(not the shared proxy {proxy_name}: it serves billing too)" in listed, listed
+    assert f"(not the shared proxy {proxy_name}: it serves {billing.slug} too)" in listed, listed
     assert live_revision(orders.url) == v1  # nothing was removed without --yes
     before, _ = billing.load.snapshot()
     refused = orders.inv("remove", "--yes", "--proxy", check=False)  # the project goes, the proxy stays
     assert refused.returncode == 1, refused.stderr
-    assert f"error: the shared proxy {proxy_name} stays: it serves billing too" in refused.stderr, refused.stderr
+    assert f"error: the shared proxy {proxy_name} stays: it serves {billing.slug} too" in refused.stderr, refused.stderr
     removed = next(line for line in refused.stderr.splitlines() if line.startswith("Removed "))
     assert removed == "Removed " + ", ".join(line for line in listed if not line.startswith("(")), (removed, listed)
     assert engine.containers.get(proxy_name).status == "running"

@@ -30,12 +30,13 @@ from tools.generated import (
 DEFAULT_DIR = REPO / ".cache" / "demo" / "my-service"
 
 
-def with_docker(project: Path, client: object, check: bool) -> int:
-    """Build, then serve (or smoke-test) the image; the images it built go when it stops."""
+def default_base(project: Path) -> str:
     dockerfile = (project / "Dockerfile").read_text()
-    default = next(line.split("=", 1)[1] for line in dockerfile.splitlines() if line.startswith("ARG BASE_IMAGE="))
-    base, why = choose_base_image(client, default)
-    print(f"demo: base image {base} ({why})", flush=True)
+    return next(line.split("=", 1)[1] for line in dockerfile.splitlines() if line.startswith("ARG BASE_IMAGE="))
+
+
+def with_docker(project: Path, client: object, check: bool, base: str) -> int:
+    """Build, then serve (or smoke-test) the image; the images it built go when it stops."""
     env = {"BASE_IMAGE": base}
     # SIGTERM (nox's, once it has waited DEMO_STOP's interrupt_timeout) stops it as a Ctrl-C does.
     previous = signal.signal(signal.SIGTERM, _interrupt)
@@ -127,7 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"demo: rendered {project} with default answers", flush=True)
     client = docker_client()
     if client is not None:
-        return with_docker(project, client, args.check)
+        base, why = choose_base_image(client, default_base(project))
+        print(f"demo: base image {base} ({why})", flush=True)
+        if base != default_base(project):  # the project's Python follows the image's, as Copier asks
+            project = render(args.dir, {"base_image": base})
+            print(f"demo: rendered again with base_image={base}, for its Python", flush=True)
+        return with_docker(project, client, args.check, base)
     host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
     print(f"demo: no Docker engine answers at {host}; running the service as a local gunicorn process instead")
     return with_gunicorn(project, args.check)
