@@ -119,8 +119,6 @@ def build(c: Context, tag: str = "", base_image: str = "", no_cache: bool = Fals
         config = _settings(env)
         if base_image:
             config = config.override("BASE_IMAGE", base_image, "--base-image")
-        if problem := images.python_mismatch(config["BASE_IMAGE"]):  # before the engine is asked anything
-            raise OpsError(problem)
         client = engine.connect(config["DOCKER_HOST"])
         result = images.build_project(
             client,

@@ -207,7 +207,8 @@ def test_the_failures_come_from_pytests_report_whatever_failed(tmp_path: Path, l
     with pytest.raises(SmokeFailed) as caught:
         smoke.smoke_url(here, lenient_api)
     assert str(caught.value).splitlines()[1:] == [
-        "  tests.smoke.test_kinds (collection failure): ModuleNotFoundError: No module named 'no_such_module'"
+        "  tests.smoke.test_kinds (collection failure) at tests/smoke/test_kinds.py:1: "
+        "ModuleNotFoundError: No module named 'no_such_module'"
     ]
     # pytest stopped before it ran a test (the suite's conftest does without a base URL): nothing
     # in its report, and the message says where to look.

@@ -156,7 +156,7 @@ def test_the_deploys_confirm_step_says_what_failed_not_an_exception_class() -> N
 @pytest.mark.parametrize(
     "form", ["python:3.{m}-slim", "mirror.example:5000/lib/python:3.{m}", "python:3.{m}.4-bookworm"]
 )
-def test_a_base_image_of_another_python_is_refused_like_copier_refuses_it(form: str, minor: int) -> None:
+def test_a_base_image_of_another_python_is_named_as_copier_names_it(form: str, minor: int) -> None:
     base = form.format(m=minor)
     problem = images.python_mismatch(base)
     same = f"3.{minor}" == proj.PYTHON_VERSION

@@ -322,7 +322,9 @@ _PYTHON_TAG = re.compile(r"(?:^|/)python:(3[.][0-9]+)")
 
 def python_mismatch(base_image: str, python: str = proj.PYTHON_VERSION) -> str:
     """One line when ``base_image`` names another Python than the project's (Copier's check of
-    the base_image answer, applied to BASE_IMAGE and --base-image), else ``""``."""
+    the base_image answer, applied to BASE_IMAGE and --base-image, as a warning: the image may
+    still run, as requirements.lock is universal, but it is not what the project was made for),
+    else ``""``."""
     found = _PYTHON_TAG.search(base_image)
     if not found or found.group(1) == python:
         return ""
@@ -347,8 +349,8 @@ def build_project(
     """Build the project's image as ``inv build`` does: tags, build arguments, and the labels that
     tell later tasks which source and base image it was built from."""
     problem = python_mismatch(base_image)
-    if problem:
-        raise BuildFailed(problem)
+    if problem and say:  # a warning, as the image may still work: the lock is universal
+        say(f"warning: {problem}")
     tags = project_tags(project, tag)
     args = proj.build_args(project, base_image, revision=revision)
     if say:

@@ -183,8 +183,6 @@ def preflight(project: proj.Project, settings: Settings, options: Options) -> st
             f"REGISTRY_PUSH=off ({settings.sources.get('REGISTRY_PUSH', 'default')}) goes with DEPLOY_TARGET=host: "
             "a swarm's nodes pull the image from IMAGE's registry; set REGISTRY_PUSH=on and IMAGE"
         )
-    if options.backend and (problem := images.python_mismatch(settings["BASE_IMAGE"])):
-        problems.append(f"{problem} (BASE_IMAGE, {settings.sources.get('BASE_IMAGE', 'default')})")
     problems += committed_secrets(project, settings)
     revision = proj.git_revision(project.root)
     if revision == "unknown":
