@@ -294,7 +294,7 @@ def test_a_swarm_deploy_runs_the_whole_pipeline_and_status_shows_the_tasks(
             with pytest.raises(deploy.OpsError, match=r"inv scale is for DEPLOY_TARGET=swarm"):
                 deploy.scale(me, host, 3, say=lines.append)
             lines.clear()
-            with pytest.raises(swarm.SwarmError, match=r"runs the swarm proxy service"):
+            with pytest.raises(deploy.PreflightFailed, match=r"runs the swarm proxy service"):
                 deploy.deploy(me, host, deploy.Options(allow_dirty=True, netlify=False), say=lines.append)
             assert not any(line.startswith("Building") for line in lines), lines  # refused in the preflight
             assert not engine.networks.list(names=[f"{me.slug}-net"])
