@@ -99,6 +99,11 @@ def test_a_refused_connection_is_named_with_its_port() -> None:
     assert "ConnectError" not in said
 
 
+def test_an_ipv6_address_is_named_with_its_brackets() -> None:
+    said = preflight.connection_problem(httpx.ConnectError("[Errno 111] Connection refused"), "http://[::1]:8480")
+    assert "the connection to [::1]:8480 was refused" in said, said
+
+
 def test_a_name_that_does_not_resolve_is_named() -> None:
     url = "http://orders.invalid:8080"
     said = preflight.connection_problem(_failure(url), url)

@@ -215,6 +215,8 @@ def connection_problem(exc: BaseException, url: str) -> str:
         host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
         host, port = url, 0
+    if ":" in host:  # an IPv6 address, as a URL writes it: [::1]:8480
+        host = f"[{host}]"
     causes: list[BaseException] = []
     seen: BaseException | None = exc
     while seen is not None and len(causes) < 10:
