@@ -73,15 +73,43 @@ def test_projects_each_own_a_site_proxied_to_their_live_colour(caddy_bin: str, t
     assert set(routes) == {"api.orders.example.com", "127.0.0.2"}
     listen, route = routes["api.orders.example.com"]
     assert listen == ":443"  # automatic HTTPS for an https:// BACKEND_URL
-    # A handler per colour for a canary's split (see below), and the usual rotation of both.
+    # A handler per colour for a canary's split (see below), one per live colour, and one for a
+    # site with no live file yet: every one the colours in order, the first tried first.
     *_, proxy = [h for h in handlers(route) if h["handler"] == "reverse_proxy"]
     assert proxy["upstreams"] == [{"dial": "orders-blue:8080"}, {"dial": "orders-green:8080"}]
-    assert proxy["health_checks"]["active"]["uri"] == "/readyz"
+    assert proxy["load_balancing"]["selection_policy"] == {"policy": "first"}
     assert proxy["load_balancing"]["try_duration"] == 10_000_000_000
+    assert proxy["health_checks"] == {"passive": {"fail_duration": 5_000_000_000}}
     listen, route = routes["127.0.0.2"]
     assert listen == ":80"  # plain HTTP, published on the host's PROXY_HTTP_PORT
     proxies = [h["upstreams"] for h in handlers(route) if h["handler"] == "reverse_proxy"]
     assert proxies[-1] == [{"dial": "billing-blue:9000"}]
+
+
+def test_caddy_probes_no_colour_and_the_live_file_picks_the_one_tried_first(caddy_bin: str, tmp_path: Path) -> None:
+    """No active health check anywhere (it would probe the idle colour, which does not run, every
+    second and log each failure). A file in live/<slug>/ named after a colour sends every request
+    to that colour first, the other behind it; no file: blue first."""
+    upstreams = ("orders-blue:8080", "orders-green:8080")
+    site = caddy.Site("orders", "http://orders.internal", upstreams)
+    config = adapt(caddy_bin, tmp_path, [site])
+    assert '"active"' not in json.dumps(config) and "health_uri" not in "".join(caddy.render(site))
+    _, route = routes_by_host(config)["orders.internal"]
+    lived = [r for r in route["handle"][0]["routes"] if caddy.live_dir("orders") in json.dumps(r.get("match", ""))]
+    firsts = {}
+    for candidate in lived:
+        [matcher] = candidate["match"]
+        [file_name] = matcher["file"]["try_files"]
+        [proxying] = [h for h in handlers(candidate) if h["handler"] == "reverse_proxy"]
+        firsts[file_name] = [u["dial"] for u in proxying["upstreams"]]
+    assert firsts == {
+        "/" + caddy.live_file(upstreams[0]): ["orders-blue:8080", "orders-green:8080"],
+        "/" + caddy.live_file(upstreams[1]): ["orders-green:8080", "orders-blue:8080"],
+    }
+    assert caddy.live_file("orders-green:8080") == "orders-green"
+    for slug in ("../x", "a/b", "orders\n"):
+        with pytest.raises(OpsError):
+            caddy.live_dir(slug)
 
 
 def test_a_swarm_site_follows_its_service_tasks_by_dns_with_passive_checks(caddy_bin: str, tmp_path: Path) -> None:
@@ -176,24 +204,30 @@ def test_every_projects_metrics_are_on_the_internal_port_under_its_name(caddy_bi
     config = adapt(caddy_bin, tmp_path, sites)
     servers = config["apps"]["http"]["servers"].values()
     (metrics,) = [s for s in servers if s["listen"] == [f":{caddy.METRICS_PORT}"]]
-    by_path = {}
+    by_path: dict[str, list[dict[str, Any]]] = {}
     for route in metrics["routes"]:
         expression = route.get("match", [{}])[0].get("expression", "(fallback)")
-        by_path[expression] = route
+        by_path.setdefault(expression, []).append(route)
     # Exactly /<slug>/metrics as sent, case and all (Caddy's path matchers ignore case and clean the path).
     wanted = {caddy.BEGIN_BLOCK + 'http.request.orig_uri.path} == "/' + s.slug + '/metrics"': s for s in sites}
     assert set(by_path) == {*wanted, "(fallback)"}
     for expression, site in wanted.items():
-        found = handlers(by_path[expression])
-        assert {"handler": "rewrite", "uri": "/metrics"} in found
-        (proxying,) = [h for h in found if h["handler"] == "reverse_proxy"]
-        if site.dynamic:
-            assert proxying["dynamic_upstreams"]["name"] == site.dynamic
-            assert proxying["dynamic_upstreams"]["port"] == str(caddy.APP_METRICS_PORT)
-        else:
-            dials = [u["dial"] for u in proxying["upstreams"]]
-            assert dials == [f"{site.slug}-{c}:{caddy.APP_METRICS_PORT}" for c in ("blue", "green")]
-    fallback = handlers(by_path["(fallback)"])
+        dials = []
+        for route in by_path[expression]:
+            found = handlers(route)
+            assert {"handler": "rewrite", "uri": "/metrics"} in found
+            (proxying,) = [h for h in found if h["handler"] == "reverse_proxy"]
+            if site.dynamic:
+                assert proxying["dynamic_upstreams"]["name"] == site.dynamic
+                assert proxying["dynamic_upstreams"]["port"] == str(caddy.APP_METRICS_PORT)
+            else:
+                assert proxying["load_balancing"]["selection_policy"] == {"policy": "first"}
+                dials.append([u["dial"] for u in proxying["upstreams"]])
+        if not site.dynamic:  # the live colour's first (by its file), then blue first with no file
+            blue, green = (f"{site.slug}-{c}:{caddy.APP_METRICS_PORT}" for c in ("blue", "green"))
+            assert dials == [[blue, green], [green, blue], [blue, green]]
+    [fallback_route] = by_path["(fallback)"]
+    fallback = handlers(fallback_route)
     assert any(h.get("status_code") == 404 for h in fallback)
     # The public sites never reach the metrics listener.
     public = json.dumps([s for s in servers if s["listen"] != [f":{caddy.METRICS_PORT}"]])
@@ -206,7 +240,7 @@ def test_a_canary_split_is_files_per_request_bucket_with_the_usual_rotation_behi
 ) -> None:
     """No weights in the config (changing them would need a reload): a map gives each request a
     bucket, a file matcher per colour looks the bucket up in the split directory, and without a
-    file the request goes to the usual rotation of both colours."""
+    file the request goes to the live colour."""
     upstreams = ("orders-blue:8080", "orders-green:8080")
     site = caddy.Site("orders", "https://api.orders.example.com", upstreams, sticky=sticky)
     config = adapt(caddy_bin, tmp_path, [site])
@@ -218,10 +252,11 @@ def test_a_canary_split_is_files_per_request_bucket_with_the_usual_rotation_behi
     proxying = [h for r in server["routes"] for h in handlers(r) if h["handler"] == "reverse_proxy"]
     dials = [[u["dial"] for u in h["upstreams"]] for h in proxying]
     blue_first, green_first = ["orders-blue:8080", "orders-green:8080"], ["orders-green:8080", "orders-blue:8080"]
-    assert dials == [blue_first, green_first, blue_first]
-    # A bucket's colour first, the other behind it: a file naming a colour that is down costs nothing.
+    # The split's handles (a bucket's colour first, the other behind it: a file naming a colour
+    # that is down costs nothing), then the live colour's, then no live file's.
+    assert dials == [blue_first, green_first, blue_first, green_first, blue_first]
     policies = [h.get("load_balancing", {}).get("selection_policy", {}).get("policy") for h in proxying]
-    assert policies == ["first", "first", None]
+    assert policies == ["first"] * 5
     assert ("Set-Cookie" in text) is sticky
     assert caddy.split_file("0a", "orders-green:8080") == "0a.orders-green"
     assert len(caddy.bucket_names()) == caddy.SPLIT_BUCKETS == len(set(caddy.bucket_names()))

@@ -368,7 +368,7 @@ def test_split_files_left_behind_never_block_a_deploy_or_a_rollback(
     lines: list[str] = []
     rollout.roll_out(engine, host.target, faulty, version="3", revision="rev-three", environment=env("rev-three"),
                      on_line=lines.append)  # fmt: skip
-    assert "Removing the split files a canary left behind (the usual rotation serves)" in lines
+    assert "Removing the split files a canary left behind (the live colour serves)" in lines
     assert not proxy.split_now(gateway, rollout.site(host.target))
 
     # `inv rollback` in the middle of a canary watched by hand: the canary drained, its files gone.

@@ -184,6 +184,39 @@ def test_v1_then_v2_under_load_then_a_bad_v3_changes_nothing(
         rollout.roll_back(engine, target, "nope")
 
 
+def test_the_proxy_asks_nothing_of_an_idle_colour_and_logs_no_error(
+    engine: Any, host: Host, app_images: dict[str, str]
+) -> None:
+    """After v1 then v2, green serves and blue is stopped, kept for rollback: for a few seconds
+    of traffic the proxy's log (what `inv logs --service proxy` shows) has no error or warning,
+    and no line names the idle colour: Caddy neither probes it nor sends it a request. (Active
+    health checks probed it every second: a failed lookup each time, an error in caddy:2's log.)"""
+    from ops.release import applogs
+
+    target = host.target
+    rollout.roll_out(engine, target, app_images["rev-one"], version="1", revision="rev-one")
+    live = rollout.roll_out(engine, target, app_images["rev-two"], version="2", revision="rev-two")
+    gateway = proxy.get(engine, target.proxy.name)
+    assert gateway is not None
+    idle = rollout.alias(target.slug, "blue" if live.colour == "green" else "green")
+    assert proxy.live_now(gateway, rollout.site(target)) == [rollout.upstream_of(target, live.colour)]
+    watched_from = time.monotonic()
+    with Load(host.url) as load:
+        load.answered("rev-two", 100)
+        while time.monotonic() < watched_from + 4:  # four of the old health checks' intervals
+            load.answered("rev-two", 10)
+    assert load.failures == [] and set(load.revisions) == {"rev-two"}, load.statuses
+    raw = gateway.logs(stdout=True, stderr=True).decode("utf-8", "replace").splitlines()
+    entries = [json.loads(line) for line in raw if line.startswith("{")]
+    assert entries, raw[-5:]  # Caddy logged (its start, its reloads): the check reads a real log
+    assert [e for e in entries if e.get("level") in {"warn", "error"}] == []
+    assert [line for line in raw if idle in line] == []
+    # What `inv logs --service proxy` reads: the same lines, none of them an error.
+    found = applogs.sources(engine, target.slug, swarm=False, service="proxy", proxy_name=target.proxy.name)
+    shown = applogs.read(found, None, 0)
+    assert shown and [line for line in shown if (line.entry or {}).get("level") in {"warn", "error"}] == []
+
+
 ROLL_OUT_IN_A_CHILD = """
 import sys, json
 sys.path.insert(0, {root!r})

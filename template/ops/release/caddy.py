@@ -3,10 +3,16 @@
 One Caddy runs per Docker host, shared by every project made from this template. Its main
 Caddyfile only imports one file per project (``sites/<slug>.caddy``); each project owns that
 file alone: a site block keyed by its ``BACKEND_URL`` host, proxying to both colours of its app
-(``<slug>-blue`` and ``<slug>-green``, network aliases of the release containers) with active
-health checks on ``/readyz``. A colour that is not running does not resolve and is skipped, so a
-deploy switches by starting one colour and stopping the other: Caddy's configuration does not
-change and Caddy is not reloaded.
+(``<slug>-blue`` and ``<slug>-green``, network aliases of the release containers). Which colour
+serves is a file, looked up on each request: ``live/<slug>/<slug>-green`` sends every request to
+green first, with blue behind it should green refuse. A deploy starts the new colour, gates it on
+its own health check, writes that file (the switch), and stops the old colour: Caddy's
+configuration does not change and Caddy is not reloaded.
+
+Caddy runs no active health checks: they would probe the idle colour, which does not run and so
+does not resolve, every second, and log each failure. The colour that serves is the one the
+deploy checked; a request that finds it refusing (a restart) is retried on the other colour and
+the colour left out for a few seconds (passive checks).
 
 A reload is graceful, but it closes idle keep-alive connections of *every* site, which a client
 may be reusing at that instant (a request lost on another project's connection). So Caddy is
@@ -35,6 +41,7 @@ CONFIG_DIR = "/etc/caddy"
 SITES_DIR = f"{CONFIG_DIR}/sites"
 MAINTENANCE_DIR = f"{CONFIG_DIR}/maintenance"
 SPLIT_DIR = f"{CONFIG_DIR}/split"
+LIVE_DIR = f"{CONFIG_DIR}/live"
 METRICS_DIR = f"{CONFIG_DIR}/metrics"
 # Where Prometheus reads every project's /metrics through the proxy, as /<project>/metrics: on the
 # proxy's Docker networks only (nothing publishes it). The app's own metrics listener (METRICS_PORT
@@ -91,7 +98,7 @@ class Site:
 
 
 def site_file_name(slug: str) -> str:
-    if not _NAME.match(slug):
+    if not _NAME.fullmatch(slug):
         raise OpsError(f"project name {slug!r} cannot name a proxy site file")
     return f"{slug}.caddy"
 
@@ -109,7 +116,7 @@ def site_address(backend_url: str) -> str:
     if parts.scheme not in {"http", "https"} or not host:
         raise OpsError(f"BACKEND_URL={backend_url!r} is not an http(s) origin, for example https://api.example.com")
     shown = f"[{host}]" if ":" in host else host
-    if not _HOST.match(shown) or parts.path not in {"", "/"} or parts.query or parts.fragment or parts.username:
+    if not _HOST.fullmatch(shown) or parts.path not in {"", "/"} or parts.query or parts.fragment or parts.username:
         raise OpsError(f"BACKEND_URL={backend_url!r} is not a plain origin (scheme, host, optional port)")
     return shown if parts.scheme == "https" else f"http://{shown}"
 
@@ -120,34 +127,72 @@ def metrics_file_name(slug: str) -> str:
 
 def render_metrics(site: Site) -> str:
     """The text of the project's file in metrics/: ``/<slug>/metrics`` on the proxy's metrics port,
-    forwarded to the app's metrics listener (a release's, or on a swarm any task's)."""
+    forwarded to the app's metrics listener: the live colour's (the one its file in live/ names,
+    as the site does; without a file, blue first), or on a swarm any task's."""
     head = f"# {site.slug}: /{site.slug}/metrics for Prometheus; written by copier-netlify-docker (inv deploy).\n"
+    # Exactly /<slug>/metrics, compared with the path as the client sent it (decoded): Caddy's
+    # path matchers ignore case and match the cleaned path, where //, /./ and /../ have gone.
+    # (A slug is letters, digits, '-', '_' and '.': nothing to quote in the expression.)
+    expression = "`" + BEGIN_BLOCK + 'http.request.orig_uri.path} == "/' + site.slug + '/metrics"`'
     if site.dynamic:
-        upstreams = (
-            "\treverse_proxy " + BEGIN_BLOCK + "\n"
+        dynamic = (
             "\t\tdynamic a " + BEGIN_BLOCK + "\n"
             f"\t\t\tname {site.dynamic}\n"
             f"\t\t\tport {APP_METRICS_PORT}\n"
             "\t\t\trefresh 1s\n"
             "\t\t}\n"
         )
+        return head + _metrics_handle(site.slug, expression, "", dynamic)
+    out = head
+    for index, ordered in enumerate(_live_orders(site)):
+        live = (
+            "\tfile " + BEGIN_BLOCK + "\n"
+            f"\t\troot {live_dir(site.slug)}\n"
+            f"\t\ttry_files /{live_file(ordered[0])}\n"
+            "\t}\n"
+        )
+        out += _metrics_handle(f"{site.slug}_live{index}", expression, live, _metrics_hosts(ordered))
+    return out + _metrics_handle(site.slug, expression, "", _metrics_hosts(site.upstreams))
+
+
+def _metrics_hosts(upstreams: tuple[str, ...]) -> str:
+    return " ".join(f"{u.rpartition(':')[0]}:{APP_METRICS_PORT}" for u in upstreams)
+
+
+def _metrics_handle(name: str, expression: str, live: str, upstreams: str) -> str:
+    """A route of the metrics port: its matcher (the path, and the live file if any) and its proxy."""
+    if live:
+        matcher = f"@metrics_{name} " + BEGIN_BLOCK + f"\n\texpression {expression}\n{live}" + "}\n"
     else:
-        hosts = " ".join(f"{u.rpartition(':')[0]}:{APP_METRICS_PORT}" for u in site.upstreams)
-        upstreams = f"\treverse_proxy {hosts} " + BEGIN_BLOCK + "\n"
-    # Exactly /<slug>/metrics, compared with the path as the client sent it (decoded): Caddy's
-    # path matchers ignore case and match the cleaned path, where //, /./ and /../ have gone.
-    # (A slug is letters, digits, '-', '_' and '.': nothing to quote in the expression.)
-    expression = "`" + BEGIN_BLOCK + 'http.request.orig_uri.path} == "/' + site.slug + '/metrics"`'
+        matcher = f"@metrics_{name} expression {expression}\n"
+    if upstreams.startswith("\t"):  # a swarm's: a dynamic block
+        proxying = "\treverse_proxy " + BEGIN_BLOCK + "\n" + upstreams
+    else:
+        proxying = f"\treverse_proxy {upstreams} " + BEGIN_BLOCK + "\n\t\tlb_policy first\n"
     return (
-        f"{head}@metrics_{site.slug} expression {expression}\n"
-        f"handle @metrics_{site.slug} " + BEGIN_BLOCK + "\n"
-        "\trewrite * /metrics\n" + upstreams +
-        # A stopped colour does not resolve: the scrape goes to the one that runs.
-        "\t\tlb_try_duration 2s\n"
-        "\t\tfail_duration 5s\n"
-        "\t}\n"
-        "}\n"
+        matcher + f"handle @metrics_{name} " + BEGIN_BLOCK + "\n"
+        "\trewrite * /metrics\n" + proxying + _METRICS_RETRIES + "\t}\n}\n"
     )
+
+
+# A stopped colour does not resolve: the scrape goes to the one that runs.
+_METRICS_RETRIES = "\t\tlb_try_duration 2s\n\t\tfail_duration 5s\n"
+
+
+def _live_orders(site: Site) -> list[tuple[str, ...]]:
+    """Each colour first with the others behind it, in the site's order."""
+    return [(upstream, *[u for u in site.upstreams if u != upstream]) for upstream in site.upstreams]
+
+
+def live_dir(slug: str) -> str:
+    """The directory whose one file names the project's live colour (``<slug>-blue``)."""
+    site_file_name(slug)  # refuses a name that could leave the directory
+    return f"{LIVE_DIR}/{slug}"
+
+
+def live_file(upstream: str) -> str:
+    """The name of the file that makes ``upstream`` (host:port) the live colour: its host."""
+    return upstream.rpartition(":")[0]
 
 
 def render(site: Site) -> tuple[str, str]:
@@ -156,7 +201,7 @@ def render(site: Site) -> tuple[str, str]:
 
 
 def upstream(name: str, port: int) -> str:
-    if not _NAME.match(name) or not 1 <= port <= 65535:
+    if not _NAME.fullmatch(name) or not 1 <= port <= 65535:
         raise OpsError(f"{name}:{port} is not an upstream address")
     return f"{name}:{port}"
 
@@ -194,6 +239,7 @@ def render_site(site: Site) -> str:
     marker = maintenance_file(site.slug)
     directory, _, name = marker.rpartition("/")
     split_matchers, split_handles = ("", "") if site.dynamic else _split_routes(site)
+    live_routes = "" if site.dynamic else _live_routes(site)
     return (
         f"{head}{site.address} "
         + BEGIN_BLOCK
@@ -221,10 +267,11 @@ def render_site(site: Site) -> str:
         "\t\t}\n"
         "\t}\n"
         + split_handles
+        + live_routes
         + "\thandle "
         + BEGIN_BLOCK
         + "\n"
-        + (_dynamic_upstreams(site) if site.dynamic else _colour_upstreams(site))
+        + (_dynamic_upstreams(site) if site.dynamic else _colour_upstreams(site.upstreams))
         + _RETRIES
         + "\t\t}\n"
         "\t}\n"
@@ -232,13 +279,25 @@ def render_site(site: Site) -> str:
     )
 
 
-def _colour_upstreams(site: Site, upstreams: tuple[str, ...] = (), *, active: bool = True) -> str:
-    head = f"\t\treverse_proxy {' '.join(upstreams or site.upstreams)} " + BEGIN_BLOCK + "\n"
-    if not active:  # passive checks only (fail_duration): a colour that refuses is tried again in 5 s
-        return head
-    # Active checks: a colour is in rotation once its /readyz answers, out within a second
-    # of stopping (or never started: its name does not resolve).
-    return head + "\t\t\thealth_uri /readyz\n\t\t\thealth_interval 1s\n\t\t\thealth_timeout 2s\n"
+def _colour_upstreams(upstreams: tuple[str, ...]) -> str:
+    """The colours in order, the first tried first (no active checks: see the module's docstring)."""
+    return f"\t\treverse_proxy {' '.join(upstreams)} " + BEGIN_BLOCK + "\n\t\t\tlb_policy first\n"
+
+
+def _live_routes(site: Site) -> str:
+    """A file matcher per colour on the project's live directory, and a handle sending to that
+    colour first. Without a live file (a site an earlier version wrote, until its next deploy), the
+    last handle sends to blue first."""
+    out = ""
+    for index, ordered in enumerate(_live_orders(site)):
+        out += (
+            f"\t@live{index} file " + BEGIN_BLOCK + "\n"
+            f"\t\troot {live_dir(site.slug)}\n"
+            f"\t\ttry_files /{live_file(ordered[0])}\n"
+            "\t}\n"
+            f"\thandle @live{index} " + BEGIN_BLOCK + "\n" + _colour_upstreams(ordered) + _RETRIES + "\t\t}\n\t}\n"
+        )
+    return out
 
 
 # A request that finds an upstream down (stopping, not yet checked) is tried on another.
@@ -247,7 +306,7 @@ _RETRIES = "\t\t\tlb_try_duration 10s\n\t\t\tlb_try_interval 50ms\n\t\t\tfail_du
 # A canary's split, with no reload: each request falls in one of 256 buckets (the first two hex
 # digits of its random UUID; with a sticky canary, kept in a cookie), and a file
 # ``<bucket>.<upstream host>`` in the project's split directory sends that bucket to that colour
-# (or, while that colour is down, to the other). No file: the usual rotation. Changing the split
+# (or, while that colour is down, to the other). No file: the live colour. Changing the split
 # is writing files, like maintenance. A reload would close Caddy's idle keep-alive connections,
 # and a client that sent a request on one just then gets no answer: measured, 4 of 17,000
 # requests failed over a canary's three reloads.
@@ -295,11 +354,9 @@ def _split_routes(site: Site) -> tuple[str, str]:
         )
         # The bucket's colour first, the other behind it (lb_policy first): a split file that names
         # a colour that is down (a canary that died, files a killed deploy left) costs no request:
-        # its dial fails and the request goes to the other. No active checks here: the usual
-        # handle's already probe each colour every second, and three probes would triple them.
+        # its dial fails and the request goes to the other.
         ordered = (upstream, *[u for u in site.upstreams if u != upstream])
-        handles += f"\thandle @split{index} " + BEGIN_BLOCK + "\n" + _colour_upstreams(site, ordered, active=False)
-        handles += "\t\t\tlb_policy first\n" + _RETRIES
+        handles += f"\thandle @split{index} " + BEGIN_BLOCK + "\n" + _colour_upstreams(ordered) + _RETRIES
         handles += "\t\t}\n\t}\n"
     return bucket + matchers, handles
 
@@ -310,7 +367,7 @@ def _dynamic_upstreams(site: Site) -> str:
     Caddy's passive checks (a task that refuses or resets a connection is left out for 5 s) and
     retries cover the second between a change and the next lookup."""
     (port,) = site.upstreams
-    if not _NAME.match(site.dynamic) or not port.isdigit() or not 1 <= int(port) <= 65535:
+    if not _NAME.fullmatch(site.dynamic) or not port.isdigit() or not 1 <= int(port) <= 65535:
         raise OpsError(f"{site.dynamic}:{port} is not an upstream address")
     return (
         "\t\treverse_proxy " + BEGIN_BLOCK + "\n"

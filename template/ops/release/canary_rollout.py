@@ -5,17 +5,17 @@ The split is files, not a Caddy reload (:func:`ops.release.proxy.set_split`): ea
 in one of 256 buckets, and a file per bucket names the colour it goes to. A reload would close
 Caddy's idle keep-alive connections and fail the requests clients sent on them just then.
 
-1. Every bucket is given to the live colour, so the canary gets no request before the deploy
-   gives it some (its health check would otherwise put it in the usual rotation at once).
+1. Every bucket is given to the live colour (the live file sends every request there too), so
+   the canary gets no request before the deploy gives it some.
 2. The canary starts, passes its health gate and is warmed, as in a full deploy.
 3. Each step of ``Plan.steps`` below 100 gives the canary that share of the buckets, waits
    ``Plan.interval`` seconds, and compares what each release answered in those seconds
    (:func:`ops.release.canary.judge`). A failed gate gives every bucket back to the live colour
    at once, stops and removes the canary, and raises :class:`CanaryFailed` with the comparison.
    So does an error or Ctrl-C.
-4. At 100 every bucket is the canary's; the old colour is drained, the split files removed (the
-   usual rotation, with one colour running), the release confirmed through the proxy, and old
-   releases pruned.
+4. At 100 every bucket is the canary's; the live file names the canary, the old colour is
+   drained, the split files removed, the release confirmed through the proxy, and old releases
+   pruned.
 
 ``Plan.manual`` stops after the first step's gate, leaving the canary at that share for a
 person to watch; :func:`promote` and :func:`abort` (``inv canary promote|abort``) end it, and
@@ -61,7 +61,7 @@ class Outcome:
 
 
 def _upstream(target: rollout.Target, colour: str) -> str:
-    return caddy.upstream(rollout.alias(target.slug, colour), target.container_port)
+    return rollout.upstream_of(target, colour)
 
 
 def give(gateway: Container, target: rollout.Target, live: str, canary: str, share: int) -> float:
@@ -100,7 +100,7 @@ def roll_out(
         say(f"Updating {target.backend_url} in the shared proxy for the split (a reload)")
         proxy.apply_site(gateway, usual)
     colour = rollout.COLOURS[1] if live.colour == rollout.COLOURS[0] else rollout.COLOURS[0]
-    give(gateway, target, live.colour, colour, 0)  # pinned: the canary's health check must not bring it traffic
+    give(gateway, target, live.colour, colour, 0)  # the canary gets no request before the first step
     say(f"Starting the canary {colour} ({version}, {revision[:12]}) beside {live.name}; it gets no request yet")
     try:
         new, started = rollout.start_gated(
@@ -144,6 +144,7 @@ def roll_out(
         if not _running(live.container) and _running(canary.container):
             # The live release stopped (killed, crashed): the canary is what serves now, so it stays,
             # with every request, unjudged. Removing it too would leave nothing serving.
+            proxy.set_live(gateway, rollout.site(target), _upstream(target, canary.colour))
             proxy.set_split(gateway, rollout.site(target), None)
             if isinstance(exc, OpsError) and not isinstance(exc, Interrupted):
                 raise OpsError(
@@ -196,7 +197,7 @@ def _back(
     live: rollout.Release,
     canary: rollout.Release,
 ) -> None:
-    """Every request back on ``live`` first, then the canary stopped and removed, then the usual rotation."""
+    """Every request back on ``live`` first, then the canary stopped and removed, then the split files gone."""
     give(gateway, target, live.colour, canary.colour, 0)
     try:
         containers.stop(canary.container, timeout=containers.stop_timeout_of(canary.container))
@@ -239,8 +240,9 @@ def finish(
     say: LineSink,
     confirm_through: Callable[[str, str], None] | None = rollout.confirm,
 ) -> rollout.Release:
-    """Every request is the canary's: drain the old colour, then the usual rotation, and confirm.
-    The split files go also when the drain is interrupted (Ctrl-C finishes the drain first)."""
+    """Every request is the canary's: the live file names it, the old colour is drained, the split
+    files go (also when the drain is interrupted: Ctrl-C finishes the drain first), and confirm."""
+    proxy.set_live(gateway, rollout.site(target), _upstream(target, canary.colour))
     try:
         rollout.drain(client, target.slug, keep=canary.name, on_line=say)
     finally:

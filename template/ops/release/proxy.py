@@ -332,7 +332,7 @@ def remove_site(proxy: Container, slug: str) -> None:
     proxy.exec_run(
         ["rm", "-f", f"{caddy.SITES_DIR}/{name}", f"{caddy.METRICS_DIR}/{name}", caddy.maintenance_file(slug)]
     )
-    proxy.exec_run(["rm", "-rf", caddy.split_dir(slug)])
+    proxy.exec_run(["rm", "-rf", caddy.split_dir(slug), caddy.live_dir(slug)])
 
 
 def set_maintenance(proxy: Container, slug: str, on: bool, retry_after: int) -> None:
@@ -350,7 +350,7 @@ def set_split(proxy: Container, site: caddy.Site, shares: dict[str, int] | None)
     """Send each request bucket of the project to an upstream by the files in its split directory
     (no reload): ``shares`` maps upstreams to percentages adding up to 100, the buckets given out
     in order (so one that went to the canary at 10 % stays with it at 50 %); ``None`` removes
-    every file (the usual rotation). Files are added before stale ones go, so no bucket is ever
+    every file (the live colour serves). Files are added before stale ones go, so no bucket is ever
     without one midway. Returns the canary's exact share (the last upstream's): buckets / 256."""
     names = caddy.bucket_names()
     wanted: set[str] = set()
@@ -378,8 +378,34 @@ def set_split(proxy: Container, site: caddy.Site, shares: dict[str, int] | None)
     return exact
 
 
+def set_live(proxy: Container, site: caddy.Site, upstream: str | None) -> None:
+    """Make ``upstream`` the colour every request goes to first (``None``: no live file, blue first):
+    the switch of a deploy or a rollback, a file and no reload. The new file is written before the
+    old one goes, so no request finds none."""
+    directory = caddy.live_dir(site.slug)
+    wanted = {caddy.live_file(upstream)} if upstream else set()
+    others = {caddy.live_file(u) for u in site.upstreams} - wanted
+    script = (
+        f"set -e; mkdir -p {directory}; cd {directory}; "
+        + (f"touch {' '.join(sorted(wanted))}; " if wanted else "")
+        + f"rm -f {' '.join(sorted(others))}"
+    )
+    code, output = proxy.exec_run(["sh", "-c", script])
+    if code != 0:
+        text = output.decode("utf-8", "replace") if isinstance(output, bytes) else str(output)
+        raise ProxyError(f"could not switch {site.slug} to {upstream}: {logs.short_tail(text)}")
+
+
+def live_now(proxy: Container, site: caddy.Site) -> list[str]:
+    """The upstreams the project's live files name (one after a switch; none before the first)."""
+    _, output = proxy.exec_run(["sh", "-c", f"ls {caddy.live_dir(site.slug)} 2>/dev/null || true"])
+    text = output.decode("utf-8", "replace") if isinstance(output, bytes) else str(output)
+    names = set(text.split())
+    return [upstream for upstream in site.upstreams if caddy.live_file(upstream) in names]
+
+
 def split_now(proxy: Container, site: caddy.Site) -> dict[str, int]:
-    """How many buckets each upstream has now (empty: the usual rotation)."""
+    """How many buckets each upstream has now (empty: the live colour serves)."""
     _, output = proxy.exec_run(["sh", "-c", f"ls {caddy.split_dir(site.slug)} 2>/dev/null || true"])
     text = output.decode("utf-8", "replace") if isinstance(output, bytes) else str(output)
     counted: dict[str, int] = {}

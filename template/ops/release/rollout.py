@@ -2,10 +2,12 @@
 gate, the switch, and the old colour drained and kept for rollback.
 
 The switch needs no change to Caddy: the project's site proxies to both colours' network
-aliases (``<slug>-blue``, ``<slug>-green``) with health checks, so the new colour enters the
-rotation once Caddy finds it ready, and the old one leaves it when it stops (SIGTERM: gunicorn
-finishes its in-flight requests; a request that finds it gone is retried on the new one). For a
-moment both answer, as in any start-first rollout.
+aliases (``<slug>-blue``, ``<slug>-green``), the live one first, and which one is live is a file
+in the proxy (:func:`ops.release.proxy.set_live`). So the new colour starts beside the live one
+and gets no request until it has passed its health check and been warmed; then the file names
+it (the switch), and the old colour is stopped (SIGTERM: gunicorn finishes its in-flight
+requests; a request that finds it gone is retried on the new one). Caddy probes no colour: an
+idle colour is not running and is never asked for anything.
 
 Everything goes through the Docker API (no shell on the host, no port of the app published), so
 the same code works on a local engine, ``tcp://`` and ``ssh://``. Until the switch, the live
@@ -153,9 +155,13 @@ def alias(slug: str, colour: str) -> str:
     return f"{slug}-{colour}"
 
 
+def upstream_of(target: Target, colour: str) -> str:
+    return caddy.upstream(alias(target.slug, colour), target.container_port)
+
+
 def site(target: Target) -> caddy.Site:
     """The project's site block: both colours, whichever runs."""
-    upstreams = tuple(caddy.upstream(alias(target.slug, colour), target.container_port) for colour in COLOURS)
+    upstreams = tuple(upstream_of(target, colour) for colour in COLOURS)
     return caddy.Site(target.slug, target.backend_url, upstreams, sticky=target.sticky)
 
 
@@ -277,7 +283,7 @@ def roll_out(
     with timings.phase("proxy"):
         gateway = proxy.ensure(client, target.proxy, target.slug)
         wanted = site(target)
-        clear_stale_split(client, target, gateway, say)
+        settle(client, target, gateway, say)
         before = proxy.read_site(gateway, wanted.slug)
         # A new or changed site (a first deploy, a new BACKEND_URL, a template update) is applied
         # at the switch, once the new release is healthy: until then the live one serves as it did.
@@ -295,6 +301,9 @@ def roll_out(
 
     with timings.phase("switch"):
         try:
+            hold.reached("rollout.switch")
+            say(f"Switching {target.backend_url} to {colour}")
+            proxy.set_live(gateway, wanted, upstream_of(target, colour))
             if changed:
                 verb = "Adding" if before[0] is None else "Updating"
                 say(f"{verb} {target.backend_url} in the shared proxy (a reload)")
@@ -303,6 +312,7 @@ def roll_out(
         except BaseException as exc:
             if changed:  # first: the old site serves again at once
                 proxy.restore_site(gateway, wanted.slug, before)
+            proxy.set_live(gateway, wanted, upstream_of(target, live.colour) if live else None)
             containers.stop(new.container, timeout=new.stop_timeout)
             containers.remove(new.container)
             if isinstance(exc, OpsError):
@@ -318,15 +328,21 @@ def roll_out(
     return releases(client, target.slug)[0]
 
 
-def clear_stale_split(client: docker.DockerClient, target: Target, gateway: Container, say: LineSink) -> None:
-    """Split files that a canary left while no canary runs (one release running, or none): a Ctrl-C
-    in a canary's last drain, a rollback in its middle. They would send requests by their buckets
-    to colours that may come back, so they go, and the usual rotation serves."""
+def settle(client: docker.DockerClient, target: Target, gateway: Container, say: LineSink) -> None:
+    """The proxy's files as one running release needs them, before a deploy or a rollback changes
+    anything. Split files that a canary left while no canary runs (a Ctrl-C in a canary's last
+    drain, a rollback in its middle) would send requests by their buckets to colours that may come
+    back, so they go. A live file that does not name the one release running (none yet: a site an
+    earlier version wrote; or a killed switch) is made to name it."""
     wanted = site(target)
-    if not proxy.split_now(gateway, wanted) or sum(r.running for r in releases(client, target.slug)) >= 2:
+    running = [r for r in releases(client, target.slug) if r.running]
+    if len(running) >= 2:
         return
-    say("Removing the split files a canary left behind (the usual rotation serves)")
-    proxy.set_split(gateway, wanted, None)
+    if proxy.split_now(gateway, wanted):
+        say("Removing the split files a canary left behind (the live colour serves)")
+        proxy.set_split(gateway, wanted, None)
+    if running and proxy.live_now(gateway, wanted) != [upstream_of(target, running[0].colour)]:
+        proxy.set_live(gateway, wanted, upstream_of(target, running[0].colour))
 
 
 def start_gated(
@@ -439,24 +455,29 @@ def roll_back(
         raise RolloutFailed(f"no other release {wanted} is kept on this host (releases here: {known})")
     back = kept[0]
     was_running = back.running
+    back_colour = back.colour
+    gateway = proxy.get(client, target.proxy.name)
+    if gateway is not None and not was_running:
+        settle(client, target, gateway, say)
     if not was_running:
         if live is not None and back.colour == live.colour:  # both were started as the same colour
-            recolour(client, back, target.slug, COLOURS[1] if live.colour == COLOURS[0] else COLOURS[0])
+            back_colour = COLOURS[1] if live.colour == COLOURS[0] else COLOURS[0]
+            recolour(client, back, target.slug, back_colour)
         say(f"Starting {back.name} ({back.version}, {back.revision[:12]}) beside {live.name if live else 'nothing'}")
         back.container.start()
     else:
         say(f"{back.name} ({back.version}, {back.revision[:12]}) still runs beside {live.name if live else 'nothing'}")
     running = containers.Running(back.container, target.container_port, None, client_is_local(client))
     running.stop_timeout = containers.stop_timeout_of(back.container)
-    gateway = proxy.get(client, target.proxy.name)
-    if gateway is not None:
-        clear_stale_split(client, target, gateway, say)
     try:
         containers.wait_healthy(running, timeout=target.health_timeout)
         warm(running)
         if gateway is not None:
+            proxy.set_live(gateway, site(target), upstream_of(target, back_colour))
             confirm_switch(gateway, target, back.revision, confirm_through, say)
     except BaseException as exc:
+        if gateway is not None and live is not None:
+            proxy.set_live(gateway, site(target), upstream_of(target, live.colour))
         if not was_running:
             containers.stop(back.container, timeout=running.stop_timeout)
         still = f"{live.name} keeps serving" if live else "nothing serves"
