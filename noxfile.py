@@ -21,7 +21,8 @@ nox.options.reuse_venv = "yes"
 ROOT = Path(__file__).parent
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 APP_LOCK = "template/requirements.lock"
-IN_CI = bool(os.environ.get("CI"))
+# CI=true, as CI services set it; a person's CI=false (or 0, no, off) is not CI.
+IN_CI = os.environ.get("CI", "").strip().lower() not in {"", "0", "false", "no", "off"}
 # After a Ctrl-C nox gives a command 0.3 s before SIGTERM, then SIGKILL. The demo needs longer to
 # stop its container gracefully and remove the images it built.
 DEMO_STOP = {"interrupt_timeout": 120.0, "terminate_timeout": 30.0}

@@ -17,7 +17,8 @@ nox.options.sessions = ["tests", "lint", "smoke"]
 nox.options.reuse_venv = "yes"
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
-IN_CI = bool(os.environ.get("CI"))
+# CI=true, as CI services set it; a person's CI=false (or 0, no, off) is not CI.
+IN_CI = os.environ.get("CI", "").strip().lower() not in {"", "0", "false", "no", "off"}
 
 
 def install(session: nox.Session, *groups: str, app: bool = True) -> None:

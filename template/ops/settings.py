@@ -258,6 +258,16 @@ ALIAS_MIN_LENGTH = 8
 VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
+# A variable whose name says it holds a secret (SECRET_KEY, DB_PASSWORD, STRIPE_API_KEY, ...): what
+# secret scanners flag by name, as its value cannot say.
+_SECRET_NAME = re.compile(r"(SECRET|PASSWORD|PASSWD|PASSPHRASE|TOKEN|API_?KEY|PRIVATE_?KEY|CREDENTIAL|DSN)", re.I)
+
+
+def looks_secret(name: str) -> bool:
+    """Whether a variable's name says it holds a secret (an app secret APP_ENV passes on)."""
+    return bool(_SECRET_NAME.search(name))
+
+
 def app_env_names(value: str) -> list[str]:
     """The names APP_ENV lists, in order, without blanks or repeats."""
     return list(dict.fromkeys(name.strip() for name in value.split(",") if name.strip()))

@@ -15,6 +15,7 @@ from api import create_app
 from ops import project, redact
 from ops.docker import images
 from tests.isolation import (  # noqa: F401  (autouse fixtures and a hook: no test leaks)
+    in_ci,
     module_leaves_nothing,
     pytest_fixture_setup,
     test_leaves_nothing,
@@ -36,7 +37,7 @@ def unavailable(message: str) -> NoReturn:
     """A prerequisite of the test is missing (``message`` says which, and how to get it): the test
     is skipped on a machine without it, and fails under CI (``CI`` set, as CI services set it),
     where every test must run. The one way the tests treat a missing prerequisite."""
-    if os.environ.get("CI"):
+    if in_ci():
         pytest.fail(f"{message.rstrip('.')}; CI is set, so this test must run, not skip", pytrace=False)
     pytest.skip(message)
 

@@ -23,6 +23,13 @@ from typing import Any
 
 import pytest
 
+
+def in_ci() -> bool:
+    """``CI`` set to anything but an empty or false value (``0``, ``false``, ``no``, ``off``), as CI
+    services set it (``CI=true``): a person's ``CI=false`` is not CI."""
+    return os.environ.get("CI", "").strip().lower() not in {"", "0", "false", "no", "off"}
+
+
 # Objects the engine removes by itself after a test's own cleanup returned (the task containers of a
 # removed service, a network whose last endpoint is going) are given this long to go.
 SETTLE_SECONDS = float(os.environ.get("CND_LEAK_SETTLE_SECONDS") or 60)
@@ -124,7 +131,7 @@ class Watch:
 
     def clear(self, left: dict[str, set[str]]) -> None:
         """Remove what was left (in CI only: elsewhere, another run may own it)."""
-        if not os.environ.get("CI"):
+        if not in_ci():
             return
         for line in left.get("process", set()):
             with contextlib.suppress(OSError):

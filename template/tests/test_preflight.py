@@ -175,6 +175,39 @@ def test_a_base_image_that_names_no_python_is_not_judged(base: str) -> None:
     assert images.python_mismatch(base) == ""
 
 
+@pytest.mark.parametrize(
+    "base", ["python", "python:latest", "python:3", "python:3-slim", "docker.io/library/python:slim",
+             "mirror.example:5000/python:bookworm", "python:3-alpine@sha256:" + "0" * 64],
+)  # fmt: skip
+def test_a_python_image_whose_tag_moves_is_named_as_one(base: str) -> None:
+    """No minor version in the tag: the image is whichever Python is newest when it is pulled."""
+    problem = images.python_mismatch(base)
+    assert f"{base} does not say which Python it is" in problem, problem
+    assert f"use python:{proj.PYTHON_VERSION}-slim" in problem
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("declared", ["3.9.18", proj.PYTHON_VERSION + ".2"])
+def test_an_image_the_engine_has_is_judged_by_its_python_version(engine: object, declared: str) -> None:
+    """The official images set PYTHON_VERSION: a base image by any tag is judged by it, as the engine has it."""
+    import io
+    import uuid
+
+    import docker
+
+    assert isinstance(engine, docker.DockerClient)
+    tag = f"cnd-test-python-{uuid.uuid4().hex[:8]}:floating"
+    engine.images.build(fileobj=io.BytesIO(f"FROM scratch\nENV PYTHON_VERSION={declared}\n".encode()), tag=tag)
+    try:
+        problem = images.python_mismatch(tag, client=engine)
+        if declared.startswith(proj.PYTHON_VERSION + "."):
+            assert problem == ""
+        else:
+            assert f"{tag} is Python 3.9 (its PYTHON_VERSION), but this project is Python" in problem, problem
+    finally:
+        engine.images.remove(tag, force=True)
+
+
 def test_a_build_from_another_base_than_base_image_is_stale() -> None:
     labels = {source.SOURCE_LABEL: "d", source.BASE_IMAGE_LABEL: "mirror/python:3.11-slim"}
     assert source.stale_reason("x:latest", labels, "d", "mirror/python:3.11-slim") == ""
@@ -261,6 +294,17 @@ def test_a_secret_in_a_settings_file_git_tracks_is_refused(tmp_path: Path) -> No
     subprocess.run([git, *ident, "commit", "-qam", "y"], cwd=root, check=True)
     local = settings_mod.load(root, "local", environ={}, defaults=settings_mod.project_defaults(root))
     assert deploy.committed_secrets(project, local) == []
+    # The app's own secrets: APP_ENV passes SECRET_KEY and DB_PASSWORD on; written in the committed
+    # file they are refused by name, as a secret scanner flags them. LOG_LEVEL says it is no secret.
+    app = "APP_ENV=LOG_LEVEL,SECRET_KEY,DB_PASSWORD\nLOG_LEVEL=debug\nSECRET_KEY=k-123\nDB_PASSWORD=p-456\n"
+    (root / ".env.local").write_text(text + app)
+    local = settings_mod.load(root, "local", environ={}, defaults=settings_mod.project_defaults(root))
+    found = deploy.committed_secrets(project, local)
+    assert [line.split(" is written in")[0] for line in found] == ["DB_PASSWORD", "SECRET_KEY"], found
+    assert not [line for line in found if "k-123" in line or "p-456" in line]
+    assert [settings_mod.looks_secret(n) for n in ("STRIPE_API_KEY", "GITHUB_TOKEN", "SENTRY_DSN", "LOG_LEVEL")] == [
+        True, True, True, False,
+    ]  # fmt: skip
 
 
 def test_a_backend_on_this_machine_must_use_the_proxys_port() -> None:

@@ -31,13 +31,14 @@ def pytest_in_child(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.parametrize("ci", ["", "true"])
+@pytest.mark.parametrize("ci", ["", "true", "1", "false", "0", "no", "off"])
 def test_a_missing_tool_skips_here_and_fails_under_ci(tmp_path: Path, ci: str) -> None:
-    """git taken off PATH (an empty folder): the .gitignore test names it and how to get it."""
+    """git taken off PATH (an empty folder): the .gitignore test names it and how to get it.
+    CI=true (or 1) is CI; CI=false, 0, no or off, as a person may write it to say "not CI", is not."""
     done = pytest_in_child(GITIGNORE_TEST, PATH=str(tmp_path), **({"CI": ci} if ci else {}))
     output = done.stdout + done.stderr
     assert "git is not installed, and is needed to read .gitignore as git does (apt-get install git)" in output
-    if ci:
+    if ci in {"true", "1"}:
         assert done.returncode == 1 and "1 failed" in output, output
         assert "CI is set, so this test must run, not skip" in output
     else:

@@ -318,21 +318,63 @@ def project_tags(project: proj.Project, tag: str = "") -> list[str]:
 
 # The Python version an official-style image names in its tag: python:3.12-slim, mirror/python:3.11.
 _PYTHON_TAG = re.compile(r"(?:^|/)python:(3[.][0-9]+)")
+# The python image by a tag that names no minor version (latest, 3, 3-slim, slim, bookworm): it
+# moves to each new Python as it is released.
+_PYTHON_FLOATING = re.compile(r"(?:^|/)python(?::(?P<tag>[^@/:]+))?(?:@sha256:[0-9a-f]{64})?\Z")
 
 
-def python_mismatch(base_image: str, python: str = proj.PYTHON_VERSION) -> str:
-    """One line when ``base_image`` names another Python than the project's (Copier's check of
-    the base_image answer, applied to BASE_IMAGE and --base-image, as a warning: the image may
-    still run, as requirements.lock is universal, but it is not what the project was made for),
-    else ``""``."""
+def python_mismatch(
+    base_image: str, python: str = proj.PYTHON_VERSION, client: docker.DockerClient | None = None
+) -> str:
+    """One line when ``base_image`` is another Python than the project's (Copier's check of the
+    base_image answer, applied to BASE_IMAGE and --base-image, as a warning: the image may still
+    run, as requirements.lock is universal, but it is not what the project was made for), else
+    ``""``. By its tag; else, when the engine has the image, by the ``PYTHON_VERSION`` the
+    official images set; else a python image whose tag names no version is named as one that moves."""
     found = _PYTHON_TAG.search(base_image)
-    if not found or found.group(1) == python:
-        return ""
-    return (
-        f"the base image {base_image} is Python {found.group(1)}, but this project is Python {python} (its "
-        f"requirements.lock and tooling were made for it): use a Python {python} image, or re-render the "
-        f"project with `copier update --data python_version={found.group(1)}`"
+    fix = (
+        f"use a Python {python} image (python:{python}-slim), or re-render the project with "
+        "`copier update --data python_version=...`"
     )
+    if found:
+        if found.group(1) == python:
+            return ""
+        return (
+            f"the base image {base_image} is Python {found.group(1)}, but this project is Python {python} (its "
+            f"requirements.lock and tooling were made for it): use a Python {python} image, or re-render the "
+            f"project with `copier update --data python_version={found.group(1)}`"
+        )
+    declared = _declared_python(client, base_image) if client is not None and base_image else ""
+    if declared:
+        if declared == python:
+            return ""
+        return (
+            f"the base image {base_image} is Python {declared} (its PYTHON_VERSION), but this project is Python "
+            f"{python} (its requirements.lock and tooling were made for it): {fix}"
+        )
+    floating = _PYTHON_FLOATING.search(base_image)
+    if floating:
+        tag = floating.group("tag") or "latest"
+        return (
+            f"the base image {base_image} does not say which Python it is: its tag ({tag}) moves to each new "
+            f"Python, and this project is Python {python}; use python:{python}-slim (or another tag naming {python})"
+        )
+    return ""
+
+
+def _declared_python(client: docker.DockerClient, image: str) -> str:
+    """The major.minor of the ``PYTHON_VERSION`` an image's environment sets ("" if the engine does not
+    have the image, or it sets none)."""
+    try:
+        environment = client.images.get(image).attrs.get("Config", {}).get("Env") or []
+    except (docker.errors.DockerException, OSError):
+        return ""
+    for entry in environment:
+        name, _, value = str(entry).partition("=")
+        found = re.match(r"(3[.][0-9]+)", value.strip()) if name == "PYTHON_VERSION" else None
+        if found:
+            return found.group(1)
+    return ""
 
 
 def build_project(
@@ -348,7 +390,7 @@ def build_project(
 ) -> BuildResult:
     """Build the project's image as ``inv build`` does: tags, build arguments, and the labels that
     tell later tasks which source and base image it was built from."""
-    problem = python_mismatch(base_image)
+    problem = python_mismatch(base_image, client=client)
     if problem and say:  # a warning, as the image may still work: the lock is universal
         say(f"warning: {problem}")
     tags = project_tags(project, tag)

@@ -132,7 +132,11 @@ def committed_secrets(project: proj.Project, settings: Settings) -> list[str]:
     files = [f".env.{settings.env_name}"] if settings.env_name else []
     files += [".env"]
     found = []
-    withheld = settings_mod.withheld_names()
+    # The deploy's secrets, and the app's: a name APP_ENV passes on that says it is a secret.
+    app_secrets = {
+        n for n in settings_mod.app_env_names(settings.values.get("APP_ENV", "")) if settings_mod.looks_secret(n)
+    }
+    withheld = settings_mod.withheld_names() | app_secrets
     for name in files:
         path = project.root / name
         if not path.is_file() or proj.git_ignored(project.root, name):
