@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tools import bench_canary, bench_deploy, bench_ops, bench_swarm
+from tools import bench_canary, bench_deploy, bench_local, bench_ops, bench_swarm
 from tools.generated import REPO, free_port, netlify_cli, offline_base_image, project_ops, render
 
 SLUG = "bench-svc"
@@ -50,6 +50,13 @@ TARGETS = {
     "edge.hot_reload_s": ("<", 2.0),
     # The deploy (issue 8): no failed request during a switch; the Netlify half against netlify-cli.
     "deploy.pipeline.under_load.failed": ("<=", 0),
+    # A new user's first deploy on their own machine (issue 22): no failed request at the switch or
+    # the rollback, nothing of the proxy's about an idle colour, a refused preflight leaves nothing.
+    "local.second_deploy_failed": ("<=", 0),
+    "local.rollback_failed": ("<=", 0),
+    "local.proxy_log_errors": ("<=", 0),
+    "local.proxy_log_idle_colour_lines": ("<=", 0),
+    "local.refused_built_images": ("<=", 0),
     "deploy.netlify.first_over_cli": ("<=", 0.5),
     "deploy.netlify.ours.unchanged.s": ("<", 1.0),
     "deploy.netlify.ours.unchanged.uploads": ("<=", 0),
@@ -246,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     results["swarm"] = bench_swarm.bench(target, base, client)
     results["ops"] = bench_ops.bench(target, base, client)
     results["canary"] = bench_canary.bench(target, base, client)
+    results["local"] = bench_local.bench(target, base, client)
     results["healthz_rps_over_bare"] = round(load["flask_healthz"]["rps"] / load["bare_healthz"]["rps"], 3)
     results["api_rps_over_bare"] = round(load["flask_api"]["rps"] / load["bare_healthz"]["rps"], 3)
     results["flaskmin_rps_over_bare"] = round(load["flaskmin_healthz"]["rps"] / load["bare_healthz"]["rps"], 3)
@@ -525,6 +533,33 @@ def print_table(results: dict[str, Any]) -> None:
             for step, figure in steps.items():
                 label = f"Netlify {netlify['files']} files, {step} ({who})"
                 rows.append((label, f"{figure['s']:.2f} s", f"{figure['uploads']} uploads"))
+    local = results.get("local", {})
+    if local:
+        rows += [
+            ("first deploy: README set-up (git init, uv lock, uv sync)", f"{local['setup_s']:.1f} s", ""),
+            ("first deploy: inv deploy --env local (cold)", f"{local['first_deploy_s']:.1f} s", ""),
+            (
+                "first deploy: second deploy, a new commit",
+                f"{local['second_deploy_s']:.1f} s",
+                f"{local['second_deploy_failed']} of {local['second_deploy_requests']} requests failed",
+            ),
+            (
+                "first deploy: inv rollback",
+                f"{local['rollback_s']:.1f} s",
+                f"{local['rollback_failed']} of {local['rollback_requests']} requests failed",
+            ),
+            (
+                "first deploy: proxy log lines about an idle colour",
+                f"{local['proxy_log_idle_colour_lines']}",
+                f"{local['proxy_log_errors']} errors in {local['proxy_log_lines']} lines",
+            ),
+            (
+                "first deploy: unpullable PROXY_IMAGE refused after",
+                f"{local['refused_preflight_s']:.1f} s",
+                f"exit {local['refused_exit']}, {local['refused_built_images']} images built, "
+                f"networks left: {local['refused_left_networks'] or 'none'}",
+            ),
+        ]
     width = max(len(r[0]) for r in rows)
     for name, value, note in rows:
         print(f"{name:<{width}}  {value:>12}  {note}")
