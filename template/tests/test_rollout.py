@@ -233,7 +233,7 @@ with lock.held(client, spec["slug"], revision="rev-two"):
 
 @pytest.mark.rollouts
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGKILL])
-@pytest.mark.parametrize("moment", ["health wait", "after the switch"])
+@pytest.mark.parametrize("moment", ["health wait", "at the switch", "after the switch"])
 def test_a_deploy_killed_mid_rollout_leaves_a_release_serving_and_a_releasable_lock(
     engine: Any, host: Host, app_images: dict[str, str], signum: int, moment: str, tmp_path: Path
 ) -> None:
@@ -244,7 +244,7 @@ def test_a_deploy_killed_mid_rollout_leaves_a_release_serving_and_a_releasable_l
         "proxy": [target.proxy.image, target.proxy.http_port, target.proxy.https_port, target.proxy.name],
     }  # fmt: skip
     code = ROLL_OUT_IN_A_CHILD.format(root=str(project.ROOT))
-    moment_name = "rollout.health" if moment == "health wait" else "rollout.drain"
+    moment_name = {"health wait": "rollout.health", "at the switch": "rollout.switch"}.get(moment, "rollout.drain")
     command = [sys.executable, "-c", code, json.dumps(spec)]
     with Load(host.url) as load, Child(command, hold=moment_name, folder=tmp_path) as child:
         load.answered("rev-one", 20)
@@ -256,9 +256,14 @@ def test_a_deploy_killed_mid_rollout_leaves_a_release_serving_and_a_releasable_l
     running = [r.revision for r in rollout.releases(engine, target.slug) if r.running]
     if signum == signal.SIGINT:
         assert holder is None  # released on the way out
-        if moment == "health wait":
+        if moment in {"health wait", "at the switch"}:
             assert [r.revision for r in rollout.releases(engine, target.slug)] == ["rev-one"]  # the new one removed
             assert load.revisions["rev-one"] > 0
+            gateway = proxy.get(engine, target.proxy.name)
+            assert gateway is not None  # and the live file names the colour that serves
+            live = rollout.live_release(engine, target.slug)
+            assert live is not None
+            assert proxy.live_now(gateway, rollout.site(target)) == [rollout.upstream_of(target, live.colour)]
         else:
             assert running == ["rev-two"], said  # the drain was finished before the interrupt went on
             assert "draining the old release first" in said, said
