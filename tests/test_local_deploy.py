@@ -10,7 +10,6 @@ image is the Copier answer. Nothing else is set: no registry, no Netlify.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -22,7 +21,7 @@ import httpx
 import pytest
 
 from tests.helpers import PROJECT_LABEL, proxy_image, remove_project, unavailable
-from tools.generated import render
+from tools.generated import new_user_env, render
 
 
 def _block(readme: list[str], heading: str) -> list[str]:
@@ -42,16 +41,7 @@ def fresh(tmp_path: Path, engine: Any, base_image: str) -> Iterator[tuple[Path, 
     # This machine's base image is the user's answer (their mirror's image, as the README's
     # offline section says); its Python becomes the project's, as Copier asks.
     project = render(tmp_path / "newbie-shop", {"project_slug": "newbie-shop", "base_image": base_image}, git=False)
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "Newbie",
-        "GIT_AUTHOR_EMAIL": "newbie@example.com",
-        "GIT_COMMITTER_NAME": "Newbie",
-        "GIT_COMMITTER_EMAIL": "newbie@example.com",
-        "UV_PROJECT_ENVIRONMENT": str(project / ".venv"),
-        "PROXY_IMAGE": proxy_image(engine, base_image),
-    }
-    env.pop("VIRTUAL_ENV", None)
+    env = new_user_env(project, PROXY_IMAGE=proxy_image(engine, base_image))
     try:
         yield project, env
     finally:

@@ -13,7 +13,6 @@ whether anything was built or left), and `inv remove --yes --proxy`.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from typing import Any
 import httpx
 
 from tools.bench_deploy import proxy_image
-from tools.generated import REPO, render
+from tools.generated import REPO, new_user_env, render
 
 SLUG = "bench-local"
 URL = "http://127.0.0.1:8480"
@@ -35,16 +34,7 @@ URL = "http://127.0.0.1:8480"
 def bench(project_root: Path, base: str, client: Any) -> dict[str, Any]:
     del project_root  # a fresh render of its own: the first deploy starts from nothing
     root = render(REPO / ".cache" / "bench" / f"{SLUG}-fresh", {"project_slug": SLUG, "base_image": base}, git=False)
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "Bench",
-        "GIT_AUTHOR_EMAIL": "bench@example.com",
-        "GIT_COMMITTER_NAME": "Bench",
-        "GIT_COMMITTER_EMAIL": "bench@example.com",
-        "UV_PROJECT_ENVIRONMENT": str(root / ".venv"),
-        "PROXY_IMAGE": proxy_image(client, base),
-    }
-    env.pop("VIRTUAL_ENV", None)
+    env = new_user_env(root, PROXY_IMAGE=proxy_image(client, base))
 
     def sh(command: str, **extra: str) -> tuple[float, subprocess.CompletedProcess[str]]:
         started = time.perf_counter()

@@ -52,6 +52,22 @@ def render(dst: Path, answers: Mapping[str, Any] | None = None, *, git: bool = T
     return dst
 
 
+def new_user_env(project: Path, **extra: str) -> dict[str, str]:
+    """This process's environment as a new user's shell in ``project`` has it: a git identity, uv's
+    environment in the project's .venv (none inherited), plus ``extra``."""
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "Newbie",
+        "GIT_AUTHOR_EMAIL": "newbie@example.com",
+        "GIT_COMMITTER_NAME": "Newbie",
+        "GIT_COMMITTER_EMAIL": "newbie@example.com",
+        "UV_PROJECT_ENVIRONMENT": str(project / ".venv"),
+        **extra,
+    }
+    env.pop("VIRTUAL_ENV", None)
+    return env
+
+
 def docker_client() -> Any | None:
     """A client for a Docker engine that answers, or None."""
     try:

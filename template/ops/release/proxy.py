@@ -365,7 +365,13 @@ def set_split(proxy: Container, site: caddy.Site, shares: dict[str, int] | None)
             given += count
             exact = 100 * count / len(names)
     every = {caddy.split_file(bucket, upstream) for bucket in names for upstream in site.upstreams}
-    directory = caddy.split_dir(site.slug)
+    _flag_files(proxy, caddy.split_dir(site.slug), wanted, every, f"set the split of {site.slug}")
+    return exact
+
+
+def _flag_files(proxy: Container, directory: str, wanted: set[str], every: set[str], what: str) -> None:
+    """Of the empty files ``every`` names in ``directory``, ``wanted`` exist afterwards and the rest
+    do not; the wanted ones are made before the others go (one ``sh`` in the proxy, no reload)."""
     script = (
         f"set -e; mkdir -p {directory}; cd {directory}; "
         + (f"touch {' '.join(sorted(wanted))}; " if wanted else "")
@@ -374,26 +380,16 @@ def set_split(proxy: Container, site: caddy.Site, shares: dict[str, int] | None)
     code, output = proxy.exec_run(["sh", "-c", script])
     if code != 0:
         text = output.decode("utf-8", "replace") if isinstance(output, bytes) else str(output)
-        raise ProxyError(f"could not set the split of {site.slug}: {logs.short_tail(text)}")
-    return exact
+        raise ProxyError(f"could not {what}: {logs.short_tail(text)}")
 
 
 def set_live(proxy: Container, site: caddy.Site, upstream: str | None) -> None:
     """Make ``upstream`` the colour every request goes to first (``None``: no live file, blue first):
     the switch of a deploy or a rollback, a file and no reload. The new file is written before the
     old one goes, so no request finds none."""
-    directory = caddy.live_dir(site.slug)
     wanted = {caddy.live_file(upstream)} if upstream else set()
-    others = {caddy.live_file(u) for u in site.upstreams} - wanted
-    script = (
-        f"set -e; mkdir -p {directory}; cd {directory}; "
-        + (f"touch {' '.join(sorted(wanted))}; " if wanted else "")
-        + f"rm -f {' '.join(sorted(others))}"
-    )
-    code, output = proxy.exec_run(["sh", "-c", script])
-    if code != 0:
-        text = output.decode("utf-8", "replace") if isinstance(output, bytes) else str(output)
-        raise ProxyError(f"could not switch {site.slug} to {upstream}: {logs.short_tail(text)}")
+    every = {caddy.live_file(u) for u in site.upstreams}
+    _flag_files(proxy, caddy.live_dir(site.slug), wanted, every, f"switch {site.slug} to {upstream}")
 
 
 def live_now(proxy: Container, site: caddy.Site) -> list[str]:
