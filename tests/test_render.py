@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import unavailable
-from tools.generated import REPO, render
+from tools.generated import REPO, new_user_env, render
 
 EXPECTED = [
     "api/__init__.py",
@@ -374,15 +374,7 @@ def test_the_first_steps_commit_uv_lock_and_leave_a_clean_tree(tmp_path: Path) -
     first = [line.split("   #")[0].strip() for line in readme if line.startswith(("git init", "uv sync"))][:2]
     assert first[0].startswith("git init") and first[1].startswith("uv sync --locked"), first
     assert first[0].index("uv lock") < first[0].index("git commit")
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "Test",
-        "GIT_AUTHOR_EMAIL": "test@example.com",
-        "GIT_COMMITTER_NAME": "Test",
-        "GIT_COMMITTER_EMAIL": "test@example.com",
-        "UV_PROJECT_ENVIRONMENT": str(project / ".venv"),
-    }
-    env.pop("VIRTUAL_ENV", None)
+    env = new_user_env(project)
 
     def sh(command: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
