@@ -86,7 +86,7 @@ def roll_out(
     sleep: Callable[[float], None] = time.sleep,
 ) -> Outcome:
     say = on_line or (lambda line: None)
-    live = rollout.live_release(client, target.slug)
+    live = rollout.serving_release(client, target, proxy.get(client, target.proxy.name))
     if live is None:
         say("Nothing is live to compare a canary with: this first release is deployed in full")
         release = rollout.roll_out(
@@ -99,7 +99,7 @@ def roll_out(
     if proxy.read_site(gateway, target.slug) != caddy.render(usual):
         say(f"Updating {target.backend_url} in the shared proxy for the split (a reload)")
         proxy.apply_site(gateway, usual)
-    colour = rollout.COLOURS[1] if live.colour == rollout.COLOURS[0] else rollout.COLOURS[0]
+    colour = rollout.next_colour(client, target, live, say)
     give(gateway, target, live.colour, colour, 0)  # the canary gets no request before the first step
     say(f"Starting the canary {colour} ({version}, {revision[:12]}) beside {live.name}; it gets no request yet")
     try:

@@ -151,6 +151,31 @@ def live_release(client: docker.DockerClient, slug: str) -> Release | None:
     return running[0] if running else None
 
 
+def serving_release(client: docker.DockerClient, target: Target, gateway: Container | None) -> Release | None:
+    """The release every request goes to: the running one of the colour the proxy's live file names
+    (the newest, should two have it), else the newest running one. A deploy killed after it
+    started a colour, or before it drained the old one, leaves two running; the file says which
+    one serves."""
+    running = [release for release in releases(client, target.slug) if release.running]
+    named = proxy.live_now(gateway, site(target)) if gateway is not None else []
+    if len(named) == 1:
+        for release in running:
+            if upstream_of(target, release.colour) == named[0]:
+                return release
+    return running[0] if running else None
+
+
+def next_colour(client: docker.DockerClient, target: Target, live: Release | None, say: LineSink) -> str:
+    """The colour a new release takes beside ``live``: the other one. A release of that colour still
+    running (a killed deploy's) is stopped first, so the colour's name means the new release alone."""
+    colour = COLOURS[1] if live is not None and live.colour == COLOURS[0] else COLOURS[0]
+    for left in releases(client, target.slug):
+        if left.running and left.colour == colour and (live is None or left.name != live.name):
+            say(f"Stopping {left.name}: a deploy that was killed left it running as {colour}, and {colour} is next")
+            containers.stop(left.container, timeout=containers.stop_timeout_of(left.container))
+    return colour
+
+
 def alias(slug: str, colour: str) -> str:
     return f"{slug}-{colour}"
 
@@ -288,8 +313,8 @@ def roll_out(
         # A new or changed site (a first deploy, a new BACKEND_URL, a template update) is applied
         # at the switch, once the new release is healthy: until then the live one serves as it did.
         changed = before != caddy.render(wanted)
-        live = live_release(client, target.slug)
-        colour = COLOURS[1] if live is not None and live.colour == COLOURS[0] else COLOURS[0]
+        live = serving_release(client, target, gateway)
+        colour = next_colour(client, target, live, say)
 
     with timings.phase("health"):
         say(f"Starting {colour} ({version}, {revision[:12]}) beside {live.name if live else 'nothing yet'}")
@@ -442,7 +467,11 @@ def roll_back(
     A release still running beside the live one (a deploy killed after it started the new colour)
     is a candidate too: it is gated, kept running, and the live one drained."""
     say = on_line or (lambda line: None)
+    gateway = proxy.get(client, target.proxy.name)
+    # Back from the newest running release: in a canary's middle, the canary; after a killed deploy,
+    # what it started. The live file goes back as it was if the rollback fails.
     live = live_release(client, target.slug)
+    live_before = proxy.live_now(gateway, site(target)) if gateway is not None else []
     kept = [r for r in releases(client, target.slug) if not never_started(r)]
     kept = [r for r in kept if live is None or r.name != live.name]
     if revision:
@@ -456,7 +485,6 @@ def roll_back(
     back = kept[0]
     was_running = back.running
     back_colour = back.colour
-    gateway = proxy.get(client, target.proxy.name)
     if gateway is not None and not was_running:
         settle(client, target, gateway, say)
     if not was_running:
@@ -476,8 +504,8 @@ def roll_back(
             proxy.set_live(gateway, site(target), upstream_of(target, back_colour))
             confirm_switch(gateway, target, back.revision, confirm_through, say)
     except BaseException as exc:
-        if gateway is not None and live is not None:
-            proxy.set_live(gateway, site(target), upstream_of(target, live.colour))
+        if gateway is not None:
+            proxy.set_live(gateway, site(target), live_before[0] if live_before else None)
         if not was_running:
             containers.stop(back.container, timeout=running.stop_timeout)
         still = f"{live.name} keeps serving" if live else "nothing serves"
