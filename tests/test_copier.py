@@ -179,7 +179,7 @@ def test_after_copy_the_next_steps_say_how_to_start_a_git_repository(tmp_path: P
     out = done.stdout + done.stderr
     assert f"cd '{target}'" in out  # quoted for the shell: the path has spaces
     # uv.lock is made before the first commit, so it is in it: the tree is clean for `inv deploy`.
-    assert 'git init && uv lock && git add -A && git commit -qm "Initial commit"' in out
+    assert 'git init -b main && uv lock && git add -A && git commit -qm "Initial commit"' in out
     assert "uv sync --locked" in out
     assert "inv dev" in out and "nox" in out
     assert "inv deploy --env local" in out  # the first deploy needs nothing but the engine

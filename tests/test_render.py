@@ -386,6 +386,9 @@ def test_the_first_steps_commit_uv_lock_and_leave_a_clean_tree(tmp_path: Path) -
         assert done.returncode == 0, (command, done.stdout, done.stderr)
     assert sh("git ls-files uv.lock").stdout.strip() == "uv.lock"
     assert sh("git status --porcelain --untracked-files=all").stdout == ""  # what `inv deploy` asks
+    # main, whatever git's default: the workflows deploy from it, and NETLIFY_PRODUCTION_BRANCH is it.
+    assert sh("git branch --show-current").stdout.strip() == "main"
+    assert "branches: [main]" in (project / ".github" / "workflows" / "deploy.yml").read_text()
 
     pyproject = project / "pyproject.toml"
     pyproject.write_text(pyproject.read_text().replace('"rich>=13",', '"rich>=13",\n    "six>=1.16",', 1))

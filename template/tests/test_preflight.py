@@ -170,7 +170,9 @@ def test_a_base_image_of_another_python_is_named_as_copier_names_it(form: str, m
         assert f"is Python 3.{minor}, but this project is Python {proj.PYTHON_VERSION}" in problem
 
 
-@pytest.mark.parametrize("base", ["", "debian:12", "local/python-base:latest", "registry.example/app:3.9"])
+@pytest.mark.parametrize(
+    "base", ["", "debian:12", "local/python-base:latest", "registry.example/app:3.9", "local/python:nope"]
+)
 def test_a_base_image_that_names_no_python_is_not_judged(base: str) -> None:
     assert images.python_mismatch(base) == ""
 

@@ -280,6 +280,58 @@ def test_a_deploy_killed_mid_rollout_leaves_a_release_serving_and_a_releasable_l
     assert final.revision == "rev-two"
 
 
+ROLL_BACK_IN_A_CHILD = """
+import sys, json
+sys.path.insert(0, {root!r})
+from ops.docker.engine import connect
+from ops.release import proxy, rollout
+spec = json.loads(sys.argv[1])
+target = rollout.Target(spec["slug"], spec["url"], spec["port"], proxy.ProxySettings(*spec["proxy"]), 40, 1)
+try:
+    rollout.roll_back(connect(), target, on_line=lambda line: print(line, flush=True))
+except rollout.SwitchedThenInterrupted as exc:
+    print("switched then interrupted:", exc.release.revision, flush=True)
+    raise
+"""
+
+
+@pytest.mark.rollouts
+@pytest.mark.parametrize("moment", ["health wait", "drain"])
+def test_ctrl_c_in_a_rollback_stops_what_it_started_or_says_what_it_switched_to(
+    engine: Any, host: Host, app_images: dict[str, str], moment: str, tmp_path: Path
+) -> None:
+    """Before the switch, the release it started is stopped again and the live one serves alone;
+    after it, the drain is finished and the release it went back to is named as serving."""
+    target = host.target
+    rollout.roll_out(engine, target, app_images["rev-one"], version="1", revision="rev-one")
+    rollout.roll_out(engine, target, app_images["rev-two"], version="2", revision="rev-two")
+    spec = {
+        "slug": target.slug, "url": target.backend_url, "port": target.container_port,
+        "proxy": [target.proxy.image, target.proxy.http_port, target.proxy.https_port, target.proxy.name],
+    }  # fmt: skip
+    command = [sys.executable, "-c", ROLL_BACK_IN_A_CHILD.format(root=str(project.ROOT)), json.dumps(spec)]
+    hold_at = "rollback.health" if moment == "health wait" else "rollout.drain"
+    with Load(host.url) as load, Child(command, hold=hold_at, folder=tmp_path) as child:
+        load.answered("rev-two", 20)
+        child.wait_held()
+        child.signal(signal.SIGINT)
+        said = child.finish(timeout=60)
+    assert load.failures == [], (load.statuses, said)
+    running = [r.revision for r in rollout.releases(engine, target.slug) if r.running]
+    gateway = proxy.get(engine, target.proxy.name)
+    assert gateway is not None
+    if moment == "health wait":
+        assert running == ["rev-two"], said  # what it started is stopped again, and kept
+        assert {r.revision for r in rollout.releases(engine, target.slug)} == {"rev-one", "rev-two"}
+    else:
+        assert running == ["rev-one"] and "switched then interrupted: rev-one" in said, said
+    live = rollout.live_release(engine, target.slug)
+    assert live is not None and proxy.live_now(gateway, rollout.site(target)) == [
+        rollout.upstream_of(target, live.colour)
+    ]
+    assert httpx.get(host.url + "/api/version").json()["revision"] == running[0]
+
+
 def test_a_new_backend_url_is_applied_only_at_the_switch_and_undone_when_it_fails(
     engine: Any, host: Host, app_images: dict[str, str]
 ) -> None:

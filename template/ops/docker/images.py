@@ -320,7 +320,10 @@ def project_tags(project: proj.Project, tag: str = "") -> list[str]:
 _PYTHON_TAG = re.compile(r"(?:^|/)python:(3[.][0-9]+)")
 # The python image by a tag that names no minor version (latest, 3, 3-slim, slim, bookworm): it
 # moves to each new Python as it is released.
-_PYTHON_FLOATING = re.compile(r"(?:^|/)python(?::(?P<tag>[^@/:]+))?(?:@sha256:[0-9a-f]{64})?\Z")
+_PYTHON_FLOATING = re.compile(
+    r"(?:^|/)python(?::(?P<tag>latest|3|3-[a-z0-9.-]+|(?:slim|alpine[0-9.]*|bookworm|bullseye|trixie|buster)"
+    r"(?:-[a-z0-9.-]+)?))?(?:@sha256:[0-9a-f]{64})?\Z"
+)
 
 
 def python_mismatch(

@@ -344,7 +344,12 @@ def deploy(
                 report.release = live  # started by this deploy, and past the switch
             if report.release is not None:
                 _record(client, project, settings, revision, report)
-            serving = f"{live.name} ({live.revision[:12]}) serves" if live else "the live release still serves"
+            if live is not None:
+                serving = f"{live.name} ({live.revision[:12]}) serves"
+            elif options.backend:
+                serving = "nothing serves: no release was live before this deploy, and its own was removed"
+            else:
+                serving = "the live release still serves"
             if isinstance(live, swarm.SwarmRelease) and swarm.update_state(live).startswith("rollback"):
                 serving = (
                     f"Swarm is rolling {live.name} back to {live.revision[:12]} (`inv status` shows when it is done)"
@@ -777,7 +782,17 @@ def rollback(project: proj.Project, settings: Settings, revision: str = "", *, s
                     r.revision for r in history if r.revision in kept and (live is None or r.revision != live.revision)
                 )
                 revision = next(others, "")
-            back = rollout.roll_back(client, goal, revision, on_line=say)
+            try:
+                back = rollout.roll_back(client, goal, revision, on_line=say)
+            except rollout.SwitchedThenInterrupted as switched:
+                # Past the switch: the release it went back to serves, and is recorded as live.
+                interrupted = switched.release
+                if gateway is not None:
+                    records.add(gateway, project.slug, _rollback_record(interrupted, "", ""))
+                raise Interrupted(
+                    f"Rollback interrupted; {interrupted.name} ({interrupted.revision[:12]}) serves, recorded "
+                    "(Netlify left as it is)"
+                ) from None
         record = records.find(history, back.revision)
         netlify_deploy = record.netlify_deploy if record else ""
         if netlify_deploy and settings["NETLIFY_AUTH_TOKEN"] and settings["NETLIFY_SITE_ID"]:
@@ -788,18 +803,22 @@ def rollback(project: proj.Project, settings: Settings, revision: str = "", *, s
             say("Netlify left as it is: NETLIFY_AUTH_TOKEN or NETLIFY_SITE_ID is not set")
         else:
             say(f"Netlify left as it is: no Netlify deploy is recorded with {back.revision[:12]}")
-        done = records.Record(
-            version=back.version,
-            revision=back.revision,
-            image=back.digest or back.image,
-            container=back.name,
-            netlify_deploy=netlify_deploy,
-            netlify_url=record.netlify_url if record else "",
-            who=f"{lock.whoami()} (rollback)",
-        )
+        done = _rollback_record(back, netlify_deploy, record.netlify_url if record else "")
         if gateway is not None:
             records.add(gateway, project.slug, done)
         return done
+
+
+def _rollback_record(back: Live, netlify_deploy: str, netlify_url: str) -> records.Record:
+    return records.Record(
+        version=back.version,
+        revision=back.revision,
+        image=back.digest or back.image,
+        container=back.name,
+        netlify_deploy=netlify_deploy,
+        netlify_url=netlify_url,
+        who=f"{lock.whoami()} (rollback)",
+    )
 
 
 def _swarm_back(

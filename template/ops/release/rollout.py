@@ -492,12 +492,14 @@ def roll_back(
             back_colour = COLOURS[1] if live.colour == COLOURS[0] else COLOURS[0]
             recolour(client, back, target.slug, back_colour)
         say(f"Starting {back.name} ({back.version}, {back.revision[:12]}) beside {live.name if live else 'nothing'}")
-        back.container.start()
     else:
         say(f"{back.name} ({back.version}, {back.revision[:12]}) still runs beside {live.name if live else 'nothing'}")
     running = containers.Running(back.container, target.container_port, None, client_is_local(client))
     running.stop_timeout = containers.stop_timeout_of(back.container)
     try:
+        if not was_running:  # in the try: a Ctrl-C just as it starts stops it again
+            back.container.start()
+        hold.reached("rollback.health")
         containers.wait_healthy(running, timeout=target.health_timeout)
         warm(running)
         if gateway is not None:
@@ -515,10 +517,20 @@ def roll_back(
         raise
     try:
         drain(client, target.slug, keep=back.name, on_line=say)
+    except KeyboardInterrupt:
+        raise SwitchedThenInterrupted(back) from None
     finally:
         if gateway is not None:  # a rollback in the middle of a canary: its split files go with it
             proxy.set_split(gateway, site(target), None)
     return next(r for r in releases(client, target.slug) if r.name == back.name)
+
+
+class SwitchedThenInterrupted(KeyboardInterrupt):
+    """Ctrl-C after a rollback's switch: ``release`` serves (the drain was finished first)."""
+
+    def __init__(self, release: Release) -> None:
+        super().__init__(release.name)
+        self.release = release
 
 
 def remove_releases(client: docker.DockerClient, slug: str) -> None:
