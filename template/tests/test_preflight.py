@@ -199,7 +199,8 @@ def test_an_image_the_engine_has_is_judged_by_its_python_version(engine: object,
 
     assert isinstance(engine, docker.DockerClient)
     tag = f"cnd-test-python-{uuid.uuid4().hex[:8]}:floating"
-    engine.images.build(fileobj=io.BytesIO(f"FROM scratch\nENV PYTHON_VERSION={declared}\n".encode()), tag=tag)
+    dockerfile = io.BytesIO(f"FROM scratch\nENV PYTHON_VERSION={declared}\n".encode())
+    engine.images.build(fileobj=dockerfile, tag=tag, rm=True, forcerm=True)  # no intermediate container left
     try:
         problem = images.python_mismatch(tag, client=engine)
         if declared.startswith(proj.PYTHON_VERSION + "."):
