@@ -30,27 +30,27 @@ def install(session: nox.Session, *groups: str, app: bool = True) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run the unit tests of api/ and ops/."""
-    install(session, "test", "ops")
+    """Run the tests of api/, the server and the deploy configuration (the tooling is tested where it lives)."""
+    install(session, "test", "toolkit")
     session.run("pytest", "--ignore=tests/smoke", *session.posargs)
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Check style, types and the Netlify config: ruff, mypy on ops/, inv check."""
-    install(session, "lint", "ops")
+    """Check style, types and the Netlify config: ruff, mypy on tasks.py, inv check."""
+    install(session, "lint", "toolkit")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")
-    session.run("python", "-m", "ops.netlify.check")
+    session.run("python", "-m", "cnd_toolkit.netlify.check")
 
 
 @nox.session
 def smoke(session: nox.Session) -> None:
     """Build the image, run it on a free port and run tests/smoke against it."""
-    install(session, "test", "ops")
+    install(session, "test", "toolkit")
     try:
-        session.run("python", "-m", "ops.docker", silent=True)
+        session.run("python", "-m", "cnd_toolkit.docker", silent=True)
     except nox.command.CommandFailed:
         message = "no Docker engine answers; start one (or set DOCKER_HOST) to run the smoke tests"
         if IN_CI:

@@ -1400,28 +1400,16 @@ def report(comparison: Comparison, examples: int = 3, explained: bool = False) -
 
 
 @contextlib.contextmanager
-def generated_ops(project: Path) -> Iterator[None]:
-    """The rendered project's ``ops`` package importable, for as long as the servers run."""
-    sys.path.insert(0, str(project))
-    try:
-        yield
-    finally:
-        sys.path.remove(str(project))
-        for name in [n for n in sys.modules if n == "ops" or n.startswith("ops.")]:
-            del sys.modules[name]
-
-
-@contextlib.contextmanager
 def start_edge(site: Path) -> Iterator[str]:
     """The edge under test serving ``site``; yields its URL. The one place that knows the edge's API."""
-    from ops.edge.server import load_site, serve_in_thread  # type: ignore[import-not-found]
+    from cnd_toolkit.edge.server import load_site, serve_in_thread  # type: ignore[import-not-found]
 
     with serve_in_thread(load_site(site)) as running:
         yield running.url
 
 
 def netlify_dev_command(cli: str, publish: Path, port: int) -> list[str]:
-    """As the generated ops.dev.netlify_dev_command (not imported: ops.dev needs Docker's SDK)."""
+    """As the generated cnd_toolkit.dev.netlify_dev_command (not imported: cnd_toolkit.dev needs Docker's SDK)."""
     return [
         cli, "dev", "--offline", "--internal-disable-edge-functions",
         "--framework", "#static", "--dir", str(publish), "--port", str(port),
@@ -1547,12 +1535,9 @@ def _edge_log(into: list[str]) -> Iterator[None]:
 
 @contextlib.contextmanager
 def servers(workdir: Path, cli: str) -> Iterator[Servers]:
-    """Render the template, write the fixture site, start the backend, netlify dev and the edge."""
-    from tools.generated import render
-
-    project = render(workdir / "project", git=False)
+    """Write the fixture site, start the backend, netlify dev and the edge (the toolkit's)."""
     errors: list[str] = []
-    with running_backend() as backend, generated_ops(project), _edge_log(errors):
+    with running_backend() as backend, _edge_log(errors):
         site = write_site(workdir / "site", backend.port)
         with (
             start_netlify_dev(cli, site, workdir / "netlify-dev.log") as netlify,

@@ -1,4 +1,4 @@
-"""The generated projects' leak check (template/tests/isolation.py), used by these tests too: one copy."""
+"""The toolkit tests' leak check (toolkit/tests/isolation.py), used by these tests too: one copy."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import importlib.util
 from pathlib import Path
 
 _spec = importlib.util.spec_from_file_location(
-    "cnd_template_isolation", Path(__file__).resolve().parent.parent / "template" / "tests" / "isolation.py"
+    "cnd_template_isolation", Path(__file__).resolve().parent.parent / "toolkit" / "tests" / "isolation.py"
 )
 assert _spec is not None and _spec.loader is not None
 _module = importlib.util.module_from_spec(_spec)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,10 @@ import yaml
 
 from tools.generated import REPO, render
 
-QUESTIONS = {k: v for k, v in yaml.safe_load((REPO / "copier.yml").read_text()).items() if not k.startswith("_")}
+CONFIG = yaml.safe_load((REPO / "copier.yml").read_text())
+# What Copier asks (a value it computes and never asks, `when: false`, is not a question).
+QUESTIONS = {k: v for k, v in CONFIG.items() if not k.startswith("_") and v.get("when") is not False}
+COMPUTED = {k: v for k, v in CONFIG.items() if not k.startswith("_") and v.get("when") is False}
 
 
 def test_every_question_has_type_help_and_default() -> None:
@@ -20,6 +24,14 @@ def test_every_question_has_type_help_and_default() -> None:
         assert {"type", "help", "default"} <= set(question), name
         if question["type"] == "str" and "choices" not in question:
             assert "validator" in question, f"free-text question {name} needs a validator"
+
+
+def test_computed_values_are_never_asked_nor_recorded(project: Path) -> None:
+    """The toolkit's pin is computed from the template's commit at each render, so that `copier
+    update` moves it: never asked, never written to the answers file."""
+    assert set(COMPUTED) == {"toolkit_requirement"}
+    answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
+    assert not set(COMPUTED) & set(answers)
 
 
 def test_no_secret_is_asked() -> None:
@@ -132,11 +144,125 @@ def test_copier_update_brings_template_changes_and_keeps_answers(tmp_path: Path)
     git(template, "commit", "-qam", "v1.1")
     git(template, "tag", "v1.1.0")
 
+    # The toolkit is pinned to the commit the project was rendered from, in both places that install it.
+    v1 = git_output(template, "rev-parse", "HEAD~1")
+    pin = f"cnd-toolkit @ git+{template.as_uri()}@{v1}#subdirectory=toolkit"
+    assert pin_of(project) == (pin, pin)
+
     copier.run_update(str(project), defaults=True, overwrite=True, quiet=True)
     assert "A line added in v1.1." in (project / "certs" / "README.md").read_text()
     answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
     assert answers["port"] == 9000
     assert answers["_commit"] == "v1.1.0"
+    # The update moved the pin, and the pinned requirement installs (from the template's git, offline).
+    v11 = git_output(template, "rev-parse", "HEAD")
+    pin = f"cnd-toolkit @ git+{template.as_uri()}@{v11}#subdirectory=toolkit"
+    assert pin_of(project) == (pin, pin)
+    target = tmp_path / "installed"
+    subprocess.run(
+        ["uv", "pip", "install", "--quiet", "--no-deps", "--target", str(target), pin],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    assert (target / "cnd_toolkit" / "tasks.py").is_file() and (target / "cnd_toolkit" / "py.typed").is_file()
+
+
+def git_output(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def pin_of(project: Path) -> tuple[str, str]:
+    """The toolkit requirement in pyproject.toml's `toolkit` group, and in netlify.toml's build command."""
+    import tomllib
+
+    [in_pyproject] = tomllib.loads((project / "pyproject.toml").read_text())["dependency-groups"]["toolkit"]
+    command = tomllib.loads((project / "netlify.toml").read_text())["build"]["command"]
+    [in_netlify] = [part for part in command.split("'") if part.startswith("cnd-toolkit @ ")]
+    return in_pyproject, in_netlify
+
+
+def test_copier_update_from_a_project_with_ops_moves_it_to_the_toolkit(tmp_path: Path) -> None:
+    """A project rendered before the tooling was a package (it had ops/ and a 1,000-line tasks.py),
+    updated to this template: an untouched one loses ops/ and works; one whose team edited ops/ and
+    added a file there is told what to do, keeps the added file, and its tasks warn about it."""
+    import copier
+
+    def git(cwd: Path, *args: str) -> None:
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+            cwd=cwd,
+            check=True,
+            capture_output=True,
+        )
+
+    # The template's last commit with ops/, then the working tree as a newer commit of the same clone.
+    in_head = subprocess.run(["git", "cat-file", "-e", "HEAD:template/ops/__init__.py"], cwd=REPO).returncode == 0
+    old = "HEAD" if in_head else git_output(REPO, "rev-list", "-1", "HEAD", "--", "template/ops") + "^"
+    template = tmp_path / "template-repo"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(template)], check=True)
+    git(template, "checkout", "-q", "-b", "new", old)
+    git(template, "tag", "old")
+    projects = {}
+    for name in ("untouched", "edited"):
+        project = tmp_path / name
+        copier.run_copy(str(template), str(project), defaults=True, quiet=True, vcs_ref="old")
+        assert (project / "ops" / "release" / "deploy.py").is_file()
+        git(project, "init", "-q", "-b", "main")
+        git(project, "add", "-A")
+        git(project, "commit", "-q", "-m", "generated")
+        projects[name] = project
+    edited = projects["edited"]
+    deploy = edited / "ops" / "release" / "deploy.py"
+    deploy.write_text(deploy.read_text() + "\n# our tweak\n")
+    (edited / "ops" / "ours.py").write_text('"""A module of our own."""\n')
+    git(edited, "add", "-A")
+    git(edited, "commit", "-q", "-m", "our changes")
+
+    subprocess.run(["git", "rm", "-rq", "."], cwd=template, check=True)
+    for path in REPO.glob("**/*"):
+        relative = path.relative_to(REPO)
+        if path.is_file() and not {".git", ".cache", ".nox", "__pycache__"} & set(relative.parts):
+            target = template / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(path.read_bytes())
+    git(template, "add", "-A")
+    git(template, "commit", "-q", "-m", "toolkit")
+    git(template, "tag", "toolkit")
+
+    env = {k: v for k, v in os.environ.items() if k != "CND_PROJECT_ROOT"}
+    for name, project in projects.items():
+        updated = subprocess.run(
+            [sys.executable, "-m", "copier", "update", "--defaults", "--vcs-ref", "toolkit"],
+            cwd=project,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert updated.returncode == 0, updated.stderr
+        assert "git diff HEAD -- ops/ tasks.py" in updated.stderr  # what to do with edits to ops/
+        assert len((project / "tasks.py").read_text().splitlines()) < 60
+        assert "from cnd_toolkit.tasks import ns" in (project / "tasks.py").read_text()
+        assert pin_of(project)[0].endswith(f"@{git_output(template, 'rev-parse', 'toolkit')}#subdirectory=toolkit")
+        # A working project: the toolkit (this interpreter's) lists its tasks and checks it clean.
+        listed = subprocess.run(
+            [sys.executable, "-m", "invoke", "--list"], cwd=project, capture_output=True, text=True, env=env
+        )
+        assert listed.returncode == 0 and "deploy" in listed.stdout, listed.stderr
+        checked = subprocess.run(
+            [sys.executable, "-m", "invoke", "check"], cwd=project, capture_output=True, text=True, env=env
+        )
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        if name == "untouched":
+            assert not (project / "ops").exists()
+            assert "ops/" not in listed.stderr + checked.stderr
+        else:
+            assert sorted(p.name for p in (project / "ops").rglob("*.py")) == ["ours.py"]
+            for output in (listed.stderr, checked.stderr):
+                assert "warning: ops/ is left from before the tooling was the cnd-toolkit package" in output
+                assert "ops/ours.py" in output
+            removed = git_output(project, "diff", "HEAD", "--", "ops/release/deploy.py")
+            assert "+# our tweak" not in removed and "-# our tweak" in removed  # the edit is in git
 
 
 def copier_cli(*args: str) -> subprocess.CompletedProcess[str]:

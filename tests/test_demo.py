@@ -41,7 +41,7 @@ def _images_of(engine: Any, project: Path) -> list[str]:
     and the checkout's (every image its builds end a stage with carries both, so do containers).
     Steps before a stage's end are shared with other renders of my-service through the build
     cache; removing the ends removes those only this render used."""
-    checkout = hashlib.sha256(str(project.resolve()).encode()).hexdigest()[:16]  # ops.project.checkout_id
+    checkout = hashlib.sha256(str(project.resolve()).encode()).hexdigest()[:16]  # cnd_toolkit.project.checkout_id
     ours = {"label": [f"{PROJECT_LABEL}=my-service", f"dev.copier-netlify-docker.checkout={checkout}"]}
     images = [f"image {i.short_id} {i.tags}" for i in engine.images.list(all=True, filters=ours)]
     return images + [f"container {c.name}" for c in engine.containers.list(all=True, filters=ours)]

@@ -5,7 +5,7 @@ netlify-cli is Netlify's reference client: it uploads its resolved config as the
 A generated project's ``inv deploy`` uploads ``_redirects`` as it is and only the served part of
 its netlify.toml. Both ways must serve the same site: the rendered project, with redirects added
 to its netlify.toml and its ``/api/*`` rule pointing at a local origin, is deployed once by each
-(``ops.netlify.publish`` from the render, and the real ``netlify deploy --no-build``) into one
+(``cnd_toolkit.netlify.publish`` from the render, and the real ``netlify deploy --no-build``) into one
 ``tests/netlify_api.py`` server, and every path of :data:`PATHS` must answer the same status,
 ``Location``, custom headers and body from both drafts.
 
@@ -34,7 +34,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tools.generated import render
+from tools.generated import TOOLKIT, render
 
 TOKEN = "nfp_cli_compare_token_0123456789abcdef"
 ADDED = """
@@ -101,14 +101,14 @@ def origin() -> Iterator[str]:
 
 
 def generated_modules(project: Path) -> SimpleNamespace:
-    """The render's ops.netlify modules and its tests/netlify_api.py (loaded under another name:
+    """The render's cnd_toolkit.netlify modules and its tests/netlify_api.py (loaded under another name:
     the render's ``tests`` package cannot be imported beside this repository's)."""
     sys.path.insert(0, str(project))
     try:
-        publish = importlib.import_module("ops.netlify.publish")
-        redirects = importlib.import_module("ops.netlify.redirects")
-        api = importlib.import_module("ops.netlify.api")
-        spec = importlib.util.spec_from_file_location("generated_netlify_api", project / "tests/netlify_api.py")
+        publish = importlib.import_module("cnd_toolkit.netlify.publish")
+        redirects = importlib.import_module("cnd_toolkit.netlify.redirects")
+        api = importlib.import_module("cnd_toolkit.netlify.api")
+        spec = importlib.util.spec_from_file_location("generated_netlify_api", TOOLKIT / "tests/netlify_api.py")
         assert spec and spec.loader
         fake: ModuleType = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = fake  # dataclasses look their module up while it loads

@@ -26,7 +26,7 @@ import httpx
 import pytest
 
 from tests.helpers import unavailable
-from tools.generated import REPO, free_port, render
+from tools.generated import REPO, TOOLKIT, free_port, render
 
 # path -> why netlify dev differs from production Netlify there (the edge follows production)
 DOCUMENTED_DIVERGENCES = {
@@ -37,7 +37,7 @@ DOCUMENTED_DIVERGENCES = {
 
 def load_table(project: Path) -> ModuleType:
     """The generated project's tests/test_edge.py (it imports the project's ops package)."""
-    spec = importlib.util.spec_from_file_location("generated_test_edge", project / "tests" / "test_edge.py")
+    spec = importlib.util.spec_from_file_location("generated_test_edge", TOOLKIT / "tests" / "test_edge.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.path.insert(0, str(project))

@@ -20,7 +20,7 @@ Ours may be stricter, never laxer. The differences kept on purpose are :data:`DE
 with a test that it still occurs. ``PARSER_DIFF_SEED``, ``PARSER_DIFF_COUNT`` (mutants) and
 ``PARSER_DIFF_GRAMMAR`` (generated sites) change the run.
 
-The netlify.toml a deploy uploads (``ops.netlify.publish.served_config``: the served part of the
+The netlify.toml a deploy uploads (``cnd_toolkit.netlify.publish.served_config``: the served part of the
 project's, written again by tomli-w) is held to the same parsers: for every mutant and every
 generated netlify.toml (:func:`toml_site`, ``PARSER_DIFF_UPLOADED`` of them) that a deploy
 accepts, Netlify's parsers read the same redirects and headers, with the same errors, from the
@@ -49,7 +49,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import unavailable
-from tools.generated import REPO, render
+from tools.generated import REPO, TOOLKIT, render
 
 NODE_MODULES = REPO / ".cache/netlify-tools/node_modules"
 SCRIPT = Path(__file__).with_name("netlify_parsers.mjs")
@@ -89,11 +89,11 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamesp
     project = render(tmp_path_factory.mktemp("parsers") / "svc", git=False)
     sys.path.insert(0, str(project))
     try:
-        config = importlib.import_module("ops.netlify.config")
-        check = importlib.import_module("ops.netlify.check")
-        publish = importlib.import_module("ops.netlify.publish")
-        errors = importlib.import_module("ops.errors")
-        spec = importlib.util.spec_from_file_location("generated_config_fuzz", project / "tests/test_config_fuzz.py")
+        config = importlib.import_module("cnd_toolkit.netlify.config")
+        check = importlib.import_module("cnd_toolkit.netlify.check")
+        publish = importlib.import_module("cnd_toolkit.netlify.publish")
+        errors = importlib.import_module("cnd_toolkit.errors")
+        spec = importlib.util.spec_from_file_location("generated_config_fuzz", TOOLKIT / "tests/test_config_fuzz.py")
         assert spec and spec.loader
         fuzz = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = fuzz  # dataclasses look their module up while it loads

@@ -24,19 +24,26 @@ def ci_run_packages() -> set[str]:
 
 
 def template_tools() -> dict[str, str]:
-    """The generated tests' tools, command -> package (template/tests/conftest.py's TOOLS), read
-    without importing it (it imports the generated project)."""
-    tree = ast.parse((REPO / "template" / "tests" / "conftest.py").read_text())
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and [getattr(t, "id", "") for t in node.targets] == ["TOOLS"]:
-            tools: dict[str, str] = ast.literal_eval(node.value)
-            return tools
-    raise AssertionError("template/tests/conftest.py has no TOOLS")
+    """The tools of the generated tests and the toolkit's, command -> package (the TOOLS of
+    template/tests/conftest.py and toolkit/tests/conftest.py), read without importing them (they
+    import the generated project)."""
+    tools: dict[str, str] = {}
+    for conftest in (REPO / "template" / "tests" / "conftest.py", REPO / "toolkit" / "tests" / "conftest.py"):
+        tree = ast.parse(conftest.read_text())
+        found = [
+            ast.literal_eval(node.value)
+            for node in tree.body
+            if isinstance(node, ast.Assign) and [getattr(t, "id", "") for t in node.targets] == ["TOOLS"]
+        ]
+        assert found, f"{conftest} has no TOOLS"
+        tools |= found[0]
+    return tools
 
 
 def test_ci_run_installs_what_the_tests_need() -> None:
-    """The generated projects' tests run under .ci/run too (`nox -s generated`); and these tests'
-    own: sshd for the ssh:// engine test, openssl, Chromium, debootstrap for the base images."""
+    """The generated projects' tests and the toolkit's run under .ci/run too (`nox -s generated`,
+    `nox -s toolkit`); and these tests' own: sshd for the ssh:// engine test, openssl, Chromium,
+    debootstrap for the base images."""
     needed = set(template_tools().values()) | {"openssh-server", "openssl", "chromium", "debootstrap", "git"}
     assert needed - ci_run_packages() == set()
 

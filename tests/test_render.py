@@ -39,22 +39,6 @@ EXPECTED = [
     "public/app.js",
     "public/404.html",
     "netlify.toml",
-    "ops/__init__.py",
-    "ops/docker/engine.py",
-    "ops/docker/images.py",
-    "ops/docker/containers.py",
-    "ops/settings.py",
-    "ops/wait.py",
-    "ops/netlify/api.py",
-    "ops/netlify/publish.py",
-    "ops/release/deploy.py",
-    "ops/release/rollout.py",
-    "ops/release/proxy.py",
-    "ops/release/caddy.py",
-    "ops/release/lock.py",
-    "ops/release/records.py",
-    "ops/project.py",
-    "ops/smoke.py",
     "tasks.py",
     "noxfile.py",
     "pyproject.toml",
@@ -98,7 +82,7 @@ def test_python_compiles(project: Path) -> None:
 def test_pyproject_and_lock(project: Path) -> None:
     pyproject = tomllib.loads((project / "pyproject.toml").read_text())
     assert pyproject["project"]["name"] == "my-service"
-    assert {"test", "ops", "lint", "dev"} <= set(pyproject["dependency-groups"])
+    assert {"test", "toolkit", "lint", "dev"} <= set(pyproject["dependency-groups"])
     lock = (project / "requirements.lock").read_text()
     for name in ("flask==", "gunicorn==", "werkzeug=="):
         assert name in lock
@@ -106,10 +90,10 @@ def test_pyproject_and_lock(project: Path) -> None:
 
 
 def withheld_settings() -> list[str]:
-    """The settings the generated project's catalogue (ops/settings.py) marks secret or
+    """The settings the toolkit's catalogue (cnd_toolkit/settings.py) marks secret or
     credential, read from its source: a new secret setting is covered without an edit here."""
     names = []
-    for node in ast.walk(ast.parse((REPO / "template" / "ops" / "settings.py").read_text())):
+    for node in ast.walk(ast.parse((REPO / "toolkit" / "src" / "cnd_toolkit" / "settings.py").read_text())):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "Setting":
             flags = {keyword.arg: keyword.value for keyword in node.keywords}
             marked = [flags.get("secret"), flags.get("credential")]
@@ -184,7 +168,7 @@ def test_no_secret_in_generated_files(tmp_path: Path, monkeypatch: pytest.Monkey
     data = {key: value for name, value in values.items() for key in (name, name.lower())}
     rendered = render(tmp_path / "my-service", {**answer_sets()[answer_set], **data}, git=False)
     files = generated_files(rendered)
-    assert len(files) > 100, len(files)  # every file: not a handful
+    assert len(files) > 50, len(files)  # every file: not a handful
     leaked: list[str] = []
     valued: list[str] = []
     for path in files:
@@ -208,7 +192,7 @@ def test_no_secret_in_generated_files(tmp_path: Path, monkeypatch: pytest.Monkey
         ".env.example": "NETLIFY_AUTH_TOKEN=nfp_planted\n",
         ".github/workflows/ci.yml": "      REGISTRY_PASSWORD: hunter2-planted\n",
         "Dockerfile": "ARG METRICS_TOKEN\n",
-        "ops/x.py": 'client(NETLIFY_AUTH_TOKEN="nfp_planted")\n',
+        "api/x.py": 'client(NETLIFY_AUTH_TOKEN="nfp_planted")\n',
         "netlify.toml": '[build.environment]\n  ALERT_WEBHOOK_URL = "https://hooks.acme.dev/x"\n',
     }
     for relative, text in planted.items():
@@ -315,7 +299,7 @@ def test_what_nox_does_is_said_where_a_user_reads_it(project: Path) -> None:
         for node in ast.walk(noxfile)
         if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "nox.options.sessions"
     ]
-    makes_a_swarm = "swarm.init(" in (project / "tests" / "test_swarm.py").read_text()
+    makes_a_swarm = any("swarm.init(" in test.read_text() for test in (project / "tests").rglob("*.py"))
     readme = (project / "README.md").read_text()
     message = yaml.safe_load((REPO / "copier.yml").read_text())["_message_after_copy"]
     said = {
@@ -328,7 +312,7 @@ def test_what_nox_does_is_said_where_a_user_reads_it(project: Path) -> None:
         assert not makes_a_swarm or "swarm" in line, f"{where} does not say the tests make a swarm: {line}"
     for where in ("quick start", "copier's message"):
         assert all(name in said[where] for name in sessions), (sessions, said[where])
-    assert "docker swarm leave --force" in readme  # how to end one a killed run left
+    assert not makes_a_swarm or "docker swarm leave --force" in readme  # how to end one a killed run left
 
 
 def test_tasks_list(project: Path) -> None:
@@ -391,7 +375,7 @@ def test_the_first_steps_commit_uv_lock_and_leave_a_clean_tree(tmp_path: Path) -
     assert "branches: [main]" in (project / ".github" / "workflows" / "deploy.yml").read_text()
 
     pyproject = project / "pyproject.toml"
-    pyproject.write_text(pyproject.read_text().replace('"rich>=13",', '"rich>=13",\n    "six>=1.16",', 1))
+    pyproject.write_text(pyproject.read_text().replace('"pyyaml>=6",', '"pyyaml>=6",\n    "six>=1.16",', 1))
     refused = sh("uv sync --locked")
     assert refused.returncode != 0
     assert "The lockfile at `uv.lock` needs to be updated" in refused.stderr, refused.stderr

@@ -265,7 +265,7 @@ def test_two_projects_share_a_host_and_never_drop_each_others_requests(
     billing.load = Load(billing.url).start()
 
     # orders v2, while a second deploy of orders is refused (naming the holder); Ctrl-C (SIGINT)
-    # lands after the switch, while the old colour drains: the deploy holds there (ops/hold.py)
+    # lands after the switch, while the old colour drains: the deploy holds there (cnd_toolkit/hold.py)
     # until the signal comes, so it is in the drain however fast or slow the machine is.
     v2 = orders.commit_change("v2")
     holds = tmp_path / "holds"

@@ -158,8 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     results["render_s"] = round(median_time(lambda: render(target, {"project_slug": SLUG, "base_image": base}), 3), 3)
 
     project_ops(target)
-    from ops import project as proj
-    from ops.docker import containers, engine, images
+    from cnd_toolkit import project as proj
+    from cnd_toolkit.docker import containers, engine, images
 
     client = engine.connect()
     project = proj.load(target)
@@ -274,9 +274,9 @@ def bench_edge(
 ) -> dict[str, Any]:
     """The local edge: start-up, static and proxied throughput/latency vs the container, hot reload."""
     import httpx
-    from ops import dev as dev_ops
-    from ops.edge.server import serve_in_thread
-    from ops.wait import wait_http
+    from cnd_toolkit import dev as dev_ops
+    from cnd_toolkit.edge.server import serve_in_thread
+    from cnd_toolkit.wait import wait_http
 
     figures: dict[str, Any] = {"connections": args.edge_connections}
     running = containers.start(client, image, container_port=project.container_port)
@@ -325,7 +325,7 @@ def bench_edge(
 def hot_reload_delays(client: Any, project: Any, target: Path, image: str, runs: int) -> list[float]:
     """Seconds from saving a change in api/ to the new response, with `inv dev`'s container."""
     import httpx
-    from ops import dev as dev_ops
+    from cnd_toolkit import dev as dev_ops
 
     routes = target / "api" / "routes.py"
     original = routes.read_text()

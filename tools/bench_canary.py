@@ -1,4 +1,4 @@
-"""Benchmark the API's canary (issue 11) with the generated project's own ops/release code, on a
+"""Benchmark the API's canary (issue 11) with the generated project's own cnd_toolkit/release code, on a
 real engine and Caddy, under a bounded loopback load (6 clients, for the run's seconds only):
 
 - a bad release (30 % of requests fail) as a canary caught at 10 %, against the same release
@@ -44,9 +44,9 @@ def faulty_image(client: Any, good: str) -> str:
 
 
 def bench(project_root: Path, base: str, client: Any, interval: float = 5.0) -> dict[str, Any]:
-    from ops import project as proj
-    from ops.docker import images
-    from ops.release import canary, canary_rollout, proxy, rollout
+    from cnd_toolkit import project as proj
+    from cnd_toolkit.docker import images
+    from cnd_toolkit.release import canary, canary_rollout, proxy, rollout
 
     helpers = generated("tests.test_canary_rollout")
     project = proj.load(project_root)
@@ -128,7 +128,7 @@ def bench(project_root: Path, base: str, client: Any, interval: float = 5.0) -> 
 def bench_swarm(project_root: Path, base: str, client: Any, image: str, interval: float) -> dict[str, Any]:
     """The same canaries on a one-node swarm of four tasks: Swarm's rolling update, one task at a
     time, paused for the gate after each; a bad one is caught at the first task (25 %)."""
-    from ops import project as proj
+    from cnd_toolkit import project as proj
 
     project = proj.load(project_root)
     with one_node_swarm(client) as made:
@@ -138,8 +138,8 @@ def bench_swarm(project_root: Path, base: str, client: Any, image: str, interval
 def _bench_swarm(
     project_root: Path, base: str, client: Any, image: str, interval: float, project: Any, made: Any
 ) -> dict[str, Any]:
-    from ops.docker import images
-    from ops.release import canary, canary_rollout, proxy, rollout, swarm, swarm_canary
+    from cnd_toolkit.docker import images
+    from cnd_toolkit.release import canary, canary_rollout, proxy, rollout, swarm, swarm_canary
 
     helpers = generated("tests.test_canary_rollout")
     env = helpers.env

@@ -1,7 +1,7 @@
 """The deploy's figures for ``nox -s bench``: time by phase, failed requests during a switch under
 load, and the Netlify half on a 1,000-file site beside netlify-cli's ``netlify deploy``.
 
-All of it runs the generated project's own code (its ops/ and its strict local Netlify API,
+All of it runs the generated project's own code (its cnd_toolkit/ and its strict local Netlify API,
 tests/netlify_api.py) against real parts: the engine, Debian's docker-registry, Caddy.
 ``python -m tools.bench_deploy`` runs it alone.
 """
@@ -36,7 +36,7 @@ def generated(module: str) -> Any:
 
 
 def proxy_image(client: Any, base: str) -> str:
-    from ops.docker import images
+    from cnd_toolkit.docker import images
 
     caddy_from_debian = generated("tests.conftest").CADDY_FROM_DEBIAN
 
@@ -59,9 +59,9 @@ def wrk_counts(output: str) -> dict[str, int]:
 
 def bench_pipeline(project_root: Path, base: str, client: Any) -> dict[str, Any]:
     """Two full deploys: the phases of the first, and failed requests while the second switches."""
-    from ops import project as proj
-    from ops import settings as settings_mod
-    from ops.release import deploy, lock, proxy, rollout
+    from cnd_toolkit import project as proj
+    from cnd_toolkit import settings as settings_mod
+    from cnd_toolkit.release import deploy, lock, proxy, rollout
 
     LocalNetlify = generated("tests.netlify_api").LocalNetlify
 
@@ -110,7 +110,7 @@ def make_site(root: Path, rng: random.Random) -> None:
 
 def bench_netlify(rounds: int = 3) -> dict[str, Any]:
     """A 1,000-file site: first deploy, unchanged re-deploy, one changed file; ours and netlify-cli's."""
-    from ops.netlify import api, publish
+    from cnd_toolkit.netlify import api, publish
 
     LocalNetlify = generated("tests.netlify_api").LocalNetlify
 

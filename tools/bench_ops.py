@@ -1,6 +1,6 @@
 """The operations figures for ``nox -s bench``: how long an alert takes from a killed release (and
 an OOM kill) to a webhook, and back to resolved, with the generated project's own `inv monitor`
-code (ops/monitor.py) watching a real release behind Caddy and a local webhook receiver.
+code (cnd_toolkit/monitor.py) watching a real release behind Caddy and a local webhook receiver.
 
 ``python -m tools.bench_ops`` runs it alone.
 """
@@ -22,10 +22,10 @@ SLUG = "bench-ops"
 
 
 def bench(project_root: Path, base: str, client: Any, runs: int = 5) -> dict[str, Any]:
-    from ops import monitor
-    from ops import project as proj
-    from ops.docker import images
-    from ops.release import proxy, rollout
+    from cnd_toolkit import monitor
+    from cnd_toolkit import project as proj
+    from cnd_toolkit.docker import images
+    from cnd_toolkit.release import proxy, rollout
     from tests.webhook import Receiver  # the generated project's own, as its alert tests use it
 
     project = proj.load(project_root)

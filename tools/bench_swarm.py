@@ -3,7 +3,7 @@ failed requests (wrk through Caddy) during updates, scaling and a rollback, the 
 killed task to its healthy replacement, and requests per second through Caddy with 1, 2 and 4
 replicas beside a single-host release in the same run.
 
-It runs the generated project's own ops/ on a real one-node swarm (the engine's own if it is in
+It runs the generated project's own cnd_toolkit/ on a real one-node swarm (the engine's own if it is in
 one, else one made here and left afterwards), with images pushed to Debian's docker-registry.
 ``python -m tools.bench_swarm`` runs it alone.
 """
@@ -61,7 +61,7 @@ def timed(fn: Callable[[], Any]) -> float:
 
 
 def bench(project_root: Path, base: str, client: Any) -> dict[str, Any]:
-    from ops import project as proj
+    from cnd_toolkit import project as proj
 
     project = proj.load(project_root)
     state = str((client.info().get("Swarm") or {}).get("LocalNodeState"))
@@ -73,7 +73,7 @@ def bench(project_root: Path, base: str, client: Any) -> dict[str, Any]:
 def one_node_swarm(client: Any) -> Iterator[Any]:
     """The engine's swarm if it is in one; else a one-node swarm made here, left afterwards with
     the ``docker_gwbridge`` network that ``swarm init`` made. Yields ``swarm.init``'s answer."""
-    from ops.release import swarm
+    from cnd_toolkit.release import swarm
 
     bridges = {n.name for n in client.networks.list(names=["docker_gwbridge"])}
     made = swarm.init(client, "127.0.0.1")
@@ -88,9 +88,9 @@ def one_node_swarm(client: Any) -> Iterator[Any]:
 
 
 def _bench(project_root: Path, base: str, client: Any, project: Any, made: Any, state: str) -> dict[str, Any]:
-    from ops import project as proj
-    from ops.docker import images
-    from ops.release import proxy, rollout, swarm
+    from cnd_toolkit import project as proj
+    from cnd_toolkit.docker import images
+    from cnd_toolkit.release import proxy, rollout, swarm
 
     figures: dict[str, Any] = {"swarm": "made for the bench" if made.created else f"the engine's own ({state})"}
     port, host_port = free_port(), free_port()

@@ -89,7 +89,7 @@ def with_gunicorn(project: Path, check: bool) -> int:
     env = {**os.environ, "PORT": str(port), "APP_VERSION": "0.1.0", "APP_REVISION": "local"}
     server = subprocess.Popen([sys.executable, "serve.py"], cwd=project, env=env)
     project_ops(project)
-    from ops.wait import TimedOut, wait_http
+    from cnd_toolkit.wait import TimedOut, wait_http
 
     def exited() -> None:
         if server.poll() is not None:

@@ -1,10 +1,10 @@
 """A deploy's outside world for template-level tests: a registry and a strict Netlify API.
 
 ``python tools/deploy_stage.py PROJECT TOKEN SITE_ID...`` starts, from the generated project at
-PROJECT, its own loopback registry (``tests/local_registry.py``, Debian's docker-registry) and
-its strict local Netlify API (``tests/netlify_api.py``) with one site per SITE_ID, prints one
-JSON line (``registry``, ``netlify_api_url``) and serves until its stdin closes. A process of
-its own: the generated project's ``tests`` package cannot be imported beside this repository's.
+PROJECT, the toolkit's loopback registry (``toolkit/tests/local_registry.py``, Debian's
+docker-registry) and its strict local Netlify API (``toolkit/tests/netlify_api.py``) with one site per
+SITE_ID, prints one JSON line (``registry``, ``netlify_api_url``) and serves until its stdin closes. A
+process of its own: the toolkit's ``tests`` package cannot be imported beside this repository's.
 """
 
 from __future__ import annotations
@@ -12,12 +12,14 @@ from __future__ import annotations
 import json
 import sys
 from contextlib import ExitStack
+from pathlib import Path
 
 
 def main(argv: list[str]) -> int:
     project, token, *site_ids = argv
-    sys.path.insert(0, project)
-    from tests.local_registry import RegistryUnavailable, serve  # the generated project's
+    del project  # the helpers are the toolkit's, not the project's
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "toolkit"))
+    from tests.local_registry import RegistryUnavailable, serve  # the toolkit's
     from tests.netlify_api import LocalNetlify
 
     with ExitStack() as stack:

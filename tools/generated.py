@@ -22,16 +22,31 @@ OFFLINE_BASE_IMAGES = tuple(
 )
 
 
-def render(dst: Path, answers: Mapping[str, Any] | None = None, *, git: bool = True) -> Path:
+TOOLKIT = REPO / "toolkit"
+
+
+def toolkit_requirement() -> str:
+    """The working tree's toolkit/ as a pip requirement: what rendered projects install here.
+
+    A real render pins the template's commit (a git URL); the working tree may hold edits no
+    commit has, and the tests must install those, offline."""
+    return f"cnd-toolkit @ {TOOLKIT.as_uri()}"
+
+
+def render(dst: Path, answers: Mapping[str, Any] | None = None, *, git: bool = True, pin: bool = False) -> Path:
     """Render the template's working tree into ``dst`` with default answers plus ``answers``.
 
     ``vcs_ref="HEAD"`` plus Copier's dirty-tree support means uncommitted template edits are
     rendered too, which is what a maintainer iterating on the template wants. With ``git``, the
     result is committed so the image's revision label is a real commit, as in a user's repo.
+    The project depends on the working tree's toolkit/, unless ``pin``: then on the template's
+    commit, as a user's render does.
     """
     import copier
 
     answers = dict(answers or {})
+    if not pin:
+        answers.setdefault("toolkit_requirement", toolkit_requirement())
     if "base_image" in answers and "python_version" not in answers:
         # copier.yml refuses a base image that names another Python than python_version; the
         # offline images name theirs (local/python:3.11-bookworm), so answer to match.
@@ -140,11 +155,14 @@ def scripts_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 def project_ops(project: Path) -> None:
-    """Make the generated project's ``ops`` importable here: its poller, its Docker layer.
+    """Point the toolkit at the generated project ``project``, and make its ``api`` importable.
 
-    The template's tools drive a generated project with its own modules, so there is one way to
-    wait for a server and run a container, and it is the one users run.
+    The template's tools drive a generated project with the toolkit its tasks use, so there is one
+    way to wait for a server and run a container, and it is the one users run.
     """
+    os.environ["CND_PROJECT_ROOT"] = str(project)
+    if "cnd_toolkit.project" in sys.modules:
+        sys.modules["cnd_toolkit.project"].ROOT = project  # type: ignore[attr-defined]
     if str(project) not in sys.path:
         sys.path.insert(0, str(project))
 
@@ -186,11 +204,11 @@ if __name__ == "__main__":
 
 def run_alone(slug: str, bench: Callable[[Path, str, Any], dict[str, Any]]) -> dict[str, Any]:
     """One benchmark module on its own (``python -m tools.bench_ops`` ...): render the project as
-    ``slug`` on the offline base image, make its ``ops`` importable, run ``bench``, print its figures."""
+    ``slug`` on the offline base image, point the toolkit at it, run ``bench``, print its figures."""
     base = offline_base_image("3.11")
     target = render(REPO / ".cache" / "bench" / slug, {"project_slug": slug, "base_image": base})
     project_ops(target)
-    from ops.docker import engine
+    from cnd_toolkit.docker import engine
 
     results = bench(target, base, engine.connect())
     print(json.dumps(results, indent=2))

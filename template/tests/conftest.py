@@ -1,36 +1,27 @@
 from __future__ import annotations
 
 import os
-import socket
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any, NoReturn
+import shutil
+from typing import NoReturn
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
 from api import create_app
-from ops import project, redact
-from ops.docker import images
-from tests.isolation import (  # noqa: F401  (autouse fixtures and a hook: no test leaks)
-    in_ci,
-    module_leaves_nothing,
-    pytest_fixture_setup,
-    test_leaves_nothing,
-)
 
 # What the tests run besides Python, each with the Debian/Ubuntu package that has it: the tools
 # .github/workflows/ci.yml installs (tests/test_workflows.py checks it installs each one).
 TOOLS = {
-    "caddy": "caddy",
-    "docker-registry": "docker-registry",
     "git": "git",
-    "openssl": "openssl",
     "promtool": "prometheus",
-    "socat": "socat",
 }
+
+
+def in_ci() -> bool:
+    """``CI`` set to anything but an empty or false value (``0``, ``false``, ``no``, ``off``), as CI
+    services set it (``CI=true``): a person's ``CI=false`` is not CI."""
+    return os.environ.get("CI", "").strip().lower() not in {"", "0", "false", "no", "off"}
 
 
 def unavailable(message: str) -> NoReturn:
@@ -42,24 +33,13 @@ def unavailable(message: str) -> NoReturn:
     pytest.skip(message)
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """``CND_ROLLOUT_TESTS=0`` skips the tests marked ``rollouts``, by design and under CI too (a
-    choice, not a missing prerequisite): the template's own CI runs them in one of its answer sets,
-    since they do not depend on the answers (a generated project's ``nox`` runs them all)."""
-    if os.environ.get("CND_ROLLOUT_TESTS", "1") != "0":
-        return
-    skip = pytest.mark.skip(reason="CND_ROLLOUT_TESTS=0 (run in the template CI's default answer set)")
-    for item in items:
-        if item.get_closest_marker("rollouts") is not None:
-            item.add_marker(skip)
-
-
-@pytest.fixture(autouse=True)
-def _secrets_forgotten() -> Iterator[None]:
-    """The secrets a test's settings load are masked for the rest of the process, as in a task
-    (ops.redact): forgotten after each test, so one test's fake secret masks nothing in another's."""
-    yield
-    redact.forget()
+def needed_tool(name: str, why: str) -> str:
+    """The path of the command ``name`` (one of :data:`TOOLS`), which the test needs ``why``;
+    :func:`unavailable` when it is not on PATH."""
+    found = shutil.which(name)
+    if found is None:
+        unavailable(f"{name} is not installed, and is needed {why} (apt-get install {TOOLS[name]})")
+    return found
 
 
 @pytest.fixture
@@ -72,91 +52,3 @@ def app() -> Flask:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
-
-
-@pytest.fixture
-def api_origin() -> Iterator[str]:
-    """This project's API on a local HTTP server (werkzeug, in a thread): an origin for proxy rules."""
-    import threading
-
-    from werkzeug.serving import make_server
-
-    server = make_server(
-        "127.0.0.1", 0, create_app({"REVISION": "local-origin", "LOG_FLUSH_SECONDS": 0}), threaded=True
-    )
-    thread = threading.Thread(target=server.serve_forever, name="api-origin", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(30)
-
-
-@pytest.fixture(scope="session")
-def engine():  # type: ignore[no-untyped-def]
-    """A client for the Docker engine (:func:`unavailable` without one)."""
-    from ops.docker.engine import connect
-    from ops.errors import EngineUnavailable
-
-    try:
-        return connect()  # the timeout the tasks use: a busy engine is slow, not gone
-    except EngineUnavailable as exc:
-        unavailable(str(exc))
-
-
-@pytest.fixture(scope="session")
-def registry() -> Iterator[str]:
-    """A registry on 127.0.0.1 (tests/local_registry.py; :func:`unavailable` without one)."""
-    from tests import local_registry
-
-    try:
-        with local_registry.serve() as address:
-            yield address
-    except local_registry.RegistryUnavailable as exc:
-        unavailable(str(exc))
-
-
-CADDY_FROM_DEBIAN = """\
-FROM {base}
-RUN apt-get update && apt-get install -y --no-install-recommends caddy && rm -rf /var/lib/apt/lists/*
-EXPOSE 80 443 2019
-CMD ["caddy", "run", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile"]
-"""
-
-
-def needed_tool(name: str, why: str) -> str:
-    """The path of the command ``name`` (one of :data:`TOOLS`), which the test needs ``why``;
-    :func:`unavailable` when it is not on PATH."""
-    import shutil
-
-    found = shutil.which(name)
-    if found is None:
-        unavailable(f"{name} is not installed, and is needed {why} (apt-get install {TOOLS[name]})")
-    return found
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def base_image(engine: Any) -> str:
-    dockerfile = (project.ROOT / "Dockerfile").read_text()
-    default = next(line.split("=", 1)[1] for line in dockerfile.splitlines() if line.startswith("ARG BASE_IMAGE="))
-    return os.environ.get("BASE_IMAGE") or default
-
-
-@pytest.fixture(scope="session")
-def proxy_image(engine: Any) -> str:
-    """PROXY_IMAGE, else caddy:2 where the engine has it, else Caddy from Debian on the base image
-    (machines that reach no registry; see TEST-ENVIRONMENT)."""
-    for candidate in (os.environ.get("PROXY_IMAGE", ""), "caddy:2", "local/caddy:2"):
-        if candidate and images.tagged_id(engine, candidate):
-            return candidate
-    with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "Dockerfile").write_text(CADDY_FROM_DEBIAN.format(base=base_image(engine)))
-        images.build_image(engine, Path(tmp), ["local/caddy:2"])
-    return "local/caddy:2"

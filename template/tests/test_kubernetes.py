@@ -15,9 +15,8 @@ from typing import Any
 
 import pytest
 import yaml
+from cnd_toolkit import project
 from flask.testing import FlaskClient
-
-from ops import project
 
 MANIFESTS = project.ROOT / "deploy" / "kubernetes"
 KUBERNETES = "1.37.0"

@@ -19,8 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
-
-from ops import settings
+from cnd_toolkit import settings
 
 WORKFLOWS = Path(__file__).resolve().parent.parent / ".github" / "workflows"
 NAMES = ("ci.yml", "deploy.yml", "preview.yml")
@@ -248,7 +247,8 @@ def preview_problems(workflow: Mapping[Any, Any]) -> list[str]:
             if CHECKS_OUT.search(run):
                 found.append(f"{at}: puts the pull request's code in the work tree")
             head = any("github.event.pull_request.head." in str(v) for v in (step.get("env") or {}).values())
-            if head and not any(use in run for use in ("-m ops.netlify.snapshot", "inv preview", "gh pr comment")):
+            reads_site = ("-m cnd_toolkit.netlify.snapshot", "inv preview", "gh pr comment")
+            if head and not any(use in run for use in reads_site):
                 found.append(f"{at}: uses the pull request's head for something else than reading its site")
     return found
 
@@ -263,7 +263,7 @@ def test_secrets_reach_only_the_steps_that_use_them_after_a_locked_install() -> 
 
 def test_the_secrets_the_tasks_read_are_the_catalogues_secrets() -> None:
     # READS names what `inv deploy|preview|status` take from the environment: the settings
-    # catalogue (ops/settings.py) marks each secret, so a step given one gets a real secret.
+    # catalogue (cnd_toolkit/settings.py) marks each secret, so a step given one gets a real secret.
     for command, names in READS.items():
         if command.startswith("inv "):
             assert all(settings.BY_NAME[name].secret for name in names), command
@@ -316,7 +316,7 @@ def gh_checkout(w: dict[str, Any]) -> None:
 
 
 def git_switch(w: dict[str, Any]) -> None:
-    step = step_of(w, "preview.yml", "ops.netlify.snapshot")
+    step = step_of(w, "preview.yml", "cnd_toolkit.netlify.snapshot")
     step["run"] = 'git switch --detach "$HEAD_SHA"\n' + step["run"]
 
 
@@ -345,7 +345,8 @@ def install_after(w: dict[str, Any]) -> None:
 
 
 def unused_secret(w: dict[str, Any]) -> None:
-    step_of(w, "preview.yml", "ops.netlify.snapshot")["env"]["NETLIFY_AUTH_TOKEN"] = expr("secrets.NETLIFY_AUTH_TOKEN")
+    step = step_of(w, "preview.yml", "cnd_toolkit.netlify.snapshot")
+    step["env"]["NETLIFY_AUTH_TOKEN"] = expr("secrets.NETLIFY_AUTH_TOKEN")
 
 
 def extra_secret(w: dict[str, Any]) -> None:
@@ -485,7 +486,7 @@ def test_a_preview_is_a_draft_of_the_pull_requests_site_with_the_base_branchs_co
     assert any("inv preview" in run for run in runs) and not any("inv deploy" in run for run in runs)  # a draft
     assert any("gh pr comment" in run for run in runs) and job["permissions"]["pull-requests"] == "write"
     # The pull request's site is read from git (data) before the step that holds the token deploys it.
-    snapshot = next(i for i, run in enumerate(runs) if "python -m ops.netlify.snapshot" in run)
+    snapshot = next(i for i, run in enumerate(runs) if "python -m cnd_toolkit.netlify.snapshot" in run)
     draft = next(i for i, run in enumerate(runs) if "inv preview --site" in run)
     assert snapshot < draft and "NETLIFY_AUTH_TOKEN" not in job["steps"][snapshot].get("env", {})
     checkout = next(s for s in job["steps"] if str(s.get("uses", "")).startswith("actions/checkout@"))

@@ -47,6 +47,6 @@ def container():  # type: ignore[no-untyped-def]
             "the container checks need the container under test: `inv smoke` starts the image and "
             "sets SMOKE_CONTAINER; for a deployed URL, `inv smoke --url URL` (or SMOKE_URL_ONLY=1)"
         )
-    from ops.docker.engine import connect  # DOCKER_HOST as the task passed it: unix, tcp:// or ssh://
+    from cnd_toolkit.docker.engine import connect  # DOCKER_HOST as the task passed it: unix, tcp:// or ssh://
 
     return connect().containers.get(container_id)

@@ -24,7 +24,7 @@ const reserved = (host) => {
 };
 const LOOPBACK = new Set(["127.0.0.1", "localhost", "[::1]"]);
 
-// The build step's own rule (ops/netlify/redirects.py): an https origin, no path, query, fragment
+// The build step's own rule (cnd_toolkit/netlify/redirects.py): an https origin, no path, query, fragment
 // or credentials. Plain http only to a loopback address (a test backend on the build machine).
 const origin = (backend) => {
   let base;

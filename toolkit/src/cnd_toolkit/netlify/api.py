@@ -1,0 +1,422 @@
+"""Netlify's deploy API: one client class over httpx, with explicit timeouts, retries and errors.
+
+The operations are those of Netlify's OpenAPI spec (``@netlify/open-api``) that a file-digest
+deploy uses: create a deploy from a map of paths to SHA1 digests, upload the files Netlify
+lists as required, read the deploy until it is ready, and restore (publish) a deploy; and the
+split-test operations a canary of the front end uses (``createSplitTest``, ``getSplitTests``,
+``updateSplitTest``, ``enableSplitTest``, ``disableSplitTest``): a site's traffic divided
+between branch deploys by percentage.
+
+Retries: a 429 waits what ``Retry-After`` says (seconds or an HTTP date, capped), a 5xx or a
+connection error backs off exponentially; a 4xx other than 429 is never retried, because the
+same request would fail the same way. Errors are an :class:`NetlifyError` family whose messages
+say what to do. The token is sent only in the ``Authorization`` header, and only over https
+(http only to this machine, where tests run a local API): it is never part of a message, a
+``repr`` or a log line, and a message that somehow contains it (an API that echoes the request)
+has it masked in every form, before anything is shortened.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import time
+import urllib.parse
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from cnd_toolkit import redact
+from cnd_toolkit.errors import OpsError
+from cnd_toolkit.settings import plain_http_problem
+
+DEFAULT_API_URL = "https://api.netlify.com/api/v1"
+# Seconds: connecting is quick or broken; a response (an upload's) may take a while.
+TIMEOUT = httpx.Timeout(60.0, connect=10.0)
+MAX_RETRY_AFTER = 60.0
+
+
+class NetlifyError(OpsError):
+    """A Netlify API call failed; ``status`` is the HTTP status (0: no answer)."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class AuthError(NetlifyError):
+    """401/403: the token is missing, wrong, expired, or may not touch this site."""
+
+
+class NotFound(NetlifyError):
+    """404: no such site or deploy (or the token cannot see it)."""
+
+
+class ValidationFailed(NetlifyError):
+    """400/422: Netlify refused the request's content."""
+
+
+class RateLimited(NetlifyError):
+    """429 after every retry."""
+
+
+class ServerError(NetlifyError):
+    """5xx after every retry."""
+
+
+class ConnectionFailed(NetlifyError):
+    """No answer from the API (DNS, refused, TLS, timeout) after every retry."""
+
+
+@dataclass(frozen=True)
+class Deploy:
+    """The fields of Netlify's ``deploy`` object the tooling reads; ``raw`` holds all of it."""
+
+    id: str
+    site_id: str
+    state: str
+    required: tuple[str, ...] = ()
+    deploy_url: str = ""
+    deploy_ssl_url: str = ""
+    error_message: str = ""
+    draft: bool = False
+    published_at: str = ""
+    title: str = ""
+    branch: str = ""
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Deploy:
+        return cls(
+            id=str(data.get("id") or ""),
+            site_id=str(data.get("site_id") or ""),
+            state=str(data.get("state") or ""),
+            required=tuple(str(sha) for sha in data.get("required") or ()),
+            deploy_url=str(data.get("deploy_url") or ""),
+            deploy_ssl_url=str(data.get("deploy_ssl_url") or ""),
+            error_message=str(data.get("error_message") or ""),
+            draft=bool(data.get("draft")),
+            published_at=str(data.get("published_at") or ""),
+            title=str(data.get("title") or ""),
+            branch=str(data.get("branch") or ""),
+            raw=dict(data),
+        )
+
+    @property
+    def url(self) -> str:
+        """Where this deploy can be seen on its own (the draft URL)."""
+        return self.deploy_ssl_url or self.deploy_url
+
+
+@dataclass(frozen=True)
+class SplitTest:
+    """Netlify's ``splitTest``: which branches share the site's traffic, and whether it is on."""
+
+    id: str
+    site_id: str
+    active: bool
+    weights: Mapping[str, int]  # branch -> percentage
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SplitTest:
+        weights: dict[str, int] = {}
+        for item in data.get("branches") or ():
+            if isinstance(item, Mapping) and isinstance(item.get("branch"), str):
+                found = item.get("percentage")
+                weights[item["branch"]] = int(found) if isinstance(found, int | float) else 0
+        return cls(
+            id=str(data.get("id") or ""),
+            site_id=str(data.get("site_id") or ""),
+            active=bool(data.get("active")),
+            weights=weights,
+            raw=dict(data),
+        )
+
+
+def retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds a ``Retry-After`` header asks to wait (delta-seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+class NetlifyClient:
+    """A client for one token. ``on_retry(message)`` hears about each retry as it is waited for."""
+
+    def __init__(
+        self,
+        token: str,
+        api_url: str = DEFAULT_API_URL,
+        *,
+        retries: int = 5,
+        backoff: float = 0.5,
+        timeout: httpx.Timeout = TIMEOUT,
+        on_retry: Callable[[str], None] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if not token:
+            raise AuthError(
+                "NETLIFY_AUTH_TOKEN is not set: create a personal access token in Netlify "
+                "(User settings > Applications) and export it, or put it in .env"
+            )
+        if not all("!" <= c <= "~" for c in token):
+            raise AuthError(
+                "NETLIFY_AUTH_TOKEN has a character no Netlify token has: a token is printable ASCII "
+                "without spaces; copy it again from Netlify (User settings > Applications)"
+            )
+        problem = plain_http_problem("NETLIFY_API_URL", api_url)
+        if problem:  # refused before the token goes anywhere
+            raise NetlifyError(problem)
+        self._token = token
+        self.api_url = api_url.rstrip("/")
+        self.retries = retries
+        self.backoff = backoff
+        self.on_retry = on_retry
+        self._sleep = sleep
+        self._http = httpx.Client(
+            timeout=timeout,
+            headers={"Authorization": f"Bearer {token}", "User-Agent": "copier-netlify-docker"},
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    def __repr__(self) -> str:
+        return f"NetlifyClient(api_url={self.api_url!r})"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> NetlifyClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the operations -------------------------------------------------------------------
+
+    def get_site(self, site_id: str) -> dict[str, Any]:
+        """``getSite``: the site, with ``published_deploy`` and its URLs."""
+        data: dict[str, Any] = self._json(
+            "GET", f"/sites/{_segment(site_id)}", what=f"site {site_id!r}", missing=_no_site(site_id)
+        )
+        return data
+
+    def create_deploy(
+        self, site_id: str, files: Mapping[str, str], *, draft: bool, title: str = "", branch: str = ""
+    ) -> Deploy:
+        """``createSiteDeploy`` by file digests: ``files`` maps paths (no leading slash) to SHA1 hex."""
+        body: dict[str, Any] = {"files": dict(files), "draft": draft, "async": len(files) > 100}
+        if branch:
+            body["branch"] = branch
+        query = f"?title={urllib.parse.quote(title)}" if title else ""
+        path = f"/sites/{_segment(site_id)}/deploys{query}"
+        what = f"a deploy of site {site_id!r}"
+        return Deploy.from_json(self._json("POST", path, json=body, what=what, missing=_no_site(site_id)))
+
+    def get_deploy(self, site_id: str, deploy_id: str) -> Deploy:
+        """``getSiteDeploy``."""
+        path = f"/sites/{_segment(site_id)}/deploys/{_segment(deploy_id)}"
+        return Deploy.from_json(self._json("GET", path, what=f"deploy {deploy_id!r}", missing=_no_deploy(deploy_id)))
+
+    def list_deploys(self, site_id: str, per_page: int = 20) -> list[Deploy]:
+        """``listSiteDeploys``, newest first."""
+        path = f"/sites/{_segment(site_id)}/deploys?per_page={per_page}"
+        data = self._json("GET", path, what=f"the deploys of site {site_id!r}", missing=_no_site(site_id))
+        return [Deploy.from_json(item) for item in data or ()]
+
+    def upload_file(self, deploy_id: str, path: str, body: bytes) -> None:
+        """``uploadDeployFile``: the exact bytes of ``path``, each of its segments percent-encoded."""
+        encoded = "/".join(_segment(part) for part in path.split("/"))
+        self._request(
+            "PUT",
+            f"/deploys/{_segment(deploy_id)}/files/{encoded}",
+            content=body,
+            headers={"Content-Type": "application/octet-stream"},
+            what=f"the upload of {path!r}",
+            missing=(
+                f"Netlify refused the upload of {path!r} to draft deploy {deploy_id!r} as not found",
+                "the draft expired or was deleted, or it does not expect this file: run the deploy again, "
+                "and rename the file if it fails again",
+            ),
+        )
+
+    def restore_deploy(self, site_id: str, deploy_id: str) -> Deploy:
+        """``restoreSiteDeploy``: make ``deploy_id`` the live deploy (publishes a draft, or rolls back)."""
+        path = f"/sites/{_segment(site_id)}/deploys/{_segment(deploy_id)}/restore"
+        what = f"publishing deploy {deploy_id!r}"
+        return Deploy.from_json(self._json("POST", path, what=what, missing=_no_deploy(deploy_id)))
+
+    # -- split tests (a canary of the front end) -------------------------------------------
+
+    def list_split_tests(self, site_id: str) -> list[SplitTest]:
+        """``getSplitTests``: a site has at most one; it stays (inactive) once unpublished."""
+        path = f"/sites/{_segment(site_id)}/traffic_splits"
+        data = self._json("GET", path, what=f"the split tests of site {site_id!r}", missing=_no_site(site_id))
+        return [SplitTest.from_json(item) for item in data or () if isinstance(item, Mapping)]
+
+    def create_split_test(self, site_id: str, weights: Mapping[str, int]) -> SplitTest:
+        """``createSplitTest``: ``weights`` maps each branch to its percentage (they add up to 100)."""
+        path = f"/sites/{_segment(site_id)}/traffic_splits"
+        body = {"branch_tests": dict(weights)}
+        what = f"a split test of site {site_id!r}"
+        return SplitTest.from_json(self._json("POST", path, json=body, what=what, missing=_no_site(site_id)))
+
+    def update_split_test(self, site_id: str, split_test_id: str, weights: Mapping[str, int]) -> SplitTest:
+        """``updateSplitTest``: new percentages (or branches) for the split test."""
+        path = f"/sites/{_segment(site_id)}/traffic_splits/{_segment(split_test_id)}"
+        what = f"split test {split_test_id!r}"
+        body = {"branch_tests": dict(weights)}
+        return SplitTest.from_json(self._json("PUT", path, json=body, what=what, missing=_no_split_test(split_test_id)))
+
+    def get_split_test(self, site_id: str, split_test_id: str) -> SplitTest:
+        """``getSplitTest``."""
+        path = f"/sites/{_segment(site_id)}/traffic_splits/{_segment(split_test_id)}"
+        what = f"split test {split_test_id!r}"
+        return SplitTest.from_json(self._json("GET", path, what=what, missing=_no_split_test(split_test_id)))
+
+    def enable_split_test(self, site_id: str, split_test_id: str) -> None:
+        """``enableSplitTest`` (204): the site's traffic is divided as the test says."""
+        path = f"/sites/{_segment(site_id)}/traffic_splits/{_segment(split_test_id)}/publish"
+        what = f"starting split test {split_test_id!r}"
+        self._request("POST", path, what=what, missing=_no_split_test(split_test_id))
+
+    def disable_split_test(self, site_id: str, split_test_id: str) -> None:
+        """``disableSplitTest`` (204): all traffic to the published deploy again."""
+        path = f"/sites/{_segment(site_id)}/traffic_splits/{_segment(split_test_id)}/unpublish"
+        what = f"stopping split test {split_test_id!r}"
+        self._request("POST", path, what=what, missing=_no_split_test(split_test_id))
+
+    # -- the transport --------------------------------------------------------------------
+
+    def _json(
+        self, method: str, path: str, *, what: str, missing: tuple[str, str] | None = None, json: Any = None
+    ) -> Any:
+        response = self._request(method, path, json=json, what=what, missing=missing)
+        try:
+            return response.json()
+        except ValueError:
+            message = f"Netlify answered {what} with something that is not JSON"
+            raise ServerError(message, response.status_code) from None
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        missing: tuple[str, str] | None = None,
+        json: Any = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        """``missing``: what a 404 means for this call and what to do, ``(statement, advice)``."""
+        url = self.api_url + path
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = self._http.request(method, url, json=json, content=content, headers=headers)
+            except httpx.HTTPError as exc:
+                if attempt > self.retries:
+                    raise ConnectionFailed(
+                        self._mask(
+                            f"no answer from Netlify's API at {self.api_url} for {what} after {attempt} tries "
+                            f"({type(exc).__name__}: {exc}); check the network, or NETLIFY_API_URL"
+                        )
+                    ) from None
+                self._wait(self._backoff(attempt), f"{what}: {type(exc).__name__}", attempt)
+                continue
+            status = response.status_code
+            if status < 400:
+                return response
+            retryable = status == 429 or status >= 500
+            if retryable and attempt <= self.retries:
+                delay = retry_after(response.headers.get("Retry-After")) if status == 429 else None
+                delay = min(MAX_RETRY_AFTER, delay) if delay is not None else self._backoff(attempt)
+                self._wait(delay, f"{what}: HTTP {status}", attempt)
+                continue
+            raise self._error(status, response, what, attempt, missing)
+
+    def _backoff(self, attempt: int) -> float:
+        base: float = self.backoff * 2 ** (attempt - 1)
+        return min(30.0, base * (0.75 + random.random() / 2))  # jitter: many clients do not retry in step
+
+    def _wait(self, seconds: float, why: str, attempt: int) -> None:
+        if self.on_retry:
+            self.on_retry(f"{why}; retry {attempt} of {self.retries} in {seconds:.1f}s")
+        self._sleep(seconds)
+
+    def _error(
+        self, status: int, response: httpx.Response, what: str, attempt: int, missing: tuple[str, str] | None = None
+    ) -> NetlifyError:
+        said = _message(response, self._mask)
+        detail = f" ({said})" if said else ""
+        if status in {401, 403}:
+            return AuthError(
+                self._mask(
+                    f"Netlify refused the token for {what}: HTTP {status}{detail}; check NETLIFY_AUTH_TOKEN "
+                    "(a personal access token of a member of the site's team)"
+                ),
+                status,
+            )
+        if status == 404:
+            statement, advice = missing or (f"Netlify found nothing for {what}", "check NETLIFY_SITE_ID")
+            return NotFound(self._mask(f"{statement} (HTTP 404{detail}); {advice}"), status)
+        if status == 429:
+            return RateLimited(
+                self._mask(f"Netlify kept rate-limiting {what} after {attempt} tries{detail}; wait a minute and retry"),
+                status,
+            )
+        if status >= 500:
+            return ServerError(
+                self._mask(
+                    f"Netlify failed {what} with HTTP {status} after {attempt} tries{detail}; "
+                    "see https://www.netlifystatus.com and retry"
+                ),
+                status,
+            )
+        return ValidationFailed(self._mask(f"Netlify refused {what}: HTTP {status}{detail}"), status)
+
+    def _mask(self, text: str) -> str:
+        return redact.scrub(text, {"NETLIFY_AUTH_TOKEN": self._token})
+
+
+def _no_site(site_id: str) -> tuple[str, str]:
+    return f"Netlify has no site {site_id!r}", "check NETLIFY_SITE_ID (the site's API ID, in Site configuration)"
+
+
+def _no_deploy(deploy_id: str) -> tuple[str, str]:
+    return f"Netlify has no deploy {deploy_id!r}", "check NETLIFY_SITE_ID and the deploy's id"
+
+
+def _no_split_test(split_test_id: str) -> tuple[str, str]:
+    return f"Netlify has no split test {split_test_id!r}", "check NETLIFY_SITE_ID; `inv canary status` shows the test"
+
+
+def _segment(text: str) -> str:
+    return urllib.parse.quote(text, safe="")
+
+
+def _message(response: httpx.Response, mask: Callable[[str], str]) -> str:
+    """The ``message`` of Netlify's error body, or a short, single-line excerpt of the body;
+    ``mask``ed before it is shortened, so no part of a secret survives the cut."""
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    said = data.get("message") if isinstance(data, dict) else None
+    text = mask(said) if isinstance(said, str) else mask(response.text)[:200]
+    return " ".join(text.split())[:300]
