@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cnd_toolkit import project
 
 from tests.conftest import base_image
 
@@ -45,7 +44,7 @@ def run_leaky(folder: Path, image: str, name: str) -> str:
         [sys.executable, "-m", "pytest", str(folder), "-q", "-p", "no:cacheprovider", "-m", "docker or not docker",
          "-o", "markers=docker"],
         cwd=folder, capture_output=True, text=True, timeout=300,
-        env={**os.environ, **CHECKED, "PYTHONPATH": str(project.ROOT)},
+        env={**os.environ, **CHECKED, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},  # tests.isolation
     )  # fmt: skip
     return result.stdout + result.stderr
 

@@ -418,7 +418,9 @@ def test_the_workflows_snapshot_step_runs_as_written(repo: Path, tmp_path: Path)
     uv = shims / "uv"  # `uv run --no-sync CMD...` runs CMD in the synced environment: this one
     uv.write_text('#!/bin/sh\n[ "$1 $2" = "run --no-sync" ] || exit 97\nshift 2\nexec "$@"\n')
     uv.chmod(0o755)
-    (shims / "python").symlink_to(sys.executable)
+    # This environment's python (a link to it would not find the environment: no pyvenv.cfg beside it).
+    (shims / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    (shims / "python").chmod(0o755)
     runner_temp = tmp_path / "runner-temp"
     runner_temp.mkdir()
     environ = {**os.environ, "PATH": f"{shims}:{os.environ['PATH']}", "HEAD_SHA": head, "RUNNER_TEMP": str(runner_temp)}
