@@ -252,7 +252,8 @@ def test_files_that_are_not_utf8(tmp_path: Path, name: str) -> None:
 
 
 def test_unindented_header_lines_apply_with_a_warning(tmp_path: Path) -> None:
-    from cnd_toolkit.netlify.config import RequestPath, load
+    from cnd_toolkit.netlify.config import load
+    from cnd_toolkit.netlify.urls import RequestPath
 
     root = make_site(tmp_path, '[build]\n  publish = "public"\n', headers_text="/*\nX-Frame-Options: DENY\n")
     assert messages(root) == [

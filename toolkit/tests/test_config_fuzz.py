@@ -34,15 +34,9 @@ from cnd_toolkit.edge.routing import Router
 from cnd_toolkit.edge.server import load_site, serve_in_thread
 from cnd_toolkit.errors import ConfigError
 from cnd_toolkit.netlify.check import check_config
-from cnd_toolkit.netlify.config import (
-    CONTROL,
-    JS_SPACE,
-    VALID_STATUSES,
-    Problem,
-    load,
-    parse_headers_file,
-    parse_redirects_file,
-)
+from cnd_toolkit.netlify.config import load
+from cnd_toolkit.netlify.rule_files import CONTROL, JS_SPACE, parse_headers_file, parse_redirects_file
+from cnd_toolkit.netlify.rules import VALID_STATUSES, Problem
 
 ROOT = project.ROOT  # the project under test: a default render
 SEED = int(os.environ.get("CONFIG_FUZZ_SEED", "20250611"))

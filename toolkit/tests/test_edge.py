@@ -21,7 +21,9 @@ from cnd_toolkit import project
 from cnd_toolkit.edge.routing import Router
 from cnd_toolkit.edge.server import RunningEdge, load_site, serve_in_thread
 from cnd_toolkit.netlify import redirects
-from cnd_toolkit.netlify.config import PathPattern, Problem, RequestPath, parse_redirects_file
+from cnd_toolkit.netlify.rule_files import parse_redirects_file
+from cnd_toolkit.netlify.rules import Problem
+from cnd_toolkit.netlify.urls import PathPattern, RequestPath
 
 ROOT = project.ROOT  # the project under test: a default render
 
@@ -503,7 +505,7 @@ def test_wildcards_match_in_linear_time(tmp_path: Path) -> None:
 def test_wildcards_agree_with_a_regex() -> None:
     import re
 
-    from cnd_toolkit.netlify.config import _glob
+    from cnd_toolkit.netlify.urls import _glob
 
     rng = random.Random(7)
     for _ in range(5000):

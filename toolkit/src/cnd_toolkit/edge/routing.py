@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cnd_toolkit.netlify.check import deployed_name
-from cnd_toolkit.netlify.config import NetlifyConfig, Redirect, RequestPath, parse_query, split_target
+from cnd_toolkit.netlify.config import NetlifyConfig
+from cnd_toolkit.netlify.rules import Redirect
+from cnd_toolkit.netlify.urls import RequestPath, parse_query, split_target
 
 STATIC_METHODS = frozenset({"GET", "HEAD"})
 

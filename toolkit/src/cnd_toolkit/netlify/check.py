@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from pathlib import Path
 
-from cnd_toolkit.netlify.config import VALID_STATUSES, NetlifyConfig, Origin, Problem, Redirect, load, url_path
+from cnd_toolkit.netlify.config import NetlifyConfig, load
 from cnd_toolkit.netlify.redirects import BackendUrlError, check_backend_url
+from cnd_toolkit.netlify.rule_files import url_path
+from cnd_toolkit.netlify.rules import VALID_STATUSES, Origin, Problem, Redirect
 
 KNOWN_TOP = {
     "build",
