@@ -42,7 +42,7 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")
-    session.run("python", "-m", "cnd_toolkit.netlify.check")
+    session.run("invoke", "check")
 
 
 @nox.session

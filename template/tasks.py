@@ -7,9 +7,18 @@ of one of the toolkit's replaces it.
 
 from __future__ import annotations
 
-from cnd_toolkit.tasks import ns
+from pathlib import Path
 
-__all__ = ["ns"]
+try:
+    from cnd_toolkit.tasks import collection
+except ImportError as exc:  # not installed here, or shadowed by a file of the project
+    raise SystemExit(
+        f"error: the tooling (cnd-toolkit) cannot be imported ({exc}): run `uv sync --locked` and activate "
+        "the environment (. .venv/bin/activate), or prefix the command with `uv run`"
+    ) from None
+
+# The toolkit's tasks, for the project in this folder (wherever `inv` runs from, `inv -r` too).
+ns = collection(Path(__file__).resolve().parent)
 
 # Your tasks, for example:
 #

@@ -242,7 +242,8 @@ def test_copier_update_from_a_project_with_ops_moves_it_to_the_toolkit(tmp_path:
         assert updated.returncode == 0, updated.stderr
         assert "git diff HEAD -- ops/ tasks.py" in updated.stderr  # what to do with edits to ops/
         assert len((project / "tasks.py").read_text().splitlines()) < 60
-        assert "from cnd_toolkit.tasks import ns" in (project / "tasks.py").read_text()
+        assert "from cnd_toolkit.tasks import collection" in (project / "tasks.py").read_text()
+        assert "both modified" in updated.stderr  # where a team had edited tasks.py: a conflict to resolve
         assert pin_of(project)[0].endswith(f"@{git_output(template, 'rev-parse', 'toolkit')}#subdirectory=toolkit")
         # A working project: the toolkit (this interpreter's) lists its tasks and checks it clean.
         listed = subprocess.run(

@@ -487,3 +487,50 @@ def test_engine_addresses_on_this_machine_are_local() -> None:
         assert engine.is_local(address), address
     for address in ["tcp://10.0.0.5:2375", "ssh://deploy@docker.example.com", "tcp://docker:2375"]:
         assert not engine.is_local(address), address
+
+
+TOOL_CND = '[tool.cnd]\nimage = "ghcr.io/acme/orders"\npython = "3.12"\nport = 8000\n'
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("port = 8000", 'port = "8000"', "port must be a whole number from 1024 to 65535"),
+        ("port = 8000", "port = 80", "port must be a whole number from 1024 to 65535"),
+        ("port = 8000", "port = 80800", "port must be a whole number from 1024 to 65535"),
+        ("port = 8000", "port = true", "port must be a whole number from 1024 to 65535"),
+        ('python = "3.12"', 'python = "banana"', "python must be a Python version such as 3.12"),
+        ('python = "3.12"', "python = 3.12", "python must be a Python version such as 3.12"),
+        ('image = "ghcr.io/acme/orders"', 'image = ""', "image must be a registry path without a tag"),
+        ('image = "ghcr.io/acme/orders"', 'image = "ghcr.io/acme/orders:1"', "image must be a registry path"),
+        ("port = 8000", "port = 8000\nprot = 1", "[tool.cnd] has no setting 'prot': it takes image, python and port"),
+        (TOOL_CND, "", "has no [tool.cnd] table"),
+        (TOOL_CND, "[tool.cnd\n", "is not valid TOML"),
+    ],
+)
+def test_a_bad_tool_cnd_table_is_one_clear_error(tmp_path: Path, old: str, new: str, message: str) -> None:
+    """[tool.cnd] as Copier's questions take its values: each wrong one named, with an example."""
+    text = f'[project]\nname = "orders"\nversion = "1.0.0"\n\n{TOOL_CND}'
+    assert old in text
+    (tmp_path / "pyproject.toml").write_text(text.replace(old, new))
+    with pytest.raises(OpsError) as caught:
+        proj.load(tmp_path)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_the_project_is_found_from_a_subfolder_even_with_a_broken_pyproject(tmp_path: Path) -> None:
+    """From api/ the project is the folder above: its pyproject.toml names [tool.cnd], even broken."""
+    (tmp_path / "api").mkdir()
+    (tmp_path / "pyproject.toml").write_text('[project\nname = "x"\n\n' + TOOL_CND)
+    assert proj.find_root(tmp_path / "api") == tmp_path.resolve()
+    with pytest.raises(OpsError, match="is not valid TOML"):
+        proj.load(proj.find_root(tmp_path / "api"))
+
+
+def test_only_python_files_in_ops_are_leftovers(tmp_path: Path) -> None:
+    (tmp_path / "ops" / "__pycache__").mkdir(parents=True)
+    (tmp_path / "ops" / "runbook.md").write_text("# on call\n")
+    (tmp_path / "ops" / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"")
+    assert proj.leftover_ops(tmp_path) == []
+    (tmp_path / "ops" / "seed.py").write_text("")
+    assert proj.leftover_ops(tmp_path) == ["ops/seed.py"]

@@ -1,9 +1,11 @@
 """Facts about the project the tooling works on: names, ports, version, git revision.
 
-The project is the folder whose ``pyproject.toml`` has a ``[tool.cnd]`` table: the nearest one at or
-above the working directory, or ``$CND_PROJECT_ROOT``. That table holds what the tooling cannot read
-elsewhere, from your Copier answers: ``image`` (the registry path, IMAGE's default), ``python`` (the
-Python of the image: a BASE_IMAGE of another Python is refused) and ``port`` (the port it listens on).
+The project is the folder of the ``tasks.py`` that loads the tasks (:func:`use`); run otherwise
+(``python -m cnd_toolkit...``), ``$CND_PROJECT_ROOT``, else the nearest folder at or above the
+working directory whose ``pyproject.toml`` has a ``[tool.cnd]`` table. That table holds what the
+tooling cannot read elsewhere, from your Copier answers: ``image`` (the registry path, IMAGE's
+default), ``python`` (the Python of the image: a BASE_IMAGE of another Python is refused) and
+``port`` (the port it listens on).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import os
+import re
 import subprocess
 import tomllib
 from dataclasses import dataclass
@@ -22,10 +25,19 @@ from cnd_toolkit.errors import OpsError
 
 
 def _has_table(pyproject: Path) -> bool:
+    """Whether ``pyproject`` names a ``[tool.cnd]`` table (read as text: a file broken since is still
+    the project's, and its error is reported by :func:`load`)."""
     try:
-        return "cnd" in tomllib.loads(pyproject.read_text(encoding="utf-8")).get("tool", {})
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return "[tool.cnd]" in pyproject.read_text(encoding="utf-8", errors="replace")
+    except OSError:
         return False
+
+
+def _resolved(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # a name too long, a link loop: the error comes when it is read
+        return path.absolute()
 
 
 def find_root(start: Path | None = None) -> Path:
@@ -33,8 +45,8 @@ def find_root(start: Path | None = None) -> Path:
     working directory) whose pyproject.toml has a ``[tool.cnd]`` table, else ``start`` itself."""
     named = os.environ.get("CND_PROJECT_ROOT", "").strip()
     if named:
-        return Path(named).resolve()
-    here = (start or Path.cwd()).resolve()
+        return _resolved(Path(named))
+    here = _resolved(start or Path.cwd())
     for folder in (here, *here.parents):
         if _has_table(folder / "pyproject.toml"):
             return folder
@@ -42,6 +54,12 @@ def find_root(start: Path | None = None) -> Path:
 
 
 ROOT = find_root()
+
+
+def use(root: Path) -> None:
+    """Work on the project in ``root`` from now on (the folder of the ``tasks.py`` that loads the tasks)."""
+    global ROOT
+    ROOT = root
 
 
 def _tool_table(root: Path) -> dict[str, Any]:
@@ -57,8 +75,9 @@ def _tool_table(root: Path) -> dict[str, Any]:
     table = data.get("tool", {}).get("cnd")
     if not isinstance(table, dict):
         raise OpsError(
-            f"{path} has no [tool.cnd] table (image, python, port): this is not a project made by "
-            "copier-netlify-docker, or the table was removed; `copier update` writes it again"
+            f"{path} has no [tool.cnd] table: this is not a project made by copier-netlify-docker, or the table "
+            "was removed. Put it back, with your Copier answers (.copier-answers.yml: image, python_version, "
+            f"port): [tool.cnd] image = {_EXAMPLE['image']}, python = {_EXAMPLE['python']}, port = {_EXAMPLE['port']}"
         )
     return {"pyproject": data, **table}
 
@@ -84,9 +103,13 @@ def load(root: Path | None = None) -> Project:
     table = _tool_table(root)
     pyproject = table["pyproject"]
     path = root / "pyproject.toml"
-    for key, kind in (("image", str), ("python", str), ("port", int)):
-        if not isinstance(table.get(key), kind) or isinstance(table.get(key), bool):
-            raise OpsError(f"{path}: [tool.cnd] {key} must be a {kind.__name__}, for example {_EXAMPLE[key]}")
+    unknown = sorted(set(table) - {"pyproject", *_EXAMPLE})
+    if unknown:
+        raise OpsError(f"{path}: [tool.cnd] has no setting {unknown[0]!r}: it takes image, python and port")
+    for key, (kind, shape) in _SHAPES.items():
+        value = table.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool) or not shape(value):
+            raise OpsError(f"{path}: [tool.cnd] {key} must be {_WHAT[key]}, for example {_EXAMPLE[key]}")
     try:
         slug, version = pyproject["project"]["name"], pyproject["project"]["version"]
     except (KeyError, TypeError):
@@ -104,15 +127,30 @@ def load(root: Path | None = None) -> Project:
 
 
 _EXAMPLE = {"image": '"ghcr.io/acme/orders"', "python": '"3.12"', "port": "8000"}
+_IMAGE = re.compile(r"[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)+")
+_SHAPES: dict[str, tuple[type, Any]] = {
+    "image": (str, lambda v: bool(_IMAGE.fullmatch(v))),  # as Copier's image question takes it
+    "python": (str, lambda v: bool(re.fullmatch(r"3\.[0-9]{1,2}", v))),
+    "port": (int, lambda v: 1024 <= v <= 65535),  # as Copier's port question takes it
+}
+_WHAT = {
+    "image": "a registry path without a tag, in lowercase",
+    "python": "a Python version such as 3.12",
+    "port": "a whole number from 1024 to 65535",
+}
 
 
 def leftover_ops(root: Path | None = None) -> list[str]:
-    """The files left in ``ops/``, where projects rendered before the tooling was this package had
-    it: ``copier update`` removes the template's files there and keeps the ones a team added."""
+    """The Python files left in ``ops/``, where projects rendered before the tooling was this package
+    had it: ``copier update`` removes the template's files there and keeps the ones a team added.
+    (Other files there, a runbook say, are the team's business.)"""
     folder = (root or ROOT) / "ops"
-    if not folder.is_dir() or folder.is_symlink():
+    try:
+        if not folder.is_dir() or folder.is_symlink():
+            return []
+        found = [path for path in folder.rglob("*.py") if path.is_file() and "__pycache__" not in path.parts]
+    except (OSError, RuntimeError):
         return []
-    found = (path for path in folder.rglob("*") if path.is_file() and "__pycache__" not in path.parts)
     return sorted(str(path.relative_to(folder.parent)) for path in found)
 
 

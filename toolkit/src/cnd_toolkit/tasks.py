@@ -13,6 +13,7 @@ import threading
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import Any
 
 import docker.errors
@@ -55,9 +56,9 @@ for _console in (console, out):
 
 
 def _warn_of_leftover_ops() -> None:
-    """Every task of a project that still has an ``ops/`` folder says so once: the tasks no longer
-    read it (its code is this package), so what a team put there does nothing."""
-    left = proj.leftover_ops()
+    """Every task of a project that still has Python files in ``ops/`` says so once: the tasks no
+    longer read it (its code is this package), so what a team put there does nothing."""
+    left = [name if name.isprintable() else repr(name) for name in proj.leftover_ops()]
     if left:
         shown = ", ".join(left[:5]) + (f" and {len(left) - 5} more" if len(left) > 5 else "")
         console.print(
@@ -67,7 +68,6 @@ def _warn_of_leftover_ops() -> None:
         )
 
 
-_warn_of_leftover_ops()
 ENV_HELP = "settings from .env.NAME as well as .env (staging, production); the environment still wins"
 
 
@@ -1025,3 +1025,12 @@ ns = Collection(
     preview,
     canary,
 )
+
+
+def collection(root: Path) -> Collection:
+    """The tasks, working on the project in ``root``: what a project's ``tasks.py`` loads
+    (``ns = collection(Path(__file__).resolve().parent)``), so that ``inv`` works on that project
+    from any folder, ``inv -r`` too. Warns once when ``ops/`` is left from an older template."""
+    proj.use(root)
+    _warn_of_leftover_ops()
+    return ns
