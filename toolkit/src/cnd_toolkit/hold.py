@@ -16,9 +16,11 @@ real run), ``reached`` returns at once.
 
 from __future__ import annotations
 
+import contextlib
 import os
-import time
 from pathlib import Path
+
+from cnd_toolkit.wait import NotReady, TimedOut, poll
 
 # A test that forgets to let go does not hold a process for ever.
 LONGEST = 600.0
@@ -34,6 +36,10 @@ def reached(name: str) -> None:
     folder = Path(os.environ.get("CND_HOLD_DIR") or ".")
     go = folder / f"{name}.go"
     (folder / f"{name}.held").write_text(str(os.getpid()))
-    deadline = time.monotonic() + LONGEST
-    while not go.exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
+
+    def released() -> None:
+        if not go.exists():
+            raise NotReady(f"no {go.name} yet")
+
+    with contextlib.suppress(TimedOut):  # never held for longer than a test could want
+        poll(released, timeout=LONGEST, interval=0.01, max_interval=0.01)

@@ -254,15 +254,18 @@ def stop_timeout_of(container: Container) -> int:
 def remove_named(client: docker.DockerClient, name: str, settle: float = 2.0) -> None:
     """Remove the container called ``name``, made or started. Interrupted while the engine was
     creating it, we may ask before it exists: look again for ``settle`` seconds."""
-    deadline = time.monotonic() + settle
-    while True:
+
+    def made() -> Container:
         try:
-            remove(client.containers.get(name))
-            return
+            return client.containers.get(name)
         except docker.errors.NotFound:
-            if time.monotonic() >= deadline:
-                return
-            time.sleep(0.2)
+            raise NotReady(f"no container {name} yet") from None
+
+    try:
+        found = poll(made, timeout=settle, interval=0.2, max_interval=0.2)
+    except TimedOut:
+        return
+    remove(found)
 
 
 @contextmanager

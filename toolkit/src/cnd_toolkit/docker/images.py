@@ -19,6 +19,7 @@ from cnd_toolkit import project as proj
 from cnd_toolkit.docker.containers import MANAGED_LABEL, managed_containers, remove
 from cnd_toolkit.errors import BuildFailed, Interrupted, OpsError
 from cnd_toolkit.logs import LineSink, Progress
+from cnd_toolkit.wait import NotReady, TimedOut, poll
 
 # Set by the Dockerfile on every image a build of the project makes (value: the project slug).
 PROJECT_LABEL = "dev.copier-netlify-docker.project"
@@ -154,18 +155,20 @@ def _undo_build(
     if trace.container:
         # forcerm: the engine removes the step container once it has cancelled the step. Waited
         # for, so the images under it can go; removed here if the engine is slow about it.
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
+        step = trace.container
+
+        def gone() -> None:
             try:
-                client.api.inspect_container(trace.container)
-            except docker.errors.NotFound:
-                break
-            except docker.errors.APIError:
-                break
-            time.sleep(0.2)
-        else:
+                client.api.inspect_container(step)
+            except docker.errors.APIError:  # not found (removed), or the engine cannot say: stop asking
+                return
+            raise NotReady("the step container is still there")
+
+        try:
+            poll(gone, timeout=wait, interval=0.2, max_interval=0.2)
+        except TimedOut:
             with contextlib.suppress(docker.errors.APIError):
-                client.api.remove_container(trace.container, force=True, v=True)
+                client.api.remove_container(step, force=True, v=True)
     removed = 0
     for image in reversed(trace.created):  # the newest first: each is the parent of the next
         try:

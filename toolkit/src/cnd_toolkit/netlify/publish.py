@@ -34,6 +34,7 @@ from cnd_toolkit.errors import ConfigError
 from cnd_toolkit.netlify import config, redirects
 from cnd_toolkit.netlify.api import Deploy, NetlifyClient, NetlifyError
 from cnd_toolkit.netlify.check import check_toml_for_netlify, deployed_name, publish_tree
+from cnd_toolkit.wait import NotReady, TimedOut, poll
 
 # Netlify's own deploy filter (and netlify-cli's): dotfiles are not deployed, except .well-known;
 # nor are macOS archive folders (cnd_toolkit.netlify.check.deployed_name). Links out of the publish
@@ -253,8 +254,8 @@ def _wait(
     *,
     until: set[str],
 ) -> Deploy:
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def settled() -> Deploy:
         deploy = client.get_deploy(site_id, deploy_id)
         if deploy.state in until:
             if deploy.state == "ready" and not deploy.url:
@@ -267,8 +268,11 @@ def _wait(
             raise NetlifyError(f"Netlify failed deploy {deploy_id}: {reason}; nothing was published")
         if deploy.state not in PENDING_STATES:
             raise NetlifyError(f"Netlify deploy {deploy_id} is {deploy.state!r}; nothing was published")
-        if time.monotonic() >= deadline:
-            raise NetlifyError(
-                f"Netlify deploy {deploy_id} was still {deploy.state!r} after {timeout:.0f}s; nothing was published"
-            )
-        sleep(interval)
+        raise NotReady(repr(deploy.state))
+
+    try:
+        return poll(settled, timeout=timeout, interval=interval, max_interval=interval, sleep=sleep)
+    except TimedOut as exc:
+        raise NetlifyError(
+            f"Netlify deploy {deploy_id} was still {exc.reason} after {timeout:.0f}s; nothing was published"
+        ) from None

@@ -25,6 +25,7 @@ from cnd_toolkit import logs
 from cnd_toolkit.docker import containers
 from cnd_toolkit.errors import OpsError
 from cnd_toolkit.release import caddy
+from cnd_toolkit.wait import NotReady, TimedOut, poll
 
 
 class ProxyError(OpsError):
@@ -232,17 +233,20 @@ def _create_in(client: docker.DockerClient, settings: ProxySettings) -> Containe
 
 
 def _wait_running(proxy: Container, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def running() -> None:
         proxy.reload()
-        if proxy.status == "running":
-            code, _ = proxy.exec_run(["caddy", "version"])
-            if code == 0:
-                return
-        elif proxy.status in {"exited", "dead"}:
+        if proxy.status in {"exited", "dead"}:
             raise ProxyError(f"the proxy exited at start: {containers.container_logs(proxy, tail=20)}")
-        time.sleep(0.2)
-    raise ProxyError(f"the proxy was not running after {timeout:.0f}s")
+        if proxy.status != "running":
+            raise NotReady(f"it is {proxy.status}")
+        code, _ = proxy.exec_run(["caddy", "version"])
+        if code != 0:
+            raise NotReady("caddy does not answer yet")
+
+    try:
+        poll(running, timeout=timeout, interval=0.2, max_interval=0.2)
+    except TimedOut as exc:
+        raise ProxyError(f"the proxy was not running after {timeout:.0f}s ({exc.reason})") from None
 
 
 def put_file(container: Container, path: str, text: str) -> None:

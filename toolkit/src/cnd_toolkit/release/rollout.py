@@ -38,6 +38,7 @@ from cnd_toolkit.docker.images import RELEASE_LABEL
 from cnd_toolkit.errors import NeverHealthy, OpsError
 from cnd_toolkit.logs import LineSink
 from cnd_toolkit.release import caddy, preflight, proxy
+from cnd_toolkit.wait import NotReady, TimedOut, poll
 
 APP_LABEL = RELEASE_LABEL
 PREFIX = "dev.copier-netlify-docker.release"
@@ -249,26 +250,32 @@ def warm(running: containers.Running) -> None:
 
 def confirm(backend_url: str, revision: str, timeout: float = 20) -> None:
     """Ask ``/api/version`` through the proxy until it names ``revision``."""
-    deadline = time.monotonic() + timeout
-    seen = "no answer"
     with httpx.Client(timeout=3, verify=True) as http:
-        while time.monotonic() < deadline:
+
+        def shows_it() -> None:
             try:
                 answer = http.get(f"{backend_url}/api/version")
                 body = answer.json() if answer.status_code == 200 else None
-                if isinstance(body, dict) and body.get("revision") == revision:
-                    return
-                seen = (
-                    f"HTTP {answer.status_code}, revision {body.get('revision')!r}"
-                    if isinstance(body, dict)
-                    else f"HTTP {answer.status_code}"
-                )
             except httpx.HTTPError as exc:
-                seen = preflight.connection_problem(exc, backend_url)
+                raise NotReady(preflight.connection_problem(exc, backend_url)) from None
             except ValueError:
-                seen = "HTTP 200 with an answer that is not JSON: is BACKEND_URL's host another site's?"
-            time.sleep(0.2)
-    raise RolloutFailed(f"{backend_url}/api/version did not show revision {revision[:12]} ({seen})")
+                raise NotReady(
+                    "HTTP 200 with an answer that is not JSON: is BACKEND_URL's host another site's?"
+                ) from None
+            if isinstance(body, dict) and body.get("revision") == revision:
+                return
+            raise NotReady(
+                f"HTTP {answer.status_code}, revision {body.get('revision')!r}"
+                if isinstance(body, dict)
+                else f"HTTP {answer.status_code}"
+            )
+
+        try:
+            poll(shows_it, timeout=timeout, interval=0.2, max_interval=0.2)
+        except TimedOut as exc:
+            raise RolloutFailed(
+                f"{backend_url}/api/version did not show revision {revision[:12]} ({exc.reason})"
+            ) from None
 
 
 def confirm_switch(
