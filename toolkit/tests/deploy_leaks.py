@@ -207,11 +207,11 @@ def deploy_and_read(
     *,
     names: tuple[str, ...],
     netlify: Any,
-    gateway: Any,
+    proxy_container: Any,
 ) -> Deployed:
     """Run `inv deploy --allow-dirty` in ``root`` with ``environ`` (it must succeed), watching the
     engine for objects whose names start with ``names`` or carry the tooling's labels; then read
-    the files it wrote, the shared proxy's volumes (``gateway()`` finds its container) and every
+    the files it wrote, the shared proxy's volumes (``proxy_container()`` finds its container) and every
     file ``netlify`` (a LocalNetlify) received."""
     state = [root, tmp, Path.home() / ".docker"]
     before = listing(state)
@@ -224,7 +224,7 @@ def deploy_and_read(
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     assert "Deployed" in output and netlify.published() is not None, output[-4000:]
-    proxy = gateway()
+    proxy = proxy_container()
     assert proxy is not None, "the deploy left no proxy to read"
     texts = {
         f"the proxy's {path}": text

@@ -211,8 +211,10 @@ def test_a_bad_canary_is_caught_at_the_first_step_and_only_its_requests_failed(
     # Every request back on the live release; the canary is gone; the usual site is back.
     assert [r.revision for r in rollout.releases(engine, host.target.slug)] == ["rev-live"]
     assert canary_rollout.state(engine, host.target) is None
-    gateway = proxy.get(engine, host.target.proxy.name)
-    assert gateway is not None and not proxy.split_now(gateway, rollout.site(host.target))  # no split file left
+    proxy_container = proxy.get(engine, host.target.proxy.name)
+    assert proxy_container is not None and not proxy.split_now(
+        proxy_container, rollout.site(host.target)
+    )  # no split file left
     failed = [a for a in load.answers if a[1] != 200]
     assert all(version == "canary" for _, status, version in failed if status == 500), failed[:5]
     assert not [a for a in failed if a[1] != 500], failed[:5]  # nothing but the canary's own 500s
@@ -263,16 +265,16 @@ def test_split_files_naming_a_colour_that_is_down_cost_no_request(
 ) -> None:
     """Files a killed deploy left, or a canary that died: the bucket's colour is tried first and
     the other behind it, so every request is still answered, by the live release."""
-    gateway = proxy.get(engine, host.target.proxy.name)
-    assert gateway is not None
+    proxy_container = proxy.get(engine, host.target.proxy.name)
+    assert proxy_container is not None
     other = rollout.COLOURS[1] if live.colour == rollout.COLOURS[0] else rollout.COLOURS[0]
-    canary_rollout.give(gateway, host.target, live.colour, other, 100)  # every bucket to a colour not running
+    canary_rollout.give(proxy_container, host.target, live.colour, other, 100)  # every bucket to a colour not running
     with Load(host.url) as load:
         load.answered(300)  # more than one request per bucket, on average
     assert load.answers and {status for _, status, _ in load.answers} == {200}
     assert {version for *_, version in load.answers} == {"live"}
     assert canary_rollout.state(engine, host.target) is None  # one release runs: no canary in progress
-    proxy.set_split(gateway, rollout.site(host.target), None)
+    proxy.set_split(proxy_container, rollout.site(host.target), None)
 
 
 @pytest.mark.docker
@@ -301,8 +303,8 @@ def test_when_the_live_release_stops_mid_canary_the_canary_is_kept_serving(
         )  # fmt: skip
     running = [r for r in rollout.releases(engine, host.target.slug) if r.running]
     assert [r.revision for r in running] == ["rev-canary"]
-    gateway = proxy.get(engine, host.target.proxy.name)
-    assert gateway is not None and not proxy.split_now(gateway, rollout.site(host.target))
+    proxy_container = proxy.get(engine, host.target.proxy.name)
+    assert proxy_container is not None and not proxy.split_now(proxy_container, rollout.site(host.target))
     assert httpx.get(host.url + "/api/version").json()["revision"] == "rev-canary"
 
     calls = 0
@@ -358,24 +360,26 @@ def test_split_files_left_behind_never_block_a_deploy_or_a_rollback(
             environment=env("rev-canary"),
         )  # fmt: skip
     monkeypatch.setattr(rollout, "_stop_others", real)
-    gateway = proxy.get(engine, host.target.proxy.name)
-    assert gateway is not None and not proxy.split_now(gateway, rollout.site(host.target))
+    proxy_container = proxy.get(engine, host.target.proxy.name)
+    assert proxy_container is not None and not proxy.split_now(proxy_container, rollout.site(host.target))
     assert [r.revision for r in rollout.releases(engine, host.target.slug) if r.running] == ["rev-canary"]
 
     # Files a killed deploy left (one release runs): the next deploy removes them and switches.
     other = rollout.COLOURS[1] if live.colour == rollout.COLOURS[0] else rollout.COLOURS[0]
-    canary_rollout.give(gateway, host.target, live.colour, other, 50)  # half to each colour, one of them stopped
+    canary_rollout.give(
+        proxy_container, host.target, live.colour, other, 50
+    )  # half to each colour, one of them stopped
     lines: list[str] = []
     rollout.roll_out(engine, host.target, faulty, version="3", revision="rev-three", environment=env("rev-three"),
                      on_line=lines.append)  # fmt: skip
     assert "Removing the split files a canary left behind (the live colour serves)" in lines
-    assert not proxy.split_now(gateway, rollout.site(host.target))
+    assert not proxy.split_now(proxy_container, rollout.site(host.target))
 
     # `inv rollback` in the middle of a canary watched by hand: the canary drained, its files gone.
     canary_rollout.roll_out(
         engine, host.target, faulty, plan(manual=True), version="4", revision="rev-four", environment=env("rev-four"),
     )  # fmt: skip
-    assert proxy.split_now(gateway, rollout.site(host.target))
+    assert proxy.split_now(proxy_container, rollout.site(host.target))
     back = rollout.roll_back(engine, host.target, "rev-three")
-    assert back.revision == "rev-three" and not proxy.split_now(gateway, rollout.site(host.target))
+    assert back.revision == "rev-three" and not proxy.split_now(proxy_container, rollout.site(host.target))
     assert [r.revision for r in rollout.releases(engine, host.target.slug) if r.running] == ["rev-three"]

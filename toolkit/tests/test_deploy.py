@@ -97,8 +97,8 @@ def test_a_deploy_ships_both_halves_and_records_them(engine: Any, stage: Stage) 
     live_site = stage.netlify.site_url()
     assert httpx.get(live_site).status_code == 200
     assert httpx.get(f"{live_site}api/version").json()["revision"] == revision  # through the site's _redirects
-    gateway = proxy.get(engine, stage.settings["PROXY_NAME"])
-    [record] = records.load(gateway, stage.project.slug)
+    proxy_container = proxy.get(engine, stage.settings["PROXY_NAME"])
+    [record] = records.load(proxy_container, stage.project.slug)
     assert (record.revision, record.image, record.netlify_deploy) == (revision, report.image, published.id)
     for phase in ("build", "smoke", "push", "health", "switch", "netlify", "publish"):
         assert report.phases.get(phase, -1) >= 0, report.phases
@@ -106,7 +106,7 @@ def test_a_deploy_ships_both_halves_and_records_them(engine: Any, stage: Stage) 
 
     again = deploy.deploy(stage.project, stage.settings, deploy.Options(allow_dirty=True), say=stage.lines.append)
     assert again.netlify is not None and again.netlify.uploaded == 0  # the site did not change
-    assert len(records.load(gateway, stage.project.slug)) == 2
+    assert len(records.load(proxy_container, stage.project.slug)) == 2
 
     # A release the smoke gate catches (it answers 400, not 413, to a 2 MiB body): nothing past
     # the smoke step happens, and the live release and Netlify deploy stay.
@@ -122,19 +122,19 @@ def test_a_deploy_ships_both_halves_and_records_them(engine: Any, stage: Stage) 
     assert rollout.live_release(engine, stage.project.slug) == live and live is not None
     assert [r.name for r in rollout.releases(engine, stage.project.slug) if r.running] == [live.name]
     assert stage.netlify.deploys == deploys and lock.holder(engine, stage.project.slug) is None
-    assert len(records.load(gateway, stage.project.slug)) == 2
+    assert len(records.load(proxy_container, stage.project.slug)) == 2
 
     # During maintenance the proxy answers 503: the deploy still goes through, checking the
     # draft's page only and saying so, and the project stays in maintenance.
-    assert gateway is not None
-    proxy.set_maintenance(gateway, stage.project.slug, True, 120)
+    assert proxy_container is not None
+    proxy.set_maintenance(proxy_container, stage.project.slug, True, 120)
     stage.lines.clear()
     during = deploy.deploy(stage.project, stage.settings, deploy.Options(allow_dirty=True), say=stage.lines.append)
     said = "\n".join(stage.lines)
     assert "not confirmed through the proxy" in said and "its page only: maintenance is on" in said, said
     assert during.netlify is not None and stage.netlify.published().id == during.netlify.deploy.id  # type: ignore[union-attr]
     assert httpx.get(f"{backend}/api/version").status_code == 503
-    proxy.set_maintenance(gateway, stage.project.slug, False, 120)
+    proxy.set_maintenance(proxy_container, stage.project.slug, False, 120)
     assert httpx.get(f"{backend}/api/version").json()["revision"] == revision
 
 
@@ -159,8 +159,8 @@ def test_metrics_reach_a_scraper_through_the_proxys_internal_port_and_the_public
     assert live is not None and metrics_token not in json.dumps(live.container.attrs)
     # Internal: a scraper on the proxy's network reads /<project>/metrics on the proxy's port 9180.
     target = deploy.target(stage.project, settings)
-    gateway = proxy.get(engine, target.proxy.name)
-    assert gateway is not None
+    proxy_container = proxy.get(engine, target.proxy.name)
+    assert proxy_container is not None
 
     def scrape(*paths: str) -> str:
         base = f"http://{target.proxy.name}:{caddy.METRICS_PORT}"
@@ -213,11 +213,11 @@ def test_metrics_reach_a_scraper_through_the_proxys_internal_port_and_the_public
     assert counted and float(counted[0].rsplit(" ", 1)[1]) >= 7, counted
     # A proxy made by an older template (no metrics port) is brought up to date, with one reload.
     old_main = caddy.MAIN.partition("\n# Prometheus")[0] + "\n"
-    proxy.put_file(gateway, f"{caddy.CONFIG_DIR}/Caddyfile", old_main)
-    proxy.reload(gateway)
+    proxy.put_file(proxy_container, f"{caddy.CONFIG_DIR}/Caddyfile", old_main)
+    proxy.reload(proxy_container)
     with pytest.raises(docker.errors.ContainerError):
         scrape()
-    assert proxy.upgrade_main(gateway) and not proxy.upgrade_main(gateway)
+    assert proxy.upgrade_main(proxy_container) and not proxy.upgrade_main(proxy_container)
     assert f'revision="{report.revision}"' in scrape()
 
 
@@ -256,7 +256,7 @@ def test_a_real_inv_deploy_leaves_no_secret_anywhere(
         try:
             deployed = deploy_leaks.deploy_and_read(
                 engine, project.root, environ, tmp_path / "tmp",
-                names=(project.slug, name), netlify=netlify, gateway=lambda: proxy.get(engine, name),
+                names=(project.slug, name), netlify=netlify, proxy_container=lambda: proxy.get(engine, name),
             )  # fmt: skip
             live = rollout.live_release(engine, project.slug)
             assert live is not None
@@ -351,15 +351,15 @@ def tcp_engine(engine: Any) -> Iterator[str]:
     reached through a published port)."""
     socat = needed_tool("socat", "to offer the engine as a tcp:// DOCKER_HOST")
     ipam = engine.networks.get("bridge").attrs["IPAM"]["Config"][0]
-    gateway = ipam.get("Gateway") or str(next(ipaddress.ip_network(ipam["Subnet"]).hosts()))  # the host's side
+    proxy_container = ipam.get("Gateway") or str(next(ipaddress.ip_network(ipam["Subnet"]).hosts()))  # the host's side
     with socket.socket() as sock:
-        sock.bind((gateway, 0))
+        sock.bind((proxy_container, 0))
         port = sock.getsockname()[1]
     relay = subprocess.Popen(
-        [socat, f"TCP-LISTEN:{port},bind={gateway},fork,reuseaddr", "UNIX-CONNECT:/var/run/docker.sock"],
+        [socat, f"TCP-LISTEN:{port},bind={proxy_container},fork,reuseaddr", "UNIX-CONNECT:/var/run/docker.sock"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    address = f"tcp://{gateway}:{port}"
+    address = f"tcp://{proxy_container}:{port}"
     try:
         poll(lambda: _answers(address), timeout=60, interval=0.1)
         yield address
@@ -421,17 +421,17 @@ def test_a_backend_url_host_is_one_projects_and_moving_it_is_asked_for(engine: A
         proxy_image, free_port(), free_port(), name=f"cnd-proxy-sites-{uuid.uuid4().hex[:6]}"
     )
     try:
-        gateway = proxy.ensure(engine, settings, "sites-a")
-        proxy.put_file(gateway, f"{caddy.SITES_DIR}/sites-a.caddy", caddy.render_site(
+        proxy_container = proxy.ensure(engine, settings, "sites-a")
+        proxy.put_file(proxy_container, f"{caddy.SITES_DIR}/sites-a.caddy", caddy.render_site(
             caddy.Site("sites-a", "https://api.a.example.net", ("sites-a-blue:8080",))
         ))  # fmt: skip
-        deploy.check_site(gateway, "sites-a", "https://api.a.example.net")  # its own: fine
-        deploy.check_site(gateway, "sites-b", "https://api.b.example.net")  # a new project: fine
+        deploy.check_site(proxy_container, "sites-a", "https://api.a.example.net")  # its own: fine
+        deploy.check_site(proxy_container, "sites-b", "https://api.b.example.net")  # a new project: fine
         with pytest.raises(deploy.PreflightFailed, match=r"served on this Docker host by the project sites-a"):
-            deploy.check_site(gateway, "sites-b", "https://API.A.example.net/")
+            deploy.check_site(proxy_container, "sites-b", "https://API.A.example.net/")
         with pytest.raises(deploy.PreflightFailed, match=r"serves sites-a at api.a.example.net.*--new-host"):
-            deploy.check_site(gateway, "sites-a", "https://staging.a.example.net")
-        deploy.check_site(gateway, "sites-a", "https://staging.a.example.net", new_host=True)
+            deploy.check_site(proxy_container, "sites-a", "https://staging.a.example.net")
+        deploy.check_site(proxy_container, "sites-a", "https://staging.a.example.net", new_host=True)
     finally:
         proxy.remove(engine, settings)
         for network in engine.networks.list(names=[proxy.network_name("sites-a")]):
@@ -512,8 +512,8 @@ def test_a_canary_deploy_gates_the_api_then_splits_the_site_and_records_it(engin
     assert test.history[0][1] == {"main": 90, "canary": 10} and not test.active
     published = stage.netlify.published()
     assert published is not None and published.branch == "canary" and published.id == report.netlify.deploy.id  # type: ignore[union-attr]
-    gateway = proxy.get(engine, stage.settings["PROXY_NAME"])
-    assert records.load(gateway, stage.project.slug)[0].container == report.release.name
+    proxy_container = proxy.get(engine, stage.settings["PROXY_NAME"])
+    assert records.load(proxy_container, stage.project.slug)[0].container == report.release.name
     # Watched by hand: stops at 10 %, Netlify untouched; a plain deploy is refused meanwhile.
     manual = deploy.deploy(
         stage.project, quick, deploy.Options(allow_dirty=True, canary=True, manual=True), say=stage.lines.append
@@ -527,10 +527,10 @@ def test_a_canary_deploy_gates_the_api_then_splits_the_site_and_records_it(engin
     state = deploy.status(stage.project, quick)
     assert state.live is not None and state.live.name == report.release.name  # the release taking the rest
     assert state.notes[0].startswith(f"Canary {manual.canary.release.name}") and "takes 10%" in state.notes[0]
-    assert records.load(gateway, stage.project.slug)[0].container == report.release.name  # not recorded yet
+    assert records.load(proxy_container, stage.project.slug)[0].container == report.release.name  # not recorded yet
     promoted = deploy.canary_promote(stage.project, quick, say=stage.lines.append)
     assert promoted.name == manual.canary.release.name and deploy.canary_state(stage.project, quick) is None
-    assert records.load(gateway, stage.project.slug)[0].container == promoted.name
+    assert records.load(proxy_container, stage.project.slug)[0].container == promoted.name
     # The site's split test fails midway (Netlify refuses a step): ended, nothing published, said.
     before = stage.netlify.published()
     steps = quick.override("CANARY_STEPS", "10,50,100", "test")
@@ -541,5 +541,5 @@ def test_a_canary_deploy_gates_the_api_then_splits_the_site_and_records_it(engin
     assert not test.active and test.history[-1][0] == "unpublish", test.history
     assert stage.netlify.published() == before  # the deploy the split test was for was never published
     assert "Netlify: the split test was ended; the live deploy is unchanged" in stage.lines
-    latest = records.load(gateway, stage.project.slug)[0]  # the API's canary went live and is recorded
+    latest = records.load(proxy_container, stage.project.slug)[0]  # the API's canary went live and is recorded
     assert latest.container != promoted.name and latest.netlify_deploy == ""

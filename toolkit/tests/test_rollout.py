@@ -196,17 +196,17 @@ def test_the_proxy_asks_nothing_of_an_idle_colour_and_logs_no_error(
     target = host.target
     rollout.roll_out(engine, target, app_images["rev-one"], version="1", revision="rev-one")
     live = rollout.roll_out(engine, target, app_images["rev-two"], version="2", revision="rev-two")
-    gateway = proxy.get(engine, target.proxy.name)
-    assert gateway is not None
+    proxy_container = proxy.get(engine, target.proxy.name)
+    assert proxy_container is not None
     idle = rollout.alias(target.slug, "blue" if live.colour == "green" else "green")
-    assert proxy.live_now(gateway, rollout.site(target)) == [rollout.upstream_of(target, live.colour)]
+    assert proxy.live_now(proxy_container, rollout.site(target)) == [rollout.upstream_of(target, live.colour)]
     watched_from, since = time.monotonic(), time.time()
     with Load(host.url) as load:
         load.answered("rev-two", 100)
         while time.monotonic() < watched_from + 4:  # four of the old health checks' intervals
             load.answered("rev-two", 10)
     assert load.failures == [] and set(load.revisions) == {"rev-two"}, load.statuses
-    raw = gateway.logs(stdout=True, stderr=True).decode("utf-8", "replace").splitlines()
+    raw = proxy_container.logs(stdout=True, stderr=True).decode("utf-8", "replace").splitlines()
     entries = [json.loads(line) for line in raw if line.startswith("{")]
     assert entries, raw[-5:]  # Caddy logged (its start, its reloads): the check reads a real log
     assert [e for e in entries if e.get("level") == "error"] == []
@@ -261,11 +261,11 @@ def test_a_deploy_killed_mid_rollout_leaves_a_release_serving_and_a_releasable_l
         if moment in {"health wait", "at the switch"}:
             assert [r.revision for r in rollout.releases(engine, target.slug)] == ["rev-one"]  # the new one removed
             assert load.revisions["rev-one"] > 0
-            gateway = proxy.get(engine, target.proxy.name)
-            assert gateway is not None  # and the live file names the colour that serves
+            proxy_container = proxy.get(engine, target.proxy.name)
+            assert proxy_container is not None  # and the live file names the colour that serves
             live = rollout.live_release(engine, target.slug)
             assert live is not None
-            assert proxy.live_now(gateway, rollout.site(target)) == [rollout.upstream_of(target, live.colour)]
+            assert proxy.live_now(proxy_container, rollout.site(target)) == [rollout.upstream_of(target, live.colour)]
         else:
             assert running == ["rev-two"], said  # the drain was finished before the interrupt went on
             assert "draining the old release first" in said, said
@@ -318,15 +318,15 @@ def test_ctrl_c_in_a_rollback_stops_what_it_started_or_says_what_it_switched_to(
         said = child.finish(timeout=60)
     assert load.failures == [], (load.statuses, said)
     running = [r.revision for r in rollout.releases(engine, target.slug) if r.running]
-    gateway = proxy.get(engine, target.proxy.name)
-    assert gateway is not None
+    proxy_container = proxy.get(engine, target.proxy.name)
+    assert proxy_container is not None
     if moment == "health wait":
         assert running == ["rev-two"], said  # what it started is stopped again, and kept
         assert {r.revision for r in rollout.releases(engine, target.slug)} == {"rev-one", "rev-two"}
     else:
         assert running == ["rev-one"] and "switched then interrupted: rev-one" in said, said
     live = rollout.live_release(engine, target.slug)
-    assert live is not None and proxy.live_now(gateway, rollout.site(target)) == [
+    assert live is not None and proxy.live_now(proxy_container, rollout.site(target)) == [
         rollout.upstream_of(target, live.colour)
     ]
     assert httpx.get(host.url + "/api/version").json()["revision"] == running[0]
@@ -339,10 +339,10 @@ def test_a_new_backend_url_is_applied_only_at_the_switch_and_undone_when_it_fail
     is healthy, and goes back as it was when the release fails before or at the switch."""
     target = host.target
     rollout.roll_out(engine, target, app_images["rev-one"], version="1", revision="rev-one")
-    gateway = proxy.get(engine, target.proxy.name)
-    assert gateway is not None
+    proxy_container = proxy.get(engine, target.proxy.name)
+    assert proxy_container is not None
     site_path = f"{caddy.SITES_DIR}/{caddy.site_file_name(target.slug)}"
-    before = proxy.read_file(gateway, site_path)
+    before = proxy.read_file(proxy_container, site_path)
     moved = dataclasses.replace(target, backend_url=target.backend_url.replace("127.0.0.1", "localhost"))
 
     def refuse(url: str, revision: str) -> None:
@@ -353,35 +353,35 @@ def test_a_new_backend_url_is_applied_only_at_the_switch_and_undone_when_it_fail
             engine, moved, app_images["rev-two"], version="2", revision="rev-two",
             environment={"WEB_CONCURRENCY": "abc"},
         )  # fmt: skip
-    assert proxy.read_file(gateway, site_path) == before  # never healthy: the site was never touched
+    assert proxy.read_file(proxy_container, site_path) == before  # never healthy: the site was never touched
     assert load.failures == [] and set(load.revisions) == {"rev-one"}, load.statuses
     # Healthy, but the new address does not answer: the move is undone, the old address serves.
     with pytest.raises(rollout.RolloutFailed, match=r"not reachable.*site was put back.*keeps serving"):
         rollout.roll_out(engine, moved, app_images["rev-two"], version="2", revision="rev-two", confirm_through=refuse)
-    assert proxy.read_file(gateway, site_path) == before
+    assert proxy.read_file(proxy_container, site_path) == before
     assert httpx.get(host.url + "/api/version").json()["revision"] == "rev-one"
     # Moved for real: the new host answers, the old one no longer does.
     rollout.roll_out(engine, moved, app_images["rev-two"], version="2", revision="rev-two")
     assert httpx.get(moved.backend_url + "/api/version").json()["revision"] == "rev-two"
-    assert caddy.served_address(proxy.read_file(gateway, site_path) or "") == "http://localhost"
+    assert caddy.served_address(proxy.read_file(proxy_container, site_path) or "") == "http://localhost"
 
 
 def test_maintenance_rollback_of_a_release_left_running_and_prune_by_revision(
     engine: Any, host: Host, app_images: dict[str, str]
 ) -> None:
     target = dataclasses.replace(host.target, keep_releases=1)
-    gateway_image = app_images["rev-one"]
-    rollout.roll_out(engine, target, gateway_image, version="1", revision="rev-one")
-    gateway = proxy.get(engine, target.proxy.name)
-    assert gateway is not None
+    first_image = app_images["rev-one"]
+    rollout.roll_out(engine, target, first_image, version="1", revision="rev-one")
+    proxy_container = proxy.get(engine, target.proxy.name)
+    assert proxy_container is not None
 
     # A deploy during maintenance: the proxy answers 503, so the switch is not confirmed through it.
-    proxy.set_maintenance(gateway, target.slug, True, 120)
+    proxy.set_maintenance(proxy_container, target.slug, True, 120)
     lines: list[str] = []
     rollout.roll_out(engine, target, app_images["rev-two"], version="2", revision="rev-two", on_line=lines.append)
     assert any("Maintenance is on" in line for line in lines), lines
     assert httpx.get(host.url + "/api/version").status_code == 503
-    proxy.set_maintenance(gateway, target.slug, False, 120)
+    proxy.set_maintenance(proxy_container, target.slug, False, 120)
     assert httpx.get(host.url + "/api/version").json()["revision"] == "rev-two"
 
     # Re-deploys of one revision keep one stopped copy of each other revision, not KEEP_RELEASES copies.

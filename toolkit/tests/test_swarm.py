@@ -129,10 +129,10 @@ def cluster(engine: Any, node: str, proxy_image: str) -> Iterator[Cluster]:
 
 def _record(engine: Any, cluster: Cluster, release: swarm.SwarmRelease) -> None:
     """What the deploy pipeline records after a roll-out (rollback reads it)."""
-    gateway = swarm.proxy_container(engine, cluster.target.proxy.name)
-    assert gateway is not None
+    proxy_container = swarm.proxy_container(engine, cluster.target.proxy.name)
+    assert proxy_container is not None
     records.add(
-        gateway,
+        proxy_container,
         cluster.target.slug,
         records.Record(release.version, release.revision, release.digest, release.name),
     )
@@ -336,7 +336,7 @@ def test_a_real_inv_deploy_to_a_swarm_leaves_no_secret_in_its_service_or_anywher
         try:
             deployed = deploy_leaks.deploy_and_read(
                 engine, me.root, environ, tmp_path / "tmp",
-                names=(me.slug, name), netlify=netlify, gateway=lambda: swarm.proxy_container(engine, name),
+                names=(me.slug, name), netlify=netlify, proxy_container=lambda: swarm.proxy_container(engine, name),
             )  # fmt: skip
             services = {what for what in deployed.inspected if what.startswith("service ")}
             assert {f"service {me.slug}", f"service {name}"} <= services, list(deployed.inspected)
@@ -498,6 +498,6 @@ def test_a_proxy_removed_by_hand_comes_back_and_remove_takes_everything(
     assert httpx.get(cluster.url + "/api/version").json()["revision"] == "rev-one"
     removed = deploy.remove(me, cluster.settings, say=cluster.lines.append)
     assert (removed.containers, removed.site, removed.records) == ([f"service {target.slug} (1 tasks)"], True, 1)
-    gateway = swarm.proxy_container(engine, target.proxy.name)
-    assert records.load(gateway, target.slug) == [] and swarm.current(engine, target.slug) is None
-    assert proxy.read_file(gateway, f"/etc/caddy/sites/{target.slug}.caddy") is None  # type: ignore[arg-type]
+    proxy_container = swarm.proxy_container(engine, target.proxy.name)
+    assert records.load(proxy_container, target.slug) == [] and swarm.current(engine, target.slug) is None
+    assert proxy.read_file(proxy_container, f"/etc/caddy/sites/{target.slug}.caddy") is None  # type: ignore[arg-type]

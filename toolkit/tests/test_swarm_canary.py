@@ -172,8 +172,8 @@ def test_a_canary_watched_by_hand_on_a_swarm_is_aborted_then_promoted(
     assert promoted.revision == "rev-third" and _revisions(engine, cluster) == ["rev-third", "rev-third"]
     assert {status for _, status, _ in load.answers} == {200}
     assert deploy.canary_state(me, cluster.settings) is None
-    gateway = swarm.proxy_container(engine, cluster.target.proxy.name)
-    assert records.load(gateway, cluster.target.slug)[0].revision == "rev-third"  # recorded as a deploy
+    proxy_container = swarm.proxy_container(engine, cluster.target.proxy.name)
+    assert records.load(proxy_container, cluster.target.slug)[0].revision == "rev-third"  # recorded as a deploy
     one = pushing.override("REPLICAS", "1", "test")  # one task cannot move one task at a time: said before a build
     with pytest.raises(deploy.PreflightFailed, match=r"a canary on a swarm needs at least 2 tasks"):
         deploy.deploy(me, one, deploy.Options(allow_dirty=True, netlify=False, canary=True), say=lambda line: None)

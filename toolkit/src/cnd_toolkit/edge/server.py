@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from cnd_toolkit.edge.limits import LIMITS, SHUTDOWN_GRACE, ConnectionLimit, Limits
-from cnd_toolkit.edge.proxy import PROXY_TIMEOUT, forward
+from cnd_toolkit.edge.origin import PROXY_TIMEOUT, forward
 from cnd_toolkit.edge.routing import Decision, Router
 from cnd_toolkit.errors import ConfigError, OpsError
 from cnd_toolkit.logs import LineSink

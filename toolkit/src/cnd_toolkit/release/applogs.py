@@ -295,7 +295,7 @@ def sources(client: docker.DockerClient, slug: str, *, swarm: bool, service: str
     if service in {"app", "all"}:
         found += release_containers(client, slug, swarm)
     if service in {"proxy", "all"}:
-        gateway = proxy_container(client, proxy_name, swarm)
-        if gateway is not None:
-            found.append(gateway)
+        found_proxy = proxy_container(client, proxy_name, swarm)
+        if found_proxy is not None:
+            found.append(found_proxy)
     return found

@@ -64,10 +64,10 @@ def _upstream(target: rollout.Target, colour: str) -> str:
     return rollout.upstream_of(target, colour)
 
 
-def give(gateway: Container, target: rollout.Target, live: str, canary: str, share: int) -> float:
+def give(proxy_container: Container, target: rollout.Target, live: str, canary: str, share: int) -> float:
     """``share`` % of the buckets to the ``canary`` colour, the rest to ``live``; the exact share."""
     shares = {_upstream(target, live): 100 - share, _upstream(target, canary): share}
-    return proxy.set_split(gateway, rollout.site(target), shares)
+    return proxy.set_split(proxy_container, rollout.site(target), shares)
 
 
 def roll_out(
@@ -94,13 +94,13 @@ def roll_out(
             environment=environment, on_line=say, confirm_through=confirm_through,
         )  # fmt: skip
         return Outcome(release, promoted=True)
-    gateway = proxy.ensure(client, target.proxy, target.slug)
+    proxy_container = proxy.ensure(client, target.proxy, target.slug)
     usual = rollout.site(target)
-    if proxy.read_site(gateway, target.slug) != caddy.render(usual):
+    if proxy.read_site(proxy_container, target.slug) != caddy.render(usual):
         say(f"Updating {target.backend_url} in the shared proxy for the split (a reload)")
-        proxy.apply_site(gateway, usual)
+        proxy.apply_site(proxy_container, usual)
     colour = rollout.next_colour(client, target, live, say)
-    give(gateway, target, live.colour, colour, 0)  # the canary gets no request before the first step
+    give(proxy_container, target, live.colour, colour, 0)  # the canary gets no request before the first step
     say(f"Starting the canary {colour} ({version}, {revision[:12]}) beside {live.name}; it gets no request yet")
     try:
         new, started = rollout.start_gated(
@@ -108,14 +108,14 @@ def roll_out(
             environment=environment, say=say,
         )  # fmt: skip
     except BaseException:
-        proxy.set_split(gateway, usual, None)
+        proxy.set_split(proxy_container, usual, None)
         raise
     say(f"The canary {new.container.name} is healthy after {started:.1f}s")
     canary = next(r for r in rollout.releases(client, target.slug) if r.name == new.container.name)
     outcome = Outcome(canary, promoted=False)
     try:
         for share in plan.steps:
-            exact = give(gateway, target, live.colour, colour, share)
+            exact = give(proxy_container, target, live.colour, colour, share)
             outcome.shares.append(exact)
             if share == 100:
                 break
@@ -144,8 +144,8 @@ def roll_out(
         if not _running(live.container) and _running(canary.container):
             # The live release stopped (killed, crashed): the canary is what serves now, so it stays,
             # with every request, unjudged. Removing it too would leave nothing serving.
-            proxy.set_live(gateway, rollout.site(target), _upstream(target, canary.colour))
-            proxy.set_split(gateway, rollout.site(target), None)
+            proxy.set_live(proxy_container, rollout.site(target), _upstream(target, canary.colour))
+            proxy.set_split(proxy_container, rollout.site(target), None)
             if isinstance(exc, OpsError) and not isinstance(exc, Interrupted):
                 raise OpsError(
                     f"the live release {live.name} stopped during the canary ({exc}). The canary {canary.name} "
@@ -153,7 +153,7 @@ def roll_out(
                     f"shows it; `inv rollback` goes back to {live.revision[:12]}"
                 ) from None
             raise
-        _back(client, target, gateway, live, canary)
+        _back(client, target, proxy_container, live, canary)
         if isinstance(exc, Unreadable) and exc.release is canary:
             raise CanaryFailed(
                 f"{exc}: it stopped or restarted during its step. Every request is back on {live.name}, and the "
@@ -162,7 +162,7 @@ def roll_out(
         if isinstance(exc, Unreadable):
             raise OpsError(f"{exc}; every request is back on {live.name}, and the canary was removed") from None
         raise
-    outcome.release = finish(client, target, gateway, canary, say, confirm_through)
+    outcome.release = finish(client, target, proxy_container, canary, say, confirm_through)
     outcome.promoted = True
     return outcome
 
@@ -193,17 +193,17 @@ def _running(container: Container) -> bool:
 def _back(
     client: docker.DockerClient,
     target: rollout.Target,
-    gateway: Container,
+    proxy_container: Container,
     live: rollout.Release,
     canary: rollout.Release,
 ) -> None:
     """Every request back on ``live`` first, then the canary stopped and removed, then the split files gone."""
-    give(gateway, target, live.colour, canary.colour, 0)
+    give(proxy_container, target, live.colour, canary.colour, 0)
     try:
         containers.stop(canary.container, timeout=containers.stop_timeout_of(canary.container))
         containers.remove(canary.container)
     finally:
-        proxy.set_split(gateway, rollout.site(target), None)
+        proxy.set_split(proxy_container, rollout.site(target), None)
 
 
 def observe(
@@ -235,19 +235,19 @@ def observe(
 def finish(
     client: docker.DockerClient,
     target: rollout.Target,
-    gateway: Container,
+    proxy_container: Container,
     canary: rollout.Release,
     say: LineSink,
     confirm_through: Callable[[str, str], None] | None = rollout.confirm,
 ) -> rollout.Release:
     """Every request is the canary's: the live file names it, the old colour is drained, the split
     files go (also when the drain is interrupted: Ctrl-C finishes the drain first), and confirm."""
-    proxy.set_live(gateway, rollout.site(target), _upstream(target, canary.colour))
+    proxy.set_live(proxy_container, rollout.site(target), _upstream(target, canary.colour))
     try:
         rollout.drain(client, target.slug, keep=canary.name, on_line=say)
     finally:
-        proxy.set_split(gateway, rollout.site(target), None)
-    rollout.confirm_switch(gateway, target, canary.revision, confirm_through, say)
+        proxy.set_split(proxy_container, rollout.site(target), None)
+    rollout.confirm_switch(proxy_container, target, canary.revision, confirm_through, say)
     rollout.prune(client, target.slug, keep=target.keep_releases, on_line=say)
     return next(r for r in rollout.releases(client, target.slug) if r.name == canary.name)
 
@@ -263,13 +263,13 @@ class State:
 
 def state(client: docker.DockerClient, target: rollout.Target) -> State | None:
     """The canary in progress (two releases run and the split files divide them), or None."""
-    gateway = proxy.get(client, target.proxy.name)
-    if gateway is None:
+    proxy_container = proxy.get(client, target.proxy.name)
+    if proxy_container is None:
         return None
     running = [r for r in rollout.releases(client, target.slug) if r.running]
     if len(running) < 2:
         return None
-    split = proxy.split_now(gateway, rollout.site(target))
+    split = proxy.split_now(proxy_container, rollout.site(target))
     if not split:
         return None
     canary, live = running[0], running[1]  # the newest is the canary
@@ -287,19 +287,19 @@ def promote(
     """``inv canary promote``: every request to the canary, the old colour drained."""
     say = on_line or (lambda line: None)
     found = _in_progress(client, target)
-    gateway = proxy.ensure(client, target.proxy, target.slug)
-    give(gateway, target, found.live.colour, found.canary.colour, 100)
+    proxy_container = proxy.ensure(client, target.proxy, target.slug)
+    give(proxy_container, target, found.live.colour, found.canary.colour, 100)
     say(f"Every request goes to {found.canary.name}")
-    return finish(client, target, gateway, found.canary, say, confirm_through)
+    return finish(client, target, proxy_container, found.canary, say, confirm_through)
 
 
 def abort(client: docker.DockerClient, target: rollout.Target, *, on_line: LineSink | None = None) -> rollout.Release:
     """``inv canary abort``: every request back on the live release, the canary stopped and removed."""
     say = on_line or (lambda line: None)
     found = _in_progress(client, target)
-    gateway = proxy.ensure(client, target.proxy, target.slug)
+    proxy_container = proxy.ensure(client, target.proxy, target.slug)
     say(f"Every request back on {found.live.name}; stopping the canary {found.canary.name}")
-    _back(client, target, gateway, found.live, found.canary)
+    _back(client, target, proxy_container, found.live, found.canary)
     return found.live
 
 

@@ -81,7 +81,7 @@ def on_swarm(settings: Settings) -> bool:
     return settings["DEPLOY_TARGET"] == "swarm"
 
 
-def gateway_of(client: docker.DockerClient, settings: Settings) -> Container | None:
+def find_proxy(client: docker.DockerClient, settings: Settings) -> Container | None:
     """The shared proxy's container (on a swarm, its task's), where sites and records are kept."""
     if on_swarm(settings):
         return swarm.proxy_container(client, settings["PROXY_NAME"])
@@ -229,12 +229,12 @@ def host_problems(client: docker.DockerClient, project: proj.Project, settings: 
                 swarm.check_proxy_matches(service, wanted)
         else:
             swarm.refuse_swarm_proxy(client, wanted)
-            shared = proxy.get(client, wanted.name)
-            if shared is None:
+            existing = proxy.get(client, wanted.name)
+            if existing is None:
                 problems += host_checks.proxy_image(client, wanted.image, say)
                 problems += host_checks.proxy_ports(client, wanted)
             else:
-                proxy.check_matches(shared, wanted)
+                proxy.check_matches(existing, wanted)
     except OpsError as exc:
         problems.append(str(exc))
     if pushes(settings):
@@ -244,12 +244,12 @@ def host_problems(client: docker.DockerClient, project: proj.Project, settings: 
     return problems
 
 
-def check_site(shared: Container, slug: str, backend_url: str, *, new_host: bool = False) -> None:
+def check_site(proxy_container: Container, slug: str, backend_url: str, *, new_host: bool = False) -> None:
     """The BACKEND_URL host is this project's on the shared proxy: not another project's, and not
     a new one for this project unless asked (``new_host``), since moving it takes the old one off."""
     address = caddy.site_address(backend_url)
     mine = caddy.site_file_name(slug)
-    sites = proxy.read_sites(shared)
+    sites = proxy.read_sites(proxy_container)
     for name, text in sorted(sites.items()):
         if name != mine and caddy.served_address(text) == address:
             other = name.removesuffix(".caddy")
@@ -311,9 +311,9 @@ def deploy(
                 f"a canary of {project.slug} is in progress ({going.canary} at {going.share:.0f}%): "
                 "`inv canary promote` or `inv canary abort` first"
             )
-        shared = gateway_of(client, settings)
-        if options.backend and shared is not None:  # the host's proxy, as this project would use it
-            check_site(shared, project.slug, settings["BACKEND_URL"], new_host=options.new_host)
+        proxy_container = find_proxy(client, settings)
+        if options.backend and proxy_container is not None:  # the host's proxy, as this project would use it
+            check_site(proxy_container, project.slug, settings["BACKEND_URL"], new_host=options.new_host)
     files = None
     if options.netlify:  # a bad site, a wrong token or an unknown site stops here, before anything changes
         files = publish.site_files(project.root, settings["BACKEND_URL"])
@@ -328,7 +328,7 @@ def deploy(
                     node=node, options=options,
                 )  # fmt: skip
             if files is not None:
-                in_maintenance = proxy.in_maintenance(gateway_of(client, settings), project.slug)
+                in_maintenance = proxy.in_maintenance(find_proxy(client, settings), project.slug)
                 if report.canary is not None and not report.canary.promoted:
                     say(
                         "Netlify keeps its live deploy while the API's canary is watched: after `inv canary "
@@ -382,11 +382,11 @@ def where_to_look(report: Report, settings: Settings) -> list[str]:
 def _record(
     client: docker.DockerClient, project: proj.Project, settings: Settings, revision: str, report: Report
 ) -> None:
-    gateway = gateway_of(client, settings)
-    if gateway is not None:
+    proxy_container = find_proxy(client, settings)
+    if proxy_container is not None:
         live = live_of(client, settings, project.slug)
         records.add(
-            gateway,
+            proxy_container,
             project.slug,
             records.Record(
                 version=project.version,
@@ -767,8 +767,8 @@ def rollback(project: proj.Project, settings: Settings, revision: str = "", *, s
     client = _client(settings)
     goal = target(project, settings)
     with lock.held(client, project.slug, revision=revision, action="rollback"):
-        gateway = gateway_of(client, settings)
-        history = records.load(gateway, project.slug)
+        proxy_container = find_proxy(client, settings)
+        history = records.load(proxy_container, project.slug)
         back: Live
         if on_swarm(settings):
             back = _swarm_back(client, goal, settings, history, revision, say)
@@ -787,8 +787,8 @@ def rollback(project: proj.Project, settings: Settings, revision: str = "", *, s
             except rollout.SwitchedThenInterrupted as switched:
                 # Past the switch: the release it went back to serves, and is recorded as live.
                 interrupted = switched.release
-                if gateway is not None:
-                    records.add(gateway, project.slug, _rollback_record(interrupted, "", ""))
+                if proxy_container is not None:
+                    records.add(proxy_container, project.slug, _rollback_record(interrupted, "", ""))
                 raise Interrupted(
                     f"Rollback interrupted; {interrupted.name} ({interrupted.revision[:12]}) serves, recorded "
                     "(Netlify left as it is)"
@@ -804,8 +804,8 @@ def rollback(project: proj.Project, settings: Settings, revision: str = "", *, s
         else:
             say(f"Netlify left as it is: no Netlify deploy is recorded with {back.revision[:12]}")
         done = _rollback_record(back, netlify_deploy, record.netlify_url if record else "")
-        if gateway is not None:
-            records.add(gateway, project.slug, done)
+        if proxy_container is not None:
+            records.add(proxy_container, project.slug, done)
         return done
 
 
@@ -858,13 +858,13 @@ def maintenance(project: proj.Project, settings: Settings, on: bool) -> None:
     """Make the proxy answer the project's API with a JSON 503 and Retry-After (``on``), or serve again."""
     client = _client(settings)
     goal = target(project, settings)
-    gateway = gateway_of(client, settings)
-    if gateway is None:
+    proxy_container = find_proxy(client, settings)
+    if proxy_container is None:
         raise OpsError("nothing is deployed on this Docker host yet (no proxy); run `inv deploy` first")
     site = rollout.site(goal)
-    if proxy.read_file(gateway, f"{caddy.SITES_DIR}/{site.file_name}") is None:
+    if proxy.read_file(proxy_container, f"{caddy.SITES_DIR}/{site.file_name}") is None:
         raise OpsError(f"{goal.backend_url} is not served by this Docker host's proxy yet; run `inv deploy` first")
-    proxy.set_maintenance(gateway, project.slug, on, site.retry_after)
+    proxy.set_maintenance(proxy_container, project.slug, on, site.retry_after)
 
 
 @dataclass(frozen=True)
@@ -873,11 +873,11 @@ class Removed:
     site: bool
     records: int
     network: str = ""  # the project's network, when there was one
-    proxy: SharedProxy | None = None  # with ``proxy``: the shared proxy, and who else uses it
+    proxy: ProxyParts | None = None  # with ``proxy``: the shared proxy, and who else uses it
 
 
 @dataclass(frozen=True)
-class SharedProxy:
+class ProxyParts:
     """The host's shared proxy as `inv remove --proxy` sees it: its parts, and the other projects it serves."""
 
     name: str
@@ -888,7 +888,7 @@ class SharedProxy:
         return f"the shared proxy {', '.join(self.parts)}"
 
 
-def shared_proxy(client: docker.DockerClient, settings: Settings, slug: str) -> SharedProxy | None:
+def proxy_parts(client: docker.DockerClient, settings: Settings, slug: str) -> ProxyParts | None:
     """The shared proxy of this host (a single-host one) and what removing it would take, or None."""
     wanted = target_proxy(settings)
     found = proxy.get(client, wanted.name)
@@ -901,7 +901,7 @@ def shared_proxy(client: docker.DockerClient, settings: Settings, slug: str) -> 
         return None
     mine = caddy.site_file_name(slug)
     users = sorted(name.removesuffix(".caddy") for name in proxy.read_sites(found) if name != mine) if found else []
-    return SharedProxy(wanted.name, tuple(parts), tuple(users))
+    return ProxyParts(wanted.name, tuple(parts), tuple(users))
 
 
 def target_proxy(settings: Settings) -> proxy.ProxySettings:
@@ -936,30 +936,30 @@ def remove(
             f"{settings['PROXY_NAME']}: `docker service rm {settings['PROXY_NAME']}` on a manager, once no "
             "project uses it"
         )
-    gateway = gateway_of(client, settings)
+    proxy_container = find_proxy(client, settings)
     site_path = f"{caddy.SITES_DIR}/{caddy.site_file_name(project.slug)}"
     service = swarm.current(client, project.slug) if on_swarm(settings) else None
     net = proxy.network_name(project.slug)
     network = net if [n for n in client.networks.list(names=[net]) if n.name == net] else ""
     if dry_run:
-        has_site = gateway is not None and proxy.read_file(gateway, site_path) is not None
+        has_site = proxy_container is not None and proxy.read_file(proxy_container, site_path) is not None
         names = [release.name for release in rollout.releases(client, project.slug)] if service is None else []
         names += [f"service {service.name} ({service.desired} tasks)"] if service else []
-        shared = shared_proxy(client, settings, project.slug) if with_proxy else None
-        return Removed(names, has_site, len(records.load(gateway, project.slug)), network, shared)
+        parts = proxy_parts(client, settings, project.slug) if with_proxy else None
+        return Removed(names, has_site, len(records.load(proxy_container, project.slug)), network, parts)
     with lock.held(client, project.slug, action="remove"):
-        history = records.load(gateway, project.slug)
+        history = records.load(proxy_container, project.slug)
         removed = []
         if on_swarm(settings):
             if service is not None:
                 say(f"Removing the service {service.name} (its tasks drain)")
                 swarm.remove_service(client, project.slug)
                 removed.append(f"service {service.name} ({service.desired} tasks)")
-            if gateway is not None:
-                had_site = proxy.read_file(gateway, site_path) is not None
-                proxy.remove_site(gateway, project.slug)
-                records.remove(gateway, project.slug)
-            return Removed(removed, gateway is not None and had_site, len(history))
+            if proxy_container is not None:
+                had_site = proxy.read_file(proxy_container, site_path) is not None
+                proxy.remove_site(proxy_container, project.slug)
+                records.remove(proxy_container, project.slug)
+            return Removed(removed, proxy_container is not None and had_site, len(history))
         for release in rollout.releases(client, project.slug):
             if release.running:
                 say(f"Draining {release.name}")
@@ -967,18 +967,18 @@ def remove(
             containers.remove(release.container)
             removed.append(release.name)
         had_site = False
-        if gateway is not None:
-            had_site = proxy.read_file(gateway, site_path) is not None
-            proxy.remove_site(gateway, project.slug)
-            records.remove(gateway, project.slug)
-        proxy.leave_network(client, gateway, project.slug)
+        if proxy_container is not None:
+            had_site = proxy.read_file(proxy_container, site_path) is not None
+            proxy.remove_site(proxy_container, project.slug)
+            records.remove(proxy_container, project.slug)
+        proxy.leave_network(client, proxy_container, project.slug)
     done = Removed(removed, had_site, len(history), network)
     if with_proxy:
-        shared = shared_proxy(client, settings, project.slug)
-        if shared is not None and not shared.users:
-            say(f"Removing {shared.describe()}")
+        parts = proxy_parts(client, settings, project.slug)
+        if parts is not None and not parts.users:
+            say(f"Removing {parts.describe()}")
             proxy.remove(client, target_proxy(settings))
-        done = dataclasses.replace(done, proxy=shared)  # with users: it stays, and the task says why
+        done = dataclasses.replace(done, proxy=parts)  # with users: it stays, and the task says why
     return done
 
 
@@ -997,7 +997,7 @@ class Status:
 
 def status(project: proj.Project, settings: Settings) -> Status:
     client = _client(settings)
-    gateway = gateway_of(client, settings)
+    proxy_container = find_proxy(client, settings)
     live = live_of(client, settings, project.slug)
     tasks: list[swarm.Task] = []
     update = ""
@@ -1012,7 +1012,7 @@ def status(project: proj.Project, settings: Settings) -> Status:
         with netlify_client(settings, retries=1) as netlify:
             published = netlify.get_site(settings["NETLIFY_SITE_ID"]).get("published_deploy") or {}
             netlify_live = str(published.get("id") or "")
-    history = records.load(gateway, project.slug)
+    history = records.load(proxy_container, project.slug)
     notes = _notes(client, settings, project.slug, live, history)
     going = _canary_now(client, project, settings)
     if going is not None:
@@ -1026,7 +1026,7 @@ def status(project: proj.Project, settings: Settings) -> Status:
         lock_holder=lock.holder(client, project.slug),
         records=history,
         netlify_live=netlify_live,
-        maintenance=proxy.in_maintenance(gateway, project.slug),
+        maintenance=proxy.in_maintenance(proxy_container, project.slug),
         tasks=tasks,
         update=update,
         notes=notes,
@@ -1040,7 +1040,7 @@ def _notes(
     without its proxy; when nothing serves, what the other target runs here, or what the records say."""
     if live is not None:
         notes = []
-        if gateway_of(client, settings) is None:  # the records are in its volume: none can be read
+        if find_proxy(client, settings) is None:  # the records are in its volume: none can be read
             notes.append(
                 f"the proxy {settings['PROXY_NAME']} is gone, so {settings['BACKEND_URL']} answers nothing: "
                 "`inv deploy` creates it again"

@@ -40,11 +40,11 @@ def path(slug: str) -> str:
     return f"{caddy.CONFIG_DIR}/releases/{caddy.site_file_name(slug).removesuffix('.caddy')}.json"
 
 
-def load(gateway: Container | None, slug: str) -> list[Record]:
+def load(proxy_container: Container | None, slug: str) -> list[Record]:
     """The project's records, newest first (empty before the first deploy)."""
-    if gateway is None:
+    if proxy_container is None:
         return []
-    text = proxy.read_file(gateway, path(slug))
+    text = proxy.read_file(proxy_container, path(slug))
     if not text:
         return []
     try:
@@ -54,14 +54,14 @@ def load(gateway: Container | None, slug: str) -> list[Record]:
     return [Record.from_json(item) for item in data if isinstance(item, dict)]
 
 
-def add(gateway: Container, slug: str, record: Record) -> list[Record]:
-    records = [record, *load(gateway, slug)][:HISTORY]
-    proxy.put_file(gateway, path(slug), json.dumps([asdict(r) for r in records], indent=1) + "\n")
+def add(proxy_container: Container, slug: str, record: Record) -> list[Record]:
+    records = [record, *load(proxy_container, slug)][:HISTORY]
+    proxy.put_file(proxy_container, path(slug), json.dumps([asdict(r) for r in records], indent=1) + "\n")
     return records
 
 
-def remove(gateway: Container, slug: str) -> None:
-    gateway.exec_run(["rm", "-f", path(slug)])
+def remove(proxy_container: Container, slug: str) -> None:
+    proxy_container.exec_run(["rm", "-f", path(slug)])
 
 
 def find(records: list[Record], revision: str) -> Record | None:

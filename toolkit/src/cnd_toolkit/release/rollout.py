@@ -152,13 +152,13 @@ def live_release(client: docker.DockerClient, slug: str) -> Release | None:
     return running[0] if running else None
 
 
-def serving_release(client: docker.DockerClient, target: Target, gateway: Container | None) -> Release | None:
+def serving_release(client: docker.DockerClient, target: Target, proxy_container: Container | None) -> Release | None:
     """The release every request goes to: the running one of the colour the proxy's live file names
     (the newest, should two have it), else the newest running one. A deploy killed after it
     started a colour, or before it drained the old one, leaves two running; the file says which
     one serves."""
     running = [release for release in releases(client, target.slug) if release.running]
-    named = proxy.live_now(gateway, site(target)) if gateway is not None else []
+    named = proxy.live_now(proxy_container, site(target)) if proxy_container is not None else []
     if len(named) == 1:
         for release in running:
             if upstream_of(target, release.colour) == named[0]:
@@ -279,7 +279,7 @@ def confirm(backend_url: str, revision: str, timeout: float = 20) -> None:
 
 
 def confirm_switch(
-    gateway: Container,
+    proxy_container: Container,
     target: Target,
     revision: str,
     confirm_through: Callable[[str, str], None] | None,
@@ -289,7 +289,7 @@ def confirm_switch(
     (the proxy answers 503 then: the health gate and the warm-up stand for it)."""
     if confirm_through is None:
         return
-    if proxy.in_maintenance(gateway, target.slug):
+    if proxy.in_maintenance(proxy_container, target.slug):
         say(f"Maintenance is on, so {target.backend_url} answers 503: not confirmed through the proxy")
         return
     confirm_through(target.backend_url, revision)
@@ -313,14 +313,14 @@ def roll_out(
     say = on_line or (lambda line: None)
     timings = timings or Timings()
     with timings.phase("proxy"):
-        gateway = proxy.ensure(client, target.proxy, target.slug)
+        proxy_container = proxy.ensure(client, target.proxy, target.slug)
         wanted = site(target)
-        settle(client, target, gateway, say)
-        before = proxy.read_site(gateway, wanted.slug)
+        settle(client, target, proxy_container, say)
+        before = proxy.read_site(proxy_container, wanted.slug)
         # A new or changed site (a first deploy, a new BACKEND_URL, a template update) is applied
         # at the switch, once the new release is healthy: until then the live one serves as it did.
         changed = before != caddy.render(wanted)
-        live = serving_release(client, target, gateway)
+        live = serving_release(client, target, proxy_container)
         colour = next_colour(client, target, live, say)
 
     with timings.phase("health"):
@@ -335,16 +335,16 @@ def roll_out(
         try:
             hold.reached("rollout.switch")
             say(f"Switching {target.backend_url} to {colour}")
-            proxy.set_live(gateway, wanted, upstream_of(target, colour))
+            proxy.set_live(proxy_container, wanted, upstream_of(target, colour))
             if changed:
                 verb = "Adding" if before[0] is None else "Updating"
                 say(f"{verb} {target.backend_url} in the shared proxy (a reload)")
-                proxy.apply_site(gateway, wanted)
-            confirm_switch(gateway, target, revision, confirm_through, say)
+                proxy.apply_site(proxy_container, wanted)
+            confirm_switch(proxy_container, target, revision, confirm_through, say)
         except BaseException as exc:
             if changed:  # first: the old site serves again at once
-                proxy.restore_site(gateway, wanted.slug, before)
-            proxy.set_live(gateway, wanted, upstream_of(target, live.colour) if live else None)
+                proxy.restore_site(proxy_container, wanted.slug, before)
+            proxy.set_live(proxy_container, wanted, upstream_of(target, live.colour) if live else None)
             containers.stop(new.container, timeout=new.stop_timeout)
             containers.remove(new.container)
             if isinstance(exc, OpsError):
@@ -360,7 +360,7 @@ def roll_out(
     return releases(client, target.slug)[0]
 
 
-def settle(client: docker.DockerClient, target: Target, gateway: Container, say: LineSink) -> None:
+def settle(client: docker.DockerClient, target: Target, proxy_container: Container, say: LineSink) -> None:
     """The proxy's files as one running release needs them, before a deploy or a rollback changes
     anything. Split files that a canary left while no canary runs (a Ctrl-C in a canary's last
     drain, a rollback in its middle) would send requests by their buckets to colours that may come
@@ -370,11 +370,11 @@ def settle(client: docker.DockerClient, target: Target, gateway: Container, say:
     running = [r for r in releases(client, target.slug) if r.running]
     if len(running) >= 2:
         return
-    if proxy.split_now(gateway, wanted):
+    if proxy.split_now(proxy_container, wanted):
         say("Removing the split files a canary left behind (the live colour serves)")
-        proxy.set_split(gateway, wanted, None)
-    if running and proxy.live_now(gateway, wanted) != [upstream_of(target, running[0].colour)]:
-        proxy.set_live(gateway, wanted, upstream_of(target, running[0].colour))
+        proxy.set_split(proxy_container, wanted, None)
+    if running and proxy.live_now(proxy_container, wanted) != [upstream_of(target, running[0].colour)]:
+        proxy.set_live(proxy_container, wanted, upstream_of(target, running[0].colour))
 
 
 def start_gated(
@@ -474,11 +474,11 @@ def roll_back(
     A release still running beside the live one (a deploy killed after it started the new colour)
     is a candidate too: it is gated, kept running, and the live one drained."""
     say = on_line or (lambda line: None)
-    gateway = proxy.get(client, target.proxy.name)
+    proxy_container = proxy.get(client, target.proxy.name)
     # Back from the newest running release: in a canary's middle, the canary; after a killed deploy,
     # what it started. The live file goes back as it was if the rollback fails.
     live = live_release(client, target.slug)
-    live_before = proxy.live_now(gateway, site(target)) if gateway is not None else []
+    live_before = proxy.live_now(proxy_container, site(target)) if proxy_container is not None else []
     kept = [r for r in releases(client, target.slug) if not never_started(r)]
     kept = [r for r in kept if live is None or r.name != live.name]
     if revision:
@@ -492,8 +492,8 @@ def roll_back(
     back = kept[0]
     was_running = back.running
     back_colour = back.colour
-    if gateway is not None and not was_running:
-        settle(client, target, gateway, say)
+    if proxy_container is not None and not was_running:
+        settle(client, target, proxy_container, say)
     if not was_running:
         if live is not None and back.colour == live.colour:  # both were started as the same colour
             back_colour = COLOURS[1] if live.colour == COLOURS[0] else COLOURS[0]
@@ -509,12 +509,12 @@ def roll_back(
         hold.reached("rollback.health")
         containers.wait_healthy(running, timeout=target.health_timeout)
         warm(running)
-        if gateway is not None:
-            proxy.set_live(gateway, site(target), upstream_of(target, back_colour))
-            confirm_switch(gateway, target, back.revision, confirm_through, say)
+        if proxy_container is not None:
+            proxy.set_live(proxy_container, site(target), upstream_of(target, back_colour))
+            confirm_switch(proxy_container, target, back.revision, confirm_through, say)
     except BaseException as exc:
-        if gateway is not None:
-            proxy.set_live(gateway, site(target), live_before[0] if live_before else None)
+        if proxy_container is not None:
+            proxy.set_live(proxy_container, site(target), live_before[0] if live_before else None)
         if not was_running:
             containers.stop(back.container, timeout=running.stop_timeout)
         still = f"{live.name} keeps serving" if live else "nothing serves"
@@ -527,8 +527,8 @@ def roll_back(
     except KeyboardInterrupt:
         raise SwitchedThenInterrupted(back) from None
     finally:
-        if gateway is not None:  # a rollback in the middle of a canary: its split files go with it
-            proxy.set_split(gateway, site(target), None)
+        if proxy_container is not None:  # a rollback in the middle of a canary: its split files go with it
+            proxy.set_split(proxy_container, site(target), None)
     return next(r for r in releases(client, target.slug) if r.name == back.name)
 
 

@@ -526,9 +526,9 @@ def roll_out(
     timings = timings or rollout.Timings()
     node = node or manager_node(client)
     with timings.phase("proxy"):
-        gateway = ensure_proxy(client, target.proxy, node)
+        proxy_container = ensure_proxy(client, target.proxy, node)
         wanted = site(target)
-        before = proxy.read_site(gateway, wanted.slug)
+        before = proxy.read_site(proxy_container, wanted.slug)
         changed = before != caddy.render(wanted)
     live = current(client, target.slug)
     own = {
@@ -582,11 +582,11 @@ def roll_out(
             if changed:
                 verb = "Adding" if before[0] is None else "Updating"
                 say(f"{verb} {target.backend_url} in the shared proxy (a reload)")
-                proxy.apply_site(gateway, wanted)
-            rollout.confirm_switch(gateway, target, revision, confirm_through, say)
+                proxy.apply_site(proxy_container, wanted)
+            rollout.confirm_switch(proxy_container, target, revision, confirm_through, say)
         except BaseException as exc:
             if changed:
-                proxy.restore_site(gateway, wanted.slug, before)
+                proxy.restore_site(proxy_container, wanted.slug, before)
             still = "nothing serves" if live is None else f"Swarm was asked to roll back to {live.revision[:12]}"
             if live is None:
                 remove_service(client, target.slug)

@@ -329,9 +329,9 @@ def promote(
         raise swarm.SwarmError(f"Swarm refused to go on: {exc.explanation or exc}") from None
     limit = (target.health_timeout + swarm.MONITOR + 5) * found.tasks + 30
     swarm.wait_update(client, service, before, limit, live, say, found.deploy_id)
-    gateway = swarm.proxy_container(client, target.proxy.name)
-    if gateway is not None:
-        rollout.confirm_switch(gateway, target, found.canary_revision, confirm_through, say)
+    proxy_container = swarm.proxy_container(client, target.proxy.name)
+    if proxy_container is not None:
+        rollout.confirm_switch(proxy_container, target, found.canary_revision, confirm_through, say)
     done = swarm.current(client, target.slug)
     assert done is not None
     return done
