@@ -5,6 +5,7 @@ A thin layer: the logic lives in the other modules of ``cnd_toolkit`` (typed, un
 
 from __future__ import annotations
 
+import functools
 import shutil
 import signal
 import subprocess
@@ -16,9 +17,6 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-import docker.errors
-import docker.models.containers
-import requests.exceptions
 from invoke.collection import Collection
 from invoke.context import Context
 from invoke.exceptions import Exit
@@ -68,6 +66,8 @@ def _warn_of_leftover_ops() -> None:
         )
 
 
+# `inv monitor --once` could not look: a problem it can name, or the engine gone.
+LOOK_FAILED: tuple[type[Exception], ...] = (OpsError, *engine.LOST_ERRORS)
 ENV_HELP = "settings from .env.NAME as well as .env (staging, production); the environment still wins"
 
 
@@ -106,7 +106,7 @@ def _failing_cleanly() -> Iterator[None]:
         raise
     except Interrupted as exc:
         raise Exit(str(exc), code=Interrupted.exit_code) from None
-    except (requests.exceptions.ConnectionError, docker.errors.DockerException) as exc:  # the engine went away
+    except engine.LOST_ERRORS as exc:  # the engine went away
         raise Exit(f"error: {engine.lost(exc)}", code=1) from None
     except OpsError as exc:
         if exc.detail:
@@ -912,12 +912,14 @@ def logs_(
         stop = threading.Event()
         with _stopping_on_signals():
             try:
-
-                def find() -> list[docker.models.containers.Container]:
-                    return applogs.sources(
-                        client, project.slug, swarm=on_swarm, service=service, proxy_name=config["PROXY_NAME"]
-                    )
-
+                find = functools.partial(
+                    applogs.sources,
+                    client,
+                    project.slug,
+                    swarm=on_swarm,
+                    service=service,
+                    proxy_name=config["PROXY_NAME"],
+                )
                 for line in applogs.follow(find, after, stop, count):
                     out.print(applogs.show(line, json), markup=False, highlight=False)
             except KeyboardInterrupt:
@@ -951,7 +953,7 @@ def monitor(c: Context, once: bool = False, json: bool = False, env: str = "") -
             try:
                 client, on_swarm = deploy_ops.monitor_target(config)
                 found = monitor_ops.snapshot(client, project.slug, swarm=on_swarm, thresholds=thresholds)
-            except (OpsError, requests.exceptions.ConnectionError, docker.errors.DockerException) as exc:
+            except LOOK_FAILED as exc:
                 # Could not look: exit 2, not 1 (1 is "looked, and something is wrong").
                 reason = str(exc) if isinstance(exc, OpsError) else engine.lost(exc)
                 if json:

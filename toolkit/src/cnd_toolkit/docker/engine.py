@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import docker
 import docker.errors
+import requests.exceptions
 
 from cnd_toolkit.docker import ssh
 from cnd_toolkit.errors import EngineUnavailable
@@ -74,6 +75,11 @@ def connect(address: str | None = None, timeout: float = 60) -> docker.DockerCli
         hint = "" if reason.startswith("permission denied") else f"; {START_HINT}"
         raise EngineUnavailable(f"No Docker engine answers at {address}: {reason}{hint}.") from None
     return client
+
+
+# What the Docker SDK raises when the engine goes away or refuses a request mid-task: the task layer
+# catches these (and turns them into :func:`lost`) without importing the SDK or requests.
+LOST_ERRORS: tuple[type[Exception], ...] = (requests.exceptions.ConnectionError, docker.errors.DockerException)
 
 
 def lost(exc: BaseException) -> EngineUnavailable:
