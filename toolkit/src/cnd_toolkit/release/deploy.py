@@ -29,9 +29,21 @@ from cnd_toolkit.docker.engine import client_is_local
 from cnd_toolkit.errors import Interrupted, OpsError, SmokeFailed
 from cnd_toolkit.logs import LineSink, Progress
 from cnd_toolkit.netlify import api, publish, snapshot, split
-from cnd_toolkit.release import caddy, canary, canary_rollout, lock, proxy, records, rollout, swarm, swarm_canary
+from cnd_toolkit.release import (
+    backends,
+    caddy,
+    canary,
+    canary_rollout,
+    lock,
+    proxy,
+    records,
+    rollout,
+    swarm,
+    swarm_canary,
+)
 from cnd_toolkit.release import preflight as host_checks
 from cnd_toolkit.release import traffic as traffic_mod
+from cnd_toolkit.release.backends import Backend, CanaryNow, Live
 from cnd_toolkit.settings import Settings
 
 
@@ -47,9 +59,6 @@ class Options:
     new_host: bool = False  # the project moves to another BACKEND_URL host on this Docker host
     canary: bool = False  # the API's new release gets a growing share of the requests, gated on metrics
     manual: bool = False  # with canary: stop after the first step for `inv canary promote|abort`
-
-
-Live = rollout.Release | swarm.SwarmRelease  # what serves: a release container, or a swarm service
 
 
 @dataclass
@@ -75,24 +84,6 @@ def target(project: proj.Project, settings: Settings) -> rollout.Target:
         keep_releases=settings.number("KEEP_RELEASES"),
         sticky=settings["CANARY_STICKY"] == "cookie",
     )
-
-
-def on_swarm(settings: Settings) -> bool:
-    return settings["DEPLOY_TARGET"] == "swarm"
-
-
-def find_proxy(client: docker.DockerClient, settings: Settings) -> Container | None:
-    """The shared proxy's container (on a swarm, its task's), where sites and records are kept."""
-    if on_swarm(settings):
-        return swarm.proxy_container(client, settings["PROXY_NAME"])
-    return proxy.get(client, settings["PROXY_NAME"])
-
-
-def live_of(client: docker.DockerClient, settings: Settings, slug: str) -> Live | None:
-    """What serves the project's backend now: the live release container, or the swarm service."""
-    if on_swarm(settings):
-        return swarm.current(client, slug)
-    return rollout.live_release(client, slug)
 
 
 def effective_options(settings: Settings, options: Options) -> Options:
@@ -182,7 +173,7 @@ def preflight(project: proj.Project, settings: Settings, options: Options) -> st
         else:
             problems += host_checks.backend_url(settings["BACKEND_URL"], local_target=settings.env_name == "local")
             problems += host_checks.loopback_port(settings)
-    if options.backend and not pushes(settings) and on_swarm(settings):
+    if options.backend and not pushes(settings) and settings["DEPLOY_TARGET"] == "swarm":
         problems.append(
             f"REGISTRY_PUSH=off ({settings.sources.get('REGISTRY_PUSH', 'default')}) goes with DEPLOY_TARGET=host: "
             "a swarm's nodes pull the image from IMAGE's registry; set REGISTRY_PUSH=on and IMAGE"
@@ -211,7 +202,6 @@ def host_problems(client: docker.DockerClient, project: proj.Project, settings: 
     in the mode DEPLOY_TARGET needs, the shared proxy matching this project's settings (or, for
     a first deploy, its image and its ports), and the registry when the image is pushed."""
     problems: list[str] = []
-    wanted = target(project, settings).proxy
     if settings.env_name == "local" and not engine.client_is_local(client):
         problems.append(
             f"--env local deploys to this machine, but the Docker engine is "
@@ -219,22 +209,7 @@ def host_problems(client: docker.DockerClient, project: proj.Project, settings: 
             "another one: unset DOCKER_HOST for this deploy"
         )
     try:
-        if on_swarm(settings):
-            swarm.manager_node(client)
-            service = swarm.proxy_service(client, settings["PROXY_NAME"])
-            if service is None:
-                swarm.refuse_single_host_proxy(client, wanted)
-                problems += host_checks.proxy_image(client, wanted.image, say)
-            else:
-                swarm.check_proxy_matches(service, wanted)
-        else:
-            swarm.refuse_swarm_proxy(client, wanted)
-            existing = proxy.get(client, wanted.name)
-            if existing is None:
-                problems += host_checks.proxy_image(client, wanted.image, say)
-                problems += host_checks.proxy_ports(client, wanted)
-            else:
-                proxy.check_matches(existing, wanted)
+        problems += open_backend(project, settings, client).check_host(say)
     except OpsError as exc:
         problems.append(str(exc))
     if pushes(settings):
@@ -285,21 +260,17 @@ def deploy(
     phases = rollout.Timings(report.phases)
     with phases.phase("preflight"):
         client = (connect or (lambda address: engine.connect(address)))(settings["DOCKER_HOST"])
-        node = ""
         if options.backend:
             problems = host_problems(client, project, settings, say)
             if problems:
                 raise PreflightFailed("cannot deploy yet:\n  - " + "\n  - ".join(problems))
-        if on_swarm(settings):
-            node = swarm.manager_node(client)
-        if options.canary and options.backend and on_swarm(settings):  # before the build, not after it
-            running = swarm.current(client, project.slug)
-            if running is not None:
-                try:
-                    swarm_canary.check_tasks(running.name, replicas(settings) or running.desired or 2)
-                except OpsError as exc:
-                    raise PreflightFailed(str(exc)) from None
-        going = _canary_now(client, project, settings)  # --netlify-only too: it would ship the canary's front end
+        backend = open_backend(project, settings, client)
+        if options.canary and options.backend:  # before the build, not after it
+            try:
+                backend.check_canary(replicas(settings))
+            except OpsError as exc:
+                raise PreflightFailed(str(exc)) from None
+        going = backend.canary_now()  # --netlify-only too: it would ship the canary's front end
         if going is not None:
             holder = lock.holder(client, project.slug)
             if holder is not None:
@@ -311,7 +282,7 @@ def deploy(
                 f"a canary of {project.slug} is in progress ({going.canary} at {going.share:.0f}%): "
                 "`inv canary promote` or `inv canary abort` first"
             )
-        proxy_container = find_proxy(client, settings)
+        proxy_container = backend.proxy()
         if options.backend and proxy_container is not None:  # the host's proxy, as this project would use it
             check_site(proxy_container, project.slug, settings["BACKEND_URL"], new_host=options.new_host)
     files = None
@@ -324,11 +295,10 @@ def deploy(
         try:
             if options.backend:
                 _backend(
-                    client, project, settings, revision, report, phases, say, on_line, on_progress,
-                    node=node, options=options,
-                )  # fmt: skip
+                    backend, project, settings, revision, report, phases, say, on_line, on_progress, options=options
+                )
             if files is not None:
-                in_maintenance = proxy.in_maintenance(find_proxy(client, settings), project.slug)
+                in_maintenance = proxy.in_maintenance(backend.proxy(), project.slug)
                 if report.canary is not None and not report.canary.promoted:
                     say(
                         "Netlify keeps its live deploy while the API's canary is watched: after `inv canary "
@@ -339,32 +309,30 @@ def deploy(
                     _netlify(files, project, settings, revision, report, phases, say, on_progress, in_maintenance, plan)
         except KeyboardInterrupt:
             # Whatever went live is recorded (a backend switched before a drain or Netlify was cut short).
-            live = live_of(client, settings, project.slug) if options.backend else None
+            live = backend.live() if options.backend else None
             if report.release is None and live is not None and live.created >= report.started:
                 report.release = live  # started by this deploy, and past the switch
             if report.release is not None:
-                _record(client, project, settings, revision, report)
+                _record(backend, project, revision, report)
             if live is not None:
                 serving = f"{live.name} ({live.revision[:12]}) serves"
             elif options.backend:
                 serving = "nothing serves: no release was live before this deploy, and its own was removed"
             else:
                 serving = "the live release still serves"
-            if isinstance(live, swarm.SwarmRelease) and swarm.update_state(live).startswith("rollback"):
-                serving = (
-                    f"Swarm is rolling {live.name} back to {live.revision[:12]} (`inv status` shows when it is done)"
-                )
+            if live is not None and backend.interrupted(live):
+                serving = backend.interrupted(live)
             if report.release is not None and files is not None and report.netlify is None:
                 serving += "; Netlify keeps its previous deploy (`inv deploy --netlify-only` ships this one)"
             raise Interrupted(f"Deploy interrupted; {serving}") from None
         except OpsError:
             if report.release is not None:
-                _record(client, project, settings, revision, report)
+                _record(backend, project, revision, report)
             raise
         if report.canary is not None and not report.canary.promoted:
             return report  # a canary left to a person: `inv canary promote` records it, abort leaves no record
         with phases.phase("record"):
-            _record(client, project, settings, revision, report)
+            _record(backend, project, revision, report)
     return report
 
 
@@ -379,12 +347,10 @@ def where_to_look(report: Report, settings: Settings) -> list[str]:
     return lines
 
 
-def _record(
-    client: docker.DockerClient, project: proj.Project, settings: Settings, revision: str, report: Report
-) -> None:
-    proxy_container = find_proxy(client, settings)
+def _record(backend: Backend, project: proj.Project, revision: str, report: Report) -> None:
+    proxy_container = backend.proxy()
     if proxy_container is not None:
-        live = live_of(client, settings, project.slug)
+        live = backend.live()
         records.add(
             proxy_container,
             project.slug,
@@ -401,7 +367,7 @@ def _record(
 
 
 def _backend(
-    client: docker.DockerClient,
+    backend: Backend,
     project: proj.Project,
     settings: Settings,
     revision: str,
@@ -411,10 +377,10 @@ def _backend(
     on_line: LineSink | None,
     on_progress: Progress | None = None,
     *,
-    node: str = "",
     options: Options | None = None,
 ) -> None:
     options = options or Options()
+    client = backend.client
     tag = revision.removesuffix("-dirty")[:12] + ("-dirty" if revision.endswith("-dirty") else "")
     with phases.phase("build"):
         built = images.build_project(
@@ -447,52 +413,13 @@ def _backend(
         reference = built.image_id
         report.image = f"{image}@{built.image_id}"
         say(f"Not pushed (REGISTRY_PUSH={settings['REGISTRY_PUSH']}): the release runs {image} from this engine")
-    if options.canary and on_swarm(settings):
-        login(client, settings)
-        found = swarm_canary.roll_out(
-            client, target(project, settings), image, canary_plan(settings, manual=options.manual),
-            reference=reference, version=project.version, revision=revision, environment=environment,
-            replicas=replicas(settings), node=node, on_line=say, timings=phases,
-        )  # fmt: skip
-        report.canary = found
-        report.release = found.release if found.promoted else None
-        return
+    release = backends.Release(image, reference, project.version, revision, environment, replicas(settings))
     if options.canary:
-        with phases.phase("canary"):
-            outcome = canary_rollout.roll_out(
-                client, target(project, settings), image, canary_plan(settings, manual=options.manual),
-                version=project.version, revision=revision, digest=reference, environment=environment, on_line=say,
-            )  # fmt: skip
+        outcome = backend.canary(release, canary_plan(settings, manual=options.manual), say=say, timings=phases)
         report.canary = outcome
         report.release = outcome.release if outcome.promoted else None
         return
-    if on_swarm(settings):
-        login(client, settings)
-        report.release = swarm.roll_out(
-            client,
-            target(project, settings),
-            image,
-            reference=reference,
-            version=project.version,
-            revision=revision,
-            environment=environment,
-            replicas=replicas(settings),
-            node=node,
-            on_line=say,
-            timings=phases,
-        )
-        return
-    report.release = rollout.roll_out(
-        client,
-        target(project, settings),
-        image,
-        version=project.version,
-        revision=revision,
-        digest=reference,
-        environment=environment,
-        on_line=say,
-        timings=phases,
-    )
+    report.release = backend.roll_out(release, say=say, timings=phases)
 
 
 def _netlify(
@@ -635,85 +562,32 @@ def canary_plan(settings: Settings, *, manual: bool = False) -> canary_rollout.P
     )
 
 
-@dataclass(frozen=True)
-class CanaryNow:
-    """A canary in progress, on one host or a swarm, as `inv canary status` shows it."""
-
-    canary: str  # the canary release's name
-    canary_revision: str
-    live: str
-    live_revision: str
-    share: float  # percent of the API's requests
-    host: canary_rollout.State | None = None
-    swarm: swarm_canary.State | None = None
-
-    def describe(self) -> str:
-        if self.swarm is not None:
-            return (
-                f"Canary {self.canary_revision[:12]} runs {self.swarm.canary_tasks} of {self.swarm.tasks} tasks of "
-                f"{self.canary} ({self.share:.0f}% of the API's requests); {self.live_revision[:12]} the rest"
-            )
-        return (
-            f"Canary {self.canary} ({self.canary_revision[:12]}) takes {self.share:.0f}% of the API's requests; "
-            f"{self.live} ({self.live_revision[:12]}) the rest"
-        )
-
-
-def _canary_now(client: docker.DockerClient, project: proj.Project, settings: Settings) -> CanaryNow | None:
-    if on_swarm(settings):
-        found = swarm_canary.state(client, project.slug)
-        if found is None:
-            return None
-        name = str(found.service.name)
-        return CanaryNow(name, found.canary_revision, name, found.live_revision, found.share, swarm=found)
-    here = canary_rollout.state(client, target(project, settings))
-    if here is None:
-        return None
-    return CanaryNow(
-        here.canary.name, here.canary.revision, here.live.name, here.live.revision, here.share, host=here
-    )  # fmt: skip
-
-
 def canary_state(project: proj.Project, settings: Settings) -> CanaryNow | None:
-    return _canary_now(_client(settings), project, settings)
+    return open_backend(project, settings).canary_now()
 
 
 def canary_figures(project: proj.Project, settings: Settings, found: CanaryNow, window: float = 5.0) -> str:
     """The gate's comparison over the last ``window`` seconds, as `inv canary status` shows it."""
-    plan = canary_plan(settings)
-    if found.swarm is not None:
-        return swarm_canary.figures(_client(settings), found.swarm, plan, window)
-    assert found.host is not None
-    host = found.host
-    verdict = canary_rollout.observe(
-        lambda: traffic_mod.scrape(host.live.container),
-        lambda: traffic_mod.scrape(host.canary.container),
-        dataclasses.replace(plan, interval=window, extend=0),
-    )
-    return verdict.describe()
+    return open_backend(project, settings).canary_figures(found, canary_plan(settings), window)
 
 
 def canary_promote(project: proj.Project, settings: Settings, *, say: LineSink) -> Live:
     """`inv canary promote`: under the deploy lock; recorded as the deploy it finishes."""
-    client = _client(settings)
-    found = _canary_now(client, project, settings)
-    with lock.held(client, project.slug, revision=found.canary_revision if found else "", action="canary promote"):
-        release: Live
-        if on_swarm(settings):
-            release = swarm_canary.promote(client, target(project, settings), on_line=say)
-        else:
-            release = canary_rollout.promote(client, target(project, settings), on_line=say)
+    backend = open_backend(project, settings)
+    found = backend.canary_now()
+    with lock.held(
+        backend.client, project.slug, revision=found.canary_revision if found else "", action="canary promote"
+    ):
+        release = backend.promote(say=say)
         report = Report(release.revision, release=release, image=release.digest or release.image)
-        _record(client, project, settings, release.revision, report)
+        _record(backend, project, release.revision, report)
     return release
 
 
 def canary_abort(project: proj.Project, settings: Settings, *, say: LineSink) -> Live:
-    client = _client(settings)
-    with lock.held(client, project.slug, action="canary abort"):
-        if on_swarm(settings):
-            return swarm_canary.abort(client, target(project, settings), on_line=say)
-        return canary_rollout.abort(client, target(project, settings), on_line=say)
+    backend = open_backend(project, settings)
+    with lock.held(backend.client, project.slug, action="canary abort"):
+        return backend.abort(say=say)
 
 
 def release_environment(settings: Settings) -> dict[str, str]:
@@ -749,12 +623,13 @@ def netlify_client(settings: Settings, **options: Any) -> api.NetlifyClient:
     return api.NetlifyClient(settings["NETLIFY_AUTH_TOKEN"], settings["NETLIFY_API_URL"], **options)
 
 
-def _client(settings: Settings) -> docker.DockerClient:
-    """The engine of DOCKER_HOST; on a swarm target, one that is a swarm manager (else a clear error)."""
-    client = engine.connect(settings["DOCKER_HOST"])
-    if on_swarm(settings):
-        swarm.manager_node(client)
-    return client
+def open_backend(project: proj.Project, settings: Settings, client: docker.DockerClient | None = None) -> Backend:
+    """The backend of DEPLOY_TARGET on DOCKER_HOST's engine (``client`` when given); on a swarm
+    target the engine must be a swarm manager (else a clear error)."""
+    client = client or engine.connect(settings["DOCKER_HOST"])
+    return backends.choose(
+        settings["DEPLOY_TARGET"], client, target(project, settings), lambda: login(client, settings)
+    )
 
 
 def rollback(project: proj.Project, settings: Settings, revision: str = "", *, say: LineSink) -> records.Record:
@@ -764,35 +639,21 @@ def rollback(project: proj.Project, settings: Settings, revision: str = "", *, s
     the service rolled to the release's image). Netlify: the deploy recorded with that release is
     made live again (when the release has one).
     """
-    client = _client(settings)
-    goal = target(project, settings)
-    with lock.held(client, project.slug, revision=revision, action="rollback"):
-        proxy_container = find_proxy(client, settings)
+    backend = open_backend(project, settings)
+    with lock.held(backend.client, project.slug, revision=revision, action="rollback"):
+        proxy_container = backend.proxy()
         history = records.load(proxy_container, project.slug)
-        back: Live
-        if on_swarm(settings):
-            back = _swarm_back(client, goal, settings, history, revision, say)
-        else:
-            if not revision:  # the previous release: the newest recorded one of another revision still kept here
-                live = rollout.live_release(client, project.slug)
-                kept = {
-                    r.revision for r in rollout.releases(client, project.slug) if live is None or r.name != live.name
-                }
-                others = (
-                    r.revision for r in history if r.revision in kept and (live is None or r.revision != live.revision)
-                )
-                revision = next(others, "")
-            try:
-                back = rollout.roll_back(client, goal, revision, on_line=say)
-            except rollout.SwitchedThenInterrupted as switched:
-                # Past the switch: the release it went back to serves, and is recorded as live.
-                interrupted = switched.release
-                if proxy_container is not None:
-                    records.add(proxy_container, project.slug, _rollback_record(interrupted, "", ""))
-                raise Interrupted(
-                    f"Rollback interrupted; {interrupted.name} ({interrupted.revision[:12]}) serves, recorded "
-                    "(Netlify left as it is)"
-                ) from None
+        try:
+            back = backend.roll_back(history, revision, release_environment(settings), say=say)
+        except rollout.SwitchedThenInterrupted as switched:
+            # Past the switch: the release it went back to serves, and is recorded as live.
+            interrupted = switched.release
+            if proxy_container is not None:
+                records.add(proxy_container, project.slug, _rollback_record(interrupted, "", ""))
+            raise Interrupted(
+                f"Rollback interrupted; {interrupted.name} ({interrupted.revision[:12]}) serves, recorded "
+                "(Netlify left as it is)"
+            ) from None
         record = records.find(history, back.revision)
         netlify_deploy = record.netlify_deploy if record else ""
         if netlify_deploy and settings["NETLIFY_AUTH_TOKEN"] and settings["NETLIFY_SITE_ID"]:
@@ -821,44 +682,11 @@ def _rollback_record(back: Live, netlify_deploy: str, netlify_url: str) -> recor
     )
 
 
-def _swarm_back(
-    client: docker.DockerClient,
-    goal: rollout.Target,
-    settings: Settings,
-    history: list[records.Record],
-    revision: str,
-    say: LineSink,
-) -> swarm.SwarmRelease:
-    """Roll the service to a recorded release's image (by digest, from the registry), with the same
-    rolling update and automatic rollback as a deploy; the task count stays as it is.
-
-    Not Swarm's own `docker service rollback`: its "previous spec" is whatever changed last, which
-    after `inv scale` is the old task count, not the previous release."""
-    live = swarm.current(client, goal.slug)
-    if live is None:
-        raise OpsError(f"{goal.slug} does not run on this swarm: nothing to roll back (run `inv deploy`)")
-    pushed = [r for r in history if "@sha256:" in r.image]
-    if revision:
-        pick = next((r for r in pushed if r.revision.startswith(revision)), None)
-    else:  # the previous release: the newest recorded one of another revision
-        pick = next((r for r in pushed if r.revision != live.revision), None)
-    if pick is None:
-        known = ", ".join(dict.fromkeys(r.revision[:12] for r in pushed)) or "none"
-        wanted = f"of revision {revision}" if revision else "to roll back to"
-        raise rollout.RolloutFailed(f"no other release {wanted} is recorded for this swarm (recorded: {known})")
-    say(f"Rolling back to {pick.revision[:12]} ({pick.version}): {pick.image}")
-    login(client, settings)
-    return swarm.roll_out(
-        client, goal, pick.image, reference=pick.image, version=pick.version, revision=pick.revision,
-        environment=release_environment(settings), on_line=say,
-    )  # fmt: skip
-
-
 def maintenance(project: proj.Project, settings: Settings, on: bool) -> None:
     """Make the proxy answer the project's API with a JSON 503 and Retry-After (``on``), or serve again."""
-    client = _client(settings)
-    goal = target(project, settings)
-    proxy_container = find_proxy(client, settings)
+    backend = open_backend(project, settings)
+    goal = backend.target
+    proxy_container = backend.proxy()
     if proxy_container is None:
         raise OpsError("nothing is deployed on this Docker host yet (no proxy); run `inv deploy` first")
     site = rollout.site(goal)
@@ -929,50 +757,28 @@ def remove(
     stays in Caddy's running configuration (answering 502) until the next reload. The Netlify
     site and the images in the registry stay.
     """
-    client = _client(settings)
-    if with_proxy and on_swarm(settings):
-        raise OpsError(
-            "--proxy takes a single host's proxy container; on a swarm the proxy is the service "
-            f"{settings['PROXY_NAME']}: `docker service rm {settings['PROXY_NAME']}` on a manager, once no "
-            "project uses it"
-        )
-    proxy_container = find_proxy(client, settings)
+    backend = open_backend(project, settings)
+    client = backend.client
+    backend.check_remove(with_proxy)
+    proxy_container = backend.proxy()
     site_path = f"{caddy.SITES_DIR}/{caddy.site_file_name(project.slug)}"
-    service = swarm.current(client, project.slug) if on_swarm(settings) else None
     net = proxy.network_name(project.slug)
     network = net if [n for n in client.networks.list(names=[net]) if n.name == net] else ""
     if dry_run:
         has_site = proxy_container is not None and proxy.read_file(proxy_container, site_path) is not None
-        names = [release.name for release in rollout.releases(client, project.slug)] if service is None else []
-        names += [f"service {service.name} ({service.desired} tasks)"] if service else []
+        names = backend.release_names()
         parts = proxy_parts(client, settings, project.slug) if with_proxy else None
         return Removed(names, has_site, len(records.load(proxy_container, project.slug)), network, parts)
     with lock.held(client, project.slug, action="remove"):
         history = records.load(proxy_container, project.slug)
-        removed = []
-        if on_swarm(settings):
-            if service is not None:
-                say(f"Removing the service {service.name} (its tasks drain)")
-                swarm.remove_service(client, project.slug)
-                removed.append(f"service {service.name} ({service.desired} tasks)")
-            if proxy_container is not None:
-                had_site = proxy.read_file(proxy_container, site_path) is not None
-                proxy.remove_site(proxy_container, project.slug)
-                records.remove(proxy_container, project.slug)
-            return Removed(removed, proxy_container is not None and had_site, len(history))
-        for release in rollout.releases(client, project.slug):
-            if release.running:
-                say(f"Draining {release.name}")
-                containers.stop(release.container, timeout=containers.stop_timeout_of(release.container))
-            containers.remove(release.container)
-            removed.append(release.name)
+        removed = backend.remove_releases(say=say)
         had_site = False
         if proxy_container is not None:
             had_site = proxy.read_file(proxy_container, site_path) is not None
             proxy.remove_site(proxy_container, project.slug)
             records.remove(proxy_container, project.slug)
-        proxy.leave_network(client, proxy_container, project.slug)
-    done = Removed(removed, had_site, len(history), network)
+        network_went = backend.after_remove(proxy_container)
+    done = Removed(removed, had_site, len(history), network if network_went else "")
     if with_proxy:
         parts = proxy_parts(client, settings, project.slug)
         if parts is not None and not parts.users:
@@ -996,25 +802,20 @@ class Status:
 
 
 def status(project: proj.Project, settings: Settings) -> Status:
-    client = _client(settings)
-    proxy_container = find_proxy(client, settings)
-    live = live_of(client, settings, project.slug)
-    tasks: list[swarm.Task] = []
-    update = ""
-    if isinstance(live, swarm.SwarmRelease):
-        tasks = swarm.tasks(client, project.slug)
-        health = f"{live.running} of {live.desired} tasks up"
-        update = swarm.update_state(live)
-    else:
-        health = containers.health(live.container)[0] if live else "not deployed"
+    backend = open_backend(project, settings)
+    client = backend.client
+    proxy_container = backend.proxy()
+    live = backend.live()
+    found = backend.health(live)
+    health, tasks, update = found.health, found.tasks, found.update
     netlify_live = ""
     if settings["NETLIFY_AUTH_TOKEN"] and settings["NETLIFY_SITE_ID"]:
         with netlify_client(settings, retries=1) as netlify:
             published = netlify.get_site(settings["NETLIFY_SITE_ID"]).get("published_deploy") or {}
             netlify_live = str(published.get("id") or "")
     history = records.load(proxy_container, project.slug)
-    notes = _notes(client, settings, project.slug, live, history)
-    going = _canary_now(client, project, settings)
+    notes = _notes(backend, settings, live, history)
+    going = backend.canary_now()
     if going is not None:
         if going.host is not None:  # the release that takes the rest, not the newest
             live = going.host.live
@@ -1033,93 +834,53 @@ def status(project: proj.Project, settings: Settings) -> Status:
     )
 
 
-def _notes(
-    client: docker.DockerClient, settings: Settings, slug: str, live: Live | None, history: list[records.Record]
-) -> list[str]:
+def _notes(backend: Backend, settings: Settings, live: Live | None, history: list[records.Record]) -> list[str]:
     """What does not add up: a live release without a record (its deploy was killed), a release
     without its proxy; when nothing serves, what the other target runs here, or what the records say."""
-    if live is not None:
-        notes = []
-        if find_proxy(client, settings) is None:  # the records are in its volume: none can be read
-            notes.append(
-                f"the proxy {settings['PROXY_NAME']} is gone, so {settings['BACKEND_URL']} answers nothing: "
-                "`inv deploy` creates it again"
-            )
-        elif not any(r.revision == live.revision for r in history):
-            notes.append(
-                f"the live release {live.revision[:12]} has no record (its deploy was killed before it recorded it): "
-                "`inv rollback` goes to the newest recorded one; the next `inv deploy` records its release"
-            )
-        return notes
+    if live is None:
+        return backend.idle_notes(history)
     notes = []
-    paused = [] if on_swarm(settings) else [r for r in rollout.releases(client, slug) if r.container.status == "paused"]
-    if paused:
-        return [f"{paused[0].name} is paused (docker pause), so it answers nothing: `docker unpause {paused[0].name}`"]
-    if on_swarm(settings):
-        other = rollout.live_release(client, slug)
-        if other is not None:
-            notes.append(f"a single-host release of {slug} runs on this engine ({other.name}): DEPLOY_TARGET=host's")
-    elif (client.info().get("Swarm") or {}).get("ControlAvailable") and swarm.current(client, slug) is not None:
-        notes.append(f"a swarm service of {slug} runs on this engine: DEPLOY_TARGET=swarm's")
-    if history and not notes:
-        last = history[0].revision
-        stopped = (
-            None
-            if on_swarm(settings)
-            else next((r for r in rollout.releases(client, slug) if r.revision == last), None)
+    if backend.proxy() is None:  # the records are in its volume: none can be read
+        notes.append(
+            f"the proxy {settings['PROXY_NAME']} is gone, so {settings['BACKEND_URL']} answers nothing: "
+            "`inv deploy` creates it again"
         )
-        if stopped is not None:
-            notes.append(
-                f"the last release {last[:12]} is stopped ({stopped.name}, {stopped.container.status}), "
-                f"stopped outside these tasks: `inv deploy` (or `inv rollback`) starts it again"
-            )
-        else:
-            notes.append(
-                f"the records name {last[:12]} as the last release, but it does not run: it was "
-                "removed outside these tasks; `inv deploy` (or `inv rollback`) starts it again"
-            )
+    elif not any(r.revision == live.revision for r in history):
+        notes.append(
+            f"the live release {live.revision[:12]} has no record (its deploy was killed before it recorded it): "
+            "`inv rollback` goes to the newest recorded one; the next `inv deploy` records its release"
+        )
     return notes
 
 
 def scale(project: proj.Project, settings: Settings, count: int, *, say: LineSink) -> swarm.SwarmRelease:
     """Set the number of the service's tasks, under the deploy lock (swarm only)."""
-    if not on_swarm(settings):
-        raise OpsError(
-            "inv scale is for DEPLOY_TARGET=swarm: on one host the app runs as one release container "
-            "(raise WEB_CONCURRENCY for more workers)"
-        )
-    client = _client(settings)
-    with lock.held(client, project.slug, action="scale"):
-        return swarm.scale(client, project.slug, count, settings.number("HEALTH_TIMEOUT"), say)
+    backend = open_backend(project, settings)
+    with lock.held(backend.client, project.slug, action="scale"):
+        return backend.scale(count, settings.number("HEALTH_TIMEOUT"), say=say)
 
 
 def traffic(project: proj.Project, settings: Settings, window: float = 2.0) -> str:
     """The live release's request rate, 5xx ratio and p95 latency, from its /metrics; or why not."""
-    client = _client(settings)
-    if on_swarm(settings):  # every task of the service on this node
-        label = f"{swarm.SERVICE_LABEL}={project.slug}"
-        running = client.containers.list(filters={"label": label, "status": "running"})
-    else:
-        live = rollout.live_release(client, project.slug)
-        running = [live.container] if live is not None else []
+    running, where = open_backend(project, settings).serving_containers()
     if not running:
         return "no running release to read /metrics from"
     try:
         found = traffic_mod.measure(running, window)
     except Exception as exc:  # an image from before /metrics, a stopped container: say so, never fail status
         return f"unavailable ({logs.clean_line(str(exc))[:120]})"
-    where = f" (the {len(running)} task(s) on this node)" if on_swarm(settings) else ""
     return found.describe() + where
 
 
 def monitor_target(settings: Settings) -> tuple[docker.DockerClient, bool]:
     """The engine `inv monitor` watches, and whether the project runs there as a swarm service."""
-    return _client(settings), on_swarm(settings)
+    backend = open_backend(proj.load(), settings)
+    return backend.client, backend.kind == "swarm"
 
 
 def release_lock(project: proj.Project, settings: Settings) -> lock.Holder | None:
-    return lock.release(_client(settings), project.slug)
+    return lock.release(open_backend(project, settings).client, project.slug)
 
 
 def lock_holder(project: proj.Project, settings: Settings) -> lock.Holder | None:
-    return lock.holder(_client(settings), project.slug)
+    return lock.holder(open_backend(project, settings).client, project.slug)
