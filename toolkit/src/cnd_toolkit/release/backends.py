@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import docker
 from docker.models.containers import Container
 
-from cnd_toolkit.docker import containers
+from cnd_toolkit import project as proj
+from cnd_toolkit import smoke
+from cnd_toolkit.docker import containers, engine, images
 from cnd_toolkit.errors import OpsError
-from cnd_toolkit.logs import LineSink
-from cnd_toolkit.release import canary_rollout, proxy, records, rollout, swarm, swarm_canary
+from cnd_toolkit.logs import LineSink, Progress
+from cnd_toolkit.release import canary_rollout, lock, proxy, records, rollout, swarm, swarm_canary
 from cnd_toolkit.release import preflight as host_checks
 from cnd_toolkit.release import traffic as traffic_mod
 
@@ -87,6 +90,85 @@ class Backend(ABC):
     @property
     def slug(self) -> str:
         return self.target.slug
+
+    # ------------------------------------------------------------------ the engine's, on either target
+
+    def is_local(self) -> bool:
+        """Whether the engine runs on this machine (a smoke test reaches its container directly)."""
+        return engine.client_is_local(self.client)
+
+    def registry_problems(self, repository: str, username: str, password: str) -> list[str]:
+        """The registry of ``repository`` answers the engine and takes the login, or what is wrong."""
+        return host_checks.registry(self.client, repository, username, password)
+
+    def hold_lock(self, *, revision: str = "", action: str = "deploy") -> AbstractContextManager[lock.Holder]:
+        """The project's deploy lock on this engine, held for the block."""
+        return lock.held(self.client, self.slug, revision=revision, action=action)
+
+    def lock_holder(self) -> lock.Holder | None:
+        return lock.holder(self.client, self.slug)
+
+    def history(self) -> list[records.Record]:
+        """The project's release records, newest first (kept in the proxy)."""
+        return records.load(self.proxy(), self.slug)
+
+    def record(self, record: records.Record) -> None:
+        found = self.proxy()
+        if found is not None:
+            records.add(found, self.slug, record)
+
+    def in_maintenance(self) -> bool:
+        return proxy.in_maintenance(self.proxy(), self.slug)
+
+    def sites(self) -> dict[str, str]:
+        """The site files of the shared proxy, by name (none before the first deploy)."""
+        found = self.proxy()
+        return proxy.read_sites(found) if found is not None else {}
+
+    def build(
+        self,
+        project: proj.Project,
+        *,
+        tag: str,
+        base_image: str,
+        revision: str,
+        on_line: LineSink | None,
+        say: LineSink,
+    ) -> images.BuildResult:
+        return images.build_project(
+            self.client, project, tag=tag, base_image=base_image, revision=revision, on_line=on_line, say=say
+        )
+
+    def smoke(
+        self,
+        project: proj.Project,
+        image: str,
+        *,
+        environment: Mapping[str, str],
+        on_line: LineSink | None,
+        docker_host: str,
+    ) -> None:
+        smoke.smoke_image(
+            project, self.client, image, environment=environment, on_line=on_line, docker_host=docker_host
+        )
+
+    def push(
+        self,
+        image: str,
+        repository: str,
+        tag: str,
+        *,
+        username: str,
+        password: str,
+        on_line: LineSink | None,
+        on_progress: Progress | None,
+    ) -> str:
+        return images.push(
+            self.client, image, repository, tag, username=username, password=password, on_line=on_line,
+            on_progress=on_progress,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ the target's own
 
     @abstractmethod
     def proxy(self) -> Container | None:

@@ -19,13 +19,11 @@ from typing import Any
 
 import docker
 import docker.errors
-from docker.models.containers import Container
 
 from cnd_toolkit import logs, smoke
 from cnd_toolkit import project as proj
 from cnd_toolkit import settings as settings_mod
 from cnd_toolkit.docker import containers, engine, images
-from cnd_toolkit.docker.engine import client_is_local
 from cnd_toolkit.errors import Interrupted, OpsError, SmokeFailed
 from cnd_toolkit.logs import LineSink, Progress
 from cnd_toolkit.netlify import api, publish, snapshot, split
@@ -197,34 +195,34 @@ def preflight(project: proj.Project, settings: Settings, options: Options) -> st
     return revision
 
 
-def host_problems(client: docker.DockerClient, project: proj.Project, settings: Settings, say: LineSink) -> list[str]:
+def host_problems(backend: Backend, settings: Settings, say: LineSink) -> list[str]:
     """What the backend's deploy needs from the Docker host, each problem with its fix: the engine
     in the mode DEPLOY_TARGET needs, the shared proxy matching this project's settings (or, for
     a first deploy, its image and its ports), and the registry when the image is pushed."""
     problems: list[str] = []
-    if settings.env_name == "local" and not engine.client_is_local(client):
+    if settings.env_name == "local" and not backend.is_local():
         problems.append(
             f"--env local deploys to this machine, but the Docker engine is "
             f"{engine.engine_address(settings['DOCKER_HOST'])} ({settings.sources.get('DOCKER_HOST', 'environment')}), "
             "another one: unset DOCKER_HOST for this deploy"
         )
     try:
-        problems += open_backend(project, settings, client).check_host(say)
+        problems += backend.check_host(say)
     except OpsError as exc:
         problems.append(str(exc))
     if pushes(settings):
-        problems += host_checks.registry(
-            client, settings["IMAGE"], settings["REGISTRY_USERNAME"], settings["REGISTRY_PASSWORD"]
+        problems += backend.registry_problems(
+            settings["IMAGE"], settings["REGISTRY_USERNAME"], settings["REGISTRY_PASSWORD"]
         )
     return problems
 
 
-def check_site(proxy_container: Container, slug: str, backend_url: str, *, new_host: bool = False) -> None:
-    """The BACKEND_URL host is this project's on the shared proxy: not another project's, and not
-    a new one for this project unless asked (``new_host``), since moving it takes the old one off."""
+def check_site(sites: dict[str, str], slug: str, backend_url: str, *, new_host: bool = False) -> None:
+    """The BACKEND_URL host is this project's on the shared proxy (whose site files are ``sites``):
+    not another project's, and not a new one for this project unless asked (``new_host``), since
+    moving it takes the old one off."""
     address = caddy.site_address(backend_url)
     mine = caddy.site_file_name(slug)
-    sites = proxy.read_sites(proxy_container)
     for name, text in sorted(sites.items()):
         if name != mine and caddy.served_address(text) == address:
             other = name.removesuffix(".caddy")
@@ -251,20 +249,26 @@ def deploy(
     on_line: LineSink | None = None,
     on_progress: Progress | None = None,
     connect: Callable[[str], docker.DockerClient] | None = None,
+    backend: Backend | None = None,
 ) -> Report:
     """The whole pipeline. ``say`` gets a line per step, ``on_line`` the build and push output,
-    ``on_progress`` the bytes pushed and the files uploaded to Netlify as they go."""
+    ``on_progress`` the bytes pushed and the files uploaded to Netlify as they go. The releases run
+    on ``backend`` (else DEPLOY_TARGET's, on the engine ``connect`` gives for DOCKER_HOST)."""
     options = effective_options(settings, options)
     revision = preflight(project, settings, options)
     report = Report(revision, netlify_skipped=netlify_skipped(settings, options))
     phases = rollout.Timings(report.phases)
     with phases.phase("preflight"):
-        client = (connect or (lambda address: engine.connect(address)))(settings["DOCKER_HOST"])
+        if backend is None:
+            client = (connect or (lambda address: engine.connect(address)))(settings["DOCKER_HOST"])
+            try:
+                backend = open_backend(project, settings, client)
+            except OpsError as exc:  # not the engine DEPLOY_TARGET needs (a swarm's manager)
+                raise PreflightFailed(f"cannot deploy yet:\n  - {exc}") from None
         if options.backend:
-            problems = host_problems(client, project, settings, say)
+            problems = host_problems(backend, settings, say)
             if problems:
                 raise PreflightFailed("cannot deploy yet:\n  - " + "\n  - ".join(problems))
-        backend = open_backend(project, settings, client)
         if options.canary and options.backend:  # before the build, not after it
             try:
                 backend.check_canary(replicas(settings))
@@ -272,7 +276,7 @@ def deploy(
                 raise PreflightFailed(str(exc)) from None
         going = backend.canary_now()  # --netlify-only too: it would ship the canary's front end
         if going is not None:
-            holder = lock.holder(client, project.slug)
+            holder = backend.lock_holder()
             if holder is not None:
                 raise PreflightFailed(
                     f"a canary deploy of {project.slug} is running ({going.canary} at {going.share:.0f}%; "
@@ -282,15 +286,14 @@ def deploy(
                 f"a canary of {project.slug} is in progress ({going.canary} at {going.share:.0f}%): "
                 "`inv canary promote` or `inv canary abort` first"
             )
-        proxy_container = backend.proxy()
-        if options.backend and proxy_container is not None:  # the host's proxy, as this project would use it
-            check_site(proxy_container, project.slug, settings["BACKEND_URL"], new_host=options.new_host)
+        if options.backend:  # the host's proxy, as this project would use it
+            check_site(backend.sites(), project.slug, settings["BACKEND_URL"], new_host=options.new_host)
     files = None
     if options.netlify:  # a bad site, a wrong token or an unknown site stops here, before anything changes
         files = publish.site_files(project.root, settings["BACKEND_URL"])
         with netlify_client(settings) as netlify:
             netlify.get_site(settings["NETLIFY_SITE_ID"])
-    with lock.held(client, project.slug, revision=revision):
+    with backend.hold_lock(revision=revision):
         say(f"Deploy lock taken on {engine.engine_address(settings['DOCKER_HOST'])}")
         try:
             if options.backend:
@@ -298,7 +301,7 @@ def deploy(
                     backend, project, settings, revision, report, phases, say, on_line, on_progress, options=options
                 )
             if files is not None:
-                in_maintenance = proxy.in_maintenance(backend.proxy(), project.slug)
+                in_maintenance = backend.in_maintenance()
                 if report.canary is not None and not report.canary.promoted:
                     say(
                         "Netlify keeps its live deploy while the API's canary is watched: after `inv canary "
@@ -348,22 +351,18 @@ def where_to_look(report: Report, settings: Settings) -> list[str]:
 
 
 def _record(backend: Backend, project: proj.Project, revision: str, report: Report) -> None:
-    proxy_container = backend.proxy()
-    if proxy_container is not None:
-        live = backend.live()
-        records.add(
-            proxy_container,
-            project.slug,
-            records.Record(
-                version=project.version,
-                revision=revision,
-                image=report.image or (live.image if live else ""),
-                container=report.release.name if report.release else (live.name if live else ""),
-                netlify_deploy=report.netlify.deploy.id if report.netlify else "",
-                netlify_url=report.netlify.deploy.url if report.netlify else "",
-                who=lock.whoami(),
-            ),
-        )
+    live = backend.live()
+    backend.record(
+        records.Record(
+            version=project.version,
+            revision=revision,
+            image=report.image or (live.image if live else ""),
+            container=report.release.name if report.release else (live.name if live else ""),
+            netlify_deploy=report.netlify.deploy.id if report.netlify else "",
+            netlify_url=report.netlify.deploy.url if report.netlify else "",
+            who=lock.whoami(),
+        ),
+    )
 
 
 def _backend(
@@ -380,25 +379,21 @@ def _backend(
     options: Options | None = None,
 ) -> None:
     options = options or Options()
-    client = backend.client
     tag = revision.removesuffix("-dirty")[:12] + ("-dirty" if revision.endswith("-dirty") else "")
     with phases.phase("build"):
-        built = images.build_project(
-            client, project, tag=tag, base_image=settings["BASE_IMAGE"], revision=revision, on_line=on_line, say=say
+        built = backend.build(
+            project, tag=tag, base_image=settings["BASE_IMAGE"], revision=revision, on_line=on_line, say=say
         )
     image = built.tags[0]
     environment = release_environment(settings)
     with phases.phase("smoke"):
-        where = "" if client_is_local(client) else " (on the Docker host, reached through its API)"
+        where = "" if backend.is_local() else " (on the Docker host, reached through its API)"
         say(f"Smoke-testing {image}{where}")
-        smoke.smoke_image(
-            project, client, image, environment=environment, on_line=on_line, docker_host=settings["DOCKER_HOST"]
-        )
+        backend.smoke(project, image, environment=environment, on_line=on_line, docker_host=settings["DOCKER_HOST"])
     if pushes(settings):
         with phases.phase("push"):
             say(f"Pushing {settings['IMAGE']}:{tag}")
-            reference = images.push(
-                client,
+            reference = backend.push(
                 image,
                 settings["IMAGE"],
                 tag,
@@ -575,9 +570,7 @@ def canary_promote(project: proj.Project, settings: Settings, *, say: LineSink) 
     """`inv canary promote`: under the deploy lock; recorded as the deploy it finishes."""
     backend = open_backend(project, settings)
     found = backend.canary_now()
-    with lock.held(
-        backend.client, project.slug, revision=found.canary_revision if found else "", action="canary promote"
-    ):
+    with backend.hold_lock(revision=found.canary_revision if found else "", action="canary promote"):
         release = backend.promote(say=say)
         report = Report(release.revision, release=release, image=release.digest or release.image)
         _record(backend, project, release.revision, report)
@@ -586,7 +579,7 @@ def canary_promote(project: proj.Project, settings: Settings, *, say: LineSink) 
 
 def canary_abort(project: proj.Project, settings: Settings, *, say: LineSink) -> Live:
     backend = open_backend(project, settings)
-    with lock.held(backend.client, project.slug, action="canary abort"):
+    with backend.hold_lock(action="canary abort"):
         return backend.abort(say=say)
 
 
@@ -640,7 +633,7 @@ def rollback(project: proj.Project, settings: Settings, revision: str = "", *, s
     made live again (when the release has one).
     """
     backend = open_backend(project, settings)
-    with lock.held(backend.client, project.slug, revision=revision, action="rollback"):
+    with backend.hold_lock(revision=revision, action="rollback"):
         proxy_container = backend.proxy()
         history = records.load(proxy_container, project.slug)
         try:
@@ -769,7 +762,7 @@ def remove(
         names = backend.release_names()
         parts = proxy_parts(client, settings, project.slug) if with_proxy else None
         return Removed(names, has_site, len(records.load(proxy_container, project.slug)), network, parts)
-    with lock.held(client, project.slug, action="remove"):
+    with backend.hold_lock(action="remove"):
         history = records.load(proxy_container, project.slug)
         removed = backend.remove_releases(say=say)
         had_site = False
@@ -803,7 +796,6 @@ class Status:
 
 def status(project: proj.Project, settings: Settings) -> Status:
     backend = open_backend(project, settings)
-    client = backend.client
     proxy_container = backend.proxy()
     live = backend.live()
     found = backend.health(live)
@@ -824,7 +816,7 @@ def status(project: proj.Project, settings: Settings) -> Status:
     return Status(
         live=live,
         health=health,
-        lock_holder=lock.holder(client, project.slug),
+        lock_holder=backend.lock_holder(),
         records=history,
         netlify_live=netlify_live,
         maintenance=proxy.in_maintenance(proxy_container, project.slug),
@@ -856,7 +848,7 @@ def _notes(backend: Backend, settings: Settings, live: Live | None, history: lis
 def scale(project: proj.Project, settings: Settings, count: int, *, say: LineSink) -> swarm.SwarmRelease:
     """Set the number of the service's tasks, under the deploy lock (swarm only)."""
     backend = open_backend(project, settings)
-    with lock.held(backend.client, project.slug, action="scale"):
+    with backend.hold_lock(action="scale"):
         return backend.scale(count, settings.number("HEALTH_TIMEOUT"), say=say)
 
 
@@ -883,4 +875,4 @@ def release_lock(project: proj.Project, settings: Settings) -> lock.Holder | Non
 
 
 def lock_holder(project: proj.Project, settings: Settings) -> lock.Holder | None:
-    return lock.holder(open_backend(project, settings).client, project.slug)
+    return open_backend(project, settings).lock_holder()
