@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from cnd_toolkit import monitor
 from cnd_toolkit import project as proj
 from cnd_toolkit.docker import images
 from cnd_toolkit.logs import LineSink, Progress
@@ -191,6 +192,12 @@ class MemoryBackend(backends.Backend):
         return backends.Health("healthy" if live else "not deployed")
 
     def idle_notes(self, history: list[records.Record]) -> list[str]:
+        return []
+
+    def watched(self) -> monitor.Watched:
+        return monitor.Watched(f"memory={self.slug}", "kept")
+
+    def log_containers(self) -> list[Any]:
         return []
 
     def serving_containers(self) -> tuple[list[Any], str]:

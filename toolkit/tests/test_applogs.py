@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from cnd_toolkit.errors import OpsError
-from cnd_toolkit.release import applogs, rollout
+from cnd_toolkit.release import applogs, backends, rollout
 
 from tests.test_rollout import Host, app_images, host  # noqa: F401 (the fixtures)
 
@@ -67,7 +67,7 @@ def test_json_lines_are_shown_readably_and_hostile_text_cannot_drive_the_termina
     evil = applogs.Line(line.ts, "s", json.dumps({**entry, "path": "/\x1b[31mred\u202e"}))
     assert "\x1b" not in applogs.show(evil, False) and "\u202e" not in applogs.show(evil, False)
     with pytest.raises(OpsError, match="--service"):
-        applogs.sources(None, "svc", swarm=False, service="db", proxy_name="p")  # type: ignore[arg-type]
+        applogs.sources(None, "db")  # type: ignore[arg-type]
 
 
 @pytest.mark.docker
@@ -85,7 +85,8 @@ def test_logs_of_two_releases_come_merged_in_time_order(engine: Any, host: Host,
     requests("one")
     rollout.roll_out(engine, host.target, app_images["rev-two"], version="2", revision="rev-two")
     requests("two")
-    containers = applogs.sources(engine, slug, swarm=False, service="app", proxy_name=proxy_name)
+    backend = backends.HostBackend(engine, host.target, lambda: None)
+    containers = applogs.sources(backend, "app")
     live, previous = rollout.releases(engine, slug)[:2]
     assert [c.name for c in containers] == [live.name, previous.name]
 
@@ -110,14 +111,14 @@ def test_logs_of_two_releases_come_merged_in_time_order(engine: Any, host: Host,
     assert len(applogs.read(containers, None, 3)) == 3
     # --since in the future: nothing; all: the proxy's lines as well.
     assert applogs.read(containers, dt.datetime.now(dt.UTC) + dt.timedelta(hours=1), 0) == []
-    everything = applogs.sources(engine, slug, swarm=False, service="all", proxy_name=proxy_name)
+    everything = applogs.sources(backend, "all")
     assert proxy_name in [c.name for c in everything]
     # Following: the history first, in order, then what comes.
     stop = threading.Event()
     got: list[applogs.Line] = []
 
     def find() -> list[Any]:
-        return applogs.sources(engine, slug, swarm=False, service="app", proxy_name=proxy_name)
+        return applogs.sources(backend, "app")
 
     def consume() -> None:
         for line in applogs.follow(find, None, stop, lines=0, refresh=0.2):

@@ -94,7 +94,9 @@ def test_monitor_once_shows_a_stopped_release_kept_for_rollback_as_such_not_unhe
     printed that for the release a deploy keeps for rollback, then OK."""
     live = _container("svc-green", "running", "2026-01-02T10:00:00.1Z", "healthy", ExitCode=0)
     previous = _container("svc-blue", "exited", "2026-01-01T10:00:00.1Z", "unhealthy", ExitCode=0)
-    found = monitor.snapshot(_engine(previous, live), "svc", swarm=swarm)
+    found = monitor.snapshot(
+        _engine(previous, live), "svc", watched=(monitor.Watched.swarm if swarm else monitor.Watched.host)("svc")
+    )
     assert found.ok and found.problems == []
     assert found.lines() == [
         "svc-green: running, health healthy, restarts 0, CPU 20%, memory 10%",
@@ -107,7 +109,7 @@ def test_monitor_once_shows_a_stopped_release_kept_for_rollback_as_such_not_unhe
 
 def test_monitor_once_with_no_release_running_names_the_problem_not_a_stale_health() -> None:
     crashed = _container("svc-green", "exited", "2026-01-02T10:00:00.1Z", "unhealthy", ExitCode=137, OOMKilled=True)
-    found = monitor.snapshot(_engine(crashed), "svc", swarm=False)
+    found = monitor.snapshot(_engine(crashed), "svc", watched=monitor.Watched.host("svc"))
     assert not found.ok
     assert found.lines() == ["svc-green: exited (exit code 137, OOM-killed)"]
     assert found.problems == [
@@ -115,7 +117,7 @@ def test_monitor_once_with_no_release_running_names_the_problem_not_a_stale_heal
     ]
     # A release that runs and fails its check is still named unhealthy, and is a problem.
     sick = _container("svc-blue", "running", "2026-01-02T11:00:00.1Z", "unhealthy", ExitCode=0)
-    found = monitor.snapshot(_engine(crashed, sick), "svc", swarm=False)
+    found = monitor.snapshot(_engine(crashed, sick), "svc", watched=monitor.Watched.host("svc"))
     assert found.problems == ["svc-blue is unhealthy: its health check fails"]
     assert found.lines()[0].startswith("svc-blue: running, health unhealthy")
     assert found.lines()[1] == "svc-green: stopped, kept for rollback"

@@ -267,7 +267,9 @@ def test_losing_the_engine_is_an_alert_and_an_error_not_a_quiet_exit(engine: Any
         assert wait(lambda: _answers(port))
         client = docker.DockerClient(base_url=f"tcp://127.0.0.1:{port}", timeout=30)
         seen: list[monitor.Alert] = []
-        watcher = monitor.Monitor(client, f"nothing-{port}", swarm=False, on_alert=seen.append)
+        watcher = monitor.Monitor(
+            client, f"nothing-{port}", watched=monitor.Watched.host("nothing"), on_alert=seen.append
+        )
         failure: list[BaseException] = []
 
         def watch() -> None:
@@ -319,16 +321,18 @@ def test_a_killed_release_alerts_resolves_and_an_oom_kill_is_named(
         seen.append(alert)
         hook.send(alert)
 
-    watcher = monitor.Monitor(engine, stage.project.slug, swarm=False, on_alert=on_alert)
+    watcher = monitor.Monitor(
+        engine, stage.project.slug, watched=monitor.Watched.host(stage.project.slug), on_alert=on_alert
+    )
     thread = threading.Thread(target=watcher.run, daemon=True)
     thread.start()
     try:
         assert watcher.watching.wait(60)  # the event stream is open: the kill below is seen
-        assert monitor.snapshot(engine, stage.project.slug, swarm=False).ok
+        assert monitor.snapshot(engine, stage.project.slug, watched=monitor.Watched.host(stage.project.slug)).ok
         live.container.kill()
         # From the engine's die event (its exit code and signal), through the webhook.
         assert wait(lambda: any("died (exit code 137, SIGKILL)" in t for t in receiver.texts())), receiver.texts()
-        down = monitor.snapshot(engine, stage.project.slug, swarm=False)
+        down = monitor.snapshot(engine, stage.project.slug, watched=monitor.Watched.host(stage.project.slug))
         assert not down.ok and "no release of" in down.problems[0] and "exit code 137" in down.problems[0]
         # Recovery: the release runs again and turns healthy; the alert resolves, once.
         live.container.start()
@@ -350,7 +354,7 @@ def test_a_killed_release_alerts_resolves_and_an_oom_kill_is_named(
         # Paused: named as such by --once and by inv status (not "stopped" or "nothing deployed").
         live.container.pause()
         try:
-            paused = monitor.snapshot(engine, stage.project.slug, swarm=False)
+            paused = monitor.snapshot(engine, stage.project.slug, watched=monitor.Watched.host(stage.project.slug))
             assert any("is paused" in p for p in paused.problems) and not any(
                 "no release" in p for p in paused.problems
             )
@@ -365,7 +369,7 @@ def test_a_killed_release_alerts_resolves_and_an_oom_kill_is_named(
         os.kill(int(live.container.attrs["State"]["Pid"]), signal.SIGKILL)
         assert wait(lambda: live.container.reload() or live.container.attrs["RestartCount"] >= 1)
         assert wait(lambda: live.container.reload() or live.container.status == "running")
-        restarted = monitor.snapshot(engine, stage.project.slug, swarm=False)
+        restarted = monitor.snapshot(engine, stage.project.slug, watched=monitor.Watched.host(stage.project.slug))
         assert any("restarted 1 time(s)" in p for p in restarted.problems), restarted.problems
     finally:
         watcher.stop()

@@ -25,7 +25,7 @@ import httpx
 import pytest
 from cnd_toolkit import project
 from cnd_toolkit.docker import images
-from cnd_toolkit.release import caddy, lock, proxy, rollout
+from cnd_toolkit.release import backends, caddy, lock, proxy, rollout
 
 from tests.conftest import base_image, free_port
 from tests.holding import Child
@@ -214,7 +214,7 @@ def test_the_proxy_asks_nothing_of_an_idle_colour_and_logs_no_error(
     assert [e for e in entries if e.get("ts", 0) >= since and e.get("level") != "info"] == []
     assert [line for line in raw if idle in line] == []
     # What `inv logs --service proxy` reads: the same lines, none of them an error.
-    found = applogs.sources(engine, target.slug, swarm=False, service="proxy", proxy_name=target.proxy.name)
+    found = applogs.sources(backends.HostBackend(engine, target, lambda: None), "proxy")
     shown = applogs.read(found, None, 0)
     assert shown and [line for line in shown if (line.entry or {}).get("level") == "error"] == []
 

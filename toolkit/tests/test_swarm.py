@@ -371,7 +371,7 @@ def _operations_on_a_swarm(engine: Any, me: project.Project, settings: Any, revi
     with Load(backend):
         figures = deploy.traffic(me, settings, window=1.0)
     assert "req/s, 5xx 0.0%" in figures and "(the 2 task(s) on this node)" in figures, figures
-    found = applogs.sources(engine, me.slug, swarm=True, service="all", proxy_name=settings["PROXY_NAME"])
+    found = applogs.sources(deploy.open_backend(me, settings, engine), "all")
     assert len(found) == 3  # both tasks and the proxy's
     assert any('"path": "/api/version"' in line.text for line in applogs.read(found, None, 0))
     # Prometheus on the edge overlay reads the service's metrics through the proxy's port 9180.
@@ -386,7 +386,7 @@ def _operations_on_a_swarm(engine: Any, me: project.Project, settings: Any, revi
     assert f'revision="{revision}"' in scraped.decode()
     # inv monitor: a task killed outright is a death of its slot; Swarm's replacement resolves it.
     alerts: list[monitor.Alert] = []
-    watcher = monitor.Monitor(engine, me.slug, swarm=True, on_alert=alerts.append)
+    watcher = monitor.Monitor(engine, me.slug, watched=monitor.Watched.swarm(me.slug), on_alert=alerts.append)
     thread = threading.Thread(target=watcher.run, daemon=True)
     thread.start()
     try:
@@ -399,7 +399,7 @@ def _operations_on_a_swarm(engine: Any, me: project.Project, settings: Any, revi
         kinds = [(a.kind, a.subject, a.resolved) for a in alerts]
         assert kinds[:1] == [("died", f"{me.slug}.1", False)] and ("died", f"{me.slug}.1", True) in kinds, kinds
         _wait_tasks(engine, me.slug, 2)
-        assert monitor.snapshot(engine, me.slug, swarm=True).ok
+        assert monitor.snapshot(engine, me.slug, watched=monitor.Watched.swarm(me.slug)).ok
     finally:
         watcher.stop()
         thread.join(5)

@@ -359,6 +359,23 @@ class Webhook:
         self.warn(f"alert webhook: not delivered after {attempt + 1} attempt(s) ({reason}): {alert.message}")
 
 
+@dataclass(frozen=True)
+class Watched:
+    """What a monitor watches of a project, as its release backend says: the label of its release
+    containers, and what a stopped one is while another runs."""
+
+    label: str
+    kept: str
+
+    @classmethod
+    def host(cls, slug: str) -> Watched:
+        return cls(f"{RELEASE_LABEL}={slug}", "for rollback")
+
+    @classmethod
+    def swarm(cls, slug: str) -> Watched:
+        return cls(f"{SERVICE_LABEL}={slug}", "in Swarm's task history")
+
+
 class Monitor:
     """Watches one project's releases on one engine; hands each alert to ``on_alert``."""
 
@@ -367,15 +384,15 @@ class Monitor:
         client: docker.DockerClient,
         slug: str,
         *,
-        swarm: bool,
+        watched: Watched,
         on_alert: Callable[[Alert], None],
         thresholds: Thresholds | None = None,
         stats_interval: float = 1.0,
         tick_interval: float = 1.0,
     ) -> None:
-        self.client, self.slug, self.swarm = client, slug, swarm
+        self.client, self.slug, self.watched = client, slug, watched
         self.tick_interval = tick_interval
-        self.label = f"{SERVICE_LABEL if swarm else RELEASE_LABEL}={slug}"
+        self.label = watched.label
         self.on_alert = on_alert
         self.tracker = Tracker(thresholds)
         self.stats_interval = stats_interval
@@ -514,7 +531,9 @@ def describe(row: Mapping[str, Any]) -> str:
     )
 
 
-def snapshot(client: docker.DockerClient, slug: str, *, swarm: bool, thresholds: Thresholds | None = None) -> Snapshot:
+def snapshot(
+    client: docker.DockerClient, slug: str, *, watched: Watched, thresholds: Thresholds | None = None
+) -> Snapshot:
     """One look at the project's releases: running, health, restarts, OOM, CPU and memory.
 
     Stopped releases are listed, and are a problem only when none runs. While one runs, a stopped
@@ -522,7 +541,7 @@ def snapshot(client: docker.DockerClient, slug: str, *, swarm: bool, thresholds:
     history): its row says ``kept`` and has no health, since the engine reports a stopped
     container's health check as unhealthy (the check stopped with it), not anything that serves."""
     limits = thresholds or Thresholds()
-    label = f"{SERVICE_LABEL if swarm else RELEASE_LABEL}={slug}"
+    label = watched.label
     found = sorted(
         client.containers.list(all=True, filters={"label": label}),
         key=lambda c: str((c.attrs.get("State") or {}).get("StartedAt", "")),
@@ -545,7 +564,7 @@ def snapshot(client: docker.DockerClient, slug: str, *, swarm: bool, thresholds:
         if container.status not in {"running", "paused", "restarting"}:
             row["health"] = None
             if running:
-                row["kept"] = "in Swarm's task history" if swarm else "for rollback"
+                row["kept"] = watched.kept
         if container.status == "running":
             started = _seconds_since(str(state.get("StartedAt", "")))
             if row["restarts"] and started is not None and started < limits.window:

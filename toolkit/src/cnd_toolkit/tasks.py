@@ -899,8 +899,8 @@ def logs_(
         config = _settings(env)
         count = options.whole_number(lines, "lines", 0, 1_000_000)
         after = applogs.since_of(since)
-        client, on_swarm = deploy_ops.monitor_target(config)
-        found = applogs.sources(client, project.slug, swarm=on_swarm, service=service, proxy_name=config["PROXY_NAME"])
+        backend = deploy_ops.monitor_target(config)
+        found = applogs.sources(backend, service)
         if not found:
             console.print(f"No {service} containers of {project.slug} on this Docker host: run `inv deploy`.")
             return
@@ -912,14 +912,7 @@ def logs_(
         stop = threading.Event()
         with _stopping_on_signals():
             try:
-                find = functools.partial(
-                    applogs.sources,
-                    client,
-                    project.slug,
-                    swarm=on_swarm,
-                    service=service,
-                    proxy_name=config["PROXY_NAME"],
-                )
+                find = functools.partial(applogs.sources, backend, service)
                 for line in applogs.follow(find, after, stop, count):
                     out.print(applogs.show(line, json), markup=False, highlight=False)
             except KeyboardInterrupt:
@@ -951,8 +944,10 @@ def monitor(c: Context, once: bool = False, json: bool = False, env: str = "") -
         )
         if once:
             try:
-                client, on_swarm = deploy_ops.monitor_target(config)
-                found = monitor_ops.snapshot(client, project.slug, swarm=on_swarm, thresholds=thresholds)
+                backend = deploy_ops.monitor_target(config)
+                found = monitor_ops.snapshot(
+                    backend.client, project.slug, watched=backend.watched(), thresholds=thresholds
+                )
             except LOOK_FAILED as exc:
                 # Could not look: exit 2, not 1 (1 is "looked, and something is wrong").
                 reason = str(exc) if isinstance(exc, OpsError) else engine.lost(exc)
@@ -971,7 +966,7 @@ def monitor(c: Context, once: bool = False, json: bool = False, env: str = "") -
             if not found.ok:
                 raise Exit(code=1)
             return
-        client, on_swarm = deploy_ops.monitor_target(config)
+        backend = deploy_ops.monitor_target(config)
         webhook = (
             monitor_ops.Webhook(config["ALERT_WEBHOOK_URL"], project.slug, warn=_warn)
             if config["ALERT_WEBHOOK_URL"]
@@ -987,7 +982,9 @@ def monitor(c: Context, once: bool = False, json: bool = False, env: str = "") -
             if webhook is not None:
                 webhook.send(found)
 
-        watcher = monitor_ops.Monitor(client, project.slug, swarm=on_swarm, on_alert=alert, thresholds=thresholds)
+        watcher = monitor_ops.Monitor(
+            backend.client, project.slug, watched=backend.watched(), on_alert=alert, thresholds=thresholds
+        )
         where = "no webhook (ALERT_WEBHOOK_URL is not set)" if webhook is None else "the webhook"
         console.print(
             f"Watching {project.slug}'s releases on {config['DOCKER_HOST'] or 'the local engine'}; "

@@ -27,8 +27,7 @@ from docker.models.containers import Container
 
 from cnd_toolkit import logs
 from cnd_toolkit.errors import OpsError
-from cnd_toolkit.release import proxy as proxy_mod
-from cnd_toolkit.release import rollout
+from cnd_toolkit.release.backends import Backend
 
 SERVICES = ("app", "proxy", "all")
 _SINCE = re.compile(r"^(\d+)([smhd])$")
@@ -122,30 +121,6 @@ def split(raw: bytes, source: str) -> list[Line]:
         elif out:  # a continuation Docker did not stamp
             out.append(Line(out[-1].ts, source, piece, out[-1].at))
     return out
-
-
-def release_containers(client: docker.DockerClient, slug: str, swarm: bool) -> list[Container]:
-    """The live and the previous release's containers on this engine."""
-    if not swarm:
-        return [release.container for release in rollout.releases(client, slug)[:2]]
-    from cnd_toolkit.release import swarm as swarm_mod
-
-    found = client.containers.list(all=True, filters={"label": f"{swarm_mod.SERVICE_LABEL}={slug}"})
-    deploys = sorted(
-        {(c.labels.get(f"{rollout.PREFIX}.created", ""), c.labels.get(f"{rollout.PREFIX}.deploy", "")) for c in found},
-        reverse=True,
-    )[:2]
-    wanted = {deploy for _, deploy in deploys}
-    return [c for c in found if c.labels.get(f"{rollout.PREFIX}.deploy", "") in wanted]
-
-
-def proxy_container(client: docker.DockerClient, name: str, swarm: bool) -> Container | None:
-    if not swarm:
-        return proxy_mod.get(client, name)
-    from cnd_toolkit.release import swarm as swarm_mod
-
-    service = swarm_mod.proxy_service(client, name)
-    return swarm_mod.task_container(client, service) if service is not None else None
 
 
 def read(containers: Iterable[Container], since: dt.datetime | None, lines: int) -> list[Line]:
@@ -288,14 +263,16 @@ def show(line: Line, as_json: bool) -> str:
     return logs.clean_line(f"{when} {line.source}  {level:<5} {text}{extra}")
 
 
-def sources(client: docker.DockerClient, slug: str, *, swarm: bool, service: str, proxy_name: str) -> list[Container]:
+def sources(backend: Backend, service: str) -> list[Container]:
+    """The containers whose logs `inv logs --service` reads: the live and the previous release's
+    (``app``), the shared proxy's (``proxy``), or both (``all``)."""
     if service not in SERVICES:
         raise OpsError(f"--service {service!r} is not one of {', '.join(SERVICES)}")
     found: list[Container] = []
     if service in {"app", "all"}:
-        found += release_containers(client, slug, swarm)
+        found += backend.log_containers()
     if service in {"proxy", "all"}:
-        found_proxy = proxy_container(client, proxy_name, swarm)
+        found_proxy = backend.proxy()
         if found_proxy is not None:
             found.append(found_proxy)
     return found

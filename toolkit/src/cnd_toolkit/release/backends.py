@@ -23,6 +23,7 @@ from cnd_toolkit import smoke
 from cnd_toolkit.docker import containers, engine, images
 from cnd_toolkit.errors import OpsError
 from cnd_toolkit.logs import LineSink, Progress
+from cnd_toolkit.monitor import Watched
 from cnd_toolkit.release import canary_rollout, lock, proxy, records, rollout, swarm, swarm_canary
 from cnd_toolkit.release import preflight as host_checks
 from cnd_toolkit.release import traffic as traffic_mod
@@ -235,6 +236,14 @@ class Backend(ABC):
         """When nothing serves: why, as far as the engine tells."""
 
     @abstractmethod
+    def watched(self) -> Watched:
+        """What `inv monitor` watches of the project here."""
+
+    @abstractmethod
+    def log_containers(self) -> list[Container]:
+        """The live and the previous release's containers on this engine, for `inv logs`."""
+
+    @abstractmethod
     def serving_containers(self) -> tuple[list[Container], str]:
         """The running containers of the live release on this engine, and a note of which they are."""
 
@@ -359,6 +368,12 @@ class HostBackend(Backend):
                 f"stopped outside these tasks: `inv deploy` (or `inv rollback`) starts it again"
             ]
         return [_removed_outside(last)]
+
+    def watched(self) -> Watched:
+        return Watched.host(self.slug)
+
+    def log_containers(self) -> list[Container]:
+        return [release.container for release in rollout.releases(self.client, self.slug)[:2]]
 
     def serving_containers(self) -> tuple[list[Container], str]:
         live = rollout.live_release(self.client, self.slug)
@@ -491,6 +506,16 @@ class SwarmBackend(Backend):
         if other is not None:
             return [f"a single-host release of {self.slug} runs on this engine ({other.name}): DEPLOY_TARGET=host's"]
         return [_removed_outside(history[0].revision)] if history else []
+
+    def watched(self) -> Watched:
+        return Watched.swarm(self.slug)
+
+    def log_containers(self) -> list[Container]:
+        found = self.client.containers.list(all=True, filters={"label": f"{swarm.SERVICE_LABEL}={self.slug}"})
+        created, deploy = f"{rollout.PREFIX}.created", f"{rollout.PREFIX}.deploy"
+        deploys = sorted({(c.labels.get(created, ""), c.labels.get(deploy, "")) for c in found}, reverse=True)[:2]
+        wanted = {name for _, name in deploys}
+        return [c for c in found if c.labels.get(deploy, "") in wanted]
 
     def serving_containers(self) -> tuple[list[Container], str]:
         label = f"{swarm.SERVICE_LABEL}={self.slug}"

@@ -864,10 +864,9 @@ def traffic(project: proj.Project, settings: Settings, window: float = 2.0) -> s
     return found.describe() + where
 
 
-def monitor_target(settings: Settings) -> tuple[docker.DockerClient, bool]:
-    """The engine `inv monitor` watches, and whether the project runs there as a swarm service."""
-    backend = open_backend(proj.load(), settings)
-    return backend.client, backend.kind == "swarm"
+def monitor_target(settings: Settings) -> Backend:
+    """What `inv monitor` and `inv logs` watch: the project's backend on DOCKER_HOST's engine."""
+    return open_backend(proj.load(), settings)
 
 
 def release_lock(project: proj.Project, settings: Settings) -> lock.Holder | None:
