@@ -425,13 +425,14 @@ def test_a_backend_url_host_is_one_projects_and_moving_it_is_asked_for(engine: A
         proxy.put_file(proxy_container, f"{caddy.SITES_DIR}/sites-a.caddy", caddy.render_site(
             caddy.Site("sites-a", "https://api.a.example.net", ("sites-a-blue:8080",))
         ))  # fmt: skip
-        deploy.check_site(proxy_container, "sites-a", "https://api.a.example.net")  # its own: fine
-        deploy.check_site(proxy_container, "sites-b", "https://api.b.example.net")  # a new project: fine
+        sites = proxy.read_sites(proxy_container)
+        deploy.check_site(sites, "sites-a", "https://api.a.example.net")  # its own: fine
+        deploy.check_site(sites, "sites-b", "https://api.b.example.net")  # a new project: fine
         with pytest.raises(deploy.PreflightFailed, match=r"served on this Docker host by the project sites-a"):
-            deploy.check_site(proxy_container, "sites-b", "https://API.A.example.net/")
+            deploy.check_site(sites, "sites-b", "https://API.A.example.net/")
         with pytest.raises(deploy.PreflightFailed, match=r"serves sites-a at api.a.example.net.*--new-host"):
-            deploy.check_site(proxy_container, "sites-a", "https://staging.a.example.net")
-        deploy.check_site(proxy_container, "sites-a", "https://staging.a.example.net", new_host=True)
+            deploy.check_site(sites, "sites-a", "https://staging.a.example.net")
+        deploy.check_site(sites, "sites-a", "https://staging.a.example.net", new_host=True)
     finally:
         proxy.remove(engine, settings)
         for network in engine.networks.list(names=[proxy.network_name("sites-a")]):
