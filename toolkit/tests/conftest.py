@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -159,3 +161,13 @@ def proxy_image(engine: Any) -> str:
         (Path(tmp) / "Dockerfile").write_text(CADDY_FROM_DEBIAN.format(base=base_image(engine)))
         images.build_image(engine, Path(tmp), ["local/caddy:2"])
     return "local/caddy:2"
+
+
+def git_project(root: Path) -> project.Project:
+    """The project's facts with a committed tree at ``root``, for preflights."""
+    for name in ("pyproject.toml", "netlify.toml"):
+        (root / name).write_bytes((project.ROOT / name).read_bytes())
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "x"]):
+        subprocess.run([*git, *args], cwd=root, check=True)
+    return dataclasses.replace(project.load(), root=root)

@@ -24,16 +24,7 @@ from cnd_toolkit import settings as settings_mod
 from cnd_toolkit.errors import SmokeFailed
 from cnd_toolkit.release import deploy
 
-
-def git_project(root: Path) -> proj.Project:
-    """The project's facts with a committed tree at ``root``, for preflights."""
-    for name in ("pyproject.toml", "netlify.toml"):
-        (root / name).write_bytes((proj.ROOT / name).read_bytes())
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
-    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "x"]):
-        subprocess.run([*git, *args], cwd=root, check=True)
-    return dataclasses.replace(proj.load(), root=root)
-
+from tests.conftest import git_project
 
 # -- inv deploy without Netlify settings ----------------------------------------------------------
 

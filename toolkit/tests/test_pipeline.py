@@ -5,8 +5,6 @@ test_swarm."""
 
 from __future__ import annotations
 
-import dataclasses
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,23 +13,14 @@ from cnd_toolkit.errors import Interrupted, OpsError, SmokeFailed
 from cnd_toolkit.release import backends, deploy, rollout
 from cnd_toolkit.settings import Settings, load
 
+from tests.conftest import git_project
 from tests.memory_backend import MemoryBackend
 
 ENVIRON = {"BACKEND_URL": "http://127.0.0.1", "REGISTRY_PUSH": "off", "NETLIFY_DEPLOY": "off"}
 
 
-def committed(root: Path) -> proj.Project:
-    """The project's facts with a committed tree at ``root``, as a deploy's preflight wants it."""
-    for name in ("pyproject.toml", "netlify.toml"):
-        (root / name).write_bytes((proj.ROOT / name).read_bytes())
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
-    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "x"]):
-        subprocess.run([*git, *args], cwd=root, check=True)
-    return dataclasses.replace(proj.load(), root=root)
-
-
 def stage(tmp_path: Path, **environ: str) -> tuple[proj.Project, Settings, MemoryBackend]:
-    here = committed(tmp_path)
+    here = git_project(tmp_path)
     settings = load(tmp_path, environ={**ENVIRON, **environ}, defaults={})
     return here, settings, MemoryBackend(deploy.target(here, settings))
 

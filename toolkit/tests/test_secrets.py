@@ -40,20 +40,10 @@ from cnd_toolkit.release import deploy
 from cnd_toolkit.settings import SettingsError, child_environment, load
 from cnd_toolkit.wait import NotReady, poll
 
-from tests.conftest import free_port
+from tests.conftest import free_port, git_project
 from tests.secret_values import deploy_secrets, leaks, no_leaks, password, token
 
 ISSUE_EXAMPLE = "METRICS_TOKEN,NETLIFY_AUTH_TOKEN,REGISTRY_PASSWORD"
-
-
-def git_project(root: Path) -> proj.Project:
-    """The project's facts with a committed tree at ``root``, for preflights."""
-    for name in ("pyproject.toml", "netlify.toml"):
-        (root / name).write_bytes((proj.ROOT / name).read_bytes())
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
-    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "x"]):
-        subprocess.run([*git, *args], cwd=root, check=True)
-    return dataclasses.replace(proj.load(), root=root)
 
 
 # BACKEND_URL resolves here: the preflight asks the resolver (test_preflight.py).
