@@ -100,23 +100,17 @@ def origin() -> Iterator[str]:
         thread.join(30)
 
 
-def generated_modules(project: Path) -> SimpleNamespace:
-    """The render's cnd_toolkit.netlify modules and its tests/netlify_api.py (loaded under another name:
-    the render's ``tests`` package cannot be imported beside this repository's)."""
-    sys.path.insert(0, str(project))
-    try:
-        publish = importlib.import_module("cnd_toolkit.netlify.publish")
-        redirects = importlib.import_module("cnd_toolkit.netlify.redirects")
-        api = importlib.import_module("cnd_toolkit.netlify.api")
-        spec = importlib.util.spec_from_file_location("generated_netlify_api", TOOLKIT / "tests/netlify_api.py")
-        assert spec and spec.loader
-        fake: ModuleType = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = fake  # dataclasses look their module up while it loads
-        spec.loader.exec_module(fake)
-    finally:
-        sys.path.remove(str(project))
-        for name in [n for n in sys.modules if n == "ops" or n.startswith("ops.")]:
-            del sys.modules[name]
+def generated_modules() -> SimpleNamespace:
+    """The toolkit's cnd_toolkit.netlify modules and its tests/netlify_api.py (loaded under another
+    name: the toolkit's ``tests`` package cannot be imported beside this repository's)."""
+    publish = importlib.import_module("cnd_toolkit.netlify.publish")
+    redirects = importlib.import_module("cnd_toolkit.netlify.redirects")
+    api = importlib.import_module("cnd_toolkit.netlify.api")
+    spec = importlib.util.spec_from_file_location("generated_netlify_api", TOOLKIT / "tests/netlify_api.py")
+    assert spec and spec.loader
+    fake: ModuleType = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = fake  # dataclasses look their module up while it loads
+    spec.loader.exec_module(fake)
     return SimpleNamespace(publish=publish, redirects=redirects, api=api, fake=fake)
 
 
@@ -129,7 +123,7 @@ def test_our_deploy_serves_what_netlify_clis_deploy_serves(tmp_path: Path, netli
     project = render(tmp_path / "svc", git=False)
     with (project / "netlify.toml").open("a") as toml:
         toml.write(ADDED)
-    modules = generated_modules(project)
+    modules = generated_modules()
     # Netlify's build step, as each deploy context runs it: the /api/* rule for this BACKEND_URL.
     rules = project / "public" / "_redirects"
     rules.write_text(modules.redirects.render(rules.read_text(), origin))

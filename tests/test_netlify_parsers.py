@@ -85,23 +85,21 @@ DIFFERS: dict[str, Callable[[Ours, dict[str, Any]], bool]] = {
 
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
-    """The rendered project's config model, check and config fuzzer, imported from the render."""
+    """A default render, the toolkit's config model and check, and its config fuzzer (by path: the
+    toolkit's ``tests`` package is not this repository's)."""
     project = render(tmp_path_factory.mktemp("parsers") / "svc", git=False)
-    sys.path.insert(0, str(project))
+    config = importlib.import_module("cnd_toolkit.netlify.config")
+    check = importlib.import_module("cnd_toolkit.netlify.check")
+    publish = importlib.import_module("cnd_toolkit.netlify.publish")
+    errors = importlib.import_module("cnd_toolkit.errors")
+    spec = importlib.util.spec_from_file_location("generated_config_fuzz", TOOLKIT / "tests/test_config_fuzz.py")
+    assert spec and spec.loader
+    fuzz = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = fuzz  # dataclasses look their module up while it loads
     try:
-        config = importlib.import_module("cnd_toolkit.netlify.config")
-        check = importlib.import_module("cnd_toolkit.netlify.check")
-        publish = importlib.import_module("cnd_toolkit.netlify.publish")
-        errors = importlib.import_module("cnd_toolkit.errors")
-        spec = importlib.util.spec_from_file_location("generated_config_fuzz", TOOLKIT / "tests/test_config_fuzz.py")
-        assert spec and spec.loader
-        fuzz = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = fuzz  # dataclasses look their module up while it loads
         spec.loader.exec_module(fuzz)
     finally:
-        sys.path.remove(str(project))
-        for name in [n for n in sys.modules if n in ("ops", "generated_config_fuzz") or n.startswith("ops.")]:
-            del sys.modules[name]
+        del sys.modules[spec.name]  # needed only while it loads
     yield SimpleNamespace(project=project, config=config, check=check, fuzz=fuzz, publish=publish, errors=errors)
 
 
