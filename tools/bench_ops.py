@@ -40,7 +40,11 @@ def bench(project_root: Path, base: str, client: Any, runs: int = 5) -> dict[str
     hook = monitor.Webhook(receiver.url, SLUG)
     # A loop of deaths is a restart loop by design; the bench counts the deaths alone.
     watcher = monitor.Monitor(
-        client, SLUG, swarm=False, on_alert=hook.send, thresholds=monitor.Thresholds(restarts=1000)
+        client,
+        SLUG,
+        watched=monitor.Watched.host(SLUG),
+        on_alert=hook.send,
+        thresholds=monitor.Thresholds(restarts=1000),
     )
     figures: dict[str, Any] = {"runs": runs}
     try:
