@@ -13,8 +13,6 @@ import pytest
 from api import create_app
 from cnd_toolkit import project, redact
 from cnd_toolkit.docker import images
-from flask import Flask
-from flask.testing import FlaskClient
 
 from tests.isolation import (  # noqa: F401  (autouse fixtures and a hook: no test leaks)
     in_ci,
@@ -61,18 +59,6 @@ def _secrets_forgotten() -> Iterator[None]:
     (cnd_toolkit.redact): forgotten after each test, so one test's fake secret masks nothing in another's."""
     yield
     redact.forget()
-
-
-@pytest.fixture
-def app() -> Flask:
-    # Log lines are written at once here, so tests can read them right after a request.
-    config = {"TESTING": True, "VERSION": "1.2.3", "REVISION": "abc123", "MAX_REQUEST_BYTES": 1024}
-    return create_app({**config, "LOG_FLUSH_SECONDS": 0})
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
 
 
 @pytest.fixture
