@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+from pathlib import Path
 
 import nox
 
@@ -37,11 +38,15 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Check style, types and the Netlify config: ruff, mypy on tasks.py, inv check."""
+    """Check style, types, the workflows and the Netlify config: ruff, mypy on tasks.py,
+    check-jsonschema and zizmor on .github/workflows, inv check."""
     install(session, "lint", "toolkit")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")
+    workflows = sorted(str(path) for path in Path(".github/workflows").glob("*.y*ml"))
+    session.run("check-jsonschema", "--builtin-schema", "vendor.github-workflows", *workflows)
+    session.run("zizmor", "--offline", ".github/workflows")
     session.run("invoke", "check")
 
 

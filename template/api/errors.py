@@ -9,7 +9,6 @@ from gunicorn.http.errors import NoMoreData, ParseException
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from api.observability import current_request_id
-from api.server import RequestTimeout
 
 log = logging.getLogger("api")
 
@@ -28,13 +27,6 @@ def register_error_handlers(app: Flask) -> None:
         if status == 405 and exc.valid_methods:  # type: ignore[attr-defined]
             response.headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
         return response, status
-
-    @app.errorhandler(RequestTimeout)
-    def body_timeout(exc: RequestTimeout) -> tuple[Response, int]:
-        # A body still arriving at its deadline (GUNICORN_BODY_TIMEOUT), read by the app: the sync
-        # worker, or a body the threaded worker's loop did not collect. Nothing more is read from
-        # the connection (api.server.Deadline), so it closes after this answer.
-        return error_response(408, "request_timeout", f"the request body did not arrive within {exc.seconds:g} s")
 
     @app.errorhandler(ParseException)
     @app.errorhandler(NoMoreData)

@@ -2,8 +2,7 @@
 
 - ``http_requests_total{method, route, status}``: every answered request. ``route`` is the
   matched URL rule (``/api/greeting``, ``/items/<int:id>``), ``<unmatched>`` for a path no rule
-  matches and ``<rejected>`` for what gunicorn refused before the app ran (414, 431, 408, ...);
-  ``method`` is a standard method or ``OTHER``. A client can therefore not add series.
+  matches; ``method`` is a standard method or ``OTHER``. A client can therefore not add series.
 - ``http_request_duration_seconds{method, route}``: a histogram of the time to the answer's head.
 - ``http_requests_in_flight``: requests being handled, over the live workers.
 - ``app_info{name, version, revision}``: 1, naming the release.
@@ -56,7 +55,6 @@ if TYPE_CHECKING:
 MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 UNMATCHED = "<unmatched>"
-REJECTED = "<rejected>"
 # Seconds; the p95/p99 latency of an API answering in tens of milliseconds falls between them.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 

@@ -11,7 +11,7 @@ from flask.testing import FlaskClient
 from api import create_app
 
 # What the tests run besides Python, each with the Debian/Ubuntu package that has it: the tools
-# .github/workflows/ci.yml installs (tests/test_workflows.py checks it installs each one).
+# .github/workflows/ci.yml installs (the template's tests check it installs each one).
 TOOLS = {
     "git": "git",
     "promtool": "prometheus",

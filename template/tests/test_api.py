@@ -158,7 +158,7 @@ def test_invalid_log_level_names_the_variable() -> None:
 
 
 # Hostile bodies: each class with several cases, through the Flask test client (real gunicorn in
-# tests/test_server_gunicorn.py and the smoke suite covers the server side).
+# tests/test_server.py and the smoke suite covers the server side).
 
 
 @pytest.mark.parametrize("depth", [1_000, 5_000, 50_000])

@@ -21,7 +21,7 @@ import pytest
 
 from api import create_app
 from api.config import ConfigError, load_config
-from tests.test_server_gunicorn import Answer, Server, free_port, gunicorn, raw, read_answer, wait_for
+from tests.test_server import Answer, Server, free_port, gunicorn, raw, read_answer, wait_for
 
 TOKEN = "t0ken-" + "x" * 40
 SERIES = re.compile(r"^(?P<name>[a-z_]+)(?:\{(?P<labels>.*)\})? (?P<value>\S+)$")
@@ -254,19 +254,9 @@ def test_no_path_method_or_encoding_adds_a_series(served: tuple[Server, int, Pat
     samples = scrape(metrics_port)
     for name, labels, _ in samples:
         if name.startswith("http_request"):
-            assert labels.get("route", "<unmatched>") in rules | {"<unmatched>", "<rejected>"}, labels
+            assert labels.get("route", "<unmatched>") in rules | {"<unmatched>"}, labels
             assert labels.get("method", "GET") in {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "OTHER"}
             assert re.fullmatch(r"[1-5]\d\d", labels.get("status", "200")), labels
-
-
-def test_refused_requests_are_counted_as_rejected(served: tuple[Server, int, Path]) -> None:
-    server, metrics_port, _ = served
-    before = total(scrape(metrics_port), "http_requests_total", route="<rejected>", status="414")
-    assert get(server.port, "/" + "a" * 5000)[0] == 414
-    assert wait_for(
-        lambda: total(scrape(metrics_port), "http_requests_total", route="<rejected>", status="414") == before + 1,
-        seconds=60,
-    )
 
 
 def test_a_stale_directory_is_emptied_at_start_and_a_read_only_one_is_one_line(tmp_path: Path) -> None:
@@ -303,7 +293,7 @@ def _start_and_fail(tmp_path: Path, **env: str) -> tuple[int, list[str]]:
     import subprocess
     import sys
 
-    from tests.test_server_gunicorn import ROOT
+    from tests.test_server import ROOT
 
     proc = subprocess.run(
         [sys.executable, "serve.py"], cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=60

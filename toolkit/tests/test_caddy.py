@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import subprocess
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +21,18 @@ def caddy_bin() -> str:
     return needed_tool("caddy", "to check the proxy's Caddyfile")
 
 
+@cache
+def version_of(caddy_bin: str) -> str:
+    return subprocess.run([caddy_bin, "version"], capture_output=True, text=True, timeout=30, check=True).stdout
+
+
 def adapt(caddy_bin: str, tmp_path: Path, sites: list[caddy.Site]) -> dict[str, Any]:
-    """What Caddy makes of the main Caddyfile and these sites' files: its JSON config."""
+    """What Caddy makes of the main Caddyfile and these sites' files (in this Caddy's syntax): its JSON config."""
     (tmp_path / "sites").mkdir(exist_ok=True)
     (tmp_path / "metrics").mkdir(exist_ok=True)
     (tmp_path / "Caddyfile").write_text(caddy.MAIN)
     for site in sites:
-        site_text, metrics_text = caddy.render(site)
+        site_text, metrics_text = caddy.render(site, version_of(caddy_bin))
         (tmp_path / "sites" / site.file_name).write_text(site_text)
         (tmp_path / "metrics" / caddy.metrics_file_name(site.slug)).write_text(metrics_text)
     result = subprocess.run(
@@ -125,6 +131,66 @@ def test_a_swarm_site_follows_its_service_tasks_by_dns_with_passive_checks(caddy
     for name, port in [("tasks.orders;x", "8080"), ("tasks.orders", "80 80"), ("tasks.orders", "0")]:
         with pytest.raises(OpsError, match=r"is not an upstream address"):
             caddy.render_site(caddy.Site("orders", "https://api.orders.example.com", (port,), dynamic=name))
+
+
+def test_slow_clients_stop_at_the_proxy_heads_in_10_s_requests_in_30_s_bodies_read_first(
+    caddy_bin: str, tmp_path: Path
+) -> None:
+    """Every server has the read timeouts, and every handler that sends to the app (each colour's
+    order, each canary bucket, a swarm's tasks) reads the body, up to 1 MiB, before it does."""
+    sites = [
+        caddy.Site("orders", "http://orders.internal", ("orders-blue:8080", "orders-green:8080"), sticky=True),
+        caddy.Site("billing", "http://billing.internal", ("8080",), dynamic="tasks.billing"),
+    ]
+    config = adapt(caddy_bin, tmp_path, sites)
+    servers = config["apps"]["http"]["servers"].values()
+    assert {(s.get("read_header_timeout"), s.get("read_timeout")) for s in servers} == {(10 * 10**9, 30 * 10**9)}
+    app_proxies = [
+        h
+        for listen, route in routes_by_host(config).values()
+        for h in handlers(route)
+        if h["handler"] == "reverse_proxy"
+    ]
+    assert len(app_proxies) == 1 + 2 + 2 + 1  # no live file, two live colours, two canary buckets, the swarm
+    (shape,) = {(h.get("buffer_requests"), h.get("max_buffer_size"), h.get("request_buffers")) for h in app_proxies}
+    assert shape in {(True, caddy.REQUEST_BUFFER, None), (None, None, caddy.REQUEST_BUFFER)}, shape
+
+
+@pytest.mark.parametrize(
+    ("version", "old"),
+    [
+        ("v2.6.2 h1:wKoF=", True),
+        ("v2.6.3", True),
+        ("2.5.0", True),
+        ("v2.6.4 h1:x", False),
+        ("v2.10.0 h1:x", False),
+        ("v3.0.0", False),
+        ("", False),
+        ("(devel)", False),
+        ("v2.6", False),
+    ],
+)
+def test_the_buffering_is_written_in_the_syntax_of_the_proxys_caddy(version: str, old: bool) -> None:
+    """Caddy 2.6.4 renamed it (buffer_requests, gone in 2.8, became request_buffers): an older
+    proxy gets the old words, and anything newer or unknown the new ones."""
+    lines = caddy.buffering(version)
+    assert ("buffer_requests" in lines, "request_buffers" in lines) == (old, not old)
+    assert str(caddy.REQUEST_BUFFER) in lines
+
+
+def test_the_local_caddy_refuses_the_other_syntax(caddy_bin: str, tmp_path: Path) -> None:
+    """The version choice matters: this machine's Caddy refuses the syntax of the other side of 2.6.4."""
+    mine = version_of(caddy_bin)
+    other = "v2.10.0" if caddy.buffering(mine) != caddy.buffering("v2.10.0") else "v2.6.2"
+    site = caddy.Site("orders", "http://orders.internal", ("orders-blue:8080",))
+    (tmp_path / "Caddyfile").write_text(caddy.render_site(site, other))
+    result = subprocess.run(
+        [caddy_bin, "adapt", "--config", str(tmp_path / "Caddyfile"), "--adapter", "caddyfile"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode != 0 and "unrecognized subdirective" in result.stderr, (mine, result.stderr)
 
 
 def test_no_project_yet_is_a_valid_config(caddy_bin: str, tmp_path: Path) -> None:

@@ -47,6 +47,10 @@ CLIENT_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type"
 # Kept for the session's defaults; forward() passes the timeouts of its Limits on each request.
 PROXY_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT, sock_read=ORIGIN_TIMEOUT)
 SMALL_BODY = 256 * 1024
+# A request body is read, up to this many bytes, before the edge connects to the origin, as the
+# shared Caddy does in front of a release: a client that sends its body slowly holds the edge's
+# connection, not one of the app's stock gunicorn workers. The rest of a larger body streams on.
+REQUEST_BUFFER = 1024 * 1024
 # Characters that can never appear raw in a request-target. A percent-encoded target has none,
 # so quoting them changes nothing there, and keeps a raw space or non-ASCII from breaking the line.
 TARGET_SAFE = "".join(chr(code) for code in range(0x21, 0x7F) if chr(code) not in '"<>\\^`{|}')
@@ -68,13 +72,15 @@ async def forward(
     limits = limits or app_limits(request)
     origin = "{0.scheme}://{0.netloc}".format(urlsplit(target))
     upload = _Upload(request, limits.client_timeout) if request.body_exists else None
+    if upload is not None and not await upload.fill(REQUEST_BUFFER):
+        return upload.problem or _answer(400, "Bad Request: the request body could not be read")
     response: web.StreamResponse | None = None
     try:
         async with session.request(
             request.method,
             URL(quote(target, safe=TARGET_SAFE), encoded=True),
             headers=_request_headers(request, extra),
-            data=upload.chunks() if upload is not None else None,
+            data=upload.data() if upload is not None else None,
             allow_redirects=False,
             skip_auto_headers=CLIENT_AUTO_HEADERS,
             auto_decompress=False,
@@ -187,8 +193,44 @@ class _Upload:
         self.request = request
         self.timeout = timeout
         self.problem: web.Response | None = None
+        self.buffered: list[bytes] = []
+        self.ended = False
+
+    async def fill(self, limit: int) -> bool:
+        """Read the body until it ends or ``limit`` bytes are in, within ``timeout`` in all (as
+        Caddy's ``read_body``: trickling does not extend it); False, with ``problem``, if it failed."""
+        size = 0
+        try:
+            async with asyncio.timeout(self.timeout):
+                async for chunk in self._read():
+                    self.buffered.append(chunk)
+                    size += len(chunk)
+                    if size >= limit:
+                        return True
+        except TimeoutError:
+            self.problem = self.problem or _answer(
+                408, f"Request Timeout: the client did not send its body within {self.timeout:g} s"
+            )
+            return False
+        except Exception:
+            return False
+        self.ended = True
+        return True
+
+    def data(self) -> bytes | AsyncIterator[bytes]:
+        """A body read whole goes with its Content-Length (a chunked one too, as Caddy sends a
+        buffered body); a larger one streams on after what was read."""
+        return b"".join(self.buffered) if self.ended else self.chunks()
 
     async def chunks(self) -> AsyncIterator[bytes]:
+        buffered, self.buffered = self.buffered, []
+        for chunk in buffered:
+            yield chunk
+        if not self.ended:
+            async for chunk in self._read():
+                yield chunk
+
+    async def _read(self) -> AsyncIterator[bytes]:
         while True:
             try:
                 async with asyncio.timeout(self.timeout):

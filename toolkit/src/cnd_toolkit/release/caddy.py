@@ -22,6 +22,12 @@ never reload: maintenance is a file (``maintenance/<slug>.json``) that the site 
 on each request. Removing a project does not reload either: its block stays in Caddy's running
 configuration, answering an error for its host, until the next reload.
 
+Slow clients are the proxy's to bear, so the app's stock gunicorn workers only ever get whole
+requests: a client has ``READ_HEADER`` to send a request head and ``READ_BODY`` for the whole
+request (the main Caddyfile's server timeouts), and each body, up to ``REQUEST_BUFFER`` bytes, is
+read before Caddy connects to the app (request buffering, in the syntax of the proxy's Caddy:
+:func:`buffering`).
+
 An ``https://`` BACKEND_URL gets Caddy's automatic HTTPS (certificates kept on the proxy's data
 volume); an ``http://`` one (tests, a private network) is served on plain HTTP.
 """
@@ -48,12 +54,21 @@ METRICS_DIR = f"{CONFIG_DIR}/metrics"
 # in the image) is what it forwards to.
 METRICS_PORT = 9180
 APP_METRICS_PORT = 9101
+READ_HEADER = "10s"  # half-sent heads (slowloris) are dropped after this
+READ_BODY = "30s"  # the whole request, body included: about 35 KB/s for a 1 MiB body
+REQUEST_BUFFER = 1024 * 1024  # the app's default APP_MAX_REQUEST_BYTES; the rest of a larger body streams
 MAIN = (
     "# The shared proxy of this Docker host, written by copier-netlify-docker. Each project owns one\n"
     "# file in sites/ and one in metrics/, and nothing else; edit those through `inv deploy`,\n"
     "# `inv rollback`, `inv maintenance`.\n"
     "{\n"
     "\tadmin localhost:2019\n"
+    "\tservers " + "{\n"
+    "\t\ttimeouts " + "{\n"
+    f"\t\t\tread_header {READ_HEADER}\n"
+    f"\t\t\tread_body {READ_BODY}\n"
+    "\t\t}\n"
+    "\t}\n"
     "}\n"
     "\n"
     "import sites/*.caddy\n"
@@ -195,9 +210,20 @@ def live_file(upstream: str) -> str:
     return upstream.rpartition(":")[0]
 
 
-def render(site: Site) -> tuple[str, str]:
+def buffering(version: str) -> str:
+    """The reverse_proxy lines that read a request's body, up to ``REQUEST_BUFFER`` bytes, before
+    the app gets it, for the proxy's Caddy (``version`` as ``caddy version`` prints it, "" when
+    unknown). Caddy 2.6.4 renamed them: ``buffer_requests`` with ``max_buffer_size`` before (gone
+    in 2.8), ``request_buffers <size>`` since, which is also what an unknown version gets."""
+    found = re.match(r"v?(\d+)\.(\d+)\.(\d+)", version.strip())
+    if found and tuple(int(part) for part in found.groups()) < (2, 6, 4):
+        return f"\t\t\tbuffer_requests\n\t\t\tmax_buffer_size {REQUEST_BUFFER}\n"
+    return f"\t\t\trequest_buffers {REQUEST_BUFFER}\n"
+
+
+def render(site: Site, version: str = "") -> tuple[str, str]:
     """The project's two files in the proxy: its site, and its metrics route."""
-    return render_site(site), render_metrics(site)
+    return render_site(site, version), render_metrics(site)
 
 
 def upstream(name: str, port: int) -> str:
@@ -230,16 +256,17 @@ def served_address(text: str) -> str:
     return ""
 
 
-def render_site(site: Site) -> str:
-    """The text of the project's file in sites/."""
+def render_site(site: Site, version: str = "") -> str:
+    """The text of the project's file in sites/, for the proxy's Caddy ``version`` (:func:`buffering`)."""
     head = (
         f"# {site.slug}: written by copier-netlify-docker (inv deploy, rollback, maintenance); "
         "edits here are replaced.\n"
     )
     marker = maintenance_file(site.slug)
     directory, _, name = marker.rpartition("/")
-    split_matchers, split_handles = ("", "") if site.dynamic else _split_routes(site)
-    live_routes = "" if site.dynamic else _live_routes(site)
+    buffer = buffering(version)
+    split_matchers, split_handles = ("", "") if site.dynamic else _split_routes(site, buffer)
+    live_routes = "" if site.dynamic else _live_routes(site, buffer)
     return (
         f"{head}{site.address} "
         + BEGIN_BLOCK
@@ -272,6 +299,7 @@ def render_site(site: Site) -> str:
         + BEGIN_BLOCK
         + "\n"
         + (_dynamic_upstreams(site) if site.dynamic else _colour_upstreams(site.upstreams))
+        + buffer
         + _RETRIES
         + "\t\t}\n"
         "\t}\n"
@@ -284,7 +312,7 @@ def _colour_upstreams(upstreams: tuple[str, ...]) -> str:
     return f"\t\treverse_proxy {' '.join(upstreams)} " + BEGIN_BLOCK + "\n\t\t\tlb_policy first\n"
 
 
-def _live_routes(site: Site) -> str:
+def _live_routes(site: Site, buffer: str) -> str:
     """A file matcher per colour on the project's live directory, and a handle sending to that
     colour first. Without a live file (a site an earlier version wrote, until its next deploy), the
     last handle sends to blue first."""
@@ -295,7 +323,13 @@ def _live_routes(site: Site) -> str:
             f"\t\troot {live_dir(site.slug)}\n"
             f"\t\ttry_files /{live_file(ordered[0])}\n"
             "\t}\n"
-            f"\thandle @live{index} " + BEGIN_BLOCK + "\n" + _colour_upstreams(ordered) + _RETRIES + "\t\t}\n\t}\n"
+            f"\thandle @live{index} "
+            + BEGIN_BLOCK
+            + "\n"
+            + _colour_upstreams(ordered)
+            + buffer
+            + _RETRIES
+            + "\t\t}\n\t}\n"
         )
     return out
 
@@ -329,7 +363,7 @@ def split_file(bucket: str, upstream: str) -> str:
     return f"{bucket}.{upstream.rpartition(':')[0]}"
 
 
-def _split_routes(site: Site) -> tuple[str, str]:
+def _split_routes(site: Site, buffer: str) -> tuple[str, str]:
     """The map that gives each request its bucket with a file matcher per colour, and a handle per colour."""
     if site.sticky:
         bucket = (
@@ -356,7 +390,7 @@ def _split_routes(site: Site) -> tuple[str, str]:
         # a colour that is down (a canary that died, files a killed deploy left) costs no request:
         # its dial fails and the request goes to the other.
         ordered = (upstream, *[u for u in site.upstreams if u != upstream])
-        handles += f"\thandle @split{index} " + BEGIN_BLOCK + "\n" + _colour_upstreams(ordered) + _RETRIES
+        handles += f"\thandle @split{index} " + BEGIN_BLOCK + "\n" + _colour_upstreams(ordered) + buffer + _RETRIES
         handles += "\t\t}\n\t}\n"
     return bucket + matchers, handles
 

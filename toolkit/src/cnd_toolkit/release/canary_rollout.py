@@ -96,7 +96,7 @@ def roll_out(
         return Outcome(release, promoted=True)
     proxy_container = proxy.ensure(client, target.proxy, target.slug)
     usual = rollout.site(target)
-    if proxy.read_site(proxy_container, target.slug) != caddy.render(usual):
+    if proxy.read_site(proxy_container, target.slug) != proxy.render(proxy_container, usual):
         say(f"Updating {target.backend_url} in the shared proxy for the split (a reload)")
         proxy.apply_site(proxy_container, usual)
     colour = rollout.next_colour(client, target, live, say)

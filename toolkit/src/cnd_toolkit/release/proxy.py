@@ -302,12 +302,30 @@ def read_site(proxy: Container, slug: str) -> tuple[str | None, str | None]:
     return read_file(proxy, f"{caddy.SITES_DIR}/{name}"), read_file(proxy, f"{caddy.METRICS_DIR}/{name}")
 
 
+_versions: dict[str, str] = {}
+
+
+def caddy_version(proxy: Container) -> str:
+    """What ``caddy version`` prints in the proxy ("v2.10.0 h1:..."; "" if it cannot tell), once per container."""
+    key = proxy.id or ""
+    if key not in _versions:
+        code, output = proxy.exec_run(["caddy", "version"])
+        text = output.decode("utf-8", "replace") if code == 0 and isinstance(output, bytes) else ""
+        _versions[key] = text.strip()
+    return _versions[key]
+
+
+def render(proxy: Container, site: caddy.Site) -> tuple[str, str]:
+    """The project's site and metrics files, in the syntax of this proxy's Caddy."""
+    return caddy.render(site, caddy_version(proxy))
+
+
 def apply_site(proxy: Container, site: caddy.Site) -> None:
     """Write the project's site and metrics files and reload Caddy gracefully. A configuration
     Caddy refuses is put back as it was, and raises :class:`ProxyError` with Caddy's reason:
     nothing switched."""
     before = read_site(proxy, site.slug)
-    _write_site(proxy, site.slug, caddy.render(site))
+    _write_site(proxy, site.slug, render(proxy, site))
     try:
         reload(proxy)
     except ProxyError:

@@ -319,7 +319,7 @@ def roll_out(
         before = proxy.read_site(proxy_container, wanted.slug)
         # A new or changed site (a first deploy, a new BACKEND_URL, a template update) is applied
         # at the switch, once the new release is healthy: until then the live one serves as it did.
-        changed = before != caddy.render(wanted)
+        changed = before != proxy.render(proxy_container, wanted)
         live = serving_release(client, target, proxy_container)
         colour = next_colour(client, target, live, say)
 

@@ -529,7 +529,7 @@ def roll_out(
         proxy_container = ensure_proxy(client, target.proxy, node)
         wanted = site(target)
         before = proxy.read_site(proxy_container, wanted.slug)
-        changed = before != caddy.render(wanted)
+        changed = before != proxy.render(proxy_container, wanted)
     live = current(client, target.slug)
     own = {
         SERVICE_LABEL: target.slug,

@@ -1,12 +1,17 @@
-""".github/workflows/: GitHub's workflow schema (check-jsonschema's vendored copy, offline), zizmor's
+"""The generated project's .github/workflows/ (static files, the same in every render): GitHub's
+workflow schema (check-jsonschema's vendored copy, offline), zizmor's
 security audits (offline, its strictest persona), and what each workflow must do: CI on every push
 and pull request; a deploy that never overlaps another, waits for the production environment's
 reviewers and pins the host's SSH key; a preview that never publishes and never runs a pull
 request's code while it holds the Netlify token. Secrets reach only the steps that use them, after
-the tooling was installed from uv.lock; each rule is shown failing on a workflow that breaks it."""
+the tooling was installed from uv.lock; each rule is shown failing on a workflow that breaks it.
+
+A generated project's `nox -s lint` runs the same two auditors on its workflows as the team edits
+them; the rules here are the template's promises, tested once, in this repository."""
 
 from __future__ import annotations
 
+import ast
 import copy
 import json
 import re
@@ -21,7 +26,8 @@ import pytest
 import yaml
 from cnd_toolkit import settings
 
-WORKFLOWS = Path(__file__).resolve().parent.parent / ".github" / "workflows"
+TEMPLATE = Path(__file__).resolve().parent.parent / "template"
+WORKFLOWS = TEMPLATE / ".github" / "workflows"
 NAMES = ("ci.yml", "deploy.yml", "preview.yml")
 OPEN = "${" + "{"  # a GitHub expression's opening, spelt so that this file holds no template syntax
 
@@ -430,7 +436,12 @@ def test_ci_runs_lint_tests_and_smoke_on_pushes_and_pull_requests_with_caching()
 def test_ci_installs_every_tool_the_tests_need() -> None:
     """Under CI a test whose tool is missing fails (tests/conftest.py's ``unavailable``): the
     workflow installs each one, so none fails for want of it."""
-    from tests.conftest import TOOLS
+    tree = ast.parse((TEMPLATE / "tests" / "conftest.py").read_text())
+    (TOOLS,) = [
+        ast.literal_eval(n.value)
+        for n in tree.body
+        if isinstance(n, ast.Assign) and ast.unparse(n).startswith("TOOLS =")
+    ]
 
     runs = [str(step.get("run", "")) for step in load("ci.yml")["jobs"]["check"]["steps"]]
     installed = {
