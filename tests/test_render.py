@@ -60,6 +60,24 @@ def test_expected_files(project: Path) -> None:
     assert not missing
 
 
+def test_each_hook_sample_runs_as_its_hook(project: Path, tmp_path: Path) -> None:
+    """Copied without ``.sample``, each sample runs as cnd-toolkit runs a hook, with a release's facts."""
+    from cnd_toolkit.release import hooks
+
+    copy = tmp_path / "project"
+    (copy / "hooks").mkdir(parents=True)
+    facts = hooks.facts(slug="orders", version="1.0", revision="a" * 40, target="host", backend_url="https://x.dev",
+                        image="orders:aaaa", release="orders-green", live="orders-blue")  # fmt: skip
+    for name in hooks.NAMES:
+        sample = project / "hooks" / f"{name}.sample"
+        assert os.access(sample, os.X_OK), sample
+        (copy / "hooks" / name).write_bytes(sample.read_bytes())
+        (copy / "hooks" / name).chmod(0o755)
+        lines: list[str] = []
+        assert hooks.run(copy, name, facts, say=lines.append)
+        assert len(lines) == 2 and "orders" in lines[1], lines
+
+
 def test_no_template_syntax_left(project: Path) -> None:
     for path in generated_files(project):
         text = path.read_text()

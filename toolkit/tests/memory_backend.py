@@ -32,7 +32,7 @@ class Box:
 
 
 class MemoryBackend(backends.Backend):
-    kind = "memory"
+    kind = "memory"  # what a hook sees as CND_TARGET
 
     def __init__(self, target: rollout.Target, *, fail: Mapping[str, BaseException] | None = None) -> None:
         super().__init__(cast(Any, None), target, lambda: None)
@@ -58,6 +58,17 @@ class MemoryBackend(backends.Backend):
             dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         )  # fmt: skip
         self.releases.append(made)
+        return made
+
+    def _started(self, release: backends.Release) -> rollout.Release:
+        """A new release, up and healthy, once its pre-switch hook passed (else it is removed)."""
+        made = self._release(release)
+        if release.before_switch is not None:
+            try:
+                release.before_switch(made.name)
+            except BaseException:
+                self.releases.remove(made)
+                raise
         return made
 
     # the engine's
@@ -152,8 +163,9 @@ class MemoryBackend(backends.Backend):
 
     def roll_out(self, release: backends.Release, *, say: LineSink, timings: rollout.Timings) -> backends.Live:
         self._step("roll_out")
+        made = self._started(release)
         with timings.phase("switch"):
-            self.current = self._release(release)
+            self.current = made
         if "after_switch" in self.fail:
             raise self.fail["after_switch"]
         return self.current
@@ -162,7 +174,7 @@ class MemoryBackend(backends.Backend):
         self, release: backends.Release, plan: canary_rollout.Plan, *, say: LineSink, timings: rollout.Timings
     ) -> backends.CanaryOutcome:
         self._step("canary")
-        made = self._release(release)
+        made = self._started(release)
         promoted = not plan.manual
         if promoted:
             self.current = made

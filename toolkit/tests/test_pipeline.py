@@ -5,12 +5,14 @@ test_swarm."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 from cnd_toolkit import project as proj
+from cnd_toolkit import redact
 from cnd_toolkit.errors import Interrupted, OpsError, SmokeFailed
-from cnd_toolkit.release import backends, deploy, rollout
+from cnd_toolkit.release import backends, deploy, hooks, rollout
 from cnd_toolkit.settings import Settings, load
 
 from tests.conftest import git_project
@@ -114,3 +116,128 @@ def test_the_lock_of_another_deploy_refuses_this_one(tmp_path: Path) -> None:
     with backend.hold_lock(action="rollback"), pytest.raises(OpsError, match="is locked"):
         run(here, settings, backend)
     assert "build" not in backend.calls
+
+
+# --------------------------------------------------------------------------- hooks
+
+# Each hook writes what it was given to $HOOK_OUT/<hook>.env (outside the tree, which stays clean).
+ENV_DUMP = '#!/bin/sh\nenv | grep -E "^(CND_|NETLIFY_AUTH_TOKEN|HOOK_SEEN)" | sort > "$HOOK_OUT/$CND_HOOK.env"\n'
+
+
+@pytest.fixture(autouse=True)
+def hook_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    out = tmp_path.parent / f"{tmp_path.name}-hooks-out"
+    out.mkdir()
+    monkeypatch.setenv("HOOK_OUT", str(out))
+    return out
+
+
+def hook(root: Path, name: str, body: str = ENV_DUMP, mode: int = 0o755, commit: bool = True) -> Path:
+    path = root / "hooks" / name
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(body)
+    path.chmod(mode)
+    if commit:  # as a team commits its hooks: the deploy's preflight refuses untracked files
+        git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+        for args in (["add", "-A"], ["commit", "-qm", f"hook {name}"]):
+            subprocess.run([*git, *args], cwd=root, check=True)
+    return path
+
+
+def seen(out: Path, name: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in (out / f"{name}.env").read_text().splitlines())
+
+
+def test_hooks_run_before_the_build_before_the_switch_and_after_the_record_with_the_releases_facts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hook_out: Path
+) -> None:
+    here, settings, backend = stage(tmp_path)
+    first = run(here, settings, backend).release
+    assert first is not None
+    for name in ("pre-build", "pre-switch", "post-deploy"):
+        hook(tmp_path, name)
+    monkeypatch.setenv("NETLIFY_AUTH_TOKEN", "nfp_not-for-hooks-0123456789")  # the deploy's secret
+    monkeypatch.setenv("HOOK_SEEN", "the team's own variable")
+    lines: list[str] = []
+    report = deploy.deploy(here, settings, deploy.Options(netlify=False), say=lines.append, backend=backend)
+    assert report.release is not None
+    order = [line for line in lines if line.startswith("Running hooks/")]
+    assert order == ["Running hooks/pre-build", "Running hooks/pre-switch", "Running hooks/post-deploy"]
+    common = {"CND_PROJECT": here.slug, "CND_REVISION": report.revision, "CND_TARGET": "memory"}
+    common |= {"CND_BACKEND_URL": "http://127.0.0.1", "HOOK_SEEN": "the team's own variable"}
+    before, switch, after = (seen(hook_out, name) for name in ("pre-build", "pre-switch", "post-deploy"))
+    assert before.items() >= {**common, "CND_HOOK": "pre-build", "CND_IMAGE": "", "CND_RELEASE": ""}.items()
+    assert switch.items() >= {**common, "CND_RELEASE": report.release.name, "CND_LIVE_RELEASE": first.name}.items()
+    assert switch["CND_IMAGE"] == report.image and switch["CND_RELEASE"] != first.name
+    assert after.items() >= {**common, "CND_RELEASE": report.release.name, "CND_IMAGE": report.image}.items()
+    assert not [env for env in (before, switch, after) if "NETLIFY_AUTH_TOKEN" in env]
+
+
+@pytest.mark.parametrize("canary", [False, True], ids=["roll out", "canary"])
+def test_a_failing_pre_switch_hook_stops_the_deploy_before_the_switch(
+    tmp_path: Path, canary: bool, hook_out: Path
+) -> None:
+    here, settings, backend = stage(tmp_path)
+    first = run(here, settings, backend).release
+    hook(tmp_path, "pre-switch", '#!/bin/sh\necho migrating "$CND_RELEASE"\nexit 3\n')
+    hook(tmp_path, "post-deploy")
+    lines: list[str] = []
+    with pytest.raises(OpsError, match=r"hooks/pre-switch exited with 3: the deploy stopped before the switch"):
+        deploy.deploy(here, settings, deploy.Options(netlify=False, canary=canary), say=lines.append, backend=backend)
+    assert backend.live() == first and len(backend.history()) == 1  # nothing switched, nothing recorded
+    assert [r.name for r in backend.releases] == [first.name]  # the new one was removed
+    assert any(line.startswith("  pre-switch: migrating ") for line in lines), lines
+    assert not (hook_out / "post-deploy.env").exists() and backend.lock_holder() is None
+
+
+def test_a_failing_pre_build_hook_stops_before_the_build_and_a_failing_post_deploy_one_after_the_record(
+    tmp_path: Path,
+) -> None:
+    here, settings, backend = stage(tmp_path)
+    hook(tmp_path, "pre-build", "#!/bin/sh\nexit 1\n")
+    with pytest.raises(OpsError, match="hooks/pre-build exited with 1: the deploy stopped before the build"):
+        run(here, settings, backend)
+    assert "build" not in backend.calls and backend.live() is None
+    (tmp_path / "hooks" / "pre-build").unlink()
+    hook(tmp_path, "post-deploy", "#!/bin/sh\nkill -TERM $$\n")  # commits the removal too
+    with pytest.raises(OpsError, match="post-deploy was stopped by signal 15; the deploy itself is done and recorded"):
+        run(here, settings, backend)
+    assert backend.live() is not None and len(backend.history()) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "mode", "expected"),
+    [
+        ("#!/bin/sh\nexit 0\n", 0o644, r"hooks/pre-build is not executable: `chmod \+x hooks/pre-build`"),
+        ("#!/no/such/interpreter\n", 0o755, r"hooks/pre-build could not be run: No such file or directory"),
+        ("#!/bin/sh\nsleep 30\n", 0o755, r"hooks/pre-build did not finish within 0.5 s and was stopped"),
+    ],
+    ids=["not executable", "no interpreter", "too slow"],
+)
+def test_a_hook_that_cannot_run_or_finish_is_one_clear_error(
+    tmp_path: Path, body: str, mode: int, expected: str
+) -> None:
+    hook(tmp_path, "pre-build", body, mode, commit=False)
+    with pytest.raises(hooks.HookFailed, match=expected):
+        hooks.run(tmp_path, "pre-build", {}, say=lambda line: None, timeout=0.5)
+
+
+def test_a_hooks_output_is_shown_with_secrets_masked_and_controls_escaped(tmp_path: Path) -> None:
+    redact.remember("REGISTRY_PASSWORD", "hunter2-registry-secret")
+    try:
+        hook(
+            tmp_path,
+            "post-deploy",
+            "#!/bin/sh\necho 'pw=hunter2-registry-secret'\nprintf 'bell\\033[2J\\n'\n",
+            commit=False,
+        )
+        lines: list[str] = []
+        assert hooks.run(tmp_path, "post-deploy", {}, say=lines.append)
+    finally:
+        redact.forget()
+    assert lines == [
+        "Running hooks/post-deploy",
+        "  post-deploy: pw=[REGISTRY_PASSWORD]",
+        "  post-deploy: bell\\x1b[2J",
+    ]
+    assert not hooks.run(tmp_path, "pre-build", {}, say=lines.append)  # no such hook: skipped

@@ -75,6 +75,9 @@ class Release:
     revision: str
     environment: dict[str, str]
     replicas: int | None = None  # on a swarm, REPLICAS when set; None keeps the current count
+    # Called with the new release's name before it takes a request (the pre-switch hook); what it
+    # raises stops the roll out, the live release serving on. Every backend calls it.
+    before_switch: Callable[[str], None] | None = dataclasses.field(default=None, compare=False, repr=False)
 
 
 class Backend(ABC):
@@ -294,6 +297,7 @@ class HostBackend(Backend):
         return rollout.roll_out(
             self.client, self.target, release.image, version=release.version, revision=release.revision,
             digest=release.reference, environment=release.environment, on_line=say, timings=timings,
+            before_switch=release.before_switch,
         )  # fmt: skip
 
     def canary(
@@ -303,6 +307,7 @@ class HostBackend(Backend):
             return canary_rollout.roll_out(
                 self.client, self.target, release.image, plan, version=release.version, revision=release.revision,
                 digest=release.reference, environment=release.environment, on_line=say,
+                before_switch=release.before_switch,
             )  # fmt: skip
 
     def roll_back(
@@ -431,7 +436,7 @@ class SwarmBackend(Backend):
         return swarm.roll_out(
             self.client, self.target, release.image, reference=release.reference, version=release.version,
             revision=release.revision, environment=release.environment, replicas=release.replicas, node=self.node,
-            on_line=say, timings=timings,
+            on_line=say, timings=timings, before_switch=release.before_switch,
         )  # fmt: skip
 
     def canary(
@@ -441,7 +446,7 @@ class SwarmBackend(Backend):
         return swarm_canary.roll_out(
             self.client, self.target, release.image, plan, reference=release.reference, version=release.version,
             revision=release.revision, environment=release.environment, replicas=release.replicas, node=self.node,
-            on_line=say, timings=timings,
+            on_line=say, timings=timings, before_switch=release.before_switch,
         )  # fmt: skip
 
     def roll_back(

@@ -84,6 +84,7 @@ def roll_out(
     confirm_through: Callable[[str, str], None] | None = rollout.confirm,
     scrape: Callable[[Container], traffic.Counts] = traffic.scrape,
     sleep: Callable[[float], None] = time.sleep,
+    before_switch: Callable[[str], None] | None = None,
 ) -> Outcome:
     say = on_line or (lambda line: None)
     live = rollout.serving_release(client, target, proxy.get(client, target.proxy.name))
@@ -91,7 +92,7 @@ def roll_out(
         say("Nothing is live to compare a canary with: this first release is deployed in full")
         release = rollout.roll_out(
             client, target, image, version=version, revision=revision, digest=digest,
-            environment=environment, on_line=say, confirm_through=confirm_through,
+            environment=environment, on_line=say, confirm_through=confirm_through, before_switch=before_switch,
         )  # fmt: skip
         return Outcome(release, promoted=True)
     proxy_container = proxy.ensure(client, target.proxy, target.slug)
@@ -114,6 +115,8 @@ def roll_out(
     canary = next(r for r in rollout.releases(client, target.slug) if r.name == new.container.name)
     outcome = Outcome(canary, promoted=False)
     try:
+        if before_switch is not None:  # before the canary's first request
+            before_switch(canary.name)
         for share in plan.steps:
             exact = give(proxy_container, target, live.colour, colour, share)
             outcome.shares.append(exact)

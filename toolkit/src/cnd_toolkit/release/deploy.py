@@ -32,6 +32,7 @@ from cnd_toolkit.release import (
     caddy,
     canary,
     canary_rollout,
+    hooks,
     lock,
     proxy,
     records,
@@ -336,7 +337,36 @@ def deploy(
             return report  # a canary left to a person: `inv canary promote` records it, abort leaves no record
         with phases.phase("record"):
             _record(backend, project, revision, report)
+        try:
+            hooks.run(project.root, "post-deploy", hook_facts(project, settings, revision, backend, report), say=say)
+        except hooks.HookFailed as exc:
+            raise hooks.HookFailed(f"{exc}; the deploy itself is done and recorded, and stays live") from None
     return report
+
+
+def hook_facts(
+    project: proj.Project,
+    settings: Settings,
+    revision: str,
+    backend: Backend,
+    report: Report | None = None,
+    *,
+    release: str = "",
+    live: Live | None = None,
+) -> dict[str, str]:
+    """The ``CND_*`` variables of a hook at this point of the deploy (:func:`hooks.facts`)."""
+    deployed = report.netlify.deploy if report is not None and report.netlify is not None else None
+    return hooks.facts(
+        slug=project.slug,
+        version=project.version,
+        revision=revision,
+        target=backend.kind,
+        backend_url=settings["BACKEND_URL"],
+        image=report.image if report is not None else "",
+        release=release or (report.release.name if report is not None and report.release is not None else ""),
+        live=live.name if live is not None else "",
+        netlify_url=(deployed.raw.get("ssl_url") or deployed.url) if deployed is not None else "",
+    )
 
 
 def where_to_look(report: Report, settings: Settings) -> list[str]:
@@ -380,6 +410,10 @@ def _backend(
 ) -> None:
     options = options or Options()
     tag = revision.removesuffix("-dirty")[:12] + ("-dirty" if revision.endswith("-dirty") else "")
+    try:
+        hooks.run(project.root, "pre-build", hook_facts(project, settings, revision, backend), say=say)
+    except hooks.HookFailed as exc:
+        raise hooks.HookFailed(f"{exc}: the deploy stopped before the build; nothing changed") from None
     with phases.phase("build"):
         built = backend.build(
             project, tag=tag, base_image=settings["BASE_IMAGE"], revision=revision, on_line=on_line, say=say
@@ -408,7 +442,18 @@ def _backend(
         reference = built.image_id
         report.image = f"{image}@{built.image_id}"
         say(f"Not pushed (REGISTRY_PUSH={settings['REGISTRY_PUSH']}): the release runs {image} from this engine")
-    release = backends.Release(image, reference, project.version, revision, environment, replicas(settings))
+    live = backend.live()
+
+    def before_switch(name: str) -> None:
+        known = hook_facts(project, settings, revision, backend, report, release=name, live=live)
+        try:
+            hooks.run(project.root, "pre-switch", known, say=say)
+        except hooks.HookFailed as exc:
+            raise hooks.HookFailed(f"{exc}: the deploy stopped before the switch") from None
+
+    release = backends.Release(
+        image, reference, project.version, revision, environment, replicas(settings), before_switch=before_switch
+    )
     if options.canary:
         outcome = backend.canary(release, canary_plan(settings, manual=options.manual), say=say, timings=phases)
         report.canary = outcome

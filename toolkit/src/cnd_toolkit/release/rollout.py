@@ -308,8 +308,12 @@ def roll_out(
     on_line: LineSink | None = None,
     confirm_through: Callable[[str, str], None] | None = confirm,
     timings: Timings | None = None,
+    before_switch: Callable[[str], None] | None = None,
 ) -> Release:
-    """Start ``image`` beside the live release, gate it on health, switch the proxy, drain the old one."""
+    """Start ``image`` beside the live release, gate it on health, switch the proxy, drain the old one.
+
+    ``before_switch`` gets the new release's name once it is healthy, before it takes a request
+    (the pre-switch hook); if it raises, the new release is removed and the live one serves on."""
     say = on_line or (lambda line: None)
     timings = timings or Timings()
     with timings.phase("proxy"):
@@ -333,6 +337,8 @@ def roll_out(
 
     with timings.phase("switch"):
         try:
+            if before_switch is not None:
+                before_switch(str(new.container.name))
             hold.reached("rollout.switch")
             say(f"Switching {target.backend_url} to {colour}")
             proxy.set_live(proxy_container, wanted, upstream_of(target, colour))

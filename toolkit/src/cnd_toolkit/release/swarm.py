@@ -508,6 +508,7 @@ def roll_out(
     pause: float = 0.0,
     watch: Watch | None = None,
     labels: Mapping[str, str] | None = None,
+    before_switch: Callable[[str], None] | None = None,
 ) -> SwarmRelease:
     """Create the project's service, or roll it to ``reference`` (``repository@sha256:...``),
     and wait for Swarm to finish; the proxy's site is added or changed once the tasks are up.
@@ -550,6 +551,8 @@ def roll_out(
         pause=pause,
     )
     options["labels"] = {**options["labels"], **(labels or {})}
+    if before_switch is not None:  # the pre-switch hook: before Swarm starts a task of the new release
+        before_switch(service_name(target.slug))
     with timings.phase("rolling update"):
         if live is None:
             count = replicas or 2

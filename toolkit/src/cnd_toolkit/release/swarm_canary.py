@@ -84,6 +84,7 @@ def roll_out(
     confirm_through: Callable[[str, str], None] | None = rollout.confirm,
     timings: rollout.Timings | None = None,
     scrape: Callable[[Container], traffic.Counts] = traffic.scrape,
+    before_switch: Callable[[str], None] | None = None,
 ) -> Outcome:
     say = on_line or (lambda line: None)
     live = swarm.current(client, target.slug)
@@ -92,7 +93,7 @@ def roll_out(
         release = swarm.roll_out(
             client, target, image, reference=reference, version=version, revision=revision,
             environment=environment, replicas=replicas, node=node, on_line=say,
-            confirm_through=confirm_through, timings=timings,
+            confirm_through=confirm_through, timings=timings, before_switch=before_switch,
         )  # fmt: skip
         return Outcome(release, promoted=True)
     count = replicas or live.desired or 2
@@ -109,6 +110,7 @@ def roll_out(
         environment=environment, replicas=count, node=node, on_line=say, confirm_through=confirm_through,
         timings=timings, pause=pause, labels={CANARY_LABEL: "manual" if plan.manual else "auto"},
         watch=lambda update: _gate(client, update, plan, outcome, say, scrape, pause + target.health_timeout + 30),
+        before_switch=before_switch,
     )  # fmt: skip
     outcome.release = release
     outcome.promoted = not plan.manual
