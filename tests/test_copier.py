@@ -266,13 +266,14 @@ def test_copier_update_from_a_project_with_ops_moves_it_to_the_toolkit(tmp_path:
             assert "+# our tweak" not in removed and "-# our tweak" in removed  # the edit is in git
 
 
-def copier_cli(*args: str) -> subprocess.CompletedProcess[str]:
+def copier_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """The real `copier` command line, as a user types it (the README shows what it prints)."""
     return subprocess.run(
         [sys.executable, "-m", "copier", "copy", "--defaults", "--vcs-ref", "HEAD", *args],
         capture_output=True,
         text=True,
         timeout=120,
+        cwd=cwd,
     )
 
 
@@ -311,6 +312,18 @@ def test_after_copy_the_next_steps_say_how_to_start_a_git_repository(tmp_path: P
     assert "inv dev" in out and "nox" in out
     assert "inv deploy --env local" in out  # the first deploy needs nothing but the engine
     assert not (target / ".git").exists(), "Copier runs no tasks (they would need --trust)"
+
+
+def test_a_template_given_as_a_relative_path_is_named_with_the_command_that_works(tmp_path: Path) -> None:
+    """The tooling's pin needs an absolute source, and Copier's Jinja cannot make one: the message
+    after the copy says so, first, with the command to copy from the absolute path."""
+    done = copier_cli(REPO.name, str(tmp_path / "svc"), cwd=REPO.parent)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout + done.stderr
+    assert f'STOP: the template was given as the relative path "{REPO.name}"' in out
+    assert f'copier copy "$(realpath {REPO.name})"' in out and "Note: the tooling is pinned" not in out
+    absolute = copier_cli(str(REPO), str(tmp_path / "svc2"))
+    assert "STOP" not in absolute.stdout + absolute.stderr
 
 
 # Python's `$` matches before a final newline; a YAML `|` block in a --data-file ends with one.
