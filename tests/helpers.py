@@ -10,16 +10,9 @@ import tarfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-import pytest
-
-
-def unavailable(message: str) -> NoReturn:
-    """Skip on a laptop without the part; fail in CI (``CI=true``, not ``CI=false``), where every test must run."""
-    if os.environ.get("CI", "").strip().lower() not in {"", "0", "false", "no", "off"}:
-        pytest.fail(f"{message}; CI must run this test")
-    pytest.skip(message)
+from cnd_toolkit.testing import unavailable  # noqa: F401 (the one rule, shared with the toolkit's tests)
 
 
 def as_a_terminal_starts_it() -> None:

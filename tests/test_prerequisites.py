@@ -1,5 +1,5 @@
-"""A missing prerequisite skips a test on a laptop and fails it in CI (tests/helpers.py's
-``unavailable``; the generated projects' own is tests/conftest.py's), and .ci/run installs every
+"""A missing prerequisite skips a test on a laptop and fails it in CI (cnd_toolkit.testing's
+``unavailable``, which these tests, the toolkit's and a generated project's share), and .ci/run installs every
 one, so a CI run fails for a missing tool only where .ci/run forgot it."""
 
 from __future__ import annotations
@@ -66,6 +66,8 @@ def test_a_missing_tool_skips_on_a_laptop_and_fails_in_ci(tmp_path: Path, ci: st
     output = done.stdout + done.stderr
     assert "uv is not installed (pip install uv)" in output
     if ci:
-        assert done.returncode == 1 and "1 failed" in output and "CI must run this test" in output, output
+        assert (
+            done.returncode == 1 and "1 failed" in output and "CI is set, so this test must run, not skip" in output
+        ), output
     else:
         assert done.returncode == 0 and "1 skipped" in output, output

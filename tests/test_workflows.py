@@ -434,7 +434,7 @@ def test_ci_runs_lint_tests_and_smoke_on_pushes_and_pull_requests_with_caching()
 
 
 def test_ci_installs_every_tool_the_tests_need() -> None:
-    """Under CI a test whose tool is missing fails (tests/conftest.py's ``unavailable``): the
+    """Under CI a test whose tool is missing fails (cnd_toolkit.testing's ``unavailable``): the
     workflow installs each one, so none fails for want of it."""
     tree = ast.parse((TEMPLATE / "tests" / "conftest.py").read_text())
     (TOOLS,) = [

@@ -10,16 +10,17 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cnd_toolkit.testing import needed_tool
 
 from api import create_app, metrics
-from tests.conftest import needed_tool
+from tests.conftest import TOOLS
 
 MONITORING = Path(__file__).resolve().parent.parent / "monitoring"
 
 
 @pytest.fixture(scope="module")
 def promtool() -> str:
-    return needed_tool("promtool", "to check monitoring/alerts.yml")
+    return needed_tool("promtool", "to check monitoring/alerts.yml", TOOLS["promtool"])
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

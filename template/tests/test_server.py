@@ -79,7 +79,9 @@ def gunicorn(tmp_path: Path, *args: str, **env: str) -> Iterator[Server]:
             stderr=stderr,
         )
     try:
-        assert wait_for(lambda: status(port, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n") == 200 or proc.poll() is not None)
+        assert wait_for(
+            lambda: status(port, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n") == 200 or proc.poll() is not None
+        )
         assert proc.poll() is None, err.read_text()[-2000:]
         yield Server(proc, port, out, err)
     finally:
@@ -165,7 +167,9 @@ def test_every_line_is_json_whatever_clients_send(tmp_path: Path) -> None:
 def test_a_chunked_body_over_the_limit_is_a_json_413(tmp_path: Path, size: int) -> None:
     """APP_MAX_REQUEST_BYTES=1024 and a chunked body (no Content-Length) past it: the app's 413."""
     body = b"[" + b"1," * (size // 2) + b"1]"
-    chunks = b"".join(b"%x\r\n%s\r\n" % (len(body[i : i + 4000]), body[i : i + 4000]) for i in range(0, len(body), 4000))
+    chunks = b"".join(
+        b"%x\r\n%s\r\n" % (len(body[i : i + 4000]), body[i : i + 4000]) for i in range(0, len(body), 4000)
+    )
     head = b"POST /api/echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
     with gunicorn(tmp_path, APP_MAX_REQUEST_BYTES="1024") as running:
         answer = raw(running.port, head + chunks + b"0\r\n\r\n")
@@ -173,7 +177,9 @@ def test_a_chunked_body_over_the_limit_is_a_json_413(tmp_path: Path, size: int) 
     assert (answer.status, answer.json()["error"]["code"]) == (413, "request_entity_too_large")
 
 
-def slow_request(tmp_path: Path, threads: str, sig: int, seconds: float, grace: str) -> tuple[int, list[dict[str, Any]]]:
+def slow_request(
+    tmp_path: Path, threads: str, sig: int, seconds: float, grace: str
+) -> tuple[int, list[dict[str, Any]]]:
     """/api/slow (``seconds`` long) in flight, then ``sig``: its answer's status and the log lines."""
     (tmp_path / "slowapp.py").write_text(SLOW_APP)
     started = tmp_path / "slow.started"

@@ -7,12 +7,13 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import pytest
 from api import create_app
-from cnd_toolkit import project, redact
+from cnd_toolkit import project, redact, testing
 from cnd_toolkit.docker import images
+from cnd_toolkit.testing import unavailable
 
 from tests.isolation import (  # noqa: F401  (autouse fixtures and a hook: no test leaks)
     in_ci,
@@ -31,15 +32,6 @@ TOOLS = {
     "promtool": "prometheus",
     "socat": "socat",
 }
-
-
-def unavailable(message: str) -> NoReturn:
-    """A prerequisite of the test is missing (``message`` says which, and how to get it): the test
-    is skipped on a machine without it, and fails under CI (``CI`` set, as CI services set it),
-    where every test must run. The one way the tests treat a missing prerequisite."""
-    if in_ci():
-        pytest.fail(f"{message.rstrip('.')}; CI is set, so this test must run, not skip", pytrace=False)
-    pytest.skip(message)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -114,14 +106,8 @@ CMD ["caddy", "run", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile
 
 
 def needed_tool(name: str, why: str) -> str:
-    """The path of the command ``name`` (one of :data:`TOOLS`), which the test needs ``why``;
-    :func:`unavailable` when it is not on PATH."""
-    import shutil
-
-    found = shutil.which(name)
-    if found is None:
-        unavailable(f"{name} is not installed, and is needed {why} (apt-get install {TOOLS[name]})")
-    return found
+    """The path of the command ``name`` (one of :data:`TOOLS`), which the test needs ``why``."""
+    return testing.needed_tool(name, why, TOOLS[name])
 
 
 def free_port() -> int:

@@ -22,13 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-
-def in_ci() -> bool:
-    """``CI`` set to anything but an empty or false value (``0``, ``false``, ``no``, ``off``), as CI
-    services set it (``CI=true``): a person's ``CI=false`` is not CI."""
-    return os.environ.get("CI", "").strip().lower() not in {"", "0", "false", "no", "off"}
-
+from cnd_toolkit.testing import in_ci
 
 # Objects the engine removes by itself after a test's own cleanup returned (the task containers of a
 # removed service, a network whose last endpoint is going) are given this long to go.

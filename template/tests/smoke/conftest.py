@@ -5,7 +5,7 @@ The container checks need the container under test, which the runner names:
 ``SMOKE_CONTAINER=ID`` when it started one (`inv smoke`, `inv deploy`), ``SMOKE_URL_ONLY=1``
 when it tests a URL with no container behind it to inspect (`inv smoke --url`), and then they
 skip, by design. A run that says neither is missing its container: skipped on a machine, a
-failure under CI (tests/conftest.py's ``unavailable``).
+failure under CI (cnd_toolkit.testing's ``unavailable``).
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-
-from tests.conftest import unavailable
+from cnd_toolkit.testing import unavailable
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
