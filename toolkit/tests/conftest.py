@@ -16,7 +16,6 @@ from cnd_toolkit.docker import images
 from cnd_toolkit.testing import unavailable
 
 from tests.isolation import (  # noqa: F401  (autouse fixtures and a hook: no test leaks)
-    in_ci,
     module_leaves_nothing,
     pytest_fixture_setup,
     test_leaves_nothing,

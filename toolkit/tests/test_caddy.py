@@ -153,7 +153,8 @@ def test_slow_clients_stop_at_the_proxy_heads_in_10_s_requests_in_30_s_bodies_re
     ]
     assert len(app_proxies) == 1 + 2 + 2 + 1  # no live file, two live colours, two canary buckets, the swarm
     (shape,) = {(h.get("buffer_requests"), h.get("max_buffer_size"), h.get("request_buffers")) for h in app_proxies}
-    assert shape in {(True, caddy.REQUEST_BUFFER, None), (None, None, caddy.REQUEST_BUFFER)}, shape
+    size = caddy.DEFAULT_BODY_LIMIT + 1  # the app's default limit and a byte: a body over it is refused from the buffer
+    assert shape in {(True, size, None), (None, None, size)}, shape
 
 
 @pytest.mark.parametrize(
@@ -173,15 +174,22 @@ def test_slow_clients_stop_at_the_proxy_heads_in_10_s_requests_in_30_s_bodies_re
 def test_the_buffering_is_written_in_the_syntax_of_the_proxys_caddy(version: str, old: bool) -> None:
     """Caddy 2.6.4 renamed it (buffer_requests, gone in 2.8, became request_buffers): an older
     proxy gets the old words, and anything newer or unknown the new ones."""
-    lines = caddy.buffering(version)
+    lines = caddy.buffering(version, 2049)
     assert ("buffer_requests" in lines, "request_buffers" in lines) == (old, not old)
-    assert str(caddy.REQUEST_BUFFER) in lines
+    assert " 2049\n" in lines
+
+
+@pytest.mark.parametrize(
+    ("limit", "size"), [(1024, 1025), (1024 * 1024, 1024 * 1024 + 1), (10**12, 16 * 1024 * 1024 + 1), (0, 1)]
+)
+def test_the_buffer_is_the_apps_body_limit_and_a_byte_up_to_16_mib(limit: int, size: int) -> None:
+    assert caddy.request_buffer(limit) == size
 
 
 def test_the_local_caddy_refuses_the_other_syntax(caddy_bin: str, tmp_path: Path) -> None:
     """The version choice matters: this machine's Caddy refuses the syntax of the other side of 2.6.4."""
     mine = version_of(caddy_bin)
-    other = "v2.10.0" if caddy.buffering(mine) != caddy.buffering("v2.10.0") else "v2.6.2"
+    other = "v2.10.0" if caddy.buffering(mine, 1) != caddy.buffering("v2.10.0", 1) else "v2.6.2"
     site = caddy.Site("orders", "http://orders.internal", ("orders-blue:8080",))
     (tmp_path / "Caddyfile").write_text(caddy.render_site(site, other))
     result = subprocess.run(

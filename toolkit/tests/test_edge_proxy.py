@@ -466,6 +466,28 @@ def test_a_slow_body_reaches_the_origin_only_once_it_has_all_arrived(
     assert parse(raw)[0] == 200 and origin.seen[target].body == body
 
 
+def test_a_large_body_trickled_after_the_buffer_is_cut_at_the_whole_bodys_deadline(
+    client_1s: RunningEdge, origin: Origin
+) -> None:
+    """Past the first MiB a body streams to the origin: its time is still bounded in all (1 s here),
+    not per gap, so a byte every 0.2 s does not hold the origin's worker."""
+    target = "/api/ok/trickled-large"
+    with socket.create_connection(("127.0.0.1", client_1s.port), timeout=WAIT) as sock:
+        started = time.monotonic()
+        sock.sendall(b"POST %s HTTP/1.1\r\nHost: edge.test\r\nContent-Length: %d\r\n\r\n" % (target.encode(), 4 << 20))
+        sock.sendall(b"x" * ((1 << 20) + 100))
+        answer = b""
+        while not answer and time.monotonic() - started < WAIT:
+            with contextlib.suppress(OSError):
+                sock.send(b"y")
+            if select.select([sock], [], [], 0.2)[0]:
+                answer = sock.recv(65536) or b"(closed)"
+        elapsed = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+    assert elapsed < CLIENT_1S.client_timeout + 3, elapsed
+    assert origin.ended[target].wait(WAIT)  # and the origin's connection was let go
+
+
 def test_a_client_that_stops_reading_is_dropped(client_1s: RunningEdge, origin: Origin) -> None:
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)

@@ -6,6 +6,7 @@ test_swarm."""
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -121,7 +122,9 @@ def test_the_lock_of_another_deploy_refuses_this_one(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- hooks
 
 # Each hook writes what it was given to $HOOK_OUT/<hook>.env (outside the tree, which stays clean).
-ENV_DUMP = '#!/bin/sh\nenv | grep -E "^(CND_|NETLIFY_AUTH_TOKEN|HOOK_SEEN)" | sort > "$HOOK_OUT/$CND_HOOK.env"\n'
+ENV_DUMP = (
+    '#!/bin/sh\nenv | grep -E "^(CND_|NETLIFY_AUTH_TOKEN|HOOK_SEEN|DOCKER_HOST)" | sort > "$HOOK_OUT/$CND_HOOK.env"\n'
+)
 
 
 @pytest.fixture(autouse=True)
@@ -151,7 +154,7 @@ def seen(out: Path, name: str) -> dict[str, str]:
 def test_hooks_run_before_the_build_before_the_switch_and_after_the_record_with_the_releases_facts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hook_out: Path
 ) -> None:
-    here, settings, backend = stage(tmp_path)
+    here, settings, backend = stage(tmp_path, DOCKER_HOST="ssh://deploy@engine.example")  # as a .env file names it
     first = run(here, settings, backend).release
     assert first is not None
     for name in ("pre-build", "pre-switch", "post-deploy"):
@@ -165,11 +168,14 @@ def test_hooks_run_before_the_build_before_the_switch_and_after_the_record_with_
     assert order == ["Running hooks/pre-build", "Running hooks/pre-switch", "Running hooks/post-deploy"]
     common = {"CND_PROJECT": here.slug, "CND_REVISION": report.revision, "CND_TARGET": "memory"}
     common |= {"CND_BACKEND_URL": "http://127.0.0.1", "HOOK_SEEN": "the team's own variable"}
+    common |= {"DOCKER_HOST": "ssh://deploy@engine.example"}  # `docker exec "$CND_RELEASE"` reaches the right engine
     before, switch, after = (seen(hook_out, name) for name in ("pre-build", "pre-switch", "post-deploy"))
     assert before.items() >= {**common, "CND_HOOK": "pre-build", "CND_IMAGE": "", "CND_RELEASE": ""}.items()
     assert switch.items() >= {**common, "CND_RELEASE": report.release.name, "CND_LIVE_RELEASE": first.name}.items()
-    assert switch["CND_IMAGE"] == report.image and switch["CND_RELEASE"] != first.name
-    assert after.items() >= {**common, "CND_RELEASE": report.release.name, "CND_IMAGE": report.image}.items()
+    # What `docker run` takes: not pushed, the local image's id
+    assert switch["CND_IMAGE"] == report.reference == report.release.digest and report.reference.startswith("sha256:")
+    assert switch["CND_RELEASE"] != first.name
+    assert after.items() >= {**common, "CND_RELEASE": report.release.name, "CND_IMAGE": report.reference}.items()
     assert not [env for env in (before, switch, after) if "NETLIFY_AUTH_TOKEN" in env]
 
 
@@ -209,7 +215,7 @@ def test_a_failing_pre_build_hook_stops_before_the_build_and_a_failing_post_depl
     ("body", "mode", "expected"),
     [
         ("#!/bin/sh\nexit 0\n", 0o644, r"hooks/pre-build is not executable: `chmod \+x hooks/pre-build`"),
-        ("#!/no/such/interpreter\n", 0o755, r"hooks/pre-build could not be run: No such file or directory"),
+        ("#!/no/such/interpreter\n", 0o755, r"hooks/pre-build starts with #!/no/such/interpreter, which is not an"),
         ("#!/bin/sh\nsleep 30\n", 0o755, r"hooks/pre-build did not finish within 0.5 s and was stopped"),
     ],
     ids=["not executable", "no interpreter", "too slow"],
@@ -241,3 +247,46 @@ def test_a_hooks_output_is_shown_with_secrets_masked_and_controls_escaped(tmp_pa
         "  post-deploy: bell\\x1b[2J",
     ]
     assert not hooks.run(tmp_path, "pre-build", {}, say=lines.append)  # no such hook: skipped
+
+
+def test_a_hook_that_cannot_run_stops_the_deploy_in_its_preflight(tmp_path: Path) -> None:
+    here, settings, backend = stage(tmp_path)
+    hook(tmp_path, "post-deploy", "#!/bin/sh\nexit 0\n", mode=0o644)
+    hook(tmp_path, "pre-switch", "#!/no/such/interpreter\n")
+    with pytest.raises(deploy.PreflightFailed) as caught:
+        run(here, settings, backend)
+    assert "hooks/post-deploy is not executable: `chmod +x hooks/post-deploy`" in str(caught.value)
+    assert "hooks/pre-switch starts with #!/no/such/interpreter, which is not an executable" in str(caught.value)
+    assert backend.calls == []  # before the lock and the build
+
+
+def test_a_hook_is_stopped_whole_at_its_timeout_and_what_it_leaves_running_goes_with_it(tmp_path: Path) -> None:
+    marker = tmp_path.parent / f"{tmp_path.name}-background"
+    hook(tmp_path, "pre-build", f"#!/bin/sh\n(sleep 30; touch {marker}) &\necho started\nexit 0\n", commit=False)
+    started = time.monotonic()
+    lines: list[str] = []
+    assert hooks.run(tmp_path, "pre-build", {}, say=lines.append)  # it succeeded: its own exit is what counts
+    assert time.monotonic() - started < hooks.LINGER + 5 and lines[-1] == "  pre-build: started"
+    hook(tmp_path, "pre-switch", f"#!/bin/sh\n(sleep 30; touch {marker}) &\nsleep 30\n", commit=False)
+    started = time.monotonic()
+    with pytest.raises(hooks.HookFailed, match="did not finish within 1 s"):
+        hooks.run(tmp_path, "pre-switch", {}, say=lines.append, timeout=1)
+    assert time.monotonic() - started < 5
+    leftovers = subprocess.run(["pgrep", "-f", f"touch {marker}"], capture_output=True, text=True).stdout
+    assert leftovers == "", leftovers  # neither hook's background sleep survived
+
+
+def test_a_canary_promoted_by_hand_runs_the_post_deploy_hook(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hook_out: Path
+) -> None:
+    here, settings, backend = stage(tmp_path)
+    run(here, settings, backend)
+    hook(tmp_path, "post-deploy")
+    monkeypatch.setattr(deploy, "open_backend", lambda *args, **kwargs: backend)
+    report = deploy.deploy(
+        here, settings, deploy.Options(netlify=False, canary=True, manual=True), say=lambda line: None, backend=backend
+    )
+    assert report.canary is not None and not report.canary.promoted
+    assert not (hook_out / "post-deploy.env").exists()  # not yet: the canary is watched by hand
+    promoted = deploy.canary_promote(here, settings, say=lambda line: None)
+    assert seen(hook_out, "post-deploy")["CND_RELEASE"] == promoted.name and backend.live() == promoted

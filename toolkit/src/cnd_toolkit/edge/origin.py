@@ -49,8 +49,10 @@ PROXY_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT, 
 SMALL_BODY = 256 * 1024
 # A request body is read, up to this many bytes, before the edge connects to the origin, as the
 # shared Caddy does in front of a release: a client that sends its body slowly holds the edge's
-# connection, not one of the app's stock gunicorn workers. The rest of a larger body streams on.
-REQUEST_BUFFER = 1024 * 1024
+# connection, not one of the app's stock gunicorn workers. The app's default limit and a byte: a
+# body over it is refused by the app from what was read. The rest of a larger body streams on,
+# within the same deadline: the whole body has ``client_timeout`` to arrive.
+REQUEST_BUFFER = 1024 * 1024 + 1
 # Characters that can never appear raw in a request-target. A percent-encoded target has none,
 # so quoting them changes nothing there, and keeps a raw space or non-ASCII from breaking the line.
 TARGET_SAFE = "".join(chr(code) for code in range(0x21, 0x7F) if chr(code) not in '"<>\\^`{|}')
@@ -195,13 +197,15 @@ class _Upload:
         self.problem: web.Response | None = None
         self.buffered: list[bytes] = []
         self.ended = False
+        self.deadline = 0.0  # (the event loop's clock) when the whole body must have arrived
 
     async def fill(self, limit: int) -> bool:
         """Read the body until it ends or ``limit`` bytes are in, within ``timeout`` in all (as
         Caddy's ``read_body``: trickling does not extend it); False, with ``problem``, if it failed."""
         size = 0
+        self.deadline = asyncio.get_running_loop().time() + self.timeout
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout_at(self.deadline):
                 async for chunk in self._read():
                     self.buffered.append(chunk)
                     size += len(chunk)
@@ -227,8 +231,15 @@ class _Upload:
         for chunk in buffered:
             yield chunk
         if not self.ended:
-            async for chunk in self._read():
-                yield chunk
+            try:
+                async with asyncio.timeout_at(self.deadline):
+                    async for chunk in self._read():
+                        yield chunk
+            except TimeoutError:
+                self.problem = self.problem or _answer(
+                    408, f"Request Timeout: the client did not send its body within {self.timeout:g} s"
+                )
+                raise
 
     async def _read(self) -> AsyncIterator[bytes]:
         while True:

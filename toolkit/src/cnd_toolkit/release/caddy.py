@@ -24,9 +24,11 @@ configuration, answering an error for its host, until the next reload.
 
 Slow clients are the proxy's to bear, so the app's stock gunicorn workers only ever get whole
 requests: a client has ``READ_HEADER`` to send a request head and ``READ_BODY`` for the whole
-request (the main Caddyfile's server timeouts), and each body, up to ``REQUEST_BUFFER`` bytes, is
-read before Caddy connects to the app (request buffering, in the syntax of the proxy's Caddy:
-:func:`buffering`).
+request (the main Caddyfile's server timeouts), and each body, up to the app's limit and a byte
+more (:func:`request_buffer`), is read before Caddy connects to the app (request buffering, in the
+syntax of the proxy's Caddy: :func:`buffering`). A larger body streams on after that, to an app that
+has refused it already. The buffers are Caddy's memory: each connection sending a body holds up to
+that much until its request is answered or ``READ_BODY`` passes.
 
 An ``https://`` BACKEND_URL gets Caddy's automatic HTTPS (certificates kept on the proxy's data
 volume); an ``http://`` one (tests, a private network) is served on plain HTTP.
@@ -56,7 +58,10 @@ METRICS_PORT = 9180
 APP_METRICS_PORT = 9101
 READ_HEADER = "10s"  # half-sent heads (slowloris) are dropped after this
 READ_BODY = "30s"  # the whole request, body included: about 35 KB/s for a 1 MiB body
-REQUEST_BUFFER = 1024 * 1024  # the app's default APP_MAX_REQUEST_BYTES; the rest of a larger body streams
+DEFAULT_BODY_LIMIT = 1024 * 1024  # the app's APP_MAX_REQUEST_BYTES, unless the release sets it
+# A body is read up to its app's limit and one byte more: a body over the limit is then wholly in
+# the buffer, so the app refuses it (413) without waiting on the rest. At most this much a request:
+MAX_REQUEST_BUFFER = 16 * 1024 * 1024
 MAIN = (
     "# The shared proxy of this Docker host, written by copier-netlify-docker. Each project owns one\n"
     "# file in sites/ and one in metrics/, and nothing else; edit those through `inv deploy`,\n"
@@ -102,6 +107,7 @@ class Site:
     dynamic: str = ""
     # A canary (one host) keeps each client on the colour it first got, by a cookie.
     sticky: bool = False
+    request_buffer: int = DEFAULT_BODY_LIMIT + 1  # request_buffer(the app's APP_MAX_REQUEST_BYTES)
 
     @property
     def address(self) -> str:
@@ -210,15 +216,21 @@ def live_file(upstream: str) -> str:
     return upstream.rpartition(":")[0]
 
 
-def buffering(version: str) -> str:
-    """The reverse_proxy lines that read a request's body, up to ``REQUEST_BUFFER`` bytes, before
-    the app gets it, for the proxy's Caddy (``version`` as ``caddy version`` prints it, "" when
-    unknown). Caddy 2.6.4 renamed them: ``buffer_requests`` with ``max_buffer_size`` before (gone
-    in 2.8), ``request_buffers <size>`` since, which is also what an unknown version gets."""
+def request_buffer(body_limit: int) -> int:
+    """How much of a request's body the proxy reads before the app gets it, for an app whose limit
+    (APP_MAX_REQUEST_BYTES) is ``body_limit``."""
+    return min(max(body_limit, 0), MAX_REQUEST_BUFFER) + 1
+
+
+def buffering(version: str, size: int) -> str:
+    """The reverse_proxy lines that read a request's body, up to ``size`` bytes, before the app
+    gets it, for the proxy's Caddy (``version`` as ``caddy version`` prints it, "" when unknown).
+    Caddy 2.6.4 renamed them: ``buffer_requests`` with ``max_buffer_size`` before (gone in 2.8),
+    ``request_buffers <size>`` since, which is also what an unknown version gets."""
     found = re.match(r"v?(\d+)\.(\d+)\.(\d+)", version.strip())
     if found and tuple(int(part) for part in found.groups()) < (2, 6, 4):
-        return f"\t\t\tbuffer_requests\n\t\t\tmax_buffer_size {REQUEST_BUFFER}\n"
-    return f"\t\t\trequest_buffers {REQUEST_BUFFER}\n"
+        return f"\t\t\tbuffer_requests\n\t\t\tmax_buffer_size {int(size)}\n"
+    return f"\t\t\trequest_buffers {int(size)}\n"
 
 
 def render(site: Site, version: str = "") -> tuple[str, str]:
@@ -264,7 +276,7 @@ def render_site(site: Site, version: str = "") -> str:
     )
     marker = maintenance_file(site.slug)
     directory, _, name = marker.rpartition("/")
-    buffer = buffering(version)
+    buffer = buffering(version, site.request_buffer)
     split_matchers, split_handles = ("", "") if site.dynamic else _split_routes(site, buffer)
     live_routes = "" if site.dynamic else _live_routes(site, buffer)
     return (

@@ -67,6 +67,7 @@ class Report:
     image: str = ""
     netlify: publish.Published | None = None
     phases: dict[str, float] = field(default_factory=dict)
+    reference: str = ""  # what `docker run` takes for the release: the pushed digest, or the local image id
     netlify_skipped: str = ""  # the line saying why Netlify was not deployed (NETLIFY_DEPLOY=off), and how to see it
     # with --canary: its steps and whether it was promoted (on a swarm, Swarm's tasks are the steps)
     canary: canary_rollout.Outcome | swarm_canary.Outcome | None = None
@@ -82,7 +83,15 @@ def target(project: proj.Project, settings: Settings) -> rollout.Target:
         health_timeout=settings.number("HEALTH_TIMEOUT"),
         keep_releases=settings.number("KEEP_RELEASES"),
         sticky=settings["CANARY_STICKY"] == "cookie",
+        request_buffer=caddy.request_buffer(body_limit(settings)),
     )
+
+
+def body_limit(settings: Settings) -> int:
+    """The release's APP_MAX_REQUEST_BYTES (the app's default when it is not set, or not a number,
+    which the release's start-up then refuses)."""
+    value = settings.runtime_environment().get("APP_MAX_REQUEST_BYTES", "").strip()
+    return int(value) if value.isdigit() and len(value) < 12 else caddy.DEFAULT_BODY_LIMIT
 
 
 def effective_options(settings: Settings, options: Options) -> Options:
@@ -178,6 +187,7 @@ def preflight(project: proj.Project, settings: Settings, options: Options) -> st
             "a swarm's nodes pull the image from IMAGE's registry; set REGISTRY_PUSH=on and IMAGE"
         )
     problems += committed_secrets(project, settings)
+    problems += hooks.problems(project.root)  # a hook that cannot run is found now, not at its moment
     revision = proj.git_revision(project.root)
     if revision == "unknown":
         problems.append("this is not a git repository with a commit: `git init && git add -A && git commit`")
@@ -356,17 +366,22 @@ def hook_facts(
 ) -> dict[str, str]:
     """The ``CND_*`` variables of a hook at this point of the deploy (:func:`hooks.facts`)."""
     deployed = report.netlify.deploy if report is not None and report.netlify is not None else None
-    return hooks.facts(
+    known = hooks.facts(
         slug=project.slug,
         version=project.version,
         revision=revision,
         target=backend.kind,
         backend_url=settings["BACKEND_URL"],
-        image=report.image if report is not None else "",
+        image=report.reference if report is not None else "",
         release=release or (report.release.name if report is not None and report.release is not None else ""),
         live=live.name if live is not None else "",
         netlify_url=(deployed.raw.get("ssl_url") or deployed.url) if deployed is not None else "",
     )
+    if settings[
+        "DOCKER_HOST"
+    ]:  # the engine the deploy uses, also when a .env file names it: `docker exec` finds the release
+        known["DOCKER_HOST"] = settings["DOCKER_HOST"]
+    return known
 
 
 def where_to_look(report: Report, settings: Settings) -> list[str]:
@@ -451,6 +466,7 @@ def _backend(
         except hooks.HookFailed as exc:
             raise hooks.HookFailed(f"{exc}: the deploy stopped before the switch") from None
 
+    report.reference = reference
     release = backends.Release(
         image, reference, project.version, revision, environment, replicas(settings), before_switch=before_switch
     )
@@ -618,7 +634,14 @@ def canary_promote(project: proj.Project, settings: Settings, *, say: LineSink) 
     with backend.hold_lock(revision=found.canary_revision if found else "", action="canary promote"):
         release = backend.promote(say=say)
         report = Report(release.revision, release=release, image=release.digest or release.image)
+        report.reference = release.digest or release.image
         _record(backend, project, release.revision, report)
+        try:  # the deploy the canary began ends here
+            hooks.run(
+                project.root, "post-deploy", hook_facts(project, settings, release.revision, backend, report), say=say
+            )
+        except hooks.HookFailed as exc:
+            raise hooks.HookFailed(f"{exc}; the promotion itself is done and recorded, and stays live") from None
     return release
 
 

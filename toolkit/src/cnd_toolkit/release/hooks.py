@@ -18,7 +18,9 @@ Ctrl-C stops it with the deploy.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import threading
 from collections.abc import Mapping
@@ -69,6 +71,31 @@ def path(root: Path, name: str) -> Path:
     return root / FOLDER / name
 
 
+def problems(root: Path) -> list[str]:
+    """What would stop a hook of the project from running, for the deploy's preflight: each hook
+    that exists but is not an executable file, or names an interpreter (``#!``) that is missing."""
+    found = []
+    for name in NAMES:
+        hook, shown_name = path(root, name), f"{FOLDER}/{name}"
+        if not os.path.lexists(hook):
+            continue
+        if not hook.is_file():
+            found.append(f"{shown_name} is not a file; a hook is an executable file (or remove it)")
+        elif not os.access(hook, os.X_OK):
+            found.append(f"{shown_name} is not executable: `chmod +x {shown_name}` (or remove it)")
+        else:
+            with hook.open("rb") as opened:
+                first = opened.readline(512)
+            interpreter = (
+                first[2:].split()[0].decode("utf-8", "replace") if first.startswith(b"#!") and first[2:].split() else ""
+            )
+            if interpreter and not os.access(interpreter, os.X_OK):
+                found.append(
+                    f"{shown_name} starts with #!{shown(interpreter)}, which is not an executable on this machine"
+                )
+    return found
+
+
 def run(
     root: Path,
     name: str,
@@ -79,15 +106,16 @@ def run(
     timeout: float = HOOK_TIMEOUT,
 ) -> bool:
     """Run hook ``name`` of the project in ``root`` if it exists; whether it ran. Raises
-    :class:`HookFailed` when it fails (a KeyboardInterrupt stops it and propagates)."""
+    :class:`HookFailed` when it fails. The hook runs in a process group of its own, which is
+    stopped whole at the timeout, on Ctrl-C or SIGTERM (then the exception propagates), and once
+    the hook has exited (what it left running in the background goes with it)."""
     hook = path(root, name)
     shown_name = f"{FOLDER}/{name}"
     if not os.path.lexists(hook):
         return False
-    if not hook.is_file():
-        raise HookFailed(f"{shown_name} is not a file; a hook is an executable file (or remove it)")
-    if not os.access(hook, os.X_OK):
-        raise HookFailed(f"{shown_name} is not executable: `chmod +x {shown_name}` (or remove it)")
+    for problem in problems(root):
+        if problem.startswith(shown_name + " "):
+            raise HookFailed(problem)
     say(f"Running {shown_name}")
     environment = {**settings.child_environment(environ), "CND_HOOK": name, **known}
     try:
@@ -98,31 +126,40 @@ def run(
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own group: stopped whole, and a terminal's Ctrl-C reaches us first
         )
-    except OSError as exc:  # a missing interpreter (#!/no/such), a format the kernel cannot run
+    except OSError as exc:  # a format the kernel cannot run
         raise HookFailed(f"{shown_name} could not be run: {exc.strerror or exc}") from None
-    timed_out = threading.Event()
 
-    def stop() -> None:
-        timed_out.set()
-        process.kill()
-
-    timer = threading.Timer(timeout, stop)
-    timer.start()
-    try:
+    def relay() -> None:
         assert process.stdout is not None
         for raw in process.stdout:
             say(f"  {name}: " + redact.scrub(shown(raw.decode("utf-8", "replace").rstrip("\r\n"))))
-        code = process.wait()
-    except BaseException:  # Ctrl-C: the hook got SIGINT from the terminal too; make sure it is gone
-        process.kill()
-        process.wait()
+
+    reader = threading.Thread(target=relay, name=f"hook-{name}", daemon=True)
+    reader.start()
+    try:
+        code = process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _stop_group(process)
+        raise HookFailed(f"{shown_name} did not finish within {timeout:g} s and was stopped") from None
+    except BaseException:  # Ctrl-C, SIGTERM: the hook and whatever it started go too
+        _stop_group(process)
         raise
-    finally:
-        timer.cancel()
-    if timed_out.is_set():
-        raise HookFailed(f"{shown_name} did not finish within {timeout:g} s and was stopped")
+    reader.join(LINGER)  # its last lines; a background process it left may hold the pipe open
+    _stop_group(process)
+    reader.join(LINGER)  # the pipe's last writers are gone now: the reader ends
     if code != 0:
         how = f"was stopped by signal {-code}" if code < 0 else f"exited with {code}"
         raise HookFailed(f"{shown_name} {how}")
     return True
+
+
+LINGER = 2.0  # how long the output of a finished hook is read before its process group is stopped
+
+
+def _stop_group(process: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=5)

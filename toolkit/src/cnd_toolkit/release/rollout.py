@@ -75,6 +75,7 @@ class Target:
     memory: str = "512m"
     cpus: float = 1.0
     sticky: bool = False  # CANARY_STICKY=cookie: a canary keeps each client on one colour
+    request_buffer: int = caddy.DEFAULT_BODY_LIMIT + 1  # caddy.request_buffer(the release's APP_MAX_REQUEST_BYTES)
 
 
 @dataclass(frozen=True)
@@ -188,7 +189,9 @@ def upstream_of(target: Target, colour: str) -> str:
 def site(target: Target) -> caddy.Site:
     """The project's site block: both colours, whichever runs."""
     upstreams = tuple(upstream_of(target, colour) for colour in COLOURS)
-    return caddy.Site(target.slug, target.backend_url, upstreams, sticky=target.sticky)
+    return caddy.Site(
+        target.slug, target.backend_url, upstreams, sticky=target.sticky, request_buffer=target.request_buffer
+    )
 
 
 def start_release(

@@ -404,7 +404,11 @@ def service_name(slug: str) -> str:
 def site(target: rollout.Target) -> caddy.Site:
     """The project's site block on a swarm: its service's tasks, by DNS."""
     return caddy.Site(
-        target.slug, target.backend_url, (str(target.container_port),), dynamic=f"tasks.{service_name(target.slug)}"
+        target.slug,
+        target.backend_url,
+        (str(target.container_port),),
+        dynamic=f"tasks.{service_name(target.slug)}",
+        request_buffer=target.request_buffer,
     )
 
 
