@@ -3,6 +3,7 @@ reload, the no-Docker fallback, and `inv edge` / `inv dev --netlify`."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import docker.errors
 import httpx
 import pytest
 
@@ -89,9 +91,13 @@ class Dev:
 
 def remove_containers(engine: Any, slug: str) -> None:
     """The containers `inv dev` started from ``slug``'s image, even if it was killed before removing them."""
-    for container in engine.containers.list(all=True, filters={"label": "dev.copier-netlify-docker.managed"}):
-        if container.labels.get("dev.copier-netlify-docker.managed", "").startswith(f"{slug}:"):
-            container.remove(force=True)
+    # sparse: the list alone, no inspect per container, which fails for one removed meanwhile
+    for container in engine.containers.list(
+        all=True, sparse=True, filters={"label": "dev.copier-netlify-docker.managed"}
+    ):
+        if (container.attrs.get("Labels") or {}).get("dev.copier-netlify-docker.managed", "").startswith(f"{slug}:"):
+            with contextlib.suppress(docker.errors.NotFound):
+                container.remove(force=True)
 
 
 def chromium_available() -> bool:

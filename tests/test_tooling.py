@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import docker.errors
 import httpx
 import pytest
 
@@ -34,9 +35,11 @@ ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.envi
 
 def remove_containers(engine: Any, slug: str) -> None:
     """Every container the tasks started from the project's images, whatever happened to `inv`."""
-    for container in engine.containers.list(all=True, filters={"label": MANAGED_LABEL}):
-        if container.labels.get(MANAGED_LABEL, "").startswith(f"{slug}:"):
-            container.remove(force=True)
+    # sparse: the list alone, no inspect per container, which fails for one removed meanwhile
+    for container in engine.containers.list(all=True, sparse=True, filters={"label": MANAGED_LABEL}):
+        if (container.attrs.get("Labels") or {}).get(MANAGED_LABEL, "").startswith(f"{slug}:"):
+            with contextlib.suppress(docker.errors.NotFound):
+                container.remove(force=True)
 
 
 class Inv:

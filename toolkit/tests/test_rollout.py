@@ -25,6 +25,7 @@ import httpx
 import pytest
 from cnd_toolkit import project
 from cnd_toolkit.docker import images
+from cnd_toolkit.errors import OpsError
 from cnd_toolkit.release import backends, caddy, lock, proxy, rollout
 
 from tests.conftest import base_image, free_port
@@ -182,6 +183,30 @@ def test_v1_then_v2_under_load_then_a_bad_v3_changes_nothing(
     assert states == {"rev-one": True, "rev-two": False}
     with pytest.raises(rollout.RolloutFailed, match=r"no other release of revision nope is kept on this host"):
         rollout.roll_back(engine, target, "nope")
+
+
+def test_a_pre_switch_step_that_fails_leaves_the_live_release_serving(
+    engine: Any, host: Host, app_images: dict[str, str]
+) -> None:
+    """The pre-switch hook's place (``before_switch``): the new release is up and healthy, and not
+    yet serving; when the step fails, it is removed and the live one never stopped serving."""
+    target = host.target
+    first = rollout.roll_out(engine, target, app_images["rev-one"], version="1", revision="rev-one")
+    seen: list[tuple[str, str]] = []
+
+    def before_switch(name: str) -> None:
+        new = engine.containers.get(name)
+        seen.append((new.attrs["State"]["Health"]["Status"], httpx.get(host.url + "/api/version").json()["revision"]))
+        raise OpsError("hooks/pre-switch exited with 3: the deploy stopped before the switch")
+
+    with Load(host.url) as load, pytest.raises(rollout.RolloutFailed) as caught:
+        rollout.roll_out(
+            engine, target, app_images["rev-two"], version="2", revision="rev-two", before_switch=before_switch
+        )
+    assert seen == [("healthy", "rev-one")]  # healthy, and the proxy still sent requests to the live one
+    assert f"the new release was removed, and {first.name} keeps serving" in str(caught.value)
+    assert load.failures == [] and set(load.revisions) == {"rev-one"}, load.statuses
+    assert [r.revision for r in rollout.releases(engine, target.slug)] == ["rev-one"]
 
 
 def test_the_proxy_asks_nothing_of_an_idle_colour_and_logs_no_error(
