@@ -131,12 +131,12 @@ _IMAGE = re.compile(r"[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0
 _SHAPES: dict[str, tuple[type, Any]] = {
     "image": (str, lambda v: bool(_IMAGE.fullmatch(v))),  # as Copier's image question takes it
     "python": (str, lambda v: bool(re.fullmatch(r"3\.[0-9]{1,2}", v))),
-    "port": (int, lambda v: 1024 <= v <= 65535),  # as Copier's port question takes it
+    "port": (int, lambda v: 1024 <= v <= 65535 and v != 9101),  # as Copier's port question takes it
 }
 _WHAT = {
     "image": "a registry path without a tag, in lowercase",
     "python": "a Python version such as 3.12",
-    "port": "a whole number from 1024 to 65535",
+    "port": "a whole number from 1024 to 65535, not 9101 (the app's metrics listener)",
 }
 
 
