@@ -10,10 +10,11 @@ test calls these.
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 from collections.abc import Mapping
-from typing import NoReturn
+from typing import Any, NoReturn
 
 
 def in_ci(environ: Mapping[str, str] | None = None) -> bool:
@@ -24,11 +25,12 @@ def in_ci(environ: Mapping[str, str] | None = None) -> bool:
 def unavailable(message: str) -> NoReturn:
     """The test's prerequisite is missing (``message`` says which, and how to get it): skip it,
     or fail it under CI."""
-    import pytest
-
+    # Imported here, by name: only tests call this, and the toolkit does not depend on pytest.
+    pytest: Any = importlib.import_module("pytest")
     if in_ci():
         pytest.fail(f"{message.rstrip('.')}; CI is set, so this test must run, not skip", pytrace=False)
     pytest.skip(message)
+    raise AssertionError("pytest.skip returned")  # it raises; this line only tells the type checker
 
 
 def needed_tool(name: str, why: str, package: str) -> str:
