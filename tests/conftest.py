@@ -13,6 +13,8 @@ from tests.helpers import remove_project, unavailable
 from tests.isolation import (  # noqa: F401  (autouse fixtures and a hook: no test leaks)
     module_leaves_nothing,
     pytest_fixture_setup,
+    pytest_runtest_protocol,
+    pytest_terminal_summary,
     test_leaves_nothing,
 )
 from tools.generated import docker_client, local_image_exists, offline_base_image, render, run_in

@@ -15,3 +15,5 @@ _spec.loader.exec_module(_module)
 module_leaves_nothing = _module.module_leaves_nothing
 test_leaves_nothing = _module.test_leaves_nothing
 pytest_fixture_setup = _module.pytest_fixture_setup
+pytest_runtest_protocol = _module.pytest_runtest_protocol
+pytest_terminal_summary = _module.pytest_terminal_summary

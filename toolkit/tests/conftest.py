@@ -18,6 +18,8 @@ from cnd_toolkit.testing import unavailable
 from tests.isolation import (  # noqa: F401  (autouse fixtures and a hook: no test leaks)
     module_leaves_nothing,
     pytest_fixture_setup,
+    pytest_runtest_protocol,
+    pytest_terminal_summary,
     test_leaves_nothing,
 )
 

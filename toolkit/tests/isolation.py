@@ -205,3 +205,44 @@ def module_leaves_nothing(request: pytest.FixtureRequest) -> Iterator[None]:
 def test_leaves_nothing(request: pytest.FixtureRequest) -> Iterator[None]:
     """What the test made (beyond its module's fixtures) is gone when it ends."""
     yield from _checked("this test", uses_engine(request.node))
+
+
+# CND_CPU_REPORT=1 (.ci/run sets it): the machine's busy CPU time over each test, every process
+# counted (the engine, containers, servers it starts), summed per module and listed at the end.
+# CI's time budget is spent in CPU on this 2-core machine: this says where.
+_cpu: dict[str, tuple[float, float]] = {}
+
+
+def _busy_seconds() -> float:
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    ticks = [int(value) for value in fields]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle and iowait
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    if os.environ.get("CND_CPU_REPORT") != "1" or not Path("/proc/stat").exists():
+        yield
+        return
+    busy, wall = _busy_seconds(), time.monotonic()
+    yield
+    _cpu[item.nodeid] = (_busy_seconds() - busy, time.monotonic() - wall)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not _cpu:
+        return
+    modules: dict[str, list[float]] = {}
+    for nodeid, (busy, wall) in _cpu.items():
+        totals = modules.setdefault(nodeid.split("::", 1)[0], [0.0, 0.0])
+        totals[0] += busy
+        totals[1] += wall
+    write = terminalreporter.write_line
+    busy_all, wall_all = sum(b for b, _ in _cpu.values()), sum(w for _, w in _cpu.values())
+    terminalreporter.section(f"CPU: {busy_all:.0f} busy core-seconds in {wall_all:.0f} s of tests")
+    for name, (busy, wall) in sorted(modules.items(), key=lambda kv: -kv[1][0]):
+        write(f"{busy:8.1f} cpu-s {wall:8.1f} s  {name}")
+    write("slowest in CPU:")
+    for nodeid, (busy, wall) in sorted(_cpu.items(), key=lambda kv: -kv[1][0])[:30]:
+        write(f"{busy:8.1f} cpu-s {wall:8.1f} s  {nodeid}")

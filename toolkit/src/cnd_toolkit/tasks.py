@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from invoke.collection import Collection
 from invoke.context import Context
@@ -26,19 +26,36 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from cnd_toolkit import dev as dev_ops
-from cnd_toolkit import monitor as monitor_ops
 from cnd_toolkit import options, redact, settings
 from cnd_toolkit import project as proj
-from cnd_toolkit import run as run_ops
-from cnd_toolkit import smoke as smoke_ops
-from cnd_toolkit.docker import engine, images
-from cnd_toolkit.edge.server import load_site, serve_in_thread
 from cnd_toolkit.errors import Interrupted, OpsError
-from cnd_toolkit.netlify import check as check_ops
-from cnd_toolkit.netlify.config import NetlifyConfig
-from cnd_toolkit.release import applogs, swarm
-from cnd_toolkit.release import deploy as deploy_ops
+from cnd_toolkit.lazy import lazy as _lazy
+
+# The modules that reach Docker, HTTP or aiohttp load when a task first uses them, not when `inv`
+# starts: `inv -l`, `inv --help TASK` and a bad option's error come in a fraction of the time.
+if TYPE_CHECKING:
+    from cnd_toolkit import dev as dev_ops
+    from cnd_toolkit import monitor as monitor_ops
+    from cnd_toolkit import run as run_ops
+    from cnd_toolkit import smoke as smoke_ops
+    from cnd_toolkit.docker import engine, images
+    from cnd_toolkit.edge import server as edge_server
+    from cnd_toolkit.netlify import check as check_ops
+    from cnd_toolkit.netlify.config import NetlifyConfig
+    from cnd_toolkit.release import applogs, swarm
+    from cnd_toolkit.release import deploy as deploy_ops
+else:
+    dev_ops = _lazy("cnd_toolkit.dev")
+    monitor_ops = _lazy("cnd_toolkit.monitor")
+    run_ops = _lazy("cnd_toolkit.run")
+    smoke_ops = _lazy("cnd_toolkit.smoke")
+    engine = _lazy("cnd_toolkit.docker.engine")
+    images = _lazy("cnd_toolkit.docker.images")
+    edge_server = _lazy("cnd_toolkit.edge.server")
+    check_ops = _lazy("cnd_toolkit.netlify.check")
+    applogs = _lazy("cnd_toolkit.release.applogs")
+    swarm = _lazy("cnd_toolkit.release.swarm")
+    deploy_ops = _lazy("cnd_toolkit.release.deploy")
 
 # soft_wrap: rich inserts no line breaks of its own. A terminal wraps long lines itself, and
 # output redirected to a file or a CI log keeps each line (and each URL) whole. Everything printed
@@ -67,7 +84,6 @@ def _warn_of_leftover_ops() -> None:
 
 
 # `inv monitor --once` could not look: a problem it can name, or the engine gone.
-LOOK_FAILED: tuple[type[Exception], ...] = (OpsError, *engine.LOST_ERRORS)
 ENV_HELP = "settings from .env.NAME as well as .env (staging, production); the environment still wins"
 
 
@@ -426,7 +442,7 @@ def dev(
         edge_port = options.port(port)
         config = _settings(env)
         netlify_cli = dev_ops.require_netlify_cli() if netlify else ""
-        load_site(project.root)  # a configuration error stops here, before a container starts
+        edge_server.load_site(project.root)  # a configuration error stops here, before a container starts
         backend = stack.enter_context(
             dev_ops.app_backend(
                 project,
@@ -444,7 +460,7 @@ def dev(
         else:
             site = dev_ops.site_for(project.root, backend.url)
             _report_site(site)
-            edge = stack.enter_context(serve_in_thread(site, port=edge_port, on_log=_edge_line))
+            edge = stack.enter_context(edge_server.serve_in_thread(site, port=edge_port, on_log=_edge_line))
             console.print(f"[green]Serving[/] {edge.url}  (edge: public/ + rules; /api/* -> {backend.url})")
         console.print("Edit api/ and the app reloads. Ctrl-C stops everything.")
         _wait_for_ctrl_c()
@@ -465,11 +481,11 @@ def edge(c: Context, port: str = "8888", backend: str = "", env: str = "") -> No
         edge_port = options.port(port)
         backend = backend or _settings(env)["BACKEND_URL"]
         try:
-            site = dev_ops.site_for(project.root, backend) if backend else load_site(project.root)
+            site = dev_ops.site_for(project.root, backend) if backend else edge_server.load_site(project.root)
         except ValueError as exc:
             raise OpsError(str(exc)) from None
         _report_site(site)
-        with serve_in_thread(site, port=edge_port, on_log=_edge_line) as running:
+        with edge_server.serve_in_thread(site, port=edge_port, on_log=_edge_line) as running:
             target = backend or "the rules as written"
             console.print(f"[green]Serving[/] {running.url}  (/api/* -> {target}); Ctrl-C stops it")
             _wait_for_ctrl_c()
@@ -943,12 +959,16 @@ def monitor(c: Context, once: bool = False, json: bool = False, env: str = "") -
             cpu=config.number("MONITOR_CPU_PERCENT") / 100, memory=config.number("MONITOR_MEMORY_PERCENT") / 100
         )
         if once:
+            look_failed: tuple[type[Exception], ...] = (
+                OpsError,
+                *engine.LOST_ERRORS,
+            )  # a problem it can name, or the engine gone
             try:
                 backend = deploy_ops.monitor_target(config)
                 found = monitor_ops.snapshot(
                     backend.client, project.slug, watched=backend.watched(), thresholds=thresholds
                 )
-            except LOOK_FAILED as exc:
+            except look_failed as exc:
                 # Could not look: exit 2, not 1 (1 is "looked, and something is wrong").
                 reason = str(exc) if isinstance(exc, OpsError) else engine.lost(exc)
                 if json:
