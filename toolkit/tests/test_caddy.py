@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cnd_toolkit import project
 from cnd_toolkit.errors import OpsError
-from cnd_toolkit.release import caddy
+from cnd_toolkit.release import caddy, deploy
+from cnd_toolkit.settings import SettingsError, load
 
 from tests.conftest import needed_tool
 
@@ -184,6 +186,18 @@ def test_the_buffering_is_written_in_the_syntax_of_the_proxys_caddy(version: str
 )
 def test_the_buffer_is_the_apps_body_limit_and_a_byte_up_to_16_mib(limit: int, size: int) -> None:
     assert caddy.request_buffer(limit) == size
+
+
+def test_the_buffer_follows_the_releases_limit_even_where_app_env_is_refused(tmp_path: Path) -> None:
+    """Every task that opens the backend (`inv status`, `releases`, `remove`) builds the target: an
+    APP_ENV that hands the app a deploy secret is the deploy's to refuse, and must not stop them."""
+    (tmp_path / ".env").write_text("APP_MAX_REQUEST_BYTES=2048\nAPP_ENV=NETLIFY_AUTH_TOKEN\n")
+    settings = load(tmp_path, environ={})
+    with pytest.raises(SettingsError, match="NETLIFY_AUTH_TOKEN"):
+        settings.runtime_environment()
+    assert deploy.target(project.load(), settings).request_buffer == 2049
+    (tmp_path / ".env").write_text("APP_MAX_REQUEST_BYTES=lots\n")  # the release's start-up refuses it
+    assert deploy.target(project.load(), load(tmp_path, environ={})).request_buffer == caddy.DEFAULT_BODY_LIMIT + 1
 
 
 def test_the_local_caddy_refuses_the_other_syntax(caddy_bin: str, tmp_path: Path) -> None:

@@ -89,8 +89,10 @@ def target(project: proj.Project, settings: Settings) -> rollout.Target:
 
 def body_limit(settings: Settings) -> int:
     """The release's APP_MAX_REQUEST_BYTES (the app's default when it is not set, or not a number,
-    which the release's start-up then refuses)."""
-    value = settings.runtime_environment().get("APP_MAX_REQUEST_BYTES", "").strip()
+    which the release's start-up then refuses). Read as a server variable, which every release gets,
+    without :meth:`Settings.runtime_environment`'s APP_ENV check: `inv status`, `releases` and
+    `remove` open the backend too, and a bad APP_ENV is the deploy's to refuse, not theirs."""
+    value = settings.values.get("APP_MAX_REQUEST_BYTES", "").strip()
     return int(value) if value.isdigit() and len(value) < 12 else caddy.DEFAULT_BODY_LIMIT
 
 
