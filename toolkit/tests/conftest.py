@@ -111,6 +111,13 @@ def needed_tool(name: str, why: str) -> str:
     return testing.needed_tool(name, why, TOOLS[name])
 
 
+def engine_socket() -> str:
+    """The local engine's Unix socket: DOCKER_HOST's when it names one (as CI's second engine, in its
+    own network namespace), else Docker's default."""
+    host = os.environ.get("DOCKER_HOST", "")
+    return host.removeprefix("unix://") if host.startswith("unix://") else "/var/run/docker.sock"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -34,7 +34,7 @@ from cnd_toolkit.release import caddy, deploy, lock, proxy, records, rollout
 from cnd_toolkit.wait import NotReady, poll
 
 from tests import deploy_leaks
-from tests.conftest import base_image, free_port, needed_tool
+from tests.conftest import base_image, engine_socket, free_port, needed_tool
 from tests.netlify_api import LocalNetlify
 from tests.secret_values import deploy_secrets
 
@@ -356,7 +356,7 @@ def tcp_engine(engine: Any) -> Iterator[str]:
         sock.bind((proxy_container, 0))
         port = sock.getsockname()[1]
     relay = subprocess.Popen(
-        [socat, f"TCP-LISTEN:{port},bind={proxy_container},fork,reuseaddr", "UNIX-CONNECT:/var/run/docker.sock"],
+        [socat, f"TCP-LISTEN:{port},bind={proxy_container},fork,reuseaddr", f"UNIX-CONNECT:{engine_socket()}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     address = f"tcp://{proxy_container}:{port}"

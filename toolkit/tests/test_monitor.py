@@ -255,12 +255,12 @@ def test_losing_the_engine_is_an_alert_and_an_error_not_a_quiet_exit(engine: Any
 
     import docker
 
-    from tests.conftest import free_port, needed_tool
+    from tests.conftest import engine_socket, free_port, needed_tool
 
     socat = needed_tool("socat", "to relay the engine over TCP and then drop it")
     port = free_port()
     relay = subprocess.Popen(
-        [socat, f"TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr", "UNIX-CONNECT:/var/run/docker.sock"],
+        [socat, f"TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr", f"UNIX-CONNECT:{engine_socket()}"],
         start_new_session=True,  # its forks (one a connection) share its process group
     )
     try:
