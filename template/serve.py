@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import runpy
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -126,7 +127,21 @@ def prepare_metrics() -> None:
         fail(f"PROMETHEUS_MULTIPROC_DIR={path!r}: {exc.strerror or exc}; it must be a writable directory", EXIT_CONFIG)
 
 
+def stop_while_starting() -> None:
+    """Until gunicorn puts its own handlers in place, SIGTERM and SIGINT end the start-up at once.
+    This process is PID 1 in the container, and the kernel drops a signal that PID 1 has no handler
+    for: a `docker stop` during the checks (a deploy's Ctrl-C, a rollback) would otherwise wait out
+    the whole stop timeout and end in SIGKILL."""
+
+    def stop(signum: int, _frame: object) -> None:
+        os._exit(128 + signum)  # as a shell reports a process ended by the signal
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+
 if __name__ == "__main__":
+    stop_while_starting()
     check_settings()
     check_app()
     prepare_metrics()

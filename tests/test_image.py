@@ -236,6 +236,48 @@ def test_smoke_against_a_url(built: dict[str, Any], engine: Any) -> None:
         container.remove(force=True)
 
 
+SLOW_APP = """\
+print("shim: the app's import is slow", flush=True)
+import time
+time.sleep(120)
+"""
+SERVE_WITH_SHIM = (
+    "import runpy, sys; sys.path.insert(0, '/shim'); sys.argv = ['/app/serve.py']; "
+    "runpy.run_path('/app/serve.py', run_name='__main__')"
+)
+
+
+def test_a_container_stopped_while_it_starts_stops_at_once(built: dict[str, Any], engine: Any, tmp_path: Path) -> None:
+    """serve.py is PID 1 before gunicorn is, and the kernel drops a signal PID 1 has no handler for:
+    a `docker stop` during its checks must end it (exit 143), not wait out the timeout for SIGKILL (137).
+    The app's import is made slow by an `api` package ahead of the real one on sys.path."""
+    shim = tmp_path / "shim" / "api"
+    shim.mkdir(parents=True)
+    (shim / "__init__.py").write_text(SLOW_APP)
+    shim.parent.chmod(0o755)
+    shim.chmod(0o755)
+    (shim / "__init__.py").chmod(0o644)
+    container = engine.containers.run(
+        built["image"],
+        # serve.py as PID 1, as the image's CMD runs it, with /shim first on sys.path.
+        ["python", "-c", SERVE_WITH_SHIM],
+        detach=True,
+        volumes={str(shim.parent): {"bind": "/shim", "mode": "ro"}},
+        labels={PROJECT_LABEL: built["slug"]},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while b"shim: the app's import is slow" not in container.logs():
+            container.reload()
+            assert container.status == "running" and time.monotonic() < deadline, container.logs().decode()
+            time.sleep(0.1)
+        container.stop(timeout=30)
+        container.reload()
+        assert container.attrs["State"]["ExitCode"] == 143, container.logs().decode()
+    finally:
+        container.remove(force=True)
+
+
 def test_container_that_never_turns_healthy_is_reported_and_removed(built: dict[str, Any], engine: Any) -> None:
     # An invalid WEB_CONCURRENCY baked into a derived image: gunicorn refuses to start.
     broken = f"{built['slug']}:broken"
