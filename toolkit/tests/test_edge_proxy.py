@@ -453,7 +453,9 @@ def test_a_slow_body_reaches_the_origin_only_once_it_has_all_arrived(
     cuts = sorted(rng.sample(range(1, len(body)), 8))
     pieces = [body[i:j] for i, j in zip([0, *cuts], [*cuts, len(body)], strict=True)]
     with socket.create_connection(("127.0.0.1", edge.port), timeout=WAIT) as sock:
-        sock.sendall(b"POST %s HTTP/1.1\r\nHost: edge.test\r\n%s\r\n\r\n" % (target.encode(), framing))
+        # Connection: close: the answer ends with the connection, not at the keep-alive timeout.
+        head = b"POST %s HTTP/1.1\r\nHost: edge.test\r\nConnection: close\r\n%s\r\n\r\n"
+        sock.sendall(head % (target.encode(), framing))
         for piece in pieces:
             time.sleep(0.1)
             assert target not in origin.seen  # nothing of it yet, not even the head
