@@ -19,6 +19,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,19 @@ def _environ(slug: str, port: int, name: str, proxy_image: str, **more: str) -> 
     }
 
 
+def remove_both(engine: Any, slug: str, proxy_settings: proxy.ProxySettings) -> None:
+    """The project's service and the proxy's removed together, then the lock: the engine takes
+    seconds to let each go (its tasks' network endpoints), so neither waits for the other."""
+    with ThreadPoolExecutor(2) as pool:
+        removals = [
+            pool.submit(swarm.remove_service, engine, slug),
+            pool.submit(swarm.remove_proxy, engine, proxy_settings),
+        ]
+    for removal in removals:
+        removal.result()
+    lock.release(engine, slug)
+
+
 @pytest.fixture
 def cluster(engine: Any, node: str, proxy_image: str) -> Iterator[Cluster]:
     me = project.load()
@@ -122,9 +136,7 @@ def cluster(engine: Any, node: str, proxy_image: str) -> Iterator[Cluster]:
     try:
         yield Cluster(target, node, settings)
     finally:
-        swarm.remove_service(engine, slug)
-        swarm.remove_proxy(engine, target.proxy)
-        lock.release(engine, slug)
+        remove_both(engine, slug, target.proxy)
 
 
 def _record(engine: Any, cluster: Cluster, release: swarm.SwarmRelease) -> None:
@@ -306,9 +318,7 @@ def test_a_swarm_deploy_runs_the_whole_pipeline_and_status_shows_the_tasks(
             assert swarm.current(engine, me.slug) is None
             assert lock.holder(engine, me.slug) is None
         finally:
-            swarm.remove_service(engine, me.slug)
-            swarm.remove_proxy(engine, deploy.target(me, settings).proxy)
-            lock.release(engine, me.slug)
+            remove_both(engine, me.slug, deploy.target(me, settings).proxy)
 
 
 def test_a_real_inv_deploy_to_a_swarm_leaves_no_secret_in_its_service_or_anywhere(
@@ -354,9 +364,7 @@ def test_a_real_inv_deploy_to_a_swarm_leaves_no_secret_in_its_service_or_anywher
             assert found == {}
             assert deploy_leaks.image_holds(engine, pushed.id, secrets) == []
         finally:
-            swarm.remove_service(engine, me.slug)
-            swarm.remove_proxy(engine, deploy.target(me, settings).proxy)
-            lock.release(engine, me.slug)
+            remove_both(engine, me.slug, deploy.target(me, settings).proxy)
             for image in engine.images.list(name=environ["IMAGE"]):
                 for tag in image.tags:
                     if tag.startswith(f"{environ['IMAGE']}:"):
