@@ -486,7 +486,7 @@ def test_a_large_body_trickled_after_the_buffer_is_cut_at_the_whole_bodys_deadli
                 answer = sock.recv(65536) or b"(closed)"
         elapsed = time.monotonic() - started
     assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
-    assert elapsed < CLIENT_1S.client_timeout + 3, elapsed
+    assert elapsed < 10 * CLIENT_1S.client_timeout, elapsed  # not the WAIT that a per-gap timer alone would allow
     assert origin.ended[target].wait(WAIT)  # and the origin's connection was let go
 
 

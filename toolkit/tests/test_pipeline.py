@@ -266,12 +266,13 @@ def test_a_hook_is_stopped_whole_at_its_timeout_and_what_it_leaves_running_goes_
     started = time.monotonic()
     lines: list[str] = []
     assert hooks.run(tmp_path, "pre-build", {}, say=lines.append)  # it succeeded: its own exit is what counts
-    assert time.monotonic() - started < hooks.LINGER + 5 and lines[-1] == "  pre-build: started"
+    # Not held for the 30 s its background child sleeps (a bound that a busy machine cannot miss).
+    assert time.monotonic() - started < 15 and lines[-1] == "  pre-build: started"
     hook(tmp_path, "pre-switch", f"#!/bin/sh\n(sleep 30; touch {marker}) &\nsleep 30\n", commit=False)
     started = time.monotonic()
     with pytest.raises(hooks.HookFailed, match="did not finish within 1 s"):
         hooks.run(tmp_path, "pre-switch", {}, say=lines.append, timeout=1)
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 15
     leftovers = subprocess.run(["pgrep", "-f", f"touch {marker}"], capture_output=True, text=True).stdout
     assert leftovers == "", leftovers  # neither hook's background sleep survived
 
