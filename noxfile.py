@@ -91,12 +91,15 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
-def toolkit(session: nox.Session) -> None:
+@nox.parametrize("part", ["1", "2"])
+def toolkit(session: nox.Session, part: str) -> None:
     """Test the toolkit (toolkit/tests) once, against a project rendered with default answers,
-    on a real Docker engine: deploys, rollouts under load, canaries, Swarm, the Netlify client."""
+    on a real Docker engine: deploys, rollouts under load, canaries, Swarm, the Netlify client.
+    In two parts of about equal time (toolkit/tests/conftest.py, PART_1), each with its own
+    environment and render, so that CI runs them at once on two engines; `nox -s toolkit` runs both."""
     install(session, "render", app=True)
     require_docker(session)
-    target = ROOT / ".cache" / "toolkit" / "my-service"
+    target = ROOT / ".cache" / "toolkit" / part / "my-service"
     session.run("python", "-m", "tools.generated", str(target), "--answers", "{}")
     project = nox.project.load_toml(str(target / "pyproject.toml"))
     session.install(*nox.project.dependency_groups(project, "test"))
@@ -110,7 +113,7 @@ def toolkit(session: nox.Session) -> None:
             "-p",
             "no:cacheprovider",
             *(session.posargs or ["-q"]),
-            env={"BASE_IMAGE": offline_base_image("3.11"), "CI": os.environ.get("CI", "")},
+            env={"BASE_IMAGE": offline_base_image("3.11"), "CI": os.environ.get("CI", ""), "CND_TEST_PART": part},
         )
 
 

@@ -35,9 +35,34 @@ TOOLS = {
 }
 
 
+# The modules of part 1 (``CND_TEST_PART=1``); part 2 is the rest. The template's CI runs the two
+# parts at once, each on an engine of its own (its .ci/run): chosen so that each takes about half
+# the time (the durations its CI run prints), the swarm modules and the rollouts on one host apart.
+PART_1 = {
+    "test_swarm.py",
+    "test_swarm_canary.py",
+    "test_canary_rollout.py",
+    "test_applogs.py",
+    "test_monitor.py",
+    "test_messages.py",
+    "test_interrupts.py",
+    "test_slow_clients.py",
+    "test_secrets.py",
+    "test_preview_site.py",
+}
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """``CND_ROLLOUT_TESTS=0`` skips the tests marked ``rollouts``, by design and under CI too (a
+    """``CND_TEST_PART=1`` or ``2`` keeps one part of the tests (:data:`PART_1`, or the rest).
+    ``CND_ROLLOUT_TESTS=0`` skips the tests marked ``rollouts``, by design and under CI too (a
     choice, not a missing prerequisite): a quicker run of the rest while working on the toolkit."""
+    part = os.environ.get("CND_TEST_PART", "")
+    if part in {"1", "2"}:
+        kept = [item for item in items if (item.path.name in PART_1) == (part == "1")]
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = kept
+    elif part:
+        raise pytest.UsageError(f"CND_TEST_PART={part!r}: use 1 or 2 (or leave it unset for every test)")
     if os.environ.get("CND_ROLLOUT_TESTS", "1") != "0":
         return
     skip = pytest.mark.skip(reason="CND_ROLLOUT_TESTS=0 (the template CI runs them: nox -s toolkit)")
