@@ -71,7 +71,7 @@ def test_runtime_image_is_non_root_and_lean(built: dict[str, Any], engine: Any) 
     config = engine.images.get(built["image"]).attrs["Config"]
     assert config["User"] == "10001:10001"
     assert config["Cmd"] == ["python", "/app/serve.py"]
-    assert config["Healthcheck"]["Test"] == ["CMD", "python", "/app/healthcheck.py"]
+    assert config["Healthcheck"]["Test"] == ["CMD", "python", "-I", "-S", "/app/healthcheck.py"]
     assert config["StopSignal"] == "SIGTERM"
     listing = in_image(
         engine,

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -220,3 +221,24 @@ def test_a_request_the_worker_gives_up_on_is_logged_as_aborted(tmp_path: Path, t
     aborted = [e for e in entries if e.get("msg") == "aborted"]
     assert [(e["request_id"], e["path"], e["status"]) for e in aborted] == [("slow-1", "/api/slow", None)], entries
     assert {f"n-{n}" for n in range(100)} <= {e.get("request_id") for e in entries}
+
+
+def test_the_health_check_passes_on_a_200_only(tmp_path: Path) -> None:
+    """healthcheck.py, the image's HEALTHCHECK, run as the image runs it (``python -I -S``)."""
+
+    def check(port: int) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-I", "-S", str(ROOT / "healthcheck.py")]
+        return subprocess.run(command, env={**os.environ, "PORT": str(port)}, capture_output=True, text=True)
+
+    with gunicorn(tmp_path) as server:
+        assert check(server.port).returncode == 0
+    refused = check(free_port())
+    assert refused.returncode == 1 and refused.stderr.startswith("unhealthy: ConnectionRefusedError"), refused.stderr
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(HANG)
+        answer = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"
+        thread = threading.Thread(target=lambda: (conn := listener.accept()[0]).recv(1024) and conn.sendall(answer))
+        thread.start()
+        failing = check(listener.getsockname()[1])
+        thread.join(HANG)
+    assert failing.returncode == 1 and "'HTTP/1.1 503 Service Unavailable'" in failing.stderr, failing.stderr
