@@ -12,7 +12,7 @@ import pytest
 from tests.helpers import remove_project, unavailable
 from tests.isolation import (  # noqa: F401  (autouse fixtures and a hook: no test leaks)
     module_leaves_nothing,
-    pytest_fixture_setup,
+    pytest_configure,
     pytest_runtest_protocol,
     pytest_terminal_summary,
     test_leaves_nothing,

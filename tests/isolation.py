@@ -14,6 +14,6 @@ _spec.loader.exec_module(_module)
 
 module_leaves_nothing = _module.module_leaves_nothing
 test_leaves_nothing = _module.test_leaves_nothing
-pytest_fixture_setup = _module.pytest_fixture_setup
+pytest_configure = _module.pytest_configure
 pytest_runtest_protocol = _module.pytest_runtest_protocol
 pytest_terminal_summary = _module.pytest_terminal_summary

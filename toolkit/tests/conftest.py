@@ -17,7 +17,7 @@ from cnd_toolkit.testing import unavailable
 
 from tests.isolation import (  # noqa: F401  (autouse fixtures and a hook: no test leaks)
     module_leaves_nothing,
-    pytest_fixture_setup,
+    pytest_configure,
     pytest_runtest_protocol,
     pytest_terminal_summary,
     test_leaves_nothing,
@@ -49,6 +49,7 @@ PART_1 = {
     "test_slow_clients.py",
     "test_secrets.py",
     "test_preview_site.py",
+    "test_prerequisites.py",
 }
 
 

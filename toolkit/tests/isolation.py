@@ -161,15 +161,27 @@ class Watch:
 _session_owned: dict[str, set[str]] = {}
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest) -> Iterator[None]:
-    if not enabled() or fixturedef.scope != "session":
+class _SessionFixtures:
+    """Records what session-scoped fixtures make. A plugin of its own (:func:`pytest_configure`),
+    not a conftest hook: pytest sets a session fixture up through the session's hooks, which a
+    conftest.py in a test folder is not part of, so such a hook never saw them."""
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_fixture_setup(
+        self, fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
+    ) -> Iterator[None]:
+        if not enabled() or fixturedef.scope != "session":
+            yield
+            return
+        watch = Watch(engine=True)
         yield
-        return
-    watch = Watch(engine=True)
-    yield
-    for kind, names in watch.new().items():
-        _session_owned.setdefault(kind, set()).update(names)
+        for kind, names in watch.new().items():
+            _session_owned.setdefault(kind, set()).update(names)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not config.pluginmanager.has_plugin("cnd-session-fixtures"):
+        config.pluginmanager.register(_SessionFixtures(), "cnd-session-fixtures")
 
 
 def _not_session_owned(left: dict[str, set[str]]) -> dict[str, set[str]]:
