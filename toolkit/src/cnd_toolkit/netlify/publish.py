@@ -271,7 +271,10 @@ def _wait(
         raise NotReady(repr(deploy.state))
 
     try:
-        return poll(settled, timeout=timeout, interval=interval, max_interval=interval, sleep=sleep)
+        # First asked again after a tenth of a second, then twice as long each time up to
+        # ``interval``: a deploy Netlify has nothing to do for (every file known) is seen at once,
+        # and a long one costs no more requests than a fixed interval would.
+        return poll(settled, timeout=timeout, interval=min(0.1, interval), max_interval=interval, sleep=sleep)
     except TimedOut as exc:
         raise NetlifyError(
             f"Netlify deploy {deploy_id} was still {exc.reason} after {timeout:.0f}s; nothing was published"
