@@ -16,7 +16,8 @@ GITIGNORE_TEST = (
     f"{Path(__file__).parent / 'test_settings.py'}::test_gitignore_keeps_every_env_file_out_but_the_example"
 )
 # Set by CI and by the smoke runner: the child gets only what each case gives it.
-CLEARED = {"CI", "CND_CHECK_LEAKS", "SMOKE_BASE_URL", "SMOKE_CONTAINER", "SMOKE_URL_ONLY"}
+# CND_TEST_PART: a child runs the tests it names, whichever part of the run this test is in.
+CLEARED = {"CI", "CND_CHECK_LEAKS", "CND_TEST_PART", "SMOKE_BASE_URL", "SMOKE_CONTAINER", "SMOKE_URL_ONLY"}
 
 
 def pytest_in_child(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
