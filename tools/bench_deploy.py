@@ -28,10 +28,19 @@ SITE_FILES = 1000
 
 
 def generated(module: str) -> Any:
-    """A module of the generated project's tests/ (its strict Netlify API, its fixtures' Dockerfile),
-    imported at run time: this repository has a tests/ package of its own."""
+    """A module of the toolkit's tests (toolkit/tests: the strict local Netlify API, the registry,
+    the fixtures' Dockerfile), imported as those tests import each other (``tests.*``), with the
+    generated project on sys.path for its ``api`` (project_ops), as `nox -s toolkit` runs them.
+    toolkit/ goes first: this repository and the generated project have tests/ packages of their own."""
     import importlib
 
+    toolkit = str(REPO / "toolkit")
+    if toolkit in sys.path:
+        sys.path.remove(toolkit)
+    sys.path.insert(0, toolkit)
+    loaded = sys.modules.get("tests")
+    if loaded is not None and Path(str(loaded.__file__)).parent != REPO / "toolkit" / "tests":
+        raise RuntimeError(f"`tests` is {loaded.__file__} here, not the toolkit's tests")
     return importlib.import_module(module)
 
 

@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tools.bench_deploy import proxy_image
+from tools.bench_deploy import generated, proxy_image
 from tools.generated import free_port, run_alone
 
 SLUG = "bench-ops"
@@ -26,7 +26,8 @@ def bench(project_root: Path, base: str, client: Any, runs: int = 5) -> dict[str
     from cnd_toolkit import project as proj
     from cnd_toolkit.docker import images
     from cnd_toolkit.release import proxy, rollout
-    from tests.webhook import Receiver  # the generated project's own, as its alert tests use it
+
+    Receiver = generated("tests.webhook").Receiver  # the toolkit tests' own, as its alert tests use it
 
     project = proj.load(project_root)
     tag = f"{SLUG}:bench"
