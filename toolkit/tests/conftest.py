@@ -59,9 +59,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     choice, not a missing prerequisite): a quicker run of the rest while working on the toolkit."""
     part = os.environ.get("CND_TEST_PART", "")
     if part in {"1", "2"}:
-        kept = [item for item in items if (item.path.name in PART_1) == (part == "1")]
-        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
-        items[:] = kept
+        wanted = part == "1"
+        config.hook.pytest_deselected(items=[item for item in items if (item.path.name in PART_1) != wanted])
+        items[:] = [item for item in items if (item.path.name in PART_1) == wanted]
     elif part:
         raise pytest.UsageError(f"CND_TEST_PART={part!r}: use 1 or 2 (or leave it unset for every test)")
     if os.environ.get("CND_ROLLOUT_TESTS", "1") != "0":

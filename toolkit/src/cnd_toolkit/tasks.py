@@ -83,7 +83,6 @@ def _warn_of_leftover_ops() -> None:
         )
 
 
-# `inv monitor --once` could not look: a problem it can name, or the engine gone.
 ENV_HELP = "settings from .env.NAME as well as .env (staging, production); the environment still wins"
 
 
@@ -959,10 +958,8 @@ def monitor(c: Context, once: bool = False, json: bool = False, env: str = "") -
             cpu=config.number("MONITOR_CPU_PERCENT") / 100, memory=config.number("MONITOR_MEMORY_PERCENT") / 100
         )
         if once:
-            look_failed: tuple[type[Exception], ...] = (
-                OpsError,
-                *engine.LOST_ERRORS,
-            )  # a problem it can name, or the engine gone
+            # Could not look: a problem it can name, or the engine gone.
+            look_failed: tuple[type[Exception], ...] = (OpsError, *engine.LOST_ERRORS)
             try:
                 backend = deploy_ops.monitor_target(config)
                 found = monitor_ops.snapshot(
