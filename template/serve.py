@@ -143,8 +143,14 @@ def stop_while_starting() -> None:
 if __name__ == "__main__":
     stop_while_starting()
     check_settings()
+    # Libraries imported once, here: the app check and gunicorn's workers are forked from this
+    # process and find them loaded, where each would import them again (Flask takes 0.13 s; four
+    # workers on two cores, most of a start). Never the app's own code (api/): see the top.
+    import flask  # noqa: F401  (the app's other heavy libraries can go here too)
+
     check_app()
     prepare_metrics()
+    import prometheus_client  # noqa: F401  (only now: it reads PROMETHEUS_MULTIPROC_DIR as it loads)
     from gunicorn.app.wsgiapp import run
 
     sys.argv = ["gunicorn", "--config", str(CONFIG), *sys.argv[1:]]

@@ -160,6 +160,9 @@ class RequestMiddleware:
                 return metrics.serve(environ, start_response)
             if allowed is False:  # a token is configured and this request lacks it: counted and logged
                 app = _unauthorized
+        elif path == "/healthz" and environ.get("REQUEST_METHOD") in {"GET", "HEAD"}:
+            app = _healthz  # liveness, answered before Flask: no hook added to the app can fail it
+            environ[ROUTE_KEY] = path
         started = time.perf_counter()
         request_id = request_id_from(environ.get("HTTP_X_REQUEST_ID"))
         environ[REQUEST_ID_KEY] = request_id
@@ -213,6 +216,13 @@ def readable_path(path: str | None) -> str | None:
         return path.encode("latin-1").decode("utf-8", "backslashreplace")
     except UnicodeEncodeError:  # not a WSGI string (a test's environ): as it is
         return path
+
+
+def _healthz(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+    """``GET /healthz``, logged and counted like every request, in a fifth of a Flask request's
+    time (``nox -s bench``): Docker, Caddy and Kubernetes ask it every few seconds, for life."""
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", "16")])
+    return [b'{"status":"ok"}\n']
 
 
 def _unauthorized(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:

@@ -14,7 +14,8 @@ _STARTED = time.time()
 
 @bp.get("/healthz")
 def healthz() -> ResponseReturnValue:
-    """Liveness: the process answers. Never checks dependencies (a restart would not fix them)."""
+    """Liveness: the process answers. Never checks dependencies (a restart would not fix them).
+    GET and HEAD are answered before Flask (api.observability); this rule gives others their 405."""
     return {"status": "ok"}
 
 

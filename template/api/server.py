@@ -66,13 +66,8 @@ class JsonLogger(glogging.Logger):
     def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: timedelta) -> None:
         if not self.access_log_enabled:
             return
-        status = resp.status
-        if isinstance(status, str):
-            status = status.split(None, 1)[0]
-        request_id = None
-        for name, value in resp.headers:
-            if name.lower() == "x-request-id":
-                request_id = value
+        status = str(resp.status).split(None, 1)[0]  # "200 OK", or 200
+        request_id = next((value for name, value in resp.headers if name.lower() == "x-request-id"), None)
         entry = {
             "ts": timestamp(time.time()),
             "level": "info",
@@ -81,7 +76,7 @@ class JsonLogger(glogging.Logger):
             "method": environ.get("REQUEST_METHOD"),
             "path": environ.get("PATH_INFO"),
             "query": environ.get("QUERY_STRING"),
-            "status": int(status) if str(status).isdigit() else status,
+            "status": int(status) if status.isdigit() else status,
             "bytes": getattr(resp, "sent", None),
             "duration_us": request_time.seconds * 1_000_000 + request_time.microseconds,
             "request_id": request_id,

@@ -17,10 +17,12 @@ from api import create_app
 from api.config import ConfigError, load_config
 
 
-def test_healthz_is_json_ok(client: FlaskClient) -> None:
-    response = client.get("/healthz")
-    assert response.status_code == 200
-    assert response.get_json() == {"status": "ok"}
+def test_healthz_is_json_ok_whatever_hooks_the_app_gets(app: Flask) -> None:
+    app.before_request(lambda: ("auth says no", 401))  # a team's hook: liveness does not depend on it
+    response = app.test_client().get("/healthz")
+    assert (response.status_code, response.get_json()) == (200, {"status": "ok"})
+    assert response.headers["Content-Length"] == str(len(response.data))
+    assert app.test_client().get("/readyz").status_code == 401
 
 
 def test_readyz_reports_checks(client: FlaskClient) -> None:

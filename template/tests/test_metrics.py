@@ -358,11 +358,8 @@ def test_counting_is_thread_safe_in_one_process() -> None:
         for _ in range(1000):
             metrics.observe("GET", "/threads", "200", 0.001)
 
-    threads = [threading.Thread(target=count) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda _: count(), range(8)))
     assert total(parse(metrics.exposition().decode()), "http_requests_total", route="/threads") - before == 8000
 
 
