@@ -186,6 +186,7 @@ def test_the_buffering_is_written_in_the_syntax_of_the_proxys_caddy(version: str
 )
 def test_the_buffer_is_the_apps_body_limit_and_a_byte_up_to_16_mib(limit: int, size: int) -> None:
     assert caddy.request_buffer(limit) == size
+    assert caddy.Site("x", "https://x", ("x:1",)).request_buffer == caddy.request_buffer(caddy.DEFAULT_BODY_LIMIT)
 
 
 def test_the_buffer_follows_the_releases_limit_even_where_app_env_is_refused(tmp_path: Path) -> None:

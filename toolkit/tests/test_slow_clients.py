@@ -39,10 +39,9 @@ def connect(url: str, head: bytes) -> socket.socket:
 
 def in_flight(container: Any) -> float:
     """The release's own gauge of the requests its workers are handling (its metrics listener)."""
-    code, output = container.exec_run(["python", "-c", traffic._FETCH])
-    assert code == 0, output
-    found = re.search(rb"^http_requests_in_flight(?:\{[^}]*\})? (\S+)$", output, re.MULTILINE)
-    assert found, output
+    text = traffic.exposition(container)
+    found = re.search(r"^http_requests_in_flight(?:\{[^}]*\})? (\S+)$", text, re.MULTILINE)
+    assert found, text
     return float(found.group(1))
 
 

@@ -59,6 +59,7 @@ APP_METRICS_PORT = 9101
 READ_HEADER = "10s"  # half-sent heads (slowloris) are dropped after this
 READ_BODY = "30s"  # the whole request, body included: about 35 KB/s for a 1 MiB body
 DEFAULT_BODY_LIMIT = 1024 * 1024  # the app's APP_MAX_REQUEST_BYTES, unless the release sets it
+DEFAULT_REQUEST_BUFFER = DEFAULT_BODY_LIMIT + 1  # request_buffer(DEFAULT_BODY_LIMIT)
 # A body is read up to its app's limit and one byte more: a body over the limit is then wholly in
 # the buffer, so the app refuses it (413) without waiting on the rest. At most this much a request:
 MAX_REQUEST_BUFFER = 16 * 1024 * 1024
@@ -107,7 +108,7 @@ class Site:
     dynamic: str = ""
     # A canary (one host) keeps each client on the colour it first got, by a cookie.
     sticky: bool = False
-    request_buffer: int = DEFAULT_BODY_LIMIT + 1  # request_buffer(the app's APP_MAX_REQUEST_BYTES)
+    request_buffer: int = DEFAULT_REQUEST_BUFFER  # request_buffer(the app's APP_MAX_REQUEST_BYTES)
 
     @property
     def address(self) -> str:

@@ -75,7 +75,7 @@ class Target:
     memory: str = "512m"
     cpus: float = 1.0
     sticky: bool = False  # CANARY_STICKY=cookie: a canary keeps each client on one colour
-    request_buffer: int = caddy.DEFAULT_BODY_LIMIT + 1  # caddy.request_buffer(the release's APP_MAX_REQUEST_BYTES)
+    request_buffer: int = caddy.DEFAULT_REQUEST_BUFFER  # caddy.request_buffer(the release's APP_MAX_REQUEST_BYTES)
 
 
 @dataclass(frozen=True)

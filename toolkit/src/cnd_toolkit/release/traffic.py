@@ -121,6 +121,11 @@ def figures(delta: Counts, seconds: float) -> Traffic:
 
 def scrape(container: Container) -> Counts:
     """One container's counts (its metrics listener, read from inside it)."""
+    return parse(exposition(container))
+
+
+def exposition(container: Container) -> str:
+    """One container's /metrics as its metrics listener serves it, read from inside it."""
     try:
         code, output = container.exec_run(["python", "-c", _FETCH])
     except docker.errors.APIError as exc:  # stopped or removed meanwhile
@@ -129,7 +134,7 @@ def scrape(container: Container) -> Counts:
     if code != 0:
         last = text.strip().splitlines()[-1] if text.strip() else f"exit code {code}"
         raise OpsError(f"could not read {container.name}'s /metrics: {logs.clean_line(last)}")
-    return parse(text)
+    return text
 
 
 def measure(containers: Iterable[Container], window: float = 2.0) -> Traffic:
