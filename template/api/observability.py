@@ -172,6 +172,7 @@ class RequestMiddleware:
             status[0] = status_line
             headers.append((REQUEST_ID_HEADER, request_id))
             headers.append(("X-App-Version", self.version))
+            headers.append(("X-Content-Type-Options", "nosniff"))  # JSON is never to be sniffed as HTML
             return start_response(status_line, headers, exc_info)
 
         key = id(environ)

@@ -51,5 +51,5 @@ def echo() -> ResponseReturnValue:
     """Return the JSON body sent; bodies over APP_MAX_REQUEST_BYTES get 413."""
     payload: Any = request.get_json(silent=True)
     if payload is None:
-        abort(400, description="send a JSON body with Content-Type: application/json")
+        abort(400, description="send one standard JSON value with Content-Type: application/json")
     return {"echo": payload, "bytes": request.content_length or 0}

@@ -34,7 +34,7 @@ def test_readyz_reports_checks(client: FlaskClient) -> None:
 def test_version_endpoint_and_header(client: FlaskClient) -> None:
     response = client.get("/api/version")
     assert response.get_json() == {"version": "1.2.3", "revision": "abc123"}
-    assert response.headers["X-App-Version"] == "1.2.3"
+    assert response.headers["X-App-Version"] == "1.2.3" and response.headers["X-Content-Type-Options"] == "nosniff"
 
 
 def test_greeting_uses_name(client: FlaskClient) -> None:

@@ -249,6 +249,25 @@ def test_a_hooks_output_is_shown_with_secrets_masked_and_controls_escaped(tmp_pa
     assert not hooks.run(tmp_path, "pre-build", {}, say=lines.append)  # no such hook: skipped
 
 
+@pytest.mark.parametrize(
+    ("name", "meant"),
+    [("pre-switch.sh", "pre-switch"), ("pre_switch", "pre-switch"), ("preswitch", "pre-switch"),
+     ("Post-Deploy.py", "post-deploy"), ("pre-biuld", "pre-build")],
+)  # fmt: skip
+def test_a_file_named_almost_like_a_hook_stops_the_preflight(tmp_path: Path, name: str, meant: str) -> None:
+    """The deploy runs only the exact names: a migration in `hooks/pre-switch.sh` would never run."""
+    here, settings, backend = stage(tmp_path)
+    hook(tmp_path, name, "#!/bin/sh\necho MIGRATING\nexit 1\n")
+    hook(tmp_path, "pre-switch.sample", "#!/bin/sh\nexit 0\n")  # samples and helpers stay quiet
+    hook(tmp_path, "lib.sh", "helper() { :; }\n", mode=0o644)
+    with pytest.raises(deploy.PreflightFailed) as caught:
+        run(here, settings, backend)
+    assert f"hooks/{name} is not a hook the deploy runs" in str(caught.value), str(caught.value)
+    assert f"rename it to hooks/{meant}" in str(caught.value)
+    assert "sample" not in str(caught.value) and "lib.sh" not in str(caught.value)
+    assert backend.calls == []
+
+
 def test_a_hook_that_cannot_run_stops_the_deploy_in_its_preflight(tmp_path: Path) -> None:
     here, settings, backend = stage(tmp_path)
     hook(tmp_path, "post-deploy", "#!/bin/sh\nexit 0\n", mode=0o644)

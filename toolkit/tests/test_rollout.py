@@ -209,6 +209,27 @@ def test_a_pre_switch_step_that_fails_leaves_the_live_release_serving(
     assert [r.revision for r in rollout.releases(engine, target.slug)] == ["rev-one"]
 
 
+def test_a_release_whose_workers_outgrow_its_memory_is_never_switched_to(
+    engine: Any, host: Host, app_images: dict[str, str]
+) -> None:
+    """64 workers of 8 threads in 512 MiB: one loaded worker answers the first health check, and the
+    kernel kills workers seconds after a switch (it did: "Deployed", then out of memory). The gate
+    waits for every worker and reads the memory they take before any request: the deploy fails with
+    what to change, and the live release serves throughout."""
+    first = rollout.roll_out(engine, host.target, app_images["rev-one"], version="1", revision="rev-one")
+    tight = dataclasses.replace(host.target, memory_mb=512)
+    with Load(host.url) as load, pytest.raises(rollout.RolloutFailed) as caught:
+        rollout.roll_out(
+            engine, tight, app_images["rev-two"], version="2", revision="rev-two",
+            environment={"WEB_CONCURRENCY": "64", "GUNICORN_THREADS": "8"}, on_line=host.lines.append,
+        )  # fmt: skip
+    message = str(caught.value)
+    assert "give each release more (RELEASE_MEMORY_MB) or run fewer workers (WEB_CONCURRENCY)" in message, message
+    assert f"{first.name} keeps serving" in message, message
+    assert load.failures == [] and set(load.revisions) == {"rev-one"}, load.statuses
+    assert [r.revision for r in rollout.releases(engine, host.target.slug)] == ["rev-one"]
+
+
 def test_the_proxy_asks_nothing_of_an_idle_colour_and_logs_no_error(
     engine: Any, host: Host, app_images: dict[str, str]
 ) -> None:

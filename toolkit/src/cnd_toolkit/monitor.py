@@ -40,6 +40,7 @@ import httpx
 from docker.models.containers import Container
 
 from cnd_toolkit import logs
+from cnd_toolkit.docker.containers import memory_share
 from cnd_toolkit.docker.images import RELEASE_LABEL
 from cnd_toolkit.errors import OpsError
 from cnd_toolkit.release.swarm import SERVICE_LABEL  # on each task's container
@@ -264,17 +265,6 @@ def cpu_share(stats: Mapping[str, Any], limit_cpus: float) -> float | None:
     if system <= 0 or used < 0:
         return None
     return float(used / system * online / (limit_cpus or online))
-
-
-def memory_share(stats: Mapping[str, Any]) -> float | None:
-    """Working set (usage less inactive file pages, as ``docker stats`` shows it) over the limit."""
-    memory = stats.get("memory_stats") or {}
-    usage, limit = memory.get("usage"), memory.get("limit")
-    if not usage or not limit:
-        return None
-    details = memory.get("stats") or {}
-    cache = details.get("inactive_file", details.get("total_inactive_file", 0))
-    return float(max(usage - cache, 0) / limit)
 
 
 def limit_cpus(container: Container) -> float:

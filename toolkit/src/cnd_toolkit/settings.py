@@ -114,6 +114,22 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PROXY_HTTPS_PORT", "443", "host port Caddy answers HTTPS on", kind="port", low=1, high=65535),
     Setting("KEEP_RELEASES", "3", "stopped releases kept for `inv rollback`", kind="int", low=0, high=100),
     Setting(
+        "RELEASE_MEMORY_MB",
+        "512",
+        "memory limit of each release (MiB): every gunicorn worker (WEB_CONCURRENCY) must fit in it",
+        kind="int",
+        low=64,
+        high=1024 * 1024,
+    ),
+    Setting(
+        "RELEASE_CPU_PERCENT",
+        "100",
+        "CPU limit of each release, in percent of one core (200: two cores)",
+        kind="int",
+        low=10,
+        high=100 * 256,
+    ),
+    Setting(
         "HEALTH_TIMEOUT",
         "60",
         "seconds a new release (and a Netlify draft's smoke test) has to turn healthy",

@@ -8,6 +8,7 @@ reachable from here (an engine on this machine), an HTTP probe answers sooner.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import re
 import socket
 import time
@@ -295,9 +296,22 @@ def running(
         shutdown(container, on_line=on_line)
 
 
+# What to change when a release runs out of memory (the deploy's settings; a plain run has the image's).
+OUT_OF_MEMORY = (
+    "it ran out of memory: give each release more (RELEASE_MEMORY_MB) or run fewer workers (WEB_CONCURRENCY)"
+)
+
+
+def out_of_memory(container: Container, output: str) -> bool:
+    """Whether the kernel killed the container, or one of its workers, for memory."""
+    return bool(container.attrs.get("State", {}).get("OOMKilled")) or any(mark in output for mark in _KILLED)
+
+
 def exited_error(container: Container, what: str) -> NeverHealthy:
     """The error for a container that stopped at start: the app's first error, once, and a short tail."""
     output = container_logs(container, tail=1000)
+    if out_of_memory(container, output):
+        return NeverHealthy(f"{what} (container {container.short_id}): {OUT_OF_MEMORY}", detail=logs.short_tail(output))
     code = container.attrs.get("State", {}).get("ExitCode")
     cause = logs.first_error(output)
     where = f"container {container.short_id}" + (f", exit code {code}" if code is not None else "")
@@ -348,10 +362,9 @@ def wait_healthy(running: Running, *, timeout: float = 30, path: str = "/readyz"
         if status in {"exited", "dead", "removing"}:
             raise exited_error(container, "the container exited before it was healthy")
         if status == "unhealthy":
-            raise NeverHealthy(
-                f"container {container.short_id} turned unhealthy: its health check says {output or 'nothing'}",
-                detail=logs.short_tail(container_logs(container, tail=1000)),
-            )
+            text = container_logs(container, tail=1000)
+            said = OUT_OF_MEMORY if out_of_memory(container, text) else f"its health check says {output or 'nothing'}"
+            raise NeverHealthy(f"container {container.short_id} turned unhealthy: {said}", detail=logs.short_tail(text))
         if http is None:
             if status == "healthy":
                 return time.perf_counter() - running.started_at
@@ -372,6 +385,95 @@ def wait_healthy(running: Running, *, timeout: float = 30, path: str = "/readyz"
     finally:
         if http is not None:
             http.close()
+
+
+# gunicorn's master logs each worker it starts, and a worker the kernel killed (its OOM killer);
+# the project's gunicorn.conf.py logs each worker that has loaded the app (post_worker_init).
+_BOOTED = "Booting worker with pid"
+_READY = "Worker ready (pid"
+_KILLED = ("was sent SIGKILL", "Perhaps out of memory")
+
+
+# A release that uses this share of its memory limit before it has served anything will not
+# survive serving: the kernel kills a worker (or the release) as requests allocate more.
+SETTLED_MEMORY_SHARE = 0.9
+
+
+def memory_share(stats: Mapping[str, Any]) -> float | None:
+    """Working set (usage less inactive file pages, as ``docker stats`` shows it) over the limit."""
+    memory = stats.get("memory_stats") or {}
+    usage, limit = memory.get("usage"), memory.get("limit")
+    if not usage or not limit:
+        return None
+    details = memory.get("stats") or {}
+    cache = details.get("inactive_file", details.get("total_inactive_file", 0))
+    return float(max(usage - cache, 0) / limit)
+
+
+def wait_settled(running: Running, *, timeout: float = 30) -> None:
+    """After the first health check passes: wait until every gunicorn worker has loaded the app
+    (``WEB_CONCURRENCY`` of them, as the container's environment says), and fail if meanwhile a
+    worker was killed (out of memory, as gunicorn reports it) or the container restarted or
+    stopped. One worker is enough to answer a health check; the others may not fit the release's
+    memory limit, and a release that is killed seconds after its gate must never be switched to.
+
+    A server that does not log gunicorn's lines (an image whose command is not serve.py) has
+    nothing to count: its health check is the gate."""
+    container = running.container
+    env = _env_list(container.attrs.get("Config", {}).get("Env"))
+    raw = env.get("WEB_CONCURRENCY", "1").strip()
+    workers = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 4 else 1
+
+    def started() -> None:
+        container.reload()
+        state = container.attrs.get("State", {})
+        restarts = container.attrs.get("RestartCount", 0)
+        text = _logs_of_this_run(container, state)
+        killed = next((line for line in text.splitlines() if any(mark in line for mark in _KILLED)), "")
+        if state.get("OOMKilled") or killed or restarts or state.get("Status") != "running":
+            why = (
+                OUT_OF_MEMORY if killed or state.get("OOMKilled")
+                else f"it restarted {restarts} time(s)" if restarts
+                else f"it is {state.get('Status')}"
+            )  # fmt: skip
+            raise NeverHealthy(
+                f"container {container.short_id} passed its health check, then, as its {workers} worker(s) "
+                f"started, {why}",
+                detail=logs.short_tail(text),
+            )
+        # Loaded, where the project says so (an older gunicorn.conf.py does not: started, then).
+        ready = text.count(_READY) or text.count(_BOOTED)
+        if 0 < ready < workers:
+            raise NotReady(f"{ready} of {workers} workers ready")
+        if container.attrs.get("HostConfig", {}).get("Memory"):
+            share = memory_share(container.stats(stream=False, one_shot=True))
+            if share is not None and share >= SETTLED_MEMORY_SHARE:
+                raise NeverHealthy(
+                    f"container {container.short_id} uses {share:.0%} of its memory limit with its {workers} "
+                    f"worker(s) started, before it serves a request: {OUT_OF_MEMORY.split(': ', 1)[1]}",
+                    detail=logs.short_tail(text),
+                )
+
+    try:
+        poll(started, timeout=timeout, interval=0.05, max_interval=0.25)
+    except TimedOut as exc:
+        raise NeverHealthy(
+            f"container {container.short_id} passed its health check, but not all its workers started in "
+            f"{timeout:.0f}s ({exc.reason}): give each release more memory or CPU, or fewer workers (WEB_CONCURRENCY)",
+            detail=logs.short_tail(container_logs(container, tail=200)),
+        ) from None
+
+
+def _logs_of_this_run(container: Container, state: Mapping[str, Any]) -> str:
+    """What the container wrote since it last started (a kept release started again for a
+    rollback still holds its earlier run's lines: its drain's killed workers among them)."""
+    stamp = str(state.get("StartedAt", ""))[:19]
+    try:
+        since = dt.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=dt.UTC)
+        raw: bytes = container.logs(stdout=True, stderr=True, since=since)
+    except (ValueError, docker.errors.APIError):
+        return container_logs(container, tail=2000)
+    return "\n".join(logs.clean_lines(raw.decode("utf-8", "replace"))).rstrip()
 
 
 def container_logs(container: Container, tail: int = 200) -> str:

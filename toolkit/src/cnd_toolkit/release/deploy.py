@@ -82,6 +82,8 @@ def target(project: proj.Project, settings: Settings) -> rollout.Target:
         proxy=target_proxy(settings),
         health_timeout=settings.number("HEALTH_TIMEOUT"),
         keep_releases=settings.number("KEEP_RELEASES"),
+        memory_mb=settings.number("RELEASE_MEMORY_MB"),
+        cpus=settings.number("RELEASE_CPU_PERCENT") / 100,
         sticky=settings["CANARY_STICKY"] == "cookie",
         request_buffer=caddy.request_buffer(body_limit(settings)),
     )

@@ -19,6 +19,7 @@ Ctrl-C stops it with the deploy.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import os
 import signal
 import subprocess
@@ -73,8 +74,22 @@ def path(root: Path, name: str) -> Path:
 
 def problems(root: Path) -> list[str]:
     """What would stop a hook of the project from running, for the deploy's preflight: each hook
-    that exists but is not an executable file, or names an interpreter (``#!``) that is missing."""
+    that exists but is not an executable file, or names an interpreter (``#!``) that is missing;
+    and a file whose name is close to a hook's (``pre-switch.sh``, ``pre_switch``), which the deploy
+    would skip silently: a migration that never runs."""
     found = []
+    folder = root / FOLDER
+    others = sorted(entry.name for entry in folder.iterdir()) if folder.is_dir() else []
+    for other in others:
+        if other in NAMES or other.endswith(".sample"):
+            continue
+        meant = other.split(".")[0].lower().replace("_", "-").replace(" ", "-")
+        close = [meant] if meant in NAMES else difflib.get_close_matches(meant, NAMES, n=1, cutoff=0.75)
+        if close:
+            found.append(
+                f"{FOLDER}/{shown(other)} is not a hook the deploy runs (it runs {', '.join(NAMES)}: those exact "
+                f"names, no extension); rename it to {FOLDER}/{close[0]}, or remove it"
+            )
     for name in NAMES:
         hook, shown_name = path(root, name), f"{FOLDER}/{name}"
         if not os.path.lexists(hook):

@@ -72,8 +72,8 @@ class Target:
     proxy: proxy.ProxySettings
     health_timeout: float = 60
     keep_releases: int = 3
-    memory: str = "512m"
-    cpus: float = 1.0
+    memory_mb: int = 512  # RELEASE_MEMORY_MB
+    cpus: float = 1.0  # RELEASE_CPU_PERCENT / 100
     sticky: bool = False  # CANARY_STICKY=cookie: a canary keeps each client on one colour
     request_buffer: int = caddy.DEFAULT_REQUEST_BUFFER  # caddy.request_buffer(the release's APP_MAX_REQUEST_BYTES)
 
@@ -219,7 +219,7 @@ def start_release(
     host_options = {
         **HARDENING,
         "network_mode": network,
-        "mem_limit": target.memory,
+        "mem_limit": f"{target.memory_mb}m",
         "nano_cpus": int(target.cpus * 1e9),
     }
     endpoint = client.api.create_endpoint_config(aliases=[alias(target.slug, colour)])
@@ -248,7 +248,12 @@ def warm(running: containers.Running) -> None:
     code, output = running.container.exec_run(["python", "-c", WARM_SCRIPT])
     if code != 0:
         text = output.decode("utf-8", "replace") if isinstance(output, bytes) else str(output)
-        raise NeverHealthy(f"the new release failed while warming up: {' '.join(text.split())[-300:]}")
+        running.container.reload()
+        written = containers.container_logs(running.container, tail=1000)
+        if code == 137 or containers.out_of_memory(running.container, written):  # 137: SIGKILL, the OOM killer
+            raise NeverHealthy(f"the new release failed while warming up: {containers.OUT_OF_MEMORY}")
+        said = " ".join(text.split())[-300:] or f"exit code {code}"
+        raise NeverHealthy(f"the new release failed while warming up: {said}")
 
 
 def confirm(backend_url: str, revision: str, timeout: float = 20) -> None:
@@ -415,7 +420,9 @@ def start_gated(
         )  # fmt: skip
         hold.reached("rollout.health")
         seconds = containers.wait_healthy(new, timeout=target.health_timeout)
+        containers.wait_settled(new, timeout=target.health_timeout)
         warm(new)
+        containers.wait_settled(new, timeout=target.health_timeout)  # and nothing was killed as it warmed
     except BaseException as exc:
         # By name: a signal may land after the engine made the container and before it was returned.
         logs = containers.container_logs(new.container, tail=40) if new is not None else ""
@@ -517,7 +524,9 @@ def roll_back(
             back.container.start()
         hold.reached("rollback.health")
         containers.wait_healthy(running, timeout=target.health_timeout)
+        containers.wait_settled(running, timeout=target.health_timeout)
         warm(running)
+        containers.wait_settled(running, timeout=target.health_timeout)
         if proxy_container is not None:
             proxy.set_live(proxy_container, site(target), upstream_of(target, back_colour))
             confirm_switch(proxy_container, target, back.revision, confirm_through, say)

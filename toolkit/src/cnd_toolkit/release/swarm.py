@@ -61,8 +61,6 @@ from cnd_toolkit.wait import NotReady, TimedOut, poll
 
 SECOND = 1_000_000_000  # the API's durations are in nanoseconds
 MONITOR = 5  # seconds Swarm watches each updated task before it counts it (and the update) good
-MEMORY = 512 * 1024 * 1024
-CPUS = 1.0
 SERVICE_LABEL = "dev.copier-netlify-docker.service"
 ENDED = {"complete", "shutdown", "failed", "rejected", "orphaned", "remove"}
 
@@ -484,7 +482,7 @@ def service_options(
         "read_only": True,
         "cap_drop": ["ALL"],
         "mounts": [Mount("/tmp", None, type="tmpfs", tmpfs_size=64 * 1024 * 1024)],
-        "resources": Resources(cpu_limit=int(target.cpus * SECOND), mem_limit=MEMORY),
+        "resources": Resources(cpu_limit=int(target.cpus * SECOND), mem_limit=target.memory_mb * 1024 * 1024),
         "restart_policy": RestartPolicy(condition="any", delay=SECOND, max_attempts=0),
         # One task per node where the nodes allow, the rest spread evenly.
         "preferences": [PlacementPreference("spread", "node.id")],
