@@ -16,7 +16,7 @@ from typing import Any
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # Accept a caller's id only if it is short and printable, so it is safe in logs and headers.
-_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}\Z")
 _STANDARD_ATTRS = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 #: The requests the app is running in this process, put there by api.observability's middleware:

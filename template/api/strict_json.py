@@ -68,7 +68,7 @@ def bound_chunked_bodies() -> None:
     limit = current_app.config["MAX_CONTENT_LENGTH"]
     declared = environ.get("CONTENT_LENGTH")
     if declared:
-        if declared.isdigit() and int(declared) > limit:
+        if declared.isascii() and declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
             _drain(environ["wsgi.input"], min(int(declared), DRAIN_FACTOR * limit))
             abort(413, description=f"the request body is over {limit} bytes")
         return

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import random
+import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
+from cnd_toolkit import settings as settings_mod
 from cnd_toolkit.settings import BY_NAME, SETTINGS, SettingsError, load
 
 TOKEN = "nfp_secret_do_not_print_0123456789"
@@ -109,7 +113,7 @@ def test_the_runtime_environment_is_the_servers_variables_and_app_env(tmp_path: 
     }
 
 
-@pytest.mark.parametrize("seed", range(20))
+@pytest.mark.parametrize("seed", range(60))
 def test_generated_env_files_load_or_fail_with_a_located_message(tmp_path: Path, seed: int) -> None:
     """Seeded files of valid lines, comments, blanks and hostile lines: every one loads, or names its line."""
     rng = random.Random(seed)
@@ -128,17 +132,26 @@ def test_generated_env_files_load_or_fail_with_a_located_message(tmp_path: Path,
         "\t",
         "IMAGE=ghcr.io/acme/svc:1.0",
         "ÜNICODE=1",
+        "  ",
+        "REPLICAS=" + "9" * rng.choice([3, 4301, 20_000]),  # int() refuses over 4,300 digits
+        "KEEP_RELEASES=²",  # str.isdigit() says yes, int() says no
+        "KEEP_RELEASES=0" * 3,
     ]
-    lines = [rng.choice(pieces) for _ in range(rng.randint(1, 8))]
+    lines = [rng.choice(pieces) for _ in range(rng.randint(1, 12))]
     write(tmp_path, ".env", "\n".join(lines) + "\n")
     try:
         settings = load(tmp_path, environ={})
     except SettingsError as exc:
         text = str(exc)
-        assert "\n" not in text
+        assert "\n" not in text and len(text) < 400, text
         assert text.startswith(".env:") or "(.env:" in text, text
         line = int(text.split(".env:", 1)[1].split(":" if text.startswith(".env:") else ")", 1)[0])
-        assert 1 <= line <= len(lines)
+        # The line named is the one at fault: blank lines before it do not move it.
+        named = lines[line - 1]
+        if text.startswith(".env:"):  # unreadable
+            assert named in {"=novalue", "NAME WITH SPACE=1", "'unterminated", "ÜNICODE=1"}, (text, lines)
+        else:
+            assert named.split("=", 1)[0].removeprefix("export ") == text.split("=", 1)[0], (text, lines)
     else:
         for setting in SETTINGS:
             assert isinstance(settings[setting.name], str)
@@ -507,3 +520,42 @@ def test_a_task_option_overrides_a_setting_and_is_checked_like_one(tmp_path: Pat
     assert loaded["DEPLOY_TARGET"] == "host"  # the loaded settings are left as they were
     with pytest.raises(SettingsError, match=r"DEPLOY_TARGET='nomad' \(--target\) is not one of host, swarm"):
         loaded.override("DEPLOY_TARGET", "nomad", "--target")
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_app_env_cannot_pass_a_variable_the_image_sets(tmp_path: Path, seed: int) -> None:
+    """PORT, METRICS_PORT and the rest of the image's own (any case, beside names it may pass):
+    refused in one line by the deploy's preflight and by every path to a container."""
+    rng = random.Random(seed)
+    owned = rng.choice([*sorted(settings_mod.IMAGE_VARIABLES), "PYTHONPATH", "PYTHONSTARTUP", "LD_PRELOAD", "port"])
+    listed = [*rng.sample(["DATABASE_URL", "FEATURE_FLAGS", "SENTRY_ENV"], 2), owned]
+    rng.shuffle(listed)
+    environ = {name: "x" for name in listed} | {"APP_ENV": ",".join(listed)}
+    settings = load(tmp_path, environ=environ)
+    [problem] = settings.app_env_problems()
+    assert f"lists {owned}, which the image sets for itself" in problem, problem
+    with pytest.raises(SettingsError, match=f"lists {owned}, "):
+        settings.runtime_environment()
+    fine = load(tmp_path, environ={**environ, "APP_ENV": ",".join(n for n in listed if n != owned)})
+    assert set(fine.runtime_environment()) >= set(listed) - {owned}
+
+
+@pytest.mark.parametrize("name", [".env", ".env.production"])
+@pytest.mark.parametrize(
+    ("make", "says"),
+    [
+        (lambda path: path.mkdir(), "is a directory"),
+        (lambda path: os.mkfifo(path), "is not a regular file"),  # reading it would wait forever
+        (lambda path: path.symlink_to("/dev/zero"), "is not a regular file"),
+        (lambda path: path.symlink_to(path.with_name("gone")), "is a link to"),
+        (lambda path: os.truncate(path.open("w").name, 2 * settings_mod.MAX_ENV_FILE), "is 2,097,152 bytes"),
+        (lambda path: path.symlink_to("/proc/self/mem"), "cannot be read"),  # EIO, even as root
+    ],
+    ids=["directory", "fifo", "device", "dangling-link", "huge", "unreadable"],
+)
+def test_a_settings_file_that_is_not_a_small_regular_file_is_one_line(
+    tmp_path: Path, name: str, make: Any, says: str
+) -> None:
+    make(tmp_path / name)
+    with pytest.raises(SettingsError, match=f"^{re.escape(name)} {re.escape(says)}"):
+        load(tmp_path, env_name="production" if name != ".env" else "", environ={})

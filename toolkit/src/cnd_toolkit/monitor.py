@@ -221,7 +221,11 @@ class Tracker:
                 "oom", subject, f"{name} was OOM-killed (exit code {code}): it reached its memory limit", "critical"
             )
         else:
-            signal = SIGNALS.get(str(int(code) - 128), "") if code.isdigit() and int(code) > 128 else ""
+            signal = (
+                SIGNALS.get(str(int(code) - 128), "")
+                if code.isascii() and code.isdigit() and len(code) <= 3 and int(code) > 128
+                else ""
+            )
             how = f"exit code {code}" + (f", {signal}" if signal else "")
             out += self._fire("died", subject, f"{name} died ({how})", "critical")
         now = self.clock()

@@ -25,6 +25,7 @@ import io
 import ipaddress
 import os
 import re
+import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,11 +42,32 @@ SERVER_VARIABLE_PREFIXES = ("APP_", "GUNICORN_")
 SERVER_VARIABLES = frozenset({"WEB_CONCURRENCY", "ACCESS_LOG", "FORWARDED_ALLOW_IPS"})
 
 
+def whole_number(value: str, low: int, high: int) -> int | None:
+    """``value`` as a whole number in ``low..high``, else None: ASCII digits only (``str.isdigit``
+    takes "²", which ``int`` refuses) and no more of them than ``high`` has (``int`` refuses a
+    number of over 4,300 digits, and takes its time on one of thousands)."""
+    if not (value.isascii() and value.isdigit()) or len(value.lstrip("0")) > len(str(high)):
+        return None
+    number = int(value.lstrip("0") or "0")
+    return number if low <= number <= high else None
+
+
+# Variables the image sets and the deploy relies on (PORT: the proxy's upstream and the health
+# check; METRICS_PORT: the metrics listener), or that change what the interpreter or the loader run.
+IMAGE_VARIABLES = frozenset({"PORT", "METRICS_PORT", "PROMETHEUS_MULTIPROC_DIR", "PATH", "HOME", "HOSTNAME"})
+IMAGE_VARIABLE_PREFIXES = ("PYTHON", "LD_")
+
+
+def image_owns(name: str) -> bool:
+    """Whether APP_ENV may not pass ``name``: the image's own (see :data:`IMAGE_VARIABLES`)."""
+    return name.upper() in IMAGE_VARIABLES or name.upper().startswith(IMAGE_VARIABLE_PREFIXES)
+
+
 def is_server_variable(name: str) -> bool:
     return name in SERVER_VARIABLES or name.startswith(SERVER_VARIABLE_PREFIXES)
 
 
-ENV_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+ENV_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}\Z")
 
 
 class SettingsError(OpsError):
@@ -415,6 +437,12 @@ class Settings:
         secret's value under another name. Each deploy's preflight asks this before anything is built,
         and :meth:`runtime_environment` refuses the same, so no path passes one to a container."""
         listed = app_env_names(self.values.get("APP_ENV", ""))
+        owned = [name for name in listed if image_owns(name)]
+        if owned:
+            return [
+                f"APP_ENV ({self.sources.get('APP_ENV', 'default')}) lists {', '.join(owned)}, which the image sets "
+                "for itself (the proxy, the health check and the interpreter rely on it): take it out"
+            ]
         withheld = withheld_names()
         named = [name for name in listed if name in withheld]
         secrets = {name: value for name, value in self.secrets().items() if len(value) >= ALIAS_MIN_LENGTH}
@@ -482,6 +510,33 @@ class Settings:
         return self._passed(app_env_names(self.values.get("APP_ENV", "")))
 
 
+# A settings file is a few lines; one far larger is not one (a log, a dump, /dev/zero behind a link).
+MAX_ENV_FILE = 1024 * 1024
+
+
+def settings_file(path: Path) -> bool:
+    """Whether the settings file ``path`` is there (False: it does not exist). Anything there that
+    is not a regular file of at most :data:`MAX_ENV_FILE` bytes is a :class:`SettingsError`: a
+    directory, a FIFO (reading it would wait forever), a device, a link to nothing."""
+    try:
+        found = path.stat()
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise SettingsError(f"{path.name} is a link to {os.readlink(path)}, which does not exist") from None
+        return False
+    except OSError as exc:
+        raise SettingsError(f"{path.name}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(found.st_mode):
+        raise SettingsError(f"{path.name} is a directory; settings go in a file of NAME=value lines")
+    if not stat.S_ISREG(found.st_mode):
+        raise SettingsError(
+            f"{path.name} is not a regular file (a FIFO, socket or device); write a file of NAME=value lines"
+        )
+    if found.st_size > MAX_ENV_FILE:
+        raise SettingsError(f"{path.name} is {found.st_size:,} bytes; a settings file holds NAME=value lines, not that")
+    return True
+
+
 def read_env_file(path: Path) -> dict[str, tuple[str, int]]:
     """``NAME -> (value, line)`` from a dotenv file; a line it cannot read is a :class:`SettingsError`.
     A bare ``NAME`` (no ``=``) sets nothing: it counts as unset."""
@@ -494,19 +549,23 @@ def _read_env_file(path: Path) -> tuple[dict[str, tuple[str, int]], list[tuple[s
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise SettingsError(f"{path.name}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    except OSError as exc:  # unreadable (permissions), or gone since it was found
+        raise SettingsError(f"{path.name} cannot be read: {exc.strerror or exc}") from None
     values: dict[str, tuple[str, int]] = {}
     bare: list[tuple[str, int]] = []
     for binding in parse_stream(io.StringIO(text)):
+        # python-dotenv starts a binding at the blank lines before it: its own line is further on.
+        skipped = binding.original.string[: len(binding.original.string) - len(binding.original.string.lstrip())]
+        line = binding.original.line + skipped.count("\n")
         if binding.error:
-            line = binding.original.line
             message = f"{path.name}:{line}: cannot read this line; write NAME=value (quote values with spaces)"
             raise SettingsError(message)
         if binding.key is None:
             continue
         if binding.value is None:  # `NAME` alone: python-dotenv and docker compose set nothing either
-            bare.append((binding.key, binding.original.line))
+            bare.append((binding.key, line))
         else:
-            values[binding.key] = (binding.value, binding.original.line)
+            values[binding.key] = (binding.value, line)
     return values, bare
 
 
@@ -533,7 +592,8 @@ def _check(setting: Setting, value: str, source: str) -> None:
         return
     # A secret's value is never shown, and neither is a URL with a user or password in it.
     hidden = setting.secret or (setting.kind == "url" and "@" in value)
-    where = f"{setting.name} ({source})" if hidden else f"{setting.name}={value!r} ({source})"
+    shown = repr(value) if len(value) <= 80 else f"{value[:60]!r}... ({len(value):,} characters)"
+    where = f"{setting.name} ({source})" if hidden else f"{setting.name}={shown} ({source})"
     if any(ord(c) < 32 or ord(c) == 127 for c in value):
         raise SettingsError(f"{setting.name} ({source}) contains a control character; use plain text")
     if setting.kind == "token" and not all("!" <= c <= "~" for c in value):
@@ -548,7 +608,7 @@ def _check(setting: Setting, value: str, source: str) -> None:
             "(for example `openssl rand -hex 32`)"
         )
     if setting.kind in {"int", "port"}:
-        if not (value.isascii() and value.isdigit()) or not setting.low <= int(value) <= setting.high:
+        if whole_number(value, setting.low, setting.high) is None:
             raise SettingsError(f"{where} is not a whole number in {setting.low}..{setting.high}")
     elif setting.kind == "url":
         if any(c.isspace() for c in value):
@@ -634,11 +694,11 @@ def load(
         if not ENV_NAME.match(env_name):
             raise SettingsError(f"--env {env_name!r}: use a short lowercase name such as staging or production")
         named = root / f".env.{env_name}"
-        if not named.is_file():
+        if not settings_file(named):
             message = f"--env {env_name}: {named.name} does not exist; create it with the settings for {env_name}"
             raise SettingsError(message)
         files.append(named)
-    if (root / ".env").is_file():
+    if settings_file(root / ".env"):
         files.append(root / ".env")
     for path in files:
         entries, bare_lines = _read_env_file(path)
@@ -721,7 +781,12 @@ def record(root: Path, name: str, value: str) -> Path:
     if path.exists():
         if not path.stat().st_mode & 0o222:  # read-only for everyone (root included): someone meant it
             raise SettingsError(f".env is read-only: add {name}={value} to it yourself, or make it writable")
-        text = path.read_bytes().decode("utf-8", "replace")
+        try:
+            text = path.read_bytes().decode("utf-8", "replace")
+        except OSError as exc:
+            raise SettingsError(
+                f".env cannot be read ({exc.strerror or exc}): add {name}={value} to it yourself"
+            ) from None
     newline = "\r\n" if "\r\n" in text else "\n"
     line = re.compile(
         rf"^(?P<export>[ \t]*export[ \t]+)?[ \t]*{name}[ \t]*=[^\r\n]*?(?P<comment>[ \t]+#[^\r\n]*)?(?=\r?$)", re.M

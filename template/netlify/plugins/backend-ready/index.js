@@ -26,7 +26,12 @@ const LOOPBACK = new Set(["127.0.0.1", "localhost", "[::1]"]);
 
 // The build step's own rule (cnd_toolkit/netlify/redirects.py): an https origin, no path, query, fragment
 // or credentials. Plain http only to a loopback address (a test backend on the build machine).
+// Whitespace or a control character anywhere is refused, as the build step refuses it: URL
+// parsers drop some of them (tab, CR, LF, leading controls), so the host checked would not be
+// the text the build step writes.
+const UNSAFE = /[\s\x00-\x20\x7f-\x9f]/;
 const origin = (backend) => {
+  if (UNSAFE.test(backend)) return { problem: "has whitespace or a control character in it; an origin has neither" };
   let base;
   try {
     base = new URL(backend);
@@ -41,7 +46,7 @@ const origin = (backend) => {
 };
 
 export const onPreBuild = async ({ utils, inputs }) => {
-  const backend = (process.env.BACKEND_URL || "").trim();
+  const backend = process.env.BACKEND_URL || "";
   const skip = (process.env.SKIP_BACKEND_CHECK || "").trim().toLowerCase();
   if (!backend) {
     return utils.build.failBuild(

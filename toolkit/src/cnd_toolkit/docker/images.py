@@ -44,8 +44,8 @@ class BuildResult:
 
 
 # The classic builder's log: a step's image id, the container a step runs in, a step taken from cache.
-_STEP_IMAGE = re.compile(r"^ ---> ([0-9a-f]{12})$")
-_STEP_CONTAINER = re.compile(r"^ ---> Running in ([0-9a-f]{12})$")
+_STEP_IMAGE = re.compile(r"^ ---> ([0-9a-f]{12})\Z")
+_STEP_CONTAINER = re.compile(r"^ ---> Running in ([0-9a-f]{12})\Z")
 
 
 @dataclass

@@ -25,6 +25,10 @@ BEGIN = f"{GENERATED_BEGIN}: the API proxy for this deploy's BACKEND_URL (regene
 END = GENERATED_END
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 _LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+_NUMBER = re.compile(r"[0-9]+|0[xX][0-9A-Fa-f]*")
+# Whitespace and control characters anywhere: urlsplit drops tab, CR and LF and strips leading
+# control characters before it parses, so the URL it checked would not be the text written.
+_UNSAFE = re.compile(r"[\x00-\x20\x7f-\x9f\s]")
 
 
 class BackendUrlError(ConfigError, ValueError):
@@ -36,7 +40,13 @@ def check_backend_url(url: str, *, allow_local: bool = False, name: str = "BACKE
 
     ``allow_local`` also takes ``http://127.0.0.1:PORT`` (and localhost, [::1]) for ``inv dev``.
     """
-    url = url.strip()
+    unsafe = _UNSAFE.search(url)
+    if unsafe:
+        raise BackendUrlError(
+            f"{name} holds {'whitespace' if unsafe.group().isspace() else 'a control character'} "
+            f"({unsafe.group()!r} at character {unsafe.start() + 1}); an origin has no whitespace or control "
+            "characters, e.g. https://api.example.com"
+        )
     origin = url[:-1] if url.endswith("/") and url.count("/") == 3 else url
     try:
         parts = urlsplit(origin)
@@ -54,15 +64,20 @@ def check_backend_url(url: str, *, allow_local: bool = False, name: str = "BACKE
         or "@" in parts.netloc
         or parts.hostname is None
         or not (local or all(_LABEL.fullmatch(label) for label in parts.hostname.split(".")))
+        # A last label that is a number makes the name an IPv4 address to URL parsers (the
+        # plugin's Node: https://0 is 0.0.0.0), never a name DNS could answer.
+        or (not local and _NUMBER.fullmatch(parts.hostname.rsplit(".", 1)[-1]))
         or (port is not None and not 0 < port < 65536)
         or origin.endswith(":")
+        # What urlsplit read must be the whole text: it drops an empty "?" or "#", for one.
+        or f"{parts.scheme}://{parts.netloc}".lower() != origin.lower()
     ):
         shown = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@", r"\1***@", url)  # never a password
         raise BackendUrlError(
             f"{name}={shown!r} is not an https origin without a path, user or password, "
             f"e.g. https://api.example.com{hint}"
         )
-    return origin
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def api_rule(backend_url: str) -> str:

@@ -30,7 +30,7 @@ from cnd_toolkit.errors import OpsError
 from cnd_toolkit.release.backends import Backend
 
 SERVICES = ("app", "proxy", "all")
-_SINCE = re.compile(r"^(\d+)([smhd])$")
+_SINCE = re.compile(r"^(\d+)([smhd])\Z")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -74,7 +74,7 @@ def _normal(ts: str) -> str:
     return f"{head}.{fraction.ljust(9, '0')[:9]}Z"
 
 
-_APP_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?Z$")
+_APP_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?Z\Z")
 
 
 def _entry(text: str) -> dict[str, Any] | None:

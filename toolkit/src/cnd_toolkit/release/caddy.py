@@ -89,9 +89,9 @@ MAIN = (
     "}\n"
 )
 # Hostnames and IP addresses, as they may appear in a site address: nothing Caddyfile syntax means.
-_HOST = re.compile(r"^(\[[0-9a-f:.]+\]|[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*)$")
+_HOST = re.compile(r"^(\[[0-9a-f:.]+\]|[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*)\Z")
 BEGIN_BLOCK = "{"  # (not a doubled brace in an f-string: generated files carry no template syntax)
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}$")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}\Z")
 
 
 @dataclass(frozen=True)
@@ -414,7 +414,9 @@ def _dynamic_upstreams(site: Site) -> str:
     Caddy's passive checks (a task that refuses or resets a connection is left out for 5 s) and
     retries cover the second between a change and the next lookup."""
     (port,) = site.upstreams
-    if not _NAME.fullmatch(site.dynamic) or not port.isdigit() or not 1 <= int(port) <= 65535:
+    if not _NAME.fullmatch(site.dynamic) or not (
+        port.isascii() and port.isdigit() and len(port) <= 5 and 1 <= int(port) <= 65535
+    ):
         raise OpsError(f"{site.dynamic}:{port} is not an upstream address")
     return (
         "\t\treverse_proxy " + BEGIN_BLOCK + "\n"

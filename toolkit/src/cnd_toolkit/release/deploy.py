@@ -95,7 +95,7 @@ def body_limit(settings: Settings) -> int:
     without :meth:`Settings.runtime_environment`'s APP_ENV check: `inv status`, `releases` and
     `remove` open the backend too, and a bad APP_ENV is the deploy's to refuse, not theirs."""
     value = settings.values.get("APP_MAX_REQUEST_BYTES", "").strip()
-    return int(value) if value.isdigit() and len(value) < 12 else caddy.DEFAULT_BODY_LIMIT
+    return settings_mod.whole_number(value, 1, 10**12) or caddy.DEFAULT_BODY_LIMIT
 
 
 def effective_options(settings: Settings, options: Options) -> Options:
