@@ -64,7 +64,7 @@ class SuiteRun:
 # The last line of a failure's traceback in pytest's report: "tests/smoke/test_smoke.py:47: AssertionError".
 # Where each frame of a long traceback is: "path:line: " (a test's frame), "path:line: in name",
 # or "path:line: Error" (the last); never an "E " line of the error itself.
-_FRAME_AT = re.compile(r"^(?!E )(\S+:\d+):(?: |$)")
+_FRAME_AT = re.compile(r"^(?!E )(\S+:\d+):(?: |\Z)")
 _SHOWN = 200  # characters of a source line or message: enough to read, short enough for one line
 
 
