@@ -336,3 +336,28 @@ def test_a_smoke_failure_inside_a_library_points_at_the_suites_own_line(capfd: p
     for failure in done.failures:
         assert failure.where.startswith("tests/smoke/"), failure
         assert "http.get" in failure.line, failure
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_what_a_task_prints_holds_no_control_character_whatever_the_files_hold(tmp_path: Path, seed: int) -> None:
+    """Setting names in .env and rules in public/_redirects with seeded hostile text (escape
+    sequences, C0 and C1 controls, bidi overrides): `inv check` quotes them, as escapes only."""
+    import random
+    import re
+    import shutil
+
+    rng = random.Random(seed)
+    site = tmp_path / "site"
+    shutil.copytree(proj.ROOT, site, ignore=shutil.ignore_patterns(".git", ".venv", ".nox", "__pycache__", ".env*"))
+    hostile = ["\x1b[2J", "\x1b]0;title\x07", "\x9b31m", "\x08", "\u202e", "\x85", "\x1b", "\x7f", "\u2028"]
+    names = [setting.name for setting in settings_mod.SETTINGS]
+    lines = [f"{rng.choice(names)}{rng.choice(hostile)}{rng.choice(hostile)}=1" for _ in range(6)]
+    (site / ".env").write_text("\n".join(lines) + "\n")
+    rules = [f"/a{rng.choice(hostile)} /b{rng.choice(hostile)} 30{rng.choice('1278')}" for _ in range(6)]
+    (site / "public" / "_redirects").write_text("\n".join(rules) + "\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "invoke", "check"], cwd=site, capture_output=True, text=True, timeout=120, check=False
+    )
+    printed = done.stdout + done.stderr
+    assert "is not a setting" in printed or "cannot read this line" in printed, printed  # .env was read
+    assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e]", printed), repr(printed)

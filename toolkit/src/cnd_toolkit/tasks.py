@@ -30,6 +30,7 @@ from cnd_toolkit import options, redact, settings
 from cnd_toolkit import project as proj
 from cnd_toolkit.errors import Interrupted, OpsError
 from cnd_toolkit.lazy import lazy as _lazy
+from cnd_toolkit.logs import visible
 
 # The modules that reach Docker, HTTP or aiohttp load when a task first uses them, not when `inv`
 # starts: `inv -l`, `inv --help TASK` and a bad option's error come in a fraction of the time.
@@ -86,16 +87,18 @@ def _warn_of_leftover_ops() -> None:
 ENV_HELP = "settings from .env.NAME as well as .env (staging, production); the environment still wins"
 
 
+# Messages quote what others wrote (a setting's name, a file, a server's answer): every control
+# character in them is shown as an escape (logs.visible), never sent to the terminal as it is.
 def _print_line(line: str) -> None:
-    console.print(line, markup=False, soft_wrap=True)
+    console.print(visible(line), markup=False, soft_wrap=True)
 
 
 def _say(line: str) -> None:
-    console.print(f"[bold]{escape(line)}[/]")
+    console.print(f"[bold]{escape(visible(line))}[/]")
 
 
 def _warn(line: str) -> None:
-    console.print(f"[yellow]{escape(line)}[/]")
+    console.print(f"[yellow]{escape(visible(line))}[/]")
 
 
 def _settings(env: str) -> settings.Settings:
@@ -120,18 +123,18 @@ def _failing_cleanly() -> Iterator[None]:
     except Exit:
         raise
     except Interrupted as exc:
-        raise Exit(str(exc), code=Interrupted.exit_code) from None
+        raise Exit(visible(str(exc)), code=Interrupted.exit_code) from None
     except engine.LOST_ERRORS as exc:  # the engine went away
-        raise Exit(f"error: {engine.lost(exc)}", code=1) from None
+        raise Exit(f"error: {visible(engine.lost(exc))}", code=1) from None
     except OpsError as exc:
         if exc.detail:
             console.rule("[dim]log tail[/]")
-            console.print(exc.detail, markup=False, style="dim")
+            console.print(visible(exc.detail, lines=True), markup=False, style="dim")
             console.rule()
-        raise Exit(f"error: {exc}", code=1) from None
+        raise Exit(f"error: {visible(str(exc))}", code=1) from None
     except Exception as exc:  # a bug: its traceback, through the scrubbing console (an error may quote a secret)
-        console.print("".join(traceback.format_exception(exc)), markup=False, style="dim")
-        raise Exit(redact.scrub(f"error: unexpected {type(exc).__name__}: {exc}"), code=1) from None
+        console.print(visible("".join(traceback.format_exception(exc)), lines=True), markup=False, style="dim")
+        raise Exit(redact.scrub(visible(f"error: unexpected {type(exc).__name__}: {exc}")), code=1) from None
 
 
 @task(
