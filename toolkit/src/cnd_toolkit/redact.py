@@ -91,12 +91,14 @@ def _pattern(secrets: tuple[tuple[str, str], ...]) -> tuple[re.Pattern[str], dic
     masks: dict[str, str] = {}
     for secret, shown in secrets:
         for text in forms(secret):
-            masks.setdefault(text, shown)
+            masks.setdefault(text.lower(), shown)
     if not masks:
         return None
-    # Longest first: a secret's escaped form is masked whole, not around its raw part.
+    # Longest first: a secret's escaped form is masked whole, not around its raw part. In any case:
+    # a server may echo a token lowercased or uppercased (a base64 fragment matched in another case
+    # is masked too, which costs nothing).
     alternatives = sorted(masks, key=lambda text: (-len(text), text))
-    return re.compile("|".join(re.escape(text) for text in alternatives)), masks
+    return re.compile("|".join(re.escape(text) for text in alternatives), re.IGNORECASE), masks
 
 
 def scrub(text: str, secrets: Mapping[str, str] | None = None) -> str:
@@ -113,7 +115,8 @@ def scrub(text: str, secrets: Mapping[str, str] | None = None) -> str:
     if found is None:
         return text
     pattern, masks = found
-    return pattern.sub(lambda match: masks[match.group(0)], text)
+    fallback = next(iter(masks.values()))  # a match whose lowercase is not a key (Unicode's special cases)
+    return pattern.sub(lambda match: masks.get(match.group(0).lower(), fallback), text)
 
 
 class ScrubbingStream:

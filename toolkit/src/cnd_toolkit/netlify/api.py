@@ -14,28 +14,47 @@ say what to do. The token is sent only in the ``Authorization`` header, and only
 (http only to this machine, where tests run a local API): it is never part of a message, a
 ``repr`` or a log line, and a message that somehow contains it (an API that echoes the request)
 has it masked in every form, before anything is shortened.
+
+A misbehaving server cannot hold or flood a call: each attempt has a deadline for the whole
+exchange (connect, send, the answer's head and body), not only for each read, so a server that
+sends a byte now and then is cut off; an answer's body is read up to :data:`MAX_BODY` bytes; only
+a 2xx is success (a redirect is an error: the API never redirects); and an answer that is not the
+JSON the operation expects (a list for an object, ``required: 5``, nesting too deep to read) is a
+:class:`NetlifyError` saying so, never a ``TypeError``. Text from the server reaches a message
+with its control characters shown as escapes.
 """
 
 from __future__ import annotations
 
 import email.utils
+import json
 import random
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpcore
 import httpx
 
 from cnd_toolkit import redact
 from cnd_toolkit.errors import OpsError
+from cnd_toolkit.logs import visible
 from cnd_toolkit.settings import plain_http_problem
 
 DEFAULT_API_URL = "https://api.netlify.com/api/v1"
 # Seconds: connecting is quick or broken; a response (an upload's) may take a while.
 TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 MAX_RETRY_AFTER = 60.0
+# Seconds one attempt may take in all, and more for an upload: a second per this many bytes.
+ATTEMPT_SECONDS = 90.0
+UPLOAD_BYTES_PER_SECOND = 64 * 1024
+# Seconds a whole call may take, its retries and their waits included.
+CALL_SECONDS = 300.0
+# Bytes of an answer's body read at most: Netlify's largest (a deploy with its file list) is far below.
+MAX_BODY = 8 * 1024 * 1024
 
 
 class NetlifyError(OpsError):
@@ -70,6 +89,10 @@ class ConnectionFailed(NetlifyError):
     """No answer from the API (DNS, refused, TLS, timeout) after every retry."""
 
 
+class UnexpectedAnswer(NetlifyError):
+    """A 2xx whose body is not what the operation returns, a redirect, or an answer too large."""
+
+
 @dataclass(frozen=True)
 class Deploy:
     """The fields of Netlify's ``deploy`` object the tooling reads; ``raw`` holds all of it."""
@@ -89,11 +112,16 @@ class Deploy:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Deploy:
+        required = data.get("required") or ()
+        if not isinstance(required, list | tuple) or not all(isinstance(sha, str) for sha in required):
+            raise UnexpectedAnswer(f"Netlify's deploy lists required files as {_kind(required)}, not SHA1 digests")
+        if not isinstance(data.get("id"), str) or not data["id"]:
+            raise UnexpectedAnswer("Netlify answered with a deploy that has no id")
         return cls(
             id=str(data.get("id") or ""),
             site_id=str(data.get("site_id") or ""),
             state=str(data.get("state") or ""),
-            required=tuple(str(sha) for sha in data.get("required") or ()),
+            required=tuple(required),
             deploy_url=str(data.get("deploy_url") or ""),
             deploy_ssl_url=str(data.get("deploy_ssl_url") or ""),
             error_message=str(data.get("error_message") or ""),
@@ -122,6 +150,8 @@ class SplitTest:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> SplitTest:
+        if not isinstance(data.get("id"), str) or not data["id"]:
+            raise UnexpectedAnswer("Netlify answered with a split test that has no id")
         weights: dict[str, int] = {}
         for item in data.get("branches") or ():
             if isinstance(item, Mapping) and isinstance(item.get("branch"), str):
@@ -166,6 +196,8 @@ class NetlifyClient:
         on_retry: Callable[[str], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         transport: httpx.BaseTransport | None = None,
+        attempt_seconds: float = ATTEMPT_SECONDS,
+        call_seconds: float = CALL_SECONDS,
     ) -> None:
         if not token:
             raise AuthError(
@@ -186,11 +218,15 @@ class NetlifyClient:
         self.backoff = backoff
         self.on_retry = on_retry
         self._sleep = sleep
-        self._http = httpx.Client(
-            timeout=timeout,
-            headers={"Authorization": f"Bearer {token}", "User-Agent": "copier-netlify-docker"},
-            transport=transport,
-            follow_redirects=False,
+        self.attempt_seconds = attempt_seconds
+        self.call_seconds = call_seconds
+        self._http = _bounded(
+            httpx.Client(
+                timeout=timeout,
+                headers={"Authorization": f"Bearer {token}", "User-Agent": "copier-netlify-docker"},
+                transport=transport,
+                follow_redirects=False,
+            )
         )
 
     def __repr__(self) -> str:
@@ -212,6 +248,8 @@ class NetlifyClient:
         data: dict[str, Any] = self._json(
             "GET", f"/sites/{_segment(site_id)}", what=f"site {site_id!r}", missing=_no_site(site_id)
         )
+        if not isinstance(data.get("published_deploy") or {}, Mapping):
+            raise UnexpectedAnswer(f"Netlify answered site {site_id!r} with a published_deploy that is not an object")
         return data
 
     def create_deploy(
@@ -234,8 +272,8 @@ class NetlifyClient:
     def list_deploys(self, site_id: str, per_page: int = 20) -> list[Deploy]:
         """``listSiteDeploys``, newest first."""
         path = f"/sites/{_segment(site_id)}/deploys?per_page={per_page}"
-        data = self._json("GET", path, what=f"the deploys of site {site_id!r}", missing=_no_site(site_id))
-        return [Deploy.from_json(item) for item in data or ()]
+        data = self._json("GET", path, what=f"the deploys of site {site_id!r}", missing=_no_site(site_id), shape=list)
+        return [Deploy.from_json(_object(item, "a deploy in the list")) for item in data]
 
     def upload_file(self, deploy_id: str, path: str, body: bytes) -> None:
         """``uploadDeployFile``: the exact bytes of ``path``, each of its segments percent-encoded."""
@@ -264,8 +302,9 @@ class NetlifyClient:
     def list_split_tests(self, site_id: str) -> list[SplitTest]:
         """``getSplitTests``: a site has at most one; it stays (inactive) once unpublished."""
         path = f"/sites/{_segment(site_id)}/traffic_splits"
-        data = self._json("GET", path, what=f"the split tests of site {site_id!r}", missing=_no_site(site_id))
-        return [SplitTest.from_json(item) for item in data or () if isinstance(item, Mapping)]
+        what = f"the split tests of site {site_id!r}"
+        data = self._json("GET", path, what=what, missing=_no_site(site_id), shape=list)
+        return [SplitTest.from_json(_object(item, "a split test in the list")) for item in data]
 
     def create_split_test(self, site_id: str, weights: Mapping[str, int]) -> SplitTest:
         """``createSplitTest``: ``weights`` maps each branch to its percentage (they add up to 100)."""
@@ -302,14 +341,27 @@ class NetlifyClient:
     # -- the transport --------------------------------------------------------------------
 
     def _json(
-        self, method: str, path: str, *, what: str, missing: tuple[str, str] | None = None, json: Any = None
+        self,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        missing: tuple[str, str] | None = None,
+        json: Any = None,
+        shape: type = dict,
     ) -> Any:
+        """The answer's JSON, which must be a ``shape`` (an object, or a list for the listings)."""
         response = self._request(method, path, json=json, what=what, missing=missing)
         try:
-            return response.json()
-        except ValueError:
-            message = f"Netlify answered {what} with something that is not JSON"
-            raise ServerError(message, response.status_code) from None
+            data = response.json()
+        except (ValueError, RecursionError):  # not JSON, or nested too deep to read
+            message = f"Netlify answered {what} with something that is not JSON it can read"
+            raise UnexpectedAnswer(message, response.status_code) from None
+        if not isinstance(data, shape):
+            expected = "an object" if shape is dict else "a list"
+            message = f"Netlify answered {what} with {_kind(data)}, where its API returns {expected}"
+            raise UnexpectedAnswer(message, response.status_code)
+        return data
 
     def _request(
         self,
@@ -321,46 +373,89 @@ class NetlifyClient:
         json: Any = None,
         content: bytes | None = None,
         headers: Mapping[str, str] | None = None,
-    ) -> httpx.Response:
+    ) -> Answer:
         """``missing``: what a 404 means for this call and what to do, ``(statement, advice)``."""
         url = self.api_url + path
+        call_ends = time.monotonic() + self.call_seconds
+        attempt_seconds = self.attempt_seconds + len(content or b"") / UPLOAD_BYTES_PER_SECOND
         attempt = 0
         while True:
             attempt += 1
+            seconds = min(attempt_seconds, call_ends - time.monotonic())
             try:
-                response = self._http.request(method, url, json=json, content=content, headers=headers)
+                response = self._exchange(method, url, seconds, json, content, headers)
             except httpx.HTTPError as exc:
-                if attempt > self.retries:
+                if isinstance(exc, httpx.TimeoutException) and _DEADLINE.passed:
+                    why = f"its answer was not over within {seconds:.0f} s"
+                else:
+                    why = f"{type(exc).__name__}: {exc}"
+                if attempt > self.retries or call_ends - time.monotonic() <= 0:
                     raise ConnectionFailed(
                         self._mask(
                             f"no answer from Netlify's API at {self.api_url} for {what} after {attempt} tries "
-                            f"({type(exc).__name__}: {exc}); check the network, or NETLIFY_API_URL"
+                            f"({why}); check the network, or NETLIFY_API_URL"
                         )
                     ) from None
-                self._wait(self._backoff(attempt), f"{what}: {type(exc).__name__}", attempt)
+                self._wait(self._backoff(attempt), f"{what}: {why}", attempt, call_ends)
                 continue
             status = response.status_code
-            if status < 400:
+            if 200 <= status < 300:
                 return response
+            if 300 <= status < 400:
+                to = response.headers.get("Location", "")
+                raise UnexpectedAnswer(
+                    self._mask(
+                        f"Netlify's API answered {what} with a redirect (HTTP {status}"
+                        f"{' to ' + visible(to[:200]) if to else ''}); it never redirects: check NETLIFY_API_URL"
+                    ),
+                    status,
+                )
             retryable = status == 429 or status >= 500
-            if retryable and attempt <= self.retries:
+            if retryable and attempt <= self.retries and call_ends - time.monotonic() > 0:
                 delay = retry_after(response.headers.get("Retry-After")) if status == 429 else None
                 delay = min(MAX_RETRY_AFTER, delay) if delay is not None else self._backoff(attempt)
-                self._wait(delay, f"{what}: HTTP {status}", attempt)
+                self._wait(delay, f"{what}: HTTP {status}", attempt, call_ends)
                 continue
             raise self._error(status, response, what, attempt, missing)
+
+    def _exchange(
+        self,
+        method: str,
+        url: str,
+        seconds: float,
+        json_body: Any,
+        content: bytes | None,
+        headers: Mapping[str, str] | None,
+    ) -> Answer:
+        """One attempt, all of it within ``seconds``; the body read up to :data:`MAX_BODY` bytes."""
+        _DEADLINE.start(seconds)
+        try:
+            with self._http.stream(method, url, json=json_body, content=content, headers=headers) as response:
+                body = bytearray()
+                for chunk in response.iter_bytes():
+                    body += chunk
+                    if len(body) > MAX_BODY:
+                        raise UnexpectedAnswer(
+                            f"Netlify's API answered with more than {MAX_BODY // (1024 * 1024)} MB; "
+                            "its answers are far smaller: check NETLIFY_API_URL",
+                            response.status_code,
+                        )
+                return Answer(response.status_code, response.headers, bytes(body))
+        finally:
+            _DEADLINE.stop()
 
     def _backoff(self, attempt: int) -> float:
         base: float = self.backoff * 2 ** (attempt - 1)
         return min(30.0, base * (0.75 + random.random() / 2))  # jitter: many clients do not retry in step
 
-    def _wait(self, seconds: float, why: str, attempt: int) -> None:
+    def _wait(self, seconds: float, why: str, attempt: int, call_ends: float) -> None:
+        seconds = max(0.0, min(seconds, call_ends - time.monotonic()))  # never past the call's deadline
         if self.on_retry:
-            self.on_retry(f"{why}; retry {attempt} of {self.retries} in {seconds:.1f}s")
+            self.on_retry(visible(self._mask(f"{why}; retry {attempt} of {self.retries} in {seconds:.1f}s")))
         self._sleep(seconds)
 
     def _error(
-        self, status: int, response: httpx.Response, what: str, attempt: int, missing: tuple[str, str] | None = None
+        self, status: int, response: Answer, what: str, attempt: int, missing: tuple[str, str] | None = None
     ) -> NetlifyError:
         said = _message(response, self._mask)
         detail = f" ({said})" if said else ""
@@ -410,13 +505,134 @@ def _segment(text: str) -> str:
     return urllib.parse.quote(text, safe="")
 
 
-def _message(response: httpx.Response, mask: Callable[[str], str]) -> str:
+def _message(response: Answer, mask: Callable[[str], str]) -> str:
     """The ``message`` of Netlify's error body, or a short, single-line excerpt of the body;
-    ``mask``ed before it is shortened, so no part of a secret survives the cut."""
+    ``mask``ed before it is shortened, so no part of a secret survives the cut, and its control
+    characters shown as escapes."""
     try:
         data = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         data = None
     said = data.get("message") if isinstance(data, dict) else None
     text = mask(said) if isinstance(said, str) else mask(response.text)[:200]
-    return " ".join(text.split())[:300]
+    return visible(" ".join(text.split()))[:300]
+
+
+def _kind(value: object) -> str:
+    """What a JSON value is, for a message (never its content)."""
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def _object(value: object, what: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise UnexpectedAnswer(f"Netlify's API answered {what} as {_kind(value)}, where it returns an object")
+    return value
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An answer read whole (within its deadline and :data:`MAX_BODY`)."""
+
+    status_code: int
+    headers: httpx.Headers
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
+class _Deadline(threading.local):
+    """When this thread's API call attempt must be over (``time.monotonic()``); None: no deadline."""
+
+    at: float | None = None
+    ended: float = 0.0  # when the last attempt's deadline was
+
+    def start(self, seconds: float) -> None:
+        self.at = time.monotonic() + max(seconds, 0.0)
+
+    def stop(self) -> None:
+        self.ended, self.at = self.at or 0.0, None
+
+    @property
+    def passed(self) -> bool:
+        """Whether the last attempt ran into its deadline."""
+        return bool(self.ended) and time.monotonic() >= self.ended - 0.05
+
+    def bound(self, timeout: float | None) -> float | None:
+        """``timeout`` for one network operation, cut to the time left; past the deadline, a timeout."""
+        if self.at is None:
+            return timeout
+        left = self.at - time.monotonic()
+        if left <= 0:
+            raise httpcore.ReadTimeout("the attempt's deadline passed")
+        return left if timeout is None else min(timeout, left)
+
+
+_DEADLINE = _Deadline()
+
+
+class _Stream(httpcore.NetworkStream):
+    """A connection whose every read and write ends by the attempt's deadline."""
+
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _DEADLINE.bound(timeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _DEADLINE.bound(timeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
+        return _Stream(self._inner.start_tls(ssl_context, server_hostname, _DEADLINE.bound(timeout)))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _Backend(httpcore.NetworkBackend):
+    """httpcore's own network backend, its connections bounded by the attempt's deadline."""
+
+    def __init__(self, inner: httpcore.NetworkBackend) -> None:
+        self._inner = inner
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.NetworkStream:
+        connected = self._inner.connect_tcp(host, port, _DEADLINE.bound(timeout), local_address, socket_options)
+        return _Stream(connected)
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Any = None
+    ) -> httpcore.NetworkStream:
+        return _Stream(self._inner.connect_unix_socket(path, _DEADLINE.bound(timeout), socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+def _bounded(client: httpx.Client) -> httpx.Client:
+    """``client`` with the deadline on every connection of its transports (the default one, and
+    those of proxies from the environment). httpx has no setting for it: each transport's httpcore
+    pool gets the backend. A transport without a pool (a test's mock) is left as it is."""
+    transports = [client._transport, *client._mounts.values()]
+    for transport in transports:
+        pool = getattr(transport, "_pool", None)
+        if pool is not None:
+            pool._network_backend = _Backend(pool._network_backend)
+    return client

@@ -1,0 +1,268 @@
+"""The Netlify API client against a hostile server: a real HTTP server on loopback that answers
+every operation of the client with seeded scenarios of wrong shapes, statuses, drip rates, sizes
+and text. Whatever it does, each call ends in a NetlifyError (never another exception), within
+its deadline (not the drip's pace), without reading a huge body whole, and its message holds no
+control character and no form of the token."""
+
+from __future__ import annotations
+
+import json
+import random
+import socketserver
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from cnd_toolkit.netlify import api
+
+TOKEN = "nfp_HostileServerTest0123456789abcdefABCDEF"
+SEED = 20261207
+
+
+@dataclass
+class Scenario:
+    name: str
+    status: int = 200
+    body: bytes = b"{}"
+    headers: tuple[tuple[str, str], ...] = ()
+    drip_head: float = 0.0  # seconds between bytes of the status line and headers
+    drip_body: float = 0.0  # seconds between bytes of the body
+    huge: int = 0  # bytes of zeros sent as the body, as fast as the client reads them
+
+
+class Server(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.scenario = Scenario("unset")
+        self.stop = threading.Event()
+
+
+class Handler(socketserver.StreamRequestHandler):
+    server: Server
+
+    def handle(self) -> None:
+        while not self.server.stop.is_set():
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = self.connection.recv(65536)
+                if not chunk:
+                    return
+                head += chunk
+            head, _, rest = head.partition(b"\r\n\r\n")
+            lengths = [line[15:] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")]
+            length = int(lengths[0]) if lengths else 0
+            while len(rest) < length:
+                chunk = self.connection.recv(65536)
+                if not chunk:
+                    return
+                rest += chunk
+            if not self.answer(self.server.scenario):
+                return
+
+    def answer(self, s: Scenario) -> bool:
+        body = s.body if not s.huge else b""
+        size = s.huge or len(body)
+        lines = [f"HTTP/1.1 {s.status} Whatever", f"Content-Length: {size}", "Content-Type: application/json"]
+        lines += [f"{name}: {value}" for name, value in s.headers]
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        try:
+            self.send(head, s.drip_head)
+            if s.huge:
+                block = b"0" * 65536
+                for _ in range(s.huge // len(block)):
+                    if self.server.stop.is_set():
+                        return False
+                    self.connection.sendall(block)
+            else:
+                self.send(body, s.drip_body)
+        except OSError:
+            return False
+        return True
+
+    def send(self, data: bytes, drip: float) -> None:
+        if not drip:
+            self.connection.sendall(data)
+            return
+        for byte in data:
+            if self.server.stop.is_set():
+                raise OSError("stopping")
+            self.connection.sendall(bytes([byte]))
+            time.sleep(drip)
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    found = Server()
+    thread = threading.Thread(target=found.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield found
+    finally:
+        found.stop.set()
+        found.shutdown()
+        found.server_close()
+
+
+OPERATIONS: dict[str, Callable[[api.NetlifyClient], Any]] = {
+    "get_site": lambda c: c.get_site("site-1"),
+    "create_deploy": lambda c: c.create_deploy("site-1", {"index.html": "a" * 40}, draft=True),
+    "get_deploy": lambda c: c.get_deploy("site-1", "d-1"),
+    "list_deploys": lambda c: c.list_deploys("site-1"),
+    "upload_file": lambda c: c.upload_file("d-1", "index.html", b"<p>hi</p>"),
+    "restore_deploy": lambda c: c.restore_deploy("site-1", "d-1"),
+    "list_split_tests": lambda c: c.list_split_tests("site-1"),
+    "create_split_test": lambda c: c.create_split_test("site-1", {"main": 90, "canary": 10}),
+}
+
+
+def usable(operation: str, scenario: Scenario) -> bool:
+    """Whether the answer is one the operation can use, by Netlify's OpenAPI spec: a 2xx, and for
+    all but an upload the JSON it documents (a deploy and a split test have an id; a deploy's
+    ``required`` lists SHA1 digests; a site's ``published_deploy`` is a deploy)."""
+    if not 200 <= scenario.status < 300:
+        return False
+    if operation == "upload_file":
+        return True
+    try:
+        data = json.loads(scenario.body)
+    except (ValueError, RecursionError):
+        return False
+
+    def has_id(item: Any) -> bool:
+        return isinstance(item, dict) and isinstance(item.get("id"), str) and bool(item["id"])
+
+    def deploy(item: Any) -> bool:
+        required = item.get("required") if isinstance(item, dict) else None
+        listed = isinstance(required or [], list) and all(isinstance(sha, str) for sha in required or [])
+        return has_id(item) and listed
+
+    if operation in {"create_deploy", "get_deploy", "restore_deploy"}:
+        return deploy(data)
+    if operation == "list_deploys":
+        return isinstance(data, list) and all(deploy(item) for item in data)
+    if operation == "get_site":
+        return isinstance(data, dict) and isinstance(data.get("published_deploy") or {}, dict)
+    if operation == "create_split_test":
+        return has_id(data)
+    return isinstance(data, list) and all(has_id(item) for item in data)  # list_split_tests
+
+
+def shapes(rng: random.Random) -> list[Scenario]:
+    """200s whose JSON is not what any operation returns, and JSON no parser should have to read."""
+    values: list[Any] = [[], "x", None, 5, 1.5, True, {}, {"required": 5}, {"required": ["a" * 40, 5]}]
+    values += [{"id": "d-1", "required": "abc"}, {"published_deploy": "x"}, [1, 2], [{"id": 5}, "x"], {"id": 7}]
+    found = [Scenario(f"json {json.dumps(v)[:30]}", body=json.dumps(v).encode()) for v in values]
+    found += [
+        Scenario("nested 200,000 deep", body=b"[" * 200_000 + b"]" * 200_000),
+        Scenario("objects nested 100,000 deep", body=b'{"a":' * 100_000 + b"1" + b"}" * 100_000),
+        Scenario("not JSON", body=b"<html>hello</html>"),
+        Scenario("empty", body=b""),
+        Scenario("not UTF-8", body=b'{"id": "\xff\xfe"}'),
+    ]
+    for n in range(12):  # seeded junk: truncations and byte flips of a real deploy
+        real = json.dumps({"id": "d-1", "state": "ready", "required": ["a" * 40]}).encode()
+        cut = bytearray(real[: rng.randint(0, len(real))])
+        for _ in range(rng.randint(0, 3)):
+            if cut:
+                cut[rng.randrange(len(cut))] = rng.randrange(256)
+        found.append(Scenario(f"junk {n}", body=bytes(cut)))
+    return found
+
+
+def statuses(rng: random.Random) -> list[Scenario]:
+    body = json.dumps({"id": "d-1", "state": "ready", "required": []}).encode()
+    found = [
+        Scenario(f"redirect {code}", status=code, body=body, headers=(("Location", "https://evil.example/x"),))
+        for code in (301, 302, 303, 307, 308)
+    ]
+    found += [Scenario(f"status {code}", status=code, body=body) for code in (304, 400, 401, 404, 409, 418, 422, 451)]
+    seeded = rng.randint(300, 399)
+    found += [Scenario(f"status {seeded} (seeded)", status=seeded, body=body)]
+    return found
+
+
+def texts() -> list[Scenario]:
+    """Errors whose text would move the cursor, retitle the terminal, or echo the token in some case."""
+    hostile = [
+        f"\x1b[2J\x1b]0;pwned\x07bad token {TOKEN.lower()}",
+        f"{TOKEN.upper()} \x9b31m\u202e",
+        json.dumps({"message": f"nope \x1b[31m{TOKEN.swapcase()}\x1b[0m"}),
+        json.dumps({"message": f"line\r\nX-Injected: 1 {TOKEN}"}),
+    ]
+    return [Scenario(f"text {n}", status=422, body=text.encode()) for n, text in enumerate(hostile)]
+
+
+def call(server: Server, scenario: Scenario, operation: str, **options: Any) -> tuple[BaseException | None, float]:
+    server.scenario = scenario
+    client = api.NetlifyClient(
+        TOKEN, f"http://127.0.0.1:{server.server_address[1]}/api/v1", retries=1, sleep=lambda s: None, **options
+    )
+    started = time.monotonic()
+    try:
+        OPERATIONS[operation](client)
+    except BaseException as exc:
+        return exc, time.monotonic() - started
+    finally:
+        client.close()
+    return None, time.monotonic() - started
+
+
+def assert_clean(exc: BaseException, where: str) -> None:
+    message = str(exc)
+    assert isinstance(exc, api.NetlifyError), f"{where}: {type(exc).__name__}: {message[:300]}"
+    assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F or c in "\u202e\u2028" for c in message), (where, message)
+    assert TOKEN.lower() not in message.lower(), (where, message)
+
+
+@pytest.mark.parametrize("operation", sorted(OPERATIONS))
+def test_wrong_shapes_and_statuses_are_netlify_errors(server: Server, operation: str) -> None:
+    rng = random.Random(f"{SEED}-{operation}")
+    for scenario in shapes(rng) + statuses(rng):
+        exc, _ = call(server, scenario, operation)
+        assert (exc is None) == usable(operation, scenario), (operation, scenario.name, exc)
+        if exc is None:
+            continue
+        assert_clean(exc, f"{operation}, {scenario.name}")
+        if 300 <= scenario.status < 400:
+            assert "redirect" in str(exc) or scenario.status == 304, (operation, scenario.name, str(exc))
+
+
+@pytest.mark.parametrize("operation", ["get_site", "upload_file"])
+def test_hostile_text_is_shown_as_escapes_and_the_token_never(server: Server, operation: str) -> None:
+    for scenario in texts():
+        exc, _ = call(server, scenario, operation)
+        assert exc is not None
+        assert_clean(exc, f"{operation}, {scenario.name}")
+
+
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        Scenario("body dripped", body=b'{"id": "' + b"x" * 1000 + b'"}', drip_body=0.2),
+        Scenario("head dripped", drip_head=0.2, headers=tuple((f"X-{n}", "y" * 40) for n in range(40))),
+    ],
+    ids=lambda s: s.name,
+)
+def test_a_server_that_drips_is_cut_off_at_the_deadline(server: Server, scenario: Scenario) -> None:
+    """Each read gets its byte well within the per-read timeout: only a deadline on the whole
+    attempt ends it. Dripped out, the answer would take over 200 s; two attempts of 1 s, with
+    the call bounded at 3 s, end it in seconds (the bound below leaves room for a slow machine)."""
+    exc, seconds = call(server, scenario, "get_deploy", attempt_seconds=1.0, call_seconds=3.0)
+    assert exc is not None
+    assert_clean(exc, scenario.name)
+    assert isinstance(exc, api.ConnectionFailed) and "not over within" in str(exc), str(exc)
+    assert seconds < 30, seconds
+
+
+def test_a_huge_answer_is_refused_not_read_whole(server: Server) -> None:
+    """200 MB of body, as fast as it can go: the client stops at its cap."""
+    exc, _ = call(server, Scenario("200 MB", huge=200 * 1024 * 1024), "get_deploy")
+    assert exc is not None
+    assert_clean(exc, "200 MB")
+    assert "more than 8 MB" in str(exc), str(exc)
