@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tools import bench_canary, bench_deploy, bench_local, bench_ops, bench_swarm
+from tools import bench_canary, bench_config, bench_deploy, bench_local, bench_ops, bench_swarm
 from tools.generated import REPO, free_port, netlify_cli, offline_base_image, project_ops, render
 
 SLUG = "bench-svc"
@@ -80,6 +80,9 @@ TARGETS = {
     # Operations (issue 10): a killed release reaches the webhook within 2 s, every time.
     "ops.kill_to_webhook_ms.max": ("<", 2000),
     "ops.webhook_failed": ("<=", 0),
+    # Hostile input (issue 24): reading the Netlify configuration grows about linearly with its size
+    # for every input class that once took quadratic time (tools/bench_config.py).
+    **{f"config.{name}.growth": ("<", 1.3) for name in bench_config.CLASSES},
 }
 
 
@@ -261,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     results["ops"] = bench_ops.bench(target, base, client)
     results["canary"] = bench_canary.bench(target, base, client)
     results["local"] = bench_local.bench(target, base, client)
+    results["config"] = bench_config.bench()
     results["healthz_rps_over_bare"] = round(load["flask_healthz"]["rps"] / load["bare_healthz"]["rps"], 3)
     results["api_rps_over_bare"] = round(load["flask_api"]["rps"] / load["bare_healthz"]["rps"], 3)
     results["flaskmin_rps_over_bare"] = round(load["flaskmin_healthz"]["rps"] / load["bare_healthz"]["rps"], 3)
@@ -574,6 +578,13 @@ def print_table(results: dict[str, Any]) -> list[str]:
                 f"networks left: {local['refused_left_networks'] or 'none'}",
             ),
         ]
+    scaling = results.get("config", {})
+    for name in bench_config.CLASSES:
+        if name in scaling:
+            sizes = "/".join(f"{n // 1000}k" for n in scaling["sizes"])
+            seconds = " / ".join(f"{t:.3f}" for t in scaling[name]["seconds"])
+            label = f"config {name.replace('_', ' ')}: growth"
+            rows.append((label, f"{scaling[name]['growth']:.2f}", f"{sizes}: {seconds} s"))
     width = max(len(r[0]) for r in rows)
     for name, value, note in rows:
         print(f"{name:<{width}}  {value:>12}  {note}")

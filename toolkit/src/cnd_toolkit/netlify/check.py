@@ -14,6 +14,7 @@ import os
 import re
 import sys
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from pathlib import Path
@@ -242,41 +243,53 @@ def publish_tree(publish: Path) -> PublishTree:
     def inside(path: Path) -> bool:
         return path == top or top in path.parents
 
-    def visit(directory: Path, prefix: str, real: Path, stack: frozenset[Path]) -> None:
+    def listing(directory: Path) -> Iterator[os.DirEntry[str]]:
         try:
-            with os.scandir(directory) as listing:
-                entries = sorted(listing, key=lambda entry: entry.name)
+            with os.scandir(directory) as found:
+                return iter(sorted(found, key=lambda entry: entry.name))
         except OSError:
-            return
-        for entry in entries:
-            if not deployed_name(entry.name):
-                continue
-            relative = prefix + entry.name
-            path = directory / entry.name
-            if entry.is_symlink():
-                try:
-                    target = path.resolve()
-                    pointed = os.readlink(path)
-                except (OSError, RuntimeError):  # a loop of links: it resolves nowhere
-                    tree.links.append((relative, "a link that loops back on itself"))
-                    continue
-                if not inside(target):
-                    tree.links.append((relative, f"a link to {pointed!r}, outside {publish.name}/"))
-                elif not all(deployed_name(part) for part in target.relative_to(top).parts):
-                    tree.links.append((relative, f"a link to {pointed!r}, a file Netlify does not deploy"))
-                elif target.is_dir():
-                    if target in stack:
-                        tree.links.append((relative, "a link to a folder that contains it (a loop)"))
-                    else:
-                        visit(path, relative + "/", target, stack | {target})
-                elif target.is_file():
-                    _add_file(tree, relative, path)
-            elif entry.is_dir(follow_symlinks=False):
-                visit(path, relative + "/", real / entry.name, stack | {real / entry.name})
-            elif entry.is_file(follow_symlinks=False):
-                _add_file(tree, relative, path)
+            return iter(())
 
-    visit(publish, "", top, frozenset({top}))
+    # Depth first, in name order, with a stack of open folders rather than recursion: a tree
+    # thousands of folders deep is walked like any other.
+    folders = [(listing(publish), publish, "", top, frozenset({top}))]
+    while folders:
+        entries, directory, prefix, real, stack = folders[-1]
+        entry = next(entries, None)
+        if entry is None:
+            folders.pop()
+            continue
+        if not deployed_name(entry.name):
+            continue
+        relative = prefix + entry.name
+        path = directory / entry.name
+        if entry.is_symlink():
+            try:
+                target = path.resolve()
+                pointed = os.readlink(path)
+            except (OSError, RuntimeError):  # a loop of links: it resolves nowhere
+                tree.links.append((relative, "a link that loops back on itself"))
+                continue
+            if not inside(target):
+                tree.links.append((relative, f"a link to {pointed!r}, outside {publish.name}/"))
+            elif not all(deployed_name(part) for part in target.relative_to(top).parts):
+                tree.links.append((relative, f"a link to {pointed!r}, a file Netlify does not deploy"))
+            elif target.is_dir():
+                if target in stack:
+                    tree.links.append((relative, "a link to a folder that contains it (a loop)"))
+                else:
+                    folders.append((listing(path), path, relative + "/", target, stack | {target}))
+            elif target.is_file():
+                _add_file(tree, relative, path)
+            else:
+                tree.names.append((relative, "a link to something that is not a file (a FIFO, socket or device)"))
+        elif entry.is_dir(follow_symlinks=False):
+            inner = real / entry.name
+            folders.append((listing(path), path, relative + "/", inner, stack | {inner}))
+        elif entry.is_file(follow_symlinks=False):
+            _add_file(tree, relative, path)
+        else:
+            tree.names.append((relative, "not a regular file (a FIFO, socket or device)"))
     return tree
 
 

@@ -22,6 +22,7 @@ Standard library only (it runs in Netlify's build image).
 from __future__ import annotations
 
 import re
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +105,13 @@ def load(root: Path, api_rule: str = "") -> NetlifyConfig:
         except RecursionError:  # arrays or inline tables nested thousands deep: Python's parser gives up
             message = "nests arrays or tables too deeply to be read; netlify.toml never needs more than a few levels"
             problems.append(Problem(Origin("netlify.toml", 1), message))
+        if _depth(data) > MAX_TOML_DEPTH:  # [a.a.a...] reads, and would exhaust every walk of it
+            message = (
+                f"nests tables or arrays more than {MAX_TOML_DEPTH} levels deep; netlify.toml never needs more "
+                "than a few (nothing in it was read)"
+            )
+            problems.append(Problem(Origin("netlify.toml", 1), message))
+            data = {}
         lines = toml_key_lines(toml_text)
     shape = Shape(data, lines, problems)
     publish_name = shape.publish()
@@ -206,27 +214,64 @@ def _merged(rules: list[Redirect], problems: list[Problem]) -> list[Redirect]:
     """The rules as Netlify's merge leaves them: of identical rules, only the last copy.
 
     That moves a rule after every rule between its copies, so those are tried first (say so):
-    a ``_redirects`` rule repeated in netlify.toml counts from where netlify.toml has it.
+    a ``_redirects`` rule repeated in netlify.toml counts from where netlify.toml has it. In
+    O(n log n), whatever is repeated (:func:`_overtaking`).
     """
-    last: dict[tuple[Any, ...], int] = {}
-    for index, rule in enumerate(rules):
-        last[_identity(rule)] = index
-    kept = []
-    for index, rule in enumerate(rules):
-        identity = _identity(rule)
-        copy = last[identity]
-        if copy == index:
-            kept.append(rule)
-            continue
-        # the rules that end up between this copy's place and the kept one's
-        between = [r for r in rules[index + 1 : copy] if _identity(r) != identity and last[_identity(r)] < copy]
-        if between:
+    identities = [_identity(rule) for rule in rules]
+    last = {identity: index for index, identity in enumerate(identities)}
+    kept_at = [last[identity] for identity in identities]  # where each rule's kept copy is
+    moved = [(index, copy) for index, copy in enumerate(kept_at) if copy != index]
+    for (index, copy), (count, first) in zip(moved, _overtaking(kept_at, moved), strict=True):
+        if count:
+            rule = rules[index]
             message = (
                 f"{rule.source} is repeated at {rules[copy].origin}; Netlify keeps only that copy, so "
-                f"{len(between)} rule(s) from {between[0].origin} on are tried before it; remove one copy"
+                f"{count} rule(s) from {rules[first].origin} on are tried before it; remove one copy"
             )
             problems.append(Problem(rule.origin, message, "warning"))
-    return kept
+    return [rule for index, rule in enumerate(rules) if kept_at[index] == index]
+
+
+def _overtaking(kept_at: list[int], moved: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """For each ``(index, copy)``: how many rules between the two end up before the kept copy
+    (their own kept copy is before ``copy``; a copy of the same rule is kept at ``copy`` itself),
+    and the first of them. Offline, with a Fenwick tree over positions: the spans by their end,
+    the rules by where they are kept, each rule counted once every span past it asks."""
+    size = len(kept_at)
+    tree = [0] * (size + 1)
+
+    def add(position: int) -> None:
+        position += 1
+        while position <= size:
+            tree[position] += 1
+            position += position & -position
+
+    def before(position: int) -> int:  # how many counted rules are at positions < position
+        total = 0
+        while position > 0:
+            total += tree[position]
+            position -= position & -position
+        return total
+
+    def nth(rank: int) -> int:  # the position of the rank-th counted rule (1-based)
+        position, step = 0, 1 << size.bit_length()
+        while step:
+            if position + step <= size and tree[position + step] < rank:
+                position += step
+                rank -= tree[position]
+            step >>= 1
+        return position
+
+    by_kept = sorted(range(size), key=kept_at.__getitem__)
+    found: dict[tuple[int, int], tuple[int, int]] = {}
+    counted = 0
+    for index, copy in sorted(moved, key=lambda span: span[1]):
+        while counted < size and kept_at[by_kept[counted]] < copy:
+            add(by_kept[counted])
+            counted += 1
+        count = before(copy) - before(index + 1)
+        found[index, copy] = (count, nth(before(index + 1) + 1) if count else -1)
+    return [found[span] for span in moved]
 
 
 def _identity(rule: Redirect) -> tuple[Any, ...]:
@@ -248,6 +293,27 @@ def publish_dir(root: Path) -> Path:
     return load(root).publish
 
 
+# Levels of tables and arrays netlify.toml may nest: Netlify's own keys go four deep.
+MAX_TOML_DEPTH = 32
+
+
+def _depth(data: object) -> int:
+    """How deep tables and arrays nest in ``data`` (without recursion; stops past the limit)."""
+    deepest, stack = 0, [(data, 0)]
+    while stack and deepest <= MAX_TOML_DEPTH:
+        value, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(value, dict):
+            stack.extend((item, depth + 1) for item in value.values())
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1) for item in value)
+    return deepest
+
+
+# Bytes of netlify.toml, _redirects or _headers read at most: 10,000 rules take half a megabyte.
+MAX_CONFIG_FILE = 8 * 1024 * 1024
+
+
 def _read(path: Path, name: str, problems: list[Problem], *, inside: Path) -> str | None:
     """A file's text (a BOM kept, as Netlify's parsers keep it); a missing file is None.
 
@@ -261,6 +327,18 @@ def _read(path: Path, name: str, problems: list[Problem], *, inside: Path) -> st
             problems.append(
                 Problem(Origin(name, 1), "is a link to a file outside the project; replace the link with a real file")
             )
+            return None
+        found = path.stat()
+        if stat.S_ISDIR(found.st_mode):
+            raise IsADirectoryError
+        if not stat.S_ISREG(found.st_mode):  # reading a FIFO would wait forever, a device never end
+            problems.append(
+                Problem(Origin(name, 1), "is not a regular file (a FIFO, socket or device); make it a file")
+            )
+            return None
+        if found.st_size > MAX_CONFIG_FILE:
+            message = f"is {found.st_size:,} bytes; Netlify's rule files are far smaller (at most {MAX_CONFIG_FILE:,})"
+            problems.append(Problem(Origin(name, 1), message))
             return None
         data = path.read_bytes()
     except FileNotFoundError:

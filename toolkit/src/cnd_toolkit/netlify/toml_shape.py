@@ -17,6 +17,11 @@ from cnd_toolkit.netlify.rules import HeaderRule, Origin, Problem, Redirect
 # netlify.toml: shapes and line numbers
 
 
+_HEADER = re.compile(r"(\[\[?)\s*([^\[\]]*[^\[\]\s]|[^\[\]])\s*\]\]?(\s*#.*)?")
+_KEY = re.compile(r"""[A-Za-z0-9_\-."' ]+""")
+_DEEPEST = 64  # dotted names past this many parts get no line: config.load refuses such a file
+
+
 def toml_key_lines(text: str) -> dict[tuple[str, ...], int]:
     """Line numbers of tables and keys: ("build",), ("redirects", "0"), ("redirects", "0", "from").
 
@@ -29,7 +34,10 @@ def toml_key_lines(text: str) -> dict[tuple[str, ...], int]:
     # Lines as TOML counts them: a U+2028 or U+0085 inside a string does not end one.
     for number, raw in enumerate(text.split("\n"), start=1):
         line = raw.strip()
-        header = re.fullmatch(r"(\[\[?)\s*([^\[\]]+?)\s*\]\]?(\s*#.*)?", line)
+        # Patterns that backtrack in one pass at most: a long line costs its length, not its square.
+        header = _HEADER.fullmatch(line)
+        if header and header.group(2).count(".") >= _DEEPEST:
+            continue
         if header:
             names = tuple(part.strip().strip("\"'") for part in header.group(2).split("."))
             if header.group(1) == "[[":
@@ -39,9 +47,9 @@ def toml_key_lines(text: str) -> dict[tuple[str, ...], int]:
                 table = _indexed(names, counts)
             lines.setdefault(table, number)
             continue
-        key = re.match(r"""([A-Za-z0-9_\-."' ]+?)\s*=""", line)
-        if key:
-            path = (*table, *(part.strip().strip("\"'") for part in key.group(1).split(".")))
+        name = line[: line.find("=")].rstrip() if "=" in line else ""
+        if name and _KEY.fullmatch(name) and name.count(".") < _DEEPEST:  # deeper: refused as a whole
+            path = (*table, *(part.strip().strip("\"'") for part in name.split(".")))
             lines.setdefault(path, number)
             for depth in range(len(table) + 1, len(path)):
                 lines.setdefault(path[:depth], number)

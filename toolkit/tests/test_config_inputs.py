@@ -1,0 +1,165 @@
+"""The Netlify configuration under inputs sized and shaped to hurt: each is one problem at a line,
+never a hang, a traceback or a quadratic wait. How the time grows with the input's size is the
+benchmark's to measure (tools/bench_config.py); these check that the faster code reads the same
+as the plain one, and that no shape of file stops a reader."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cnd_toolkit.netlify import config
+from cnd_toolkit.netlify.check import check_config
+from cnd_toolkit.netlify.rule_files import parse_redirects_file
+from cnd_toolkit.netlify.rules import Problem, Redirect
+from cnd_toolkit.netlify.toml_shape import toml_key_lines
+
+
+def merged_plainly(rules: list[Redirect], problems: list[Problem]) -> list[Redirect]:
+    """The merge as first written (quadratic): the reference the fast one must agree with."""
+    identity = config._identity
+    last: dict[tuple[Any, ...], int] = {}
+    for index, rule in enumerate(rules):
+        last[identity(rule)] = index
+    kept = []
+    for index, rule in enumerate(rules):
+        copy = last[identity(rule)]
+        if copy == index:
+            kept.append(rule)
+            continue
+        between = [r for r in rules[index + 1 : copy] if identity(r) != identity(rule) and last[identity(r)] < copy]
+        if between:
+            message = (
+                f"{rule.source} is repeated at {rules[copy].origin}; Netlify keeps only that copy, so "
+                f"{len(between)} rule(s) from {between[0].origin} on are tried before it; remove one copy"
+            )
+            problems.append(Problem(rule.origin, message, "warning"))
+    return kept
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_merge_keeps_and_warns_as_the_plain_merge_does(seed: int) -> None:
+    rng = random.Random(seed)
+    pool = [
+        f"/{rng.choice('abcdef')}/* /{rng.choice('xyz')}/:splat {rng.choice(['200', '301', '302!', ''])}"
+        for _ in range(8)
+    ]
+    lines = [rng.choice(pool) for _ in range(rng.randint(0, 80))]
+    rules = parse_redirects_file("\n".join(lines) + "\n", "public/_redirects", [])
+    fast_problems: list[Problem] = []
+    plain_problems: list[Problem] = []
+    fast = config._merged(list(rules), fast_problems)
+    plain = merged_plainly(list(rules), plain_problems)
+    assert [r.origin for r in fast] == [r.origin for r in plain]
+    assert [str(p) for p in fast_problems] == [str(p) for p in plain_problems]
+
+
+def key_lines_plainly(text: str) -> dict[tuple[str, ...], int]:
+    """toml_key_lines as first written (its patterns backtrack quadratically on long lines)."""
+    lines: dict[tuple[str, ...], int] = {}
+    counts: dict[tuple[str, ...], int] = {}
+    table: tuple[str, ...] = ()
+    for number, raw in enumerate(text.split("\n"), start=1):
+        line = raw.strip()
+        header = re.fullmatch(r"(\[\[?)\s*([^\[\]]+?)\s*\]\]?(\s*#.*)?", line)
+        if header:
+            names = tuple(part.strip().strip("\"'") for part in header.group(2).split("."))
+            if header.group(1) == "[[":
+                counts[names] = counts.get(names, -1) + 1
+                table = (*_indexed(names[:-1], counts), names[-1], str(counts[names]))
+            else:
+                table = _indexed(names, counts)
+            lines.setdefault(table, number)
+            continue
+        key = re.match(r"""([A-Za-z0-9_\-."' ]+?)\s*=""", line)
+        if key:
+            path = (*table, *(part.strip().strip("\"'") for part in key.group(1).split(".")))
+            lines.setdefault(path, number)
+            for depth in range(len(table) + 1, len(path)):
+                lines.setdefault(path[:depth], number)
+    return lines
+
+
+def _indexed(names: tuple[str, ...], counts: dict[tuple[str, ...], int]) -> tuple[str, ...]:
+    out: list[str] = []
+    for depth in range(1, len(names) + 1):
+        out.append(names[depth - 1])
+        if names[:depth] in counts:
+            out.append(str(counts[names[:depth]]))
+    return tuple(out)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_key_lines_are_those_the_plain_reader_finds(seed: int) -> None:
+    rng = random.Random(seed)
+    pieces = ["[build]", "[[redirects]]", "[[headers]]", "[headers.values]", "  [ a . b ]  # c", "[a]]", "[[x]",
+              'from = "/a"', "a.b = 1", "'q.k' = 2", '"k=v" = 3', "a\t= 4", "a\tb = 5", "x  y = 6", "= 7", "[ ]",
+              "[a b]", "k = [1, 2]", "# [not]", "status = 301 # =", "  indented = 1", "[a.'b.c']"]  # fmt: skip
+    text = "\n".join(rng.choice(pieces) + " " * rng.randint(0, 3) for _ in range(rng.randint(0, 30)))
+    assert toml_key_lines(text) == key_lines_plainly(text)
+
+
+@pytest.mark.parametrize(
+    ("make", "says"),
+    [
+        (lambda path: os.mkfifo(path), "is not a regular file"),  # reading it would wait forever
+        (lambda path: path.symlink_to("/dev/zero"), "link to a file outside the project"),
+        (lambda path: os.truncate(path.open("w").name, config.MAX_CONFIG_FILE + 1), "bytes; Netlify's rule files"),
+        (lambda path: path.mkdir(), "is a directory"),
+    ],
+    ids=["fifo", "device-link", "huge", "directory"],
+)
+@pytest.mark.parametrize("name", ["netlify.toml", "public/_redirects", "public/_headers"])
+def test_a_rule_file_that_is_no_small_regular_file_is_one_problem(
+    tmp_path: Path, name: str, make: Any, says: str
+) -> None:
+    (tmp_path / "public").mkdir()
+    path = tmp_path / name
+    make(path)
+    if path.is_fifo():  # were it read, this lets the read end (with EOF) instead of hanging the run
+        release = threading.Timer(30, lambda: os.close(os.open(path, os.O_WRONLY)))
+        release.daemon = True
+        release.start()
+    site = config.load(tmp_path)
+    assert [str(p) for p in site.problems if says in str(p)] and all(str(p).startswith(name) for p in site.problems)
+
+
+def test_a_publish_folder_thousands_of_folders_deep_is_walked(tmp_path: Path) -> None:
+    (tmp_path / "netlify.toml").write_text('[build]\npublish = "public"\n')
+    deep = tmp_path / "public"
+    deep.mkdir()
+    for _ in range(1500):
+        deep = deep / "d"
+        deep.mkdir()
+    (deep / "index.html").write_text("<p>deep</p>")
+    os.mkfifo(tmp_path / "public" / "pipe")
+    try:
+        problems = check_config(config.load(tmp_path))
+    finally:  # bottom up: pytest's clean-up (shutil.rmtree) recurses, and would fail on this tree
+        while deep != tmp_path / "public":
+            for child in deep.iterdir():
+                child.unlink()
+            deep.rmdir()
+            deep = deep.parent
+    assert [str(p) for p in problems if "pipe" in str(p) and "not a regular file" in str(p)], problems
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[" + ".".join(["a"] * 5000) + "]\nb = 1\n",  # tables 5,000 levels deep
+        ".".join(["a"] * 5000) + " = 1\n",  # a dotted key as deep
+        "x = " + "[" * 100_000 + "]" * 100_000 + "\n",  # arrays nested past Python's parser
+        "x = " + "{a = " * 100_000 + "1" + "}" * 100_000 + "\n",  # inline tables too
+    ],
+    ids=["tables", "dotted", "arrays", "inline-tables"],
+)
+def test_netlify_toml_nested_past_reason_is_one_problem(tmp_path: Path, text: str) -> None:
+    (tmp_path / "netlify.toml").write_text(text)
+    problems = check_config(config.load(tmp_path))
+    assert [str(p) for p in problems if "too deeply" in str(p) or "levels deep" in str(p)], problems
