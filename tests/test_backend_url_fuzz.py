@@ -42,8 +42,8 @@ COUNT = int(os.environ.get("BACKEND_URL_COUNT", "3000"))
 # Characters a hostile value slips in: every C0 and C1 control, Unicode spaces and line breaks,
 # and the URL delimiters that move what a parser takes for the host.
 HOSTILE = [chr(c) for c in range(0x21)] + [chr(c) for c in range(0x7F, 0xA1)]
-HOSTILE += ["\u1680", "\u2000", "\u200b", "\u2028", "\u2029", "\u3000", "\ufeff", "é", "ı"]
-HOSTILE += list("@#?/\\:[]%.-_") + ["%0a", "%00", "//", "\r\n"]
+HOSTILE += ["\u1680", "\u2000", "\u200b", "\u2028", "\u2029", "\u3000", "\ufeff", "\u00e9", "\u0131"]
+HOSTILE += [*"@#?/\\:[]%.-_", "%0a", "%00", "//", "\r\n"]
 LABELS = ["api", "acme", "x1", "a-b", "svc", "www", "good", "evil", "xn--bcher-kva", "0", "1-2"]
 
 

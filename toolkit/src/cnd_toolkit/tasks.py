@@ -123,7 +123,7 @@ def _failing_cleanly() -> Iterator[None]:
     except Exit:
         raise
     except Interrupted as exc:
-        raise Exit(visible(str(exc)), code=Interrupted.exit_code) from None
+        raise Exit(visible(str(exc), lines=True), code=Interrupted.exit_code) from None
     except engine.LOST_ERRORS as exc:  # the engine went away
         raise Exit(f"error: {visible(engine.lost(exc))}", code=1) from None
     except OpsError as exc:
@@ -131,7 +131,7 @@ def _failing_cleanly() -> Iterator[None]:
             console.rule("[dim]log tail[/]")
             console.print(visible(exc.detail, lines=True), markup=False, style="dim")
             console.rule()
-        raise Exit(f"error: {visible(str(exc))}", code=1) from None
+        raise Exit(f"error: {visible(str(exc), lines=True)}", code=1) from None
     except Exception as exc:  # a bug: its traceback, through the scrubbing console (an error may quote a secret)
         console.print(visible("".join(traceback.format_exception(exc)), lines=True), markup=False, style="dim")
         raise Exit(redact.scrub(visible(f"error: unexpected {type(exc).__name__}: {exc}")), code=1) from None

@@ -281,7 +281,7 @@ def publish_tree(publish: Path) -> PublishTree:
                     folders.append((listing(path), path, relative + "/", target, stack | {target}))
             elif target.is_file():
                 _add_file(tree, relative, path)
-            else:
+            elif target.exists():  # (a link to nothing is not deployed, as Netlify's CLI skips it)
                 tree.names.append((relative, "a link to something that is not a file (a FIFO, socket or device)"))
         elif entry.is_dir(follow_symlinks=False):
             inner = real / entry.name
