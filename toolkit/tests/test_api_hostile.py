@@ -266,3 +266,49 @@ def test_a_huge_answer_is_refused_not_read_whole(server: Server) -> None:
     assert exc is not None
     assert_clean(exc, "200 MB")
     assert "more than 8 MB" in str(exc), str(exc)
+
+
+def test_a_server_slow_on_every_upload_is_cut_off_at_the_phase_deadline() -> None:
+    """Each upload answers well within its own call's deadline (0.4 s of 90), so only the upload
+    phase's deadline stops a deploy that would otherwise take as long as the server likes."""
+    import hashlib
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from cnd_toolkit.netlify import publish
+
+    bodies = {f"f{n}.html": f"<p>{n}</p>".encode() for n in range(40)}
+    files = publish.SiteFiles(bodies, {path: hashlib.sha1(body).hexdigest() for path, body in bodies.items()})
+
+    class Slow(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def answer(self, data: dict[str, Any]) -> None:
+            body = json.dumps(data).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.answer({"id": "d-1", "state": "prepared", "required": sorted(set(files.digests.values()))})
+
+        def do_PUT(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            time.sleep(0.4)
+            self.answer({"id": "f"})
+
+        def do_GET(self) -> None:
+            self.answer({"id": "d-1", "state": "ready"})
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    client = api.NetlifyClient(TOKEN, f"http://127.0.0.1:{httpd.server_address[1]}/api/v1", retries=0)
+    try:  # 40 uploads of 0.4 s, 5 at a time, take 3.2 s: past the phase's 1 s
+        with pytest.raises(api.NetlifyError, match=r"took over 1 s for the uploads of deploy d-1 \(\d+ of 40 done\)"):
+            publish.deploy_draft(client, "site-1", files, upload_phase_seconds=1.0, sleep=lambda s: None)
+    finally:
+        client.close()
+        httpd.shutdown()

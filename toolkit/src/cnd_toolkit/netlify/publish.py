@@ -24,6 +24,7 @@ import hashlib
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,11 @@ from cnd_toolkit.wait import NotReady, TimedOut, poll
 # (cnd_toolkit.netlify.check.publish_tree).
 UPLOAD_PARALLELISM = 5
 READY_TIMEOUT = 600.0
+# Seconds the uploads of one deploy may take in all: each call has its own deadline, and the phase
+# one too, so a server that answers every upload slowly cannot hold a deploy (and its lock) for
+# hours. A floor, and a second per this many bytes (a slow uplink's pace, with room).
+UPLOAD_PHASE_SECONDS = 300.0
+UPLOAD_PHASE_BYTES_PER_SECOND = 32 * 1024
 # States in which the files are in place and Netlify is finishing the deploy.
 PENDING_STATES = frozenset(
     {"new", "enqueued", "building", "uploading", "uploaded", "preparing", "prepared", "processing"}
@@ -190,6 +196,7 @@ def deploy_draft(
     on_progress: Progress | None = None,
     on_count: Callable[[str, int, int], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    upload_phase_seconds: float | None = None,
 ) -> Published:
     """Create a draft deploy of ``files``, upload what Netlify asks for, and wait until it is ready.
 
@@ -220,23 +227,35 @@ def deploy_draft(
     uploaded_bytes = 0
     if paths:
         done = 0
-        with ThreadPoolExecutor(max_workers=UPLOAD_PARALLELISM, thread_name_prefix="netlify-upload") as pool:
+        size = sum(len(files.bodies[path]) for path in paths)
+        phase = upload_phase_seconds if upload_phase_seconds is not None else upload_deadline(size)
+        ends = time.monotonic() + phase
+        pool = ThreadPoolExecutor(max_workers=UPLOAD_PARALLELISM, thread_name_prefix="netlify-upload")
+        try:
             futures = {pool.submit(client.upload_file, deploy.id, path, files.bodies[path]): path for path in paths}
-            try:
-                for future in futures:
-                    future.result()
-                    done += 1
-                    uploaded_bytes += len(files.bodies[futures[future]])
-                    if on_count:
-                        on_count("Netlify uploads", done, len(paths))
-                    if done == len(paths) or done % 50 == 0:
-                        say(f"uploaded {done}/{len(paths)}")
-            except BaseException:
-                for future in futures:
-                    future.cancel()
-                raise
+            for future in futures:
+                try:
+                    future.result(timeout=max(ends - time.monotonic(), 0.0))
+                except FutureTimeout:
+                    raise NetlifyError(
+                        f"Netlify took over {phase:.0f} s for the uploads of deploy {deploy.id} ({done} of "
+                        f"{len(paths)} done); nothing was published: try again, or check https://www.netlifystatus.com"
+                    ) from None
+                done += 1
+                uploaded_bytes += len(files.bodies[futures[future]])
+                if on_count:
+                    on_count("Netlify uploads", done, len(paths))
+                if done == len(paths) or done % 50 == 0:
+                    say(f"uploaded {done}/{len(paths)}")
+        finally:  # an upload still running ends at its own call's deadline, in the background
+            pool.shutdown(wait=False, cancel_futures=True)
     deploy = _wait(client, site_id, deploy.id, ready_timeout, poll_interval, sleep, until={"ready"})
     return Published(deploy, len(files.digests), len(paths), uploaded_bytes, time.perf_counter() - started)
+
+
+def upload_deadline(size: int) -> float:
+    """Seconds the uploads of ``size`` bytes may take in all (:data:`UPLOAD_PHASE_SECONDS`)."""
+    return UPLOAD_PHASE_SECONDS + size / UPLOAD_PHASE_BYTES_PER_SECOND
 
 
 def publish(client: NetlifyClient, site_id: str, deploy_id: str) -> Deploy:
