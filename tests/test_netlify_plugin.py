@@ -175,7 +175,8 @@ def test_planned_maintenance_skips_the_check_and_says_so(netlify_cli: str, site:
     [
         ("javascript:alert(1)", "is not an http(s) URL"),
         ("ftp://127.0.0.1/", "is not an http(s) URL"),
-        ("not a url", "is not an http(s) URL"),
+        ("not-a-url", "is not an http(s) URL"),
+        ("not a url", "has whitespace or a control character in it"),  # as the build step refuses it
         ("http://api.acme.dev", "is not https"),  # the build step would refuse it: so does the check
         ("https://api.acme.dev/v1", "has a path, query or fragment"),
         ("https://api.acme.dev/?x=1", "has a path, query or fragment"),
