@@ -44,7 +44,8 @@ COUNT = int(os.environ.get("BACKEND_URL_COUNT", "3000"))
 HOSTILE = [chr(c) for c in range(0x21)] + [chr(c) for c in range(0x7F, 0xA1)]
 HOSTILE += ["\u1680", "\u2000", "\u200b", "\u2028", "\u2029", "\u3000", "\ufeff", "\u00e9", "\u0131"]
 HOSTILE += [*"@#?/\\:[]%.-_", "%0a", "%00", "//", "\r\n"]
-LABELS = ["api", "acme", "x1", "a-b", "svc", "www", "good", "evil", "xn--bcher-kva", "0", "1-2"]
+LABELS = ["api", "acme", "x1", "a-b", "svc", "www", "good", "evil", "xn--bcher-kva", "0", "1-2", "xn--a", "xn--xn--a"]
+LABELS += ["[v1.a]", "[::1]", "[2001:db8::1]"]
 
 
 def unsafe(text: str) -> bool:

@@ -40,11 +40,19 @@ def headers_blocks(n: int) -> dict[str, str]:
     return {"public/_headers": "".join(f"/p{i}/*\n  X-N: {i}\n" for i in range(n))}
 
 
+def many_placeholders(n: int) -> dict[str, str]:
+    # One rule with n placeholders (each named once in the target): what the repeated-name check
+    # once counted in quadratic time.
+    names = [f":p{i}" for i in range(n)]
+    return {"public/_redirects": f"/{'/'.join(names)} /b/{'/'.join(names)} 301\n"}
+
+
 CLASSES: dict[str, Callable[[int], dict[str, str]]] = {
     "distinct_rules": distinct_rules,
     "rules_pasted_twice": rules_pasted_twice,
     "long_toml_line": long_toml_line,
     "headers_blocks": headers_blocks,
+    "many_placeholders": many_placeholders,
 }
 
 

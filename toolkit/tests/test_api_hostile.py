@@ -6,8 +6,11 @@ control character and no form of the token."""
 
 from __future__ import annotations
 
+import functools
+import gzip
 import json
 import random
+import re
 import socketserver
 import threading
 import time
@@ -19,6 +22,7 @@ import pytest
 from cnd_toolkit.netlify import api
 
 TOKEN = "nfp_HostileServerTest0123456789abcdefABCDEF"
+ID = re.compile(r"[A-Za-z0-9_-]{1,100}")
 SEED = 20261207
 
 
@@ -134,8 +138,8 @@ def usable(operation: str, scenario: Scenario) -> bool:
     except (ValueError, RecursionError):
         return False
 
-    def has_id(item: Any) -> bool:
-        return isinstance(item, dict) and isinstance(item.get("id"), str) and bool(item["id"])
+    def has_id(item: Any) -> bool:  # Netlify's ids: 24 hex digits; letters, digits, _ and - at most
+        return isinstance(item, dict) and isinstance(item.get("id"), str) and bool(ID.fullmatch(item["id"]))
 
     def deploy(item: Any) -> bool:
         required = item.get("required") if isinstance(item, dict) else None
@@ -157,6 +161,7 @@ def shapes(rng: random.Random) -> list[Scenario]:
     """200s whose JSON is not what any operation returns, and JSON no parser should have to read."""
     values: list[Any] = [[], "x", None, 5, 1.5, True, {}, {"required": 5}, {"required": ["a" * 40, 5]}]
     values += [{"id": "d-1", "required": "abc"}, {"published_deploy": "x"}, [1, 2], [{"id": 5}, "x"], {"id": 7}]
+    values += [{"id": "d1\nFAKE: line"}, {"id": TOKEN + "\t"}, {"id": "d 1"}, [{"id": "ok"}, {"id": "\x1b[2J"}]]
     found = [Scenario(f"json {json.dumps(v)[:30]}", body=json.dumps(v).encode()) for v in values]
     found += [
         Scenario("nested 200,000 deep", body=b"[" * 200_000 + b"]" * 200_000),
@@ -190,6 +195,8 @@ def statuses(rng: random.Random) -> list[Scenario]:
 def texts() -> list[Scenario]:
     """Errors whose text would move the cursor, retitle the terminal, or echo the token in some case."""
     hostile = [
+        json.dumps({"message": f"split {TOKEN[:20]}\n{TOKEN[20:]}"}),  # masking, then joining the line, would show it
+        json.dumps({"message": f"hidden {TOKEN[:9]}\u200b{TOKEN[9:30]}\u00ad{TOKEN[30:]}"}),
         f"\x1b[2J\x1b]0;pwned\x07bad token {TOKEN.lower()}",
         f"{TOKEN.upper()} \x9b31m\u202e",
         json.dumps({"message": f"nope \x1b[31m{TOKEN.swapcase()}\x1b[0m"}),
@@ -218,6 +225,8 @@ def assert_clean(exc: BaseException, where: str) -> None:
     assert isinstance(exc, api.NetlifyError), f"{where}: {type(exc).__name__}: {message[:300]}"
     assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F or c in "\u202e\u2028" for c in message), (where, message)
     assert TOKEN.lower() not in message.lower(), (where, message)
+    squeezed = re.sub(r"[\s\u200b\u00ad]|\\u200b|\\xad", "", message).lower()
+    assert TOKEN[4:24].lower() not in squeezed and TOKEN[-16:].lower() not in squeezed, (where, message)
 
 
 @pytest.mark.parametrize("operation", sorted(OPERATIONS))
@@ -312,3 +321,36 @@ def test_a_server_slow_on_every_upload_is_cut_off_at_the_phase_deadline() -> Non
     finally:
         client.close()
         httpd.shutdown()
+
+
+@functools.cache
+def bomb(twice: bool) -> bytes:
+    once = gzip.compress(b"0" * (200 * 1024 * 1024), compresslevel=1)
+    return gzip.compress(once, compresslevel=9) if twice else once
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "gzip, gzip", "br", "deflate, gzip"])
+def test_a_compressed_bomb_is_refused_within_the_cap(server: Server, encoding: str) -> None:
+    """200 MB of zeros in a few hundred kilobytes (twice gzipped: a few kilobytes): decompressed
+    only up to the cap, and an encoding the client did not ask for is refused unread."""
+    import tracemalloc
+
+    body = bomb(twice=encoding == "gzip, gzip")
+    scenario = Scenario(encoding, body=body, headers=(("Content-Encoding", encoding),))
+    tracemalloc.start()
+    try:
+        exc, _ = call(server, scenario, "get_deploy")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert exc is not None
+    assert_clean(exc, encoding)
+    assert isinstance(exc, api.UnexpectedAnswer), str(exc)
+    assert peak < 64 * 1024 * 1024, f"{peak / 1e6:.0f} MB at the peak"
+
+
+def test_a_rate_limit_longer_than_the_call_is_reported_as_one(server: Server) -> None:
+    scenario = Scenario("429", status=429, body=b"{}", headers=(("Retry-After", "99999"),))
+    exc, seconds = call(server, scenario, "get_site", call_seconds=5.0)
+    assert isinstance(exc, api.RateLimited), f"{type(exc).__name__}: {exc}"
+    assert seconds < 5

@@ -355,6 +355,10 @@ def test_what_a_task_prints_holds_no_control_character_whatever_the_files_hold(t
     (site / ".env").write_text("\n".join(lines) + "\n")
     rules = [f"/a{rng.choice(hostile)} /b{rng.choice(hostile)} 30{rng.choice('1278')}" for _ in range(6)]
     (site / "public" / "_redirects").write_text("\n".join(rules) + "\n")
+    # TOML's quoted keys hold escapes too: an unknown section and key named with them.
+    escaped = "".join(f"\\u{ord(c):04x}" for c in rng.choice(hostile))
+    with (site / "netlify.toml").open("a") as toml:
+        toml.write(f'\n["x{escaped}"]\ny = 1\n[context."p{escaped}"]\n"k{escaped}" = "v"\n')
     done = subprocess.run(
         [sys.executable, "-m", "invoke", "check"], cwd=site, capture_output=True, text=True, timeout=120, check=False
     )

@@ -538,6 +538,9 @@ def test_app_env_cannot_pass_a_variable_the_image_sets(tmp_path: Path, seed: int
         settings.runtime_environment()
     fine = load(tmp_path, environ={**environ, "APP_ENV": ",".join(n for n in listed if n != owned)})
     assert set(fine.runtime_environment()) >= set(listed) - {owned}
+    # GUNICORN_CMD_ARGS looks like a server variable, and would beat gunicorn.conf.py (--bind): never passed.
+    shell = load(tmp_path, environ={"GUNICORN_CMD_ARGS": "--bind 0.0.0.0:9", "GUNICORN_TIMEOUT": "90"})
+    assert shell.runtime_environment() == {"GUNICORN_TIMEOUT": "90"}
 
 
 @pytest.mark.parametrize("name", [".env", ".env.production"])

@@ -54,7 +54,9 @@ def whole_number(value: str, low: int, high: int) -> int | None:
 
 # Variables the image sets and the deploy relies on (PORT: the proxy's upstream and the health
 # check; METRICS_PORT: the metrics listener), or that change what the interpreter or the loader run.
-IMAGE_VARIABLES = frozenset({"PORT", "METRICS_PORT", "PROMETHEUS_MULTIPROC_DIR", "PATH", "HOME", "HOSTNAME"})
+IMAGE_VARIABLES = frozenset(
+    {"PORT", "METRICS_PORT", "PROMETHEUS_MULTIPROC_DIR", "PATH", "HOME", "HOSTNAME", "GUNICORN_CMD_ARGS"}
+)
 IMAGE_VARIABLE_PREFIXES = ("PYTHON", "LD_")
 
 
@@ -64,7 +66,9 @@ def image_owns(name: str) -> bool:
 
 
 def is_server_variable(name: str) -> bool:
-    return name in SERVER_VARIABLES or name.startswith(SERVER_VARIABLE_PREFIXES)
+    # GUNICORN_CMD_ARGS beats gunicorn.conf.py (--bind would move the port the proxy and the health
+    # check use): the image's own, never passed on.
+    return (name in SERVER_VARIABLES or name.startswith(SERVER_VARIABLE_PREFIXES)) and not image_owns(name)
 
 
 ENV_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}\Z")

@@ -29,9 +29,11 @@ from __future__ import annotations
 import email.utils
 import json
 import random
+import re
 import threading
 import time
 import urllib.parse
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,6 +55,13 @@ ATTEMPT_SECONDS = 90.0
 UPLOAD_BYTES_PER_SECOND = 64 * 1024
 # Seconds a whole call may take, its retries and their waits included.
 CALL_SECONDS = 300.0
+# What Netlify's ids look like (24 hex digits today): anything else is not printed or put in a URL.
+_ID = re.compile(r"[A-Za-z0-9_-]{1,100}")
+# Invisible characters a server could put inside a secret it echoes, and whitespace: taken out
+# before the text is searched for secrets (see :meth:`NetlifyClient.quoted`).
+_HIDING = re.compile(
+    r"[\s\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b-\u200f\u202a-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0]"
+)
 # Bytes of an answer's body read at most: Netlify's largest (a deploy with its file list) is far below.
 MAX_BODY = 8 * 1024 * 1024
 
@@ -115,8 +124,8 @@ class Deploy:
         required = data.get("required") or ()
         if not isinstance(required, list | tuple) or not all(isinstance(sha, str) for sha in required):
             raise UnexpectedAnswer(f"Netlify's deploy lists required files as {_kind(required)}, not SHA1 digests")
-        if not isinstance(data.get("id"), str) or not data["id"]:
-            raise UnexpectedAnswer("Netlify answered with a deploy that has no id")
+        if not isinstance(data.get("id"), str) or not _ID.fullmatch(data["id"]):
+            raise UnexpectedAnswer("Netlify answered with a deploy whose id is missing or not an id")
         return cls(
             id=str(data.get("id") or ""),
             site_id=str(data.get("site_id") or ""),
@@ -150,8 +159,8 @@ class SplitTest:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> SplitTest:
-        if not isinstance(data.get("id"), str) or not data["id"]:
-            raise UnexpectedAnswer("Netlify answered with a split test that has no id")
+        if not isinstance(data.get("id"), str) or not _ID.fullmatch(data["id"]):
+            raise UnexpectedAnswer("Netlify answered with a split test whose id is missing or not an id")
         weights: dict[str, int] = {}
         for item in data.get("branches") or ():
             if isinstance(item, Mapping) and isinstance(item.get("branch"), str):
@@ -223,7 +232,11 @@ class NetlifyClient:
         self._http = _bounded(
             httpx.Client(
                 timeout=timeout,
-                headers={"Authorization": f"Bearer {token}", "User-Agent": "copier-netlify-docker"},
+                headers={
+                    "Authorization": f"Bearer {token}",
+                    "User-Agent": "copier-netlify-docker",
+                    "Accept-Encoding": "gzip",  # what _decoded reads, within its cap
+                },
                 transport=transport,
                 follow_redirects=False,
             )
@@ -411,11 +424,12 @@ class NetlifyClient:
                     status,
                 )
             retryable = status == 429 or status >= 500
-            if retryable and attempt <= self.retries and call_ends - time.monotonic() > 0:
+            if retryable and attempt <= self.retries:
                 delay = retry_after(response.headers.get("Retry-After")) if status == 429 else None
                 delay = min(MAX_RETRY_AFTER, delay) if delay is not None else self._backoff(attempt)
-                self._wait(delay, f"{what}: HTTP {status}", attempt, call_ends)
-                continue
+                if delay < call_ends - time.monotonic():  # else the answer stands: waiting would outlast the call
+                    self._wait(delay, f"{what}: HTTP {status}", attempt, call_ends)
+                    continue
             raise self._error(status, response, what, attempt, missing)
 
     def _exchange(
@@ -432,15 +446,14 @@ class NetlifyClient:
         try:
             with self._http.stream(method, url, json=json_body, content=content, headers=headers) as response:
                 body = bytearray()
-                for chunk in response.iter_bytes():
+                # As sent (decompressed below, within the cap); a transport that hands over an
+                # answer already read (a test's mock) has it in memory already.
+                raw = iter([response.content]) if response.is_stream_consumed else response.iter_raw()
+                for chunk in raw:
                     body += chunk
                     if len(body) > MAX_BODY:
-                        raise UnexpectedAnswer(
-                            f"Netlify's API answered with more than {MAX_BODY // (1024 * 1024)} MB; "
-                            "its answers are far smaller: check NETLIFY_API_URL",
-                            response.status_code,
-                        )
-                return Answer(response.status_code, response.headers, bytes(body))
+                        raise _too_large(response.status_code)
+                return Answer(response.status_code, response.headers, _decoded(response, bytes(body)))
         finally:
             _DEADLINE.stop()
 
@@ -457,7 +470,7 @@ class NetlifyClient:
     def _error(
         self, status: int, response: Answer, what: str, attempt: int, missing: tuple[str, str] | None = None
     ) -> NetlifyError:
-        said = _message(response, self._mask)
+        said = _message(response, self.quoted)
         detail = f" ({said})" if said else ""
         if status in {401, 403}:
             return AuthError(
@@ -488,6 +501,15 @@ class NetlifyClient:
     def _mask(self, text: str) -> str:
         return redact.scrub(text, {"NETLIFY_AUTH_TOKEN": self._token})
 
+    def quoted(self, text: str, limit: int = 300) -> str:
+        """What a server wrote, for a message: one line, secrets masked, control characters as
+        escapes; and not at all when a secret is in it split by whitespace or invisible characters,
+        which masking would miss and joining the line would put back together."""
+        squeezed = _HIDING.sub("", text)
+        if self._mask(squeezed) != squeezed:
+            return "(Netlify's text quoted a secret; it is not shown)"
+        return visible(" ".join(self._mask(text).split()))[:limit]
+
 
 def _no_site(site_id: str) -> tuple[str, str]:
     return f"Netlify has no site {site_id!r}", "check NETLIFY_SITE_ID (the site's API ID, in Site configuration)"
@@ -505,17 +527,45 @@ def _segment(text: str) -> str:
     return urllib.parse.quote(text, safe="")
 
 
-def _message(response: Answer, mask: Callable[[str], str]) -> str:
-    """The ``message`` of Netlify's error body, or a short, single-line excerpt of the body;
-    ``mask``ed before it is shortened, so no part of a secret survives the cut, and its control
-    characters shown as escapes."""
+def _message(response: Answer, quoted: Callable[[str], str]) -> str:
+    """The ``message`` of Netlify's error body, or a short excerpt of the body, ``quoted`` (one
+    line, secrets masked before anything is cut, so no part of one survives the cut)."""
     try:
         data = response.json()
     except (ValueError, RecursionError):
         data = None
     said = data.get("message") if isinstance(data, dict) else None
-    text = mask(said) if isinstance(said, str) else mask(response.text)[:200]
-    return visible(" ".join(text.split()))[:300]
+    return quoted(said) if isinstance(said, str) else quoted(response.text[:4000])[:200]
+
+
+def _too_large(status: int) -> UnexpectedAnswer:
+    return UnexpectedAnswer(
+        f"Netlify's API answered with more than {MAX_BODY // (1024 * 1024)} MB; its answers are far smaller: "
+        "check NETLIFY_API_URL",
+        status,
+    )
+
+
+def _decoded(response: httpx.Response, body: bytes) -> bytes:
+    """The body without its Content-Encoding, never more than :data:`MAX_BODY` bytes of it: the
+    client asks for gzip only, so gzip (once) is all it takes; a bomb stops at the cap, not when
+    memory runs out."""
+    encoding = response.headers.get("Content-Encoding", "").strip().lower()
+    if encoding in {"", "identity"}:
+        return body
+    if encoding != "gzip":
+        raise UnexpectedAnswer(
+            f"Netlify's API answered in an encoding it was not asked for ({visible(encoding[:40])!r})",
+            response.status_code,
+        )
+    inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        data = inflate.decompress(body, MAX_BODY + 1)
+    except zlib.error:
+        raise UnexpectedAnswer("Netlify's API answered with a gzip body that does not decompress") from None
+    if len(data) > MAX_BODY or inflate.unconsumed_tail:
+        raise _too_large(response.status_code)
+    return data
 
 
 def _kind(value: object) -> str:

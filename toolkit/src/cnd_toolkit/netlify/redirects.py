@@ -31,6 +31,17 @@ _NUMBER = re.compile(r"[0-9]+|0[xX][0-9A-Fa-f]*")
 _UNSAFE = re.compile(r"[\x00-\x20\x7f-\x9f\s]")
 
 
+def _punycode_ok(label: str) -> bool:
+    """A label is plain, or punycode that decodes (Node's URL refuses ``xn--a``: the plugin would fail)."""
+    if not label.lower().startswith("xn--"):
+        return True
+    try:
+        label.encode("ascii").decode("idna")
+    except UnicodeError:
+        return False
+    return True
+
+
 class BackendUrlError(ConfigError, ValueError):
     pass
 
@@ -63,7 +74,8 @@ def check_backend_url(url: str, *, allow_local: bool = False, name: str = "BACKE
         or parts.fragment
         or "@" in parts.netloc
         or parts.hostname is None
-        or not (local or all(_LABEL.fullmatch(label) for label in parts.hostname.split(".")))
+        or not (local or all(_LABEL.fullmatch(label) and _punycode_ok(label) for label in parts.hostname.split(".")))
+        or (not local and "[" in parts.netloc)  # an address in brackets (IPv6, IPvFuture): an https origin is a name
         # A last label that is a number makes the name an IPv4 address to URL parsers (the
         # plugin's Node: https://0 is 0.0.0.0), never a name DNS could answer.
         or (not local and _NUMBER.fullmatch(parts.hostname.rsplit(".", 1)[-1]))

@@ -9,6 +9,7 @@ Standard library only (it runs in Netlify's build image).
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
@@ -283,7 +284,7 @@ def redirect_rule(
             problems.append(Problem(origin, message))
             return None
     names = [token[1:] for token in tokens]
-    repeated = sorted({name for name in names if names.count(name) > 1})
+    repeated = sorted(name for name, count in Counter(names).items() if count > 1)
     if repeated or "splat" in names:
         problems.append(
             Problem(origin, f"placeholder :{(repeated or ['splat'])[0]} is used twice in {source!r}; rename one")

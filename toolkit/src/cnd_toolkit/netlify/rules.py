@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import quote_plus
 
+from cnd_toolkit.errors import shown
 from cnd_toolkit.netlify.urls import PathPattern, RequestPath, encode_url
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -43,7 +44,8 @@ class Problem:
 
     def __str__(self) -> str:
         prefix = "warning: " if self.severity == "warning" else ""
-        return f"{self.origin}: {prefix}{self.message}"
+        # A message quotes the file (a key, a rule): a control character in it is shown as its escape.
+        return shown(f"{self.origin}: {prefix}{self.message}")
 
 
 # ---------------------------------------------------------------------------------------------
