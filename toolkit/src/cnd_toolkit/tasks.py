@@ -125,7 +125,7 @@ def _failing_cleanly() -> Iterator[None]:
     except Interrupted as exc:
         raise Exit(visible(str(exc), lines=True), code=Interrupted.exit_code) from None
     except engine.LOST_ERRORS as exc:  # the engine went away
-        raise Exit(f"error: {visible(engine.lost(exc))}", code=1) from None
+        raise Exit(f"error: {visible(str(engine.lost(exc)))}", code=1) from None
     except OpsError as exc:
         if exc.detail:
             console.rule("[dim]log tail[/]")

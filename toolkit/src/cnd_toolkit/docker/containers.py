@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import docker
 import docker.errors
@@ -446,7 +446,7 @@ def wait_settled(running: Running, *, timeout: float = 30) -> None:
         if 0 < ready < workers:
             raise NotReady(f"{ready} of {workers} workers ready")
         if container.attrs.get("HostConfig", {}).get("Memory"):
-            share = memory_share(container.stats(stream=False, one_shot=True))
+            share = memory_share(cast(dict[str, Any], container.stats(stream=False, one_shot=True)))
             if share is not None and share >= SETTLED_MEMORY_SHARE:
                 raise NeverHealthy(
                     f"container {container.short_id} uses {share:.0%} of its memory limit with its {workers} "
