@@ -17,7 +17,7 @@ from cnd_toolkit.netlify import config
 from cnd_toolkit.netlify.check import check_config
 from cnd_toolkit.netlify.rule_files import parse_redirects_file
 from cnd_toolkit.netlify.rules import Problem, Redirect
-from cnd_toolkit.netlify.toml_shape import toml_key_lines
+from cnd_toolkit.netlify.toml_shape import _indexed, toml_key_lines
 
 
 def merged_plainly(rules: list[Redirect], problems: list[Problem]) -> list[Redirect]:
@@ -60,7 +60,8 @@ def test_the_merge_keeps_and_warns_as_the_plain_merge_does(seed: int) -> None:
 
 
 def key_lines_plainly(text: str) -> dict[tuple[str, ...], int]:
-    """toml_key_lines as first written (its patterns backtrack quadratically on long lines)."""
+    """toml_key_lines as first written (its patterns backtrack quadratically on long lines); the
+    table indexing (``_indexed``) is unchanged and shared."""
     lines: dict[tuple[str, ...], int] = {}
     counts: dict[tuple[str, ...], int] = {}
     table: tuple[str, ...] = ()
@@ -83,15 +84,6 @@ def key_lines_plainly(text: str) -> dict[tuple[str, ...], int]:
             for depth in range(len(table) + 1, len(path)):
                 lines.setdefault(path[:depth], number)
     return lines
-
-
-def _indexed(names: tuple[str, ...], counts: dict[tuple[str, ...], int]) -> tuple[str, ...]:
-    out: list[str] = []
-    for depth in range(1, len(names) + 1):
-        out.append(names[depth - 1])
-        if names[:depth] in counts:
-            out.append(str(counts[names[:depth]]))
-    return tuple(out)
 
 
 @pytest.mark.parametrize("seed", range(40))

@@ -7,15 +7,20 @@ import re
 from cnd_toolkit.redact import scrub
 
 # What a terminal would act on rather than show: C0 controls but tab and newline (an escape
-# sequence, a carriage return that overwrites the line), DEL, C1 controls, and the bidirectional
-# overrides that reorder text. An API, an engine or a container's log can put any of them in a
-# message; each is shown as its escape (``\x1b``) instead.
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# sequence, a carriage return that overwrites the line), DEL, C1 controls, the line and paragraph
+# separators a terminal may break at, and the bidirectional marks and overrides that reorder text.
+# An API, an engine, a file or a container's log can put any of them in a message; each is shown
+# as its escape (``\x1b``) instead.
+_CONTROLS = "\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+_CONTROL = re.compile(f"[{_CONTROLS}]")
+_CONTROL_OR_NEWLINE = re.compile(f"[\n{_CONTROLS}]")
 
 
-def shown(text: str) -> str:
-    """``text`` with every control character a terminal would act on written as its escape."""
-    return _CONTROL.sub(lambda match: repr(match.group(0))[1:-1], text)
+def shown(text: str, *, lines: bool = True) -> str:
+    """``text`` with every control character a terminal would act on written as its escape; with
+    ``lines=False`` a newline too, for a message that must stay one line. Tabs stay."""
+    pattern = _CONTROL if lines else _CONTROL_OR_NEWLINE
+    return pattern.sub(lambda match: repr(match.group(0))[1:-1], text)
 
 
 class OpsError(Exception):

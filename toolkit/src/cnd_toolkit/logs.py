@@ -29,8 +29,6 @@ _ESCAPES = re.compile(
 # differently from what it is.
 _CONTROLS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
-_CONTROLS_ALL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-
 # Where a task's output lines go (the terminal, a test's list, a log file).
 LineSink = Callable[[str], None]
 # A step's progress: what (a label), how far, out of how much (bytes or files; total 0: unknown yet).
@@ -40,18 +38,6 @@ Progress = Callable[[str, int, int], None]
 def clean_line(line: str) -> str:
     """``line`` without escape sequences or control characters (tabs become spaces)."""
     return _CONTROLS.sub("", _ESCAPES.sub("", line)).replace("\t", "    ")
-
-
-def visible(text: str, *, lines: bool = False) -> str:
-    """``text`` with every control character shown as an escape (``\\x1b``, ``\\u202e``) rather
-    than sent to the terminal: for messages that quote what someone else wrote (a file, a server),
-    where the reader should see what is there. ``lines`` keeps newlines; tabs stay."""
-    keep = "\t\n" if lines else "\t"
-
-    def shown(found: re.Match[str]) -> str:
-        return found.group() if found.group() in keep else found.group().encode("unicode_escape").decode()
-
-    return _CONTROLS_ALL.sub(shown, text)
 
 
 def clean_lines(text: str) -> list[str]:

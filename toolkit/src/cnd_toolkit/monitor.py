@@ -44,6 +44,7 @@ from cnd_toolkit.docker.containers import memory_share
 from cnd_toolkit.docker.images import RELEASE_LABEL
 from cnd_toolkit.errors import OpsError
 from cnd_toolkit.release.swarm import SERVICE_LABEL  # on each task's container
+from cnd_toolkit.settings import whole_number
 
 SIGNALS = {"1": "SIGHUP", "2": "SIGINT", "6": "SIGABRT", "9": "SIGKILL", "11": "SIGSEGV", "15": "SIGTERM"}
 
@@ -221,11 +222,8 @@ class Tracker:
                 "oom", subject, f"{name} was OOM-killed (exit code {code}): it reached its memory limit", "critical"
             )
         else:
-            signal = (
-                SIGNALS.get(str(int(code) - 128), "")
-                if code.isascii() and code.isdigit() and len(code) <= 3 and int(code) > 128
-                else ""
-            )
+            number = whole_number(code, 129, 255)  # 128 + the signal that ended it
+            signal = SIGNALS.get(str(number - 128), "") if number else ""
             how = f"exit code {code}" + (f", {signal}" if signal else "")
             out += self._fire("died", subject, f"{name} died ({how})", "critical")
         now = self.clock()

@@ -28,9 +28,8 @@ from rich.table import Table
 
 from cnd_toolkit import options, redact, settings
 from cnd_toolkit import project as proj
-from cnd_toolkit.errors import Interrupted, OpsError
+from cnd_toolkit.errors import Interrupted, OpsError, shown
 from cnd_toolkit.lazy import lazy as _lazy
-from cnd_toolkit.logs import visible
 
 # The modules that reach Docker, HTTP or aiohttp load when a task first uses them, not when `inv`
 # starts: `inv -l`, `inv --help TASK` and a bad option's error come in a fraction of the time.
@@ -76,10 +75,10 @@ def _warn_of_leftover_ops() -> None:
     longer read it (its code is this package), so what a team put there does nothing."""
     left = [name if name.isprintable() else repr(name) for name in proj.leftover_ops()]
     if left:
-        shown = ", ".join(left[:5]) + (f" and {len(left) - 5} more" if len(left) > 5 else "")
+        named = ", ".join(left[:5]) + (f" and {len(left) - 5} more" if len(left) > 5 else "")
         console.print(
             f"[yellow]warning: ops/ is left from before the tooling was the cnd-toolkit package, and the tasks "
-            f"no longer read it ({escape(shown)}): move what you need into tasks.py and delete ops/ "
+            f"no longer read it ({escape(named)}): move what you need into tasks.py and delete ops/ "
             '(README.md, "Updating from the template")[/]'
         )
 
@@ -88,17 +87,17 @@ ENV_HELP = "settings from .env.NAME as well as .env (staging, production); the e
 
 
 # Messages quote what others wrote (a setting's name, a file, a server's answer): every control
-# character in them is shown as an escape (logs.visible), never sent to the terminal as it is.
+# character in them is shown as an escape (errors.shown), never sent to the terminal as it is.
 def _print_line(line: str) -> None:
-    console.print(visible(line), markup=False, soft_wrap=True)
+    console.print(shown(line, lines=False), markup=False, soft_wrap=True)
 
 
 def _say(line: str) -> None:
-    console.print(f"[bold]{escape(visible(line))}[/]")
+    console.print(f"[bold]{escape(shown(line, lines=False))}[/]")
 
 
 def _warn(line: str) -> None:
-    console.print(f"[yellow]{escape(visible(line))}[/]")
+    console.print(f"[yellow]{escape(shown(line, lines=False))}[/]")
 
 
 def _settings(env: str) -> settings.Settings:
@@ -123,18 +122,18 @@ def _failing_cleanly() -> Iterator[None]:
     except Exit:
         raise
     except Interrupted as exc:
-        raise Exit(visible(str(exc), lines=True), code=Interrupted.exit_code) from None
+        raise Exit(shown(str(exc)), code=Interrupted.exit_code) from None
     except engine.LOST_ERRORS as exc:  # the engine went away
-        raise Exit(f"error: {visible(str(engine.lost(exc)))}", code=1) from None
+        raise Exit(f"error: {shown(str(engine.lost(exc)), lines=False)}", code=1) from None
     except OpsError as exc:
         if exc.detail:
             console.rule("[dim]log tail[/]")
-            console.print(visible(exc.detail, lines=True), markup=False, style="dim")
+            console.print(shown(exc.detail), markup=False, style="dim")
             console.rule()
-        raise Exit(f"error: {visible(str(exc), lines=True)}", code=1) from None
+        raise Exit(f"error: {shown(str(exc))}", code=1) from None
     except Exception as exc:  # a bug: its traceback, through the scrubbing console (an error may quote a secret)
-        console.print(visible("".join(traceback.format_exception(exc)), lines=True), markup=False, style="dim")
-        raise Exit(redact.scrub(visible(f"error: unexpected {type(exc).__name__}: {exc}")), code=1) from None
+        console.print(shown("".join(traceback.format_exception(exc))), markup=False, style="dim")
+        raise Exit(redact.scrub(shown(f"error: unexpected {type(exc).__name__}: {exc}", lines=False)), code=1) from None
 
 
 @task(

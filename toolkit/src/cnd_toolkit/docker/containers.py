@@ -27,7 +27,7 @@ from cnd_toolkit import logs
 from cnd_toolkit.docker.engine import client_is_local
 from cnd_toolkit.errors import ImageMissing, NeverHealthy, OpsError
 from cnd_toolkit.logs import LineSink
-from cnd_toolkit.settings import is_server_variable
+from cnd_toolkit.settings import is_server_variable, whole_number
 from cnd_toolkit.wait import NotReady, TimedOut, http_ok, poll
 
 MANAGED_LABEL = "dev.copier-netlify-docker.managed"
@@ -297,9 +297,8 @@ def running(
 
 
 # What to change when a release runs out of memory (the deploy's settings; a plain run has the image's).
-OUT_OF_MEMORY = (
-    "it ran out of memory: give each release more (RELEASE_MEMORY_MB) or run fewer workers (WEB_CONCURRENCY)"
-)
+MORE_MEMORY = "give each release more (RELEASE_MEMORY_MB) or run fewer workers (WEB_CONCURRENCY)"
+OUT_OF_MEMORY = f"it ran out of memory: {MORE_MEMORY}"
 
 
 def out_of_memory(container: Container, output: str) -> bool:
@@ -421,18 +420,17 @@ def wait_settled(running: Running, *, timeout: float = 30) -> None:
     nothing to count: its health check is the gate."""
     container = running.container
     env = _env_list(container.attrs.get("Config", {}).get("Env"))
-    raw = env.get("WEB_CONCURRENCY", "1").strip()
-    workers = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 4 else 1
+    workers = whole_number(env.get("WEB_CONCURRENCY", "1").strip(), 1, 256) or 1  # gunicorn.conf.py's range
 
     def started() -> None:
         container.reload()
         state = container.attrs.get("State", {})
         restarts = container.attrs.get("RestartCount", 0)
         text = _logs_of_this_run(container, state)
-        killed = next((line for line in text.splitlines() if any(mark in line for mark in _KILLED)), "")
-        if state.get("OOMKilled") or killed or restarts or state.get("Status") != "running":
+        oom = out_of_memory(container, text)
+        if oom or restarts or state.get("Status") != "running":
             why = (
-                OUT_OF_MEMORY if killed or state.get("OOMKilled")
+                OUT_OF_MEMORY if oom
                 else f"it restarted {restarts} time(s)" if restarts
                 else f"it is {state.get('Status')}"
             )  # fmt: skip
@@ -450,7 +448,7 @@ def wait_settled(running: Running, *, timeout: float = 30) -> None:
             if share is not None and share >= SETTLED_MEMORY_SHARE:
                 raise NeverHealthy(
                     f"container {container.short_id} uses {share:.0%} of its memory limit with its {workers} "
-                    f"worker(s) started, before it serves a request: {OUT_OF_MEMORY.split(': ', 1)[1]}",
+                    f"worker(s) started, before it serves a request: {MORE_MEMORY}",
                     detail=logs.short_tail(text),
                 )
 

@@ -42,8 +42,7 @@ import httpcore
 import httpx
 
 from cnd_toolkit import redact
-from cnd_toolkit.errors import OpsError
-from cnd_toolkit.logs import visible
+from cnd_toolkit.errors import OpsError, shown
 from cnd_toolkit.settings import plain_http_problem
 
 DEFAULT_API_URL = "https://api.netlify.com/api/v1"
@@ -419,7 +418,7 @@ class NetlifyClient:
                 raise UnexpectedAnswer(
                     self._mask(
                         f"Netlify's API answered {what} with a redirect (HTTP {status}"
-                        f"{' to ' + visible(to[:200]) if to else ''}); it never redirects: check NETLIFY_API_URL"
+                        f"{' to ' + self.quoted(to, 200) if to else ''}); it never redirects: check NETLIFY_API_URL"
                     ),
                     status,
                 )
@@ -464,7 +463,7 @@ class NetlifyClient:
     def _wait(self, seconds: float, why: str, attempt: int, call_ends: float) -> None:
         seconds = max(0.0, min(seconds, call_ends - time.monotonic()))  # never past the call's deadline
         if self.on_retry:
-            self.on_retry(visible(self._mask(f"{why}; retry {attempt} of {self.retries} in {seconds:.1f}s")))
+            self.on_retry(shown(self._mask(f"{why}; retry {attempt} of {self.retries} in {seconds:.1f}s"), lines=False))
         self._sleep(seconds)
 
     def _error(
@@ -508,7 +507,7 @@ class NetlifyClient:
         squeezed = _HIDING.sub("", text)
         if self._mask(squeezed) != squeezed:
             return "(Netlify's text quoted a secret; it is not shown)"
-        return visible(" ".join(self._mask(text).split()))[:limit]
+        return shown(" ".join(self._mask(text).split()), lines=False)[:limit]
 
 
 def _no_site(site_id: str) -> tuple[str, str]:
@@ -555,14 +554,16 @@ def _decoded(response: httpx.Response, body: bytes) -> bytes:
         return body
     if encoding != "gzip":
         raise UnexpectedAnswer(
-            f"Netlify's API answered in an encoding it was not asked for ({visible(encoding[:40])!r})",
+            f"Netlify's API answered in an encoding it was not asked for ({shown(encoding[:40], lines=False)!r})",
             response.status_code,
         )
     inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
     try:
         data = inflate.decompress(body, MAX_BODY + 1)
     except zlib.error:
-        raise UnexpectedAnswer("Netlify's API answered with a gzip body that does not decompress") from None
+        raise UnexpectedAnswer(
+            "Netlify's API answered with a gzip body that does not decompress", response.status_code
+        ) from None
     if len(data) > MAX_BODY or inflate.unconsumed_tail:
         raise _too_large(response.status_code)
     return data

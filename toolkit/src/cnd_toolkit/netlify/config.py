@@ -30,7 +30,7 @@ from typing import Any
 
 from cnd_toolkit.netlify.rule_files import parse_headers_file, parse_redirects_file
 from cnd_toolkit.netlify.rules import HeaderRule, Origin, Problem, Redirect
-from cnd_toolkit.netlify.toml_shape import Shape, toml_key_lines
+from cnd_toolkit.netlify.toml_shape import MAX_TOML_DEPTH, Shape, toml_key_lines
 
 # ---------------------------------------------------------------------------------------------
 # The model
@@ -291,10 +291,6 @@ def _identity(rule: Redirect) -> tuple[Any, ...]:
 def publish_dir(root: Path) -> Path:
     """The publish directory netlify.toml names (``public`` when it names none)."""
     return load(root).publish
-
-
-# Levels of tables and arrays netlify.toml may nest: Netlify's own keys go four deep.
-MAX_TOML_DEPTH = 32
 
 
 def _depth(data: object) -> int:

@@ -19,7 +19,9 @@ from cnd_toolkit.netlify.rules import HeaderRule, Origin, Problem, Redirect
 
 _HEADER = re.compile(r"(\[\[?)\s*([^\[\]]*[^\[\]\s]|[^\[\]])\s*\]\]?(\s*#.*)?")
 _KEY = re.compile(r"""[A-Za-z0-9_\-."' ]+""")
-_DEEPEST = 64  # dotted names past this many parts get no line: config.load refuses such a file
+# Levels of tables and arrays netlify.toml may nest: Netlify's own keys go four deep. config.load
+# refuses a file that nests deeper, so a dotted name of more parts than this gets no line here.
+MAX_TOML_DEPTH = 32
 
 
 def toml_key_lines(text: str) -> dict[tuple[str, ...], int]:
@@ -36,7 +38,7 @@ def toml_key_lines(text: str) -> dict[tuple[str, ...], int]:
         line = raw.strip()
         # Patterns that backtrack in one pass at most: a long line costs its length, not its square.
         header = _HEADER.fullmatch(line)
-        if header and header.group(2).count(".") >= _DEEPEST:
+        if header and header.group(2).count(".") >= MAX_TOML_DEPTH:
             continue
         if header:
             names = tuple(part.strip().strip("\"'") for part in header.group(2).split("."))
@@ -48,7 +50,7 @@ def toml_key_lines(text: str) -> dict[tuple[str, ...], int]:
             lines.setdefault(table, number)
             continue
         name = line[: line.find("=")].rstrip() if "=" in line else ""
-        if name and _KEY.fullmatch(name) and name.count(".") < _DEEPEST:  # deeper: refused as a whole
+        if name and _KEY.fullmatch(name) and name.count(".") < MAX_TOML_DEPTH:  # deeper: refused as a whole
             path = (*table, *(part.strip().strip("\"'") for part in name.split(".")))
             lines.setdefault(path, number)
             for depth in range(len(table) + 1, len(path)):

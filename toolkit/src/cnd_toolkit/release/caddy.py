@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from cnd_toolkit.errors import OpsError
+from cnd_toolkit.settings import whole_number
 
 PROXY_NAME = "cnd-proxy"  # the one proxy container of a Docker host
 PROXY_LABEL = "dev.copier-netlify-docker.proxy"
@@ -414,9 +415,7 @@ def _dynamic_upstreams(site: Site) -> str:
     Caddy's passive checks (a task that refuses or resets a connection is left out for 5 s) and
     retries cover the second between a change and the next lookup."""
     (port,) = site.upstreams
-    if not _NAME.fullmatch(site.dynamic) or not (
-        port.isascii() and port.isdigit() and len(port) <= 5 and 1 <= int(port) <= 65535
-    ):
+    if not _NAME.fullmatch(site.dynamic) or whole_number(port, 1, 65535) is None:
         raise OpsError(f"{site.dynamic}:{port} is not an upstream address")
     return (
         "\t\treverse_proxy " + BEGIN_BLOCK + "\n"

@@ -243,6 +243,16 @@ def never_started(release: Release) -> bool:
     return str(release.container.attrs.get("State", {}).get("StartedAt", "")).startswith("0001-")
 
 
+def gate(running: containers.Running, timeout: float) -> float:
+    """What a release passes before it may take requests: its health check, every worker loaded
+    with none killed, a warm-up, and still none killed after it. Its seconds to healthy."""
+    seconds = containers.wait_healthy(running, timeout=timeout)
+    containers.wait_settled(running, timeout=timeout)
+    warm(running)
+    containers.wait_settled(running, timeout=timeout)  # nothing was killed as it warmed
+    return seconds
+
+
 def warm(running: containers.Running) -> None:
     """A few requests to the new release's routes from inside it, so its workers are loaded."""
     code, output = running.container.exec_run(["python", "-c", WARM_SCRIPT])
@@ -419,10 +429,7 @@ def start_gated(
             environment=environment or {}, colour=colour, name=name,
         )  # fmt: skip
         hold.reached("rollout.health")
-        seconds = containers.wait_healthy(new, timeout=target.health_timeout)
-        containers.wait_settled(new, timeout=target.health_timeout)
-        warm(new)
-        containers.wait_settled(new, timeout=target.health_timeout)  # and nothing was killed as it warmed
+        seconds = gate(new, target.health_timeout)
     except BaseException as exc:
         # By name: a signal may land after the engine made the container and before it was returned.
         logs = containers.container_logs(new.container, tail=40) if new is not None else ""
@@ -523,10 +530,7 @@ def roll_back(
         if not was_running:  # in the try: a Ctrl-C just as it starts stops it again
             back.container.start()
         hold.reached("rollback.health")
-        containers.wait_healthy(running, timeout=target.health_timeout)
-        containers.wait_settled(running, timeout=target.health_timeout)
-        warm(running)
-        containers.wait_settled(running, timeout=target.health_timeout)
+        gate(running, target.health_timeout)
         if proxy_container is not None:
             proxy.set_live(proxy_container, site(target), upstream_of(target, back_colour))
             confirm_switch(proxy_container, target, back.revision, confirm_through, say)
