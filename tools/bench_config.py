@@ -47,12 +47,24 @@ def many_placeholders(n: int) -> dict[str, str]:
     return {"public/_redirects": f"/{'/'.join(names)} /b/{'/'.join(names)} 301\n"}
 
 
+def dotted_key(n: int) -> dict[str, str]:
+    # One key of n parts, which tomllib reads in time quadratic in n: refused before it is read.
+    return {"netlify.toml": "a" + ".a" * n + " = 1\n"}
+
+
+def keys_at_the_depth_limit(n: int) -> dict[str, str]:
+    # n // 8 keys of as many parts as netlify.toml may have, each with a dotted string value.
+    return {"netlify.toml": "".join(f"k{i}" + ".a" * 31 + f' = "{".v" * 31}"\n' for i in range(n // 8))}
+
+
 CLASSES: dict[str, Callable[[int], dict[str, str]]] = {
     "distinct_rules": distinct_rules,
     "rules_pasted_twice": rules_pasted_twice,
     "long_toml_line": long_toml_line,
     "headers_blocks": headers_blocks,
     "many_placeholders": many_placeholders,
+    "dotted_key": dotted_key,
+    "keys_at_the_depth_limit": keys_at_the_depth_limit,
 }
 
 

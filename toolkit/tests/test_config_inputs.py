@@ -9,6 +9,7 @@ import os
 import random
 import re
 import threading
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from cnd_toolkit.netlify import config
 from cnd_toolkit.netlify.check import check_config
 from cnd_toolkit.netlify.rule_files import parse_redirects_file
 from cnd_toolkit.netlify.rules import Problem, Redirect
-from cnd_toolkit.netlify.toml_shape import _indexed, toml_key_lines
+from cnd_toolkit.netlify.toml_shape import MAX_TOML_DEPTH, _indexed, deep_key_line, toml_key_lines
 
 
 def merged_plainly(rules: list[Redirect], problems: list[Problem]) -> list[Redirect]:
@@ -154,4 +155,48 @@ def test_a_publish_folder_thousands_of_folders_deep_is_walked(tmp_path: Path) ->
 def test_netlify_toml_nested_past_reason_is_one_problem(tmp_path: Path, text: str) -> None:
     (tmp_path / "netlify.toml").write_text(text)
     problems = check_config(config.load(tmp_path))
-    assert [str(p) for p in problems if "too deeply" in str(p) or "levels deep" in str(p)], problems
+    reasons = ("too deeply", "levels deep", "dotted parts")
+    assert [str(p) for p in problems if any(reason in str(p) for reason in reasons)], problems
+
+
+def _toml_noise(rng: random.Random) -> str:
+    """A line of valid TOML whose strings and comments hold dots and deep-looking keys."""
+    deep = ".".join(["k"] * rng.randint(30, 60))
+    return rng.choice([
+        f'n{rng.randrange(10**6)} = "{deep} = 1 \\" {deep}"', f"n{rng.randrange(10**6)} = '{deep}\\'",
+        f'n{rng.randrange(10**6)} = """\n{deep} = 1\n[{deep}]\n""""', f"n{rng.randrange(10**6)} = \'\'\'{deep}\n\'\'\'",
+        f"# [{deep}] {deep} = 1", f"n{rng.randrange(10**6)} = [1.5, 'a.b', {{ x = \"{deep}\" }}]  # {deep}",
+        "",
+    ])  # fmt: skip
+
+
+def _nesting(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(_nesting, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(_nesting, value), default=0)
+    return 0
+
+
+def _toml_key(rng: random.Random, parts: int) -> str:
+    names = [rng.choice(["k", "'q.k'", '"q.k"', '"q\\".k"', "k-1"]) for _ in range(parts)]
+    return "".join(name + rng.choice([".", " . ", "\t."]) for name in names[:-1]) + names[-1]
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_a_key_of_too_many_parts_is_found_where_tomllib_finds_it(seed: int) -> None:
+    """One probe key (bare, as a table, in an inline table) among strings and comments that look deep:
+    found before tomllib exactly when tomllib reads it more than MAX_TOML_DEPTH levels deep."""
+    rng = random.Random(seed)
+    key = _toml_key(rng, rng.randint(MAX_TOML_DEPTH - 3, MAX_TOML_DEPTH + 3))
+    # The probe, and the levels tomllib reads around its key: a table, an array of tables and its list.
+    probe, around = rng.choice([(f"{key} = 1", 0), (f"[{key}]", 1), (f"[[{key}]]", 2), (f"probe = {{ {key} = 1 }}", 1)])
+    before = [_toml_noise(rng) for _ in range(rng.randint(0, 6))]
+    lines = [*before, probe, *(_toml_noise(rng) for _ in range(rng.randint(0, 6)))]
+    text = "\n".join(lines) + "\n"
+    tomllib.loads(text)  # the noise is valid TOML around the probe
+    found = deep_key_line(text)
+    if _nesting(tomllib.loads(probe)) - around > MAX_TOML_DEPTH:  # the oracle: the parts tomllib reads
+        assert found == "\n".join([*before, probe]).count("\n") + 1, (text, found)
+    else:
+        assert found is None, (text, found)

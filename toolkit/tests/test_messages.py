@@ -365,3 +365,36 @@ def test_what_a_task_prints_holds_no_control_character_whatever_the_files_hold(t
     printed = done.stdout + done.stderr
     assert "is not a setting" in printed or "cannot read this line" in printed, printed  # .env was read
     assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e]", printed), repr(printed)
+
+
+def test_inv_edge_shows_the_first_warnings_and_counts_the_rest(tmp_path: Path) -> None:
+    """A _redirects of 60 rules pasted twice (60 warnings): `inv edge` starts with the first
+    MAX_WARNINGS of them and one line counting the rest, not a screen of repeats."""
+    import random
+    import shutil
+
+    from cnd_toolkit.netlify import config
+
+    site = tmp_path / "site"
+    shutil.copytree(proj.ROOT, site, ignore=shutil.ignore_patterns(".git", ".venv", ".nox", "__pycache__", ".env*"))
+    rules = [f"/r{i}/* /t{i}/:splat {random.Random(i).choice([301, 302])}" for i in range(60)]
+    (site / "public" / "_redirects").write_text("\n".join(rules + rules) + "\n")
+    warnings = len(config.load(site).warnings)
+    edge = subprocess.Popen(
+        [sys.executable, "-m", "invoke", "edge", "--port", "0", "--backend", "http://127.0.0.1:9"],
+        cwd=site, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "COLUMNS": "300"},
+    )  # fmt: skip
+    printed = []
+    try:
+        assert edge.stdout is not None
+        for line in edge.stdout:
+            printed.append(line)
+            if line.startswith("Serving") or len(printed) > 500:
+                break
+    finally:
+        edge.terminate()
+        edge.wait(timeout=30)
+    shown = [line for line in printed if "is repeated at" in line]
+    cap = settings_mod.MAX_WARNINGS
+    assert warnings > cap and len(shown) == cap, printed
+    assert f"{warnings - cap:,} more warnings: `inv check` lists them\n" in printed, printed

@@ -562,3 +562,31 @@ def test_a_settings_file_that_is_not_a_small_regular_file_is_one_line(
     make(tmp_path / name)
     with pytest.raises(SettingsError, match=f"^{re.escape(name)} {re.escape(says)}"):
         load(tmp_path, env_name="production" if name != ".env" else "", environ={})
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_warnings_stop_at_a_readable_number_and_say_how_many_more(tmp_path: Path, seed: int) -> None:
+    """A .env of bare names and misspelt settings, few or thousands: every warning while they are
+    few; past MAX_WARNINGS, the first ones in order, then one line with the number not shown."""
+    rng = random.Random(seed)
+    cap = settings_mod.MAX_WARNINGS
+    n_bare = rng.choice([0, rng.randint(1, cap), rng.randint(cap, 3 * cap), rng.randint(1000, 5000)])
+    spelt = [s.name for s in SETTINGS if not settings_mod.is_server_variable(s.name)]
+    typos = [name[:2] + name[1] + name[2:] for name in rng.sample(spelt, rng.randint(0, 8))]  # IMMAGE
+    lines = [f"MY_NAME_{i}" for i in range(n_bare)] + [f"{typo}=1" for typo in typos] + ["KEEP_RELEASES=4"]
+    rng.shuffle(lines)
+    write(tmp_path, ".env", "\n".join(lines) + "\n")
+    at = {line.split("=")[0]: number for number, line in enumerate(lines, start=1)}
+    expected = [f".env:{at[f'MY_NAME_{i}']}: MY_NAME_{i} has no=" for i in range(n_bare)]
+    expected.sort(key=lambda warning: int(warning.split(":")[1]))
+    expected += sorted((f".env:{at[typo]}: {typo} is not a setting" for typo in typos), key=lambda w: at[w.split()[1]])
+    warnings = load(tmp_path, environ={}).warnings
+    shown = [w.replace(" has no =", " has no=") for w in warnings]
+    if len(expected) <= cap:
+        assert len(shown) == len(expected) and all(w.startswith(e) for w, e in zip(shown, expected, strict=True))
+        return
+    assert len(shown) == cap + 1 and all(w.startswith(e) for w, e in zip(shown[:cap], expected[:cap], strict=True))
+    more = re.fullmatch(r"([\d,]+) more warnings are not shown \(and no more names were looked at\); fix .*", shown[-1])
+    assert more, shown[-1]
+    if n_bare > cap:  # no misspelling is looked for: the number is that of the bare names left
+        assert int(more.group(1).replace(",", "")) == n_bare - cap

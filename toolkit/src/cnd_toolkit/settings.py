@@ -514,6 +514,9 @@ class Settings:
         return self._passed(app_env_names(self.values.get("APP_ENV", "")))
 
 
+# Warnings shown at most: then one line saying how many more there are.
+MAX_WARNINGS = 20
+
 # A settings file is a few lines; one far larger is not one (a log, a dump, /dev/zero behind a link).
 MAX_ENV_FILE = 1024 * 1024
 
@@ -761,11 +764,16 @@ def load(
         names = [(name, line) for name, (_, line) in entries.items()]
         names += [(name, line) for bare_file, name, line in bare if bare_file == file_name]
         for name, line in names:
+            if len(warnings) > MAX_WARNINGS:  # enough to fix for now: the rest is looked at next time
+                break
             if name in BY_NAME or is_server_variable(name):
                 continue
             close = difflib.get_close_matches(name, BY_NAME, n=1, cutoff=0.8)
             if close:
                 warnings.append(f"{file_name}:{line}: {name} is not a setting; did you mean {close[0]}?")
+    if len(warnings) > MAX_WARNINGS:  # a file of thousands of bare names is not thousands of lines to read
+        more = f"{len(warnings) - MAX_WARNINGS:,} more warnings are not shown (and no more names were looked at)"
+        warnings[MAX_WARNINGS:] = [f"{more}; fix the ones above and run again"]
     return Settings(values=values, sources=sources, env_name=env_name, warnings=tuple(warnings))
 
 

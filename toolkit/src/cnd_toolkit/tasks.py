@@ -411,8 +411,11 @@ def _edge_line(line: str) -> None:
 
 
 def _report_site(site: NetlifyConfig) -> None:
-    for problem in site.warnings:
+    warnings, cap = site.warnings, settings.MAX_WARNINGS
+    for problem in warnings[:cap]:
         console.print(f"[yellow]{escape(str(problem))}[/]")
+    if len(warnings) > cap:
+        console.print(f"[yellow]{len(warnings) - cap:,} more warnings: `inv check` lists them[/]")
     for note in site.unsupported():
         console.print(f"[yellow]note[/] {escape(note)}")
 

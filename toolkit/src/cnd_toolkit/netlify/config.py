@@ -30,7 +30,7 @@ from typing import Any
 
 from cnd_toolkit.netlify.rule_files import parse_headers_file, parse_redirects_file
 from cnd_toolkit.netlify.rules import HeaderRule, Origin, Problem, Redirect
-from cnd_toolkit.netlify.toml_shape import MAX_TOML_DEPTH, Shape, toml_key_lines
+from cnd_toolkit.netlify.toml_shape import MAX_TOML_DEPTH, Shape, deep_key_line, toml_key_lines
 
 # ---------------------------------------------------------------------------------------------
 # The model
@@ -95,8 +95,13 @@ def load(root: Path, api_rule: str = "") -> NetlifyConfig:
             message = "starts with a byte order mark (BOM), which Netlify's TOML parser rejects; save it without"
             problems.append(Problem(Origin("netlify.toml", 1), message))
             toml_text = toml_text[1:]
+        deep_line = deep_key_line(toml_text)
         try:
-            data = tomllib.loads(toml_text)
+            if deep_line is not None:  # found before tomllib, whose time grows with the square of its parts
+                message = f"has a key or table name of more than {MAX_TOML_DEPTH} dotted parts; {_FEW}"
+                problems.append(Problem(Origin("netlify.toml", deep_line), message))
+            else:
+                data = tomllib.loads(toml_text)
         except tomllib.TOMLDecodeError as exc:
             # "(at end of document)" names no line: the last one is where the document ended.
             line = re.search(r"line (\d+)", str(exc))
@@ -106,10 +111,7 @@ def load(root: Path, api_rule: str = "") -> NetlifyConfig:
             message = "nests arrays or tables too deeply to be read; netlify.toml never needs more than a few levels"
             problems.append(Problem(Origin("netlify.toml", 1), message))
         if _depth(data) > MAX_TOML_DEPTH:  # [a.a.a...] reads, and would exhaust every walk of it
-            message = (
-                f"nests tables or arrays more than {MAX_TOML_DEPTH} levels deep; netlify.toml never needs more "
-                "than a few (nothing in it was read)"
-            )
+            message = f"nests tables or arrays more than {MAX_TOML_DEPTH} levels deep; {_FEW}"
             problems.append(Problem(Origin("netlify.toml", 1), message))
             data = {}
         lines = toml_key_lines(toml_text)
@@ -286,6 +288,9 @@ def _identity(rule: Redirect) -> tuple[Any, ...]:
         rule.signed,
         tuple(sorted(rule.headers.items())),
     )
+
+
+_FEW = "netlify.toml never needs more than a few (nothing in it was read)"
 
 
 def publish_dir(root: Path) -> Path:

@@ -23,6 +23,26 @@ _KEY = re.compile(r"""[A-Za-z0-9_\-."' ]+""")
 # refuses a file that nests deeper, so a dotted name of more parts than this gets no line here.
 MAX_TOML_DEPTH = 32
 
+# tomllib takes time quadratic in a key's parts (16,000 parts: 3.5 s), so a key or table name of
+# more than MAX_TOML_DEPTH parts is looked for first. Strings (a key's quoted parts, values) and
+# comments are passed over whole, so that dots in values do not count. To keep the scan linear in
+# the text, every string pattern also takes an unclosed string (tomllib refuses it later), loops
+# give nothing back, and a key is looked for only after a separator, before strings and comments.
+_BASIC, _LITERAL = r'"(?:[^"\\\n]|\\.?)*+"?', r"'[^'\n]*+'?"
+_MULTILINE = r'"""(?:[^\\"]|\\[\s\S]?|"(?!""))*+(?:"{3,5})?' r"|'''(?:[^']|'(?!''))*+(?:'{3,5})?"
+_PART = rf"(?:[^=,{{}}\[\]\n\"'#.]|{_BASIC}|{_LITERAL})*+"
+_DEEP_KEY = re.compile(
+    rf"(?<![^=,{{}}\[\]\n])(?:{_PART}\.){{{MAX_TOML_DEPTH}}}|(?P<skip>{_MULTILINE}|{_BASIC}|{_LITERAL}|#[^\n]*)"
+)
+
+
+def deep_key_line(text: str) -> int | None:
+    """The line of the first key or table name of more than MAX_TOML_DEPTH parts, if any."""
+    for found in _DEEP_KEY.finditer(text):
+        if found.group("skip") is None:
+            return text.count("\n", 0, found.start()) + 1
+    return None
+
 
 def toml_key_lines(text: str) -> dict[tuple[str, ...], int]:
     """Line numbers of tables and keys: ("build",), ("redirects", "0"), ("redirects", "0", "from").
