@@ -316,6 +316,13 @@ def test_a_value_a_task_refuses_is_one_line_and_help_still_works() -> None:
     result = _inv("edge", "--port", "abc")
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.splitlines() == ["error: --port 'abc' is not a port; use 1-65535 (or 0 for a free one)"]
+    for task in ("build", "run"):  # before any engine is asked (none is, here: DOCKER_HOST leads nowhere)
+        result = subprocess.run(
+            [sys.executable, "-m", "invoke", task, "--tag", "v1\x1b[2J"], cwd=proj.ROOT, capture_output=True,
+            text=True, timeout=120, check=False, env={**os.environ, "DOCKER_HOST": "tcp://127.0.0.1:9"},
+        )  # fmt: skip
+        assert result.returncode == 1 and result.stdout == "", result.stdout
+        assert result.stderr.startswith("error: --tag 'v1\\x1b[2J' is not an image tag; use letters"), result.stderr
     # `inv TASK --help` where the task's first argument is positional: Invoke hands over "--help".
     for name in ("maintenance", "scale", "canary"):
         result = _inv(name, "--help")

@@ -153,6 +153,7 @@ def build(c: Context, tag: str = "", base_image: str = "", no_cache: bool = Fals
     """
     project = proj.load()
     with _failing_cleanly(), _stopping_on_signals(), _interrupted("Build interrupted; nothing was tagged"):
+        tag = options.tag(tag) if tag else ""
         config = _settings(env)
         if base_image:
             config = config.override("BASE_IMAGE", base_image, "--base-image")
@@ -242,7 +243,7 @@ def run(c: Context, port: str = "0", tag: str = "latest", no_build: bool = False
     """
     project = proj.load()
     with _failing_cleanly(), _stopping_on_signals():
-        host_port = options.port(port)
+        host_port, tag = options.port(port), options.tag(tag)
         config = _settings(env)
         environment = run_ops.local_environment(config)
         client = engine.connect(config["DOCKER_HOST"])

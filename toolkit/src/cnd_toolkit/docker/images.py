@@ -14,7 +14,7 @@ from typing import Any
 import docker
 import docker.errors
 
-from cnd_toolkit import logs, redact, source
+from cnd_toolkit import logs, options, redact, source
 from cnd_toolkit import project as proj
 from cnd_toolkit.docker.containers import MANAGED_LABEL, managed_containers, remove
 from cnd_toolkit.errors import BuildFailed, Interrupted, OpsError
@@ -316,7 +316,7 @@ def image_labels(client: docker.DockerClient, image: str) -> dict[str, str] | No
 
 def project_tags(project: proj.Project, tag: str = "") -> list[str]:
     """The names a build of the project gets: ``<slug>:<tag or version>`` and ``<slug>:latest``."""
-    return [f"{project.local_image}:{tag or project.version}", f"{project.local_image}:latest"]
+    return [f"{project.local_image}:{tag or options.version_tag(project.version)}", f"{project.local_image}:latest"]
 
 
 # The Python version an official-style image names in its tag: python:3.12-slim, mirror/python:3.11.
