@@ -14,6 +14,7 @@ import re
 import socketserver
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -144,7 +145,21 @@ def usable(operation: str, scenario: Scenario) -> bool:
     def deploy(item: Any) -> bool:
         required = item.get("required") if isinstance(item, dict) else None
         listed = isinstance(required or [], list) and all(isinstance(sha, str) for sha in required or [])
-        return has_id(item) and listed
+        if not (has_id(item) and listed):
+            return False
+        texts = [item.get(key) for key in ("state", "deploy_url", "deploy_ssl_url", "title", "branch")]
+        if not all(text is None or isinstance(text, str) for text in texts):  # strings, in the spec
+            return False
+        state, urls = item.get("state") or "ready", [item.get(key) or "" for key in ("deploy_url", "deploy_ssl_url")]
+        readable = [url for url in urls if re.fullmatch(r"https://[a-z0-9.-]+(/[!-~]*)?", url)]
+        return bool(re.fullmatch("[a-z_]+", state)) and len(readable) == len([url for url in urls if url])
+
+    def split_test(item: Any) -> bool:  # branches: a list; each percentage a number 0-100
+        branches = item.get("branches") or [] if isinstance(item, dict) else None
+        if not has_id(item) or not isinstance(branches, list):
+            return False
+        shares = [b.get("percentage") for b in branches if isinstance(b, dict) and isinstance(b.get("branch"), str)]
+        return all(p is None or (type(p) in {int, float} and 0 <= p <= 100) for p in shares)
 
     if operation in {"create_deploy", "get_deploy", "restore_deploy"}:
         return deploy(data)
@@ -153,8 +168,8 @@ def usable(operation: str, scenario: Scenario) -> bool:
     if operation == "get_site":
         return isinstance(data, dict) and isinstance(data.get("published_deploy") or {}, dict)
     if operation == "create_split_test":
-        return has_id(data)
-    return isinstance(data, list) and all(has_id(item) for item in data)  # list_split_tests
+        return split_test(data)
+    return isinstance(data, list) and all(split_test(item) for item in data)  # list_split_tests
 
 
 def shapes(rng: random.Random) -> list[Scenario]:
@@ -162,7 +177,14 @@ def shapes(rng: random.Random) -> list[Scenario]:
     values: list[Any] = [[], "x", None, 5, 1.5, True, {}, {"required": 5}, {"required": ["a" * 40, 5]}]
     values += [{"id": "d-1", "required": "abc"}, {"published_deploy": "x"}, [1, 2], [{"id": 5}, "x"], {"id": 7}]
     values += [{"id": "d1\nFAKE: line"}, {"id": TOKEN + "\t"}, {"id": "d 1"}, [{"id": "ok"}, {"id": "\x1b[2J"}]]
+    values += [{"id": "d-1", "state": ["x"] * 300}, {"id": "d-1", "deploy_ssl_url": "https://x\x1b]0;pwned\x07.app"}]
+    values += [{"id": "d-1", "deploy_url": 5}, {"id": "d-1", "deploy_url": "https://d-1--s.netlify.app"}]
+    values += [[{"id": "s1", "branches": 5}], [{"id": "s1", "branches": [{"branch": "main", "percentage": -3}]}]]
+    values += [{"id": "s1", "branches": [{"branch": "main", "percentage": 100}, {"branch": "c", "percentage": 0}]}]
     found = [Scenario(f"json {json.dumps(v)[:30]}", body=json.dumps(v).encode()) for v in values]
+    for number in (b"1e999", b"NaN", b"-Infinity", b"1" * 5000):  # JSON Python reads, as no number 0-100
+        body = b'[{"id": "s1", "branches": [{"branch": "main", "percentage": %s}]}]' % number
+        found += [Scenario(f"percentage {number[:8]!r}", body=body), Scenario("one split test", body=body[1:-1])]
     found += [
         Scenario("nested 200,000 deep", body=b"[" * 200_000 + b"]" * 200_000),
         Scenario("objects nested 100,000 deep", body=b'{"a":' * 100_000 + b"1" + b"}" * 100_000),
@@ -189,6 +211,12 @@ def statuses(rng: random.Random) -> list[Scenario]:
     found += [Scenario(f"status {code}", status=code, body=body) for code in (304, 400, 401, 404, 409, 418, 422, 451)]
     seeded = rng.randint(300, 399)
     found += [Scenario(f"status {seeded} (seeded)", status=seeded, body=body)]
+    # Retry-After dates far out of range, seeded: a wait no clock can take is no wait.
+    zones = ["+99999999999999999999", "-9999", "GMT", "+0000"]
+    for _ in range(6):
+        year = rng.choice([1, 1900, 9999, 10**6, 10**20])
+        when = f"Mon, {rng.randint(1, 31):02} Jan {year} {rng.randint(0, 99):02}:00:00 {rng.choice(zones)}"
+        found.append(Scenario(f"429 until {when}", status=429, body=b"{}", headers=(("Retry-After", when),)))
     return found
 
 
@@ -203,6 +231,53 @@ def texts() -> list[Scenario]:
         json.dumps({"message": f"line\r\nX-Injected: 1 {TOKEN}"}),
     ]
     return [Scenario(f"text {n}", status=422, body=text.encode()) for n, text in enumerate(hostile)]
+
+
+# Characters a server can put between a token's characters and a terminal shows as nothing, as
+# an escape, or barely: whitespace, C0 and C1 controls, zero-width and bidi marks, variation
+# selectors, tag characters, combining marks, fillers.
+BETWEEN = [" ", "\t", "\n", "\x1b", "\x9b", "\x00", "\u200b", "\u00ad", "\u034f", "\u202e", "\ufe0f",
+           "\U000e0100", "\U000e0041", "\U000e0020", "\u180b", "\U0001d173", "\u0300", "\u20dd", "\u2800",
+           "\u3164", "\u2061"]  # fmt: skip
+
+
+def fullwidth(c: str) -> str:
+    return chr(0xFF00 + ord(c) - 0x20)
+
+
+def bold(c: str) -> str:
+    start = 0x1D7CE - 48 if c.isdigit() else 0x1D400 - 65 if c.isupper() else 0x1D41A - 97
+    return chr(start + ord(c))
+
+
+def echoes(rng: random.Random, count: int) -> list[Scenario]:
+    """Seeded echoes of the token as a server could send them back: in any case, in fullwidth or
+    bold letters, cut short, with characters from BETWEEN inside it, in a JSON message, in a body
+    that is no JSON (past its first 4,000 characters too), in Content-Encoding or Location."""
+    found = []
+    for n in range(count):
+        token = TOKEN[: len(TOKEN) - rng.randint(0, 5)] if rng.random() < 0.3 else TOKEN
+        case = rng.choice([str.lower, str.upper, str.swapcase, lambda t: t, lambda t: "".join(
+            c.upper() if rng.random() < 0.5 else c.lower() for c in t)])  # fmt: skip
+        token = case(token)
+        if rng.random() < 0.2:  # fullwidth or mathematical bold letters and digits
+            other = rng.choice([fullwidth, bold])
+            token = "".join(other(c) if c.isascii() and c.isalnum() and rng.random() < 0.7 else c for c in token)
+        if rng.random() < 0.7:
+            every = rng.choice([1, 2, 3, 7, 11])
+            marks = rng.sample(BETWEEN, rng.randint(1, 3))
+            token = "".join(c + (rng.choice(marks) if i % every == every - 1 else "") for i, c in enumerate(token))
+        where = rng.choice(["message", "raw", "far", "encoding", "location"])
+        if where == "message":
+            found.append(Scenario(f"echo {n} in a message", 422, json.dumps({"message": f"bad {token}"}).encode()))
+        elif where in {"raw", "far"}:
+            pad = " " * (rng.randint(3900, 4100) if where == "far" else rng.randint(0, 50))
+            found.append(Scenario(f"echo {n}, {where}", 422, f"{pad}sent: {token}".encode()))
+        else:  # headers: latin-1 text only, as HTTP carries it
+            header = "".join(c for c in token if ord(c) < 256 and c not in "\r\n\x00")
+            name, status = ("Content-Encoding", 200) if where == "encoding" else ("Location", 302)
+            found.append(Scenario(f"echo {n} in {name}", status, b"{}", headers=((name, f"br {header}"),)))
+    return found
 
 
 def call(server: Server, scenario: Scenario, operation: str, **options: Any) -> tuple[BaseException | None, float]:
@@ -225,8 +300,17 @@ def assert_clean(exc: BaseException, where: str) -> None:
     assert isinstance(exc, api.NetlifyError), f"{where}: {type(exc).__name__}: {message[:300]}"
     assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F or c in "\u202e\u2028" for c in message), (where, message)
     assert TOKEN.lower() not in message.lower(), (where, message)
-    squeezed = re.sub(r"[\s\u200b\u00ad]|\\u200b|\\xad", "", message).lower()
-    assert TOKEN[4:24].lower() not in squeezed and TOKEN[-16:].lower() not in squeezed, (where, message)
+    assert not read_in(message), (where, message)
+
+
+def read_in(message: str) -> str:
+    """A run of 12 of the token's letters and digits that a reader finds in ``message``: escapes
+    (\\x1b, \\u200b) read past, as everything but letters and digits is, and letters in any case
+    or width (fullwidth, bold, circled) read as the plain ones."""
+    plain = re.sub(r"\\(?:x[0-9a-f]{2}|u[0-9a-f]{4}|U[0-9a-f]{8})", "", message)
+    letters = "".join(c for c in unicodedata.normalize("NFKD", plain).lower() if c.isascii() and c.isalnum())
+    token = "".join(c for c in TOKEN.lower() if c.isalnum())
+    return next((token[i : i + 12] for i in range(len(token) - 11) if token[i : i + 12] in letters), "")
 
 
 @pytest.mark.parametrize("operation", sorted(OPERATIONS))
@@ -247,6 +331,14 @@ def test_hostile_text_is_shown_as_escapes_and_the_token_never(server: Server, op
     for scenario in texts():
         exc, _ = call(server, scenario, operation)
         assert exc is not None
+        assert_clean(exc, f"{operation}, {scenario.name}")
+
+
+@pytest.mark.parametrize("operation", ["get_site", "upload_file"])
+def test_the_token_echoed_in_any_form_is_never_shown(server: Server, operation: str) -> None:
+    for scenario in echoes(random.Random(f"{SEED}-echo-{operation}"), 80):
+        exc, _ = call(server, scenario, operation)
+        assert exc is not None, scenario.name
         assert_clean(exc, f"{operation}, {scenario.name}")
 
 

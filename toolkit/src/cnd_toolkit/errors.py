@@ -23,6 +23,17 @@ def shown(text: str, *, lines: bool = True) -> str:
     return pattern.sub(lambda match: repr(match.group(0))[1:-1], text)
 
 
+# A run of text without a space longer than this, quoted in a message (a path, a URL, a number
+# from a file), is cut: a message stays a few lines whatever the file or the server held.
+LONGEST_RUN = 200
+_LONG_RUN = re.compile(rf"\S{{{LONGEST_RUN + 1},}}")
+
+
+def brief(text: str) -> str:
+    """``text`` with each run of over :data:`LONGEST_RUN` characters without a space cut short."""
+    return _LONG_RUN.sub(lambda run: f"{run.group(0)[:120]}... ({len(run.group(0)):,} characters)", text)
+
+
 class OpsError(Exception):
     """An expected failure. ``str(exc)`` is a message for a person: what failed, what to do.
 
@@ -32,7 +43,7 @@ class OpsError(Exception):
     """
 
     def __init__(self, message: str, detail: str = "") -> None:
-        super().__init__(scrub(shown(message)))
+        super().__init__(brief(scrub(shown(message))))
         self.detail = scrub(shown(detail))  # e.g. a build-log tail or container logs, printed after the message
 
 

@@ -32,6 +32,7 @@ import random
 import re
 import threading
 import time
+import unicodedata
 import urllib.parse
 import zlib
 from collections.abc import Callable, Mapping
@@ -127,16 +128,16 @@ class Deploy:
             raise UnexpectedAnswer("Netlify answered with a deploy whose id is missing or not an id")
         return cls(
             id=str(data.get("id") or ""),
-            site_id=str(data.get("site_id") or ""),
-            state=str(data.get("state") or ""),
+            site_id=_text(data, "site_id"),
+            state=_text(data, "state", _STATE),
             required=tuple(required),
-            deploy_url=str(data.get("deploy_url") or ""),
-            deploy_ssl_url=str(data.get("deploy_ssl_url") or ""),
-            error_message=str(data.get("error_message") or ""),
+            deploy_url=_text(data, "deploy_url", _URL),
+            deploy_ssl_url=_text(data, "deploy_ssl_url", _URL),
+            error_message=_text(data, "error_message"),
             draft=bool(data.get("draft")),
-            published_at=str(data.get("published_at") or ""),
-            title=str(data.get("title") or ""),
-            branch=str(data.get("branch") or ""),
+            published_at=_text(data, "published_at"),
+            title=_text(data, "title"),
+            branch=_text(data, "branch"),
             raw=dict(data),
         )
 
@@ -161,13 +162,18 @@ class SplitTest:
         if not isinstance(data.get("id"), str) or not _ID.fullmatch(data["id"]):
             raise UnexpectedAnswer("Netlify answered with a split test whose id is missing or not an id")
         weights: dict[str, int] = {}
-        for item in data.get("branches") or ():
+        branches = data.get("branches") or []
+        if not isinstance(branches, list):
+            raise UnexpectedAnswer(f"Netlify answered with a split test whose branches are {_kind(branches)}")
+        for item in branches:
             if isinstance(item, Mapping) and isinstance(item.get("branch"), str):
                 found = item.get("percentage")
-                weights[item["branch"]] = int(found) if isinstance(found, int | float) else 0
+                if found is not None and not (isinstance(found, int | float) and 0 <= found <= 100):
+                    raise UnexpectedAnswer("Netlify answered with a split test whose percentages are not 0-100")
+                weights[item["branch"]] = int(found or 0)
         return cls(
             id=str(data.get("id") or ""),
-            site_id=str(data.get("site_id") or ""),
+            site_id=_text(data, "site_id"),
             active=bool(data.get("active")),
             weights=weights,
             raw=dict(data),
@@ -183,11 +189,9 @@ def retry_after(value: str | None, now: float | None = None) -> float | None:
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    except (TypeError, ValueError, IndexError, OverflowError, OSError, AttributeError):  # no date, or none there is
         return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 class NetlifyClient:
@@ -399,13 +403,15 @@ class NetlifyClient:
             except httpx.HTTPError as exc:
                 if isinstance(exc, httpx.TimeoutException) and _DEADLINE.passed:
                     why = f"its answer was not over within {seconds:.0f} s"
-                else:
-                    why = f"{type(exc).__name__}: {exc}"
+                else:  # the transport's words may quote the server's bytes (a header h11 refused)
+                    why = f"{type(exc).__name__}: {self.quoted(str(exc), 200)}"
                 if attempt > self.retries or call_ends - time.monotonic() <= 0:
+                    invalid = isinstance(exc, httpx.RemoteProtocolError)
                     raise ConnectionFailed(
                         self._mask(
-                            f"no answer from Netlify's API at {self.api_url} for {what} after {attempt} tries "
-                            f"({why}); check the network, or NETLIFY_API_URL"
+                            f"{'an answer that is not valid HTTP' if invalid else 'no answer'} from Netlify's API "
+                            f"at {self.api_url} for {what} after {attempt} tries ({why}); check the network, or "
+                            "NETLIFY_API_URL"
                         )
                     ) from None
                 self._wait(self._backoff(attempt), f"{what}: {why}", attempt, call_ends)
@@ -502,12 +508,30 @@ class NetlifyClient:
 
     def quoted(self, text: str, limit: int = 300) -> str:
         """What a server wrote, for a message: one line, secrets masked, control characters as
-        escapes; and not at all when a secret is in it split by whitespace or invisible characters,
-        which masking would miss and joining the line would put back together."""
+        escapes; and not at all when it holds the token in a form masking would miss: split by
+        whitespace, controls or invisible characters, in another case or width, or a piece of it."""
         squeezed = _HIDING.sub("", text)
-        if self._mask(squeezed) != squeezed:
+        if self._mask(squeezed) != squeezed or _holds_a_run(text, self._token):
             return "(Netlify's text quoted a secret; it is not shown)"
         return shown(" ".join(self._mask(text).split()), lines=False)[:limit]
+
+
+# A run of this many of a token's letters and digits, in order, found among any other characters:
+# the token echoed with something between its characters (ESC, U+E0100, a space), or cut off.
+TOKEN_RUN = 12
+
+
+def _letters_and_digits(text: str) -> str:
+    """``text`` as a reader sees its letters and digits: compatibility forms (fullwidth, bold,
+    circled) as plain ones, one case, and nothing else."""
+    return re.sub(r"[^a-z0-9]", "", unicodedata.normalize("NFKC", text).casefold())
+
+
+def _holds_a_run(text: str, token: str) -> bool:
+    """Whether ``text`` shows :data:`TOKEN_RUN` consecutive letters and digits of ``token``."""
+    letters, seen = _letters_and_digits(token), _letters_and_digits(text)
+    runs = {letters[start : start + TOKEN_RUN] for start in range(len(letters) - TOKEN_RUN + 1)}
+    return any(run in seen for run in runs)
 
 
 def _no_site(site_id: str) -> tuple[str, str]:
@@ -534,7 +558,7 @@ def _message(response: Answer, quoted: Callable[[str], str]) -> str:
     except (ValueError, RecursionError):
         data = None
     said = data.get("message") if isinstance(data, dict) else None
-    return quoted(said) if isinstance(said, str) else quoted(response.text[:4000])[:200]
+    return quoted(said) if isinstance(said, str) else quoted(response.text)[:200]
 
 
 def _too_large(status: int) -> UnexpectedAnswer:
@@ -552,10 +576,10 @@ def _decoded(response: httpx.Response, body: bytes) -> bytes:
     encoding = response.headers.get("Content-Encoding", "").strip().lower()
     if encoding in {"", "identity"}:
         return body
-    if encoding != "gzip":
+    if encoding != "gzip":  # named only when it is one of HTTP's: the header is the server's text
+        named = encoding if encoding in {"br", "deflate", "compress", "zstd", "x-gzip"} else "one HTTP has no name for"
         raise UnexpectedAnswer(
-            f"Netlify's API answered in an encoding it was not asked for ({shown(encoding[:40], lines=False)!r})",
-            response.status_code,
+            f"Netlify's API answered in an encoding it was not asked for ({named})", response.status_code
         )
     inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
     try:
@@ -567,6 +591,22 @@ def _decoded(response: httpx.Response, body: bytes) -> bytes:
     if len(data) > MAX_BODY or inflate.unconsumed_tail:
         raise _too_large(response.status_code)
     return data
+
+
+# A deploy's state (new, uploading, prepared, ready, error...), and its URLs as Netlify writes them.
+_STATE = re.compile(r"[a-z_]{1,40}")
+_URL = re.compile(r"https?://[A-Za-z0-9.-]{1,253}(?::[0-9]{1,5})?(?:/[!-~]*)?")
+
+
+def _text(data: Mapping[str, Any], key: str, pattern: re.Pattern[str] | None = None) -> str:
+    """The text field ``key`` of Netlify's object ("" when it is absent or null), held to ``pattern``."""
+    value = data.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str) or (pattern is not None and value and not pattern.fullmatch(value)):
+        shape = "not in the form Netlify writes it" if isinstance(value, str) else _kind(value)
+        raise UnexpectedAnswer(f"Netlify's API answered with a {key} that is {shape}")
+    return value
 
 
 def _kind(value: object) -> str:

@@ -318,10 +318,12 @@ def check_publish_files(config: NetlifyConfig) -> list[Problem]:
         )
         for path, why in tree.links
     ]
-    problems += [
-        Problem(Origin(f"{folder}/{shown(path)}", 1), f"Netlify cannot serve a file name with {what}; rename it")
-        for path, what in tree.names
-    ]
+    for path, what in tree.names:
+        origin = Origin(f"{folder}/{shown(path)}", 1)
+        if not what.startswith("not a regular file"):
+            problems.append(Problem(origin, f"Netlify cannot serve a file name with {what}; rename it"))
+        elif path not in {"_redirects", "_headers"}:  # the rule files say so as they are read
+            problems.append(Problem(origin, f"is {what}; a deploy cannot publish it"))
     return problems
 
 

@@ -87,7 +87,7 @@ def load(root: Path, api_rule: str = "") -> NetlifyConfig:
     """
     problems: list[Problem] = []
     toml_path = root / "netlify.toml"
-    toml_text = _read(toml_path, "netlify.toml", problems, inside=root)
+    toml_text = read_config_file(toml_path, "netlify.toml", problems, inside=root)
     data: dict[str, Any] = {}
     lines: dict[tuple[str, ...], int] = {}
     if toml_text is not None:
@@ -107,6 +107,11 @@ def load(root: Path, api_rule: str = "") -> NetlifyConfig:
             line = re.search(r"line (\d+)", str(exc))
             number = int(line.group(1)) if line else toml_text.rstrip().count("\n") + 1
             problems.append(Problem(Origin("netlify.toml", number), f"not valid TOML: {exc}"))
+        except ValueError:  # not TOMLDecodeError: a number of more digits than Python converts (4,300)
+            long = re.search(r"[0-9_]{4000,}", toml_text)
+            number = toml_text.count("\n", 0, long.start()) + 1 if long else 1
+            message = "has a number of thousands of digits; no key takes one"
+            problems.append(Problem(Origin("netlify.toml", number), message))
         except RecursionError:  # arrays or inline tables nested thousands deep: Python's parser gives up
             message = "nests arrays or tables too deeply to be read; netlify.toml never needs more than a few levels"
             problems.append(Problem(Origin("netlify.toml", 1), message))
@@ -123,7 +128,7 @@ def load(root: Path, api_rule: str = "") -> NetlifyConfig:
     headers: list[HeaderRule] = []
     redirects_file = publish / "_redirects"
     rel_redirects = _relative(redirects_file, root)
-    redirects_text = _read(redirects_file, rel_redirects, problems, inside=publish)
+    redirects_text = read_config_file(redirects_file, rel_redirects, problems, inside=publish)
     try:
         generated_blocks((redirects_text or "").split("\n"))
     except BrokenBlock as exc:  # the build step would refuse the file
@@ -137,7 +142,7 @@ def load(root: Path, api_rule: str = "") -> NetlifyConfig:
         redirects += parse_redirects_file(redirects_text, rel_redirects, problems)
     headers_file = publish / "_headers"
     rel_headers = _relative(headers_file, root)
-    headers_text = _read(headers_file, rel_headers, problems, inside=publish)
+    headers_text = read_config_file(headers_file, rel_headers, problems, inside=publish)
     if headers_text:
         headers += parse_headers_file(headers_text, rel_headers, problems)
     redirects += shape.redirects()
@@ -315,7 +320,7 @@ def _depth(data: object) -> int:
 MAX_CONFIG_FILE = 8 * 1024 * 1024
 
 
-def _read(path: Path, name: str, problems: list[Problem], *, inside: Path) -> str | None:
+def read_config_file(path: Path, name: str, problems: list[Problem], *, inside: Path) -> str | None:
     """A file's text (a BOM kept, as Netlify's parsers keep it); a missing file is None.
 
     A file that cannot be read or is not UTF-8 is a problem at its line (line 1 for the whole

@@ -43,6 +43,9 @@ def _js_int(token: str) -> int | None:
     if not match:
         return None
     sign = -1 if match.group(1) == "-" else 1
+    digits = match.group(2) or match.group(3)
+    if len(digits.lstrip("0")) > 20:  # no status: as large as it need be (Python reads 4,300 digits at most)
+        return sign * 10**20
     return sign * (int(match.group(2), 16) if match.group(2) else int(match.group(3)))
 
 
@@ -117,6 +120,9 @@ def parse_redirects_file(text: str, file: str, problems: list[Problem]) -> list[
             if not re.fullmatch(r"[0-9]+!?", rest[0]):
                 # Netlify reads the number it starts with ("301x" as 301, "200!!" as a forced 200).
                 problems.append(Problem(origin, f"status {rest[0]!r} is not a number; write e.g. `301`, or `200!`"))
+                continue
+            if parsed >= 10**20:
+                problems.append(Problem(origin, f"status {rest[0]} is no status Netlify supports; write e.g. `301`"))
                 continue
             status, force = parsed, rest[0].endswith("!")
             rest = rest[1:]

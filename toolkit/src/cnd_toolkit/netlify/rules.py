@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import quote_plus
 
-from cnd_toolkit.errors import shown
+from cnd_toolkit.errors import brief, shown
 from cnd_toolkit.netlify.urls import PathPattern, RequestPath, encode_url
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -45,7 +45,7 @@ class Problem:
     def __str__(self) -> str:
         prefix = "warning: " if self.severity == "warning" else ""
         # A message quotes the file (a key, a rule): a control character in it is shown as its escape.
-        return shown(f"{self.origin}: {prefix}{self.message}")
+        return brief(shown(f"{self.origin}: {prefix}{self.message}"))
 
 
 # ---------------------------------------------------------------------------------------------
