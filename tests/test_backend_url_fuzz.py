@@ -6,14 +6,14 @@ The value is read in three places: the Netlify build step that writes the API's 
 and the backend-ready build plugin (Node's ``URL``). For every generated value:
 
 - the build step accepts it or refuses it with its own error, never anything else;
-- what it accepts has no whitespace nor control character, is what ``urlsplit`` reads as an
-  https origin and nothing more, and is the value as given (a trailing slash and the scheme's
-  case aside): the value written is the value checked;
+- what it accepts is printable ASCII (no whitespace, control, or letter a parser folds), is
+  what ``urlsplit`` reads as an https origin and nothing more, and is the value as given (a
+  trailing slash and the scheme's case aside): the value written is the value checked;
 - Netlify's own parser (@netlify/redirect-parser) reads the file it writes as one rule, from
   ``/api/*`` to that origin;
 - ``inv check`` finds a problem in netlify.toml exactly when the build step would refuse it;
-- the plugin refuses every value with whitespace or a control character, and checks the same
-  host as the one written for every value the build step accepts.
+- the plugin refuses every value with whitespace, a control or a non-ASCII character, and checks
+  the same host as the one written for every value the build step accepts.
 
 ``BACKEND_URL_SEED`` and ``BACKEND_URL_COUNT`` change the run.
 """
@@ -24,6 +24,7 @@ import base64
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -43,13 +44,17 @@ COUNT = int(os.environ.get("BACKEND_URL_COUNT", "3000"))
 # and the URL delimiters that move what a parser takes for the host.
 HOSTILE = [chr(c) for c in range(0x21)] + [chr(c) for c in range(0x7F, 0xA1)]
 HOSTILE += ["\u1680", "\u2000", "\u200b", "\u2028", "\u2029", "\u3000", "\ufeff", "\u00e9", "\u0131"]
+# Letters URL parsers or lower() fold into ASCII: the Kelvin and Angstrom signs, dotted I, long s,
+# fullwidth and mathematical letters, a Roman numeral, a ligature.
+HOSTILE += ["\u212a", "\u212b", "\u0130", "\u017f", "\uff41", "\U0001d41a", "\u2160", "\ufb01", "\u00df"]
 HOSTILE += [*"@#?/\\:[]%.-_", "%0a", "%00", "//", "\r\n"]
 LABELS = ["api", "acme", "x1", "a-b", "svc", "www", "good", "evil", "xn--bcher-kva", "0", "1-2", "xn--a", "xn--xn--a"]
 LABELS += ["[v1.a]", "[::1]", "[2001:db8::1]"]
 
 
 def unsafe(text: str) -> bool:
-    return any(c.isspace() or ord(c) <= 0x20 or 0x7F <= ord(c) <= 0x9F for c in text)
+    """Anything but printable ASCII: whitespace, controls, and letters a parser may fold."""
+    return any(not 0x21 <= ord(c) <= 0x7E for c in text)
 
 
 def generate(rng: random.Random) -> str:
@@ -127,9 +132,13 @@ def test_the_plugin_refuses_what_the_build_step_refuses_for_its_characters_and_c
         if origin is not None:
             assert "checks" in plugin, (raw, plugin)
             checked = urlsplit(plugin["checks"])
-            port = urlsplit(origin).port
-            host = urlsplit(origin).hostname
-            assert (checked.hostname, checked.port or 443) == (host, port or 443), (raw, plugin)
+            # The host as written, read by hand: urlsplit's hostname is lower(), which folds letters.
+            netloc = origin.removeprefix("https://")
+            host, _, port = netloc.partition(":")
+            assert host.isascii() and (checked.hostname, checked.port or 443) == (host.lower(), int(port or 443)), (
+                raw,
+                plugin,
+            )
 
 
 def test_inv_check_finds_a_problem_exactly_where_the_build_step_would_refuse(cases: list[str], tmp_path: Path) -> None:
@@ -160,3 +169,22 @@ def node(batch: list[dict[str, str | None]]) -> list[dict[str, object]]:
     assert done.returncode == 0, done.stderr[-3000:]
     results: list[dict[str, object]] = json.loads(done.stdout)
     return results
+
+
+def test_the_settings_refuse_what_the_build_step_refuses(cases: list[str], tmp_path: Path) -> None:
+    """BACKEND_URL from the environment or .env: `inv check` and every task load it through the
+    settings, which must refuse each value the build step would refuse (a deploy writes it); plain
+    http is taken only to a loopback port, for a backend on this machine."""
+    from cnd_toolkit.settings import SettingsError, load
+
+    loopback = re.compile(r"http://(127\.0\.0\.1|localhost|\[::1\])(:[0-9]{1,5})?/?")
+    for raw in cases:
+        if not raw or "\x00" in raw:  # empty is unset; no environment variable holds a NUL
+            continue
+        try:
+            load(tmp_path, environ={"BACKEND_URL": raw})
+            refused = False
+        except SettingsError:
+            refused = True
+        if not loopback.fullmatch(raw) and build_step(raw) is None:  # stricter may be (HTTPS:// is refused)
+            assert refused, raw

@@ -127,6 +127,41 @@ class Answering:
         self.server.server_close()  # the port too
 
 
+class Endless:
+    """A backend whose /readyz answers 200 and then sends a body that never ends."""
+
+    def __init__(self) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.end_headers()  # no Content-Length: the body lasts until the connection closes
+                try:
+                    while True:
+                        self.wfile.write(b"0" * 65536)
+                except OSError:
+                    pass
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_a_200_with_an_endless_body_is_no_answer(netlify_cli: str, site: Path) -> None:
+    backend = Endless()
+    try:
+        configure(site, backend.url)
+        code, log = build(netlify_cli, site)
+    finally:
+        backend.server.shutdown()
+        backend.server.server_close()
+    assert code != 0
+    assert f"backend-ready: {backend.url}/readyz answered with a body of more than 64 KB" in log, log
+
+
 def test_a_live_backend_lets_the_build_through(
     netlify_cli: str, site: Path, live_app: tuple[str, dict[str, str]]
 ) -> None:
@@ -176,7 +211,8 @@ def test_planned_maintenance_skips_the_check_and_says_so(netlify_cli: str, site:
         ("javascript:alert(1)", "is not an http(s) URL"),
         ("ftp://127.0.0.1/", "is not an http(s) URL"),
         ("not-a-url", "is not an http(s) URL"),
-        ("not a url", "has whitespace or a control character in it"),  # as the build step refuses it
+        ("not a url", "has whitespace, a control or a non-ASCII character in it"),  # as the build step refuses it
+        ("https://api.\u212aelvin.dev", "has whitespace, a control or a non-ASCII character in it"),  # K is k to URL
         ("http://api.acme.dev", "is not https"),  # the build step would refuse it: so does the check
         ("https://api.acme.dev/v1", "has a path, query or fragment"),
         ("https://api.acme.dev/?x=1", "has a path, query or fragment"),

@@ -200,3 +200,63 @@ def test_a_key_of_too_many_parts_is_found_where_tomllib_finds_it(seed: int) -> N
         assert found == "\n".join([*before, probe]).count("\n") + 1, (text, found)
     else:
         assert found is None, (text, found)
+
+
+@pytest.mark.parametrize(
+    ("make", "says"),
+    [
+        (lambda path: os.mkfifo(path), "is not a regular file"),
+        (lambda path: path.symlink_to(path.parent.parent / "outside.txt"), "link to a file outside the project"),
+        (lambda path: path.symlink_to("/dev/zero"), "link to a file outside the project"),
+        (lambda path: os.truncate(path.open("w").name, config.MAX_CONFIG_FILE + 1), "bytes; Netlify's rule files"),
+        (lambda path: path.write_bytes(b"/caf\xe9 /b 301\n"), "is not UTF-8"),
+    ],
+    ids=["fifo", "link-out", "device-link", "huge", "latin-1"],
+)
+def test_the_build_step_reads_redirects_as_inv_check_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], make: Any, says: str
+) -> None:
+    """Netlify's build command writes the API rule into public/_redirects: a file inv check
+    refuses, it refuses too, and writes nothing anywhere (never through a link out)."""
+    from cnd_toolkit.netlify import redirects
+
+    (tmp_path / "public").mkdir()
+    outside = tmp_path / "outside.txt"
+    outside.write_text("/x /y 301\n")
+    path = tmp_path / "public" / "_redirects"
+    make(path)
+    if path.is_fifo():  # were it read, this lets the read end instead of hanging the run
+        release = threading.Timer(30, lambda: os.close(os.open(path, os.O_WRONLY)))
+        release.daemon = True
+        release.start()
+    monkeypatch.setenv("BACKEND_URL", "https://api.example.dev")
+    assert redirects.main([str(tmp_path / "public")]) == 1
+    assert says in capsys.readouterr().err
+    assert outside.read_text() == "/x /y 301\n" and sorted(p.name for p in (tmp_path / "public").iterdir()) == [
+        "_redirects"
+    ]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_numbers_and_names_thousands_long_are_one_short_problem_each(tmp_path: Path, seed: int) -> None:
+    """Digits past Python's 4,300 (in netlify.toml, as a status, in hex) and paths, hosts and
+    values tens of thousands long: each a problem at its line, each line of it a few hundred
+    characters at most."""
+    rng = random.Random(seed)
+    (tmp_path / "public").mkdir()
+    long = "".join(rng.choices("0123456789", k=rng.randint(4400, 9000)))
+    word = "".join(rng.choices("abc/:.%-", k=rng.randint(5000, 30000)))
+    toml_lines = ["[build]", 'publish = "public"', "[context.production.environment]"]
+    if rng.random() < 0.5:
+        toml_lines.append(f"X = {long}")
+    (tmp_path / "netlify.toml").write_text("\n".join(toml_lines) + "\n")
+    rules = [f"/a /b {long}", f"/h /b 0x{long}", f"/{word} /b 301", f"/c https://{word} 301", f"/d /e 301 X={word}"]
+    rng.shuffle(rules)
+    (tmp_path / "public" / "_redirects").write_text("\n".join(rules) + "\n")
+    problems = check_config(config.load(tmp_path))
+    where = {str(p).split(": ", 1)[0] for p in problems}
+    assert {f"public/_redirects:{rules.index(rule) + 1}" for rule in rules if long in rule} <= where, problems
+    if any(long in line for line in toml_lines):
+        number = next(n for n, line in enumerate(toml_lines, 1) if long in line)
+        assert f"netlify.toml:{number}" in where, problems
+    assert all(len(str(p)) < 800 for p in problems), max(map(len, map(str, problems)))

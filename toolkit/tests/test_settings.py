@@ -384,7 +384,7 @@ RESERVED = [
     "https://example.com",
     "https://example.org",
     "https://a.b.example.net",
-    "https://API.EXAMPLE.COM.",
+    "https://API.EXAMPLE.COM",
     "https://api.test",
     "https://foo.invalid",
     "https://shop.example",

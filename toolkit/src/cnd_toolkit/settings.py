@@ -472,25 +472,28 @@ class Settings:
             fix += " (for /metrics the release already gets METRICS_TOKEN's SHA-256)"
         return [f"the app would get the deploy's secrets: {'; '.join(found)}; {fix}"]
 
-    def app_env_unset(self) -> list[str]:
+    def app_env_unset(self, *, odd: bool = True, unset: bool = True) -> list[str]:
         """One line when APP_ENV lists a name that is not a variable name (``A B``, ``A;B``) or that
         nothing sets (a typo, a CI secret not mapped into the step's ``env:``): the app would start
-        without it, silently. Each deploy's preflight refuses it before anything is built."""
+        without it, silently. Each deploy's preflight refuses it before anything is built; ``inv
+        check`` refuses the first (``odd``) and warns of the second (``unset``: CI may set it)."""
         listed = app_env_names(self.values.get("APP_ENV", ""))
         if not listed:
             return []
         source = self.sources.get("APP_ENV", "default")
-        odd = [name for name in listed if not VARIABLE_NAME.fullmatch(name)]
-        unset = [name for name in listed if VARIABLE_NAME.fullmatch(name) and not self.values.get(name)]
+        odd_names = [name for name in listed if odd and not VARIABLE_NAME.fullmatch(name)]
+        unset_names = [n for n in listed if unset and VARIABLE_NAME.fullmatch(n) and not self.values.get(n)]
         found = []
-        if odd:
+        if odd_names:
             found.append(
-                f"APP_ENV ({source}) lists {', '.join(map(repr, odd))}, not variable names: separate names with commas"
+                f"APP_ENV ({source}) lists {', '.join(map(repr, odd_names))}, not variable names: separate names "
+                "with commas"
             )
-        if unset:
+        if unset_names:
             found.append(
-                f"APP_ENV ({source}) lists {', '.join(unset)}, set nowhere (environment, .env files): the app would "
-                "start without it; set it (in CI, map the secret into the deploy step's env:) or take it out of APP_ENV"
+                f"APP_ENV ({source}) lists {', '.join(unset_names)}, set nowhere (environment, .env files): the app "
+                "would start without it; set it (in CI, map the secret into the deploy step's env:) or take it out "
+                "of APP_ENV"
             )
         return ["; ".join(found)] if found else []
 
@@ -651,6 +654,13 @@ def _check(setting: Setting, value: str, source: str) -> None:
             problem = plain_http_problem(setting.name, value, secret=setting.secret)
             if problem:
                 raise SettingsError(f"{problem} ({source})")
+        if setting.name == "BACKEND_URL":  # the build step's own rule, so that inv check passes what a deploy does
+            from cnd_toolkit.netlify.redirects import BackendUrlError, check_backend_url
+
+            try:
+                check_backend_url(value, allow_local=True)
+            except BackendUrlError as exc:
+                raise SettingsError(f"{exc} ({source})") from None
     elif setting.kind == "steps":
         from cnd_toolkit.release.canary import parse_steps  # here: the settings load nothing they do not need
 
@@ -767,6 +777,12 @@ def load(
             if len(warnings) > MAX_WARNINGS:  # enough to fix for now: the rest is looked at next time
                 break
             if name in BY_NAME or is_server_variable(name):
+                continue
+            if image_owns(name) and name.upper().startswith(SERVER_VARIABLE_PREFIXES):  # GUNICORN_CMD_ARGS
+                warnings.append(
+                    f"{file_name}:{line}: {name} is the image's own, never passed to the server (it would move the "
+                    "port the proxy and the health check use); set GUNICORN_* settings or gunicorn.conf.py instead"
+                )
                 continue
             close = difflib.get_close_matches(name, BY_NAME, n=1, cutoff=0.8)
             if close:

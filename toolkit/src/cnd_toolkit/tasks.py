@@ -504,11 +504,15 @@ def check(c: Context, env: str = "") -> None:
     """
     with _failing_cleanly():
         config = _settings(env)
-        committed = deploy_ops.committed_secrets(proj.load(), config)
-    for line in committed:
-        console.print(f"[red]error[/] {escape(line)}")
+        # What a deploy's preflight would refuse in the settings themselves, whatever the target.
+        wrong = deploy_ops.committed_secrets(proj.load(), config) + config.app_env_problems()
+        wrong += config.app_env_unset(unset=False)
+    for line in config.app_env_unset(odd=False):  # CI may set what this machine does not
+        _warn(line)
+    for line in wrong:
+        console.print(f"[red]error[/] {escape(shown(line, lines=False))}")
     code = check_ops.main([str(proj.ROOT)])
-    if code or committed:
+    if code or wrong:
         raise Exit(code=code or 1)
 
 

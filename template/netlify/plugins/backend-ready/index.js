@@ -26,12 +26,14 @@ const LOOPBACK = new Set(["127.0.0.1", "localhost", "[::1]"]);
 
 // The build step's own rule (cnd_toolkit/netlify/redirects.py): an https origin, no path, query, fragment
 // or credentials. Plain http only to a loopback address (a test backend on the build machine).
-// Whitespace or a control character anywhere is refused, as the build step refuses it: URL
-// parsers drop some of them (tab, CR, LF, leading controls), so the host checked would not be
-// the text the build step writes.
-const UNSAFE = /[\s\x00-\x20\x7f-\x9f]/;
+// Anything but printable ASCII is refused, as the build step refuses it: URL parsers drop some
+// characters (tab, CR, LF, leading controls) and fold others into ASCII (the Kelvin sign into k),
+// so the host checked would not be the text the build step writes.
+const UNSAFE = /[^\x21-\x7e]/;
 const origin = (backend) => {
-  if (UNSAFE.test(backend)) return { problem: "has whitespace or a control character in it; an origin has neither" };
+  if (UNSAFE.test(backend)) {
+    return { problem: "has whitespace, a control or a non-ASCII character in it; an origin has none (write xn--...)" };
+  }
   let base;
   try {
     base = new URL(backend);
@@ -76,7 +78,17 @@ export const onPreBuild = async ({ utils, inputs }) => {
         signal: AbortSignal.timeout(seconds * 1000),
         headers: { "User-Agent": "netlify-build backend-ready", Accept: "application/json" },
       });
-      await response.arrayBuffer().catch(() => undefined);
+      // The body, read within the same timeout and up to 64 KB: an endless one is no answer.
+      const reader = response.body ? response.body.getReader() : null;
+      for (let size = 0; reader; ) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        size += value.length;
+        if (size > 65536) {
+          await reader.cancel().catch(() => undefined);
+          throw Object.assign(new Error("a body of more than 64 KB; /readyz answers a few bytes"), { name: "TooLong" });
+        }
+      }
       if (response.status === 200) {
         console.log(`backend-ready: ${shown(url)} answered 200`);
         return;
@@ -84,7 +96,12 @@ export const onPreBuild = async ({ utils, inputs }) => {
       outcome = `answered ${response.status}${response.statusText ? ` ${printable(response.statusText)}` : ""}`;
     } catch (error) {
       const cause = error && error.cause ? error.cause.code || error.cause.message : "";
-      outcome = error && error.name === "TimeoutError" ? `did not answer within ${seconds} s` : `could not be reached (${printable(cause || error)})`;
+      outcome =
+        error && error.name === "TimeoutError"
+          ? `did not answer within ${seconds} s`
+          : error && error.name === "TooLong"
+            ? `answered with ${error.message}`
+            : `could not be reached (${printable(cause || error)})`;
     }
     if (attempt < attempts) await sleep(1000 * attempt);
   }
