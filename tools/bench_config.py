@@ -57,6 +57,11 @@ def keys_at_the_depth_limit(n: int) -> dict[str, str]:
     return {"netlify.toml": "".join(f"k{i}" + ".a" * 31 + f' = "{".v" * 31}"\n' for i in range(n // 8))}
 
 
+def unknown_sections(n: int) -> dict[str, str]:
+    # n // 4 sections netlify.toml has no use for: each a warning, the first hundred with a suggestion.
+    return {"netlify.toml": "".join(f"sect{i} = {i}\n" for i in range(n // 4))}
+
+
 CLASSES: dict[str, Callable[[int], dict[str, str]]] = {
     "distinct_rules": distinct_rules,
     "rules_pasted_twice": rules_pasted_twice,
@@ -65,6 +70,7 @@ CLASSES: dict[str, Callable[[int], dict[str, str]]] = {
     "many_placeholders": many_placeholders,
     "dotted_key": dotted_key,
     "keys_at_the_depth_limit": keys_at_the_depth_limit,
+    "unknown_sections": unknown_sections,
 }
 
 

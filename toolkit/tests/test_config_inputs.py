@@ -97,12 +97,16 @@ def test_key_lines_are_those_the_plain_reader_finds(seed: int) -> None:
     assert toml_key_lines(text) == key_lines_plainly(text)
 
 
+def limit(path: Path) -> int:
+    return config.MAX_TOML_FILE if path.name == "netlify.toml" else config.MAX_CONFIG_FILE
+
+
 @pytest.mark.parametrize(
     ("make", "says"),
     [
         (lambda path: os.mkfifo(path), "is not a regular file"),  # reading it would wait forever
         (lambda path: path.symlink_to("/dev/zero"), "link to a file outside the project"),
-        (lambda path: os.truncate(path.open("w").name, config.MAX_CONFIG_FILE + 1), "bytes; Netlify's rule files"),
+        (lambda path: os.truncate(path.open("w").name, limit(path) + 1), "bytes; Netlify's rule files"),
         (lambda path: path.mkdir(), "is a directory"),
     ],
     ids=["fifo", "device-link", "huge", "directory"],
@@ -260,3 +264,31 @@ def test_numbers_and_names_thousands_long_are_one_short_problem_each(tmp_path: P
         number = next(n for n, line in enumerate(toml_lines, 1) if long in line)
         assert f"netlify.toml:{number}" in where, problems
     assert all(len(str(p)) < 800 for p in problems), max(map(len, map(str, problems)))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_inv_check_prints_the_first_problems_and_counts_the_rest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], seed: int
+) -> None:
+    """Broken lines and repeated rules, from a handful to thousands: every problem while they fit
+    on a screen or two; past MAX_SHOWN, the first in file order and one line counting the rest."""
+    from cnd_toolkit.netlify import check
+
+    rng = random.Random(seed)
+    (tmp_path / "public").mkdir()
+    (tmp_path / "netlify.toml").write_text('[build]\npublish = "public"\n')
+    n = rng.choice([3, check.MAX_SHOWN - 1, check.MAX_SHOWN + 1, rng.randint(1000, 4000)])
+    lines = [rng.choice(["/a", "/b /c 999", "/d nowhere", "/e /f 301 X"]) + f"{i}" for i in range(n)]
+    (tmp_path / "public" / "_redirects").write_text("\n".join(lines) + "\n")
+    problems = check.check_project(tmp_path)
+    assert check.main([str(tmp_path)]) == 1
+    printed = capsys.readouterr().err.splitlines()
+    shown = min(len(problems), check.MAX_SHOWN)
+    assert printed[:shown] == [str(p) for p in problems[:shown]]
+    more = (
+        [f"... and {len(problems) - shown:,} more like these; fix the ones above and run again"]
+        if shown < len(problems)
+        else []
+    )
+    errors = sum(p.severity == "error" for p in problems)
+    assert printed[shown:] == [*more, f"{errors} error(s) in the Netlify configuration"], printed[shown:]

@@ -405,3 +405,31 @@ def test_inv_edge_shows_the_first_warnings_and_counts_the_rest(tmp_path: Path) -
     cap = settings_mod.MAX_WARNINGS
     assert warnings > cap and len(shown) == cap, printed
     assert f"{warnings - cap:,} more warnings: `inv check` lists them\n" in printed, printed
+
+
+@pytest.mark.parametrize(
+    ("line", "said", "code"),
+    [
+        ("APP_ENV=PORT", "error APP_ENV (.env:1) lists PORT, which the image sets for itself", 1),
+        ("APP_ENV=ld_preload,PYTHONPATH", "lists ld_preload, PYTHONPATH, which the image sets for itself", 1),
+        ("APP_ENV=A B", "error APP_ENV (.env:1) lists 'A B', not variable names", 1),
+        ("APP_ENV=PORT\u200b", "lists 'PORT\\u200b', not variable names", 1),
+        ("APP_ENV=SET_IN_CI_ONLY", "lists SET_IN_CI_ONLY, set nowhere", 0),  # a warning: CI may set it
+        ("GUNICORN_CMD_ARGS=--bind 0.0.0.0:1", ".env:1: GUNICORN_CMD_ARGS is the image's own", 0),
+        ("BACKEND_URL=https://api.acme.dev/v1", "is not an https origin without a path", 1),
+    ],
+)
+def test_inv_check_says_what_a_deploy_would_refuse_in_the_settings(
+    tmp_path: Path, line: str, said: str, code: int
+) -> None:
+    import shutil
+
+    site = tmp_path / "site"
+    shutil.copytree(proj.ROOT, site, ignore=shutil.ignore_patterns(".git", ".venv", ".nox", "__pycache__", ".env*"))
+    (site / ".env").write_text(line + "\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "invoke", "check"], cwd=site, capture_output=True, text=True, timeout=120, check=False,
+        env={k: v for k, v in os.environ.items() if k not in {"APP_ENV", "BACKEND_URL"}},
+    )  # fmt: skip
+    printed = done.stdout + done.stderr
+    assert said in printed and done.returncode == code, printed

@@ -521,7 +521,7 @@ class Settings:
 MAX_WARNINGS = 20
 
 # A settings file is a few lines; one far larger is not one (a log, a dump, /dev/zero behind a link).
-MAX_ENV_FILE = 1024 * 1024
+MAX_ENV_FILE = 256 * 1024
 
 
 def settings_file(path: Path) -> bool:

@@ -90,14 +90,17 @@ def check_keys(config: NetlifyConfig) -> list[Problem]:
     data = config.data
     problems: list[Problem] = []
 
+    def suggest(key: str, known: set[str]) -> str:  # past MAX_SHOWN, no one reads the suggestion
+        return _suggest(key, known) if len(problems) < MAX_SHOWN else ""
+
     def unknown(where: tuple[str | int, ...], key: str, known: set[str], label: str) -> None:
-        message = f"unknown key {key!r} in {label}{_suggest(key, known)}"
+        message = f"unknown key {key!r} in {label}{suggest(key, known)}"
         problems.append(Problem(Origin("netlify.toml", config.line_of(*where, key)), message))
 
     for key in data:
         if key not in KNOWN_TOP:
             line = config.line_of(key)
-            problems.append(Problem(Origin("netlify.toml", line), f"unknown section [{key}]{_suggest(key, KNOWN_TOP)}"))
+            problems.append(Problem(Origin("netlify.toml", line), f"unknown section [{key}]{suggest(key, KNOWN_TOP)}"))
     for key in config.build:
         if key not in KNOWN_BUILD:
             unknown(("build",), key, KNOWN_BUILD, "[build]")
@@ -133,22 +136,23 @@ def check_toml_for_netlify(config: NetlifyConfig) -> list[Problem]:
     problems: list[Problem] = []
 
     def visit(value: object, path: tuple[str | int, ...]) -> None:
-        name = ".".join(str(part) for part in path)
-        where = Origin("netlify.toml", config.line_of(*path))
+        def report(message: str) -> None:  # the name and line only for a problem: a big file has many keys
+            name = ".".join(str(part) for part in path)
+            problems.append(Problem(Origin("netlify.toml", config.line_of(*path)), message.format(name=name)))
+
         if isinstance(value, dict):
             for key, item in value.items():
                 visit(item, (*path, key))
         elif isinstance(value, list):
             kinds = sorted({_kind(item) for item in value})
             if len(kinds) > 1:
-                message = f"`{name}` mixes {' and '.join(kinds)} in one array; Netlify's TOML parser rejects that"
-                problems.append(Problem(where, message))
+                report(f"`{{name}}` mixes {' and '.join(kinds)} in one array; Netlify's TOML parser rejects that")
             for index, item in enumerate(value):
                 visit(item, (*path, index))
         elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > JS_SAFE_INTEGER:
-            problems.append(Problem(where, f"`{name}` = {value} is too large for Netlify's TOML parser; quote it"))
+            report(f"`{{name}}` = {value} is too large for Netlify's TOML parser; quote it")
         elif isinstance(value, float) and not math.isfinite(value):
-            problems.append(Problem(where, f"`{name}` = {value} is read as null by Netlify; write a number"))
+            report(f"`{{name}}` = {value} is read as null by Netlify; write a number")
 
     visit(config.data, ())
     return problems
@@ -348,12 +352,19 @@ def check_project(root: Path) -> list[Problem]:
     return check_config(load(root))
 
 
+# Problems printed at most, in file order; then how many more there are.
+MAX_SHOWN = 100
+
+
 def main(argv: list[str] | None = None) -> int:
     root = Path(argv[0]) if argv else Path.cwd()
     problems = check_project(root)
     errors = [p for p in problems if p.severity == "error"]
-    for problem in problems:
+    for problem in problems[:MAX_SHOWN]:
         print(problem, file=sys.stderr)
+    if len(problems) > MAX_SHOWN:  # a file of thousands of broken lines is not a screen of thousands
+        more = len(problems) - MAX_SHOWN
+        print(f"... and {more:,} more like these; fix the ones above and run again", file=sys.stderr)
     if errors:
         print(f"{len(errors)} error(s) in the Netlify configuration", file=sys.stderr)
         return 1

@@ -318,6 +318,9 @@ def _depth(data: object) -> int:
 
 # Bytes of netlify.toml, _redirects or _headers read at most: 10,000 rules take half a megabyte.
 MAX_CONFIG_FILE = 8 * 1024 * 1024
+# netlify.toml's cap is lower: tomllib reads about a megabyte in a second or two, and 5,000
+# [[redirects]] tables take a quarter of one.
+MAX_TOML_FILE = 1024 * 1024
 
 
 def read_config_file(path: Path, name: str, problems: list[Problem], *, inside: Path) -> str | None:
@@ -342,8 +345,9 @@ def read_config_file(path: Path, name: str, problems: list[Problem], *, inside: 
                 Problem(Origin(name, 1), "is not a regular file (a FIFO, socket or device); make it a file")
             )
             return None
-        if found.st_size > MAX_CONFIG_FILE:
-            message = f"is {found.st_size:,} bytes; Netlify's rule files are far smaller (at most {MAX_CONFIG_FILE:,})"
+        limit = MAX_TOML_FILE if name == "netlify.toml" else MAX_CONFIG_FILE
+        if found.st_size > limit:
+            message = f"is {found.st_size:,} bytes; Netlify's rule files are far smaller (at most {limit:,})"
             problems.append(Problem(Origin(name, 1), message))
             return None
         data = path.read_bytes()
