@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import html
 import json
 import random
 import re
@@ -15,6 +16,7 @@ import socketserver
 import threading
 import time
 import unicodedata
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -267,8 +269,16 @@ def echoes(rng: random.Random, count: int) -> list[Scenario]:
             every = rng.choice([1, 2, 3, 7, 11])
             marks = rng.sample(BETWEEN, rng.randint(1, 3))
             token = "".join(c + (rng.choice(marks) if i % every == every - 1 else "") for i, c in enumerate(token))
-        where = rng.choice(["message", "raw", "far", "encoding", "location"])
-        if where == "message":
+        encode = rng.choice([lambda t: t] * 6 + [lambda t: "".join(f"%{ord(c):02X}" for c in t.encode("utf-8").decode(
+            "latin-1")), lambda t: "".join(f"&#x{ord(c):x};" for c in t)])  # fmt: skip
+        token = encode(token)
+        where = rng.choice(["message", "raw", "far", "encoding", "location", "other key", "bad header"])
+        if where == "other key":  # JSON, but no message: its \u escapes are shown as they came
+            found.append(Scenario(f"echo {n} under another key", 404, json.dumps({"error": token}).encode()))
+        elif where == "bad header":  # a header no HTTP parser takes: its bytes end up in the error
+            header = "".join(c for c in token if ord(c) < 256 and c not in "\r\n") + "\x00"
+            found.append(Scenario(f"echo {n} in a bad header", 200, b"{}", headers=(("X-Echo", header),)))
+        elif where == "message":
             found.append(Scenario(f"echo {n} in a message", 422, json.dumps({"message": f"bad {token}"}).encode()))
         elif where in {"raw", "far"}:
             pad = " " * (rng.randint(3900, 4100) if where == "far" else rng.randint(0, 50))
@@ -307,10 +317,14 @@ def read_in(message: str) -> str:
     """A run of 12 of the token's letters and digits that a reader finds in ``message``: escapes
     (\\x1b, \\u200b) read past, as everything but letters and digits is, and letters in any case
     or width (fullwidth, bold, circled) read as the plain ones."""
-    plain = re.sub(r"\\(?:x[0-9a-f]{2}|u[0-9a-f]{4}|U[0-9a-f]{8})", "", message)
-    letters = "".join(c for c in unicodedata.normalize("NFKD", plain).lower() if c.isascii() and c.isalnum())
     token = "".join(c for c in TOKEN.lower() if c.isalnum())
-    return next((token[i : i + 12] for i in range(len(token) - 11) if token[i : i + 12] in letters), "")
+    for reading in (message, urllib.parse.unquote(urllib.parse.unquote(message)), html.unescape(message)):
+        plain = re.sub(r"\\(?:x[0-9a-f]{2}|u[0-9a-f]{4}|U[0-9a-f]{8})", "", reading)
+        letters = "".join(c for c in unicodedata.normalize("NFKD", plain).lower() if c.isascii() and c.isalnum())
+        found = next((token[i : i + 12] for i in range(len(token) - 11) if token[i : i + 12] in letters), "")
+        if found:
+            return found
+    return ""
 
 
 @pytest.mark.parametrize("operation", sorted(OPERATIONS))
@@ -444,3 +458,26 @@ def test_a_rate_limit_longer_than_the_call_is_reported_as_one(server: Server) ->
     scenario = Scenario("429", status=429, body=b"{}", headers=(("Retry-After", "99999"),))
     exc, _ = call(server, scenario, "get_site", call_seconds=5.0)
     assert isinstance(exc, api.RateLimited), f"{type(exc).__name__}: {exc}"  # not a wait past the call
+
+
+def test_a_failed_deploys_reason_is_quoted_as_any_server_text(server: Server) -> None:
+    """A deploy in state error carries Netlify's own words: an echo of the token in them, in any
+    form echoes() makes, is never shown; ordinary words are."""
+    from cnd_toolkit.netlify import publish
+
+    rng = random.Random(f"{SEED}-error-message")
+    reasons = ["Build script returned non-zero exit code: 2"]
+    reasons += [json.loads(s.body).get("message", "") for s in echoes(rng, 60) if s.body.startswith(b'{"message"')]
+    client = api.NetlifyClient(TOKEN, f"http://127.0.0.1:{server.server_address[1]}/api/v1", retries=0)
+    try:
+        for reason in reasons:
+            body = json.dumps({"id": "d-1", "state": "error", "error_message": reason}).encode()
+            server.scenario = Scenario("error", body=body)
+            with pytest.raises(api.NetlifyError) as caught:
+                publish._wait(client, "site-1", "d-1", 5.0, 0.1, lambda s: None, until={"ready"})
+            assert_clean(caught.value, reason)
+            if reason == reasons[0]:
+                assert reason in str(caught.value)
+    finally:
+        client.close()
+    assert len(reasons) > 10

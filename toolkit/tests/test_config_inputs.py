@@ -170,6 +170,7 @@ def _toml_noise(rng: random.Random) -> str:
         f'n{rng.randrange(10**6)} = "{deep} = 1 \\" {deep}"', f"n{rng.randrange(10**6)} = '{deep}\\'",
         f'n{rng.randrange(10**6)} = """\n{deep} = 1\n[{deep}]\n""""', f"n{rng.randrange(10**6)} = \'\'\'{deep}\n\'\'\'",
         f"# [{deep}] {deep} = 1", f"n{rng.randrange(10**6)} = [1.5, 'a.b', {{ x = \"{deep}\" }}]  # {deep}",
+        f'n{rng.randrange(10**6)} = """a"{deep}\n"""', f"n{rng.randrange(10**6)} = [\'\'\'it's.{deep}\'\'\']",
         "",
     ])  # fmt: skip
 

@@ -509,6 +509,8 @@ def check(c: Context, env: str = "") -> None:
         wrong += config.app_env_unset(unset=False)
     for line in config.app_env_unset(odd=False):  # CI may set what this machine does not
         _warn(line)
+    if config["BACKEND_URL"].startswith("http://"):  # a backend on this machine: inv dev and inv edge take it
+        _warn(f"BACKEND_URL={config['BACKEND_URL']} ({config.sources['BACKEND_URL']}) is local; a deploy needs https")
     for line in wrong:
         console.print(f"[red]error[/] {escape(shown(line, lines=False))}")
     code = check_ops.main([str(proj.ROOT)])

@@ -27,6 +27,7 @@ with its control characters shown as escapes.
 from __future__ import annotations
 
 import email.utils
+import html
 import json
 import random
 import re
@@ -521,17 +522,26 @@ class NetlifyClient:
 TOKEN_RUN = 12
 
 
+# Escapes a text may carry a character in (Python's repr, JSON): the letters of the escape are
+# not the text's, and would break a run of the token's.
+_ESCAPE = re.compile(r"\\(?:x[0-9A-Fa-f]{2}|u[0-9A-Fa-f]{4}|U[0-9A-Fa-f]{8}|[0-7]{1,3}|[abfnrtv])")
+
+
 def _letters_and_digits(text: str) -> str:
-    """``text`` as a reader sees its letters and digits: compatibility forms (fullwidth, bold,
-    circled) as plain ones, one case, and nothing else."""
-    return re.sub(r"[^a-z0-9]", "", unicodedata.normalize("NFKC", text).casefold())
+    """``text`` as a reader sees its letters and digits: escapes read past, compatibility forms
+    (fullwidth, bold, circled) and letters with marks (n with an acute) as plain ones, one case,
+    and nothing else."""
+    return re.sub(r"[^a-z0-9]", "", unicodedata.normalize("NFKD", _ESCAPE.sub("", text)).casefold())
 
 
 def _holds_a_run(text: str, token: str) -> bool:
-    """Whether ``text`` shows :data:`TOKEN_RUN` consecutive letters and digits of ``token``."""
-    letters, seen = _letters_and_digits(token), _letters_and_digits(text)
+    """Whether ``text`` shows :data:`TOKEN_RUN` consecutive letters and digits of ``token``, as it
+    is, percent-decoded (twice) or HTML-unescaped."""
+    letters = _letters_and_digits(token)
     runs = {letters[start : start + TOKEN_RUN] for start in range(len(letters) - TOKEN_RUN + 1)}
-    return any(run in seen for run in runs)
+    once = urllib.parse.unquote(text)
+    readings = {text, once, urllib.parse.unquote(once), html.unescape(text)}
+    return any(run in _letters_and_digits(reading) for reading in readings for run in runs)
 
 
 def _no_site(site_id: str) -> tuple[str, str]:

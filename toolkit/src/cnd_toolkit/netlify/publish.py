@@ -283,7 +283,7 @@ def _wait(
                 )
             return deploy
         if deploy.state == "error":
-            reason = deploy.error_message or "no reason given"
+            reason = client.quoted(deploy.error_message) if deploy.error_message else "no reason given"
             raise NetlifyError(f"Netlify failed deploy {deploy_id}: {reason}; nothing was published")
         if deploy.state not in PENDING_STATES:
             raise NetlifyError(f"Netlify deploy {deploy_id} is {deploy.state!r}; nothing was published")

@@ -92,6 +92,7 @@ def check_backend_url(url: str, *, allow_local: bool = False, name: str = "BACKE
         # plugin's Node: https://0 is 0.0.0.0), never a name DNS could answer.
         or (not local and _NUMBER.fullmatch(parts.hostname.rsplit(".", 1)[-1]))
         or (port is not None and not 0 < port < 65536)
+        or re.search(r":0[0-9]+\Z", parts.netloc)  # :08 is written, and port 8 is what a parser reads
         or origin.endswith(":")
         # What urlsplit read must be the whole text: it drops an empty "?" or "#", for one.
         or f"{parts.scheme}://{parts.netloc}".lower() != origin.lower()

@@ -30,7 +30,8 @@ MAX_TOML_DEPTH = 32
 # give nothing back, and a key is looked for only after a separator, before strings and comments.
 _BASIC, _LITERAL = r'"(?:[^"\\\n]|\\.?)*+"?', r"'[^'\n]*+'?"
 _MULTILINE = r'"""(?:[^\\"]|\\[\s\S]?|"(?!""))*+(?:"{3,5})?' r"|'''(?:[^']|'(?!''))*+(?:'{3,5})?"
-_PART = rf"(?:[^=,{{}}\[\]\n\"'#.]|{_BASIC}|{_LITERAL})*+"
+# A multi-line string first: read as "" and then "a", the string in x = """a".b.c would end early.
+_PART = rf"(?:[^=,{{}}\[\]\n\"'#.]|{_MULTILINE}|{_BASIC}|{_LITERAL})*+"
 _DEEP_KEY = re.compile(
     rf"(?<![^=,{{}}\[\]\n])(?:{_PART}\.){{{MAX_TOML_DEPTH}}}|(?P<skip>{_MULTILINE}|{_BASIC}|{_LITERAL}|#[^\n]*)"
 )
