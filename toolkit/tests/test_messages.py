@@ -345,17 +345,24 @@ def test_a_smoke_failure_inside_a_library_points_at_the_suites_own_line(capfd: p
         assert "http.get" in failure.line, failure
 
 
+def _project_copy(tmp_path: Path) -> Path:
+    """The rendered project in ``tmp_path/site``, without its settings files, to run tasks in."""
+    import shutil
+
+    site = tmp_path / "site"
+    shutil.copytree(proj.ROOT, site, ignore=shutil.ignore_patterns(".git", ".venv", ".nox", "__pycache__", ".env*"))
+    return site
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_what_a_task_prints_holds_no_control_character_whatever_the_files_hold(tmp_path: Path, seed: int) -> None:
     """Setting names in .env and rules in public/_redirects with seeded hostile text (escape
     sequences, C0 and C1 controls, bidi overrides): `inv check` quotes them, as escapes only."""
     import random
     import re
-    import shutil
 
     rng = random.Random(seed)
-    site = tmp_path / "site"
-    shutil.copytree(proj.ROOT, site, ignore=shutil.ignore_patterns(".git", ".venv", ".nox", "__pycache__", ".env*"))
+    site = _project_copy(tmp_path)
     hostile = ["\x1b[2J", "\x1b]0;title\x07", "\x9b31m", "\x08", "\u202e", "\x85", "\x1b", "\x7f", "\u2028"]
     names = [setting.name for setting in settings_mod.SETTINGS]
     lines = [f"{rng.choice(names)}{rng.choice(hostile)}{rng.choice(hostile)}=1" for _ in range(6)]
@@ -378,12 +385,10 @@ def test_inv_edge_shows_the_first_warnings_and_counts_the_rest(tmp_path: Path) -
     """A _redirects of 60 rules pasted twice (60 warnings): `inv edge` starts with the first
     MAX_WARNINGS of them and one line counting the rest, not a screen of repeats."""
     import random
-    import shutil
 
     from cnd_toolkit.netlify import config
 
-    site = tmp_path / "site"
-    shutil.copytree(proj.ROOT, site, ignore=shutil.ignore_patterns(".git", ".venv", ".nox", "__pycache__", ".env*"))
+    site = _project_copy(tmp_path)
     rules = [f"/r{i}/* /t{i}/:splat {random.Random(i).choice([301, 302])}" for i in range(60)]
     (site / "public" / "_redirects").write_text("\n".join(rules + rules) + "\n")
     warnings = len(config.load(site).warnings)
@@ -422,10 +427,7 @@ def test_inv_edge_shows_the_first_warnings_and_counts_the_rest(tmp_path: Path) -
 def test_inv_check_says_what_a_deploy_would_refuse_in_the_settings(
     tmp_path: Path, line: str, said: str, code: int
 ) -> None:
-    import shutil
-
-    site = tmp_path / "site"
-    shutil.copytree(proj.ROOT, site, ignore=shutil.ignore_patterns(".git", ".venv", ".nox", "__pycache__", ".env*"))
+    site = _project_copy(tmp_path)
     (site / ".env").write_text(line + "\n")
     done = subprocess.run(
         [sys.executable, "-m", "invoke", "check"], cwd=site, capture_output=True, text=True, timeout=120, check=False,

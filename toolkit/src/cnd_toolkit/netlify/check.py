@@ -135,24 +135,28 @@ def check_toml_for_netlify(config: NetlifyConfig) -> list[Problem]:
     """Values tomllib reads and Netlify's TOML parser does not: mixed arrays, huge integers."""
     problems: list[Problem] = []
 
-    def visit(value: object, path: tuple[str | int, ...]) -> None:
-        def report(message: str) -> None:  # the name and line only for a problem: a big file has many keys
-            name = ".".join(str(part) for part in path)
-            problems.append(Problem(Origin("netlify.toml", config.line_of(*path)), message.format(name=name)))
+    def at(path: tuple[str | int, ...]) -> tuple[str, Origin]:
+        """A key's dotted name and line: looked up for a problem only (a big file has many keys)."""
+        return ".".join(str(part) for part in path), Origin("netlify.toml", config.line_of(*path))
 
+    def visit(value: object, path: tuple[str | int, ...]) -> None:
         if isinstance(value, dict):
             for key, item in value.items():
                 visit(item, (*path, key))
         elif isinstance(value, list):
             kinds = sorted({_kind(item) for item in value})
             if len(kinds) > 1:
-                report(f"`{{name}}` mixes {' and '.join(kinds)} in one array; Netlify's TOML parser rejects that")
+                name, where = at(path)
+                message = f"`{name}` mixes {' and '.join(kinds)} in one array; Netlify's TOML parser rejects that"
+                problems.append(Problem(where, message))
             for index, item in enumerate(value):
                 visit(item, (*path, index))
         elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > JS_SAFE_INTEGER:
-            report(f"`{{name}}` = {value} is too large for Netlify's TOML parser; quote it")
+            name, where = at(path)
+            problems.append(Problem(where, f"`{name}` = {value} is too large for Netlify's TOML parser; quote it"))
         elif isinstance(value, float) and not math.isfinite(value):
-            report(f"`{{name}}` = {value} is read as null by Netlify; write a number")
+            name, where = at(path)
+            problems.append(Problem(where, f"`{name}` = {value} is read as null by Netlify; write a number"))
 
     visit(config.data, ())
     return problems

@@ -87,7 +87,7 @@ def load(root: Path, api_rule: str = "") -> NetlifyConfig:
     """
     problems: list[Problem] = []
     toml_path = root / "netlify.toml"
-    toml_text = read_config_file(toml_path, "netlify.toml", problems, inside=root)
+    toml_text = read_config_file(toml_path, "netlify.toml", problems, inside=root, limit=MAX_TOML_FILE)
     data: dict[str, Any] = {}
     lines: dict[tuple[str, ...], int] = {}
     if toml_text is not None:
@@ -96,25 +96,11 @@ def load(root: Path, api_rule: str = "") -> NetlifyConfig:
             problems.append(Problem(Origin("netlify.toml", 1), message))
             toml_text = toml_text[1:]
         deep_line = deep_key_line(toml_text)
-        try:
-            if deep_line is not None:  # found before tomllib, whose time grows with the square of its parts
-                message = f"has a key or table name of more than {MAX_TOML_DEPTH} dotted parts; {_FEW}"
-                problems.append(Problem(Origin("netlify.toml", deep_line), message))
-            else:
-                data = tomllib.loads(toml_text)
-        except tomllib.TOMLDecodeError as exc:
-            # "(at end of document)" names no line: the last one is where the document ended.
-            line = re.search(r"line (\d+)", str(exc))
-            number = int(line.group(1)) if line else toml_text.rstrip().count("\n") + 1
-            problems.append(Problem(Origin("netlify.toml", number), f"not valid TOML: {exc}"))
-        except ValueError:  # not TOMLDecodeError: a number of more digits than Python converts (4,300)
-            long = re.search(r"[0-9_]{4000,}", toml_text)
-            number = toml_text.count("\n", 0, long.start()) + 1 if long else 1
-            message = "has a number of thousands of digits; no key takes one"
-            problems.append(Problem(Origin("netlify.toml", number), message))
-        except RecursionError:  # arrays or inline tables nested thousands deep: Python's parser gives up
-            message = "nests arrays or tables too deeply to be read; netlify.toml never needs more than a few levels"
-            problems.append(Problem(Origin("netlify.toml", 1), message))
+        if deep_line is not None:  # found before tomllib, whose time grows with the square of a key's parts
+            message = f"has a key or table name of more than {MAX_TOML_DEPTH} dotted parts; {_FEW}"
+            problems.append(Problem(Origin("netlify.toml", deep_line), message))
+        else:
+            data = _parsed_toml(toml_text, problems)
         if _depth(data) > MAX_TOML_DEPTH:  # [a.a.a...] reads, and would exhaust every walk of it
             message = f"nests tables or arrays more than {MAX_TOML_DEPTH} levels deep; {_FEW}"
             problems.append(Problem(Origin("netlify.toml", 1), message))
@@ -295,6 +281,26 @@ def _identity(rule: Redirect) -> tuple[Any, ...]:
     )
 
 
+def _parsed_toml(text: str, problems: list[Problem]) -> dict[str, Any]:
+    """netlify.toml's data, or {} and a problem at its line when tomllib cannot read it."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        # "(at end of document)" names no line: the last one is where the document ended.
+        line = re.search(r"line (\d+)", str(exc))
+        number = int(line.group(1)) if line else text.rstrip().count("\n") + 1
+        problems.append(Problem(Origin("netlify.toml", number), f"not valid TOML: {exc}"))
+    except ValueError:  # not TOMLDecodeError: a number of more digits than Python converts (4,300)
+        long = re.search(r"[0-9_]{4000,}", text)
+        number = text.count("\n", 0, long.start()) + 1 if long else 1
+        message = "has a number of thousands of digits; no key takes one"
+        problems.append(Problem(Origin("netlify.toml", number), message))
+    except RecursionError:  # arrays or inline tables nested thousands deep: Python's parser gives up
+        message = "nests arrays or tables too deeply to be read; netlify.toml never needs more than a few levels"
+        problems.append(Problem(Origin("netlify.toml", 1), message))
+    return {}
+
+
 _FEW = "netlify.toml never needs more than a few (nothing in it was read)"
 
 
@@ -323,7 +329,9 @@ MAX_CONFIG_FILE = 8 * 1024 * 1024
 MAX_TOML_FILE = 1024 * 1024
 
 
-def read_config_file(path: Path, name: str, problems: list[Problem], *, inside: Path) -> str | None:
+def read_config_file(
+    path: Path, name: str, problems: list[Problem], *, inside: Path, limit: int = MAX_CONFIG_FILE
+) -> str | None:
     """A file's text (a BOM kept, as Netlify's parsers keep it); a missing file is None.
 
     A file that cannot be read or is not UTF-8 is a problem at its line (line 1 for the whole
@@ -345,7 +353,6 @@ def read_config_file(path: Path, name: str, problems: list[Problem], *, inside: 
                 Problem(Origin(name, 1), "is not a regular file (a FIFO, socket or device); make it a file")
             )
             return None
-        limit = MAX_TOML_FILE if name == "netlify.toml" else MAX_CONFIG_FILE
         if found.st_size > limit:
             message = f"is {found.st_size:,} bytes; Netlify's rule files are far smaller (at most {limit:,})"
             problems.append(Problem(Origin(name, 1), message))

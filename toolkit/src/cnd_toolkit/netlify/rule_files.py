@@ -37,6 +37,10 @@ FRAMING = frozenset(
 # _redirects and _headers, as Netlify's parsers read them
 
 
+# What _js_int gives for a number of more than 20 digits: no status, and past what Python converts.
+TOO_LARGE = 10**20
+
+
 def _js_int(token: str) -> int | None:
     """JavaScript's ``parseInt(token)``, which Netlify's parser uses for statuses ("301!" -> 301)."""
     match = re.match(f"[{JS_SPACE}]*([+-]?)(?:0[xX]([0-9A-Fa-f]+)|([0-9]+))", token)
@@ -44,8 +48,8 @@ def _js_int(token: str) -> int | None:
         return None
     sign = -1 if match.group(1) == "-" else 1
     digits = match.group(2) or match.group(3)
-    if len(digits.lstrip("0")) > 20:  # no status: as large as it need be (Python reads 4,300 digits at most)
-        return sign * 10**20
+    if len(digits.lstrip("0")) > 20:
+        return sign * TOO_LARGE
     return sign * (int(match.group(2), 16) if match.group(2) else int(match.group(3)))
 
 
@@ -121,7 +125,7 @@ def parse_redirects_file(text: str, file: str, problems: list[Problem]) -> list[
                 # Netlify reads the number it starts with ("301x" as 301, "200!!" as a forced 200).
                 problems.append(Problem(origin, f"status {rest[0]!r} is not a number; write e.g. `301`, or `200!`"))
                 continue
-            if parsed >= 10**20:
+            if parsed >= TOO_LARGE:
                 problems.append(Problem(origin, f"status {rest[0]} is no status Netlify supports; write e.g. `301`"))
                 continue
             status, force = parsed, rest[0].endswith("!")
